@@ -1,0 +1,13 @@
+"""Task registry. Importing this package registers every task type shipped with lite-cpt."""
+
+from lite_cpt.tasks.base import (
+    BENCHMARK_TYPES,
+    TASK_TYPES,
+    Sample,
+    Task,
+    build_task,
+    register_task,
+)
+from lite_cpt.tasks import mini  # noqa: F401  (registers the mini-seven task types)
+
+__all__ = ["BENCHMARK_TYPES", "TASK_TYPES", "Sample", "Task", "build_task", "register_task"]

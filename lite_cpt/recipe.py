@@ -1,0 +1,435 @@
+"""Recipe schema: the one configuration surface of lite-cpt.
+
+A recipe is a YAML file validated into `Recipe`. Every field is typed, defaulted and documented
+(the `description` of each field is the reference the README prints). Unknown keys are errors.
+Command-line overrides use dotted paths, `a.b=c`, parsed as YAML scalars; list items are addressed
+by index or, for tasks and arms, by name: `arms.sft.lr=1e-4`, `tasks.0.train_size=64`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lite_cpt.errors import UserError
+
+ARM_METHODS = ("sft", "rft", "rif_rft", "multitask_sft", "multitask_rft", "replay", "ewc")
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: str = Field(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        description="Regex over module names that get adapters (the language model's linear "
+        "layers by default; the vision tower stays frozen).",
+    )
+
+
+class TinyModelConfig(Section):
+    """Shape of the offline, randomly initialised Qwen2.5-VL used when `model.name` is `tiny`."""
+
+    hidden_size: int = Field(64, ge=16, description="Language model hidden size.")
+    num_layers: int = Field(2, ge=1, description="Language model decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads (head_dim = hidden / heads).")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(128, ge=16, description="MLP width of the language model.")
+    vision_hidden_size: int = Field(32, ge=16, description="Vision tower hidden size.")
+    vision_depth: int = Field(2, ge=1, description="Vision tower blocks.")
+    vocab_size: int = Field(1024, ge=300, description="BPE vocabulary trained offline.")
+    image_size: int = Field(56, ge=28, description="Side of the square images (multiple of 28).")
+    seed: int = Field(0, description="Seed of the random initialisation and the tokenizer corpus.")
+
+
+class BaseTrainingConfig(Section):
+    """A short multi-task SFT that gives the random tiny model some ability before continual
+    training starts (the 7B instruct model has it already). Cached by a hash of its inputs."""
+
+    enabled: bool = Field(True, description="Train the shared base (only for `model.name: tiny`).")
+    samples_per_task: int = Field(256, ge=1, description="Training samples per task (a separate split).")
+    epochs: int = Field(6, ge=1, description="Passes over those samples.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (full fine-tuning of the tiny model).")
+    batch_size: int = Field(16, ge=1, description="Samples per step.")
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "tiny",
+        description="Hugging Face model id, a local directory, or `tiny` for the offline tiny Qwen2.5-VL.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA, float32 on CPU."
+    )
+    quantization: Literal["auto", "none", "nf4", "int8"] = Field(
+        "auto", description="Frozen-base quantisation; `auto` = nf4 (QLoRA) on CUDA, none on CPU."
+    )
+    backend: Literal["transformers", "unsloth"] = Field(
+        "transformers", description="Model loader; `unsloth` is an optional CUDA fast path."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (non-reentrant).")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel passed to transformers."
+    )
+    min_pixels: int | None = Field(None, ge=1, description="Processor min_pixels (image resolution floor).")
+    max_pixels: int | None = Field(None, ge=1, description="Processor max_pixels (caps image tokens).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Tiny model shape.")
+    base_training: BaseTrainingConfig = Field(
+        default_factory=BaseTrainingConfig, description="Shared base training for the tiny model."
+    )
+
+
+class DataSourceConfig(Section):
+    """Where a task's data lives. Synthetic tasks ignore it; real tasks read a local directory
+    (relative paths resolve against `data.root`) or a Hugging Face dataset id from the local cache."""
+
+    path: str | None = Field(None, description="Local directory or file (parquet/json/jsonl/arrow).")
+    hf_id: str | None = Field(None, description="Hugging Face datasets id, read from the local cache.")
+    hf_config: str | None = Field(None, description="Dataset configuration name.")
+    train_split: str = Field("train", description="Split used for training.")
+    test_split: str = Field("test", description="Split used for evaluation.")
+
+
+class TaskConfig(Section):
+    name: str = Field(..., description="Unique task name (used in the matrix and run directory).")
+    type: str = Field(..., description="Task type from the registry (`lite-cpt validate` lists them).")
+    source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
+    train_size: int | None = Field(256, ge=1, description="Training samples (None = all).")
+    test_size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training set for this task.")
+    prompt: str | None = Field(
+        None, description="Prompt template override; `{question}` is replaced by the sample's question."
+    )
+    max_prompt_tokens: int = Field(1024, ge=8, description="Prompts are truncated (left) to this length.")
+    max_answer_tokens: int = Field(64, ge=1, description="Training answers are truncated to this length.")
+
+
+class RFTConfig(Section):
+    """GRPO settings (used by rft, rif_rft and multitask_rft arms)."""
+
+    group_size: int = Field(5, ge=2, description="Rollouts per prompt (G).")
+    prompts_per_step: int = Field(4, ge=1, description="Prompts per policy update.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
+    top_p: float = Field(0.99, gt=0, le=1, description="Nucleus sampling of rollouts.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest rollout answer.")
+    kl: bool = Field(True, description="Add the k3 KL penalty to the reference (adapter off).")
+    kl_beta: float = Field(0.01, ge=0, description="KL coefficient.")
+    eps_low: float = Field(0.2, ge=0, description="Lower clip range of the ratio.")
+    eps_high: float = Field(0.2, ge=0, description="Upper clip range of the ratio.")
+    inner_epochs: int = Field(1, ge=1, description="PPO epochs over each batch of rollouts.")
+    advantage: Literal["grpo", "rloo", "remax"] = Field("grpo", description="Advantage estimator.")
+    scale_rewards: bool = Field(True, description="Divide group-centred rewards by their std (GRPO).")
+    aggregation: Literal["token-mean", "seq-mean"] = Field("token-mean", description="Loss aggregation.")
+    cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
+    format_weight: float = Field(0.1, ge=0, le=1, description="Weight of the format reward in CoT mode.")
+
+
+class RIFConfig(Section):
+    """Rollout-based instance filtering: keep instances whose mean reward lies in (low, high)."""
+
+    rollouts: int = Field(4, ge=1, description="Rollouts per instance used to estimate its success rate (K).")
+    low: float = Field(0.0, ge=0, le=1, description="Keep instances whose mean reward is strictly above this.")
+    high: float = Field(1.0, ge=0, le=1, description="…and strictly below this.")
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: filter once before each task; online: per batch, refilling."
+    )
+    budget: Literal["filtered", "matched"] = Field(
+        "filtered",
+        description="filtered: train on the kept instances only; matched: as many policy updates as plain RFT.",
+    )
+
+    @model_validator(mode="after")
+    def _band(self) -> "RIFConfig":
+        if self.low >= self.high:
+            raise ValueError(f"rif.low ({self.low}) must be below rif.high ({self.high})")
+        return self
+
+
+class ReplayConfig(Section):
+    fraction: float = Field(0.2, ge=0, le=1, description="Share of each batch drawn from earlier tasks.")
+    buffer_per_task: int = Field(64, ge=1, description="Samples kept per finished task.")
+
+
+class EWCConfig(Section):
+    weight: float = Field(100.0, ge=0, description="EWC penalty coefficient (lambda).")
+    fisher_samples: int = Field(32, ge=1, description="Samples used to estimate the diagonal Fisher.")
+
+
+class ArmConfig(Section):
+    name: str = Field(..., description="Arm name (directory under the run).")
+    method: Literal["sft", "rft", "rif_rft", "multitask_sft", "multitask_rft", "replay", "ewc"] | None = Field(
+        None, description="Training method; defaults to the arm's name when that is a method."
+    )
+    lr: float = Field(2e-4, gt=0, description="LoRA learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(8, ge=1, description="SFT samples per optimizer step.")
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto", description="Samples per forward pass (gradient accumulation fills the batch); auto = planner."
+    )
+    max_steps_per_task: int | None = Field(None, ge=1, description="Cap on optimizer steps per task.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    rft: RFTConfig = Field(default_factory=RFTConfig, description="GRPO settings.")
+    rif: RIFConfig = Field(default_factory=RIFConfig, description="Instance filtering settings.")
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
+    ewc: EWCConfig = Field(default_factory=EWCConfig, description="EWC settings.")
+
+    @model_validator(mode="after")
+    def _method(self) -> "ArmConfig":
+        if self.method is None:
+            if self.name not in ARM_METHODS:
+                raise ValueError(
+                    f"arm '{self.name}' needs a `method` (one of: {', '.join(ARM_METHODS)})"
+                )
+            object.__setattr__(self, "method", self.name)
+        return self
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(32, ge=1, description="Longest generated answer at evaluation.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy decoding (the default for every row).")
+    batch_size: int = Field(16, ge=1, description="Prompts per generate call.")
+
+
+class BenchmarkConfig(Section):
+    name: str = Field(..., description="Benchmark name in the results.")
+    type: str = Field(..., description="Benchmark type from the registry.")
+    source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
+    size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
+
+
+class EvaluationConfig(Section):
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding settings.")
+    general: list[BenchmarkConfig] = Field(
+        default_factory=list, description="General benchmarks evaluated after every task."
+    )
+    cot: bool = Field(False, description="Evaluate with the chain-of-thought prompt.")
+
+
+class DataConfig(Section):
+    root: str | None = Field(None, description="Directory that relative data paths resolve against.")
+
+
+class Recipe(Section):
+    name: str = Field(..., description="Run name; outputs go to <output_dir>/<name>/.")
+    seed: int = Field(0, description="Seed of data sampling, initialisation and training.")
+    output_dir: str = Field("runs", description="Parent directory of run directories.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and adapters.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data locations.")
+    tasks: list[TaskConfig] = Field(..., min_length=1, description="Tasks, in training order.")
+    arms: list[ArmConfig] = Field(..., min_length=1, description="Training arms, each from a fresh adapter.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        _check_unique([t.name for t in tasks], "task")
+        return tasks
+
+    @field_validator("arms")
+    @classmethod
+    def _unique_arms(cls, arms: list[ArmConfig]) -> list[ArmConfig]:
+        _check_unique([a.name for a in arms], "arm")
+        return arms
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def task(self, name: str) -> TaskConfig:
+        return next(t for t in self.tasks if t.name == name)
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} name '{name}' appears twice")
+        seen.add(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, validation messages
+
+
+def resolve_recipe_path(path: str | Path) -> Path:
+    """A recipe path as given, or else the copy shipped inside the package (`recipes/...`)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    parts = path.parts
+    if parts and parts[0] == "recipes":
+        shipped = resources.files("lite_cpt.recipes").joinpath(*parts[1:])
+        if shipped.is_file():
+            return Path(str(shipped))
+    raise UserError(f"recipe file not found: {path}")
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        if not key:
+            raise UserError(f"override '{item}' has an empty key")
+        parsed.append((key.split("."), yaml.safe_load(value) if value != "" else None))
+    return parsed
+
+
+def apply_override(raw: dict, path: list[str], value: Any) -> None:
+    """Set `value` at a dotted path in the raw recipe mapping.
+
+    List items are found by index (`tasks.0`) or by their `name` (`arms.sft`). Missing mapping
+    keys are created so that pydantic reports unknown ones with their full path.
+    """
+    node: Any = raw
+    for depth, key in enumerate(path):
+        last = depth == len(path) - 1
+        where = ".".join(path[: depth + 1])
+        if isinstance(node, list):
+            index = _list_index(node, key, where)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise UserError(f"override '{'.'.join(path)}': '{'.'.join(path[:depth])}' is not a section")
+
+
+def _list_index(items: list, key: str, where: str) -> int:
+    if key.lstrip("-").isdigit():
+        index = int(key)
+        if -len(items) <= index < len(items):
+            return index
+        raise UserError(f"override '{where}': index out of range (list has {len(items)} items)")
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == key:
+            return index
+    names = [str(item.get("name")) for item in items if isinstance(item, dict)]
+    raise UserError(f"override '{where}': no item named '{key}' (have: {', '.join(names)})")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names allowed at `loc` (the location pydantic reports, minus the bad key)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _section_type(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _section_type(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if args:
+        for arg in args:
+            found = _section_type(arg)
+            if isinstance(found, type) and issubclass(found, BaseModel):
+                return found
+    return annotation
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid recipe {source}:"]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Recipe, loc[:-1])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {where}: unknown key{hint}")
+        elif item["type"] == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            lines.append(f"  {where}: got {item.get('input')!r}; allowed values: {expected}")
+        elif item["type"] == "missing":
+            lines.append(f"  {where}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}: {message} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, source)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply `a.b=c` overrides, validate, and check the task types exist."""
+    path = resolve_recipe_path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"recipe {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"recipe {path} must be a YAML mapping at the top level")
+    raw = copy.deepcopy(raw)
+    for keys, value in parse_overrides(overrides or []):
+        apply_override(raw, keys, value)
+    recipe = recipe_from_dict(raw, str(path))
+    check_recipe_references(recipe)
+    return recipe
+
+
+def check_recipe_references(recipe: Recipe) -> None:
+    """Task and benchmark types must be registered (checked here so `validate` catches them)."""
+    from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
+
+    problems = []
+    for index, task in enumerate(recipe.tasks):
+        if task.type not in TASK_TYPES:
+            problems.append(
+                f"  tasks.{index}.type: unknown task type '{task.type}'; allowed values: "
+                f"{', '.join(sorted(TASK_TYPES))}"
+            )
+    for index, bench in enumerate(recipe.evaluation.general):
+        if bench.type not in BENCHMARK_TYPES:
+            problems.append(
+                f"  evaluation.general.{index}.type: unknown benchmark type '{bench.type}'; "
+                f"allowed values: {', '.join(sorted(BENCHMARK_TYPES))}"
+            )
+    if problems:
+        raise UserError("invalid recipe:\n" + "\n".join(problems))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a pydantic model / JSON-able value (cache keys)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    payload = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]

@@ -1,0 +1,155 @@
+"""What a task is: samples, a prompt, and one `reward` function that is also its metric.
+
+A task type is registered by name (`@register_task("mini_clevr")`); a recipe's `tasks[i].type`
+picks one. General benchmarks are evaluation-only tasks in a second registry.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any, Callable
+
+from lite_cpt.data.sample import Sample, format_choices  # noqa: F401  (re-exported)
+from lite_cpt.errors import UserError
+
+COT_INSTRUCTION = (
+    "First think step by step inside <think> </think>, "
+    "then give the final answer inside <answer> </answer>."
+)
+
+
+class Task:
+    """Base of every task type. Subclasses implement `load` and `reward` (and may change the
+    prompt or the answer extraction); the rest is shared."""
+
+    #: Instruction appended to the question in the plain (no chain-of-thought) prompt.
+    answer_instruction = "Answer with a single word or number."
+
+    def __init__(self, name: str, config: Any = None, data_root: Path | None = None, seed: int = 0):
+        self.name = name
+        self.config = config
+        self.data_root = data_root
+        self.seed = seed
+
+    # -- data ------------------------------------------------------------------------------
+    def load(self, split: str, size: int | None) -> list[Sample]:
+        raise NotImplementedError
+
+    # -- prompt ----------------------------------------------------------------------------
+    def prompt(self, sample: Sample, cot: bool = False) -> str:
+        """The user text that follows the image. A recipe's `prompt` template overrides the body."""
+        template = getattr(self.config, "prompt", None)
+        body = template.format(question=sample.question) if template else sample.question
+        suffix = COT_INSTRUCTION if cot else self.answer_instruction
+        return f"{body}\n{suffix}" if suffix else body
+
+    def target(self, sample: Sample, cot: bool = False) -> str:
+        """The assistant text SFT trains on."""
+        if cot:
+            return f"<think>{sample.meta.get('rationale', '')}</think><answer>{sample.answer}</answer>"
+        return sample.answer
+
+    # -- scoring ---------------------------------------------------------------------------
+    def extract_answer(self, prediction: str, cot: bool = False) -> str:
+        return extract_answer(prediction) if cot else prediction.strip()
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        """Score in [0, 1] of an extracted answer; the task's evaluation metric too."""
+        raise NotImplementedError
+
+    def score(self, prediction: str, sample: Sample, cot: bool = False) -> float:
+        return float(self.reward(self.extract_answer(prediction, cot), sample))
+
+
+TASK_TYPES: dict[str, Callable[..., Task]] = {}
+BENCHMARK_TYPES: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str, *, benchmark: bool = False):
+    """Class decorator: make a task type available to recipes under `name`."""
+
+    def decorate(cls):
+        registry = BENCHMARK_TYPES if benchmark else TASK_TYPES
+        if name in registry:
+            raise ValueError(f"task type '{name}' registered twice")
+        registry[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_task(config: Any, data_root: str | Path | None = None, seed: int = 0, *, benchmark: bool = False) -> Task:
+    """Instantiate the task (or benchmark) a recipe section describes."""
+    registry = BENCHMARK_TYPES if benchmark else TASK_TYPES
+    if config.type not in registry:
+        kind = "benchmark" if benchmark else "task"
+        raise UserError(f"unknown {kind} type '{config.type}'; allowed values: {', '.join(sorted(registry))}")
+    root = Path(data_root) if data_root else None
+    return registry[config.type](config.name, config=config, data_root=root, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer normalisation shared by task types
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_THINK_ANSWER_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+
+
+def extract_answer(text: str) -> str:
+    """The content of the last <answer>…</answer>; the whole text when there is none."""
+    found = _ANSWER_TAG.findall(text)
+    return found[-1].strip() if found else text.strip()
+
+
+def format_reward(text: str) -> float:
+    """1.0 when the text is exactly `<think>…</think><answer>…</answer>`, else 0.0."""
+    return 1.0 if _THINK_ANSWER_FORMAT.match(text) else 0.0
+
+
+_ARTICLES = {"a", "an", "the"}
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (the usual VQA-style cleanup)."""
+    text = text.lower().strip()
+    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
+    return " ".join(word for word in text.split() if word not in _ARTICLES)
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    pred = normalize_text(prediction)
+    return 1.0 if any(pred == normalize_text(a) for a in answers) else 0.0
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in the text, or None."""
+    found = _NUMBER.search(text.replace(",", ""))
+    return float(found.group()) if found else None
+
+
+def numeric_match(prediction: str, answer: str, rel_tol: float = 1e-4) -> float:
+    pred, gold = parse_number(prediction), parse_number(answer)
+    if pred is None or gold is None:
+        return 0.0
+    return 1.0 if abs(pred - gold) <= rel_tol * max(1.0, abs(gold)) else 0.0
+
+
+_LETTER = re.compile(r"\(?\b([A-J])\b\)?")
+
+
+def choice_letter(prediction: str, choices: list[str] | None = None) -> str | None:
+    """The option letter a prediction names: `B`, `(B)`, `B. blue`, or the option's own text."""
+    text = prediction.strip()
+    found = _LETTER.match(text) or _LETTER.search(text[:3])
+    if found:
+        return found.group(1)
+    if choices:
+        for index, choice in enumerate(choices):
+            if normalize_text(text) == normalize_text(choice):
+                return "ABCDEFGHIJ"[index]
+    return None
