@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,17 +37,17 @@ class ArmResult:
     name: str
     tasks: list[str]
     R: np.ndarray  # (rows, T); rows < T + 1 while the arm is unfinished
+    cost: dict[str, float | None]  # see compute_cost
     benchmarks: list[str] = field(default_factory=list)
     G: list[list[float]] = field(default_factory=list)
-    cost: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def tasks_done(self) -> int:
         return max(self.R.shape[0] - 1, 0)
 
-    @property
-    def complete(self) -> bool:
-        return self.R.shape[0] == len(self.tasks) + 1
+    @cached_property
+    def summary(self) -> dict[str, float | None]:
+        return summarize(self.R)
 
 
 def _read_json(path: Path) -> dict:
@@ -133,7 +134,7 @@ def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
-    return ArmResult(name=arm_dir.name, tasks=tasks, R=R, benchmarks=benchmarks, G=G, cost=cost)
+    return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G)
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:
@@ -253,15 +254,15 @@ forgetting, positive means later tasks helped it. **Forgetting** is, per earlier
 from its best score during training (base row excluded) to its final score, averaged; 0 is no
 forgetting. **FWT** (forward transfer) is the mean gain on a task before it is trained, against
 the base model. **Δ general** is the last row's change on each general benchmark against the
-base model; negative means general ability was lost. Metrics are n/a for an arm that has not
-finished every task (and BWT, forgetting, FWT for a single-task run). Compute cost sums the
+base model; negative means general ability was lost (for an unfinished arm: the change so far).
+ACC, BWT, forgetting and FWT are n/a for an arm that has not finished every task (and BWT,
+forgetting, FWT for a single-task run). Compute cost sums the
 per-task logs: wall time is training plus evaluation seconds; kept fraction is the mean share of
 instances that rollout-based filtering kept."""
 
 
 def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) -> str:
     """The report text; it depends on its arguments only (no timestamps)."""
-    summaries = {arm.name: summarize(arm.R) for arm in arms}
     benchmarks = list(dict.fromkeys(b for arm in arms for b in arm.benchmarks))
 
     lines = [f"# lite-cpt report: {run_name}", ""]
@@ -273,7 +274,7 @@ def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) ->
     header = ["arm", "tasks done", "ACC", "BWT", "forgetting", "FWT"] + [f"Δ {b}" for b in benchmarks]
     rows = []
     for arm in arms:
-        summary = summaries[arm.name]
+        summary = arm.summary
         deltas = dict(zip(arm.benchmarks, general_deltas(arm.G)))
         rows.append(
             [arm.name, f"{arm.tasks_done}/{len(arm.tasks)}", _number(summary["ACC"]),
@@ -299,11 +300,11 @@ def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) ->
                                                                "seen_task_average.png")]
 
     for arm in arms:
-        lines += ["", f"## Accuracy matrix: {arm.name}", "", _image(f"accuracy heatmap of {arm.name}",
-                                                                    heatmap_filename(arm.name)), ""]
+        lines += ["", f"## Accuracy matrix: {arm.name}", ""]
         if arm.R.shape[0] == 0:
             lines += ["No evaluated row yet."]
             continue
+        lines += [_image(f"accuracy heatmap of {arm.name}", heatmap_filename(arm.name)), ""]
         body = [[label] + [f"{value:.3f}" for value in arm.R[i]]
                 for i, label in enumerate(row_labels(arm.tasks, arm.R.shape[0]))]
         lines += _table(["stage \\ task", *arm.tasks], body)
@@ -324,9 +325,10 @@ def write_report(run_dir: Path) -> Path:
     arms = [load_arm(run_dir / name) for name in order_arms(found, recipe_order)]
     missing = [name for name in dict.fromkeys(recipe_order) if name not in found]
 
-    atomic_write_json(run_dir / "summary.json", {arm.name: summarize(arm.R) for arm in arms})
+    atomic_write_json(run_dir / "summary.json", {arm.name: arm.summary for arm in arms})
     for arm in arms:
-        plot_heatmap(arm, run_dir / heatmap_filename(arm.name))
+        if arm.R.shape[0] > 0:
+            plot_heatmap(arm, run_dir / heatmap_filename(arm.name))
     plot_seen_task_average(arms, run_dir / "seen_task_average.png")
     report_path = run_dir / "report.md"
     atomic_write_text(report_path, render_markdown(run_dir.resolve().name, arms, missing))

@@ -1,0 +1,155 @@
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lite_cpt.errors import UserError
+from lite_cpt.report import write_report
+
+TASKS = ["scienceqa", "textvqa", "vizwiz"]
+
+# Same hand-computed matrix as tests/test_metrics.py:
+# ACC = 2.15/3 = 0.717, BWT = -0.250, forgetting = 0.275, FWT = +0.150.
+SFT_R = [
+    [0.90, 0.10, 0.30],
+    [0.80, 0.20, 0.40],
+    [0.85, 0.90, 0.50],
+    [0.50, 0.70, 0.95],
+]
+# Unfinished arm: base and task 1 only.
+RIF_R = [
+    [0.90, 0.10, 0.30],
+    [0.95, 0.15, 0.35],
+]
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+
+
+def _task_end(index: int, **extra) -> dict:
+    return {"event": "task_end", "task_index": index, "task": TASKS[index - 1], "train_seconds": 10.0 * index,
+            "eval_seconds": 2.5, "generated_tokens": 1000 * index, "trained_tokens": 500 * index,
+            "policy_updates": 4, **extra}
+
+
+def make_run(tmp_path: Path) -> Path:
+    run = tmp_path / "demo-run"
+    (run / "sft").mkdir(parents=True)
+    (run / "rif_rft").mkdir()
+    (run / "notes").mkdir()  # a directory without matrix.json is not an arm
+    # Recipe lists sft first: the report must follow the recipe, not the alphabet.
+    (run / "recipe.yaml").write_text(
+        "name: demo-run\narms:\n  - name: sft\n    kind: sft\n  - name: rif_rft\n    kind: rft\n"
+        "  - name: ewc\n    kind: ewc\n",
+        encoding="utf-8",
+    )
+    (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": SFT_R}))
+    (run / "sft" / "general.json").write_text(
+        json.dumps({"benchmarks": ["MMMU", "POPE"], "G": [[0.40, 0.80], [0.38, 0.79], [0.36, 0.75], [0.35, 0.70]]})
+    )
+    _write_jsonl(
+        run / "sft" / "metrics.jsonl",
+        [
+            {"event": "step", "task_index": 1, "loss": 1.2},
+            _task_end(1),
+            {"event": "checkpoint", "path": "task_1"},  # unknown events are ignored
+            _task_end(2),
+            _task_end(3),
+        ],
+    )
+    (run / "rif_rft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": RIF_R}))
+    (run / "rif_rft" / "general.json").write_text(json.dumps({"benchmarks": ["MMMU"], "G": [[0.40], [0.42]]}))
+    # Task 1 logged twice (a resumed run retrained it): only the last event counts.
+    _write_jsonl(
+        run / "rif_rft" / "metrics.jsonl",
+        [_task_end(1, kept_fraction=0.9, train_seconds=99.0), _task_end(1, kept_fraction=0.4)],
+    )
+    return run
+
+
+def test_write_report_writes_summary_figures_and_markdown(tmp_path):
+    run = make_run(tmp_path)
+    report_path = write_report(run)
+    assert report_path == run / "report.md"
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert list(summary) == ["sft", "rif_rft"]
+    assert summary["sft"] == pytest.approx({"ACC": 2.15 / 3, "BWT": -0.25, "forgetting": 0.275, "FWT": 0.15})
+    assert summary["rif_rft"] == {"ACC": None, "BWT": None, "forgetting": None, "FWT": None}
+
+    for name in ["heatmap_sft.png", "heatmap_rif_rft.png", "seen_task_average.png"]:
+        with Image.open(run / name) as image:
+            assert image.format == "PNG"
+            assert image.size[0] > 100 and image.size[1] > 100
+    assert not (run / "heatmap_notes.png").exists()
+
+    text = report_path.read_text()
+    assert text.startswith("# lite-cpt report: demo-run\n")
+    assert text.index("## Accuracy matrix: sft") < text.index("## Accuracy matrix: rif_rft")
+    assert "Arms in the recipe with no results yet: ewc." in text
+    # Metric row of sft, general deltas MMMU 0.35-0.40, POPE 0.70-0.80; rif_rft has no POPE.
+    assert "| sft | 3/3 | 0.717 | -0.250 | 0.275 | +0.150 | -0.050 | -0.100 |" in text
+    assert "| rif_rft | 1/3 | n/a | n/a | n/a | n/a | +0.020 | n/a |" in text
+    # Compute: sft wall = (10+2.5)+(20+2.5)+(30+2.5) = 67.5 s, tokens 6000 / 3000, updates 12.
+    assert "| sft | 67.5 | 6,000 | 3,000 | 12 | n/a |" in text
+    assert "| rif_rft | 12.5 | 1,000 | 500 | 4 | 0.400 |" in text
+    # Matrix tables, 3 decimals, labelled rows.
+    assert "| stage \\ task | scienceqa | textvqa | vizwiz |" in text
+    assert "| after vizwiz | 0.500 | 0.700 | 0.950 |" in text
+    assert "| after scienceqa | 0.950 | 0.150 | 0.350 |" in text
+    for link in ["(heatmap_sft.png)", "(heatmap_rif_rft.png)", "(seen_task_average.png)"]:
+        assert link in text
+    assert "## How to read this" in text and "negative means\nforgetting" in text
+
+
+def test_report_is_deterministic(tmp_path):
+    run = make_run(tmp_path)
+    first = write_report(run).read_text()
+    first_png = (run / "heatmap_sft.png").read_bytes()
+    assert write_report(run).read_text() == first
+    assert (run / "heatmap_sft.png").read_bytes() == first_png
+
+
+def test_arms_are_alphabetical_without_a_readable_recipe(tmp_path):
+    run = make_run(tmp_path)
+    (run / "recipe.yaml").write_text("arms: [unclosed", encoding="utf-8")
+    write_report(run)
+    assert list(json.loads((run / "summary.json").read_text())) == ["rif_rft", "sft"]
+    text = (run / "report.md").read_text()
+    assert text.index("## Accuracy matrix: rif_rft") < text.index("## Accuracy matrix: sft")
+    assert "no results yet" not in text
+
+
+def test_missing_general_and_metrics_files_show_as_not_available(tmp_path):
+    run = tmp_path / "bare"
+    (run / "sft").mkdir(parents=True)
+    (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": ["a"], "R": [[0.2], [0.6]]}))
+    text = write_report(run).read_text()
+    assert "| sft | 1/1 | 0.600 | n/a | n/a | n/a |" in text
+    assert "| sft | n/a | n/a | n/a | n/a | n/a |" in text
+
+
+def test_truncated_last_metrics_line_is_skipped(tmp_path):
+    run = make_run(tmp_path)
+    with open(run / "sft" / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"event": "task_end", "task_ind')
+    assert "| sft | 67.5 | 6,000 | 3,000 | 12 | n/a |" in write_report(run).read_text()
+
+
+def test_bad_inputs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        write_report(tmp_path / "nope")
+    with pytest.raises(UserError, match="no arm results"):
+        write_report(tmp_path)
+    run = make_run(tmp_path)
+    (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": SFT_R + [[0.1, 0.2, 0.3]]}))
+    with pytest.raises(UserError, match="at most T \\+ 1"):
+        write_report(run)
+    (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": [[0.1, 0.2]]}))
+    with pytest.raises(UserError, match="one score per task"):
+        write_report(run)
+    (run / "sft" / "matrix.json").write_text("{not json")
+    with pytest.raises(UserError, match="matrix.json"):
+        write_report(run)
