@@ -385,8 +385,8 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         raise UserError(format_validation_error(error, source)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, apply `a.b=c` overrides, validate, and check the task types exist."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True) -> Recipe:
+    """Read a YAML recipe, apply `a.b=c` overrides, validate, check task types and data paths."""
     path = resolve_recipe_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -398,12 +398,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for keys, value in parse_overrides(overrides or []):
         apply_override(raw, keys, value)
     recipe = recipe_from_dict(raw, str(path))
-    check_recipe_references(recipe)
+    check_recipe_references(recipe, check_data=check_data)
     return recipe
 
 
-def check_recipe_references(recipe: Recipe) -> None:
-    """Task and benchmark types must be registered (checked here so `validate` catches them)."""
+def check_recipe_references(recipe: Recipe, check_data: bool = True) -> None:
+    """Task and benchmark types must be registered and local data paths must exist (checked
+    here so that `validate` catches them before a run starts)."""
     from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
 
     problems = []
@@ -419,6 +420,13 @@ def check_recipe_references(recipe: Recipe) -> None:
                 f"  evaluation.general.{index}.type: unknown benchmark type '{bench.type}'; "
                 f"allowed values: {', '.join(sorted(BENCHMARK_TYPES))}"
             )
+    if check_data and not problems:
+        try:
+            from lite_cpt.data.check import check_sources
+        except ImportError:  # pragma: no cover - real-data support not installed
+            check_sources = None
+        if check_sources is not None:
+            problems += [f"  {problem}" for problem in check_sources(recipe)]
     if problems:
         raise UserError("invalid recipe:\n" + "\n".join(problems))
 

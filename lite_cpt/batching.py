@@ -1,0 +1,115 @@
+"""Turning (prompt, image, answer) triples into model inputs.
+
+Prompts go through the model's own processor and chat template (so image tokens are expanded
+exactly as the model expects); answers are appended as token ids, which keeps the boundary
+between prompt and answer exact for the loss mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+IGNORE_INDEX = -100
+# Per-token tensors a Qwen2.5-VL processor returns; everything else (pixel_values,
+# image_grid_thw) describes the images and passes through unchanged.
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+@dataclass
+class Prompt:
+    text: str
+    image: Image.Image | None = None
+
+
+def chat_text(processor, prompt: Prompt) -> str:
+    content = ([{"type": "image"}] if prompt.image is not None else []) + [{"type": "text", "text": prompt.text}]
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def tokenizer_of(processor):
+    return getattr(processor, "tokenizer", processor)
+
+
+def encode_prompts(processor, prompts: list[Prompt], max_prompt_tokens: int | None = None) -> dict:
+    """Left-padded prompt batch, ready for `generate` or a forward pass."""
+    texts = [chat_text(processor, p) for p in prompts]
+    images = [p.image.convert("RGB") for p in prompts if p.image is not None]
+    tokenizer = tokenizer_of(processor)
+    tokenizer.padding_side = "left"
+    batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+    batch = dict(batch)
+    if max_prompt_tokens is not None and batch["input_ids"].shape[1] > max_prompt_tokens:
+        batch = _truncate_left(batch, max_prompt_tokens, processor)
+    return batch
+
+
+def _truncate_left(batch: dict, max_tokens: int, processor) -> dict:
+    """Keep the last `max_tokens` positions; refuses to cut through image tokens."""
+    image_id = getattr(processor, "image_token_id", None)
+    cut = batch["input_ids"].shape[1] - max_tokens
+    if image_id is not None and (batch["input_ids"][:, :cut] == image_id).any():
+        raise ValueError(
+            f"prompt longer than max_prompt_tokens={max_tokens} and the cut would drop image tokens; "
+            "raise tasks.*.max_prompt_tokens or lower model.max_pixels"
+        )
+    return {k: (v[:, cut:] if k in TOKEN_KEYS else v) for k, v in batch.items()}
+
+
+def append_tokens(batch: dict, completions: list[list[int]], pad_id: int) -> tuple[dict, torch.Tensor]:
+    """Prompt batch + per-row completion ids -> (left-padded batch, labels).
+
+    labels hold the completion ids at their positions and IGNORE_INDEX elsewhere, so a shifted
+    log-prob pass scores exactly the completion tokens.
+    """
+    rows, label_rows = [], []
+    mask = batch["attention_mask"].bool()
+    for i, completion in enumerate(completions):
+        prompt_ids = batch["input_ids"][i][mask[i]].tolist()
+        rows.append(prompt_ids + list(completion))
+        label_rows.append([IGNORE_INDEX] * len(prompt_ids) + list(completion))
+    width = max(len(r) for r in rows)
+    out = {k: v for k, v in batch.items() if k not in TOKEN_KEYS}
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=batch["attention_mask"].dtype)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    extra = {k: torch.zeros((len(rows), width), dtype=batch[k].dtype) for k in TOKEN_KEYS[2:] if k in batch}
+    for i, (row, label_row) in enumerate(zip(rows, label_rows)):
+        start = width - len(row)
+        input_ids[i, start:] = torch.tensor(row)
+        attention[i, start:] = 1
+        labels[i, start:] = torch.tensor(label_row)
+        for key, tensor in extra.items():
+            # Prompt positions keep their token types (image tokens are marked); answers are text.
+            kept = batch[key][i][mask[i]]
+            tensor[i, start : start + len(kept)] = kept
+    out.update(input_ids=input_ids, attention_mask=attention, **extra)
+    return out, labels
+
+
+def answer_ids(processor, answer: str, max_tokens: int) -> list[int]:
+    """Token ids of an assistant answer, closed by the end-of-turn token."""
+    tokenizer = tokenizer_of(processor)
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:max_tokens]
+    return ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def encode_sft(processor, prompts: list[Prompt], answers: list[str], *, max_prompt_tokens: int,
+               max_answer_tokens: int) -> tuple[dict, torch.Tensor]:
+    batch = encode_prompts(processor, prompts, max_prompt_tokens)
+    completions = [answer_ids(processor, a, max_answer_tokens) for a in answers]
+    return append_tokens(batch, completions, tokenizer_of(processor).pad_token_id)
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None = None) -> dict:
+    moved = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            value = value.to(device)
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+        moved[key] = value
+    return moved

@@ -1,0 +1,200 @@
+"""`lite-cpt`: the command line. Thin: parse, call one function, print.
+
+Errors a user can fix (bad recipe, missing data, no GPU, out of memory) are printed as one
+clear message with exit code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from lite_cpt.errors import UserError
+
+app = typer.Typer(
+    help="Continual post-training of vision-language models (SFT, GRPO, RIF-RFT) on one GPU.\n\n"
+    "Start with:  lite-cpt run recipes/tiny.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print side-by-side ratios.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect the datasets a recipe points at.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Print a UserError as one red line and exit 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (e.g. recipes/tiny.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key.path=value, e.g. seed=1 arms.sft.lr=1e-4"),
+):
+    """Train every arm of RECIPE task by task, evaluate after each task, write the report.
+
+    Re-running the same command resumes at the first unfinished task.
+
+    Examples:\n
+      lite-cpt run recipes/tiny.yaml\n
+      lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=tests/fixtures\n
+      lite-cpt run recipes/tiny.yaml name=tiny-seed1 seed=1
+    """
+    from lite_cpt.continual import run_recipe
+    from lite_cpt.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides or [])
+    console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
+    run_dir = run_recipe(loaded, console=console)
+    console.print(f"[green]done[/]: {run_dir / 'report.md'}")
+
+
+@app.command()
+@user_errors
+def validate(
+    recipes: list[Path] = typer.Argument(..., help="One or more recipe files."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+):
+    """Check recipes (keys, types, allowed values, task types, data paths) without running them.
+
+    Example:  lite-cpt validate recipes/*.yaml recipes/ablations/*.yaml
+    """
+    from lite_cpt.recipe import load_recipe
+
+    failures = 0
+    for path in recipes:
+        try:
+            loaded = load_recipe(path, overrides)
+            console.print(f"[green]ok[/]   {path}  ({len(loaded.tasks)} tasks, arms: "
+                          f"{', '.join(a.name for a in loaded.arms)})")
+        except UserError as error:
+            failures += 1
+            err_console.print(f"[bold red]fail[/] {path}: {error}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    recipe: Path = typer.Argument(..., help="Recipe whose model, tasks and evaluation settings are used."),
+    adapter: Optional[Path] = typer.Option(None, help="PEFT adapter directory (omit for the base model)."),
+    tasks: Optional[list[str]] = typer.Option(None, "--task", help="Task or benchmark name (repeatable; default all)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
+):
+    """Evaluate an adapter (or the base) on a recipe's tasks and general benchmarks.
+
+    Example:  lite-cpt eval recipes/tiny.yaml --adapter runs/tiny/sft/task_3 --task mini_clevr
+    """
+    from lite_cpt.evaluate import evaluate_adapter
+
+    scores = evaluate_adapter(recipe, overrides, adapter, tasks or None, console=console)
+    if json_out:
+        from lite_cpt.io import atomic_write_json
+
+        atomic_write_json(json_out, scores)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/tiny.")):
+    """Write report.md, summary.json and plots for a run directory."""
+    from lite_cpt.report import write_report
+
+    console.print(f"wrote {write_report(run_dir)}")
+
+
+@app.command()
+@user_errors
+def plan(
+    recipe: Path = typer.Argument(..., help="Recipe to plan."),
+    gpu_gb: float = typer.Option(24.0, "--gpu-gb", help="GPU memory in GB."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+):
+    """Estimate peak GPU memory per phase and pick micro-batch / chunk sizes that fit.
+
+    Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24
+    """
+    from lite_cpt.memory import plan_recipe_file
+
+    raise typer.Exit(plan_recipe_file(recipe, overrides, gpu_gb, as_json))
+
+
+@bench_app.command("kernels")
+@user_errors
+def bench_kernels_command(
+    device: str = typer.Option("cpu", help="cpu (chunked torch path) or cuda (Triton path)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+):
+    """Naive vs fused log-prob (forward + backward): peak memory and time, side by side.
+
+    Example:  lite-cpt bench kernels --device cuda --json bench.json
+    """
+    from lite_cpt.bench_kernels import bench_kernels
+
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got '{device}'")
+    bench_kernels(device=device, json_path=json_path, console=console)
+
+
+@bench_app.command("step")
+@user_errors
+def bench_step_command(
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+    model: str = typer.Option("7b", help="Architecture to build with random weights: 7b or 3b."),
+    group_size: int = typer.Option(8, help="Rollouts per prompt (G)."),
+):
+    """Measure real peak memory of one SFT and one GRPO step on 7B shapes (CUDA), vs the plan."""
+    from lite_cpt.bench_step import bench_step
+
+    bench_step(json_path=json_path, model=model, group_size=group_size, console=console)
+
+
+@data_app.command("check")
+@user_errors
+def data_check_command(
+    recipe: Path = typer.Argument(..., help="Recipe whose tasks and benchmarks are checked."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+):
+    """For each task and benchmark: found or not, counts, one rendered prompt, how to provide it.
+
+    Example:  lite-cpt data check recipes/seven_tasks.yaml --set data.root=/data/cpt
+    """
+    from lite_cpt.data.check import data_check, render_data_check
+    from lite_cpt.recipe import load_recipe
+
+    rows = data_check(load_recipe(recipe, overrides, check_data=False))
+    render_data_check(rows, console)
+    if any(not row.get("found") for row in rows):
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

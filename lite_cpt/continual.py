@@ -1,0 +1,228 @@
+"""The continual loop: for each arm, train task by task, save the adapter, evaluate everything.
+
+Layout of a run (`runs/<name>/`):
+
+    recipe.yaml                 the resolved recipe (a re-run must match it to resume)
+    base_scores.json            row 0 (the base model) on tasks and general benchmarks
+    <arm>/matrix.json           {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
+    <arm>/general.json          {"benchmarks": [...], "G": [[...], ...]}, same rows
+    <arm>/metrics.jsonl         per-step logs and one "task_end" record per finished task
+    <arm>/task_<t>/             PEFT adapter after task t (joint arms: task_1 only)
+    report.md, summary.json, *.png
+
+A task is finished when its row is in matrix.json; the adapter is saved before the row is
+written, so a run killed anywhere resumes at the first unfinished task and, because every
+phase is seeded from (seed, arm, task), ends with the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from lite_cpt.arms import ArmMethod, Phase, arm_method
+from lite_cpt.errors import UserError
+from lite_cpt.evaluate import EvalSet, evaluate_sets
+from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
+from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.progress import task_progress
+from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.sft import Example, examples_of
+from lite_cpt.tasks.base import Task, build_task
+
+
+def phase_seed(seed: int, *parts: object) -> int:
+    key = "/".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+@dataclass
+class Workspace:
+    """Everything the arms share within one process: base model, tasks, evaluation sets."""
+
+    recipe: Recipe
+    run_dir: Path
+    model: object  # PeftModel with one adapter, re-initialised per arm
+    processor: object
+    tasks: list[Task]
+    evalsets: list[EvalSet]
+    general: list[EvalSet]
+    console: Console | None
+    _train_cache: dict
+
+    def train_examples(self, task_name: str) -> list[Example]:
+        if task_name not in self._train_cache:
+            task = next(t for t in self.tasks if t.name == task_name)
+            split = task.config.source.train_split
+            self._train_cache[task_name] = examples_of(task, task.load(split, task.config.train_size))
+        return self._train_cache[task_name]
+
+
+def prepare_run_dir(recipe: Recipe) -> Path:
+    """Create the run directory, or check that an existing one holds this same recipe."""
+    run_dir = recipe.run_dir
+    text = recipe_to_yaml(recipe)
+    saved = run_dir / "recipe.yaml"
+    if saved.exists() and saved.read_text(encoding="utf-8") != text:
+        raise UserError(
+            f"{run_dir} already holds a run of a different recipe; give this run another name "
+            f"(name=...) or remove {run_dir} to start over"
+        )
+    atomic_write_text(saved, text)
+    return run_dir
+
+
+def build_workspace(recipe: Recipe, console: Console | None = None) -> Workspace:
+    run_dir = prepare_run_dir(recipe)
+    torch.manual_seed(recipe.seed)
+    base, processor = load_base(recipe, console=console)
+    model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
+    root = recipe.data.root
+    tasks = [build_task(cfg, root, recipe.seed) for cfg in recipe.tasks]
+    evalsets = [EvalSet(t, t.load(t.config.source.test_split, t.config.test_size)) for t in tasks]
+    general = []
+    for cfg in recipe.evaluation.general:
+        bench = build_task(cfg, root, recipe.seed, benchmark=True)
+        general.append(EvalSet(bench, bench.load(cfg.source.test_split, cfg.size)))
+    return Workspace(recipe, run_dir, model, processor, tasks, evalsets, general, console, {})
+
+
+def run_recipe(recipe: Recipe, console: Console | None = None) -> Path:
+    """Train and evaluate every arm of the recipe, then write the report."""
+    from lite_cpt.report import write_report
+
+    ws = build_workspace(recipe, console)
+    for arm in recipe.arms:
+        run_arm(ws, arm)
+    write_report(ws.run_dir)
+    return ws.run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def reset_adapter(model, seed: int) -> None:
+    """Re-initialise the LoRA weights (B = 0, so the adapted model equals the base)."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_lora_parameters") and "default" in getattr(module, "lora_A", {}):
+            module.reset_lora_parameters("default", init_lora_weights=True)
+
+
+def evaluate_row(ws: Workspace, label: str) -> tuple[list[float], list[float]]:
+    gen, cot = ws.recipe.evaluation.generation, ws.recipe.evaluation.cot
+    sets = ws.evalsets + ws.general
+    with task_progress(ws.console, f"evaluating {label}") as advance:
+        done = iter(range(1, len(sets) + 1))
+        scores = evaluate_sets(ws.model, ws.processor, sets, gen, cot=cot,
+                               on_done=lambda _: advance(next(done), len(sets)))
+    return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
+
+
+def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
+    """Row 0, shared by all arms (a fresh adapter leaves the base unchanged), cached on disk."""
+    path = ws.run_dir / "base_scores.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return saved["R0"], saved["G0"]
+    with ws.model.disable_adapter():
+        tasks_row, general_row = evaluate_row(ws, "the base model")
+    atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
+    return tasks_row, general_row
+
+
+def _load_rows(path: Path, key: str) -> list[list[float]]:
+    return json.loads(path.read_text())[key] if path.exists() else []
+
+
+def run_arm(ws: Workspace, arm: ArmConfig) -> None:
+    arm_dir = ws.run_dir / arm.name
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    matrix_path, general_path = arm_dir / "matrix.json", arm_dir / "general.json"
+    task_names = [t.name for t in ws.tasks]
+    bench_names = [s.task.name for s in ws.general]
+    method = arm_method(arm, ws.model, ws.processor, ws.train_examples)
+    phases = [("joint", ws.tasks)] if method.joint else [(t.name, [t]) for t in ws.tasks]
+
+    rows, general_rows = _load_rows(matrix_path, "R"), _load_rows(general_path, "G")
+    reset_adapter(ws.model, phase_seed(ws.recipe.seed, arm.name, "init"))
+    done = max(0, len(rows) - 1)
+    if done >= len(phases):
+        _say(ws, f"[dim]{arm.name}: finished earlier, skipping[/]")
+        return
+    if done:
+        load_adapter_weights(ws.model, arm_dir / f"task_{done}")
+        method.load_state(arm_dir / f"task_{done}", [name for name, _ in phases[:done]])
+        _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]})")
+    else:
+        r0, g0 = base_row(ws)
+        rows, general_rows = [r0], [g0]
+        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+
+    for index in range(done + 1, len(phases) + 1):
+        name, phase_tasks = phases[index - 1]
+        examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
+        log_path = arm_dir / "metrics.jsonl"
+        phase = Phase(
+            index=index,
+            name=name,
+            seed=phase_seed(ws.recipe.seed, arm.name, index),
+            epochs=max(t.config.epochs for t in phase_tasks),
+            micro_batch_size=resolve_micro_batch(ws.recipe, arm),
+            on_step=lambda record, i=index, n=name: append_jsonl(
+                log_path, {"event": "step", "task_index": i, "task": n, **record}),
+            progress=lambda *_: None,
+        )
+        torch.manual_seed(phase.seed)
+        started = time.perf_counter()
+        with task_progress(ws.console, f"{arm.name} · task {index}/{len(phases)} {name}") as advance:
+            phase.progress = advance
+            stats = method.train(examples, phase)
+        method.after_task(examples, phase)
+        train_seconds = time.perf_counter() - started
+        task_dir = save_adapter(ws.model, arm_dir / f"task_{index}")
+        method.save_state(task_dir)
+        started = time.perf_counter()
+        task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}")
+        rows.append(task_row)
+        general_rows.append(general_row)
+        record = {
+            "event": "task_end", "task_index": index, "task": name,
+            "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
+            "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
+            "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
+        }
+        append_jsonl(log_path, record)
+        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
+
+
+def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
+    # general.json first: matrix.json is the resume marker and must be the last file written.
+    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows})
+    matrix = {"tasks": tasks, "R": rows}
+    if joint:
+        matrix["joint"] = True
+    atomic_write_json(matrix_path, matrix)
+
+
+def resolve_micro_batch(recipe: Recipe, arm: ArmConfig) -> int:
+    if arm.micro_batch_size != "auto":
+        return int(arm.micro_batch_size)
+    if not torch.cuda.is_available():
+        return arm.batch_size
+    from lite_cpt.memory import plan
+
+    gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return int(plan(recipe, gpu_gb, arm=arm.name).knobs.get("micro_batch_size", 1))
+
+
+def _say(ws: Workspace, message: str) -> None:
+    if ws.console is not None:
+        ws.console.print(message)

@@ -1,0 +1,88 @@
+"""Evaluation: greedy answers scored by each task's own reward function (reward == metric)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from lite_cpt.batching import Prompt
+from lite_cpt.rollout import generate_completions
+from lite_cpt.tasks.base import Sample, Task
+
+
+@dataclass
+class EvalSet:
+    """A task (or general benchmark) with its fixed evaluation samples."""
+
+    task: Task
+    samples: list[Sample]
+
+
+def evaluate_set(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> tuple[float, list[str]]:
+    """Mean score of the model's answers on one evaluation set, and the answers themselves."""
+    task = evalset.task
+    prompts = [Prompt(task.prompt(s, cot), s.image) for s in evalset.samples]
+    out = generate_completions(
+        model,
+        processor,
+        prompts,
+        group_size=1,
+        max_new_tokens=generation.max_new_tokens,
+        temperature=generation.temperature,
+        batch_size=generation.batch_size,
+        max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
+        generator_seed=0,
+    )
+    scores = [task.score(text, sample, cot) for text, sample in zip(out.texts, evalset.samples)]
+    return (sum(scores) / len(scores) if scores else 0.0), out.texts
+
+
+def evaluate_sets(model, processor, evalsets: list[EvalSet], generation, *, cot: bool = False,
+                  on_done: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Scores of the model on every set, in order: {task name: mean reward}."""
+    scores = {}
+    for evalset in evalsets:
+        scores[evalset.task.name], _ = evaluate_set(model, processor, evalset, generation, cot=cot)
+        if on_done is not None:
+            on_done(evalset.task.name)
+    return scores
+
+
+def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: list[str] | None,
+                     console=None) -> dict[str, float]:
+    """`lite-cpt eval`: scores of the base (or base + adapter) on a recipe's evaluation sets."""
+    from rich.table import Table
+
+    from lite_cpt.errors import UserError
+    from lite_cpt.models import load_base
+    from lite_cpt.recipe import load_recipe
+    from lite_cpt.tasks.base import build_task
+
+    recipe = load_recipe(recipe_path, overrides)
+    model, processor = load_base(recipe, console=console)
+    if adapter is not None:
+        from pathlib import Path
+
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise UserError(f"no PEFT adapter at {adapter} (adapter_config.json is missing)")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    root = recipe.data.root
+    sets = [EvalSet(t, t.load(c.source.test_split, c.test_size))
+            for c in recipe.tasks for t in [build_task(c, root, recipe.seed)]]
+    sets += [EvalSet(b, b.load(c.source.test_split, c.size))
+             for c in recipe.evaluation.general for b in [build_task(c, root, recipe.seed, benchmark=True)]]
+    if task_names:
+        known = {s.task.name for s in sets}
+        unknown = [n for n in task_names if n not in known]
+        if unknown:
+            raise UserError(f"unknown task {', '.join(unknown)}; allowed values: {', '.join(sorted(known))}")
+        sets = [s for s in sets if s.task.name in task_names]
+    scores = evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)
+    if console is not None:
+        table = Table("task", "score")
+        for name, score in scores.items():
+            table.add_row(name, f"{score:.3f}")
+        console.print(table)
+    return scores

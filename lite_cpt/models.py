@@ -1,0 +1,197 @@
+"""Loading the frozen base and its LoRA adapters.
+
+On CUDA the base is 4-bit NF4 (bitsandbytes, double quantisation, bf16 compute) with k-bit
+preparation and non-reentrant gradient checkpointing; on CPU it stays unquantised (tests, tiny
+model). One copy of the base serves every role: the policy (adapter on), the reference
+(adapter off) and rollouts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lite_cpt.errors import UserError
+from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
+
+
+def resolve_device(cfg: ModelConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device is cuda but no CUDA GPU is visible; set model.device: cpu or auto")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def resolve_dtype(cfg: ModelConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
+    if cfg.quantization == "auto":
+        return "nf4" if device.type == "cuda" else "none"
+    if cfg.quantization != "none" and device.type != "cuda":
+        raise UserError(
+            f"model.quantization: {cfg.quantization} needs a CUDA GPU (bitsandbytes 4-bit training "
+            "does not run on CPU); set model.quantization: none or auto"
+        )
+    return cfg.quantization
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype):
+    if kind == "none":
+        return None
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("quantised loading needs bitsandbytes: pip install 'lite-cpt[cuda]'") from None
+    if kind == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            # The vision tower and lm_head stay in bf16: small, and sensitive to quantisation.
+            llm_int8_skip_modules=["visual", "lm_head"],
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["visual", "lm_head"])
+
+
+def load_pretrained(path_or_id: str, cfg: ModelConfig):
+    """(model, processor) from a local directory or the Hugging Face cache."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if cfg.backend == "unsloth":
+        from lite_cpt.unsloth_backend import load_with_unsloth
+
+        return load_with_unsloth(
+            path_or_id,
+            max_seq_length=4096,
+            load_in_4bit=cfg.quantization in ("auto", "nf4"),
+            lora_cfg=cfg.lora,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype),
+        )
+    device = resolve_device(cfg)
+    dtype = resolve_dtype(cfg, device)
+    quant = resolve_quantization(cfg, device)
+    kwargs = dict(dtype=dtype, quantization_config=quantization_config(quant, dtype))
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if device.type == "cuda":
+        kwargs["device_map"] = {"": device.index or 0}
+    processor_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+    try:
+        processor = AutoProcessor.from_pretrained(path_or_id, **processor_kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs)
+    except OSError as error:
+        raise UserError(
+            f"could not load model '{path_or_id}': {error}. Give a local directory in model.name, "
+            "or download it first on a networked machine (huggingface-cli download "
+            f"{path_or_id})."
+        ) from None
+    if device.type != "cuda":
+        model.to(device)
+    model.requires_grad_(False)
+    if quant != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    return model, processor
+
+
+def enable_checkpointing(model, enabled: bool) -> None:
+    if enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # With a frozen embedding layer, inputs to the first checkpointed block carry no grad.
+        model.enable_input_require_grads()
+
+
+def load_base(recipe: Recipe, console=None):
+    """The frozen base of a recipe: the cached trained tiny model, or a pretrained checkpoint."""
+    cfg = recipe.model
+    if cfg.name == "tiny":
+        from lite_cpt.tiny_base import ensure_tiny_base
+
+        path = ensure_tiny_base(recipe, console=console)
+        tiny_cfg = cfg.model_copy(update={"quantization": "none", "backend": "transformers"})
+        model, processor = load_pretrained(str(path), tiny_cfg)
+    else:
+        model, processor = load_pretrained(cfg.name, cfg)
+    model.requires_grad_(False)
+    return model, processor
+
+
+def lora_target_modules(model, pattern: str) -> list[str]:
+    """Names of the linear layers the LoRA regex selects (an error when none match)."""
+    regex = re.compile(pattern)
+    names = [
+        name
+        for name, module in model.named_modules()
+        if regex.fullmatch(name) and (isinstance(module, torch.nn.Linear) or "Linear" in type(module).__name__)
+    ]
+    if not names:
+        raise UserError(f"model.lora.target_modules '{pattern}' matches no linear layer of the model")
+    return names
+
+
+def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_checkpointing: bool = False):
+    """A fresh LoRA adapter on `model` (a PeftModel whose base stays frozen)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    lora_target_modules(model, cfg.target_modules)
+    peft_model = get_peft_model(model, peft_cfg, adapter_name=adapter_name)
+    enable_checkpointing(peft_model, gradient_checkpointing)
+    return peft_model
+
+
+def save_adapter(model, path: str | Path) -> Path:
+    """Save the LoRA adapter in PEFT format, atomically (temp dir renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        model.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_adapter_weights(model, path: str | Path) -> None:
+    """Load saved adapter weights into an existing PeftModel (same adapter layout)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = path / "adapter_model.safetensors"
+    if not weights.exists():
+        raise UserError(f"no adapter found at {weights}")
+    set_peft_model_state_dict(model, load_file(str(weights), device=str(next(model.parameters()).device)))
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,107 @@
+"""Batched generation: G sampled answers per prompt (rollouts) or one greedy answer (evaluation).
+
+`generate_completions` is the single place text is generated; a faster backend (vLLM) can
+replace it without touching its callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lite_cpt.batching import Prompt, encode_prompts, to_device, tokenizer_of
+
+
+@dataclass
+class Completions:
+    """`group_size` completions per prompt, prompt-major: rows [i*G, (i+1)*G) belong to prompt i."""
+
+    prompts: list[Prompt]
+    group_size: int
+    token_ids: list[list[int]]  # completion ids, cut after the first end-of-turn token (kept)
+    texts: list[str]  # decoded completions without special tokens
+    num_generated_tokens: int
+
+    def prompt_index(self, row: int) -> int:
+        return row // self.group_size
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def model_dtype(model) -> torch.dtype:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
+@torch.no_grad()
+def generate_completions(
+    model,
+    processor,
+    prompts: list[Prompt],
+    *,
+    group_size: int = 1,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    max_prompt_tokens: int | None = None,
+    generator_seed: int | None = None,
+) -> Completions:
+    """Sample `group_size` answers for each prompt (greedy when temperature == 0).
+
+    `generator_seed` makes sampling reproducible: the torch RNG is seeded per batch from it.
+    """
+    tokenizer = tokenizer_of(processor)
+    end_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+    end_ids.discard(None)
+    pad_id = tokenizer.pad_token_id
+    device, dtype = model_device(model), model_dtype(model)
+    sampling = temperature > 0
+    was_training = model.training
+    model.eval()
+    token_ids: list[list[int]] = []
+    prompts_per_batch = max(1, batch_size // group_size)
+    try:
+        for start in range(0, len(prompts), prompts_per_batch):
+            chunk = prompts[start : start + prompts_per_batch]
+            batch = to_device(encode_prompts(processor, chunk, max_prompt_tokens), device, dtype)
+            if generator_seed is not None:
+                torch.manual_seed(generator_seed * 1_000_003 + start)
+            output = model.generate(
+                **batch,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
+                top_k=0 if sampling else None,
+                num_return_sequences=group_size,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(end_ids),
+            )
+            new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+            token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
+    finally:
+        model.train(was_training)
+    texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    return Completions(
+        prompts=prompts,
+        group_size=group_size,
+        token_ids=token_ids,
+        texts=[t.strip() for t in texts],
+        num_generated_tokens=sum(len(t) for t in token_ids),
+    )
+
+
+def _cut_at_end(row: list[int], end_ids: set[int], pad_id: int) -> list[int]:
+    """Tokens up to and including the first end-of-turn token; padding after it dropped."""
+    for index, token in enumerate(row):
+        if token in end_ids:
+            return row[: index + 1]
+    while row and row[-1] == pad_id:
+        row = row[:-1]
+    return row

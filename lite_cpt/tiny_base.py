@@ -1,0 +1,60 @@
+"""The tiny model's shared base: a random Qwen2.5-VL given some ability by a short multi-task SFT.
+
+A 7B instruct model starts continual training with non-zero ability on every task; a random
+tiny model knows nothing. So the tiny recipe first trains all of its weights on a separate
+"base" split of every synthetic task and general benchmark, and caches the result under a hash
+of everything that determines it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lite_cpt.data import synthetic
+from lite_cpt.recipe import Recipe, config_hash
+from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
+
+BASE_VERSION = 1  # bump when the generator or the training procedure changes
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LITE_CPT_CACHE", Path.home() / ".cache" / "lite-cpt"))
+
+
+def tiny_base_key(recipe: Recipe) -> str:
+    model = recipe.model
+    return config_hash({"tiny": model.tiny.model_dump(), "base": model.base_training.model_dump(),
+                        "version": BASE_VERSION})
+
+
+def ensure_tiny_base(recipe: Recipe, console=None) -> Path:
+    """Path of the trained tiny base for this recipe, building it on first use."""
+    path = cache_root() / f"tiny-base-{tiny_base_key(recipe)}"
+    if (path / "config.json").exists():
+        return path
+    from lite_cpt.progress import task_progress
+    from lite_cpt.sft import examples_of, train_sft
+    from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
+
+    tiny, base = recipe.model.tiny, recipe.model.base_training
+    model, processor = build_tiny_model(tiny, tiny_corpus(tiny.seed))
+    if base.enabled:
+        examples = []
+        for kind in synthetic.GENERATORS:
+            registry = TASK_TYPES if kind in TASK_TYPES else BENCHMARK_TYPES
+            task = registry[kind](kind, seed=tiny.seed)
+            examples += examples_of(task, task.load("base", base.samples_per_task))
+        with task_progress(console, "training the tiny base") as advance:
+            train_sft(
+                model,
+                processor,
+                examples,
+                lr=base.lr,
+                batch_size=base.batch_size,
+                micro_batch_size=base.batch_size,
+                epochs=base.epochs,
+                seed=tiny.seed,
+                progress=advance,
+            )
+    return save_tiny_model(model, processor, path)
