@@ -1,0 +1,522 @@
+"""Per-token log-probabilities through the LM head without building the [tokens, vocab] logits.
+
+For hidden states h [N, H], head weight W [V, H], targets t [N] and temperature T:
+
+    z      = h @ W.T / T                       (never stored whole)
+    lse_n  = log sum_v exp(z[n, v])            (online log-sum-exp over vocab chunks)
+    logp_n = z[n, t_n] - lse_n
+    ent_n  = -sum_v p[n, v] log p[n, v] = log s_n - A_n / s_n,
+             with s_n = sum_v exp(z - m_n) and A_n = sum_v exp(z - m_n) (z - m_n), m_n the running max.
+
+Backward, for upstream grads g (of logp) and g_ent (of entropy), recomputes z chunk by chunk:
+
+    dz[n, v] = g_n (onehot - p) - g_ent_n p (log p + ent_n)
+    dh = (dz / T) @ W              dW = (dz / T).T @ h   (dW only when W requires grad)
+
+Two backends share that math: a chunked torch path (CPU and any non-CUDA tensor) and Triton
+kernels (CUDA; also CPU tensors when TRITON_INTERPRET=1 was set before triton was imported,
+which is how the tests check them). Extra memory is O(N x chunk), all accumulation is fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # triton is optional: without it every call takes the torch path
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+
+__all__ = ["fused_linear_logprob", "reference_linear_logprob"]
+
+# A finite "minus infinity": exp() of it is 0 and 0 * it is 0, so empty chunks produce no NaN.
+_NEG_INIT = -1.0e30
+# Elements of one [tokens, vocab-chunk] fp32 buffer on the torch path (64 MiB).
+_TORCH_CHUNK_ELEMENTS = 1 << 24
+# Elements of one dlogits chunk on the Triton path (256 MiB in bf16).
+_TRITON_CHUNK_ELEMENTS = 1 << 27
+
+
+def reference_linear_logprob(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    return_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Plain fp32 torch: logits = h @ W.T / T, log_softmax, gather; entropy = -(p * logp).sum.
+
+    Builds the full [N, V] logits; meant for tests and small inputs. `chunk_size` is accepted
+    only so the signature matches `fused_linear_logprob`.
+    """
+    del chunk_size
+    logits = hidden.float() @ weight.float().T / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    valid = targets != ignore_index
+    safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+    picked = logprobs.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    logp = torch.where(valid, picked, torch.zeros_like(picked))
+    if not return_entropy:
+        return logp
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return logp, torch.where(valid, entropy, torch.zeros_like(entropy))
+
+
+def fused_linear_logprob(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    return_entropy: bool = False,
+    chunk_size: int | None = None,
+    _backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) [...] float32 (and entropy [...] when `return_entropy`) for h [..., H], W [V, H].
+
+    Positions whose target equals `ignore_index` get logp 0, entropy 0 and no gradient.
+    `chunk_size` is the vocab chunk (rows of W per step; default sized from N). `_backend`:
+    "auto" (Triton for CUDA tensors, torch otherwise), "torch", or "triton" (also on CPU
+    tensors when the Triton interpreter is on). Gradients come back in the inputs' dtypes.
+    """
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight {tuple(weight.shape)} must be [V, {hidden.shape[-1]}]")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    use_triton = _choose_triton(_backend, hidden)
+    outputs = _FusedLinearLogprob.apply(
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        targets.reshape(-1),
+        1.0 / temperature,
+        ignore_index,
+        return_entropy,
+        chunk_size,
+        use_triton,
+    )
+    if return_entropy:
+        logp, entropy = outputs
+        return logp.view(targets.shape), entropy.view(targets.shape)
+    return outputs.view(targets.shape)
+
+
+def _choose_triton(backend: str, hidden: torch.Tensor) -> bool:
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return hidden.is_cuda and triton is not None and not _KERNELS_INTERPRETED
+    if backend == "triton":
+        if triton is None:
+            raise RuntimeError("the triton backend was requested but triton is not installed")
+        if not hidden.is_cuda and not _KERNELS_INTERPRETED:
+            raise RuntimeError(
+                "the triton backend on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
+            )
+        return True
+    raise ValueError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
+
+
+class _FusedLinearLogprob(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, inv_temp, ignore_index, with_entropy, chunk_size, use_triton):
+        ctx.set_materialize_grads(False)
+        n_tokens, vocab = hidden.shape[0], weight.shape[0]
+        compute_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        valid = targets != ignore_index
+        # Ignored positions (prompt tokens, padding) are dropped before any matmul: for SFT
+        # they are often most of the batch.
+        rows = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+        kept_targets = targets if rows is None else targets.index_select(0, rows)
+        if kept_targets.numel() and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= vocab):
+            raise ValueError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+        kept_hidden = hidden if rows is None else hidden.index_select(0, rows)
+
+        lse = torch.zeros(kept_targets.numel(), dtype=torch.float32, device=hidden.device)
+        entropy = torch.zeros_like(lse)
+        logp = torch.zeros_like(lse)
+        if kept_targets.numel():
+            h, w = kept_hidden.to(compute_dtype), weight.to(compute_dtype)
+            if use_triton:
+                target_logit, lse, entropy = _triton_forward(h, w, kept_targets, inv_temp, with_entropy)
+            else:
+                chunk = chunk_size or _torch_chunk(h.shape[0], vocab)
+                target_logit, lse, entropy = _torch_forward(h, w, kept_targets, inv_temp, with_entropy, chunk)
+            logp = target_logit - lse
+
+        ctx.save_for_backward(hidden, weight, kept_targets, rows, lse, entropy)
+        ctx.inv_temp, ctx.chunk_size, ctx.use_triton = inv_temp, chunk_size, use_triton
+        ctx.compute_dtype = compute_dtype
+        full_logp = _scatter_rows(logp, rows, n_tokens)
+        if not with_entropy:
+            return full_logp
+        return full_logp, _scatter_rows(entropy, rows, n_tokens)
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy=None):
+        hidden, weight, kept_targets, rows, lse, entropy = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if (grad_logp is None and grad_entropy is None) or not (need_hidden or need_weight):
+            return (None,) * 8
+        n_kept = kept_targets.numel()
+        if grad_logp is None:
+            grad_logp = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        g = _gather_rows(grad_logp.float(), rows)
+        g_ent = None if grad_entropy is None else _gather_rows(grad_entropy.float(), rows)
+
+        grad_hidden_kept = grad_weight = None
+        if n_kept:
+            h = _gather_rows(hidden, rows).to(ctx.compute_dtype)
+            w = weight.to(ctx.compute_dtype)
+            args = (h, w, kept_targets, lse, entropy, g, g_ent, ctx.inv_temp, need_hidden, need_weight)
+            if ctx.use_triton:
+                chunk = ctx.chunk_size or _triton_chunk(n_kept, w.shape[0])
+                grad_hidden_kept, grad_weight = _triton_backward(*args, chunk)
+            else:
+                chunk = ctx.chunk_size or _torch_chunk(n_kept, w.shape[0])
+                grad_hidden_kept, grad_weight = _torch_backward(*args, chunk)
+        elif need_weight:
+            grad_weight = torch.zeros_like(weight)
+
+        grad_hidden = None
+        if need_hidden:
+            if grad_hidden_kept is None:
+                grad_hidden = torch.zeros_like(hidden)
+            elif rows is None:
+                grad_hidden = grad_hidden_kept.to(hidden.dtype)
+            else:
+                grad_hidden = torch.zeros_like(hidden).index_copy_(0, rows, grad_hidden_kept.to(hidden.dtype))
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def _scatter_rows(values: torch.Tensor, rows: torch.Tensor | None, n_tokens: int) -> torch.Tensor:
+    if rows is None:
+        return values
+    return torch.zeros(n_tokens, dtype=values.dtype, device=values.device).index_copy_(0, rows, values)
+
+
+def _gather_rows(values: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return values if rows is None else values.index_select(0, rows)
+
+
+# ----------------------------------------------------------------------------- torch path
+
+
+def _torch_chunk(n_tokens: int, vocab: int) -> int:
+    """Vocab chunk so that one [N, chunk] fp32 buffer holds about _TORCH_CHUNK_ELEMENTS."""
+    return max(256, min(vocab, _TORCH_CHUNK_ELEMENTS // max(n_tokens, 1)))
+
+
+def _torch_forward(h, w, targets, inv_temp, with_entropy, chunk):
+    """Online log-sum-exp over vocab chunks; returns (z[target], lse, entropy) in fp32."""
+    n_tokens, vocab = h.shape[0], w.shape[0]
+    h32 = h.float()
+    running_max = torch.full((n_tokens,), _NEG_INIT, dtype=torch.float32, device=h.device)
+    sum_exp = torch.zeros(n_tokens, dtype=torch.float32, device=h.device)
+    sum_exp_shifted = torch.zeros_like(sum_exp)  # A = sum exp(z - m) (z - m)
+    target_logit = torch.zeros_like(sum_exp)
+    for start in range(0, vocab, chunk):
+        stop = min(start + chunk, vocab)
+        z = h32 @ w[start:stop].float().T
+        z.mul_(inv_temp)
+        _pick_targets(z, targets, start, stop, target_logit)
+        new_max = torch.maximum(running_max, z.amax(dim=1))
+        rescale = torch.exp(running_max - new_max)
+        z.sub_(new_max.unsqueeze(1))  # z now holds z - m_new
+        exp_z = torch.exp(z)
+        if with_entropy:
+            shift = running_max - new_max
+            sum_exp_shifted = rescale * (sum_exp_shifted + shift * sum_exp) + exp_z.mul(z).sum(dim=1)
+        sum_exp = sum_exp * rescale + exp_z.sum(dim=1)
+        running_max = new_max
+    log_sum = torch.log(sum_exp)
+    lse = running_max + log_sum
+    entropy = log_sum - sum_exp_shifted / sum_exp if with_entropy else torch.zeros_like(lse)
+    return target_logit, lse, entropy
+
+
+def _pick_targets(z, targets, start, stop, target_logit):
+    """Copy z[n, t_n - start] into target_logit[n] for rows whose target lies in [start, stop)."""
+    in_chunk = (targets >= start) & (targets < stop)
+    local = (targets - start).clamp(0, stop - start - 1)
+    picked = z.gather(1, local.unsqueeze(1)).squeeze(1)
+    target_logit.copy_(torch.where(in_chunk, picked, target_logit))
+
+
+def _torch_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidden, need_weight, chunk):
+    """dz = g (onehot - p) - g_ent p (log p + ent) per vocab chunk; dh += dz W / T, dW[chunk] = dz.T h / T."""
+    n_tokens, vocab = h.shape[0], w.shape[0]
+    h32 = h.float()
+    grad_hidden = torch.zeros(n_tokens, h.shape[1], dtype=torch.float32, device=h.device) if need_hidden else None
+    grad_weight = torch.empty_like(w) if need_weight else None
+    g_col = g.unsqueeze(1)
+    for start in range(0, vocab, chunk):
+        stop = min(start + chunk, vocab)
+        w_chunk = w[start:stop].float()
+        log_p = h32 @ w_chunk.T
+        log_p.mul_(inv_temp).sub_(lse.unsqueeze(1))
+        dz = torch.exp(log_p)  # p, turned into dz in place below
+        if g_ent is None:
+            dz.mul_(-g_col)
+        else:
+            # coefficient of -p: g + g_ent (log p + ent), built in the log_p buffer
+            log_p.add_(entropy.unsqueeze(1)).mul_(g_ent.unsqueeze(1)).add_(g_col)
+            dz.mul_(log_p).neg_()
+        in_chunk = (targets >= start) & (targets < stop)
+        local = (targets - start).clamp(0, stop - start - 1)
+        dz.scatter_add_(1, local.unsqueeze(1), torch.where(in_chunk, g, torch.zeros_like(g)).unsqueeze(1))
+        dz.mul_(inv_temp)
+        if need_hidden:
+            grad_hidden.addmm_(dz, w_chunk)
+        if need_weight:
+            if grad_weight.dtype == torch.float32:
+                torch.mm(dz.T, h32, out=grad_weight[start:stop])
+            else:
+                grad_weight[start:stop].copy_(dz.T @ h32)
+    return grad_hidden, grad_weight
+
+
+# ----------------------------------------------------------------------------- Triton path
+
+
+def _block_config(dtype: torch.dtype, device: torch.device) -> dict:
+    """Tile sizes: tl.dot needs every block dim >= 16; the interpreter wants them small."""
+    if device.type != "cuda":
+        return dict(BLOCK_N=16, BLOCK_V=16, BLOCK_H=16, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        return dict(BLOCK_N=64, BLOCK_V=64, BLOCK_H=32, num_warps=4, num_stages=3)
+    return dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3)
+
+
+def _dot_options(dtype: torch.dtype, device: torch.device) -> dict:
+    # fp32 inputs get exact fp32 products (torch's default for fp32 matmul), not TF32. The
+    # interpreter's tl.dot mishandles bf16 operands, so there they are widened to fp32 first,
+    # which is exact (bf16 products fit in fp32) and matches what the GPU accumulates.
+    return dict(
+        DOT_FP32=device.type != "cuda",
+        PRECISION="ieee" if dtype == torch.float32 else "tf32",
+    )
+
+
+def _triton_chunk(n_tokens: int, vocab: int) -> int:
+    return max(128, min(vocab, _TRITON_CHUNK_ELEMENTS // max(n_tokens, 1)))
+
+
+def _forward_splits(n_row_blocks: int, n_vtiles: int, device: torch.device) -> int:
+    """How many programs share one row block's vocab: enough to fill the GPU a few times over."""
+    if device.type == "cuda":
+        wanted_programs = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        wanted_programs = 2 * n_row_blocks  # two splits, so the combine step is exercised
+    return max(1, min(n_vtiles, -(-wanted_programs // n_row_blocks)))
+
+
+def _triton_forward(h, w, targets, inv_temp, with_entropy):
+    n_tokens, hidden_size = h.shape
+    vocab = w.shape[0]
+    cfg = _block_config(h.dtype, h.device)
+    n_row_blocks = triton.cdiv(n_tokens, cfg["BLOCK_N"])
+    n_vtiles = triton.cdiv(vocab, cfg["BLOCK_V"])
+    n_splits = _forward_splits(n_row_blocks, n_vtiles, h.device)
+    tiles_per_split = triton.cdiv(n_vtiles, n_splits)
+    n_splits = triton.cdiv(n_vtiles, tiles_per_split)
+
+    part_max = torch.empty(n_splits, n_tokens, dtype=torch.float32, device=h.device)
+    part_sum = torch.empty_like(part_max)
+    part_shifted = torch.empty_like(part_max)
+    target_logit = torch.empty(n_tokens, dtype=torch.float32, device=h.device)
+    _logprob_fwd_kernel[(n_row_blocks * n_splits,)](
+        h, w, targets, part_max, part_sum, part_shifted, target_logit,
+        n_tokens, vocab, hidden_size,
+        h.stride(0), h.stride(1), w.stride(0), w.stride(1),
+        inv_temp, tiles_per_split, n_splits,
+        WITH_ENTROPY=with_entropy,
+        **_dot_options(h.dtype, h.device),
+        **cfg,
+    )
+    # Merge the per-split (max, sum, A) triples: rescale each to the global max.
+    row_max = part_max.amax(dim=0)
+    rescale = torch.exp(part_max - row_max)
+    sum_exp = (part_sum * rescale).sum(dim=0)
+    log_sum = torch.log(sum_exp)
+    lse = row_max + log_sum
+    if with_entropy:
+        shifted = (rescale * (part_shifted + (part_max - row_max) * part_sum)).sum(dim=0)
+        entropy = log_sum - shifted / sum_exp
+    else:
+        entropy = torch.zeros_like(lse)
+    return target_logit, lse, entropy
+
+
+def _triton_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidden, need_weight, chunk):
+    """Per vocab chunk: a Triton kernel writes dz/T for all tokens, then two matmuls use it."""
+    n_tokens, hidden_size = h.shape
+    vocab = w.shape[0]
+    cfg = _block_config(h.dtype, h.device)
+    grad_hidden = torch.zeros(n_tokens, hidden_size, dtype=torch.float32, device=h.device) if need_hidden else None
+    grad_weight = torch.empty_like(w) if need_weight else None
+    chunk = min(chunk, vocab)
+    dz = torch.empty(n_tokens, chunk, dtype=h.dtype, device=h.device)
+    with_entropy_grad = g_ent is not None
+    g_ent_arg = g_ent if with_entropy_grad else g  # never read when WITH_ENTROPY_GRAD is off
+    for start in range(0, vocab, chunk):
+        count = min(chunk, vocab - start)
+        dz_chunk = dz[:, :count]
+        grid = (triton.cdiv(n_tokens, cfg["BLOCK_N"]) * triton.cdiv(count, cfg["BLOCK_V"]),)
+        _logprob_bwd_kernel[grid](
+            h, w, targets, lse, entropy, g, g_ent_arg, dz_chunk,
+            n_tokens, hidden_size, start, count,
+            h.stride(0), h.stride(1), w.stride(0), w.stride(1), dz_chunk.stride(0),
+            inv_temp,
+            WITH_ENTROPY_GRAD=with_entropy_grad,
+            GROUP_N=8,
+            **_dot_options(h.dtype, h.device),
+            **cfg,
+        )
+        w_chunk = w[start:start + count]
+        if need_hidden:
+            if grad_hidden.dtype == dz_chunk.dtype:
+                grad_hidden.addmm_(dz_chunk, w_chunk)
+            else:
+                grad_hidden += dz_chunk @ w_chunk
+        if need_weight:
+            torch.mm(dz_chunk.T, h, out=grad_weight[start:start + count])
+    return grad_hidden, grad_weight
+
+
+if triton is not None:
+
+    @triton.jit
+    def _logits_tile(
+        h_ptr, w_ptr, rows, cols, row_mask, col_mask, hidden_size,
+        stride_hn, stride_hk, stride_wv, stride_wk,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+        DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """fp32 [BLOCK_N, BLOCK_V] tile of h @ W.T, looping over the hidden dim."""
+        acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+        ks = tl.arange(0, BLOCK_H)
+        h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
+        w_cols = w_ptr + cols.to(tl.int64)[None, :] * stride_wv
+        for k0 in range(0, hidden_size, BLOCK_H):
+            k = k0 + ks
+            k_mask = k < hidden_size
+            h_tile = tl.load(h_rows + k[None, :] * stride_hk, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+            w_tile = tl.load(w_cols + k[:, None] * stride_wk, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+            if DOT_FP32:
+                h_tile = h_tile.to(tl.float32)
+                w_tile = w_tile.to(tl.float32)
+            acc = tl.dot(h_tile, w_tile, acc, input_precision=PRECISION)
+        return acc
+
+    @triton.jit
+    def _logprob_fwd_kernel(
+        h_ptr, w_ptr, t_ptr, max_ptr, sum_ptr, shifted_ptr, target_ptr,
+        n_tokens, vocab, hidden_size,
+        stride_hn, stride_hk, stride_wv, stride_wk,
+        inv_temp, tiles_per_split, n_splits,
+        WITH_ENTROPY: tl.constexpr,
+        DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    ):
+        """One program: a block of rows x one split of the vocab; writes that split's
+        running max m, sum exp(z - m), sum exp(z - m)(z - m), and z[target] if it lies there.
+        The split index varies fastest, so programs running together share the rows' h."""
+        pid = tl.program_id(0)
+        pid_n = pid // n_splits
+        pid_s = pid % n_splits
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_mask = rows < n_tokens
+        targets = tl.load(t_ptr + rows, mask=row_mask, other=-1)
+        running_max = tl.full((BLOCK_N,), -1.0e30, dtype=tl.float32)
+        sum_exp = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        sum_shifted = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        target_logit = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        split_start = pid_s * tiles_per_split * BLOCK_V
+        for tile in range(0, tiles_per_split):
+            cols = split_start + tile * BLOCK_V + tl.arange(0, BLOCK_V)
+            col_mask = cols < vocab
+            acc = _logits_tile(
+                h_ptr, w_ptr, rows, cols, row_mask, col_mask, hidden_size,
+                stride_hn, stride_hk, stride_wv, stride_wk,
+                BLOCK_N, BLOCK_V, BLOCK_H, DOT_FP32, PRECISION,
+            )
+            z = tl.where(col_mask[None, :], acc * inv_temp, -1.0e30)
+            new_max = tl.maximum(running_max, tl.max(z, axis=1))
+            rescale = tl.exp(running_max - new_max)
+            shifted = z - new_max[:, None]
+            exp_z = tl.exp(shifted)
+            if WITH_ENTROPY:
+                sum_shifted = rescale * (sum_shifted + (running_max - new_max) * sum_exp) + tl.sum(exp_z * shifted, axis=1)
+            sum_exp = sum_exp * rescale + tl.sum(exp_z, axis=1)
+            running_max = new_max
+            target_logit += tl.sum(tl.where(cols[None, :] == targets[:, None], z, 0.0), axis=1)
+        out = pid_s * n_tokens + rows
+        tl.store(max_ptr + out, running_max, mask=row_mask)
+        tl.store(sum_ptr + out, sum_exp, mask=row_mask)
+        tl.store(shifted_ptr + out, sum_shifted, mask=row_mask)
+        split_stop = split_start + tiles_per_split * BLOCK_V
+        has_target = row_mask & (targets >= split_start) & (targets < split_stop)
+        tl.store(target_ptr + rows, target_logit, mask=has_target)
+
+    @triton.jit
+    def _logprob_bwd_kernel(
+        h_ptr, w_ptr, t_ptr, lse_ptr, ent_ptr, g_ptr, g_ent_ptr, dz_ptr,
+        n_tokens, hidden_size, chunk_start, chunk_count,
+        stride_hn, stride_hk, stride_wv, stride_wk, stride_dn,
+        inv_temp,
+        WITH_ENTROPY_GRAD: tl.constexpr, GROUP_N: tl.constexpr,
+        DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    ):
+        """dz[n, v] / T for one [BLOCK_N, BLOCK_V] tile of the vocab chunk, logits recomputed."""
+        pid = tl.program_id(0)
+        n_pid_n = tl.cdiv(n_tokens, BLOCK_N)
+        n_pid_v = tl.cdiv(chunk_count, BLOCK_V)
+        # Grouped order (as in a tiled matmul) so neighbouring programs reuse h and W from L2.
+        per_group = GROUP_N * n_pid_v
+        first_n = (pid // per_group) * GROUP_N
+        group_rows = tl.minimum(n_pid_n - first_n, GROUP_N)
+        pid_n = first_n + (pid % per_group) % group_rows
+        pid_v = (pid % per_group) // group_rows
+
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        local_cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        cols = chunk_start + local_cols
+        row_mask = rows < n_tokens
+        col_mask = local_cols < chunk_count
+        acc = _logits_tile(
+            h_ptr, w_ptr, rows, cols, row_mask, col_mask, hidden_size,
+            stride_hn, stride_hk, stride_wv, stride_wk,
+            BLOCK_N, BLOCK_V, BLOCK_H, DOT_FP32, PRECISION,
+        )
+        lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
+        g = tl.load(g_ptr + rows, mask=row_mask, other=0.0)
+        targets = tl.load(t_ptr + rows, mask=row_mask, other=-1)
+        log_p = acc * inv_temp - lse[:, None]
+        p = tl.exp(log_p)
+        if WITH_ENTROPY_GRAD:
+            ent = tl.load(ent_ptr + rows, mask=row_mask, other=0.0)
+            g_ent = tl.load(g_ent_ptr + rows, mask=row_mask, other=0.0)
+            dz = -p * (g[:, None] + g_ent[:, None] * (log_p + ent[:, None]))
+        else:
+            dz = -p * g[:, None]
+        dz = tl.where(cols[None, :] == targets[:, None], dz + g[:, None], dz) * inv_temp
+        out = dz_ptr + rows.to(tl.int64)[:, None] * stride_dn + local_cols[None, :]
+        tl.store(out, dz.to(dz_ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+    # Kernels decorated while TRITON_INTERPRET=1 run through the CPU interpreter.
+    _KERNELS_INTERPRETED = type(_logprob_fwd_kernel).__name__ == "InterpretedFunction"
+else:  # pragma: no cover
+    _KERNELS_INTERPRETED = False
