@@ -33,8 +33,9 @@ __all__ = ["fused_linear_logprob", "reference_linear_logprob"]
 
 # A finite "minus infinity": exp() of it is 0 and 0 * it is 0, so empty chunks produce no NaN.
 _NEG_INIT = -1.0e30
-# Elements of one [tokens, vocab-chunk] fp32 buffer on the torch path (64 MiB).
-_TORCH_CHUNK_ELEMENTS = 1 << 24
+# Elements of one [tokens, vocab-chunk] fp32 buffer on the torch path (32 MiB): small enough
+# that the two live buffers stay far below the [N, V] logits, large enough for full-speed matmuls.
+_TORCH_CHUNK_ELEMENTS = 1 << 23
 # Elements of one dlogits chunk on the Triton path (256 MiB in bf16).
 _TRITON_CHUNK_ELEMENTS = 1 << 27
 
@@ -240,6 +241,7 @@ def _torch_forward(h, w, targets, inv_temp, with_entropy, chunk):
             sum_exp_shifted = rescale * (sum_exp_shifted + shift * sum_exp) + exp_z.mul(z).sum(dim=1)
         sum_exp = sum_exp * rescale + exp_z.sum(dim=1)
         running_max = new_max
+        del z, exp_z  # free this chunk's buffers before the next matmul allocates
     log_sum = torch.log(sum_exp)
     lse = running_max + log_sum
     entropy = log_sum - sum_exp_shifted / sum_exp if with_entropy else torch.zeros_like(lse)
@@ -284,6 +286,7 @@ def _torch_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidden
                 torch.mm(dz.T, h32, out=grad_weight[start:stop])
             else:
                 grad_weight[start:stop].copy_(dz.T @ h32)
+        del log_p, dz  # free this chunk's buffers before the next matmul allocates
     return grad_hidden, grad_weight
 
 
