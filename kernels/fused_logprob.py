@@ -171,8 +171,10 @@ class _FusedLinearLogprob(torch.autograd.Function):
         n_kept = kept_targets.numel()
         if grad_logp is None:
             grad_logp = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        g = _gather_rows(grad_logp.float(), rows)
-        g_ent = None if grad_entropy is None else _gather_rows(grad_entropy.float(), rows)
+        # Upstream grads are often expanded views (the grad of .sum() has stride 0); the kernels
+        # index them densely, so make them contiguous.
+        g = _gather_rows(grad_logp.float(), rows).contiguous()
+        g_ent = None if grad_entropy is None else _gather_rows(grad_entropy.float(), rows).contiguous()
 
         grad_hidden_kept = grad_weight = None
         if n_kept:
@@ -261,7 +263,7 @@ def _torch_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidden
     n_tokens, vocab = h.shape[0], w.shape[0]
     h32 = h.float()
     grad_hidden = torch.zeros(n_tokens, h.shape[1], dtype=torch.float32, device=h.device) if need_hidden else None
-    grad_weight = torch.empty_like(w) if need_weight else None
+    grad_weight = torch.empty(w.shape, dtype=w.dtype, device=w.device) if need_weight else None
     g_col = g.unsqueeze(1)
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
@@ -339,6 +341,7 @@ def _triton_forward(h, w, targets, inv_temp, with_entropy):
     part_sum = torch.empty_like(part_max)
     part_shifted = torch.empty_like(part_max)
     target_logit = torch.empty(n_tokens, dtype=torch.float32, device=h.device)
+    targets = targets.contiguous()
     _logprob_fwd_kernel[(n_row_blocks * n_splits,)](
         h, w, targets, part_max, part_sum, part_shifted, target_logit,
         n_tokens, vocab, hidden_size,
@@ -368,7 +371,8 @@ def _triton_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidde
     vocab = w.shape[0]
     cfg = _block_config(h.dtype, h.device)
     grad_hidden = torch.zeros(n_tokens, hidden_size, dtype=torch.float32, device=h.device) if need_hidden else None
-    grad_weight = torch.empty_like(w) if need_weight else None
+    grad_weight = torch.empty(w.shape, dtype=w.dtype, device=w.device) if need_weight else None
+    targets, lse, entropy = targets.contiguous(), lse.contiguous(), entropy.contiguous()
     chunk = min(chunk, vocab)
     dz = torch.empty(n_tokens, chunk, dtype=h.dtype, device=h.device)
     with_entropy_grad = g_ent is not None

@@ -135,6 +135,18 @@ def test_equals_trl_selective_log_softmax():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_upstream_grad_of_a_sum(backend):
+    """The grad of .sum() arrives as a stride-0 expanded tensor; it must be read as such."""
+    hidden, weight, targets = _inputs(21, 16, 45, torch.float32, seed=4)
+    logp, ent = fused_linear_logprob(hidden, weight, targets, return_entropy=True, _backend=backend)
+    gh, gw = torch.autograd.grad(logp.sum() + ent.sum(), (hidden, weight))
+    ref_logp, ref_ent = reference_linear_logprob(hidden, weight, targets, return_entropy=True)
+    ref_gh, ref_gw = torch.autograd.grad(ref_logp.sum() + ref_ent.sum(), (hidden, weight))
+    torch.testing.assert_close(gh, ref_gh, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(gw, ref_gw, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gradient_through_entropy_alone(backend):
     """A loss on entropy only (logp's grad is None) still back-propagates -p (log p + H)."""
     hidden, weight, targets = _inputs(18, 16, 45, torch.float32, seed=3, ignore=True)
