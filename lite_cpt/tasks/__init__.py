@@ -9,5 +9,6 @@ from lite_cpt.tasks.base import (
     register_task,
 )
 from lite_cpt.tasks import mini  # noqa: F401  (registers the mini-seven task types)
+from lite_cpt.tasks import choice, mathqa, vqa  # noqa: F401  (registers the real-dataset task types)
 
 __all__ = ["BENCHMARK_TYPES", "TASK_TYPES", "Sample", "Task", "build_task", "register_task"]

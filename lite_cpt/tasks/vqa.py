@@ -1,0 +1,307 @@
+"""Open visual question answering: TextVQA, VizWiz (VQA accuracy), GQA, PathVQA (exact match
+after normalisation) and the POPE benchmark (yes/no, with its precision/recall/F1 report)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from lite_cpt.data.loaders import SplitTable, open_split
+from lite_cpt.tasks.base import Sample, register_task
+from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
+
+# ---------------------------------------------------------------------------------------------
+# Answer normalisation of the official VQA evaluation (vqaEval.py): punctuation, number words,
+# articles and a subset of its contraction table (the unambiguous entries; e.g. "wed" and "hed"
+# are left alone because they are also words).
+
+_PUNCTUATION = list(';/[]"{}()=+\\_-><@`,?!')
+_PERIOD = re.compile(r"\.(?!\d)")  # a period that is not a decimal point
+_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
+_NUMBER_WORDS = {
+    "none": "0",
+    **{w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())},
+}
+_ARTICLES = {"a", "an", "the"}
+_CONTRACTIONS = {
+    word.replace("'", ""): word
+    for word in (
+        "ain't aren't can't could've couldn't didn't doesn't don't hadn't hasn't haven't he's i'm i've "
+        "isn't it'll might've must've mustn't should've shouldn't that's there's they're they've wasn't "
+        "weren't what's where's who's won't would've wouldn't you're you've"
+    ).split()
+}
+
+
+def normalize_vqa_answer(text: str) -> str:
+    """VQA answer cleanup: lower case; punctuation removed (glued to a neighbour's space) or
+    turned into a space; periods dropped unless they are decimal points; number words to digits
+    (zero..ten); articles dropped; apostrophe-less contractions restored ("dont" -> "don't")."""
+    text = text.replace("\n", " ").replace("\t", " ").strip().lower()
+    digit_comma = _DIGIT_COMMA.search(text) is not None
+    out = text
+    for mark in _PUNCTUATION:
+        if f"{mark} " in text or f" {mark}" in text or digit_comma:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    out = _PERIOD.sub("", out)
+    words = [_NUMBER_WORDS.get(word, word) for word in out.split()]
+    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
+
+
+def vqa_accuracy(prediction: str, answers: list[str]) -> float:
+    """Official VQA accuracy over the human answers a_1..a_n (n = 10 in VQA/TextVQA/VizWiz):
+
+        acc = (1/n) * sum_i min(1, #{j != i : a_j == pred} / 3)
+
+    i.e. min(#humans that agree / 3, 1) averaged over the n leave-one-out subsets of n-1
+    answers; both sides normalised by `normalize_vqa_answer`. With one answer: exact match.
+    Example: 2 of 10 agree -> (2 * 1/3 + 8 * 2/3) / 10 = 0.6."""
+    if not answers:
+        return 0.0
+    pred = normalize_vqa_answer(prediction)
+    gold = [normalize_vqa_answer(a) for a in answers]
+    if len(gold) == 1:
+        return float(pred == gold[0])
+    matches = sum(g == pred for g in gold)
+    total = 0.0
+    for g in gold:
+        others_agreeing = matches - (g == pred)
+        total += min(1.0, others_agreeing / 3)
+    return total / len(gold)
+
+
+def majority_answer(answers: list[str]) -> str:
+    """The most frequent answer after normalisation (first seen wins a tie), as first written."""
+    if not answers:
+        return ""
+    normalised = [normalize_vqa_answer(a) for a in answers]
+    best = Counter(normalised).most_common(1)[0][0]
+    return answers[normalised.index(best)].strip()
+
+
+def normalized_exact_match(prediction: str, answers: list[str]) -> float:
+    pred = normalize_vqa_answer(prediction)
+    return 1.0 if any(pred == normalize_vqa_answer(a) for a in answers) else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Task types
+
+
+class VQATask(RealTask):
+    """Ten human answers per question, scored with the official VQA accuracy."""
+
+    id_column = "question_id"
+
+    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+        answers = _answer_strings(row.get("answers"))
+        return Sample(
+            id=sample_id,
+            question=row["question"].strip(),
+            answer=majority_answer(answers),
+            image=image,
+            answers=answers,
+            meta=self.meta(row),
+        )
+
+    def meta(self, row: dict) -> dict:
+        return {}
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return vqa_accuracy(prediction, sample.answers or [sample.answer])
+
+
+def _answer_strings(answers: Any) -> list[str]:
+    """Answers as strings: VQA-style `[{"answer": ..., "answer_confidence": ...}]` or plain strings."""
+    if not answers:
+        return []
+    return [str(a["answer"] if isinstance(a, dict) else a) for a in answers]
+
+
+@register_task("textvqa")
+class TextVQATask(VQATask):
+    """lmms-lab/textvqa (facebook/textvqa): image, question, answers (10), question_id."""
+
+    default_path = "textvqa"
+    default_hf_id = "lmms-lab/textvqa"
+
+
+@register_task("vizwiz")
+class VizWizTask(VQATask):
+    """lmms-lab/VizWiz-VQA (image, question, answers, category) or the original annotations
+    (image file name, question, answers [{answer, answer_confidence}], answer_type, answerable)."""
+
+    default_path = "vizwiz"
+    default_hf_id = "lmms-lab/VizWiz-VQA"
+    answer_instruction = (
+        "When the provided information is insufficient, respond with 'Unanswerable'. " + SHORT_ANSWER
+    )
+
+    def sample_id(self, row: dict, split: str, index: int) -> str:
+        if row.get("question_id") in (None, "") and isinstance(row.get("image"), str):
+            return row["image"]  # the original annotations name each question by its image
+        return super().sample_id(row, split, index)
+
+    def meta(self, row: dict) -> dict:
+        return {
+            "answer_type": row.get("answer_type") or row.get("category"),
+            "answerable": row.get("answerable"),
+        }
+
+
+class ShortAnswerTask(RealTask):
+    """One reference answer, exact match after VQA normalisation."""
+
+    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+        answer = str(row["answer"]).strip()
+        return Sample(
+            id=sample_id,
+            question=row["question"].strip(),
+            answer=answer,
+            image=image,
+            answers=[answer],
+            meta=self.meta(row),
+        )
+
+    def meta(self, row: dict) -> dict:
+        return {}
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return normalized_exact_match(prediction, sample.answers or [sample.answer])
+
+
+@register_task("gqa")
+class GQATask(ShortAnswerTask):
+    """GQA: id, question, answer, fullAnswer, and the image inline (`image`) or by `imageId`,
+    found as `images/<imageId>.jpg|png` beside the questions (the official images.zip), or in
+    the `*_images` config next to an `*_instructions` config (lmms-lab/GQA: recipe
+    `hf_config: "{split}_balanced_instructions"`)."""
+
+    default_path = "gqa"
+    default_hf_id = "lmms-lab/GQA"
+    id_column = "id"
+
+    def meta(self, row: dict) -> dict:
+        return {"rationale": row.get("fullAnswer") or "", "image_id": row.get("imageId")}
+
+    def row_images(self, table: SplitTable, rows: list[dict]) -> list[Any]:
+        images: list[Any] = []
+        paired: _ImageTable | None = None
+        for row in rows:
+            if row.get("image") is not None or not row.get("imageId"):
+                images.append(row.get("image"))
+                continue
+            image_id = str(row["imageId"])
+            on_disk = [table.base_dir / "images" / f"{image_id}.{ext}" for ext in ("jpg", "png", "jpeg")]
+            found = next((p for p in on_disk if p.is_file()), None)
+            if found is None:
+                paired = paired or self._paired_images(table.split)
+                value = paired.get(image_id) if paired else None
+                if value is not None:
+                    images.append(value)
+                    continue
+            images.append(str(found or on_disk[0]))  # a missing file is reported by its name
+        return images
+
+    def _paired_images(self, split: str) -> _ImageTable | None:
+        """The `*_images` config that pairs with this `*_instructions` one (lmms-lab/GQA)."""
+        location = self.location()
+        if not location.config or "instructions" not in location.config:
+            return None
+        return _ImageTable(
+            open_split(replace(location, config=location.config.replace("instructions", "images")), split)
+        )
+
+
+class _ImageTable:
+    """imageId -> stored image of a table with `id` and `image` columns; rows read on demand."""
+
+    def __init__(self, table: SplitTable):
+        ids = table.dataset.data.column("id").to_pylist()
+        self._row_of = {str(image_id): row for row, image_id in enumerate(ids)}
+        self._rows = table.dataset.with_format("arrow")
+
+    def get(self, image_id: str) -> Any | None:
+        row = self._row_of.get(image_id)
+        return None if row is None else self._rows[[row]].column("image").to_pylist()[0]
+
+
+@register_task("pathvqa")
+class PathVQATask(ShortAnswerTask):
+    """flaviagiammarino/path-vqa: image, question, answer (yes/no or open)."""
+
+    default_path = "pathvqa"
+    default_hf_id = "flaviagiammarino/path-vqa"
+
+    def meta(self, row: dict) -> dict:
+        kind = "yes/no" if str(row["answer"]).strip().lower() in ("yes", "no") else "open"
+        return {"answer_type": kind}
+
+
+# ---------------------------------------------------------------------------------------------
+# POPE
+
+
+def pope_yes_no(prediction: str) -> str:
+    """POPE's own rule: keep the first sentence, drop commas; 'no' if it contains the word
+    'no' or 'not', else 'yes' (so anything that is not a denial counts as 'yes')."""
+    text = prediction.split(".")[0].replace(",", "")
+    words = text.lower().split()
+    return "no" if ("no" in words or "not" in words) else "yes"
+
+
+def pope_f1(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
+    """POPE report with 'yes' as the positive class:
+    precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2PR / (P + R),
+    accuracy = (TP + TN) / N, yes_ratio = (TP + FP) / N (0 where a denominator is 0)."""
+    if len(predictions) != len(samples):
+        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+    tp = fp = tn = fn = 0
+    for prediction, sample in zip(predictions, samples):
+        said_yes = pope_yes_no(prediction) == "yes"
+        is_yes = sample.answer.strip().lower() == "yes"
+        tp += said_yes and is_yes
+        fp += said_yes and not is_yes
+        fn += (not said_yes) and is_yes
+        tn += (not said_yes) and not is_yes
+    n = len(samples)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "yes_ratio": (tp + fp) / n if n else 0.0,
+    }
+
+
+@register_task("pope", benchmark=True)
+class POPETask(RealTask):
+    """lmms-lab/POPE: image, question, answer (yes/no), category (adversarial/popular/random);
+    also the original POPE files (`text`, `label`, image file name)."""
+
+    default_path = "pope"
+    default_hf_id = "lmms-lab/POPE"
+    id_column = "question_id"
+    answer_instruction = "Answer yes or no."
+
+    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+        answer = str(row.get("answer") or row.get("label")).strip().lower()
+        question = str(row.get("question") or row.get("text")).strip()
+        return Sample(
+            id=sample_id,
+            question=question,
+            answer=answer,
+            image=image,
+            answers=[answer],
+            meta={"category": row.get("category")},
+        )
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return 1.0 if pope_yes_no(prediction) == sample.answer else 0.0
