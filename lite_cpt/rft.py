@@ -1,0 +1,495 @@
+"""One reinforcement fine-tuning phase: GRPO on one task's prompts (or all tasks', for joint arms).
+
+Each policy update:
+
+1. takes `prompts_per_step` prompts and samples G = `group_size` answers for each;
+2. scores every answer with the task's own reward (the evaluation metric); in chain-of-thought
+   mode  r = (1 - w) * accuracy(extracted answer) + w * format(text),  w = `format_weight`;
+3. turns rewards into advantages with the recipe's estimator (grpo / rloo / remax, where remax's
+   baseline is the reward of one greedy answer per prompt);
+4. runs `inner_epochs` clipped-surrogate steps (lite_cpt.kernels.grpo_loss) over the LoRA
+   parameters, with the k3 KL to the reference (the same model with the adapter switched off)
+   when `kl` is on.
+
+A rollout whose advantage is exactly 0 contributes exactly 0 gradient when the KL is off (the
+clipped surrogate is r * A), so its forward and backward passes are skipped; its tokens still
+count in the loss normaliser, which keeps the loss equal to the one over the whole batch. A
+batch in which every group has equal rewards therefore makes no optimizer step at all — no
+AdamW momentum or weight decay moves the adapter — which is the "no reward variance, no
+update" property behind RFT's resistance to forgetting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lite_cpt.arms import ArmMethod, Phase, register_arm
+from lite_cpt.batching import append_tokens, encode_prompts, to_device, tokenizer_of
+from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
+from lite_cpt.logprob import token_logprobs
+from lite_cpt.recipe import ArmConfig, RFTConfig
+from lite_cpt.rollout import generate_completions, model_device, model_dtype
+from lite_cpt.sft import Example, PhaseStats
+from lite_cpt.tasks.base import format_reward
+
+#: `select(rollouts) -> indices of the groups to train on` (online instance filtering).
+GroupSelector = Callable[["Rollouts"], list[int]]
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed from `seed` and labels (step, attempt, purpose), stable across runs."""
+    key = "/".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
+    """Task reward of one answer; with CoT, (1 - w) * accuracy + w * format_reward(text)."""
+    accuracy = example.task.score(text, example.sample, rft.cot)
+    if not rft.cot:
+        return accuracy
+    return (1.0 - rft.format_weight) * accuracy + rft.format_weight * format_reward(text)
+
+
+def max_prompt_tokens(examples: list[Example]) -> int | None:
+    limits = [getattr(e.task.config, "max_prompt_tokens", None) for e in examples]
+    limits = [limit for limit in limits if limit]
+    return max(limits) if limits else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts
+
+
+@dataclass
+class Rollouts:
+    """G answers for each of B prompts, prompt-major: rows [i*G, (i+1)*G) answer examples[i]."""
+
+    examples: list[Example]
+    group_size: int
+    token_ids: list[list[int]]  # response ids, ending with the end-of-turn token when it was produced
+    texts: list[str]
+    rewards: torch.Tensor  # [B*G] float32
+    baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
+    baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.examples)
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(ids) for ids in self.token_ids) + sum(self.baseline_tokens or [])
+
+    def group_rewards(self) -> torch.Tensor:
+        return self.rewards.view(self.num_groups, self.group_size)
+
+    def group_means(self) -> torch.Tensor:
+        return self.group_rewards().mean(dim=1)
+
+    def zero_variance(self) -> torch.Tensor:
+        """[B] True where every answer of the prompt got the same reward."""
+        groups = self.group_rewards()
+        return groups.amax(dim=1) == groups.amin(dim=1)
+
+    def subset(self, groups: list[int]) -> "Rollouts":
+        rows = [g * self.group_size + k for g in groups for k in range(self.group_size)]
+        return Rollouts(
+            examples=[self.examples[g] for g in groups],
+            group_size=self.group_size,
+            token_ids=[self.token_ids[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            rewards=self.rewards[rows] if rows else self.rewards.new_zeros(0),
+            baseline=None if self.baseline is None else self.baseline[groups],
+            baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
+        )
+
+    @staticmethod
+    def concat(parts: list["Rollouts"]) -> "Rollouts":
+        if not parts:
+            raise ValueError("Rollouts.concat needs at least one part")
+        with_baseline = all(p.baseline is not None for p in parts)
+        return Rollouts(
+            examples=[e for p in parts for e in p.examples],
+            group_size=parts[0].group_size,
+            token_ids=[ids for p in parts for ids in p.token_ids],
+            texts=[t for p in parts for t in p.texts],
+            rewards=torch.cat([p.rewards for p in parts]),
+            baseline=torch.cat([p.baseline for p in parts]) if with_baseline else None,
+            baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
+        )
+
+
+def generate_rollouts(
+    model,
+    processor,
+    examples: list[Example],
+    rft: RFTConfig,
+    *,
+    group_size: int,
+    generator_seed: int,
+    batch_size: int = 64,
+    with_baseline: bool = False,
+) -> Rollouts:
+    """Sample `group_size` answers per example (rft's temperature / top_p / length) and score them.
+
+    `batch_size` is the number of sequences per generate call. With `with_baseline`, one greedy
+    answer per example is generated as well and its reward stored as the remax baseline.
+    """
+    prompts = [e.prompt(rft.cot) for e in examples]
+    limit = max_prompt_tokens(examples)
+    sampled = generate_completions(
+        model, processor, prompts,
+        group_size=group_size,
+        max_new_tokens=rft.max_new_tokens,
+        temperature=rft.temperature,
+        top_p=rft.top_p,
+        batch_size=max(batch_size, group_size),
+        max_prompt_tokens=limit,
+        generator_seed=generator_seed,
+    )
+    rewards = [rft_reward(examples[row // group_size], text, rft) for row, text in enumerate(sampled.texts)]
+    baseline = baseline_tokens = None
+    if with_baseline:
+        greedy = generate_completions(
+            model, processor, prompts,
+            group_size=1, max_new_tokens=rft.max_new_tokens, temperature=0.0,
+            batch_size=batch_size, max_prompt_tokens=limit,
+        )
+        baseline = torch.tensor([rft_reward(e, t, rft) for e, t in zip(examples, greedy.texts)],
+                                dtype=torch.float32)
+        baseline_tokens = [len(ids) for ids in greedy.token_ids]
+    return Rollouts(
+        examples=list(examples),
+        group_size=group_size,
+        token_ids=sampled.token_ids,
+        texts=sampled.texts,
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        baseline=baseline,
+        baseline_tokens=baseline_tokens,
+    )
+
+
+def compute_advantages(rollouts: Rollouts, rft: RFTConfig) -> torch.Tensor:
+    """[B*G] advantages from the recipe's estimator (GRPO's std scaling follows scale_rewards)."""
+    if rft.advantage == "grpo":
+        return grpo_advantages(rollouts.rewards, rollouts.group_size,
+                               scale="std" if rft.scale_rewards else "none")
+    return ADVANTAGE_ESTIMATORS[rft.advantage](rollouts.rewards, rollouts.group_size, rollouts.baseline)
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy update
+
+
+@dataclass
+class MicroBatch:
+    """Encoded rollouts scored together, with what their loss compares against."""
+
+    rows: list[int]
+    batch: dict
+    labels: torch.Tensor
+    advantages: torch.Tensor  # [len(rows)]
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+
+
+def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool, device, dtype
+                    ) -> tuple[dict, torch.Tensor]:
+    """(batch, labels) that score the responses of `rows` after their prompts."""
+    prompts = [rollouts.examples[r // rollouts.group_size].prompt(cot) for r in rows]
+    batch = encode_prompts(processor, prompts, max_prompt_tokens(rollouts.examples))
+    batch, labels = append_tokens(batch, [rollouts.token_ids[r] for r in rows], tokenizer_of(processor).pad_token_id)
+    return to_device(batch, device, dtype), labels.to(device)
+
+
+def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
+                          rft: RFTConfig, micro_batch_size: int) -> list[MicroBatch]:
+    """Encode `rows` in micro-batches and attach the no-grad log-probs the loss compares against:
+    the old policy's (only with several inner epochs) and the reference's (only with the KL on)."""
+    device, dtype = model_device(model), model_dtype(model)
+    use_kl = rft.kl and rft.kl_beta > 0
+    micro_batches = []
+    for start in range(0, len(rows), micro_batch_size):
+        chunk = rows[start : start + micro_batch_size]
+        batch, labels = encode_rollouts(processor, rollouts, chunk, cot=rft.cot, device=device, dtype=dtype)
+        micro_batches.append(MicroBatch(chunk, batch, labels, advantages[chunk].to(device)))
+    with torch.no_grad():
+        for mb in micro_batches:
+            if rft.inner_epochs > 1:
+                # With one inner epoch the old policy is the current one: old_logp = logp.detach().
+                mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature).logp
+            if use_kl:
+                with model.disable_adapter():
+                    mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature).logp
+    return micro_batches
+
+
+def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTConfig, *, total_tokens: int,
+                               total_rows: int, with_entropy: bool = True) -> dict:
+    """Backward of the batch's GRPO loss, one micro-batch at a time (grads accumulate in .grad).
+
+    The batch has `total_tokens` response tokens in `total_rows` rollouts (rows not passed here
+    count in them with zero loss). Micro-batch losses are weighted by their share of the tokens
+    (token-mean) or of the rollouts (seq-mean), so the sum equals the whole-batch loss.
+    Returns loss, kl, clip_fraction (batch means), entropy (mean over scored tokens) and tokens.
+    """
+    use_kl = rft.kl and rft.kl_beta > 0
+    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None, "tokens": 0}
+    entropy_sum, entropy_tokens = 0.0, 0.0
+    for mb in micro_batches:
+        scored = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
+                                return_entropy=with_entropy)
+        old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
+        loss, stats = grpo_loss(
+            scored.logp, old_logp, mb.advantages, scored.mask,
+            ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
+            eps_low=rft.eps_low, eps_high=rft.eps_high, aggregation=rft.aggregation,
+        )
+        tokens = float(scored.mask.sum())
+        share = tokens / total_tokens if rft.aggregation == "token-mean" else len(mb.rows) / total_rows
+        (loss * share).backward()
+        out["loss"] += float(loss.detach()) * share
+        out["kl"] += float(stats["kl_mean"]) * tokens / total_tokens
+        out["clip_fraction"] += float(stats["clip_fraction"]) * tokens / total_tokens
+        out["tokens"] += int(tokens)
+        if scored.entropy is not None:
+            entropy_sum += float((scored.entropy.detach() * scored.mask).sum())
+            entropy_tokens += tokens
+    if entropy_tokens:
+        out["entropy"] = entropy_sum / entropy_tokens
+    return out
+
+
+def policy_update(
+    model,
+    processor,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    rollouts: Rollouts,
+    arm: ArmConfig,
+    *,
+    micro_batch_size: int,
+) -> dict:
+    """`inner_epochs` optimizer steps of the clipped GRPO loss on one batch of rollouts.
+
+    Returns the step's statistics (means over inner epochs; entropy of the first, on-policy
+    one); `updated` is False when no rollout carried a gradient, and then nothing was stepped.
+    """
+    rft = arm.rft
+    use_kl = rft.kl and rft.kl_beta > 0
+    advantages = compute_advantages(rollouts, rft)
+    lengths = [len(ids) for ids in rollouts.token_ids]
+    # Rows with A = 0 (and no KL term) have exactly zero gradient: skip their passes.
+    rows = [i for i, n in enumerate(lengths) if n > 0 and (use_kl or advantages[i] != 0)]
+    result = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None, "trained_tokens": 0,
+              "updated": False}
+    if not rows:
+        return result
+    micro_batches = prepare_micro_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size)
+    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+    for epoch in range(rft.inner_epochs):
+        step = accumulate_policy_gradient(model, micro_batches, rft, total_tokens=max(1, sum(lengths)),
+                                          total_rows=len(lengths), with_entropy=epoch == 0)
+        torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for key in sums:
+            sums[key] += step[key]
+        result["trained_tokens"] += step["tokens"]
+        if epoch == 0:
+            result["entropy"] = step["entropy"]
+    result.update({key: value / rft.inner_epochs for key, value in sums.items()})
+    result["updated"] = True
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The phase
+
+
+def rft_updates(num_examples: int, epochs: float, prompts_per_step: int) -> int:
+    """Policy updates for `epochs` passes over `num_examples` prompts: ceil(n * epochs / P)."""
+    return math.ceil(num_examples * epochs / prompts_per_step) if num_examples else 0
+
+
+class ExampleStream:
+    """Examples in a fresh seeded shuffle per pass, endlessly."""
+
+    def __init__(self, examples: list[Example], seed: int):
+        self.examples = examples
+        self.rng = random.Random(seed)
+        self.queue: list[Example] = []
+
+    def take(self, n: int) -> list[Example]:
+        while len(self.queue) < n:
+            shuffled = self.examples[:]
+            self.rng.shuffle(shuffled)
+            self.queue.extend(shuffled)
+        taken, self.queue = self.queue[:n], self.queue[n:]
+        return taken
+
+
+def train_rft(
+    model,
+    processor,
+    examples: list[Example],
+    arm: ArmConfig,
+    *,
+    seed: int,
+    epochs: float = 1.0,
+    on_step: Callable[[dict], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    select: GroupSelector | None = None,
+    micro_batch_size: int = 8,
+    updates: int | None = None,
+    max_draws: int | None = None,
+) -> PhaseStats:
+    """GRPO over `examples` for ceil(len * epochs / prompts_per_step) policy updates (or `updates`),
+    capped by `arm.max_steps_per_task`.
+
+    With `select` (online instance filtering) each update draws candidate prompts, rolls out
+    their groups and keeps the groups `select` returns, drawing again until `prompts_per_step`
+    groups are kept or one pass over `examples` has been drawn for this update; the kept groups'
+    rollouts are the ones trained on. `max_draws` caps the candidate prompts of the whole phase
+    (the phase ends when it is spent). Generated tokens of dropped groups are reported as
+    `extra["rif_generated_tokens"]`, the share of kept groups as `extra["kept_fraction"]`.
+    """
+    rft = arm.rft
+    per_step = rft.prompts_per_step
+    total = rft_updates(len(examples), epochs, per_step) if updates is None else updates
+    if arm.max_steps_per_task is not None:
+        total = min(total, arm.max_steps_per_task)
+    stats = PhaseStats()
+    filter_totals = {"drawn": 0, "kept": 0, "dropped_tokens": 0, "dropped_seconds": 0.0}
+    if not examples or total <= 0:
+        return _finish(stats, select, filter_totals, 0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train_rft: the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=arm.weight_decay)
+    stream = ExampleStream(examples, seed)
+    # Sequences per generate call: the groups of `micro_batch_size` prompts.
+    generate_batch = rft.group_size * max(1, micro_batch_size)
+    with_baseline = rft.advantage == "remax"
+    drawn_total = 0
+    start = time.perf_counter()
+    model.train()
+    for step in range(total):
+        step_start = time.perf_counter()
+        parts, candidates, step_drawn, attempt = [], [], 0, 0
+        while sum(p.num_groups for p in parts) < per_step:
+            want = per_step - sum(p.num_groups for p in parts)
+            if select is not None:
+                want = min(want, len(examples) - step_drawn)
+            if max_draws is not None:
+                want = min(want, max_draws - drawn_total)
+            if want <= 0:
+                break
+            drawn_started = time.perf_counter()
+            rollouts = generate_rollouts(
+                model, processor, stream.take(want), rft,
+                group_size=rft.group_size, generator_seed=derived_seed(seed, "rollout", step, attempt),
+                batch_size=generate_batch, with_baseline=with_baseline,
+            )
+            attempt += 1
+            step_drawn += want
+            drawn_total += want
+            stats.generated_tokens += rollouts.generated_tokens
+            candidates.append(rollouts)
+            if select is None:
+                parts.append(rollouts)
+                continue
+            kept = sorted(set(select(rollouts)))
+            dropped = rollouts.subset([g for g in range(rollouts.num_groups) if g not in kept])
+            filter_totals["drawn"] += rollouts.num_groups
+            filter_totals["kept"] += len(kept)
+            filter_totals["dropped_tokens"] += dropped.generated_tokens
+            # Generation time of a call, attributed to its dropped groups pro rata.
+            filter_totals["dropped_seconds"] += (time.perf_counter() - drawn_started) * (
+                dropped.num_groups / rollouts.num_groups)
+            if kept:
+                parts.append(rollouts.subset(kept))
+        if not parts:
+            # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
+            # change, so drawing again would only repeat the verdict.
+            break
+        batch = Rollouts.concat(parts)
+        update = policy_update(model, processor, optimizer, params, batch, arm, micro_batch_size=micro_batch_size)
+        seen = Rollouts.concat(candidates)
+        stats.steps += int(update["updated"])
+        stats.trained_tokens += update["trained_tokens"]
+        stats.last_loss = update["loss"]
+        if on_step is not None:
+            record = {
+                "step": step + 1,
+                "loss": update["loss"],
+                "reward_mean": float(seen.rewards.mean()),
+                "reward_std": float(seen.rewards.std(unbiased=False)),
+                "zero_variance_fraction": float(seen.zero_variance().float().mean()),
+                "kl": update["kl"],
+                "clip_fraction": update["clip_fraction"],
+                "entropy": update["entropy"],
+                "generated_tokens": seen.generated_tokens,
+                "trained_tokens": update["trained_tokens"],
+                "updated": update["updated"],
+                "step_seconds": time.perf_counter() - step_start,
+                "seconds": time.perf_counter() - start,
+            }
+            if select is not None:
+                record.update(drawn_groups=seen.num_groups, kept_groups=batch.num_groups)
+            on_step(record)
+        if progress is not None:
+            progress(step + 1, total)
+    model.eval()
+    return _finish(stats, select, filter_totals, time.perf_counter() - start)
+
+
+def _finish(stats: PhaseStats, select, filter_totals: dict, seconds: float) -> PhaseStats:
+    stats.seconds = seconds
+    if select is not None:
+        drawn = filter_totals["drawn"]
+        stats.extra.update(
+            kept_fraction=filter_totals["kept"] / drawn if drawn else 0.0,
+            rif_generated_tokens=filter_totals["dropped_tokens"],
+            rif_seconds=round(filter_totals["dropped_seconds"], 3),
+        )
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Arms
+
+
+class SequentialRFT(ArmMethod):
+    """GRPO on each task in turn (the paper's RFT arm)."""
+
+    def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
+        return train_rft(
+            self.model, self.processor, examples, self.arm,
+            seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
+            micro_batch_size=phase.micro_batch_size,
+        )
+
+
+class JointRFT(SequentialRFT):
+    """GRPO once on every task's prompts together (the multi-task RFT reference)."""
+
+    joint = True
+
+
+def _rif_arm() -> type[ArmMethod]:
+    from lite_cpt.rif import RIFRFT
+
+    return RIFRFT
+
+
+register_arm("rft", lambda: SequentialRFT)
+register_arm("multitask_rft", lambda: JointRFT)
+register_arm("rif_rft", _rif_arm)

@@ -1,0 +1,147 @@
+"""Rollout-based instance filtering (RIF-RFT): train only on instances the policy can learn from.
+
+An instance's success rate is estimated from K sampled answers,
+
+    s_i = (1/K) sum_k r(answer_ik),
+
+and it is kept when  low < s_i < high  (strictly). With the default band (0, 1) this drops the
+instances that are always solved or never solved — exactly those whose GRPO advantage would
+be 0 for every rollout, so they cost generation and passes but give no gradient.
+
+Modes:
+- offline: estimate s_i for the task's instances once, with the adapter as it is before the
+  task, then run GRPO on the kept ones;
+- online: during GRPO, drop each batch's groups whose mean reward is outside the band and draw
+  more prompts until the batch is full (like dynamic sampling); the groups' own rollouts are
+  both the estimate (K = G) and the training data, so nothing extra is generated for training.
+
+Budgets: `filtered` trains ceil(kept * epochs / P) updates (online: draws each instance
+`epochs` times at most); `matched` trains as many updates as plain RFT on the full set,
+ceil(all * epochs / P), cycling over the kept instances — the data-budget-matched comparison.
+Per task the arm reports kept_fraction, rif_generated_tokens (tokens generated only to filter:
+the K-rollout estimate offline, the dropped groups online) and rif_seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from lite_cpt.arms import ArmMethod, Phase
+from lite_cpt.recipe import RFTConfig
+from lite_cpt.rft import Rollouts, derived_seed, generate_rollouts, rft_updates, train_rft
+from lite_cpt.sft import Example, PhaseStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SuccessEstimate:
+    rates: list[float]  # mean reward of the K rollouts, one per instance
+    generated_tokens: int
+    seconds: float
+
+
+def measure_success(
+    model,
+    processor,
+    examples: list[Example],
+    rollouts: int,
+    rft: RFTConfig,
+    seed: int,
+    *,
+    prompts_per_call: int = 16,
+) -> SuccessEstimate:
+    """K = `rollouts` sampled answers per instance (rft's sampling settings and reward),
+    generated `prompts_per_call` instances at a time; their mean reward per instance."""
+    started = time.perf_counter()
+    rates: list[float] = []
+    tokens = 0
+    for index, start in enumerate(range(0, len(examples), prompts_per_call)):
+        chunk = examples[start : start + prompts_per_call]
+        sampled = generate_rollouts(
+            model, processor, chunk, rft,
+            group_size=rollouts, generator_seed=derived_seed(seed, "rif", index),
+            batch_size=rollouts * len(chunk),
+        )
+        rates += [float(m) for m in sampled.group_means()]
+        tokens += sampled.generated_tokens
+    return SuccessEstimate(rates, tokens, time.perf_counter() - started)
+
+
+def estimate_success(model, processor, examples: list[Example], rollouts: int, rft: RFTConfig, seed: int
+                     ) -> list[float]:
+    """Mean reward of `rollouts` sampled answers per instance."""
+    return measure_success(model, processor, examples, rollouts, rft, seed).rates
+
+
+def filter_instances(examples: list[Example], success: list[float], low: float, high: float) -> list[Example]:
+    """The examples whose success rate lies strictly inside (low, high), in their order."""
+    if len(examples) != len(success):
+        raise ValueError(f"{len(examples)} examples but {len(success)} success rates")
+    return [e for e, s in zip(examples, success) if low < s < high]
+
+
+def band_selector(low: float, high: float):
+    """Online filter: the groups whose mean reward lies strictly inside (low, high)."""
+
+    def select(rollouts: Rollouts) -> list[int]:
+        return [g for g, mean in enumerate(rollouts.group_means().tolist()) if low < mean < high]
+
+    return select
+
+
+class RIFRFT(ArmMethod):
+    """GRPO on the instances that rollout-based filtering keeps (offline or online)."""
+
+    def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
+        if self.arm.rif.mode == "online":
+            return self._train_online(examples, phase)
+        return self._train_offline(examples, phase)
+
+    def _rft_kwargs(self, phase: Phase) -> dict:
+        return dict(seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
+                    micro_batch_size=phase.micro_batch_size)
+
+    def _train_offline(self, examples: list[Example], phase: Phase) -> PhaseStats:
+        rif, rft = self.arm.rif, self.arm.rft
+        estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
+                                   derived_seed(phase.seed, "rif-offline"),
+                                   prompts_per_call=max(1, phase.micro_batch_size))
+        kept = filter_instances(examples, estimate.rates, rif.low, rif.high)
+        extra = {
+            "kept_fraction": len(kept) / len(examples) if examples else 0.0,
+            "rif_generated_tokens": estimate.generated_tokens,
+            "rif_seconds": round(estimate.seconds, 3),
+        }
+        if not kept:
+            log.warning("%s: rollout filtering kept no instance of task %s (band (%s, %s)); "
+                        "skipping its training", self.arm.name, phase.name, rif.low, rif.high)
+            stats = PhaseStats(generated_tokens=estimate.generated_tokens, seconds=estimate.seconds)
+            stats.extra.update(extra)
+            return stats
+        # filtered: passes over the kept set; matched: the update count of RFT on the full set.
+        pool_size = len(kept) if rif.budget == "filtered" else len(examples)
+        stats = train_rft(self.model, self.processor, kept, self.arm,
+                          updates=rft_updates(pool_size, phase.epochs, rft.prompts_per_step),
+                          **self._rft_kwargs(phase))
+        stats.generated_tokens += estimate.generated_tokens
+        stats.seconds += estimate.seconds
+        stats.extra.update(extra)
+        return stats
+
+    def _train_online(self, examples: list[Example], phase: Phase) -> PhaseStats:
+        rif, rft = self.arm.rif, self.arm.rft
+        updates = rft_updates(len(examples), phase.epochs, rft.prompts_per_step)
+        # filtered: every instance is drawn `epochs` times at most; matched: draw until the
+        # updates are done (each update gives up after one pass over the task's instances).
+        max_draws = math.ceil(len(examples) * phase.epochs) if rif.budget == "filtered" else None
+        stats = train_rft(self.model, self.processor, examples, self.arm,
+                          select=band_selector(rif.low, rif.high), updates=updates, max_draws=max_draws,
+                          **self._rft_kwargs(phase))
+        if stats.steps == 0:
+            log.warning("%s: online filtering found no instance of task %s inside (%s, %s); "
+                        "no update was made", self.arm.name, phase.name, rif.low, rif.high)
+        return stats

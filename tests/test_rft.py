@@ -1,0 +1,241 @@
+"""GRPO phase on the random tiny Qwen2.5-VL: zero-variance groups, learning, KL paths, rewards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lite_cpt.arms import Phase, arm_method
+from lite_cpt.continual import reset_adapter
+from lite_cpt.models import add_lora
+from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.rft import (
+    JointRFT,
+    Rollouts,
+    SequentialRFT,
+    accumulate_policy_gradient,
+    compute_advantages,
+    generate_rollouts,
+    policy_update,
+    prepare_micro_batches,
+    rft_reward,
+    train_rft,
+)
+from lite_cpt.sft import Example
+from lite_cpt.tasks import TASK_TYPES
+from lite_cpt.tasks.base import Sample, Task
+from lite_cpt.tiny import build_tiny_model, tiny_corpus
+
+VOWELS = "aeiou"
+
+
+class VowelTask(Task):
+    """Reward 1 when the answer starts with a lower-case vowel: learnable from any prompt."""
+
+    answer_instruction = ""
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return 1.0 if prediction[:1] and prediction[0] in VOWELS else 0.0
+
+
+def vowel_examples(n: int) -> list[Example]:
+    task = VowelTask("vowel")
+    return [Example(task, Sample(id=str(i), question=f"Say something about item {i}.", answer="a"))
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    with torch.no_grad():
+        # A random head with std 0.02 gives almost uniform logits that no adapter can move far;
+        # a sharper head makes the toy policy steerable in a few steps.
+        model.lm_head.weight.mul_(8.0)
+    model = add_lora(model, LoraConfig(r=8, alpha=16))
+    return model, processor
+
+
+@pytest.fixture
+def policy(tiny):
+    model, processor = tiny
+    reset_adapter(model, seed=0)
+    model.zero_grad(set_to_none=True)
+    return model, processor
+
+
+def lora_params(model) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def arm_config(**rft) -> ArmConfig:
+    settings = {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 2, "cot": False, "kl": False}
+    settings.update(rft)
+    return ArmConfig(name="rft", lr=2e-2, rft=settings)
+
+
+def scripted_rollouts(processor, examples: list[Example], rewards: list[float], group_size: int) -> Rollouts:
+    """Fixed responses ("a" / "b" tokens + end of turn) with the given rewards."""
+    tokenizer = processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = [tokenizer("a" if r else "b", add_special_tokens=False)["input_ids"] + [end] for r in rewards]
+    return Rollouts(examples=examples, group_size=group_size, token_ids=ids,
+                    texts=["a" if r else "b" for r in rewards], rewards=torch.tensor(rewards))
+
+
+def test_equal_reward_groups_give_exactly_zero_gradient(policy):
+    model, processor = policy
+    arm = arm_config()
+    examples = vowel_examples(2)
+    # Group 0 is always right, group 1 always wrong: no variance anywhere.
+    flat = scripted_rollouts(processor, examples, [1, 1, 1, 1, 0, 0, 0, 0], group_size=4)
+    advantages = compute_advantages(flat, arm.rft)
+    assert torch.equal(advantages, torch.zeros(8))
+    # The full loss path over every row, including the zero-advantage ones.
+    with torch.no_grad():  # a non-zero adapter, so that a wrong path would leak gradient
+        for p in lora_params(model).values():
+            p.add_(0.05 * torch.randn_like(p))
+    rows = list(range(8))
+    micro = prepare_micro_batches(model, processor, flat, rows, advantages, arm.rft, micro_batch_size=3)
+    accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
+    grads = [p.grad for p in lora_params(model).values()]
+    assert all(g is not None for g in grads)
+    assert all(torch.count_nonzero(g) == 0 for g in grads)
+
+    # The same path with one informative group does produce a gradient (the check can fail).
+    model.zero_grad(set_to_none=True)
+    mixed = scripted_rollouts(processor, examples, [1, 1, 1, 1, 1, 0, 0, 1], group_size=4)
+    advantages = compute_advantages(mixed, arm.rft)
+    assert torch.equal(advantages[:4], torch.zeros(4)) and advantages[4:].abs().min() > 0
+    micro = prepare_micro_batches(model, processor, mixed, rows, advantages, arm.rft, micro_batch_size=3)
+    accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
+    with_flat_group = {n: p.grad.clone() for n, p in lora_params(model).items()}
+    assert any(torch.count_nonzero(g) > 0 for g in with_flat_group.values())
+
+    # ...and the always-right group adds nothing to it: scoring only the informative rows
+    # (with the same batch normaliser) gives the same gradient.
+    model.zero_grad(set_to_none=True)
+    micro = prepare_micro_batches(model, processor, mixed, [4, 5, 6, 7], advantages, arm.rft, micro_batch_size=4)
+    accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
+    for name, p in lora_params(model).items():
+        torch.testing.assert_close(p.grad, with_flat_group[name], rtol=1e-4, atol=1e-6)
+
+
+def test_batch_without_reward_variance_makes_no_update(policy):
+    model, processor = policy
+    arm = arm_config()
+    rollouts = scripted_rollouts(processor, vowel_examples(2), [1, 1, 1, 1, 0, 0, 0, 0], group_size=4)
+    params = list(lora_params(model).values())
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=0.1)
+    result = policy_update(model, processor, optimizer, params, rollouts, arm, micro_batch_size=4)
+    assert result["updated"] is False and result["loss"] == 0.0 and result["trained_tokens"] == 0
+    assert not optimizer.state  # not even weight decay or momentum touched the adapter
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_grpo_raises_the_reward_and_moves_only_the_adapter(policy):
+    model, processor = policy
+    arm = arm_config(group_size=8, prompts_per_step=4, max_new_tokens=1)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    adapter = {n: p.detach().clone() for n, p in lora_params(model).items()}
+    examples = vowel_examples(16)
+
+    def mean_reward() -> float:  # 128 sampled answers under a fixed seed
+        return float(generate_rollouts(model, processor, examples, arm.rft, group_size=8, generator_seed=99).rewards.mean())
+
+    before = mean_reward()
+    stats = train_rft(model, processor, examples, arm, seed=0, updates=20, micro_batch_size=32)
+    after = mean_reward()
+    # From ~0.12 (chance) to ~0.9; a flipped gradient sign drives it to ~0.05 instead.
+    assert before < 0.3 and after > before + 0.4, (before, after)
+    assert stats.steps > 0 and stats.generated_tokens == 20 * 4 * 8
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)
+    assert any(not torch.equal(p, adapter[n]) for n, p in lora_params(model).items())
+
+
+def test_kl_reference_is_scored_only_when_the_kl_is_on(policy, monkeypatch):
+    model, processor = policy
+    calls = []
+    original = model.disable_adapter
+
+    def counting_disable_adapter():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(model, "disable_adapter", counting_disable_adapter)
+    records: list[dict] = []
+    train_rft(model, processor, vowel_examples(4), arm_config(max_new_tokens=1, kl=False), seed=1,
+              updates=3, on_step=records.append)
+    assert calls == [] and all(r["kl"] == 0.0 for r in records)
+
+    records.clear()
+    arm = arm_config(max_new_tokens=1, kl=True, kl_beta=0.5)
+    stats = train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=3, on_step=records.append)
+    assert calls and stats.steps == 3  # with the KL on, every rollout is scored and every batch steps
+    # The adapter has moved away from the reference by the later steps: a positive k3 estimate.
+    assert records[0]["kl"] >= 0.0 and records[-1]["kl"] > 0.0
+
+
+def test_update_count_records_and_arms(policy):
+    model, processor = policy
+    arm = arm_config(max_new_tokens=2, inner_epochs=2)
+    records: list[dict] = []
+    stats = train_rft(model, processor, vowel_examples(5), arm, seed=0, epochs=1.5, on_step=records.append)
+    assert len(records) == math.ceil(5 * 1.5 / 2)  # ceil(n * epochs / prompts_per_step)
+    assert {"loss", "reward_mean", "reward_std", "zero_variance_fraction", "kl", "clip_fraction", "entropy",
+            "generated_tokens", "trained_tokens", "seconds"} <= set(records[0])
+    assert stats.generated_tokens == sum(r["generated_tokens"] for r in records)
+    assert stats.trained_tokens == sum(r["trained_tokens"] for r in records)
+    capped = ArmConfig(name="rft", max_steps_per_task=2, rft=arm.rft)
+    assert len(_records_of(model, processor, capped, vowel_examples(5))) == 2
+
+    phase = Phase(index=1, name="vowel", seed=0, epochs=1.0, micro_batch_size=4, on_step=lambda r: None,
+                  progress=lambda *_: None)
+    for name, cls, joint in (("rft", SequentialRFT, False), ("multitask_rft", JointRFT, True)):
+        method = arm_method(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])
+        assert type(method) is cls and method.joint is joint
+    assert method.train(vowel_examples(2), phase).steps <= 1
+
+
+def _records_of(model, processor, arm, examples) -> list[dict]:
+    records: list[dict] = []
+    train_rft(model, processor, examples, arm, seed=0, on_step=records.append)
+    return records
+
+
+def test_rollouts_are_reproducible_and_remax_scores_a_greedy_baseline(policy):
+    model, processor = policy
+    rft = arm_config(max_new_tokens=4).rft
+    examples = vowel_examples(3)
+    first = generate_rollouts(model, processor, examples, rft, group_size=4, generator_seed=7)
+    again = generate_rollouts(model, processor, examples, rft, group_size=4, generator_seed=7)
+    other = generate_rollouts(model, processor, examples, rft, group_size=4, generator_seed=8)
+    assert first.token_ids == again.token_ids and torch.equal(first.rewards, again.rewards)
+    assert first.token_ids != other.token_ids
+    assert first.baseline is None and first.generated_tokens == sum(map(len, first.token_ids))
+
+    remax = arm_config(max_new_tokens=4, advantage="remax").rft
+    rollouts = generate_rollouts(model, processor, examples, remax, group_size=4, generator_seed=7, with_baseline=True)
+    assert rollouts.baseline.shape == (3,) and len(rollouts.baseline_tokens) == 3
+    advantages = compute_advantages(rollouts, remax)
+    expected = rollouts.rewards.view(3, 4) - rollouts.baseline.view(3, 1)
+    torch.testing.assert_close(advantages, expected.reshape(-1))
+
+
+def test_cot_reward_mixes_accuracy_and_format():
+    task = TASK_TYPES["mini_scienceqa"]("scienceqa")
+    sample = task.load("train", 1)[0]
+    example = Example(task, sample)
+    right, wrong = sample.answer, next(c for c in "ABCD" if c != sample.answer)
+    cot = arm_config(cot=True, format_weight=0.1).rft
+    assert "<think>" in task.prompt(sample, cot=True)
+    assert rft_reward(example, f"<think>look</think><answer>{right}</answer>", cot) == pytest.approx(1.0)
+    assert rft_reward(example, f"<think>look</think><answer>{wrong}</answer>", cot) == pytest.approx(0.1)
+    # Right answer inside the tag but text around it: accuracy without the format reward.
+    assert rft_reward(example, f"so <answer>{right}</answer>", cot) == pytest.approx(0.9)
+    assert rft_reward(example, "no tags at all", cot) == 0.0
+    plain = arm_config(cot=False).rft
+    assert rft_reward(example, right, plain) == 1.0
+    assert rft_reward(example, f"<answer>{right}</answer>", plain) == 0.0  # no extraction without CoT

@@ -1,0 +1,166 @@
+"""Rollout-based instance filtering with a scripted policy whose success rates are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lite_cpt.rft as rft_module
+from lite_cpt.arms import Phase, arm_method
+from lite_cpt.recipe import ArmConfig
+from lite_cpt.rif import RIFRFT, estimate_success, filter_instances, measure_success
+from lite_cpt.rollout import Completions
+from lite_cpt.sft import Example
+from lite_cpt.tasks.base import Sample, Task, exact_match
+
+TOKENS_PER_ANSWER = 3  # every scripted answer is three tokens long
+
+
+class YesTask(Task):
+    answer_instruction = ""
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return exact_match(prediction, [sample.answer])
+
+
+def scripted_examples(rates: list[float]) -> list[Example]:
+    """Instance i is answered correctly with probability rates[i] (exactly, over K rollouts)."""
+    task = YesTask("scripted")
+    return [Example(task, Sample(id=str(i), question=f"q{i}", answer="yes", meta={"rate": rate}))
+            for i, rate in enumerate(rates)]
+
+
+@pytest.fixture
+def scripted_policy(monkeypatch):
+    """Replace generation: of the G answers to instance i, round(rate_i * G) are right.
+    Returns the log of generate calls: (prompt texts, group size)."""
+    calls: list[tuple[list[str], int]] = []
+    by_question: dict[str, float] = {}
+
+    def fake_generate(model, processor, prompts, *, group_size=1, **_):
+        calls.append(([p.text for p in prompts], group_size))
+        texts = []
+        for prompt in prompts:
+            right = round(by_question[prompt.text] * group_size)
+            texts += ["yes"] * right + ["no"] * (group_size - right)
+        ids = [[1] * TOKENS_PER_ANSWER for _ in texts]
+        return Completions(prompts, group_size, ids, texts, sum(map(len, ids)))
+
+    def register(examples: list[Example]) -> list[Example]:
+        for e in examples:
+            by_question[e.prompt().text] = e.sample.meta["rate"]
+        return examples
+
+    monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
+    fake_generate.register = register
+    fake_generate.calls = calls
+    return fake_generate
+
+
+@pytest.fixture
+def trained_batches(monkeypatch):
+    """Record the groups each policy update receives instead of running the model."""
+    batches: list[list[str]] = []
+
+    def fake_update(model, processor, optimizer, params, rollouts, arm, *, micro_batch_size):
+        batches.append([e.sample.id for e in rollouts.examples])
+        assert len(rollouts.token_ids) == rollouts.num_groups * arm.rft.group_size
+        return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None,
+                "trained_tokens": len(rollouts.token_ids) * TOKENS_PER_ANSWER, "updated": True}
+
+    monkeypatch.setattr(rft_module, "policy_update", fake_update)
+    return batches
+
+
+def rif_arm(**rif) -> ArmConfig:
+    return ArmConfig(name="rif_rft", rft={"group_size": 4, "prompts_per_step": 2, "cot": False},
+                     rif={"rollouts": 4, **rif})
+
+
+def phase(records: list | None = None) -> Phase:
+    return Phase(index=1, name="scripted", seed=3, epochs=1.0, micro_batch_size=4,
+                 on_step=(records.append if records is not None else lambda r: None), progress=lambda *_: None)
+
+
+RATES = [0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.0, 1.0]
+
+
+def test_success_estimate_is_the_mean_reward_over_k_rollouts(scripted_policy):
+    examples = scripted_policy.register(scripted_examples(RATES))
+    rft = rif_arm().rft
+    assert estimate_success(None, None, examples, 4, rft, seed=0) == RATES
+    estimate = measure_success(None, None, examples, 4, rft, seed=0, prompts_per_call=3)
+    assert estimate.rates == RATES
+    assert estimate.generated_tokens == len(RATES) * 4 * TOKENS_PER_ANSWER
+    assert [len(texts) for texts, _ in scripted_policy.calls[-3:]] == [3, 3, 2]  # batched 3 at a time
+    assert all(group == 4 for _, group in scripted_policy.calls)
+
+
+@pytest.mark.parametrize("low, high, kept", [
+    (0.0, 1.0, [1, 2, 3, 5]),       # drops always-wrong and always-right
+    (0.25, 1.0, [2, 3, 5]),          # strictly above low
+    (0.0, 0.75, [1, 2, 5]),          # strictly below high
+    (0.3, 0.6, [2, 5]),
+    (0.5, 0.75, []),
+])
+def test_filter_keeps_exactly_the_instances_inside_the_band(scripted_policy, low, high, kept):
+    examples = scripted_policy.register(scripted_examples(RATES))
+    success = estimate_success(None, None, examples, 4, rif_arm().rft, seed=0)
+    assert filter_instances(examples, success, low, high) == [examples[i] for i in kept]
+
+
+@pytest.mark.parametrize("budget, updates", [("filtered", math.ceil(4 / 2)), ("matched", math.ceil(8 / 2))])
+def test_offline_filtering_trains_the_kept_instances_for_the_budget(scripted_policy, trained_batches, budget, updates):
+    examples = scripted_policy.register(scripted_examples(RATES))
+    model = torch.nn.Linear(2, 2)
+    method = arm_method(rif_arm(mode="offline", budget=budget), model, None, lambda _: [])
+    assert isinstance(method, RIFRFT)
+    stats = method.train(examples, phase())
+    assert len(trained_batches) == updates == stats.steps
+    assert {i for batch in trained_batches for i in batch} == {"1", "2", "3", "5"}
+    assert stats.extra["kept_fraction"] == 4 / 8
+    filter_tokens = 8 * 4 * TOKENS_PER_ANSWER  # K = 4 rollouts of every instance
+    assert stats.extra["rif_generated_tokens"] == filter_tokens
+    assert stats.generated_tokens == filter_tokens + updates * 2 * 4 * TOKENS_PER_ANSWER
+    assert stats.extra["rif_seconds"] >= 0
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_nothing_learnable_skips_the_task(scripted_policy, trained_batches, mode):
+    examples = scripted_policy.register(scripted_examples([0.0, 1.0, 0.0, 1.0]))
+    stats = RIFRFT(rif_arm(mode=mode, budget="matched"), torch.nn.Linear(2, 2), None, lambda _: []).train(
+        examples, phase())
+    assert trained_batches == [] and stats.steps == 0
+    assert stats.extra["kept_fraction"] == 0.0
+    assert stats.generated_tokens == stats.extra["rif_generated_tokens"] == 4 * 4 * TOKENS_PER_ANSWER
+
+
+def test_online_filtering_refills_batches_and_counts_rollouts(scripted_policy, trained_batches):
+    # 12 instances, of which 4 are learnable: every batch of 2 groups needs redrawing.
+    rates = [0.0, 0.5, 1.0, 0.0, 0.25, 1.0, 0.0, 1.0, 0.75, 0.0, 0.5, 1.0]
+    learnable = {"1", "4", "8", "10"}
+    examples = scripted_policy.register(scripted_examples(rates))
+    records: list[dict] = []
+    arm = rif_arm(mode="online", budget="matched")
+    stats = RIFRFT(arm, torch.nn.Linear(2, 2), None, lambda _: []).train(examples, phase(records))
+
+    assert len(trained_batches) == math.ceil(12 / 2) == stats.steps  # matched: RFT's update count
+    assert all(len(batch) == 2 and set(batch) <= learnable for batch in trained_batches)
+    drawn = sum(r["drawn_groups"] for r in records)
+    assert [r["kept_groups"] for r in records] == [2] * 6
+    # The groups' own rollouts are trained on: nothing but G rollouts per drawn prompt is generated.
+    assert sum(len(texts) for texts, _ in scripted_policy.calls) == drawn
+    assert all(group == arm.rft.group_size for _, group in scripted_policy.calls)
+    assert stats.generated_tokens == drawn * 4 * TOKENS_PER_ANSWER
+    assert stats.extra["rif_generated_tokens"] == (drawn - 12) * 4 * TOKENS_PER_ANSWER
+    assert stats.extra["kept_fraction"] == pytest.approx(12 / drawn)
+    assert all(r["generated_tokens"] == r["drawn_groups"] * 4 * TOKENS_PER_ANSWER for r in records)
+
+    # filtered: one pass over the instances is drawn, so each learnable one is trained once.
+    trained_batches.clear()
+    filtered = RIFRFT(rif_arm(mode="online", budget="filtered"), torch.nn.Linear(2, 2), None,
+                      lambda _: []).train(examples, phase())
+    assert sorted(i for batch in trained_batches for i in batch) == sorted(learnable)
+    assert filtered.steps == 2 and filtered.extra["kept_fraction"] == pytest.approx(4 / 12)
