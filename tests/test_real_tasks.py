@@ -394,6 +394,9 @@ def test_unreadable_and_missing_images_name_the_sample_and_file(fixture_root, tm
 def test_local_path_wins_and_relative_paths_resolve_under_the_data_root(fixture_root, monkeypatch, tmp_path):
     task = make("pope", fixture_root)
     assert task.location().path == fixture_root / "pope" and task.location().available() == "local"
+    monkeypatch.chdir(fixture_root.parent)
+    relative_root = Path(fixture_root.name)
+    assert len(make("gqa", relative_root).load("testdev", None)) == N  # image files under a relative root
     monkeypatch.chdir(fixture_root)
     assert len(make("pope", None).load("test", None)) == N  # no data.root: relative to the working directory
     absolute = make("pope", tmp_path, path=str(fixture_root / "pope"))

@@ -236,7 +236,8 @@ def open_split(location: DataLocation, split: str) -> SplitTable:
         origin = f"hf:{location.hf_id}"
     else:
         raise UserError(location.missing_message())
-    return SplitTable(dataset, split_range(split, len(dataset)), base_dir, origin, name)
+    # absolute, so that image paths built from it stay valid whatever the working directory
+    return SplitTable(dataset, split_range(split, len(dataset)), base_dir.absolute(), origin, name)
 
 
 def split_files(directory: Path, split: str, config: str | None = None) -> list[Path]:
