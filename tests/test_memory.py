@@ -1,0 +1,306 @@
+"""The memory planner: parameter counts, monotonic estimates, auto knobs, the acceptance budget,
+output formats, and the pieces of `bench step` that run without a GPU."""
+
+import copy
+import json
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from lite_cpt.errors import UserError
+from lite_cpt.memory import (
+    QWEN25_VL_3B,
+    QWEN25_VL_7B,
+    Knobs,
+    ModelShape,
+    lora_parameters,
+    parameter_counts,
+    phase_peak_gb,
+    plan,
+    plan_recipe_file,
+    render_plan,
+    resolve_shape,
+    total_parameters,
+    workload_of,
+)
+from lite_cpt.recipe import recipe_from_dict
+
+# Qwen2.5-VL-7B-Instruct, NF4, LoRA r=64 on every LM linear, checkpointing, G=8, a 1k-token
+# prompt with 256 image tokens (max_pixels = 256 * 28 * 28), 512-token answers.
+PAPER_LIKE = {
+    "name": "paper-like",
+    "model": {
+        "name": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "quantization": "nf4",
+        "gradient_checkpointing": True,
+        "max_pixels": 256 * 28 * 28,
+        "lora": {"r": 64, "alpha": 128},
+    },
+    "tasks": [
+        {"name": "scienceqa", "type": "mini_scienceqa", "max_prompt_tokens": 1024, "max_answer_tokens": 512},
+        {"name": "textvqa", "type": "mini_textvqa", "max_prompt_tokens": 1024, "max_answer_tokens": 256},
+    ],
+    "arms": [
+        {"name": "sft", "batch_size": 8},
+        {"name": "rft", "rft": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 512}},
+    ],
+    "evaluation": {"generation": {"max_new_tokens": 512, "batch_size": 16}},
+}
+
+
+def paper_like(**changes) -> dict:
+    raw = copy.deepcopy(PAPER_LIKE)
+    for dotted, value in changes.items():
+        node = raw
+        *path, last = dotted.split("__")
+        for key in path:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[last] = value
+    return raw
+
+
+def test_seven_b_parameter_counts_match_hand_arithmetic():
+    counts = parameter_counts(QWEN25_VL_7B)
+    embed = 152064 * 3584  # 544,997,376, and the same again for the untied lm_head
+    # q 3584x3584, k and v 3584x512, o 3584x3584, gate/up/down 3584x18944
+    per_layer = 3584 * 3584 + 2 * 3584 * 512 + 3584 * 3584 + 3 * 3584 * 18944  # 233,046,016
+    biases = 28 * (3584 + 512 + 512)  # q, k, v biases: 129,024
+    norms = 28 * 2 * 3584 + 3584  # 204,288
+    patch_embed = 1280 * 3 * 2 * 14 * 14  # 1,505,280
+    block = (2 * 1280 + (1280 * 3840 + 3840) + (1280 * 1280 + 1280)
+             + 2 * (1280 * 3420 + 3420) + (3420 * 1280 + 1280))  # 19,702,200
+    merger = 1280 + (5120 * 5120 + 5120) + (5120 * 3584 + 3584)  # 44,574,464
+    vision = patch_embed + 32 * block + merger  # 676,550,144
+    assert counts == {
+        "embed_tokens": embed, "lm_head": embed, "lm_linear_weights": 28 * per_layer,
+        "lm_biases": biases, "lm_norms": norms, "vision": vision,
+    }
+    assert total_parameters(QWEN25_VL_7B) == 8_292_166_656  # "about 8.29 B"
+    # LoRA r=64: r * (in + out) for q, k, v, o, gate, up, down of each of the 28 layers
+    per_layer_lora = 64 * (2 * (3584 + 3584) + 2 * (3584 + 512) + 3 * (3584 + 18944))
+    assert lora_parameters(QWEN25_VL_7B, 64) == 28 * per_layer_lora == 161_480_704
+
+
+def test_lora_regex_selects_modules_like_peft():
+    attention_only = r".*language_model.*\.(q_proj|v_proj)"
+    assert lora_parameters(QWEN25_VL_7B, 8, attention_only) == 28 * 8 * ((3584 + 3584) + (3584 + 512))
+    first_layer = r"model\.language_model\.layers\.0\.mlp\.down_proj"
+    assert lora_parameters(QWEN25_VL_7B, 4, first_layer) == 4 * (18944 + 3584)
+
+
+@pytest.mark.parametrize("size, shape", [("7b", QWEN25_VL_7B), ("3b", QWEN25_VL_3B)])
+def test_meta_device_model_has_the_analytic_parameter_count(size, shape):
+    from lite_cpt.bench_step import meta_parameter_count, seven_b_config
+
+    assert meta_parameter_count(seven_b_config(size)) == total_parameters(shape)
+
+
+def test_model_names_and_configs_resolve_to_shapes(tmp_path):
+    from lite_cpt.bench_step import seven_b_config
+    from lite_cpt.recipe import ModelConfig
+
+    assert resolve_shape(ModelConfig(name="Qwen/Qwen2.5-VL-7B-Instruct")).layers == 28
+    three = resolve_shape(ModelConfig(name="unsloth/Qwen2.5-VL-3B-Instruct-bnb-4bit"))
+    assert (three.hidden, three.tie_embeddings, three.vocab) == (2048, True, 151936)
+
+    nested = seven_b_config("7b").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(nested))
+    from_dir = resolve_shape(ModelConfig(name=str(tmp_path)))
+    assert from_dir == ModelShape(**{**QWEN25_VL_7B.__dict__, "name": str(tmp_path)})
+    # The released config.json keeps the text sizes at the top level.
+    flat = {**nested.pop("text_config"), **nested}
+    assert ModelShape.from_hf_config(flat, name="x") == from_dir.__class__(**{**from_dir.__dict__, "name": "x"})
+
+    tiny = resolve_shape(ModelConfig(name="tiny"))
+    assert (tiny.hidden, tiny.layers, tiny.vision_hidden) == (64, 2, 32)
+    with pytest.raises(UserError, match="cannot plan memory for model 'no/such-model'"):
+        resolve_shape(ModelConfig(name="no/such-model"))
+
+
+def _peak(raw: dict, arm: str, phase: str, knobs: Knobs) -> float:
+    recipe = recipe_from_dict(raw)
+    work = workload_of(recipe, next(a for a in recipe.arms if a.name == arm))
+    return phase_peak_gb(work, phase, knobs)
+
+
+def test_estimates_grow_with_group_size_sequence_length_and_batch():
+    knobs = Knobs(micro_batch_size=2, logprob_chunk=4096, rollout_batch_size=2)
+    for phase in ("rollout", "logprob_pass", "grpo_step"):
+        by_group = [_peak(paper_like(arms__1__rft__group_size=g), "rft", phase, knobs) for g in (2, 4, 8, 16)]
+        assert by_group == sorted(by_group)
+        assert by_group[0] < by_group[-1] or phase != "rollout"
+    for phase, arm in (("sft_step", "sft"), ("grpo_step", "rft"), ("rollout", "rft"), ("evaluation", "sft")):
+        by_length = [_peak(paper_like(tasks__0__max_prompt_tokens=n), arm, phase, knobs) for n in (512, 1024, 2048, 4096)]
+        assert by_length == sorted(by_length) and by_length[0] < by_length[-1], phase
+    for phase, arm in (("sft_step", "sft"), ("grpo_step", "rft"), ("logprob_pass", "rft")):
+        by_batch = [_peak(PAPER_LIKE, arm, phase, Knobs(mb, 4096, 1)) for mb in (1, 2, 4, 8)]
+        assert by_batch == sorted(by_batch) and by_batch[0] < by_batch[-1], phase
+    by_rollout = [_peak(PAPER_LIKE, "rft", "rollout", Knobs(1, 4096, rb)) for rb in (1, 2, 4)]
+    assert by_rollout[0] < by_rollout[1] < by_rollout[2]
+
+
+def test_auto_knobs_shrink_to_fit_and_report_when_nothing_fits():
+    recipe = recipe_from_dict(PAPER_LIKE)
+    plans = {gb: plan(recipe, gb) for gb in (80, 24, 16)}
+    micro = [plans[gb].knobs_for("sft").micro_batch_size for gb in (80, 24, 16)]
+    rollouts = [plans[gb].knobs_for("rft").rollout_batch_size for gb in (80, 24, 16)]
+    assert micro == sorted(micro, reverse=True) and micro[0] > micro[-1]
+    assert rollouts == sorted(rollouts, reverse=True) and rollouts[0] > rollouts[-1]
+    for gb, result in plans.items():
+        assert result.fits
+        assert all(p.peak_gb <= 0.9 * gb for p in result.phases.values())
+
+    small = plan(recipe, 11)
+    assert not small.fits
+    assert all(k.micro_batch_size == 1 for k in small.knobs.values())
+    advice = " | ".join(small.advice)
+    for knob in ("model.lora.r", "rft.group_size", "evaluation.generation.batch_size"):
+        assert knob in advice
+    tiny_gpu = plan(recipe, 4)
+    assert any("frozen model alone" in line for line in tiny_gpu.advice)
+
+
+def test_paper_like_recipe_meets_the_memory_budget():
+    """SFT <= 12 GB and a GRPO step with its rollouts <= 16 GB; the whole protocol fits 16 GB."""
+    at_24 = plan(recipe_from_dict(PAPER_LIKE), 24)
+    sft = at_24.arms["sft"].phases
+    rft = at_24.arms["rft"].phases
+    assert sft["sft_step"].min_peak_gb <= 12
+    assert max(rft[p].min_peak_gb for p in ("rollout", "logprob_pass", "grpo_step")) <= 16
+    # The fused log-prob is what keeps the steps small: materialised logits cost far more.
+    assert sft["sft_step"].naive_peak_gb > sft["sft_step"].peak_gb + 5
+    assert rft["grpo_step"].naive_peak_gb > rft["grpo_step"].peak_gb + 1
+
+    at_16 = plan(recipe_from_dict(PAPER_LIKE), 16)
+    assert at_16.fits
+    assert all(p.peak_gb <= 16 * 0.9 for p in at_16.phases.values())
+
+
+def test_fixed_knobs_and_rif_rollouts_are_respected():
+    raw = paper_like(arms__0__micro_batch_size=2)
+    raw["arms"].append({"name": "rif", "method": "rif_rft", "rif": {"rollouts": 16},
+                        "rft": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 512}})
+    result = plan(recipe_from_dict(raw), 24)
+    assert result.knobs_for("sft").micro_batch_size == 2
+    knobs = Knobs(1, 4096, 1)
+    assert _peak(raw, "rif", "rollout", knobs) > _peak(raw, "rft", "rollout", knobs)
+
+    too_big = plan(recipe_from_dict(paper_like(arms__0__micro_batch_size=8)), 14)
+    assert not too_big.arms["sft"].fits
+    assert any("arms.sft.micro_batch_size: auto" in line for line in too_big.advice)
+
+
+def test_plan_json_and_table():
+    result = plan(recipe_from_dict(PAPER_LIKE), 24)
+    data = json.loads(json.dumps(result.to_json()))
+    assert set(data) >= {"phases", "fits", "knobs", "gpu_gb", "model", "advice"}
+    assert set(data["phases"]) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
+    for phase in data["phases"].values():
+        assert phase["peak_gb"] == pytest.approx(sum(phase["components"].values()), abs=0.02)
+        assert phase["naive_peak_gb"] >= phase["peak_gb"] - 1e-6
+    assert set(data["knobs"]["rft"]) == {"micro_batch_size", "logprob_chunk", "rollout_batch_size"}
+    console = Console(record=True, width=200)
+    render_plan(result, console)
+    text = console.export_text()
+    for needle in ("sft_step", "grpo_step", "KV cache", "peak with naive logits", "fits on a 24 GiB GPU"):
+        assert needle in text
+    single = plan(recipe_from_dict(PAPER_LIKE), 24, arm="rft")
+    assert list(single.arms) == ["rft"] and "sft_step" not in single.phases
+    with pytest.raises(UserError, match="no arm 'nope'"):
+        plan(recipe_from_dict(PAPER_LIKE), 24, arm="nope")
+
+
+def test_plan_recipe_file_prints_json_and_returns_exit_code(tmp_path, capsys):
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(PAPER_LIKE))
+    assert plan_recipe_file(path, [], 24, True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fits"] and data["gpu_gb"] == 24
+    assert plan_recipe_file(path, ["arms.rft.rft.group_size=64", "arms.rft.micro_batch_size=64"], 16, True) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert not data["arms"]["rft"]["fits"] and data["arms"]["rft"]["advice"]
+    assert plan_recipe_file(path, [], 24, False) == 0
+    assert "fits on a 24 GiB GPU" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ bench step
+
+
+TEST_SHAPE = ModelShape(
+    name="test", layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, head_dim=16, vocab=512,
+    tie_embeddings=False, vision_layers=2, vision_hidden=32, vision_intermediate=64, vision_heads=2,
+    vision_out_hidden=64,
+)
+
+
+def test_bench_step_needs_cuda(monkeypatch):
+    from lite_cpt.bench_step import bench_step
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="bench step needs a CUDA GPU"):
+        bench_step()
+
+
+def test_bench_plan_uses_the_seven_b_shapes():
+    from lite_cpt.bench_step import bench_recipe, planned
+
+    estimate = planned(bench_recipe("7b"))
+    assert set(estimate) == {"sft_step", "rollout", "logprob_pass", "grpo_step"}
+    assert 8 < estimate["sft_step"]["allocated_gb"] < 12
+    assert estimate["sft_step"]["naive_allocated_gb"] > estimate["sft_step"]["allocated_gb"]
+
+
+def _measure(fn):
+    return fn(), 0.0, 0.0
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls on a busy 2-core machine run ~1000x slower with two competing threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_phases_run_on_a_tiny_model_on_cpu(one_thread):
+    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, hf_config_from_shape, run_step_phases
+
+    config = hf_config_from_shape(TEST_SHAPE)
+    model = build_random_model(config, device="cpu", quantize=False, lora_r=4, lora_alpha=8, dtype=torch.float32)
+    inputs = bench_inputs(config, prompt_tokens=20, image_tokens=4, device="cpu", dtype=torch.float32)
+    assert int((inputs["input_ids"] == config.image_token_id).sum()) == 4
+    results = run_step_phases(model, inputs, group_size=4, answer_tokens=5, micro_batch_size=2,
+                              chunks={"sft_step": 100, "grpo_step": 100}, measure=_measure, naive=False)
+    assert set(results) == {"sft_step", "rollout", "logprob_pass", "grpo_step"}
+    sequences = torch.cat([inputs["input_ids"], inputs["input_ids"][:, :5]], dim=1)
+    batch = {**inputs, "input_ids": sequences, "attention_mask": torch.ones_like(sequences)}
+    with torch.no_grad():
+        fused = completion_logprobs(model, batch, 20, chunk=100, naive=False)
+        naive = completion_logprobs(model, batch, 20, chunk=None, naive=True, all_positions=True)
+    assert fused.shape == (1, 5)
+    torch.testing.assert_close(fused, naive, atol=1e-4, rtol=0)
+
+
+def test_bench_model_quantises_language_linears_to_nf4(one_thread):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, hf_config_from_shape
+
+    config = hf_config_from_shape(TEST_SHAPE)
+    plain = build_random_model(config, device="cpu", quantize=False, lora_r=4, gradient_checkpointing=False)
+    nf4 = build_random_model(config, device="cpu", quantize=True, lora_r=4, gradient_checkpointing=False)
+    modules = dict(nf4.named_modules())
+    base = modules["base_model.model.model.language_model.layers.1.mlp.down_proj"].base_layer
+    assert isinstance(base, bnb.nn.Linear4bit) and base.weight.quant_type == "nf4"
+    assert not isinstance(modules["base_model.model.model.visual.blocks.0.mlp.down_proj"], bnb.nn.Linear4bit)
+    inputs = bench_inputs(config, prompt_tokens=20, image_tokens=4, device="cpu")
+    with torch.no_grad():
+        reference = completion_logprobs(plain, inputs, 10, chunk=None, naive=False)
+        quantised = completion_logprobs(nf4, inputs, 10, chunk=None, naive=False)
+    # Same seed, same weights up to NF4 rounding: the log-probs agree closely, not exactly.
+    assert not torch.equal(reference, quantised)
+    torch.testing.assert_close(quantised, reference, atol=0.2, rtol=0)
