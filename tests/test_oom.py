@@ -1,0 +1,79 @@
+"""Out-of-memory errors become one clear UserError naming the phase, the estimate and the knobs."""
+
+import pytest
+import torch
+
+from lite_cpt.errors import UserError
+from lite_cpt.memory import plan
+from lite_cpt.oom import explain_oom, is_oom, oom_advice
+from lite_cpt.recipe import recipe_from_dict
+
+RECIPE = recipe_from_dict({
+    "name": "oom",
+    "model": {"name": "Qwen/Qwen2.5-VL-7B-Instruct", "quantization": "nf4", "max_pixels": 200704,
+              "lora": {"r": 64, "alpha": 128}},
+    "tasks": [{"name": "a", "type": "mini_scienceqa", "max_prompt_tokens": 1024, "max_answer_tokens": 512}],
+    "arms": [{"name": "sft", "batch_size": 8},
+             {"name": "rft", "rft": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 512}}],
+})
+TORCH_MESSAGE = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.65 GiB of which "
+    "1.10 GiB is free. Including non-PyTorch memory, this process has 22.50 GiB memory in use. Of the "
+    "allocated memory 21.30 GiB is allocated by PyTorch, and 0.70 GiB is reserved by PyTorch but unallocated."
+)
+
+
+def test_cuda_oom_becomes_a_user_error_with_estimate_and_knobs():
+    with pytest.raises(UserError) as caught:
+        with explain_oom(RECIPE, "grpo_step", arm="rft", gpu_gb=24):
+            raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)
+    message = str(caught.value)
+    assert message.startswith("out of GPU memory during grpo_step (arm rft).")
+    assert "Torch tried to allocate 2.00 GiB with 21.30 GiB already allocated (1.10 GiB free)" in message
+    estimate = plan(RECIPE, 24).arms["rft"].phases["grpo_step"]
+    assert f"The planner estimates {estimate.peak_gb:.1f} GiB for grpo_step on this 24.0 GiB GPU" in message
+    assert "set arms.rft.micro_batch_size:" in message  # the plan chose more than 1 on 24 GiB
+    assert "expandable_segments:True" in message
+    # No chained traceback: the original error is not shown, and its frames are released.
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert caught.value.__context__.__traceback__ is None
+
+
+def test_runtime_error_oom_is_recognised_and_others_pass_through():
+    assert is_oom(RuntimeError("CUDA error: out of memory"))
+    assert is_oom(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"))
+    assert not is_oom(RuntimeError("shape mismatch"))
+    with pytest.raises(UserError, match="out of GPU memory during rollout"):
+        with explain_oom(RECIPE, "rollout", gpu_gb=16):
+            raise RuntimeError("CUDA error: out of memory")
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        with explain_oom(RECIPE, "rollout", gpu_gb=16):
+            raise RuntimeError("shape mismatch")
+    with pytest.raises(ValueError, match="unknown phase"):
+        with explain_oom(RECIPE, "training"):
+            pass
+
+
+def test_decorator_form_and_no_gpu_fallback(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    @explain_oom(RECIPE, "evaluation")
+    def evaluate():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    with pytest.raises(UserError) as caught:
+        evaluate()
+    message = str(caught.value)
+    assert "No memory plan was available" in message
+    assert "lower evaluation.generation.batch_size" in message
+
+
+def test_advice_when_the_plan_says_it_fits():
+    roomy = plan(RECIPE, 80)
+    message = oom_advice(roomy, "sft_step", torch.cuda.OutOfMemoryError("CUDA out of memory."), arm="sft")
+    assert "That estimate fits, so another process may hold GPU memory" in message
+    assert f"micro_batch_size {roomy.knobs_for('sft').micro_batch_size}" in message
+
+    tight = plan(RECIPE, 11)
+    message = oom_advice(tight, "rollout", RuntimeError("out of memory"))
+    assert "reduce rft.group_size" in message and "(arm" not in message.splitlines()[0]
