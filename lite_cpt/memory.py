@@ -1070,22 +1070,22 @@ def resolve_knobs(recipe, arm: str, gpu_gb: float | None = None) -> Knobs:
 
 
 COMPONENT_LABELS = {
-    "frozen_weights": "frozen base weights",
-    "lora_weights": "LoRA weights (fp32)",
-    "lora_grads": "LoRA grads (fp32)",
-    "optimizer_states": "AdamW m, v (fp32)",
-    "ewc_state": "EWC Fisher + anchor",
-    "optimizer_step": "AdamW step temporaries",
-    "batch_inputs": "batch inputs + masks",
+    "frozen_weights": "frozen base",
+    "lora_weights": "LoRA weights",
+    "lora_grads": "LoRA grads",
+    "optimizer_states": "AdamW m, v",
+    "ewc_state": "EWC state",
+    "optimizer_step": "AdamW step temps",
+    "batch_inputs": "inputs + masks",
     "rollout_buffers": "rollout buffers",
-    "vision_encoder": "vision encoder (transient)",
-    "activations_stored": "activations: checkpoints",
-    "activations_layer": "activations: layer recompute + grads",
-    "logprob": "log-prob (fused chunks)",
-    "grpo_loss": "GRPO loss terms",
+    "vision_encoder": "vision encoder",
+    "activations_stored": "act. checkpoints",
+    "activations_layer": "act. one layer",
+    "logprob": "log-prob buffers",
+    "grpo_loss": "GRPO loss",
     "kv_cache": "KV cache",
-    "generation_transient": "forward working set",
-    "fragmentation": f"allocator slack ({FRAGMENTATION:.0%})",
+    "generation_transient": "forward working",
+    "fragmentation": "allocator slack",
     "cuda_context": "CUDA context",
 }
 
@@ -1102,22 +1102,27 @@ def render_plan(plan: Plan, console) -> None:
     weights = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in plan.weights_gb.items())
     console.print(f"frozen weights (GiB): {weights}")
     phases = plan.phases
-    table = Table(title="peak GPU memory per phase (GiB)")
-    table.add_column("component")
-    for name, phase in phases.items():
-        table.add_column(f"{name}\n[{phase.arm}, at {phase.instant}]", justify="right")
+    table = Table(title="peak GPU memory per phase (GiB)", padding=(0, 1))
+    table.add_column("component", no_wrap=True)
+    for name in phases:
+        table.add_column(name, justify="right")
+    table.add_row("[dim]arm", *[f"[dim]{p.arm}" for p in phases.values()])
+    table.add_row("[dim]moment of peak", *[f"[dim]{p.instant}" for p in phases.values()])
     keys = [k for k in COMPONENT_LABELS if any(k in p.components for p in phases.values())]
     for key in keys:
         cells = [f"{p.components[key]:.2f}" if key in p.components else "" for p in phases.values()]
         table.add_row(COMPONENT_LABELS[key], *cells)
     table.add_section()
-    table.add_row("[bold]peak (fused log-prob)", *[
+    table.add_row("[bold]peak", *[
         f"[bold {'green' if p.fits else 'red'}]{p.peak_gb:.2f}" for p in phases.values()])
-    table.add_row("peak with naive logits", *[f"{p.naive_peak_gb:.2f}" for p in phases.values()])
-    table.add_row("peak at smallest knobs", *[f"{p.min_peak_gb:.2f}" for p in phases.values()])
+    table.add_row("naive logits peak", *[f"{p.naive_peak_gb:.2f}" for p in phases.values()])
+    table.add_row("min-knobs peak", *[f"{p.min_peak_gb:.2f}" for p in phases.values()])
     console.print(table)
+    console.print("[dim]peak: fused log-prob at the chosen knobs; naive: tokens x vocab logits "
+                  "materialised; min-knobs: micro-batch 1, smallest chunk, one prompt per generate; "
+                  "act.: activations.")
     knobs = Table(title="knobs per arm")
-    for column in ("arm", "method", "micro_batch_size", "logprob_chunk", "rollout_batch_size", "fits"):
+    for column in ("arm", "method", "micro_batch", "logprob_chunk", "rollout_batch", "fits"):
         knobs.add_column(column)
     for arm in plan.arms.values():
         knobs.add_row(arm.arm, arm.method, str(arm.knobs.micro_batch_size), str(arm.knobs.logprob_chunk),

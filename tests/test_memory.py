@@ -204,7 +204,7 @@ def test_plan_json_and_table():
     console = Console(record=True, width=200)
     render_plan(result, console)
     text = console.export_text()
-    for needle in ("sft_step", "grpo_step", "KV cache", "peak with naive logits", "fits on a 24 GiB GPU"):
+    for needle in ("sft_step", "grpo_step", "KV cache", "naive logits peak", "fits on a 24 GiB GPU"):
         assert needle in text
     single = plan(recipe_from_dict(PAPER_LIKE), 24, arm="rft")
     assert list(single.arms) == ["rft"] and "sft_step" not in single.phases
