@@ -149,16 +149,18 @@ def _bench_shape(shape, target, dtype, liger_loss) -> dict:
     methods = {"naive": _naive_logprob, "fused": _fused_logprob}
     for name, method in methods.items():
         run = lambda m=method: _run_backward(m, hidden, weight, targets)  # noqa: E731
-        seconds, peak, logp = _measure(run, lambda: _clear_grads(hidden, weight), target)
+        seconds, peak, logp, cpu_seconds = _measure(run, lambda: _clear_grads(hidden, weight), target)
         outputs[name] = (logp, hidden.grad, weight.grad)
         _clear_grads(hidden, weight)
         outcome[f"{name}_ms"] = seconds * 1e3
         outcome[f"{name}_peak_mb"] = peak / 2**20
+        if cpu_seconds is not None:
+            outcome[f"{name}_cpu_ms"] = cpu_seconds * 1e3
 
     if liger_loss is not None:
         try:
             run = lambda: _run_liger(liger_loss, hidden, weight, targets)  # noqa: E731
-            seconds, peak, _ = _measure(run, lambda: _clear_grads(hidden, weight), target)
+            seconds, peak, _, _ = _measure(run, lambda: _clear_grads(hidden, weight), target)
             liger_grads = (hidden.grad, weight.grad)
             _clear_grads(hidden, weight)
             with torch.no_grad():
@@ -176,6 +178,8 @@ def _bench_shape(shape, target, dtype, liger_loss) -> dict:
 
     naive, fused = outputs["naive"], outputs["fused"]
     outcome["time_ratio"] = outcome["naive_ms"] / outcome["fused_ms"]
+    if "fused_cpu_ms" in outcome:
+        outcome["cpu_time_ratio"] = outcome["naive_cpu_ms"] / outcome["fused_cpu_ms"]
     outcome["peak_memory_ratio"] = outcome["naive_peak_mb"] / max(outcome["fused_peak_mb"], 1e-9)
     outcome["max_abs_diff_logp"] = _max_diff(fused[0], naive[0])
     outcome["max_abs_diff_grad_hidden"] = _max_diff(fused[1], naive[1])
@@ -188,7 +192,10 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _measure(run: Callable[[], torch.Tensor], reset: Callable[[], None], target: torch.device):
-    """(seconds, peak extra bytes, run's result) for forward + backward; `reset` drops grads."""
+    """(wall seconds, peak extra bytes, run's result, CPU seconds or None) for forward + backward.
+
+    `reset` drops grads. On CPU the process CPU time is kept too: on a shared machine it is
+    the steadier comparison of work done."""
     reset()
     gc.collect()
     if target.type == "cuda":
@@ -196,7 +203,7 @@ def _measure(run: Callable[[], torch.Tensor], reset: Callable[[], None], target:
     return _measure_cpu(run)
 
 
-def _measure_cuda(run, reset, target) -> tuple[float, int, torch.Tensor]:
+def _measure_cuda(run, reset, target) -> tuple[float, int, torch.Tensor, None]:
     run()  # warm-up: Triton compilation, cuBLAS handles, allocator pools
     reset()
     torch.cuda.synchronize(target)
@@ -213,23 +220,23 @@ def _measure_cuda(run, reset, target) -> tuple[float, int, torch.Tensor]:
         torch.cuda.synchronize(target)
         times.append(start.elapsed_time(stop) / 1e3)
     peak = torch.cuda.max_memory_allocated(target) - baseline
-    return statistics.median(times), peak, result
+    return statistics.median(times), peak, result, None
 
 
-def _measure_cpu(run) -> tuple[float, int, torch.Tensor]:
+def _measure_cpu(run) -> tuple[float, int, torch.Tensor, float]:
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_stderr():  # the profiler's native start/stop lines are noise here
         prof.start()
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = run()
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         with _quiet_stderr():
             prof.stop()
-    return seconds, _peak_from_memory_events(prof), result
+    return seconds, _peak_from_memory_events(prof), result, cpu_seconds
 
 
 @contextlib.contextmanager
@@ -309,6 +316,10 @@ def _print_table(report: dict, console: Any) -> None:
     console.print(table)
     console.print("ratios are naive / fused (above 1: fused is faster or smaller); peak = bytes allocated "
                   "above the inputs, gradients included")
+    for r in report["results"]:
+        if "cpu_time_ratio" in r:
+            console.print(f"{'x'.join(map(str, r['shape']))}: process CPU time naive {r['naive_cpu_ms']:.0f} ms, "
+                          f"fused {r['fused_cpu_ms']:.0f} ms, ratio {r['cpu_time_ratio']:.2f}")
     for r in report["results"]:
         if "liger_error" in r:
             console.print(f"liger skipped at {r['shape']}: {r['liger_error']}")
