@@ -82,7 +82,9 @@ def fused_linear_logprob(
     """log p(target) [...] float32 (and entropy [...] when `return_entropy`) for h [..., H], W [V, H].
 
     Positions whose target equals `ignore_index` get logp 0, entropy 0 and no gradient.
-    `chunk_size` is the vocab chunk (rows of W per step; default sized from N). `_backend`:
+    `chunk_size` is the vocab chunk, in rows of W, of the torch path's forward and backward and
+    of the Triton backward's dlogits buffer (the Triton forward tiles the vocab itself); by
+    default it is sized from N so one [N, chunk] buffer stays small. `_backend`:
     "auto" (Triton for CUDA tensors, torch otherwise), "torch", or "triton" (also on CPU
     tensors when the Triton interpreter is on). Gradients come back in the inputs' dtypes.
     """
