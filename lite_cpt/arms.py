@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lite_cpt.memory import Knobs
 from lite_cpt.recipe import ArmConfig
 from lite_cpt.sft import Example, PhaseStats, train_sft
 
@@ -25,10 +26,22 @@ class Phase:
     name: str  # task name, or "joint"
     seed: int
     epochs: float
-    micro_batch_size: int
+    knobs: Knobs  # micro-batch, log-prob chunk and rollout batch (planned for the GPU)
     on_step: Callable[[dict], None]
     progress: Callable[[int, int], None]
     extra: dict = field(default_factory=dict)
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.knobs.micro_batch_size
+
+    @property
+    def logprob_chunk(self) -> int:
+        return self.knobs.logprob_chunk
+
+    @property
+    def rollout_batch_size(self) -> int:
+        return self.knobs.rollout_batch_size
 
 
 class ArmMethod:
@@ -52,6 +65,7 @@ class ArmMethod:
             lr=self.arm.lr,
             batch_size=self.arm.batch_size,
             micro_batch_size=phase.micro_batch_size,
+            logprob_chunk=phase.logprob_chunk,
             epochs=phase.epochs,
             max_steps=self.arm.max_steps_per_task,
             grad_clip=self.arm.grad_clip,

@@ -30,6 +30,8 @@ from lite_cpt.arms import ArmMethod, Phase, arm_method
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
+from lite_cpt.memory import resolve_knobs
+from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
@@ -118,7 +120,7 @@ def reset_adapter(model, seed: int) -> None:
 def evaluate_row(ws: Workspace, label: str) -> tuple[list[float], list[float]]:
     gen, cot = ws.recipe.evaluation.generation, ws.recipe.evaluation.cot
     sets = ws.evalsets + ws.general
-    with task_progress(ws.console, f"evaluating {label}") as advance:
+    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))
         scores = evaluate_sets(ws.model, ws.processor, sets, gen, cot=cot,
                                on_done=lambda _: advance(next(done), len(sets)))
@@ -174,14 +176,16 @@ def run_arm(ws: Workspace, arm: ArmConfig) -> None:
             name=name,
             seed=phase_seed(ws.recipe.seed, arm.name, index),
             epochs=max(t.config.epochs for t in phase_tasks),
-            micro_batch_size=resolve_micro_batch(ws.recipe, arm),
+            knobs=resolve_knobs(ws.recipe, arm.name),
             on_step=lambda record, i=index, n=name: append_jsonl(
                 log_path, {"event": "step", "task_index": i, "task": n, **record}),
             progress=lambda *_: None,
         )
         torch.manual_seed(phase.seed)
         started = time.perf_counter()
-        with task_progress(ws.console, f"{arm.name} · task {index}/{len(phases)} {name}") as advance:
+        training_phase = "grpo_step" if "rft" in str(arm.method) else "sft_step"
+        with explain_oom(ws.recipe, training_phase, arm=arm.name), \
+                task_progress(ws.console, f"{arm.name} · task {index}/{len(phases)} {name}") as advance:
             phase.progress = advance
             stats = method.train(examples, phase)
         method.after_task(examples, phase)
@@ -210,17 +214,6 @@ def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, j
     if joint:
         matrix["joint"] = True
     atomic_write_json(matrix_path, matrix)
-
-
-def resolve_micro_batch(recipe: Recipe, arm: ArmConfig) -> int:
-    if arm.micro_batch_size != "auto":
-        return int(arm.micro_batch_size)
-    if not torch.cuda.is_available():
-        return arm.batch_size
-    from lite_cpt.memory import plan
-
-    gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
-    return int(plan(recipe, gpu_gb, arm=arm.name).knobs.get("micro_batch_size", 1))
 
 
 def _say(ws: Workspace, message: str) -> None:

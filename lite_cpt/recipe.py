@@ -61,8 +61,8 @@ class BaseTrainingConfig(Section):
 
     enabled: bool = Field(True, description="Train the shared base (only for `model.name: tiny`).")
     samples_per_task: int = Field(256, ge=1, description="Training samples per task (a separate split).")
-    epochs: int = Field(6, ge=1, description="Passes over those samples.")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (full fine-tuning of the tiny model).")
+    epochs: int = Field(4, ge=1, description="Passes over those samples.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (full fine-tuning of the tiny model).")
     batch_size: int = Field(16, ge=1, description="Samples per step.")
 
 
@@ -82,6 +82,9 @@ class ModelConfig(Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (non-reentrant).")
+    logprob_chunk: int | Literal["auto"] = Field(
+        "auto", description="Vocabulary rows per chunk of the fused log-prob; auto = planner (CPU: kernel default)."
+    )
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="Attention kernel passed to transformers."
     )
@@ -127,6 +130,9 @@ class RFTConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     top_p: float = Field(0.99, gt=0, le=1, description="Nucleus sampling of rollouts.")
     max_new_tokens: int = Field(64, ge=1, description="Longest rollout answer.")
+    rollout_batch_size: int | Literal["auto"] = Field(
+        "auto", description="Prompts per generate call (each expanded to G sequences); auto = planner."
+    )
     kl: bool = Field(True, description="Add the k3 KL penalty to the reference (adapter off).")
     kl_beta: float = Field(0.01, ge=0, description="KL coefficient.")
     eps_low: float = Field(0.2, ge=0, description="Lower clip range of the ratio.")

@@ -47,7 +47,8 @@ def _limit(examples: list[Example], attr: str, default: int) -> int:
     return max(values) if values else default
 
 
-def sft_loss_sum(model, processor, examples: list[Example], cot: bool = False) -> tuple[torch.Tensor, int]:
+def sft_loss_sum(model, processor, examples: list[Example], cot: bool = False,
+                 logprob_chunk: int | None = None) -> tuple[torch.Tensor, int]:
     """Summed negative log-likelihood of the target answers and the number of answer tokens."""
     batch, labels = encode_sft(
         processor,
@@ -57,7 +58,7 @@ def sft_loss_sum(model, processor, examples: list[Example], cot: bool = False) -
         max_answer_tokens=_limit(examples, "max_answer_tokens", 64),
     )
     batch = to_device(batch, model_device(model), model_dtype(model))
-    scored = token_logprobs(model, batch, labels.to(model_device(model)))
+    scored = token_logprobs(model, batch, labels.to(model_device(model)), chunk_size=logprob_chunk)
     n_tokens = int(scored.mask.sum().item())
     return -(scored.logp * scored.mask).sum(), n_tokens
 
@@ -70,6 +71,7 @@ def train_sft(
     lr: float,
     batch_size: int,
     micro_batch_size: int,
+    logprob_chunk: int | None = None,
     epochs: float = 1.0,
     max_steps: int | None = None,
     grad_clip: float = 1.0,
@@ -108,7 +110,8 @@ def train_sft(
         batch, order = order[:batch_size], order[batch_size:]
         if batch_sampler is not None:
             batch = batch_sampler(rng, batch)
-        loss_value, n_tokens = _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss)
+        loss_value, n_tokens = _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss,
+                                           logprob_chunk)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -125,7 +128,8 @@ def train_sft(
     return stats
 
 
-def _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss) -> tuple[float, int]:
+def _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss,
+                logprob_chunk: int | None = None) -> tuple[float, int]:
     """Backward over micro-batches so that gradients equal those of one token-mean batch loss.
 
     The batch's answer-token count is known before any forward pass (answers are tokenised
@@ -135,7 +139,7 @@ def _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss) -> t
     n_tokens = sum(len(answer_ids(processor, e.task.target(e.sample, cot), max_answer)) for e in batch)
     loss_total = 0.0
     for i in range(0, len(batch), micro_batch_size):
-        nll, _ = sft_loss_sum(model, processor, batch[i : i + micro_batch_size], cot)
+        nll, _ = sft_loss_sum(model, processor, batch[i : i + micro_batch_size], cot, logprob_chunk)
         (nll / n_tokens).backward()
         loss_total += nll.item()
     loss = loss_total / n_tokens

@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lite_cpt.errors import UserError
+from lite_cpt.recipe import ARM_METHODS, load_recipe, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))
+
+
+def minimal(**extra) -> dict:
+    raw = {"name": "t", "tasks": [{"name": "a", "type": "mini_clevr"}], "arms": [{"name": "sft"}]}
+    raw.update(extra)
+    return raw
+
+
+def write(tmp_path, raw) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_validates(path):
+    # Real datasets are not on CI machines: check schema and references, not data presence.
+    recipe = load_recipe(path, check_data=False)
+    assert recipe.tasks and recipe.arms
+    assert path.read_text().startswith("# lite-cpt run"), "recipes start with their launch command"
+
+
+def test_shipped_recipes_exist():
+    names = {p.name for p in SHIPPED}
+    assert {"tiny.yaml", "seven_tasks.yaml"} <= names
+
+
+def test_defaults_and_method_from_name():
+    recipe = recipe_from_dict(minimal())
+    assert recipe.arms[0].method == "sft"
+    assert recipe.model.name == "tiny"
+    assert recipe.tasks[0].train_size == 256
+
+
+def test_unknown_key_names_path_and_allowed_keys():
+    raw = minimal(model={"lora": {"rank": 8}})
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(raw, "r.yaml")
+    message = str(info.value)
+    assert "model.lora.rank: unknown key" in message
+    assert "allowed keys: r, alpha, dropout, target_modules" in message
+
+
+def test_wrong_literal_lists_allowed_values():
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(minimal(model={"quantization": "nf5"}))
+    assert "model.quantization" in str(info.value)
+    assert "'nf4'" in str(info.value)
+
+
+def test_wrong_type_names_key():
+    raw = minimal()
+    raw["tasks"][0]["train_size"] = "many"
+    with pytest.raises(UserError, match=r"tasks\.0\.train_size"):
+        recipe_from_dict(raw)
+
+
+def test_arm_without_method_lists_methods():
+    raw = minimal(arms=[{"name": "mine"}])
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(raw)
+    assert all(m in str(info.value) for m in ARM_METHODS)
+
+
+def test_unknown_task_type(tmp_path):
+    raw = minimal(tasks=[{"name": "a", "type": "nope"}])
+    with pytest.raises(UserError, match="unknown task type 'nope'; allowed values: .*mini_clevr"):
+        load_recipe(write(tmp_path, raw))
+
+
+def test_duplicate_names_and_rif_band():
+    with pytest.raises(UserError, match="appears twice"):
+        recipe_from_dict(minimal(arms=[{"name": "sft"}, {"name": "sft"}]))
+    with pytest.raises(UserError, match="must be below"):
+        recipe_from_dict(minimal(arms=[{"name": "rif_rft", "rif": {"low": 0.8, "high": 0.2}}]))
+
+
+def test_overrides_by_index_name_and_new_key(tmp_path):
+    raw = minimal(arms=[{"name": "sft"}, {"name": "rft"}])
+    path = write(tmp_path, raw)
+    recipe = load_recipe(path, ["seed=3", "arms.rft.rft.group_size=4", "tasks.0.train_size=7", "model.lora.r=2"])
+    assert recipe.seed == 3
+    assert recipe.arms[1].rft.group_size == 4
+    assert recipe.tasks[0].train_size == 7
+    assert recipe.model.lora.r == 2
+    with pytest.raises(UserError, match="no item named 'x'"):
+        load_recipe(path, ["arms.x.lr=1"])
+    with pytest.raises(UserError, match="model.bogus: unknown key"):
+        load_recipe(path, ["model.bogus=1"])
+    with pytest.raises(UserError, match="not of the form"):
+        load_recipe(path, ["seed"])
+
+
+def test_missing_recipe_file_names_path(tmp_path):
+    with pytest.raises(UserError, match="recipe file not found: .*nothere.yaml"):
+        load_recipe(tmp_path / "nothere.yaml")
+
+
+def test_missing_data_path_is_reported(tmp_path):
+    raw = minimal(tasks=[{"name": "sq", "type": "scienceqa", "source": {"path": "nowhere/sq"}}])
+    raw["data"] = {"root": str(tmp_path)}
+    with pytest.raises(UserError) as info:
+        load_recipe(write(tmp_path, raw))
+    assert "tasks.0.source.path" in str(info.value)
+    assert str(tmp_path / "nowhere" / "sq") in str(info.value)
