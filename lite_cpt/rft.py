@@ -200,6 +200,14 @@ class MicroBatch:
     ref_logp: torch.Tensor | None = None
 
 
+def vision_placeholder_ids(processor) -> list[int]:
+    """Ids of the tokens the processor expands into image/video slots (and their brackets)."""
+    tokenizer = tokenizer_of(processor)
+    names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
 def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool, device, dtype
                     ) -> tuple[dict, torch.Tensor]:
     """(batch, labels) that score the responses of `rows` after their prompts."""
@@ -286,10 +294,15 @@ def policy_update(
     use_kl = rft.kl and rft.kl_beta > 0
     advantages = compute_advantages(rollouts, rft)
     lengths = [len(ids) for ids in rollouts.token_ids]
-    # Rows with A = 0 (and no KL term) have exactly zero gradient: skip their passes.
-    rows = [i for i, n in enumerate(lengths) if n > 0 and (use_kl or advantages[i] != 0)]
+    unscorable = set(vision_placeholder_ids(processor))
+    # Rows with A = 0 (and no KL term) have exactly zero gradient: skip their passes. A response
+    # that contains an image placeholder token cannot be scored (the model would look for an
+    # image to put there), so it is left out of the gradient too.
+    rows = [i for i, n in enumerate(lengths) if n > 0 and (use_kl or advantages[i] != 0)
+            and unscorable.isdisjoint(rollouts.token_ids[i])]
     result = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None, "trained_tokens": 0,
-              "updated": False}
+              "updated": False, "unscorable_rollouts": sum(1 for ids in rollouts.token_ids
+                                                           if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
     micro_batches = prepare_micro_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size)
@@ -439,6 +452,7 @@ def train_rft(
                 "generated_tokens": seen.generated_tokens,
                 "trained_tokens": update["trained_tokens"],
                 "updated": update["updated"],
+                "unscorable_rollouts": update["unscorable_rollouts"],
                 "step_seconds": time.perf_counter() - step_start,
                 "seconds": time.perf_counter() - start,
             }

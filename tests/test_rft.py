@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from lite_cpt.arms import Phase, arm_method
 from lite_cpt.continual import reset_adapter
@@ -40,9 +41,10 @@ class VowelTask(Task):
         return 1.0 if prediction[:1] and prediction[0] in VOWELS else 0.0
 
 
-def vowel_examples(n: int) -> list[Example]:
+def vowel_examples(n: int, image: bool = False) -> list[Example]:
     task = VowelTask("vowel")
-    return [Example(task, Sample(id=str(i), question=f"Say something about item {i}.", answer="a"))
+    picture = Image.new("RGB", (56, 56), (200, 40, 40)) if image else None
+    return [Example(task, Sample(id=str(i), question=f"Say something about item {i}.", answer="a", image=picture))
             for i in range(n)]
 
 
@@ -133,6 +135,19 @@ def test_batch_without_reward_variance_makes_no_update(policy):
     assert result["updated"] is False and result["loss"] == 0.0 and result["trained_tokens"] == 0
     assert not optimizer.state  # not even weight decay or momentum touched the adapter
     assert all(torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_response_with_an_image_placeholder_is_left_out_of_the_gradient(policy):
+    model, processor = policy
+    arm = arm_config()
+    rollouts = scripted_rollouts(processor, vowel_examples(2, image=True), [1, 0, 0, 0, 1, 1, 0, 0], group_size=4)
+    image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    rollouts.token_ids[1] = [image_pad] + rollouts.token_ids[1]  # sampled by an untrained policy
+    params = list(lora_params(model).values())
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    result = policy_update(model, processor, optimizer, params, rollouts, arm, micro_batch_size=8)
+    assert result["updated"] and result["unscorable_rollouts"] == 1
+    assert result["trained_tokens"] == 7 * 2  # the other seven responses, two tokens each
 
 
 def test_grpo_raises_the_reward_and_moves_only_the_adapter(policy):
