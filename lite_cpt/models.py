@@ -120,7 +120,9 @@ def load_base(recipe: Recipe, console=None):
         from lite_cpt.tiny_base import ensure_tiny_base
 
         path = ensure_tiny_base(recipe, console=console)
-        tiny_cfg = cfg.model_copy(update={"quantization": "none", "backend": "transformers"})
+        # The tiny processor fixes its own resolution; quantisation and unsloth are GPU paths.
+        tiny_cfg = cfg.model_copy(update={"quantization": "none", "backend": "transformers",
+                                          "min_pixels": None, "max_pixels": None})
         model, processor = load_pretrained(str(path), tiny_cfg)
     else:
         model, processor = load_pretrained(cfg.name, cfg)

@@ -60,8 +60,8 @@ class BaseTrainingConfig(Section):
     training starts (the 7B instruct model has it already). Cached by a hash of its inputs."""
 
     enabled: bool = Field(True, description="Train the shared base (only for `model.name: tiny`).")
-    samples_per_task: int = Field(256, ge=1, description="Training samples per task (a separate split).")
-    epochs: int = Field(4, ge=1, description="Passes over those samples.")
+    samples_per_task: int = Field(512, ge=1, description="Training samples per task (a separate split).")
+    epochs: int = Field(6, ge=1, description="Passes over those samples.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (full fine-tuning of the tiny model).")
     batch_size: int = Field(16, ge=1, description="Samples per step.")
 
@@ -314,7 +314,10 @@ def apply_override(raw: dict, path: list[str], value: Any) -> None:
             else:
                 node = node[index]
         elif isinstance(node, dict):
-            if last:
+            if last and depth == 0 and key == "model" and isinstance(value, str):
+                # `model=tiny` / `model=Qwen/...` is shorthand for model.name, keeping the rest.
+                node["model"] = {**(node.get("model") or {}), "name": value}
+            elif last:
                 node[key] = value
             else:
                 if node.get(key) is None:
@@ -391,18 +394,59 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         raise UserError(format_validation_error(error, source)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True) -> Recipe:
-    """Read a YAML recipe, apply `a.b=c` overrides, validate, check task types and data paths."""
-    path = resolve_recipe_path(path)
+def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of a recipe file, with `extends: other.yaml` resolved.
+
+    An extending recipe is deep-merged over its parent (mappings merge key by key; lists and
+    scalars replace), so an ablation states only what it changes.
+    """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise UserError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path} must be a YAML mapping at the top level")
-    raw = copy.deepcopy(raw)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in _seen:
+        raise UserError(f"recipe {path}: `extends` forms a cycle through {parent_path}")
+    if not parent_path.exists():
+        raise UserError(f"recipe {path}: extends {parent}, but {parent_path} does not exist")
+    return deep_merge(read_recipe_yaml(parent_path, _seen + (parent_path,)), raw)
+
+
+def expand_arm_defaults(raw: dict) -> dict:
+    """`arm_defaults:` is merged under every arm, so arms state only what sets them apart."""
+    defaults = raw.pop("arm_defaults", None)
+    if defaults is None:
+        return raw
+    if not isinstance(defaults, dict):
+        raise UserError("arm_defaults must be a mapping of arm settings")
+    arms = raw.get("arms")
+    if isinstance(arms, list):
+        raw["arms"] = [deep_merge(defaults, arm) if isinstance(arm, dict) else arm for arm in arms]
+    return raw
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True) -> Recipe:
+    """Read a YAML recipe, apply `a.b=c` overrides, validate, check task types and data paths."""
+    path = resolve_recipe_path(path)
+    raw = read_recipe_yaml(path)
     for keys, value in parse_overrides(overrides or []):
         apply_override(raw, keys, value)
+    raw = expand_arm_defaults(raw)
     recipe = recipe_from_dict(raw, str(path))
     check_recipe_references(recipe, check_data=check_data)
     return recipe

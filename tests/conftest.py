@@ -4,3 +4,11 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_cache(tmp_path_factory):
+    """One cache of tiny bases for the whole session, never the user's ~/.cache."""
+    os.environ["LITE_CPT_CACHE"] = str(tmp_path_factory.mktemp("lite-cpt-cache"))

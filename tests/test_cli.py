@@ -1,0 +1,57 @@
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lite_cpt.cli import app
+from tests.helpers import tiny_recipe, write_recipe
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "validate", "eval", "report", "plan", "bench", "data"):
+        assert command in result.output
+
+
+def test_validate_ok(tmp_path):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(tmp_path))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda r: r["model"].update(colour="red"), "model.colour: unknown key"),
+        (lambda r: r["tasks"][0].update(train_size="lots"), "tasks.0.train_size"),
+        (lambda r: r["tasks"].append({"name": "sq", "type": "scienceqa", "source": {"path": "/nonexistent/sq"}}),
+         "/nonexistent/sq"),
+    ],
+    ids=["unknown-key", "wrong-type", "missing-data"],
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_broken_recipe_fails_cleanly(tmp_path, mutate, expected, command):
+    raw = tiny_recipe(tmp_path)
+    mutate(raw)
+    path = write_recipe(tmp_path / "bad.yaml", raw)
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists(), "nothing is written for an invalid recipe"
+
+
+def test_run_missing_recipe_file(tmp_path):
+    result = runner.invoke(app, ["run", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "recipe file not found" in result.output
+
+
+def test_override_error_names_key(tmp_path):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(tmp_path))
+    result = runner.invoke(app, ["run", str(path), "arms.nosuch.lr=1"])
+    assert result.exit_code == 1
+    assert "no item named 'nosuch'" in result.output
