@@ -218,7 +218,8 @@ def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool
 
 
 def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
-                          rft: RFTConfig, micro_batch_size: int) -> list[MicroBatch]:
+                          rft: RFTConfig, micro_batch_size: int, logprob_chunk: int | None = None
+                          ) -> list[MicroBatch]:
     """Encode `rows` in micro-batches and attach the no-grad log-probs the loss compares against:
     the old policy's (only with several inner epochs) and the reference's (only with the KL on)."""
     device, dtype = model_device(model), model_dtype(model)
@@ -232,15 +233,18 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
         for mb in micro_batches:
             if rft.inner_epochs > 1:
                 # With one inner epoch the old policy is the current one: old_logp = logp.detach().
-                mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature).logp
+                mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
+                                             chunk_size=logprob_chunk).logp
             if use_kl:
                 with model.disable_adapter():
-                    mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature).logp
+                    mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
+                                                 chunk_size=logprob_chunk).logp
     return micro_batches
 
 
 def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTConfig, *, total_tokens: int,
-                               total_rows: int, with_entropy: bool = True) -> dict:
+                               total_rows: int, with_entropy: bool = True, logprob_chunk: int | None = None
+                               ) -> dict:
     """Backward of the batch's GRPO loss, one micro-batch at a time (grads accumulate in .grad).
 
     The batch has `total_tokens` response tokens in `total_rows` rollouts (rows not passed here
@@ -253,7 +257,7 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     entropy_sum, entropy_tokens = 0.0, 0.0
     for mb in micro_batches:
         scored = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                return_entropy=with_entropy)
+                                return_entropy=with_entropy, chunk_size=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
         loss, stats = grpo_loss(
             scored.logp, old_logp, mb.advantages, scored.mask,
@@ -284,6 +288,7 @@ def policy_update(
     arm: ArmConfig,
     *,
     micro_batch_size: int,
+    logprob_chunk: int | None = None,
 ) -> dict:
     """`inner_epochs` optimizer steps of the clipped GRPO loss on one batch of rollouts.
 
@@ -305,11 +310,13 @@ def policy_update(
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
-    micro_batches = prepare_micro_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size)
+    micro_batches = prepare_micro_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size,
+                                          logprob_chunk)
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
     for epoch in range(rft.inner_epochs):
         step = accumulate_policy_gradient(model, micro_batches, rft, total_tokens=max(1, sum(lengths)),
-                                          total_rows=len(lengths), with_entropy=epoch == 0)
+                                          total_rows=len(lengths), with_entropy=epoch == 0,
+                                          logprob_chunk=logprob_chunk)
         torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -349,6 +356,61 @@ class ExampleStream:
         return taken
 
 
+@dataclass
+class FilterTotals:
+    """What online filtering drew and dropped over a phase."""
+
+    drawn: int = 0  # candidate groups rolled out
+    kept: int = 0
+    dropped_tokens: int = 0
+    dropped_seconds: float = 0.0  # generation time, attributed to dropped groups pro rata
+
+    def as_extra(self) -> dict:
+        return {"kept_fraction": self.kept / self.drawn if self.drawn else 0.0,
+                "rif_generated_tokens": self.dropped_tokens, "rif_seconds": round(self.dropped_seconds, 3)}
+
+
+@dataclass
+class GroupDraw:
+    """The groups one policy update trains on, and every group rolled out to find them."""
+
+    kept: list[Rollouts]
+    candidates: list[Rollouts]
+    prompts_drawn: int
+
+
+def draw_groups(model, processor, stream: ExampleStream, rft: RFTConfig, *, seed: int, step: int,
+                select: GroupSelector | None, max_prompts: int, generate_batch: int,
+                totals: FilterTotals) -> GroupDraw:
+    """Roll out groups for one update: `prompts_per_step` prompts, or with `select`, candidates
+    until that many groups are kept or `max_prompts` prompts have been drawn."""
+    draw = GroupDraw([], [], 0)
+    while (filled := sum(p.num_groups for p in draw.kept)) < rft.prompts_per_step:
+        want = min(rft.prompts_per_step - filled, max_prompts - draw.prompts_drawn)
+        if want <= 0:
+            break
+        started = time.perf_counter()
+        rollouts = generate_rollouts(
+            model, processor, stream.take(want), rft,
+            group_size=rft.group_size, generator_seed=derived_seed(seed, "rollout", step, len(draw.candidates)),
+            batch_size=generate_batch, with_baseline=rft.advantage == "remax",
+        )
+        draw.prompts_drawn += want
+        draw.candidates.append(rollouts)
+        if select is None:
+            draw.kept.append(rollouts)
+            continue
+        kept = sorted(set(select(rollouts)))
+        dropped = rollouts.subset([g for g in range(rollouts.num_groups) if g not in kept])
+        totals.drawn += rollouts.num_groups
+        totals.kept += len(kept)
+        totals.dropped_tokens += dropped.generated_tokens
+        totals.dropped_seconds += (time.perf_counter() - started) * dropped.num_groups / rollouts.num_groups
+        if kept:
+            draw.kept.append(rollouts.subset(kept))
+    return draw
+
+
 def train_rft(
     model,
     processor,
@@ -361,11 +423,16 @@ def train_rft(
     progress: Callable[[int, int], None] | None = None,
     select: GroupSelector | None = None,
     micro_batch_size: int = 8,
+    logprob_chunk: int | None = None,
+    rollout_batch_size: int = 8,
     updates: int | None = None,
     max_draws: int | None = None,
 ) -> PhaseStats:
     """GRPO over `examples` for ceil(len * epochs / prompts_per_step) policy updates (or `updates`),
     capped by `arm.max_steps_per_task`.
+
+    Memory knobs: `micro_batch_size` rollouts per log-prob pass, `logprob_chunk` vocab rows per
+    chunk of the fused log-prob, `rollout_batch_size` prompts (x G sequences) per generate call.
 
     With `select` (online instance filtering) each update draws candidate prompts, rolls out
     their groups and keeps the groups `select` returns, drawing again until `prompts_per_step`
@@ -375,71 +442,53 @@ def train_rft(
     `extra["rif_generated_tokens"]`, the share of kept groups as `extra["kept_fraction"]`.
     """
     rft = arm.rft
-    per_step = rft.prompts_per_step
-    total = rft_updates(len(examples), epochs, per_step) if updates is None else updates
+    total = rft_updates(len(examples), epochs, rft.prompts_per_step) if updates is None else updates
     if arm.max_steps_per_task is not None:
         total = min(total, arm.max_steps_per_task)
     stats = PhaseStats()
-    filter_totals = {"drawn": 0, "kept": 0, "dropped_tokens": 0, "dropped_seconds": 0.0}
-    if not examples or total <= 0:
-        return _finish(stats, select, filter_totals, 0.0)
+    totals = FilterTotals()
+    if examples and total > 0:
+        _run_updates(model, processor, examples, arm, total, stats, totals, seed=seed, on_step=on_step,
+                     progress=progress, select=select, micro_batch_size=micro_batch_size,
+                     logprob_chunk=logprob_chunk, rollout_batch_size=rollout_batch_size, max_draws=max_draws)
+    if select is not None:
+        stats.extra.update(totals.as_extra())
+    return stats
+
+
+def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed, on_step, progress, select,
+                 micro_batch_size, logprob_chunk, rollout_batch_size, max_draws) -> None:
+    rft = arm.rft
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train_rft: the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=arm.weight_decay)
     stream = ExampleStream(examples, seed)
-    # Sequences per generate call: the groups of `micro_batch_size` prompts.
-    generate_batch = rft.group_size * max(1, micro_batch_size)
-    with_baseline = rft.advantage == "remax"
+    generate_batch = rft.group_size * max(1, rollout_batch_size)  # sequences per generate call
     drawn_total = 0
     start = time.perf_counter()
     model.train()
     for step in range(total):
         step_start = time.perf_counter()
-        parts, candidates, step_drawn, attempt = [], [], 0, 0
-        while sum(p.num_groups for p in parts) < per_step:
-            want = per_step - sum(p.num_groups for p in parts)
-            if select is not None:
-                want = min(want, len(examples) - step_drawn)
-            if max_draws is not None:
-                want = min(want, max_draws - drawn_total)
-            if want <= 0:
-                break
-            drawn_started = time.perf_counter()
-            rollouts = generate_rollouts(
-                model, processor, stream.take(want), rft,
-                group_size=rft.group_size, generator_seed=derived_seed(seed, "rollout", step, attempt),
-                batch_size=generate_batch, with_baseline=with_baseline,
-            )
-            attempt += 1
-            step_drawn += want
-            drawn_total += want
-            stats.generated_tokens += rollouts.generated_tokens
-            candidates.append(rollouts)
-            if select is None:
-                parts.append(rollouts)
-                continue
-            kept = sorted(set(select(rollouts)))
-            dropped = rollouts.subset([g for g in range(rollouts.num_groups) if g not in kept])
-            filter_totals["drawn"] += rollouts.num_groups
-            filter_totals["kept"] += len(kept)
-            filter_totals["dropped_tokens"] += dropped.generated_tokens
-            # Generation time of a call, attributed to its dropped groups pro rata.
-            filter_totals["dropped_seconds"] += (time.perf_counter() - drawn_started) * (
-                dropped.num_groups / rollouts.num_groups)
-            if kept:
-                parts.append(rollouts.subset(kept))
-        if not parts:
+        max_prompts = len(examples) if select is not None else rft.prompts_per_step
+        if max_draws is not None:
+            max_prompts = min(max_prompts, max_draws - drawn_total)
+        draw = draw_groups(model, processor, stream, rft, seed=seed, step=step, select=select,
+                           max_prompts=max_prompts, generate_batch=generate_batch, totals=totals)
+        drawn_total += draw.prompts_drawn
+        stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
+        if not draw.kept:
             # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
             # change, so drawing again would only repeat the verdict.
             break
-        batch = Rollouts.concat(parts)
-        update = policy_update(model, processor, optimizer, params, batch, arm, micro_batch_size=micro_batch_size)
-        seen = Rollouts.concat(candidates)
+        batch = Rollouts.concat(draw.kept)
+        update = policy_update(model, processor, optimizer, params, batch, arm, micro_batch_size=micro_batch_size,
+                               logprob_chunk=logprob_chunk)
         stats.steps += int(update["updated"])
         stats.trained_tokens += update["trained_tokens"]
         stats.last_loss = update["loss"]
         if on_step is not None:
+            seen = Rollouts.concat(draw.candidates)
             record = {
                 "step": step + 1,
                 "loss": update["loss"],
@@ -462,23 +511,17 @@ def train_rft(
         if progress is not None:
             progress(step + 1, total)
     model.eval()
-    return _finish(stats, select, filter_totals, time.perf_counter() - start)
-
-
-def _finish(stats: PhaseStats, select, filter_totals: dict, seconds: float) -> PhaseStats:
-    stats.seconds = seconds
-    if select is not None:
-        drawn = filter_totals["drawn"]
-        stats.extra.update(
-            kept_fraction=filter_totals["kept"] / drawn if drawn else 0.0,
-            rif_generated_tokens=filter_totals["dropped_tokens"],
-            rif_seconds=round(filter_totals["dropped_seconds"], 3),
-        )
-    return stats
+    stats.seconds = time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
 # Arms
+
+
+def phase_knobs(phase: Phase) -> dict:
+    """The memory knobs of a phase as `train_rft` keyword arguments."""
+    return dict(micro_batch_size=phase.micro_batch_size, logprob_chunk=phase.logprob_chunk,
+                rollout_batch_size=phase.rollout_batch_size)
 
 
 class SequentialRFT(ArmMethod):
@@ -488,7 +531,7 @@ class SequentialRFT(ArmMethod):
         return train_rft(
             self.model, self.processor, examples, self.arm,
             seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
-            micro_batch_size=phase.micro_batch_size,
+            **phase_knobs(phase),
         )
 
 

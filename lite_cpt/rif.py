@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from lite_cpt.arms import ArmMethod, Phase
 from lite_cpt.recipe import RFTConfig
-from lite_cpt.rft import Rollouts, derived_seed, generate_rollouts, rft_updates, train_rft
+from lite_cpt.rft import Rollouts, derived_seed, generate_rollouts, phase_knobs, rft_updates, train_rft
 from lite_cpt.sft import Example, PhaseStats
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,13 @@ class RIFRFT(ArmMethod):
 
     def _rft_kwargs(self, phase: Phase) -> dict:
         return dict(seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
-                    micro_batch_size=phase.micro_batch_size)
+                    **phase_knobs(phase))
 
     def _train_offline(self, examples: list[Example], phase: Phase) -> PhaseStats:
         rif, rft = self.arm.rif, self.arm.rft
         estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
                                    derived_seed(phase.seed, "rif-offline"),
-                                   prompts_per_call=max(1, phase.micro_batch_size))
+                                   prompts_per_call=max(1, phase.rollout_batch_size))
         kept = filter_instances(examples, estimate.rates, rif.low, rif.high)
         extra = {
             "kept_fraction": len(kept) / len(examples) if examples else 0.0,

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from lite_cpt.arms import Phase, arm_method
+from lite_cpt.memory import Knobs
 from lite_cpt.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
@@ -206,7 +207,7 @@ def test_update_count_records_and_arms(policy):
     capped = ArmConfig(name="rft", max_steps_per_task=2, rft=arm.rft)
     assert len(_records_of(model, processor, capped, vowel_examples(5))) == 2
 
-    phase = Phase(index=1, name="vowel", seed=0, epochs=1.0, micro_batch_size=4, on_step=lambda r: None,
+    phase = Phase(index=1, name="vowel", seed=0, epochs=1.0, knobs=Knobs(4, 4096, 4), on_step=lambda r: None,
                   progress=lambda *_: None)
     for name, cls, joint in (("rft", SequentialRFT, False), ("multitask_rft", JointRFT, True)):
         method = arm_method(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])

@@ -9,6 +9,7 @@ import torch
 
 import lite_cpt.rft as rft_module
 from lite_cpt.arms import Phase, arm_method
+from lite_cpt.memory import Knobs
 from lite_cpt.recipe import ArmConfig
 from lite_cpt.rif import RIFRFT, estimate_success, filter_instances, measure_success
 from lite_cpt.rollout import Completions
@@ -64,11 +65,12 @@ def trained_batches(monkeypatch):
     """Record the groups each policy update receives instead of running the model."""
     batches: list[list[str]] = []
 
-    def fake_update(model, processor, optimizer, params, rollouts, arm, *, micro_batch_size):
+    def fake_update(model, processor, optimizer, params, rollouts, arm, *, micro_batch_size, logprob_chunk=None):
         batches.append([e.sample.id for e in rollouts.examples])
         assert len(rollouts.token_ids) == rollouts.num_groups * arm.rft.group_size
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None,
-                "trained_tokens": len(rollouts.token_ids) * TOKENS_PER_ANSWER, "updated": True}
+                "trained_tokens": len(rollouts.token_ids) * TOKENS_PER_ANSWER, "updated": True,
+                "unscorable_rollouts": 0}
 
     monkeypatch.setattr(rft_module, "policy_update", fake_update)
     return batches
@@ -80,7 +82,7 @@ def rif_arm(**rif) -> ArmConfig:
 
 
 def phase(records: list | None = None) -> Phase:
-    return Phase(index=1, name="scripted", seed=3, epochs=1.0, micro_batch_size=4,
+    return Phase(index=1, name="scripted", seed=3, epochs=1.0, knobs=Knobs(4, 4096, 4),
                  on_step=(records.append if records is not None else lambda r: None), progress=lambda *_: None)
 
 
