@@ -188,7 +188,7 @@ def data_check_command(
 
     rows = data_check(load_recipe(recipe, overrides, check_data=False))
     render_data_check(rows, console)
-    if any(not row.get("found") for row in rows):
+    if any(row["status"] in ("missing", "error") for row in rows):
         raise typer.Exit(1)
 
 

@@ -40,13 +40,21 @@ class ArmResult:
     cost: dict[str, float | None]  # see compute_cost
     benchmarks: list[str] = field(default_factory=list)
     G: list[list[float]] = field(default_factory=list)
+    # Joint (multi-task) arms train once on every task: R = [base row, joint row]. Only ACC is
+    # defined for them; BWT, forgetting and FWT need a sequence.
+    joint: bool = False
 
     @property
     def tasks_done(self) -> int:
+        if self.joint:
+            return self.R.shape[1] if self.R.shape[0] == 2 else 0
         return max(self.R.shape[0] - 1, 0)
 
     @cached_property
     def summary(self) -> dict[str, float | None]:
+        if self.joint:
+            acc = float(self.R[-1].mean()) if self.R.shape[0] == 2 else None
+            return {"ACC": acc, "BWT": None, "forgetting": None, "FWT": None}
         return summarize(self.R)
 
 
@@ -134,7 +142,8 @@ def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
-    return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G)
+    joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
+    return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint)
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:
@@ -165,7 +174,9 @@ def _png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
-def row_labels(tasks: list[str], rows: int) -> list[str]:
+def row_labels(tasks: list[str], rows: int, joint: bool = False) -> list[str]:
+    if joint:
+        return ["base", "after joint training"][:rows]
     return (["base"] + [f"after {task}" for task in tasks])[:rows]
 
 
@@ -183,7 +194,7 @@ def plot_heatmap(arm: ArmResult, path: Path) -> None:
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
                       color="black" if value > 0.6 else "white")  # readable on viridis
     axes.set_xticks(range(tasks), arm.tasks, rotation=30, ha="right")
-    axes.set_yticks(range(rows), row_labels(arm.tasks, rows))
+    axes.set_yticks(range(rows), row_labels(arm.tasks, rows, arm.joint))
     axes.set_xlabel("evaluated on task")
     axes.set_title(f"{arm.name}: accuracy after each training stage")
     figure.colorbar(image, ax=axes, label="score")
@@ -197,6 +208,11 @@ def plot_seen_task_average(arms: list[ArmResult], path: Path) -> None:
     figure = Figure(figsize=(7.0, 4.2), layout="constrained")
     axes = figure.add_subplot()
     for arm in arms:
+        if arm.joint:
+            # The joint arm sees every task at once: its accuracy is a reference level.
+            if arm.summary["ACC"] is not None:
+                axes.axhline(arm.summary["ACC"], linestyle="--", color="gray", label=f"{arm.name} (joint)")
+            continue
         curve = seen_task_average(arm.R)
         if curve:
             axes.plot(range(1, len(curve) + 1), curve, marker="o", label=arm.name)
@@ -306,7 +322,7 @@ def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) ->
             continue
         lines += [_image(f"accuracy heatmap of {arm.name}", heatmap_filename(arm.name)), ""]
         body = [[label] + [f"{value:.3f}" for value in arm.R[i]]
-                for i, label in enumerate(row_labels(arm.tasks, arm.R.shape[0]))]
+                for i, label in enumerate(row_labels(arm.tasks, arm.R.shape[0], arm.joint))]
         lines += _table(["stage \\ task", *arm.tasks], body)
 
     lines += ["", "## How to read this", "", HOW_TO_READ, ""]

@@ -6,6 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+import torch
+
+# The test models are tiny: one thread is as fast as two for them, and it keeps OpenMP from
+# spinning against other processes on a small machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -48,6 +48,9 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
         assert (run_dir / name).exists(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary) == {"sft", "multitask_sft"}
+    assert summary["multitask_sft"]["ACC"] == pytest.approx(sum(joint["R"][1]) / 3)
+    assert summary["multitask_sft"]["BWT"] is None and summary["sft"]["BWT"] is not None
+    assert "after joint training" in (run_dir / "report.md").read_text()
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):
