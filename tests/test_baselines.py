@@ -1,0 +1,240 @@
+import json
+import random
+
+import pytest
+import torch
+
+from lite_cpt.arms import ARM_METHODS, Phase, arm_method
+from lite_cpt.baselines import (EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty,
+                                trainable_parameters)
+from lite_cpt.errors import UserError
+from lite_cpt.memory import Knobs
+from lite_cpt.models import add_lora
+from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.sft import examples_of
+from lite_cpt.tasks import TASK_TYPES
+from lite_cpt.tiny import build_tiny_model, tiny_corpus
+
+TASKS = ("clevr", "geometry", "pathvqa")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    model = add_lora(model, LoraConfig(r=4, alpha=8))
+    # LoRA starts with B = 0, which leaves A without gradient; a random B stands in for a
+    # trained adapter so that every LoRA parameter receives gradient.
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    return model, processor
+
+
+@pytest.fixture
+def model(tiny):
+    """The shared tiny model, with its trainable parameters restored after each test."""
+    saved = {name: p.detach().clone() for name, p in trainable_parameters(tiny[0]).items()}
+    yield tiny[0]
+    with torch.no_grad():
+        for name, p in trainable_parameters(tiny[0]).items():
+            p.copy_(saved[name])
+
+
+@pytest.fixture(scope="module")
+def data():
+    out = {}
+    for name in TASKS:
+        task = TASK_TYPES[f"mini_{name}"](name, seed=0)
+        out[name] = examples_of(task, task.load("train", 16))
+    return out
+
+
+def phase(index: int, name: str, seed: int = 0) -> Phase:
+    return Phase(index=index, name=name, seed=seed, epochs=1.0, knobs=Knobs(4, 256, 4),
+                 on_step=lambda record: None, progress=lambda *_: None)
+
+
+def make(method_cls, model, processor, data, **arm):
+    config = ArmConfig(**{"name": method_cls.__name__.lower(), "lr": 5e-3, "batch_size": 8, **arm})
+    return method_cls(config, model, processor, lambda name: data[name])
+
+
+def identity(examples):
+    return [(e.task.name, e.sample.id) for e in examples]
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay
+
+
+def test_arms_are_registered(tiny, data):
+    config = ArmConfig(name="replay")
+    assert isinstance(arm_method(config, tiny[0], tiny[1], lambda name: data[name]), Replay)
+    assert isinstance(arm_method(ArmConfig(name="ewc"), tiny[0], tiny[1], lambda name: data[name]), EWC)
+    assert {"replay", "ewc"} <= set(ARM_METHODS)
+
+
+def test_replay_mixes_exact_fraction_from_earlier_tasks_only(tiny, data):
+    method = make(Replay, *tiny, data, replay={"fraction": 0.25, "buffer_per_task": 5})
+    assert method.sft_hooks(phase(1, "clevr")) == {}, "no replay while training the first task"
+    method.after_task(data["clevr"], phase(1, "clevr"))
+    method.after_task(data["geometry"], phase(2, "geometry"))
+    sampler = method.sft_hooks(phase(3, "pathvqa"))["batch_sampler"]
+    batch = data["pathvqa"][:16]
+    mixed = sampler(random.Random(1), batch)
+    assert len(mixed) == 16
+    assert mixed[:12] == batch[:12], "the kept part of the batch is unchanged"
+    replayed = mixed[12:]
+    buffer_ids = set(identity(method.buffered_examples()))
+    assert len(replayed) == 4 and all(e.task.name in ("clevr", "geometry") for e in replayed)
+    assert set(identity(replayed)) <= buffer_ids and len(set(identity(replayed))) == 4
+    assert method.buffer.keys() == {"clevr", "geometry"} and len(buffer_ids) == 10
+    assert sampler(random.Random(1), batch) == mixed, "same rng seed, same batch"
+    draws = {tuple(identity(sampler(random.Random(s), batch))) for s in range(5)}
+    assert len(draws) > 1, "the draw depends on the rng"
+
+
+def test_replay_buffer_is_seeded_and_rebuilt_by_load_state(tiny, data, tmp_path):
+    method = make(Replay, *tiny, data, replay={"buffer_per_task": 6})
+    for index, name in enumerate(TASKS[:2], 1):
+        method.after_task(data[name], phase(index, name))
+    method.save_state(tmp_path)
+    resumed = make(Replay, *tiny, data, replay={"buffer_per_task": 6})
+    resumed.load_state(tmp_path, list(TASKS[:2]))
+    assert identity(resumed.buffered_examples()) == identity(method.buffered_examples())
+    manifest = json.loads((tmp_path / REPLAY_MANIFEST).read_text())
+    assert list(manifest["tasks"]) == ["clevr", "geometry"] and len(manifest["tasks"]["clevr"]) == 6
+
+    other_seed = TASK_TYPES["mini_clevr"]("clevr", seed=1)
+    reseeded = examples_of(other_seed, other_seed.load("train", 16))
+    assert [e.sample.id for e in buffer_selection(reseeded, 6)] != manifest["tasks"]["clevr"]
+
+    changed = make(Replay, *tiny, {**data, "clevr": data["clevr"][::-1]}, replay={"buffer_per_task": 6})
+    with pytest.raises(UserError, match="differs"):
+        changed.load_state(tmp_path, list(TASKS[:2]))
+
+
+def test_replay_train_logs_replayed_samples(model, tiny, data):
+    method = make(Replay, model, tiny[1], data, batch_size=4, max_steps_per_task=1,
+                  replay={"fraction": 0.5, "buffer_per_task": 3})
+    first = method.train(data["clevr"], phase(1, "clevr"))
+    assert first.extra["replayed_samples"] == 0 and first.extra["replay_buffer_samples"] == 0
+    method.after_task(data["clevr"], phase(1, "clevr"))
+    method.arm.max_steps_per_task = 2
+    second = method.train(data["geometry"], phase(2, "geometry"))
+    assert second.steps == 2 and second.extra["replayed_samples"] == 2 * 2
+    assert second.extra["replay_buffer_samples"] == 3 and second.extra["replay_buffer_bytes"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# EWC
+
+
+def test_ewc_penalty_zero_at_anchor_and_matches_hand_value(model, tiny, data):
+    method = make(EWC, model, tiny[1], data, ewc={"weight": 3.0})
+    params = trainable_parameters(model)
+    method.anchor = {n: p.detach().float().clone() for n, p in params.items()}
+    method.fisher = {n: torch.ones_like(p) for n, p in params.items()}
+    assert method.penalty().item() == 0.0
+    name = next(n for n in params if "lora_A" in n)
+    method.fisher[name] = torch.zeros_like(params[name])
+    method.fisher[name][0, 0], method.fisher[name][1, 2] = 2.0, 5.0
+    with torch.no_grad():
+        params[name][0, 0] += 0.1
+        params[name][1, 2] -= 0.3
+        params[name][2, 1] += 7.0  # zero Fisher: free to move
+    expected = 3.0 / 2 * (2.0 * 0.1**2 + 5.0 * 0.3**2)
+    assert method.penalty().item() == pytest.approx(expected, rel=1e-5)
+    assert method.sft_hooks(phase(2, "geometry"))["extra_loss"] == method.penalty
+
+
+def test_fisher_is_nonnegative_and_covers_lora_and_state_round_trips(model, tiny, data, tmp_path):
+    method = make(EWC, model, tiny[1], data, ewc={"fisher_samples": 4})
+    assert method.sft_hooks(phase(1, "clevr")) == {}
+    method.after_task(data["clevr"], phase(1, "clevr"))
+    assert set(method.fisher) == set(trainable_parameters(model)) and len(method.fisher) > 0
+    for name, value in method.fisher.items():
+        assert (value >= 0).all(), name
+        assert value.sum() > 0, f"{name} receives gradient, so its Fisher is non-zero"
+    assert all(p.grad is None for p in trainable_parameters(model).values())
+    first = {n: f.clone() for n, f in method.fisher.items()}
+    method.after_task(data["geometry"], phase(2, "geometry"))
+    assert all((method.fisher[n] >= first[n]).all() for n in first), "Fisher accumulates"
+    assert method.tasks_in_fisher == 2
+
+    method.save_state(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [EWC_STATE], "no temp file left behind"
+    resumed = make(EWC, model, tiny[1], data)
+    resumed.load_state(tmp_path, ["clevr", "geometry"])
+    assert resumed.tasks_in_fisher == 2
+    for store, loaded in ((method.fisher, resumed.fisher), (method.anchor, resumed.anchor)):
+        assert set(store) == set(loaded)
+        assert all(torch.equal(store[n], loaded[n]) for n in store)
+    with pytest.raises(UserError, match="missing"):
+        resumed.load_state(tmp_path / "elsewhere", ["clevr"])
+
+
+def test_large_ewc_weight_keeps_parameters_near_anchor(model, tiny, data):
+    start = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
+    first_task = make(EWC, model, tiny[1], data, ewc={"fisher_samples": 4})
+    first_task.after_task(data["clevr"], phase(1, "clevr"))
+
+    def drift(weight: float) -> tuple[float, dict]:
+        """Σ_i F_i (θ_i − θ*_i)² after four steps of the second task, from the same anchor."""
+        with torch.no_grad():
+            for n, p in trainable_parameters(model).items():
+                p.copy_(start[n])
+        method = make(EWC, model, tiny[1], data, batch_size=4, max_steps_per_task=4,
+                      ewc={"weight": weight, "fisher_samples": 2})
+        method.fisher, method.anchor = dict(first_task.fisher), dict(first_task.anchor)
+        stats = method.train(data["geometry"], phase(2, "geometry"))
+        assert stats.steps == 4
+        distance = ewc_penalty(trainable_parameters(model), first_task.fisher, first_task.anchor, weight=2.0)
+        method.after_task(data["geometry"], phase(2, "geometry"))
+        return distance.item(), stats.extra
+
+    free, _ = drift(0.0)
+    held, extra = drift(1e6)
+    assert free > 0 and held < 0.25 * free, (free, held)
+    adapter_params = sum(p.numel() for p in trainable_parameters(model).values())
+    assert extra["fisher_samples"] == 2 and extra["fisher_seconds"] > 0
+    assert extra["ewc_state_bytes"] == 2 * 4 * adapter_params, "fp32 Fisher + fp32 anchor"
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+
+
+@pytest.mark.parametrize("method_cls, settings", [
+    (Replay, {"replay": {"fraction": 0.5, "buffer_per_task": 4}}),
+    (EWC, {"ewc": {"weight": 1e3, "fisher_samples": 2}}),
+])
+def test_resumed_method_trains_like_an_uninterrupted_one(model, tiny, data, tmp_path, method_cls, settings):
+    """What the loop does on resume: restore task 1's adapter, load_state, train task 2."""
+
+    def run_task(method, index: int) -> None:
+        name = TASKS[index - 1]
+        method.train(data[name], phase(index, name, seed=index))
+        method.after_task(data[name], phase(index, name, seed=index))
+        method.save_state(tmp_path / f"task_{index}")
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
+
+    arm = {"batch_size": 4, "max_steps_per_task": 2, **settings}
+    uninterrupted = make(method_cls, model, tiny[1], data, **arm)
+    run_task(uninterrupted, 1)
+    after_first = snapshot()
+    run_task(uninterrupted, 2)
+    expected = snapshot()
+
+    with torch.no_grad():
+        for n, p in trainable_parameters(model).items():
+            p.copy_(after_first[n])
+    resumed = make(method_cls, model, tiny[1], data, **arm)
+    resumed.load_state(tmp_path / "task_1", [TASKS[0]])
+    run_task(resumed, 2)
+    assert not all(torch.equal(after_first[n], expected[n]) for n in expected), "task 2 trained"
+    assert all(torch.equal(p, expected[n]) for n, p in trainable_parameters(model).items())
