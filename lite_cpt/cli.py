@@ -148,8 +148,13 @@ def plan(
 def bench_kernels_command(
     device: str = typer.Option("cpu", help="cpu (chunked torch path) or cuda (Triton path)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+    train_head: bool = typer.Option(False, "--train-head", help="Also compute the lm_head weight gradient."),
+    shapes: Optional[list[str]] = typer.Option(None, "--shape", help="N,H,V (repeatable); default per device."),
+    dtype: Optional[str] = typer.Option(None, help="float32 / bfloat16 (default: fp32 on CPU, bf16 on CUDA)."),
 ):
     """Naive vs fused log-prob (forward + backward): peak memory and time, side by side.
+
+    The lm_head is frozen by default, as in LoRA training (--train-head adds its gradient).
 
     Example:  lite-cpt bench kernels --device cuda --json bench.json
     """
@@ -157,7 +162,16 @@ def bench_kernels_command(
 
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got '{device}'")
-    bench_kernels(device=device, json_path=json_path, console=console)
+    parsed = None
+    if shapes:
+        try:
+            parsed = [tuple(int(x) for x in shape.split(",")) for shape in shapes]
+        except ValueError:
+            raise UserError(f"--shape takes N,H,V integers, got {shapes}") from None
+        if any(len(shape) != 3 for shape in parsed):
+            raise UserError(f"--shape takes three integers N,H,V, got {shapes}")
+    bench_kernels(device=device, shapes=parsed, dtype=dtype, json_path=json_path, console=console,
+                  train_head=train_head)
 
 
 @bench_app.command("step")
