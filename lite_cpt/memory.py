@@ -761,23 +761,43 @@ def _train_phases(work: Workload) -> tuple[str, ...]:
     return ("logprob_pass", "grpo_step") if work.is_rft else ("sft_step",)
 
 
+#: Tokens per training forward pass beyond which a 3B-7B model's matmuls are compute-bound on
+#: any current GPU: a larger micro-batch buys no speed, only memory (gradient accumulation
+#: gives the same update), so the planner does not go past it.
+SATURATING_TOKENS = 2048
+#: Sequences per generate call beyond which decoding stops getting cheaper per sequence on a
+#: single GPU for these sizes (the KV cache and prefill activations keep growing).
+SATURATING_SEQUENCES = 16
+
+
+def saturating_micro_batch(work: Workload) -> int:
+    """Sequences per micro-batch that fill SATURATING_TOKENS (at least one)."""
+    sequence = work.prompt_tokens + (work.new_tokens if work.is_rft else work.answer_tokens)
+    return max(1, min(work.max_micro_batch, SATURATING_TOKENS // max(1, sequence)))
+
+
+def saturating_rollout_batch(work: Workload) -> int:
+    return max(1, min(work.prompts_per_step, SATURATING_SEQUENCES // max(1, work.rollout_group)))
+
+
 def choose_knobs(work: Workload, usable_gb: float) -> tuple[Knobs, bool]:
-    """The largest knobs whose phases fit `usable_gb`: rollout batch first, then the micro-batch
-    (largest first), then the log-prob chunk; knobs the recipe fixes stay as they are.
-    Returns (knobs, whether every phase of the arm fits); the smallest knobs when none fit."""
+    """The largest knobs, up to the point where the GPU is saturated (SATURATING_TOKENS,
+    SATURATING_SEQUENCES), whose phases fit `usable_gb`: rollout batch first, then the
+    micro-batch (largest first), then the log-prob chunk; knobs the recipe fixes stay as they
+    are. Returns (knobs, whether every phase of the arm fits); the smallest knobs when none fit."""
     def fits(phase: str, knobs: Knobs) -> bool:
         return phase_peak_gb(work, phase, knobs) <= usable_gb
 
     rollout_batch = work.rollout_batch_size or 1
     if work.is_rft and work.rollout_batch_size is None:
-        for candidate in range(work.prompts_per_step, 0, -1):
+        for candidate in range(saturating_rollout_batch(work), 0, -1):
             if fits("rollout", Knobs(1, LOGPROB_CHUNKS[-1], candidate)):
                 rollout_batch = candidate
                 break
     if work.micro_batch_size is not None:
         micro_batches = [work.micro_batch_size]
     else:
-        micro_batches = list(range(work.max_micro_batch, 0, -1))
+        micro_batches = list(range(saturating_micro_batch(work), 0, -1))
     for mb in micro_batches:
         for chunk in _chunk_candidates(work, mb):
             knobs = Knobs(mb, chunk, rollout_batch)

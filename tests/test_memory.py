@@ -11,6 +11,8 @@ from rich.console import Console
 
 from lite_cpt.errors import UserError
 from lite_cpt.memory import (
+    SATURATING_SEQUENCES,
+    SATURATING_TOKENS,
     QWEN25_VL_3B,
     QWEN25_VL_7B,
     Knobs,
@@ -141,17 +143,27 @@ def test_estimates_grow_with_group_size_sequence_length_and_batch():
     assert by_rollout[0] < by_rollout[1] < by_rollout[2]
 
 
-def test_auto_knobs_shrink_to_fit_and_report_when_nothing_fits():
-    recipe = recipe_from_dict(PAPER_LIKE)
-    plans = {gb: plan(recipe, gb) for gb in (80, 24, 16)}
-    micro = [plans[gb].knobs_for("sft").micro_batch_size for gb in (80, 24, 16)]
-    rollouts = [plans[gb].knobs_for("rft").rollout_batch_size for gb in (80, 24, 16)]
+def test_auto_knobs_stop_at_saturation_and_shrink_to_fit():
+    # Short sequences (256-token prompts, 128-token answers): several fit in one saturating pass.
+    short = paper_like()
+    for task in short["tasks"]:
+        task.update(max_prompt_tokens=256, max_answer_tokens=128)
+    short["model"]["max_pixels"] = 50176
+    recipe = recipe_from_dict(short)
+    sizes = (80, 24, 12.5, 12)
+    plans = {gb: plan(recipe, gb) for gb in sizes}
+    micro = [plans[gb].knobs_for("sft").micro_batch_size for gb in sizes]
+    assert micro[0] == SATURATING_TOKENS // (256 + 128), "no larger than what saturates the GPU"
     assert micro == sorted(micro, reverse=True) and micro[0] > micro[-1]
-    assert rollouts == sorted(rollouts, reverse=True) and rollouts[0] > rollouts[-1]
     for gb, result in plans.items():
         assert result.fits
         assert all(p.peak_gb <= 0.9 * gb for p in result.phases.values())
+    rollouts = plan(recipe_from_dict(PAPER_LIKE), 80).knobs_for("rft").rollout_batch_size
+    assert rollouts == SATURATING_SEQUENCES // 8  # G = 8 sequences per prompt
 
+
+def test_nothing_fits_gives_advice():
+    recipe = recipe_from_dict(PAPER_LIKE)
     small = plan(recipe, 11)
     assert not small.fits
     assert all(k.micro_batch_size == 1 for k in small.knobs.values())
@@ -167,10 +179,11 @@ def test_paper_like_recipe_meets_the_memory_budget():
     at_24 = plan(recipe_from_dict(PAPER_LIKE), 24)
     sft = at_24.arms["sft"].phases
     rft = at_24.arms["rft"].phases
-    assert sft["sft_step"].min_peak_gb <= 12
-    assert max(rft[p].min_peak_gb for p in ("rollout", "logprob_pass", "grpo_step")) <= 16
+    # At the knobs the planner picks for a 24 GiB card, not only at the smallest ones.
+    assert sft["sft_step"].peak_gb <= 12
+    assert max(rft[p].peak_gb for p in ("rollout", "logprob_pass", "grpo_step")) <= 16
     # The fused log-prob is what keeps the steps small: materialised logits cost far more.
-    assert sft["sft_step"].naive_peak_gb > sft["sft_step"].peak_gb + 5
+    assert sft["sft_step"].naive_peak_gb > sft["sft_step"].peak_gb + 3
     assert rft["grpo_step"].naive_peak_gb > rft["grpo_step"].peak_gb + 1
 
     at_16 = plan(recipe_from_dict(PAPER_LIKE), 16)

@@ -32,7 +32,7 @@ def test_cuda_oom_becomes_a_user_error_with_estimate_and_knobs():
     assert "Torch tried to allocate 2.00 GiB with 21.30 GiB already allocated (1.10 GiB free)" in message
     estimate = plan(RECIPE, 24).arms["rft"].phases["grpo_step"]
     assert f"The planner estimates {estimate.peak_gb:.1f} GiB for grpo_step on this 24.0 GiB GPU" in message
-    assert "set arms.rft.micro_batch_size:" in message  # the plan chose more than 1 on 24 GiB
+    assert "rollout_batch_size" in message and "at the smallest knobs it needs" in message
     assert "expandable_segments:True" in message
     # No chained traceback: the original error is not shown, and its frames are released.
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
