@@ -75,17 +75,18 @@ def run(
 def validate(
     recipes: list[Path] = typer.Argument(..., help="One or more recipe files."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    skip_data: bool = typer.Option(False, "--skip-data", help="Check the schema only, not the data paths."),
 ):
     """Check recipes (keys, types, allowed values, task types, data paths) without running them.
 
-    Example:  lite-cpt validate recipes/*.yaml recipes/ablations/*.yaml
+    Example:  lite-cpt validate recipes/*.yaml recipes/ablations/*.yaml --skip-data
     """
     from lite_cpt.recipe import load_recipe
 
     failures = 0
     for path in recipes:
         try:
-            loaded = load_recipe(path, overrides)
+            loaded = load_recipe(path, overrides, check_data=not skip_data)
             console.print(f"[green]ok[/]   {path}  ({len(loaded.tasks)} tasks, arms: "
                           f"{', '.join(a.name for a in loaded.arms)})")
         except UserError as error:

@@ -55,3 +55,12 @@ def test_override_error_names_key(tmp_path):
     result = runner.invoke(app, ["run", str(path), "arms.nosuch.lr=1"])
     assert result.exit_code == 1
     assert "no item named 'nosuch'" in result.output
+
+
+def test_validate_every_shipped_recipe_schema_only():
+    from pathlib import Path
+
+    recipes = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+    result = runner.invoke(app, ["validate", *recipes, "--skip-data"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok") >= len(recipes)
