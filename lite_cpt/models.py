@@ -9,13 +9,12 @@ model). One copy of the base serves every role: the policy (adapter on), the ref
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from lite_cpt.errors import UserError
+from lite_cpt.io import atomic_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 
 
@@ -171,18 +170,9 @@ def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_
 
 def save_adapter(model, path: str | Path) -> Path:
     """Save the LoRA adapter in PEFT format, atomically (temp dir renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_directory(path) as tmp:
         model.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_adapter_weights(model, path: str | Path) -> None:

@@ -8,11 +8,11 @@ No network access at any point. The result is a directory that `from_pretrained`
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from lite_cpt.io import atomic_directory
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -155,20 +155,11 @@ def build_tiny_model(cfg, corpus: list[str]):
 
 def save_tiny_model(model, processor, path: str | Path) -> Path:
     """Save model + processor to `path` atomically (a temp directory renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_directory(path) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "lite_cpt_tiny.json").write_text(json.dumps({"tiny": True}))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def tiny_corpus(seed: int) -> list[str]:
