@@ -112,3 +112,24 @@ def test_sft_loss_never_calls_lm_head_and_matches_full_logits(finished_run):
         logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
     assert n_tokens == int((labels != IGNORE_INDEX).sum())
     assert torch.allclose(nll.detach(), reference, rtol=1e-5)
+
+
+def test_eval_command_scores_a_saved_adapter(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from lite_cpt.cli import app
+    from tests.helpers import write_recipe
+
+    recipe, run_dir = finished_run
+    path = write_recipe(tmp_path / "r.yaml", recipe.model_dump(mode="json"))
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(run_dir / "sft" / "task_3"),
+                                      "--task", "clevr", "--task", "pope", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    matrix = json.loads((run_dir / "sft" / "matrix.json").read_text())
+    general = json.loads((run_dir / "sft" / "general.json").read_text())
+    # The same adapter and greedy decoding give the numbers the run recorded after task 3.
+    assert scores == {"clevr": matrix["R"][3][0], "pope": general["G"][3][0]}
+    missing = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "no PEFT adapter" in missing.output
