@@ -240,6 +240,20 @@ def test_rollouts_are_reproducible_and_remax_scores_a_greedy_baseline(policy):
     torch.testing.assert_close(advantages, expected.reshape(-1))
 
 
+def test_a_phase_is_reproducible_from_its_seed(policy):
+    model, processor = policy
+    arm = arm_config(max_new_tokens=2)
+
+    def adapter_after_phase(seed: int) -> list[torch.Tensor]:
+        reset_adapter(model, seed=0)
+        train_rft(model, processor, vowel_examples(6), arm, seed=seed, updates=2)
+        return [p.detach().clone() for p in lora_params(model).values()]
+
+    first = adapter_after_phase(5)
+    assert all(torch.equal(a, b) for a, b in zip(first, adapter_after_phase(5)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, adapter_after_phase(6)))
+
+
 def test_cot_reward_mixes_accuracy_and_format():
     task = TASK_TYPES["mini_scienceqa"]("scienceqa")
     sample = task.load("train", 1)[0]
