@@ -207,15 +207,16 @@ def plot_seen_task_average(arms: list[ArmResult], path: Path) -> None:
 
     figure = Figure(figsize=(7.0, 4.2), layout="constrained")
     axes = figure.add_subplot()
-    for arm in arms:
+    for index, arm in enumerate(arms):
+        color = f"C{index % 10}"  # one colour per arm, the same whatever is drawn for it
         if arm.joint:
             # The joint arm sees every task at once: its accuracy is a reference level.
             if arm.summary["ACC"] is not None:
-                axes.axhline(arm.summary["ACC"], linestyle="--", color="gray", label=f"{arm.name} (joint)")
+                axes.axhline(arm.summary["ACC"], linestyle="--", color=color, label=f"{arm.name} (joint)")
             continue
         curve = seen_task_average(arm.R)
         if curve:
-            axes.plot(range(1, len(curve) + 1), curve, marker="o", label=arm.name)
+            axes.plot(range(1, len(curve) + 1), curve, marker="o", color=color, label=arm.name)
     longest = max(arms, key=lambda arm: len(arm.tasks))
     steps = range(1, len(longest.tasks) + 1)
     same_sequence = all(arm.tasks == longest.tasks[: len(arm.tasks)] for arm in arms)
