@@ -58,7 +58,7 @@ def run(
 
     Examples:\n
       lite-cpt run recipes/tiny.yaml\n
-      lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=tests/fixtures\n
+      lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
       lite-cpt run recipes/tiny.yaml name=tiny-seed1 seed=1
     """
     from lite_cpt.continual import run_recipe
@@ -205,6 +205,22 @@ def data_check_command(
     render_data_check(rows, console)
     if any(row["status"] in ("missing", "error") for row in rows):
         raise typer.Exit(1)
+
+
+@data_app.command("fixtures")
+@user_errors
+def data_fixtures_command(
+    out_dir: Path = typer.Argument(..., help="Directory to fill (created if missing)."),
+    n: int = typer.Option(8, help="Rows per split."),
+    seed: int = typer.Option(0, help="Seed of the generated rows and images."),
+):
+    """Write small stand-ins for every real dataset, in each one's published schema and layout.
+
+    Example:  lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx
+    """
+    from lite_cpt.data.fixtures import write_fixtures
+
+    console.print(f"wrote fixtures to {write_fixtures(out_dir, n=n, seed=seed)}")
 
 
 def main() -> None:  # pragma: no cover - entry point

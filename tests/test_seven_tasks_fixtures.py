@@ -41,7 +41,9 @@ def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path):
 
 
 def test_data_check_on_fixtures_and_on_missing_root(tmp_path):
-    fixtures = write_fixtures(tmp_path / "data", n=4)
+    written = CliRunner().invoke(app, ["data", "fixtures", str(tmp_path / "data"), "--n", "4"])
+    assert written.exit_code == 0, written.output
+    fixtures = tmp_path / "data"
     ok = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set", f"data.root={fixtures}"])
     assert ok.exit_code == 0, ok.output
     missing = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set",
