@@ -87,7 +87,7 @@ def generate_completions(
             token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
     finally:
         model.train(was_training)
-    texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    texts = decode_completions(tokenizer, token_ids)
     return Completions(
         prompts=prompts,
         group_size=group_size,
@@ -95,6 +95,20 @@ def generate_completions(
         texts=[t.strip() for t in texts],
         num_generated_tokens=sum(len(t) for t in token_ids),
     )
+
+
+#: Chain-of-thought tags stay in decoded text even where a tokenizer registers them as special
+#: tokens (the tiny tokenizer does, so each is one token): the format reward and the answer
+#: extraction read them.
+COT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def decode_completions(tokenizer, token_ids: list[list[int]]) -> list[str]:
+    """Text of each completion without control tokens (end of turn, padding, vision markers)."""
+    kept = {tokenizer.convert_tokens_to_ids(tag) for tag in COT_TAGS if tag in tokenizer.get_vocab()}
+    control = set(tokenizer.all_special_ids) - kept
+    return tokenizer.batch_decode([[t for t in row if t not in control] for row in token_ids],
+                                  skip_special_tokens=False)
 
 
 def _cut_at_end(row: list[int], end_ids: set[int], pad_id: int) -> list[int]:

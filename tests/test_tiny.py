@@ -41,3 +41,13 @@ def test_tiny_model_is_deterministic_and_reloads(tmp_path):
     batch3 = encode_prompts(processor, [Prompt(s.question, o.image) for s, o in zip(samples, other_images)])
     with torch.no_grad():
         assert not torch.allclose(model_a(**batch).logits, model_a(**batch3).logits)
+
+
+def test_decoding_keeps_cot_tags_and_drops_control_tokens():
+    from lite_cpt.rollout import decode_completions
+
+    _, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    tokenizer = processor.tokenizer
+    ids = tokenizer("<think>two</think><answer>4</answer>", add_special_tokens=False)["input_ids"]
+    ids += [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
+    assert decode_completions(tokenizer, [ids]) == ["<think>two</think><answer>4</answer>"]
