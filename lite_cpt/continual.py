@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from lite_cpt.arms import ArmMethod, Phase, arm_method
+from lite_cpt.arms import Phase, arm_method
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text

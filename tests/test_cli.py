@@ -1,5 +1,4 @@
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from lite_cpt.cli import app
