@@ -17,3 +17,12 @@ torch.set_num_threads(1)
 def _tiny_cache(tmp_path_factory):
     """One cache of tiny bases for the whole session, never the user's ~/.cache."""
     os.environ["LITE_CPT_CACHE"] = str(tmp_path_factory.mktemp("lite-cpt-cache"))
+
+
+@pytest.fixture
+def private_hf_home(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of the test's own, offline (prepared splits land there too)."""
+    for name in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -22,11 +22,8 @@ def fixture_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def private_hf_home(tmp_path, monkeypatch):
-    for name in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def _private_hf_home(private_hf_home):
+    """Every test here reads datasets through its own empty Hugging Face cache."""
 
 
 def seven_tasks(root: Path | None, **overrides):
