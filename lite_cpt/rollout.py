@@ -82,6 +82,7 @@ def generate_completions(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(end_ids),
+                suppress_tokens=vision_token_ids(tokenizer) or None,
             )
             new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
             token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
@@ -95,6 +96,16 @@ def generate_completions(
         texts=[t.strip() for t in texts],
         num_generated_tokens=sum(len(t) for t in token_ids),
     )
+
+
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the image/video markers: a generated one could not be re-encoded for scoring
+    (the processor would look for an image to put there), so generation never emits them."""
+    vocab = tokenizer.get_vocab()
+    return [vocab[token] for token in VISION_TOKENS if token in vocab]
 
 
 #: Chain-of-thought tags stay in decoded text even where a tokenizer registers them as special

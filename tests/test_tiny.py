@@ -51,3 +51,19 @@ def test_decoding_keeps_cot_tags_and_drops_control_tokens():
     ids = tokenizer("<think>two</think><answer>4</answer>", add_special_tokens=False)["input_ids"]
     ids += [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
     assert decode_completions(tokenizer, [ids]) == ["<think>two</think><answer>4</answer>"]
+
+
+def test_generation_never_emits_vision_markers():
+    from lite_cpt.rollout import generate_completions, vision_token_ids
+
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    banned = vision_token_ids(processor.tokenizer)
+    assert len(banned) == 4
+    with torch.no_grad():
+        # Make the markers the most likely tokens everywhere: only the suppression stops them.
+        model.lm_head.weight[banned] += 10.0
+    samples = generate("mini_clevr", "test", 2)
+    out = generate_completions(model, processor, [Prompt(s.question, s.image) for s in samples],
+                               group_size=3, max_new_tokens=5, temperature=1.0, generator_seed=0)
+    assert out.num_generated_tokens > 0
+    assert not any(t in banned for row in out.token_ids for t in row)
