@@ -169,42 +169,48 @@ def run_arm(ws: Workspace, arm: ArmConfig) -> None:
 
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
-        examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
-        log_path = arm_dir / "metrics.jsonl"
-        phase = Phase(
-            index=index,
-            name=name,
-            seed=phase_seed(ws.recipe.seed, arm.name, index),
-            epochs=max(t.config.epochs for t in phase_tasks),
-            knobs=resolve_knobs(ws.recipe, arm.name),
-            on_step=lambda record, i=index, n=name: append_jsonl(
-                log_path, {"event": "step", "task_index": i, "task": n, **record}),
-            progress=lambda *_: None,
-        )
-        torch.manual_seed(phase.seed)
-        started = time.perf_counter()
-        training_phase = "grpo_step" if "rft" in str(arm.method) else "sft_step"
-        with explain_oom(ws.recipe, training_phase, arm=arm.name), \
-                task_progress(ws.console, f"{arm.name} · task {index}/{len(phases)} {name}") as advance:
-            phase.progress = advance
-            stats = method.train(examples, phase)
-        method.after_task(examples, phase)
-        train_seconds = time.perf_counter() - started
-        task_dir = save_adapter(ws.model, arm_dir / f"task_{index}")
-        method.save_state(task_dir)
-        started = time.perf_counter()
-        task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}")
+        task_row, general_row = train_phase(ws, arm, method, arm_dir, index, len(phases), name, phase_tasks)
         rows.append(task_row)
         general_rows.append(general_row)
-        record = {
-            "event": "task_end", "task_index": index, "task": name,
-            "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
-            "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
-            "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
-        }
-        append_jsonl(log_path, record)
         _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
         _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
+
+
+def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int, total: int, name: str,
+                phase_tasks: list[Task]) -> tuple[list[float], list[float]]:
+    """Train one phase (a task, or all tasks for a joint arm), save the adapter, evaluate,
+    and log the phase's cost; returns the new rows of the task and general-benchmark scores."""
+    examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
+    log_path = arm_dir / "metrics.jsonl"
+    phase = Phase(
+        index=index,
+        name=name,
+        seed=phase_seed(ws.recipe.seed, arm.name, index),
+        epochs=max(t.config.epochs for t in phase_tasks),
+        knobs=resolve_knobs(ws.recipe, arm.name),
+        on_step=lambda record: append_jsonl(log_path, {"event": "step", "task_index": index, "task": name, **record}),
+        progress=lambda *_: None,
+    )
+    torch.manual_seed(phase.seed)
+    started = time.perf_counter()
+    training_phase = "grpo_step" if "rft" in str(arm.method) else "sft_step"
+    with explain_oom(ws.recipe, training_phase, arm=arm.name), \
+            task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance:
+        phase.progress = advance
+        stats = method.train(examples, phase)
+    method.after_task(examples, phase)
+    train_seconds = time.perf_counter() - started
+    task_dir = save_adapter(ws.model, arm_dir / f"task_{index}")
+    method.save_state(task_dir)
+    started = time.perf_counter()
+    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}")
+    append_jsonl(log_path, {
+        "event": "task_end", "task_index": index, "task": name,
+        "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
+        "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
+        "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
+    })
+    return task_row, general_row
 
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
