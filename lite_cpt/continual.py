@@ -17,7 +17,6 @@ phase is seeded from (seed, arm, task), ends with the numbers of an uninterrupte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -35,13 +34,14 @@ from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.seeding import derived_seed
 from lite_cpt.sft import Example, examples_of
 from lite_cpt.tasks.base import Task, build_task
 
 
 def phase_seed(seed: int, *parts: object) -> int:
-    key = "/".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+    """Seed of an arm's phase: from (run seed, arm, task index), the same in a resumed run."""
+    return derived_seed(seed, *parts)
 
 
 @dataclass

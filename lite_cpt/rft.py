@@ -21,7 +21,6 @@ update" property behind RFT's resistance to forgetting.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
@@ -36,7 +35,8 @@ from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import token_logprobs
 from lite_cpt.recipe import ArmConfig, RFTConfig
 from lite_cpt.rollout import generate_completions, model_device, model_dtype
-from lite_cpt.sft import Example, PhaseStats
+from lite_cpt import seeding
+from lite_cpt.sft import Example, PhaseStats, example_limit
 from lite_cpt.tasks.base import format_reward
 
 #: `select(rollouts) -> indices of the groups to train on` (online instance filtering).
@@ -45,8 +45,7 @@ GroupSelector = Callable[["Rollouts"], list[int]]
 
 def derived_seed(seed: int, *parts: object) -> int:
     """A 31-bit seed from `seed` and labels (step, attempt, purpose), stable across runs."""
-    key = "/".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+    return seeding.derived_seed(seed, *parts, bits=31)
 
 
 def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
@@ -58,9 +57,7 @@ def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
 
 
 def max_prompt_tokens(examples: list[Example]) -> int | None:
-    limits = [getattr(e.task.config, "max_prompt_tokens", None) for e in examples]
-    limits = [limit for limit in limits if limit]
-    return max(limits) if limits else None
+    return example_limit(examples, "max_prompt_tokens")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ class PhaseStats:
     extra: dict = field(default_factory=dict)  # method-specific totals for the task_end record
 
 
-def _limit(examples: list[Example], attr: str, default: int) -> int:
+def example_limit(examples: list[Example], attr: str, default: int | None = None) -> int | None:
+    """The largest of the examples' task limits `attr` (e.g. max_prompt_tokens), or `default`."""
     values = [getattr(e.task.config, attr, None) for e in examples]
     values = [v for v in values if v]
     return max(values) if values else default
@@ -54,8 +55,8 @@ def sft_loss_sum(model, processor, examples: list[Example], cot: bool = False,
         processor,
         [e.prompt(cot) for e in examples],
         [e.task.target(e.sample, cot) for e in examples],
-        max_prompt_tokens=_limit(examples, "max_prompt_tokens", 1024),
-        max_answer_tokens=_limit(examples, "max_answer_tokens", 64),
+        max_prompt_tokens=example_limit(examples, "max_prompt_tokens", 1024),
+        max_answer_tokens=example_limit(examples, "max_answer_tokens", 64),
     )
     batch = to_device(batch, model_device(model), model_dtype(model))
     scored = token_logprobs(model, batch, labels.to(model_device(model)), chunk_size=logprob_chunk)
@@ -135,7 +136,7 @@ def _accumulate(model, processor, batch, micro_batch_size, cot, extra_loss,
     The batch's answer-token count is known before any forward pass (answers are tokenised
     on their own), so each micro-batch's graph is freed right after its backward.
     """
-    max_answer = _limit(batch, "max_answer_tokens", 64)
+    max_answer = example_limit(batch, "max_answer_tokens", 64)
     n_tokens = sum(len(answer_ids(processor, e.task.target(e.sample, cot), max_answer)) for e in batch)
     loss_total = 0.0
     for i in range(0, len(batch), micro_batch_size):
