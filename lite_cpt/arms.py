@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lite_cpt.memory import Knobs
+from lite_cpt.planner import Knobs
 from lite_cpt.recipe import ArmConfig
 from lite_cpt.sft import Example, PhaseStats, train_sft
 

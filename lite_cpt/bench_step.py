@@ -16,86 +16,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lite_cpt.errors import UserError
-from lite_cpt.memory import (
+from lite_cpt.planner import (
+    DEFAULT_LORA_TARGETS,
     GIB,
     KNOWN_SHAPES,
-    ModelShape,
     Knobs,
+    ModelShape,
+    default_logprob_chunk,
     phase_peak_gb,
+    seven_b_config,
     tensor_peak_bytes,
     workload_of,
 )
+from lite_cpt.planner.shapes import QWEN_TOKEN_IDS, token_ids
 
 BENCH_LORA_R = 64
 BENCH_LORA_ALPHA = 128
 BENCH_SEED = 0
-# Special-token ids of the released Qwen2.5-VL tokenizer.
-QWEN_TOKEN_IDS = dict(pad=151643, eos=151645, vision_start=151652, vision_end=151653, image=151655, video=151656)
 LM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MEASURED_PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step")
 
 
 # --------------------------------------------------------------------------------------------
-# Configs and the recipe the planner sees (CPU-testable)
-
-
-def token_ids(vocab: int) -> dict[str, int]:
-    """The released special-token ids, or the top of a smaller vocabulary (test shapes)."""
-    if vocab > max(QWEN_TOKEN_IDS.values()):
-        return dict(QWEN_TOKEN_IDS)
-    names = ("pad", "eos", "vision_start", "vision_end", "image", "video")
-    return {name: vocab - 1 - i for i, name in enumerate(names)}
-
-
-def hf_config_from_shape(shape: ModelShape):
-    """A transformers `Qwen2_5_VLConfig` with the sizes of `shape` (bf16, rope as released)."""
-    from transformers import Qwen2_5_VLConfig
-
-    half = shape.head_dim // 2
-    # 2 * sum(mrope_section) == head_dim; the released models use [16, 24, 24] for head_dim 128.
-    mrope = [16, 24, 24] if shape.head_dim == 128 else [half - 2 * (half // 4), half // 4, half // 4]
-    ids = token_ids(shape.vocab)
-    text = dict(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads, max_position_embeddings=128000, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
-        tie_word_embeddings=shape.tie_embeddings, bos_token_id=ids["pad"], eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"],
-    )
-    full_attention = [i for i in (7, 15, 23, 31) if i < shape.vision_layers] or [shape.vision_layers - 1]
-    vision = dict(
-        depth=shape.vision_layers, hidden_size=shape.vision_hidden,
-        intermediate_size=shape.vision_intermediate, num_heads=shape.vision_heads,
-        out_hidden_size=shape.vision_out_hidden, patch_size=shape.vision_patch,
-        spatial_merge_size=shape.vision_merge, temporal_patch_size=shape.vision_temporal_patch,
-        in_channels=shape.vision_in_channels, window_size=112, fullatt_block_indexes=full_attention,
-        tokens_per_second=2,
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, image_token_id=ids["image"], video_token_id=ids["video"],
-        vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"],
-        tie_word_embeddings=shape.tie_embeddings,
-    )
-    config.dtype = "bfloat16"
-    return config
-
-
-def seven_b_config(model: str = "7b"):
-    """The Qwen2.5-VL-7B (or "3b") config, from the public config.json numbers."""
-    if model not in KNOWN_SHAPES:
-        raise UserError(f"--model must be one of {', '.join(KNOWN_SHAPES)}, got '{model}'")
-    return hf_config_from_shape(KNOWN_SHAPES[model])
-
-
-def meta_parameter_count(config) -> int:
-    """Parameters of the transformers model built on the meta device (no memory, no weights)."""
-    import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    return sum(p.numel() for p in model.parameters())
+# The recipe the planner sees (CPU-testable)
 
 
 def bench_recipe(model: str = "7b", *, group_size: int = 8, prompt_tokens: int = 1024, image_tokens: int = 256,
@@ -140,8 +83,6 @@ def planned(recipe, shape: ModelShape | None = None) -> dict[str, dict[str, Any]
 
 
 def _chunk_for(work) -> int:
-    from lite_cpt.memory import default_logprob_chunk
-
     tokens = work.micro_batch_size * (work.new_tokens if work.is_rft else work.answer_tokens)
     return default_logprob_chunk(tokens, work.shape.vocab)
 
@@ -183,8 +124,6 @@ def build_random_model(config, *, device, quantize: bool = True, lora_r: int = B
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
-
-    from lite_cpt.memory import DEFAULT_LORA_TARGETS
 
     dtype = dtype or torch.bfloat16
     torch.manual_seed(seed)
@@ -418,7 +357,7 @@ def run_step_phases(model, inputs: dict, *, group_size: int, answer_tokens: int,
 
 def bench_step(json_path: str | Path | None = None, model: str = "7b", group_size: int = 8,
                prompt_tokens: int = 1024, image_tokens: int = 256, answer_tokens: int = 512,
-               console=None, micro_batch_size: int = 1) -> dict:
+               micro_batch_size: int = 1) -> dict:
     """Measure one SFT and one GRPO step of the random-weight model on CUDA; print measured vs
     planned per phase and fused vs naive log-prob; write JSON to `json_path` when given."""
     import torch
@@ -467,7 +406,6 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", group_siz
         if row["measured_gb"]:
             row["planned_over_measured"] = row["planned_gb"] / row["measured_gb"]
         result["phases"][phase] = row
-    _print(result, console)
     if json_path is not None:
         from lite_cpt.io import atomic_write_json
 
@@ -475,34 +413,7 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", group_siz
     return result
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _print(result: dict, console) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    shapes = result["shapes"]
-    table = Table(title=(
-        f"{result['model']} (random weights, NF4 + LoRA r={shapes['lora_r']}) on {result['device']}: "
-        f"G={shapes['group_size']}, prompt {shapes['prompt_tokens']} incl. {shapes['image_tokens']} image "
-        f"tokens, answers {shapes['answer_tokens']}"
-    ))
-    for column in ("phase", "measured GiB", "planned GiB", "planned/measured", "naive measured", "naive planned",
-                   "seconds"):
-        table.add_column(column, justify="right" if column != "phase" else "left")
-    for phase, row in result["phases"].items():
-        ratio = row.get("planned_over_measured")
-        table.add_row(phase, _fmt(row["measured_gb"]), _fmt(row["planned_gb"]), _fmt(ratio),
-                      _fmt(row.get("naive_measured_gb")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
-    console.print(table)
-    console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
-                  "(without CUDA context and allocator slack).")
-
-
 __all__ = [
     "bench_inputs", "bench_recipe", "bench_step", "build_random_model", "completion_logprobs",
-    "hf_config_from_shape", "meta_parameter_count", "planned", "run_step_phases", "seven_b_config",
+    "planned", "run_step_phases",
 ]

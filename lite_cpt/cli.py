@@ -137,11 +137,27 @@ def plan(
 ):
     """Estimate peak GPU memory per phase and pick micro-batch / chunk sizes that fit.
 
+    Exits 1 when the recipe does not fit.
+
     Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24
     """
-    from lite_cpt.memory import plan_recipe_file
-
     raise typer.Exit(plan_recipe_file(recipe, overrides, gpu_gb, as_json))
+
+
+def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_json: bool) -> int:
+    """`lite-cpt plan`: load a recipe, print its plan (table or JSON); exit code 1 if it won't fit."""
+    import json
+
+    from lite_cpt.cli_render import render_plan
+    from lite_cpt.planner import plan as plan_recipe
+    from lite_cpt.recipe import load_recipe
+
+    result = plan_recipe(load_recipe(path, overrides or [], check_data=False), gpu_gb)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        render_plan(result, console)
+    return 0 if result.fits else 1
 
 
 @bench_app.command("kernels")
@@ -184,8 +200,9 @@ def bench_step_command(
 ):
     """Measure real peak memory of one SFT and one GRPO step on 7B shapes (CUDA), vs the plan."""
     from lite_cpt.bench_step import bench_step
+    from lite_cpt.cli_render import render_bench_step
 
-    bench_step(json_path=json_path, model=model, group_size=group_size, console=console)
+    render_bench_step(bench_step(json_path=json_path, model=model, group_size=group_size), console)
 
 
 @data_app.command("check")

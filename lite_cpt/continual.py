@@ -29,7 +29,7 @@ from lite_cpt.arms import Phase, arm_method
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
-from lite_cpt.memory import resolve_knobs
+from lite_cpt.planner import resolve_knobs
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
 from lite_cpt.progress import task_progress

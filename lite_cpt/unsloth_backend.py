@@ -7,7 +7,7 @@ here only, inside the loader, after checking that CUDA is present.
 from __future__ import annotations
 
 from lite_cpt.errors import UserError
-from lite_cpt.memory import DEFAULT_LORA_TARGETS
+from lite_cpt.planner import DEFAULT_LORA_TARGETS
 
 UNSLOTH_NEEDS = (
     "the unsloth backend needs a CUDA GPU and `pip install lite-cpt[unsloth]`; "

@@ -8,7 +8,7 @@ from lite_cpt.arms import ARM_METHODS, Phase, arm_method
 from lite_cpt.baselines import (EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty,
                                 trainable_parameters)
 from lite_cpt.errors import UserError
-from lite_cpt.memory import Knobs
+from lite_cpt.planner import Knobs
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.sft import examples_of

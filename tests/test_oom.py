@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lite_cpt.errors import UserError
-from lite_cpt.memory import plan
+from lite_cpt.planner import plan
 from lite_cpt.oom import explain_oom, is_oom, oom_advice
 from lite_cpt.recipe import recipe_from_dict
 

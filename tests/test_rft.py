@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from lite_cpt.arms import Phase, arm_method
-from lite_cpt.memory import Knobs
+from lite_cpt.planner import Knobs
 from lite_cpt.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig

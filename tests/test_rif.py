@@ -9,7 +9,7 @@ import torch
 
 import lite_cpt.rft as rft_module
 from lite_cpt.arms import Phase, arm_method
-from lite_cpt.memory import Knobs
+from lite_cpt.planner import Knobs
 from lite_cpt.recipe import ArmConfig
 from lite_cpt.rif import RIFRFT, estimate_success, filter_instances, measure_success
 from lite_cpt.rollout import Completions

@@ -1,4 +1,4 @@
-"""The memory planner: parameter counts, monotonic estimates, auto knobs, the acceptance budget,
+"""The planner: parameter counts, monotonic estimates, auto knobs, the acceptance budget,
 output formats, and the pieces of `bench step` that run without a GPU."""
 
 import copy
@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.errors import UserError
-from lite_cpt.memory import (
+from lite_cpt.planner import (
     SATURATING_SEQUENCES,
     SATURATING_TOKENS,
     QWEN25_VL_3B,
@@ -21,12 +21,12 @@ from lite_cpt.memory import (
     parameter_counts,
     phase_peak_gb,
     plan,
-    plan_recipe_file,
-    render_plan,
     resolve_shape,
     total_parameters,
     workload_of,
 )
+from lite_cpt.cli import plan_recipe_file
+from lite_cpt.cli_render import render_plan
 from lite_cpt.recipe import recipe_from_dict
 
 # Qwen2.5-VL-7B-Instruct, NF4, LoRA r=64 on every LM linear, checkpointing, G=8, a 1k-token
@@ -94,13 +94,13 @@ def test_lora_regex_selects_modules_like_peft():
 
 @pytest.mark.parametrize("size, shape", [("7b", QWEN25_VL_7B), ("3b", QWEN25_VL_3B)])
 def test_meta_device_model_has_the_analytic_parameter_count(size, shape):
-    from lite_cpt.bench_step import meta_parameter_count, seven_b_config
+    from lite_cpt.planner.shapes import meta_parameter_count, seven_b_config
 
     assert meta_parameter_count(seven_b_config(size)) == total_parameters(shape)
 
 
 def test_model_names_and_configs_resolve_to_shapes(tmp_path):
-    from lite_cpt.bench_step import seven_b_config
+    from lite_cpt.planner import seven_b_config
     from lite_cpt.recipe import ModelConfig
 
     assert resolve_shape(ModelConfig(name="Qwen/Qwen2.5-VL-7B-Instruct")).layers == 28
@@ -279,7 +279,8 @@ def one_thread():
 
 
 def test_bench_phases_run_on_a_tiny_model_on_cpu(one_thread):
-    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, hf_config_from_shape, run_step_phases
+    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, run_step_phases
+    from lite_cpt.planner import hf_config_from_shape
 
     config = hf_config_from_shape(TEST_SHAPE)
     model = build_random_model(config, device="cpu", quantize=False, lora_r=4, lora_alpha=8, dtype=torch.float32)
@@ -301,7 +302,8 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, hf_config_from_shape
+    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs
+    from lite_cpt.planner import hf_config_from_shape
 
     config = hf_config_from_shape(TEST_SHAPE)
     plain = build_random_model(config, device="cpu", quantize=False, lora_r=4, gradient_checkpointing=False)

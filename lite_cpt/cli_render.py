@@ -1,0 +1,103 @@
+"""Rich rendering of what the library commands return (plans, benchmark results): the CLI layer
+prints, the library functions return data."""
+
+from __future__ import annotations
+
+from lite_cpt.planner import SAFETY_MARGIN, Plan
+
+
+COMPONENT_LABELS = {
+    "frozen_weights": "frozen base",
+    "lora_weights": "LoRA weights",
+    "lora_grads": "LoRA grads",
+    "optimizer_states": "AdamW m, v",
+    "ewc_state": "EWC state",
+    "optimizer_step": "AdamW step temps",
+    "batch_inputs": "inputs + masks",
+    "rollout_buffers": "rollout buffers",
+    "vision_encoder": "vision encoder",
+    "activations_stored": "act. checkpoints",
+    "activations_layer": "act. one layer",
+    "logprob": "log-prob buffers",
+    "grpo_loss": "GRPO loss",
+    "kv_cache": "KV cache",
+    "generation_transient": "forward working",
+    "fragmentation": "allocator slack",
+    "cuda_context": "CUDA context",
+}
+
+
+def render_plan(plan: Plan, console) -> None:
+    """A rich table: components x phases, peaks fused / naive / at the smallest knobs, knobs."""
+    from rich.table import Table
+
+    counts = plan.parameters
+    console.print(
+        f"[bold]{plan.model}[/]: {counts['total'] / 1e9:.2f} B parameters, LoRA {counts['lora'] / 1e6:.1f} M; "
+        f"GPU {plan.gpu_gb:g} GiB, usable {plan.usable_gb:.1f} GiB ({SAFETY_MARGIN:.0%} kept free)"
+    )
+    weights = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in plan.weights_gb.items())
+    console.print(f"frozen weights (GiB): {weights}")
+    phases = plan.phases
+    table = Table(title="peak GPU memory per phase (GiB)", padding=(0, 1))
+    table.add_column("component", no_wrap=True)
+    for name in phases:
+        table.add_column(name, justify="right")
+    table.add_row("[dim]arm", *[f"[dim]{p.arm}" for p in phases.values()])
+    table.add_row("[dim]moment of peak", *[f"[dim]{p.instant}" for p in phases.values()])
+    keys = [k for k in COMPONENT_LABELS if any(k in p.components for p in phases.values())]
+    for key in keys:
+        cells = [f"{p.components[key]:.2f}" if key in p.components else "" for p in phases.values()]
+        table.add_row(COMPONENT_LABELS[key], *cells)
+    table.add_section()
+    table.add_row("[bold]peak", *[
+        f"[bold {'green' if p.fits else 'red'}]{p.peak_gb:.2f}" for p in phases.values()])
+    table.add_row("naive logits peak", *[f"{p.naive_peak_gb:.2f}" for p in phases.values()])
+    table.add_row("min-knobs peak", *[f"{p.min_peak_gb:.2f}" for p in phases.values()])
+    console.print(table)
+    console.print("[dim]peak: fused log-prob at the chosen knobs; naive: tokens x vocab logits "
+                  "materialised; min-knobs: micro-batch 1, smallest chunk, one prompt per generate; "
+                  "act.: activations.")
+    knobs = Table(title="knobs per arm")
+    for column in ("arm", "method", "micro_batch", "logprob_chunk", "rollout_batch", "fits"):
+        knobs.add_column(column)
+    for arm in plan.arms.values():
+        knobs.add_row(arm.arm, arm.method, str(arm.knobs.micro_batch_size), str(arm.knobs.logprob_chunk),
+                      str(arm.knobs.rollout_batch_size) if arm.workload.is_rft else "-",
+                      "yes" if arm.fits else "[red]no")
+    console.print(knobs)
+    for arm in plan.arms.values():
+        name, phase = max(arm.phases.items(), key=lambda item: item[1].min_peak_gb)
+        console.print(f"{arm.arm}: needs at least {phase.min_peak_gb:.1f} GiB ({name} at the smallest knobs)")
+    verdict = "fits" if plan.fits else "does NOT fit"
+    console.print(f"[bold]{verdict}[/] on a {plan.gpu_gb:g} GiB GPU.")
+    for line in plan.advice:
+        console.print(f"  - {line}")
+    for note in plan.notes:
+        console.print(f"[dim]note: {note}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render_bench_step(result: dict, console) -> None:
+    """`lite-cpt bench step`: measured vs planned GiB per phase, fused vs naive log-prob."""
+    from rich.table import Table
+
+    shapes = result["shapes"]
+    table = Table(title=(
+        f"{result['model']} (random weights, NF4 + LoRA r={shapes['lora_r']}) on {result['device']}: "
+        f"G={shapes['group_size']}, prompt {shapes['prompt_tokens']} incl. {shapes['image_tokens']} image "
+        f"tokens, answers {shapes['answer_tokens']}"
+    ))
+    for column in ("phase", "measured GiB", "planned GiB", "planned/measured", "naive measured", "naive planned",
+                   "seconds"):
+        table.add_column(column, justify="right" if column != "phase" else "left")
+    for phase, row in result["phases"].items():
+        ratio = row.get("planned_over_measured")
+        table.add_row(phase, _fmt(row["measured_gb"]), _fmt(row["planned_gb"]), _fmt(ratio),
+                      _fmt(row.get("naive_measured_gb")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
+    console.print(table)
+    console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
+                  "(without CUDA context and allocator slack).")

@@ -1,0 +1,147 @@
+"""The workload of one arm: everything about an arm of a recipe that its memory and time depend
+on (model shape, sequence lengths, batch sizes, group size), and the knobs the planner chooses."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lite_cpt.planner.shapes import ModelShape, resolve_shape
+
+PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
+DEFAULT_MAX_PIXELS = 12845056  # Qwen2.5-VL processor default when model.max_pixels is unset
+
+
+def arm_phases(method: str) -> tuple[str, ...]:
+    """The planner phases an arm method runs."""
+    if method in ("rft", "rif_rft", "multitask_rft"):
+        return ("rollout", "logprob_pass", "grpo_step", "evaluation")
+    return ("sft_step", "evaluation")
+
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything about one arm of a recipe that its memory depends on."""
+
+    arm: str
+    method: str
+    shape: ModelShape
+    quantization: str  # nf4 | int8 | none
+    act_bytes: int  # 2 for bf16/fp16 compute, 4 for fp32
+    lora_r: int
+    lora_targets: str
+    lora_dropout: float
+    gradient_checkpointing: bool
+    prompt_tokens: int  # longest prompt, image tokens included
+    image_tokens: int
+    answer_tokens: int  # longest SFT answer
+    batch_size: int
+    micro_batch_size: int | None  # None = auto
+    logprob_chunk: int | None  # None = auto
+    rollout_batch_size: int | None  # None = auto
+    group_size: int
+    rif_rollouts: int  # K rollouts per instance when filtering (rif_rft), else 0
+    prompts_per_step: int
+    new_tokens: int
+    eval_batch: int
+    eval_new_tokens: int
+    ewc: bool
+
+    @property
+    def is_rft(self) -> bool:
+        return "rollout" in self.phases
+
+    @property
+    def rollout_group(self) -> int:
+        """Sequences per prompt in one generate call: G, or RIF's K when that is larger."""
+        return max(self.group_size, self.rif_rollouts)
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return arm_phases(self.method)
+
+    @property
+    def max_micro_batch(self) -> int:
+        return self.prompts_per_step * self.group_size if self.is_rft else self.batch_size
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """micro_batch_size: sequences per forward/backward (SFT samples; GRPO rollouts).
+    logprob_chunk: vocab rows per chunk of the fused log-prob backward (`chunk_size=`).
+    rollout_batch_size: prompts per `generate` call (each expanded to G sequences)."""
+
+    micro_batch_size: int
+    logprob_chunk: int
+    rollout_batch_size: int
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def image_tokens_of(recipe) -> tuple[int, list[str]]:
+    """Image tokens per prompt (model.max_pixels / 784) and notes about how they were bounded."""
+    model = recipe.model
+    shape_ppt = 784  # (14 * 2)^2 for every Qwen2.5-VL size
+    if model.name == "tiny":
+        return (model.tiny.image_size // 28) ** 2, []
+    longest_prompt = max(t.max_prompt_tokens for t in recipe.tasks)
+    if model.max_pixels is None:
+        note = (
+            f"model.max_pixels is unset: the processor allows up to {DEFAULT_MAX_PIXELS // shape_ppt} image "
+            f"tokens; the plan assumes images fit in the {longest_prompt}-token prompt. Set "
+            "model.max_pixels (200704 = 256 image tokens) to bound them."
+        )
+        return min(DEFAULT_MAX_PIXELS // shape_ppt, longest_prompt), [note]
+    tokens = max(1, model.max_pixels // shape_ppt)
+    notes = []
+    if tokens > longest_prompt:
+        notes.append(
+            f"model.max_pixels allows {tokens} image tokens, more than tasks.*.max_prompt_tokens "
+            f"({longest_prompt}); the plan uses {tokens}-token prompts. Lower model.max_pixels."
+        )
+    return tokens, notes
+
+
+def _fixed(value: Any) -> int | None:
+    """A knob the recipe fixes, or None when it is `auto` (or the recipe has no such field)."""
+    return None if value in (None, "auto") else int(value)
+
+
+def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
+    """The `Workload` of `arm` (an ArmConfig) in `recipe`, as it would run on a CUDA GPU;
+    `shape` replaces the one `model.name` resolves to."""
+    model = recipe.model
+    shape = shape or resolve_shape(model)
+    image_tokens, _ = image_tokens_of(recipe)
+    prompt = max(max(t.max_prompt_tokens for t in recipe.tasks), image_tokens)
+    rft = arm.rft
+    quant = "nf4" if model.quantization == "auto" else model.quantization
+    act_bytes = 4 if model.dtype == "float32" else 2
+    return Workload(
+        arm=arm.name,
+        method=arm.method,
+        shape=shape,
+        quantization=quant,
+        act_bytes=act_bytes,
+        lora_r=model.lora.r,
+        lora_targets=model.lora.target_modules,
+        lora_dropout=model.lora.dropout,
+        gradient_checkpointing=model.gradient_checkpointing,
+        prompt_tokens=prompt,
+        image_tokens=image_tokens,
+        answer_tokens=max(t.max_answer_tokens for t in recipe.tasks),
+        batch_size=arm.batch_size,
+        micro_batch_size=_fixed(arm.micro_batch_size),
+        logprob_chunk=_fixed(getattr(model, "logprob_chunk", "auto")),
+        rollout_batch_size=_fixed(getattr(rft, "rollout_batch_size", "auto")),
+        group_size=rft.group_size,
+        rif_rollouts=arm.rif.rollouts if arm.method == "rif_rft" else 0,
+        prompts_per_step=rft.prompts_per_step,
+        new_tokens=rft.max_new_tokens,
+        eval_batch=recipe.evaluation.generation.batch_size,
+        eval_new_tokens=recipe.evaluation.generation.max_new_tokens,
+        ewc=arm.method == "ewc",
+    )
