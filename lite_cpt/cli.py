@@ -134,25 +134,30 @@ def plan(
     gpu_gb: float = typer.Option(24.0, "--gpu-gb", help="GPU memory in GB."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Throughputs measured by `lite-cpt bench gpu --json F` (default: a reference 24 GB card)."),
 ):
-    """Estimate peak GPU memory per phase and pick micro-batch / chunk sizes that fit.
+    """Estimate peak GPU memory and wall time per phase and arm; pick micro-batch / chunk sizes that fit.
 
     Exits 1 when the recipe does not fit.
 
-    Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24
+    Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24 --calibration bench.json
     """
-    raise typer.Exit(plan_recipe_file(recipe, overrides, gpu_gb, as_json))
+    raise typer.Exit(plan_recipe_file(recipe, overrides, gpu_gb, as_json, calibration))
 
 
-def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_json: bool) -> int:
+def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_json: bool,
+                     calibration: Path | None = None) -> int:
     """`lite-cpt plan`: load a recipe, print its plan (table or JSON); exit code 1 if it won't fit."""
     import json
 
     from lite_cpt.cli_render import render_plan
     from lite_cpt.planner import plan as plan_recipe
+    from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.recipe import load_recipe
 
-    result = plan_recipe(load_recipe(path, overrides or [], check_data=False), gpu_gb)
+    cal = load_calibration(calibration) if calibration else None
+    result = plan_recipe(load_recipe(path, overrides or [], check_data=False), gpu_gb, calibration=cal)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:

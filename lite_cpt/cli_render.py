@@ -69,12 +69,42 @@ def render_plan(plan: Plan, console) -> None:
     for arm in plan.arms.values():
         name, phase = max(arm.phases.items(), key=lambda item: item[1].min_peak_gb)
         console.print(f"{arm.arm}: needs at least {phase.min_peak_gb:.1f} GiB ({name} at the smallest knobs)")
+    render_time_plan(plan, console)
     verdict = "fits" if plan.fits else "does NOT fit"
     console.print(f"[bold]{verdict}[/] on a {plan.gpu_gb:g} GiB GPU.")
     for line in plan.advice:
         console.print(f"  - {line}")
     for note in plan.notes:
         console.print(f"[dim]note: {note}")
+
+
+def render_time_plan(plan: Plan, console) -> None:
+    """Predicted hours per arm and phase, with the throughputs they come from."""
+    from rich.table import Table
+
+    from lite_cpt.planner.timeplan import TIME_PHASES
+
+    times = {name: arm.time for name, arm in plan.arms.items() if arm.time is not None}
+    used = [p for p in TIME_PHASES if any(p in t.seconds for t in times.values())]
+    table = Table(title="predicted wall time per arm (hours)")
+    for column in ("arm", *used, "total"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, time in times.items():
+        if time.hours is None:
+            table.add_row(name, *["?" for _ in used], "?")
+            continue
+        cells = [f"{time.seconds[p] / 3600:.2f}" if p in time.seconds else "-" for p in used]
+        table.add_row(name, *cells, f"[bold]{time.hours:.1f}")
+    console.print(table)
+    if plan.base_evaluation_hours is not None:
+        console.print(f"base model evaluation (row 0, once per run): {plan.base_evaluation_hours:.2f} h")
+    for name, time in times.items():
+        if time.unknown:
+            console.print(f"[yellow]{name}: no time prediction: {time.unknown}")
+    cal = plan.calibration
+    console.print(f"[dim]throughputs: {cal.device} ({cal.model}): decode step {cal.decode_step_s * 1e3:.1f} ms "
+                  f"+ {cal.decode_s_per_sequence * 1e3:.2f} ms/sequence, prefill {cal.prefill_tokens_per_s:,.0f} "
+                  f"tokens/s, training {cal.train_tokens_per_s:,.0f} tokens/s. Source: {cal.source}")
 
 
 def _fmt(value: float | None) -> str:

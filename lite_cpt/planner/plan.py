@@ -22,6 +22,14 @@ from lite_cpt.planner.bytes import (
 )
 from lite_cpt.planner.search import advice_for, choose_knobs, floor_knobs
 from lite_cpt.planner.shapes import lora_layout, parameter_counts, resolve_shape, total_parameters
+from lite_cpt.planner.timeplan import (
+    REFERENCE_24GB,
+    ArmTime,
+    Calibration,
+    arm_time,
+    base_evaluation_seconds,
+    counts_of,
+)
 from lite_cpt.planner.workload import PHASES, Knobs, Workload, image_tokens_of, workload_of
 
 
@@ -59,6 +67,7 @@ class ArmPlan:
     fits: bool
     advice: list[str]
     workload: Workload
+    time: ArmTime | None = None
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Plan:
     parameters: dict[str, int]
     weights_gb: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    calibration: Calibration = REFERENCE_24GB
+    base_evaluation_hours: float | None = None
 
     @property
     def fits(self) -> bool:
@@ -96,6 +107,15 @@ class Plan:
             seen += [a for a in arm.advice if a not in seen]
         return seen
 
+    def time_json(self) -> dict[str, Any]:
+        """Predicted hours per arm and phase, the base evaluation, and the throughputs used."""
+        base = self.base_evaluation_hours
+        return {
+            "arms": {name: arm.time.to_json() for name, arm in self.arms.items() if arm.time is not None},
+            "base_evaluation_hours": None if base is None else round(base, 3),
+            "calibration": self.calibration.to_json(),
+        }
+
     def knobs_for(self, arm: str) -> Knobs:
         return self.arms[arm].knobs
 
@@ -118,6 +138,7 @@ class Plan:
             "weights_gb": {k: round(v, 3) for k, v in self.weights_gb.items()},
             "advice": self.advice,
             "notes": self.notes,
+            "time": self.time_json(),
             "assumptions": {
                 "safety_margin": SAFETY_MARGIN,
                 "cuda_context_gb": CUDA_CONTEXT_GIB,
@@ -163,8 +184,9 @@ def plan_workload(work: Workload, gpu_gb: float) -> ArmPlan:
     return ArmPlan(work.arm, work.method, knobs, phases, fits and all(p.fits for p in phases.values()), advice, work)
 
 
-def plan(recipe, gpu_gb: float, arm: str | None = None) -> Plan:
-    """Peak GPU memory of every phase of every arm (or only `arm`) on a `gpu_gb` GiB GPU."""
+def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration | None = None) -> Plan:
+    """Peak GPU memory and predicted time of every phase of every arm (or only `arm`) on a
+    `gpu_gb` GiB GPU whose throughputs are `calibration` (default: the reference 24 GB card)."""
     if isinstance(recipe, dict):
         from lite_cpt.recipe import recipe_from_dict
 
@@ -183,14 +205,22 @@ def plan(recipe, gpu_gb: float, arm: str | None = None) -> Plan:
     if layout.vision_adapted or layout.head_adapted:
         notes.append("adapters on the vision tower or lm_head: their activations are not modelled")
     parameters = {**parameter_counts(shape), "total": total_parameters(shape), "lora": layout.parameters}
+    calibration = calibration or REFERENCE_24GB
+    arm_plans = {}
+    for config, work in zip(arms, works):
+        arm_plans[work.arm] = plan_workload(work, gpu_gb)
+        arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, counts_of(recipe, config))
+    base_eval = base_evaluation_seconds(works[0], calibration, counts_of(recipe, arms[0]))
     return Plan(
         model=shape.name,
         gpu_gb=gpu_gb,
         usable_gb=gpu_gb * (1 - SAFETY_MARGIN),
-        arms={w.arm: plan_workload(w, gpu_gb) for w in works},
+        arms=arm_plans,
         parameters=parameters,
         weights_gb={k: v / GIB for k, v in frozen_weight_bytes(works[0]).items()},
         notes=notes,
+        calibration=calibration,
+        base_evaluation_hours=None if base_eval is None else base_eval / 3600,
     )
 
 

@@ -30,9 +30,12 @@ def _train_phases(work: Workload) -> tuple[str, ...]:
 #: any current GPU: a larger micro-batch buys no speed, only memory (gradient accumulation
 #: gives the same update), so the planner does not go past it.
 SATURATING_TOKENS = 2048
-#: Sequences per generate call beyond which decoding stops getting cheaper per sequence on a
-#: single GPU for these sizes (the KV cache and prefill activations keep growing).
-SATURATING_SEQUENCES = 16
+#: Sequences per generate call: decoding is memory-bandwidth bound, each step reads the weights
+#: once however many sequences it advances, so more sequences per call are nearly free until
+#: their own work (KV-cache reads, matmuls, sampling) approaches the weight reads: about 64 for
+#: 3B-7B models (the decode figures of planner/timeplan.py). Below that the KV-cache room left
+#: on the GPU decides.
+SATURATING_SEQUENCES = 64
 
 
 def saturating_micro_batch(work: Workload) -> int:

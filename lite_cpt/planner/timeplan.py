@@ -1,0 +1,267 @@
+"""Time plan: predicted wall time per phase and per arm, from a recipe's workload and throughput
+figures of the GPU (a calibration).
+
+Every phase is a count of work times a measured (or default) rate:
+
+    rollout        calls · (prefill + decode);  calls = ceil(sequences / sequences_per_call)
+                   prefill = call_sequences · prompt_tokens / prefill_tokens_per_s
+                   decode  = new_tokens · (decode_step_s + call_sequences · decode_s_per_sequence)
+    rif_rollout    the same, K sequences for each training row (offline filtering, once per task)
+    logprob_pass   sequences · (prompt + new) tokens · passes / prefill_tokens_per_s
+                   (passes: the reference when the KL is on, the old policy when inner_epochs > 1)
+    grpo_step      sequences · (prompt + new) tokens · inner_epochs / train_tokens_per_s
+                   + updates · inner_epochs · optimizer_step_s
+    sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s + steps · optimizer_step_s
+    evaluation     (tasks trained, or 1 for a joint arm) · evaluation prompts, greedy, as rollout
+    base evaluation (row 0, once per run) is reported apart from the arms.
+
+Decoding with `generate` runs every sequence of a call until the longest one ends, so a call
+costs `max_new_tokens` decode steps: the plan is an upper bound when answers end early.
+Sequences per call are the planner's knobs (rollouts) and `evaluation.generation.batch_size`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from lite_cpt.errors import UserError
+from lite_cpt.planner.shapes import total_parameters
+from lite_cpt.planner.workload import Knobs, Workload
+
+#: Text tokens of a prompt besides its image: the chat template, the question and the answer
+#: options (ScienceQA with its context is the longest task; most questions are far shorter).
+PROMPT_TEXT_TOKENS = 160
+TIME_PHASES = ("rif_rollout", "rollout", "logprob_pass", "grpo_step", "sft_step", "evaluation")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Throughput figures of one GPU for one model size (see the module docstring for their use)."""
+
+    device: str
+    model: str  # the model the figures were measured on; other sizes scale by parameter count
+    parameters: int  # total parameters of that model
+    decode_step_s: float  # one decode step of a generate call, whatever its size
+    decode_s_per_sequence: float  # added to a decode step for each sequence in the call
+    prefill_tokens_per_s: float  # no-grad forward (prefill, log-prob passes)
+    train_tokens_per_s: float  # forward + backward with the recipe's checkpointing
+    optimizer_step_s: float
+    source: str
+
+    def scaled_to(self, parameters: int) -> "Calibration":
+        """The figures for a model of `parameters`: work per token grows with the parameter count."""
+        if parameters == self.parameters:
+            return self
+        ratio = parameters / self.parameters
+        return replace(self, decode_step_s=self.decode_step_s * ratio,
+                       decode_s_per_sequence=self.decode_s_per_sequence * ratio,
+                       prefill_tokens_per_s=self.prefill_tokens_per_s / ratio,
+                       train_tokens_per_s=self.train_tokens_per_s / ratio)
+
+    def decode_tokens_per_s(self, sequences: int) -> float:
+        return sequences / (self.decode_step_s + sequences * self.decode_s_per_sequence)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+#: The reference 24 GB card: an RTX 4090 running Qwen2.5-VL-7B as a frozen NF4 base with LoRA
+#: r=64 (bf16 compute, HF generate, gradient checkpointing). Derived, not measured here:
+#: - decode: bitsandbytes 0.40.0's release notes put the multi-sequence 4-bit path at about
+#:   half the speed of 16-bit matmuls (its batch-1 kernel is 4x faster than 16-bit on Ada and
+#:   about 8x faster than the multi-batch path); 16-bit weights of the 7B model (15.2 GB) read
+#:   at the card's 1,008 GB/s take 15 ms, so 30 ms per step, plus about 1 ms per decoder layer of
+#:   launch and Python overhead in HF generate: 0.06 s per step. Per sequence: its KV cache at
+#:   1k tokens (57 MB, 0.06 ms), 15 GFLOP of matmuls at a third of the 165 TFLOPS bf16 peak
+#:   (0.3 ms) and top-p sampling over 152k logits (0.1 ms): 0.5 ms.
+#: - prefill / log-prob passes: 2 FLOP per parameter and token (15.2 GFLOP) at 40 % of peak
+#:   minus dequantisation: 4,000 tokens/s.
+#: - training: 6 FLOP per parameter and token (forward, recomputed forward, input-gradient
+#:   backward of the frozen base) at 35 % of peak: 1,200 tokens/s.
+#: - AdamW over 161 M fp32 LoRA parameters: a few GB of memory traffic, 0.01 s.
+#: Replace them with `lite-cpt bench gpu --json F` on your card and `lite-cpt plan --calibration F`.
+REFERENCE_24GB = Calibration(
+    device="reference 24 GB card (RTX 4090 class), derived figures",
+    model="Qwen/Qwen2.5-VL-7B-Instruct",
+    parameters=8_292_166_656,
+    decode_step_s=0.06,
+    decode_s_per_sequence=0.0005,
+    prefill_tokens_per_s=4000.0,
+    train_tokens_per_s=1200.0,
+    optimizer_step_s=0.01,
+    source="derived from the RTX 4090 data sheet (1,008 GB/s, 165 TFLOPS bf16) and bitsandbytes 0.40.0's "
+           "4-bit inference notes; see lite_cpt/planner/timeplan.py",
+)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """A calibration JSON as `lite-cpt bench gpu` writes it (its `calibration` entry or the
+    figures at the top level)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--calibration {path}: no such file (write one with `lite-cpt bench gpu --json {path}`)") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"--calibration {path}: not JSON ({error})") from None
+    data = data.get("calibration", data)
+    names = [f.name for f in fields(Calibration)]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise UserError(f"--calibration {path}: missing {', '.join(missing)}; rerun `lite-cpt bench gpu --json {path}`")
+    return Calibration(**{n: data[n] for n in names})
+
+
+# --------------------------------------------------------------------------------------------
+# What one arm generates and trains
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    name: str
+    train_rows: int | None  # None: the whole split, whose size the recipe does not state
+    epochs: float
+    test_rows: int | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The row counts of a recipe that time depends on, and the arm's training settings."""
+
+    tasks: tuple[TaskCounts, ...]
+    general_rows: int | None
+    joint: bool
+    rif: bool
+    kl: bool
+    inner_epochs: int
+    remax: bool
+
+
+def counts_of(recipe, arm) -> Counts:
+    tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size) for t in recipe.tasks)
+    general = [b.size for b in recipe.evaluation.general]
+    return Counts(
+        tasks=tasks,
+        general_rows=None if None in general else sum(general),
+        joint=arm.method.startswith("multitask"),
+        rif=arm.method == "rif_rft" and arm.rif.mode == "offline",
+        kl=arm.rft.kl and arm.rft.kl_beta > 0,
+        inner_epochs=arm.rft.inner_epochs,
+        remax=arm.rft.advantage == "remax",
+    )
+
+
+def prompt_tokens(work: Workload) -> int:
+    """Expected prompt length: the image plus PROMPT_TEXT_TOKENS, within the recipe's limit."""
+    return min(work.prompt_tokens, work.image_tokens + PROMPT_TEXT_TOKENS)
+
+
+# --------------------------------------------------------------------------------------------
+# Seconds per phase
+
+
+def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, prompt: int, new_tokens: int) -> float:
+    """`sequences` generated in calls of `per_call`, each call decoding `new_tokens` steps."""
+    if sequences <= 0:
+        return 0.0
+    full, rest = divmod(sequences, per_call)
+    calls = [per_call] * full + ([rest] if rest else [])
+    return sum(b * prompt / cal.prefill_tokens_per_s + new_tokens * (cal.decode_step_s + b * cal.decode_s_per_sequence)
+               for b in calls)
+
+
+def training_phases(counts: Counts) -> list[TaskCounts] | None:
+    """The arm's training phases: one per task, or for a joint arm one over every task's rows at
+    the largest epoch count (as the loop trains it); None when a split's size is unstated."""
+    if any(t.train_rows is None for t in counts.tasks):
+        return None
+    if counts.joint:
+        rows = sum(t.train_rows for t in counts.tasks)
+        return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None)]
+    return list(counts.tasks)
+
+
+def evaluation_prompts(counts: Counts) -> int | None:
+    """Prompts of one evaluation of the adapter: every task's test rows and the general benchmarks."""
+    if counts.general_rows is None or any(t.test_rows is None for t in counts.tasks):
+        return None
+    return sum(t.test_rows for t in counts.tasks) + counts.general_rows
+
+
+def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> dict[str, float] | None:
+    """rif_rollout, rollout, logprob_pass and grpo_step seconds of a GRPO arm."""
+    phases = training_phases(counts)
+    if phases is None:
+        return None
+    prompt, new, g = prompt_tokens(work), work.new_tokens, work.group_size
+    updates = sum(math.ceil(t.train_rows * t.epochs / work.prompts_per_step) for t in phases)
+    prompts = updates * work.prompts_per_step
+    per_call = max(1, knobs.rollout_batch_size) * g
+    out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt, new_tokens=new)}
+    if counts.remax:  # one greedy baseline answer per prompt
+        out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt, new_tokens=new)
+    if counts.rif:
+        k = work.rif_rollouts
+        rows = sum(t.train_rows for t in phases)
+        per_call_rif = max(1, knobs.rollout_batch_size) * k
+        out["rif_rollout"] = generation_seconds(cal, sequences=rows * k, per_call=per_call_rif, prompt=prompt,
+                                                new_tokens=new)
+    tokens = prompts * g * (prompt + new)
+    passes = int(counts.kl) + int(counts.inner_epochs > 1)
+    out["logprob_pass"] = tokens * passes / cal.prefill_tokens_per_s
+    out["grpo_step"] = (tokens * counts.inner_epochs / cal.train_tokens_per_s
+                        + updates * counts.inner_epochs * cal.optimizer_step_s)
+    return out
+
+
+def sft_seconds(work: Workload, cal: Calibration, counts: Counts) -> dict[str, float] | None:
+    phases = training_phases(counts)
+    if phases is None:
+        return None
+    steps = sum(math.ceil(t.train_rows * t.epochs / work.batch_size) for t in phases)
+    tokens = sum(t.train_rows * t.epochs for t in phases) * (prompt_tokens(work) + work.answer_tokens)
+    return {"sft_step": tokens / cal.train_tokens_per_s + steps * cal.optimizer_step_s}
+
+
+def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, evaluations: int) -> float | None:
+    prompts = evaluation_prompts(counts)
+    if prompts is None:
+        return None
+    one = generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work),
+                             new_tokens=work.eval_new_tokens)
+    return evaluations * one
+
+
+@dataclass
+class ArmTime:
+    arm: str
+    seconds: dict[str, float]  # per phase of TIME_PHASES that the arm runs
+    unknown: str | None = None  # why the arm has no prediction (a split of unstated size)
+
+    @property
+    def hours(self) -> float | None:
+        return None if self.unknown else sum(self.seconds.values()) / 3600
+
+    def to_json(self) -> dict:
+        return {"hours": None if self.hours is None else round(self.hours, 3),
+                "phases_hours": {k: round(v / 3600, 4) for k, v in self.seconds.items()},
+                "unknown": self.unknown}
+
+
+def arm_time(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> ArmTime:
+    """Predicted seconds per phase of one arm (the base evaluation, row 0, is not the arm's)."""
+    cal = cal.scaled_to(total_parameters(work.shape))
+    train = rl_seconds(work, knobs, cal, counts) if work.is_rft else sft_seconds(work, cal, counts)
+    evaluations = 1 if counts.joint else len(counts.tasks)
+    evaluation = evaluation_seconds(work, cal, counts, evaluations=evaluations)
+    if train is None or evaluation is None:
+        return ArmTime(work.arm, {}, unknown="a task or benchmark has size null (all rows): set train_size, "
+                                            "test_size and size to predict its time")
+    return ArmTime(work.arm, {**train, "evaluation": evaluation})
+
+
+def base_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> float | None:
+    return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts, evaluations=1)

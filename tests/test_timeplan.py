@@ -1,0 +1,140 @@
+"""The time plan: each phase's seconds against a hand computation, calibration files, and the
+prediction for the shipped seven-task recipe."""
+
+import dataclasses
+import json
+
+import pytest
+
+from lite_cpt.errors import UserError
+from lite_cpt.planner import Knobs, plan, workload_of
+from lite_cpt.planner.timeplan import (
+    REFERENCE_24GB,
+    Calibration,
+    arm_time,
+    counts_of,
+    generation_seconds,
+    load_calibration,
+    prompt_tokens,
+)
+from lite_cpt.recipe import load_recipe, recipe_from_dict
+
+CAL = Calibration(device="test", model="tiny", parameters=0, decode_step_s=0.1, decode_s_per_sequence=0.01,
+                  prefill_tokens_per_s=100.0, train_tokens_per_s=50.0, optimizer_step_s=0.5, source="test")
+
+RECIPE = {
+    "name": "timed",
+    "model": {"name": "tiny"},
+    "tasks": [{"name": "a", "type": "mini_scienceqa", "train_size": 12, "test_size": 5, "epochs": 1,
+               "max_answer_tokens": 6},
+              {"name": "b", "type": "mini_gqa", "train_size": 8, "test_size": 3, "epochs": 2, "max_answer_tokens": 6}],
+    "arms": [{"name": "sft", "batch_size": 4},
+             {"name": "rft", "rft": {"group_size": 4, "prompts_per_step": 8, "max_new_tokens": 10, "kl": True}},
+             {"name": "multitask_sft", "batch_size": 4}],
+    "evaluation": {"generation": {"max_new_tokens": 7, "batch_size": 4},
+                   "general": [{"name": "pope", "type": "mini_pope", "size": 2}]},
+}
+
+
+def _setup(arm_name: str):
+    recipe = recipe_from_dict(RECIPE)
+    arm = next(a for a in recipe.arms if a.name == arm_name)
+    work = workload_of(recipe, arm)
+    return work, dataclasses.replace(CAL, parameters=_params(work)), counts_of(recipe, arm)
+
+
+def _params(work) -> int:
+    from lite_cpt.planner import total_parameters
+
+    return total_parameters(work.shape)
+
+
+def test_generation_seconds_by_hand():
+    # 10 sequences in calls of 4, 4, 2; 50-token prompts, 10 decode steps per call.
+    seconds = generation_seconds(CAL, sequences=10, per_call=4, prompt=50, new_tokens=10)
+    by_hand = 2 * (4 * 50 / 100 + 10 * (0.1 + 4 * 0.01)) + (2 * 50 / 100 + 10 * (0.1 + 2 * 0.01))
+    assert seconds == pytest.approx(by_hand) and seconds == pytest.approx(9.0)
+    assert generation_seconds(CAL, sequences=0, per_call=4, prompt=50, new_tokens=10) == 0.0
+
+
+def test_rft_arm_phases_by_hand():
+    work, cal, counts = _setup("rft")
+    p = prompt_tokens(work)
+    knobs = Knobs(4, 1024, 2)  # two prompts (8 sequences) per generate call
+    time = arm_time(work, knobs, cal, counts)
+    # updates: ceil(12 / 8) + ceil(16 / 8) = 4, so 32 prompts, 128 sequences, in 16 calls of 8.
+    rollout = 16 * (8 * p / 100 + 10 * (0.1 + 8 * 0.01))
+    tokens = 128 * (p + 10)
+    evaluation = 2 * (2 * (4 * p / 100 + 7 * (0.1 + 4 * 0.01)) + (2 * p / 100 + 7 * (0.1 + 2 * 0.01)))  # 10 prompts
+    assert time.seconds["rollout"] == pytest.approx(rollout)
+    assert time.seconds["logprob_pass"] == pytest.approx(tokens / 100)  # the KL reference pass only
+    assert time.seconds["grpo_step"] == pytest.approx(tokens / 50 + 4 * 0.5)
+    assert time.seconds["evaluation"] == pytest.approx(evaluation)
+    assert time.hours == pytest.approx((rollout + tokens / 100 + tokens / 50 + 2 + evaluation) / 3600)
+
+
+def test_sft_and_joint_arms_by_hand():
+    work, cal, counts = _setup("sft")
+    p = prompt_tokens(work)
+    time = arm_time(work, Knobs(4, 1024, 1), cal, counts)
+    # 12 + 16 = 28 rows visited, ceil(12/4) + ceil(16/4) = 7 optimizer steps.
+    assert time.seconds["sft_step"] == pytest.approx(28 * (p + 6) / 50 + 7 * 0.5)
+    work, cal, counts = _setup("multitask_sft")
+    joint = arm_time(work, Knobs(4, 1024, 1), cal, counts)
+    # one phase over 20 rows at the largest epoch count (2): 40 visits, 10 steps; one evaluation
+    assert joint.seconds["sft_step"] == pytest.approx(40 * (p + 6) / 50 + 10 * 0.5)
+    assert joint.seconds["evaluation"] == pytest.approx(time.seconds["evaluation"] / 2)
+
+
+def test_unstated_split_sizes_give_no_prediction_and_say_why():
+    raw = json.loads(json.dumps(RECIPE))
+    raw["tasks"][0]["train_size"] = None
+    result = plan(recipe_from_dict(raw), 24)
+    assert result.arms["rft"].time.hours is None
+    assert "train_size" in result.arms["rft"].time.unknown
+    assert result.to_json()["time"]["arms"]["rft"]["hours"] is None
+
+
+def test_calibration_scales_with_model_size_and_loads_from_bench_json(tmp_path):
+    half = REFERENCE_24GB.scaled_to(REFERENCE_24GB.parameters // 2)
+    assert half.train_tokens_per_s == pytest.approx(2 * REFERENCE_24GB.train_tokens_per_s)
+    assert half.decode_step_s == pytest.approx(REFERENCE_24GB.decode_step_s / 2)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"device": "x", "calibration": CAL.to_json()}))
+    assert load_calibration(path) == CAL
+    path.write_text(json.dumps({"gpu": "x"}))
+    with pytest.raises(UserError, match="missing device, model, parameters"):
+        load_calibration(path)
+    with pytest.raises(UserError, match="lite-cpt bench gpu --json"):
+        load_calibration(tmp_path / "absent.json")
+
+
+def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
+    from lite_cpt.cli import plan_recipe_file
+
+    slow = plan(recipe_from_dict(RECIPE), 24)
+    fast_cal = dataclasses.replace(REFERENCE_24GB, decode_step_s=REFERENCE_24GB.decode_step_s / 2,
+                                   decode_s_per_sequence=REFERENCE_24GB.decode_s_per_sequence / 2,
+                                   prefill_tokens_per_s=REFERENCE_24GB.prefill_tokens_per_s * 2,
+                                   train_tokens_per_s=REFERENCE_24GB.train_tokens_per_s * 2,
+                                   optimizer_step_s=REFERENCE_24GB.optimizer_step_s / 2)
+    fast = plan(recipe_from_dict(RECIPE), 24, calibration=fast_cal)
+    for arm in ("sft", "rft"):
+        assert fast.arms[arm].time.hours == pytest.approx(slow.arms[arm].time.hours / 2)
+    recipe_path = tmp_path / "timed.yaml"
+    recipe_path.write_text(json.dumps(RECIPE))
+    cal_path = tmp_path / "cal.json"
+    cal_path.write_text(json.dumps({"calibration": fast_cal.to_json()}))
+    assert plan_recipe_file(recipe_path, [], 24, True, cal_path) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["time"]["calibration"]["train_tokens_per_s"] == fast_cal.train_tokens_per_s
+    assert data["time"]["arms"]["rft"]["hours"] == pytest.approx(fast.arms["rft"].time.hours, abs=1e-3)
+
+
+def test_seven_task_recipe_rft_arm_within_a_day_on_24_gb():
+    result = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24)
+    data = result.to_json()
+    assert data["fits"]
+    assert data["time"]["arms"]["rft"]["hours"] <= 24
+    for task in load_recipe("recipes/seven_tasks.yaml", [], check_data=False).tasks:
+        assert task.train_size >= 1000 and task.test_size >= 500
