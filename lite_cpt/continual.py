@@ -8,6 +8,7 @@ Layout of a run (`runs/<name>/`):
     <arm>/general.json          {"benchmarks": [...], "G": [[...], ...]}, same rows
     <arm>/metrics.jsonl         per-step logs and one "task_end" record per finished task
     <arm>/task_<t>/             PEFT adapter after task t (joint arms: task_1 only)
+    <arm>/.lock                 flock of the process training the arm (see lite_cpt.locks)
     report.md, summary.json, *.png
 
 A task is finished when its row is in matrix.json; the adapter is saved before the row is
@@ -29,6 +30,7 @@ from lite_cpt.arms import Phase, arm_method
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
+from lite_cpt.locks import unit_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
@@ -144,8 +146,14 @@ def _load_rows(path: Path, key: str) -> list[list[float]]:
 
 
 def run_arm(ws: Workspace, arm: ArmConfig) -> None:
+    """Train one arm (one unit of the run) under its lock: another process on the same arm
+    directory is refused, other arms of the run may train in parallel."""
+    with unit_lock(ws.run_dir / arm.name):
+        _run_arm_locked(ws, arm)
+
+
+def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     arm_dir = ws.run_dir / arm.name
-    arm_dir.mkdir(parents=True, exist_ok=True)
     matrix_path, general_path = arm_dir / "matrix.json", arm_dir / "general.json"
     task_names = [t.name for t in ws.tasks]
     bench_names = [s.task.name for s in ws.general]
