@@ -44,16 +44,41 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         handle.flush()
 
 
+def _parse_lines(text: str) -> tuple[list[dict], int]:
+    """Records of a JSONL text and how many lines could not be parsed (dropped)."""
+    records, dropped = [], 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            dropped += 1  # a line cut short by a crash mid-write
+    return records, dropped
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSONL file; a half-written line (a crash mid-append) is dropped."""
     path = Path(path)
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            records.append(json.loads(line))
-    return records
+    return _parse_lines(path.read_text(encoding="utf-8", errors="replace"))[0]
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: int | None = None) -> int:
+    """Rewrite a JSONL file atomically with its first `keep` whole records (all when None),
+    dropping half-written lines, so that appends continue from a clean line boundary.
+    Returns the number of lines removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    records, dropped = _parse_lines(path.read_text(encoding="utf-8", errors="replace"))
+    kept = records if keep is None else records[:keep]
+    removed = dropped + len(records) - len(kept)
+    if removed or not path.read_bytes().endswith(b"\n") and kept:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return removed
 
 
 @contextmanager
