@@ -51,6 +51,8 @@ def user_errors(fn):
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML (e.g. recipes/tiny.yaml)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key.path=value, e.g. seed=1 arms.sft.lr=1e-4"),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
 ):
     """Train every arm of RECIPE task by task, evaluate after each task, write the report.
 
@@ -62,11 +64,13 @@ def run(
       lite-cpt run recipes/tiny.yaml name=tiny-seed1 seed=1
     """
     from lite_cpt.continual import run_recipe
+    from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides or [])
+    cal = load_calibration(calibration) if calibration else None
     console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
-    run_dir = run_recipe(loaded, console=console)
+    run_dir = run_recipe(loaded, console=console, calibration=cal)
     console.print(f"[green]done[/]: {run_dir / 'report.md'}")
 
 

@@ -32,6 +32,7 @@ from lite_cpt.evaluate import EvalSet, evaluate_sets
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
 from lite_cpt.locks import unit_lock
 from lite_cpt.planner import resolve_knobs
+from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
 from lite_cpt.progress import task_progress
@@ -59,6 +60,7 @@ class Workspace:
     general: list[EvalSet]
     console: Console | None
     _train_cache: dict
+    calibration: Calibration | None = None  # throughputs the time prediction uses (None: reference card)
 
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:
@@ -97,11 +99,13 @@ def build_workspace(recipe: Recipe, console: Console | None = None) -> Workspace
     return Workspace(recipe, run_dir, model, processor, tasks, evalsets, general, console, {})
 
 
-def run_recipe(recipe: Recipe, console: Console | None = None) -> Path:
-    """Train and evaluate every arm of the recipe, then write the report."""
+def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Calibration | None = None) -> Path:
+    """Train and evaluate every arm of the recipe, then write the report. `calibration`: the
+    throughputs behind the predicted times printed at the start and logged per task."""
     from lite_cpt.report import write_report
 
     ws = build_workspace(recipe, console)
+    ws.calibration = calibration
     for arm in recipe.arms:
         run_arm(ws, arm)
     write_report(ws.run_dir)
@@ -175,6 +179,7 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         rows, general_rows = [r0], [g0]
         _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
 
+    _say_prediction(ws, arm)
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
         task_row, general_row = train_phase(ws, arm, method, arm_dir, index, len(phases), name, phase_tasks)
@@ -217,8 +222,31 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
+        **_prediction_of(ws, arm, phase.knobs, index),
     })
     return task_row, general_row
+
+
+def _prediction_of(ws: Workspace, arm: ArmConfig, knobs, index: int) -> dict:
+    """The time plan's seconds for phase `index` of the arm, to log beside the measured ones."""
+    predictions = predicted_phases(ws.recipe, arm, knobs, ws.calibration)
+    if predictions is None:
+        return {}
+    return {"predicted_seconds": predicted_record(predictions[index - 1])}
+
+
+def _say_prediction(ws: Workspace, arm: ArmConfig) -> None:
+    predictions = predicted_phases(ws.recipe, arm, resolve_knobs(ws.recipe, arm.name), ws.calibration)
+    if predictions is None:
+        return
+    totals: dict[str, float] = {}
+    for record in predictions:
+        for key, value in predicted_record(record).items():
+            if key != "train":
+                totals[key] = totals.get(key, 0.0) + value
+    device = (ws.calibration.device if ws.calibration else "the reference 24 GB card")
+    parts = ", ".join(f"{k} {v / 3600:.2f}" for k, v in totals.items())
+    _say(ws, f"[dim]{arm.name}: time plan on {device}: {sum(totals.values()) / 3600:.2f} h ({parts})[/]")
 
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:

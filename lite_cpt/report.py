@@ -132,6 +132,9 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
         return float(sum(values)) if values else None
 
     cost = {"wall_seconds": total(("train_seconds", "eval_seconds"))}
+    predicted = [event["predicted_seconds"] for event in events if event.get("predicted_seconds")]
+    cost["predicted_seconds"] = (float(sum(p["train"] + p.get("evaluation", 0.0) for p in predicted))
+                                 if predicted else None)
     cost.update({key: total((key,)) for key in COST_KEYS})
     kept = [event["kept_fraction"] for event in events if event.get("kept_fraction") is not None]
     cost["kept_fraction"] = float(np.mean(kept)) if kept else None
@@ -274,8 +277,9 @@ the base model. **Δ general** is the last row's change on each general benchmar
 base model; negative means general ability was lost (for an unfinished arm: the change so far).
 ACC, BWT, forgetting and FWT are n/a for an arm that has not finished every task (and BWT,
 forgetting, FWT for a single-task run). Compute cost sums the
-per-task logs: wall time is training plus evaluation seconds; kept fraction is the mean share of
-instances that rollout-based filtering kept."""
+per-task logs: wall time is training plus evaluation seconds; the time plan is what `lite-cpt
+plan` predicts for the same tasks with the run's calibration (`--calibration`, else a reference
+24 GB card); kept fraction is the mean share of instances that rollout-based filtering kept."""
 
 
 def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) -> str:
@@ -302,11 +306,12 @@ def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) ->
     lines += _table(header, rows)
 
     lines += ["", "## Compute cost", ""]
-    header = ["arm", "wall time (train + eval, s)", "generated tokens", "trained tokens", "policy updates",
-              "kept fraction (mean)"]
+    header = ["arm", "wall time (train + eval, s)", "time plan (s)", "generated tokens", "trained tokens",
+              "policy updates", "kept fraction (mean)"]
     rows = [
         [arm.name,
          "n/a" if arm.cost["wall_seconds"] is None else f"{arm.cost['wall_seconds']:.1f}",
+         "n/a" if arm.cost.get("predicted_seconds") is None else f"{arm.cost['predicted_seconds']:.1f}",
          _count(arm.cost["generated_tokens"]), _count(arm.cost["trained_tokens"]),
          _count(arm.cost["policy_updates"]), _number(arm.cost["kept_fraction"])]
         for arm in arms

@@ -41,6 +41,11 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
     ends = [e for e in events if e["event"] == "task_end"]
     assert [e["task_index"] for e in ends] == [1, 2, 3]
     assert all(e["policy_updates"] == 2 and e["trained_tokens"] > 0 for e in ends)
+    # The time plan's prediction for each task sits beside the measured seconds.
+    for e in ends:
+        predicted = e["predicted_seconds"]
+        assert set(predicted) == {"sft_step", "evaluation", "train"}
+        assert predicted["train"] == predicted["sft_step"] > 0 and predicted["evaluation"] > 0
     assert any(e["event"] == "step" and "loss" in e for e in events)
     for t in (1, 2, 3):
         assert (run_dir / "sft" / f"task_{t}" / "adapter_model.safetensors").exists()
@@ -51,6 +56,7 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
     assert summary["multitask_sft"]["ACC"] == pytest.approx(sum(joint["R"][1]) / 3)
     assert summary["multitask_sft"]["BWT"] is None and summary["sft"]["BWT"] is not None
     assert "after joint training" in (run_dir / "report.md").read_text()
+    assert "time plan (s)" in (run_dir / "report.md").read_text()
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):

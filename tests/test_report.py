@@ -53,10 +53,10 @@ def make_run(tmp_path: Path) -> Path:
         run / "sft" / "metrics.jsonl",
         [
             {"event": "step", "task_index": 1, "loss": 1.2},
-            _task_end(1),
+            _task_end(1, predicted_seconds={"sft_step": 9.0, "train": 9.0, "evaluation": 3.0}),
             {"event": "checkpoint", "path": "task_1"},  # unknown events are ignored
-            _task_end(2),
-            _task_end(3),
+            _task_end(2, predicted_seconds={"sft_step": 19.0, "train": 19.0, "evaluation": 3.0}),
+            _task_end(3, predicted_seconds={"sft_step": 29.0, "train": 29.0, "evaluation": 3.0}),
         ],
     )
     (run / "rif_rft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": RIF_R}))
@@ -92,9 +92,10 @@ def test_write_report_writes_summary_figures_and_markdown(tmp_path):
     # Metric row of sft, general deltas MMMU 0.35-0.40, POPE 0.70-0.80; rif_rft has no POPE.
     assert "| sft | 3/3 | 0.717 | -0.250 | 0.275 | +0.150 | -0.050 | -0.100 |" in text
     assert "| rif_rft | 1/3 | n/a | n/a | n/a | n/a | +0.020 | n/a |" in text
-    # Compute: sft wall = (10+2.5)+(20+2.5)+(30+2.5) = 67.5 s, tokens 6000 / 3000, updates 12.
-    assert "| sft | 67.5 | 6,000 | 3,000 | 12 | n/a |" in text
-    assert "| rif_rft | 12.5 | 1,000 | 500 | 4 | 0.400 |" in text
+    # Compute: sft wall = (10+2.5)+(20+2.5)+(30+2.5) = 67.5 s, planned (9+3)+(19+3)+(29+3) = 66 s,
+    # tokens 6000 / 3000, updates 12; rif_rft logged no prediction.
+    assert "| sft | 67.5 | 66.0 | 6,000 | 3,000 | 12 | n/a |" in text
+    assert "| rif_rft | 12.5 | n/a | 1,000 | 500 | 4 | 0.400 |" in text
     # Matrix tables, 3 decimals, labelled rows.
     assert "| stage \\ task | scienceqa | textvqa | vizwiz |" in text
     assert "| after vizwiz | 0.500 | 0.700 | 0.950 |" in text
@@ -128,14 +129,14 @@ def test_missing_general_and_metrics_files_show_as_not_available(tmp_path):
     (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": ["a"], "R": [[0.2], [0.6]]}))
     text = write_report(run).read_text()
     assert "| sft | 1/1 | 0.600 | n/a | n/a | n/a |" in text
-    assert "| sft | n/a | n/a | n/a | n/a | n/a |" in text
+    assert "| sft | n/a | n/a | n/a | n/a | n/a | n/a |" in text
 
 
 def test_truncated_last_metrics_line_is_skipped(tmp_path):
     run = make_run(tmp_path)
     with open(run / "sft" / "metrics.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"event": "task_end", "task_ind')
-    assert "| sft | 67.5 | 6,000 | 3,000 | 12 | n/a |" in write_report(run).read_text()
+    assert "| sft | 67.5 | 66.0 | 6,000 | 3,000 | 12 | n/a |" in write_report(run).read_text()
 
 
 def test_bad_inputs_are_user_errors(tmp_path):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lite_cpt.errors import UserError
 from lite_cpt.planner.shapes import total_parameters
-from lite_cpt.planner.workload import Knobs, Workload
+from lite_cpt.planner.workload import Knobs, Workload, workload_of
 
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
@@ -191,13 +191,10 @@ def evaluation_prompts(counts: Counts) -> int | None:
     return sum(t.test_rows for t in counts.tasks) + counts.general_rows
 
 
-def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> dict[str, float] | None:
-    """rif_rollout, rollout, logprob_pass and grpo_step seconds of a GRPO arm."""
-    phases = training_phases(counts)
-    if phases is None:
-        return None
+def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, task: TaskCounts) -> dict[str, float]:
+    """rif_rollout, rollout, logprob_pass and grpo_step seconds of one GRPO training phase."""
     prompt, new, g = prompt_tokens(work), work.new_tokens, work.group_size
-    updates = sum(math.ceil(t.train_rows * t.epochs / work.prompts_per_step) for t in phases)
+    updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
     out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt, new_tokens=new)}
@@ -205,10 +202,8 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -
         out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt, new_tokens=new)
     if counts.rif:
         k = work.rif_rollouts
-        rows = sum(t.train_rows for t in phases)
-        per_call_rif = max(1, knobs.rollout_batch_size) * k
-        out["rif_rollout"] = generation_seconds(cal, sequences=rows * k, per_call=per_call_rif, prompt=prompt,
-                                                new_tokens=new)
+        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=max(1, knobs.rollout_batch_size) * k,
+                                                prompt=prompt, new_tokens=new)
     tokens = prompts * g * (prompt + new)
     passes = int(counts.kl) + int(counts.inner_epochs > 1)
     out["logprob_pass"] = tokens * passes / cal.prefill_tokens_per_s
@@ -217,22 +212,37 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -
     return out
 
 
-def sft_seconds(work: Workload, cal: Calibration, counts: Counts) -> dict[str, float] | None:
-    phases = training_phases(counts)
-    if phases is None:
-        return None
-    steps = sum(math.ceil(t.train_rows * t.epochs / work.batch_size) for t in phases)
-    tokens = sum(t.train_rows * t.epochs for t in phases) * (prompt_tokens(work) + work.answer_tokens)
+def sft_seconds(work: Workload, cal: Calibration, task: TaskCounts) -> dict[str, float]:
+    steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
+    tokens = task.train_rows * task.epochs * (prompt_tokens(work) + work.answer_tokens)
     return {"sft_step": tokens / cal.train_tokens_per_s + steps * cal.optimizer_step_s}
 
 
-def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, evaluations: int) -> float | None:
+def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> float | None:
+    """Seconds of one evaluation of the adapter on every task and general benchmark."""
     prompts = evaluation_prompts(counts)
     if prompts is None:
         return None
-    one = generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work),
-                             new_tokens=work.eval_new_tokens)
-    return evaluations * one
+    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work),
+                              new_tokens=work.eval_new_tokens)
+
+
+UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"
+
+
+def phase_predictions(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> list[dict] | None:
+    """Predicted seconds of each training phase of an arm (a task, or the joint phase), each a
+    {"task", time phase: seconds ..., "evaluation"} record; None when a size is unstated."""
+    cal = cal.scaled_to(total_parameters(work.shape))
+    phases = training_phases(counts)
+    evaluation = evaluation_seconds(work, cal, counts)
+    if phases is None or evaluation is None:
+        return None
+    out = []
+    for task in phases:
+        train = rl_seconds(work, knobs, cal, counts, task) if work.is_rft else sft_seconds(work, cal, task)
+        out.append({"task": task.name, **train, "evaluation": evaluation})
+    return out
 
 
 @dataclass
@@ -253,15 +263,28 @@ class ArmTime:
 
 def arm_time(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> ArmTime:
     """Predicted seconds per phase of one arm (the base evaluation, row 0, is not the arm's)."""
-    cal = cal.scaled_to(total_parameters(work.shape))
-    train = rl_seconds(work, knobs, cal, counts) if work.is_rft else sft_seconds(work, cal, counts)
-    evaluations = 1 if counts.joint else len(counts.tasks)
-    evaluation = evaluation_seconds(work, cal, counts, evaluations=evaluations)
-    if train is None or evaluation is None:
-        return ArmTime(work.arm, {}, unknown="a task or benchmark has size null (all rows): set train_size, "
-                                            "test_size and size to predict its time")
-    return ArmTime(work.arm, {**train, "evaluation": evaluation})
+    predictions = phase_predictions(work, knobs, cal, counts)
+    if predictions is None:
+        return ArmTime(work.arm, {}, unknown=UNKNOWN_SIZES)
+    seconds: dict[str, float] = {}
+    for record in predictions:
+        for phase in TIME_PHASES:
+            if phase in record:
+                seconds[phase] = seconds.get(phase, 0.0) + record[phase]
+    return ArmTime(work.arm, seconds)
 
 
 def base_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> float | None:
-    return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts, evaluations=1)
+    return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts)
+
+
+def predicted_phases(recipe, arm, knobs: Knobs, calibration: Calibration | None = None) -> list[dict] | None:
+    """`phase_predictions` for `arm` (an ArmConfig) of `recipe` at the knobs a run uses."""
+    return phase_predictions(workload_of(recipe, arm), knobs, calibration or REFERENCE_24GB, counts_of(recipe, arm))
+
+
+def predicted_record(prediction: dict) -> dict[str, float]:
+    """A phase's prediction as a task_end record logs it: seconds per time phase, training total."""
+    phases = {k: round(v, 6) for k, v in prediction.items() if k in TIME_PHASES}
+    train = sum(v for k, v in phases.items() if k != "evaluation")
+    return {**phases, "train": round(train, 6)}
