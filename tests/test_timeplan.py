@@ -138,3 +138,31 @@ def test_seven_task_recipe_rft_arm_within_a_day_on_24_gb():
     assert data["time"]["arms"]["rft"]["hours"] <= 24
     for task in load_recipe("recipes/seven_tasks.yaml", [], check_data=False).tasks:
         assert task.train_size >= 1000 and task.test_size >= 500
+
+
+def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
+    """`lite-cpt bench gpu` at a tiny shape: kernels, the step bench's note, a calibration measured
+    with the run's functions, which `plan --calibration` then reads."""
+    import torch
+
+    from lite_cpt.cli import app
+    from typer.testing import CliRunner
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe_path = tmp_path / "timed.yaml"
+        recipe_path.write_text(json.dumps({**RECIPE, "model": {"name": "tiny", "lora": {"r": 4, "alpha": 8},
+                                           "base_training": {"samples_per_task": 8, "epochs": 1, "batch_size": 8}}}))
+        out = tmp_path / "gpu.json"
+        result = CliRunner().invoke(app, ["bench", "gpu", "--json", str(out), "--recipe", str(recipe_path), "--tiny"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["kernels"]["results"] and "skipped" in data["step"]
+    cal = load_calibration(out)
+    assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
+    assert cal.decode_step_s > 0 and cal.decode_s_per_sequence >= 0
+    planned = plan(recipe_from_dict(RECIPE), 24, calibration=cal)
+    assert planned.arms["rft"].time.hours > 0
