@@ -83,3 +83,22 @@ def unit_lock(unit_dir: str | os.PathLike) -> Iterator[Path]:
         # Closing the descriptor releases the flock; the file stays (removing it would race
         # with a process that has just opened it).
         handle.close()
+
+
+@contextmanager
+def waiting_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive `flock` on `path` for the block, waiting for any other holder.
+
+    For work that must happen once however many processes want it (the tiny base, a seed's
+    base row): the first process does it, the others wait and then find it done. As with
+    `unit_lock`, the kernel releases the lock when its holder dies, so a crashed builder
+    never blocks the rest.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - no flock: each process may do the work itself
+        yield path
+        return
+    with open(path, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield path

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from lite_cpt.data import synthetic
+from lite_cpt.locks import waiting_lock
 from lite_cpt.recipe import Recipe, config_hash
 from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 
@@ -33,10 +34,21 @@ def ensure_tiny_base(recipe: Recipe, console=None) -> Path:
     path = cache_root() / f"tiny-base-{tiny_base_key(recipe)}"
     if (path / "config.json").exists():
         return path
+    # Workers starting together (parallel arms, Ray tasks) build it once: the first holds the
+    # lock and builds, the others wait and load what it saved.
+    with waiting_lock(path.with_name(path.name + ".lock")):
+        if (path / "config.json").exists():
+            return path
+        return _build_tiny_base(recipe, path, console)
+
+
+def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
     from lite_cpt.progress import task_progress
     from lite_cpt.sft import examples_of, train_sft
     from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
 
+    if console is not None:
+        console.print(f"building the tiny base (once; cached in {path})")
     tiny, base = recipe.model.tiny, recipe.model.base_training
     model, processor = build_tiny_model(tiny, tiny_corpus(tiny.seed))
     if base.enabled:

@@ -58,3 +58,28 @@ def test_other_process_is_refused_and_its_death_releases_the_lock(tmp_path):
 def test_different_units_of_one_run_lock_independently(tmp_path):
     with unit_lock(tmp_path / "run" / "sft"), unit_lock(tmp_path / "run" / "rft"):
         pass
+
+
+def test_waiting_lock_lets_one_process_build_and_the_others_reuse(tmp_path):
+    import threading
+    import time
+
+    from lite_cpt.locks import waiting_lock
+
+    built, order = tmp_path / "built", []
+
+    def builder():
+        with waiting_lock(tmp_path / "x.lock"):
+            order.append("builder has the lock")
+            time.sleep(0.3)
+            built.write_text("done")
+
+    thread = threading.Thread(target=builder)
+    thread.start()
+    while not order:
+        time.sleep(0.01)
+    with waiting_lock(tmp_path / "x.lock"):  # blocks until the builder has finished
+        order.append("waiter has the lock")
+        assert built.read_text() == "done"
+    thread.join()
+    assert order == ["builder has the lock", "waiter has the lock"]
