@@ -254,37 +254,9 @@ def cuda_measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, float(torch.cuda.max_memory_allocated()), time.perf_counter() - start
 
 
-def run_step_phases(model, inputs: dict, *, group_size: int, answer_tokens: int, micro_batch_size: int,
-                    chunks: dict[str, int], measure: Measure, naive: bool = True,
-                    seed: int = BENCH_SEED) -> dict[str, dict[str, Any]]:
-    """Run and measure an SFT step and a GRPO step; returns {phase: {"bytes", "seconds"}}.
-
-    An unmeasured SFT step first creates AdamW's state, as in every step after the first. The
-    GRPO step: G rollouts (sampled to exactly `answer_tokens`), the old-policy and reference
-    (adapter disabled) log-prob passes, then the clipped loss with k3 KL, backward, AdamW step.
-    """
+def _recorder(results: dict, measure: Measure, optimizer) -> Callable[[str, Callable[[], Any]], Any]:
+    """`record(name, fn)`: run `fn` under `measure`, store {"bytes", "seconds"} (or the OOM) in results."""
     import torch
-
-    from lite_cpt.kernels import grpo_advantages, grpo_loss
-
-    vocab = model.get_base_model().config.text_config.vocab_size
-    ids = token_ids(vocab)
-    prompt_len = inputs["input_ids"].shape[1]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
-    generator = torch.Generator().manual_seed(seed)
-    device = inputs["input_ids"].device
-    answer = torch.randint(0, min(vocab - 8, ids["pad"]), (1, answer_tokens), generator=generator).to(device)
-    sft_sequences = torch.cat([inputs["input_ids"], answer], dim=1).repeat(micro_batch_size, 1)
-    sft_batch = _batch_of(inputs, sft_sequences)
-    results: dict[str, dict[str, Any]] = {}
-
-    def sft_step(use_naive: bool) -> None:
-        logp = completion_logprobs(model, sft_batch, prompt_len, chunk=chunks["sft_step"], naive=use_naive,
-                                   all_positions=True)
-        (-logp.mean()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
     def record(name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -296,59 +268,100 @@ def run_step_phases(model, inputs: dict, *, group_size: int, answer_tokens: int,
         results[name] = {"bytes": peak, "seconds": seconds}
         return value
 
+    return record
+
+
+def run_step_phases(model, inputs: dict, *, group_size: int, answer_tokens: int, micro_batch_size: int,
+                    chunks: dict[str, int], measure: Measure, naive: bool = True) -> dict[str, dict[str, Any]]:
+    """Run and measure an SFT step and a GRPO step; returns {phase: {"bytes", "seconds"}}.
+
+    An unmeasured SFT step first creates AdamW's state, as in every step after the first. The
+    GRPO step: G rollouts (sampled to exactly `answer_tokens`), the old-policy and reference
+    (adapter disabled) log-prob passes, then the clipped loss with k3 KL, backward, AdamW step.
+    """
+    import torch
+
+    vocab = model.get_base_model().config.text_config.vocab_size
+    ids = token_ids(vocab)
+    prompt_len = inputs["input_ids"].shape[1]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    generator = torch.Generator().manual_seed(BENCH_SEED)
+    device = inputs["input_ids"].device
+    answer = torch.randint(0, min(vocab - 8, ids["pad"]), (1, answer_tokens), generator=generator).to(device)
+    sft_batch = _batch_of(inputs, torch.cat([inputs["input_ids"], answer], dim=1).repeat(micro_batch_size, 1))
+    results: dict[str, dict[str, Any]] = {}
+    record = _recorder(results, measure, optimizer)
+
+    def sft_step(use_naive: bool) -> None:
+        logp = completion_logprobs(model, sft_batch, prompt_len, chunk=chunks["sft_step"], naive=use_naive,
+                                   all_positions=True)
+        (-logp.mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     model.train()
     sft_step(False)  # warm-up: AdamW state exists from here on
     record("sft_step", lambda: sft_step(False))
     if naive:
         record("sft_step_naive", lambda: sft_step(True))
+    _grpo_phases(model, inputs, optimizer, record, dict(group_size=group_size, answer_tokens=answer_tokens,
+                 micro_batch_size=micro_batch_size, chunk=chunks["grpo_step"], naive=naive, generator=generator))
+    return results
+
+
+def _grpo_phases(model, inputs: dict, optimizer, record, settings: dict) -> None:
+    """Rollouts, the old/reference log-prob passes and the GRPO update, each under `record`."""
+    import torch
+
+    from lite_cpt.kernels import grpo_advantages, grpo_loss
+
+    g, mb, chunk = settings["group_size"], settings["micro_batch_size"], settings["chunk"]
+    ids = token_ids(model.get_base_model().config.text_config.vocab_size)
+    prompt_len = inputs["input_ids"].shape[1]
 
     def rollout():
         model.eval()
         with torch.no_grad():
             out = model.generate(
                 **inputs, do_sample=True, temperature=1.0, top_p=0.99, top_k=0,
-                max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, num_return_sequences=group_size,
-                pad_token_id=ids["pad"], eos_token_id=ids["eos"],
+                max_new_tokens=settings["answer_tokens"], min_new_tokens=settings["answer_tokens"],
+                num_return_sequences=g, pad_token_id=ids["pad"], eos_token_id=ids["eos"],
             )
         model.train()
         return out
 
     sequences = record("rollout", rollout)
     if sequences is None:
-        return results
-    micro = [sequences[i : i + micro_batch_size] for i in range(0, group_size, micro_batch_size)]
+        return
+    micro = [sequences[i : i + mb] for i in range(0, g, mb)]
 
     def logprob_pass():
         old, ref = [], []
         with torch.no_grad():
             for seqs in micro:
                 batch = _batch_of(inputs, seqs)
-                old.append(completion_logprobs(model, batch, prompt_len, chunk=chunks["grpo_step"], naive=False))
+                old.append(completion_logprobs(model, batch, prompt_len, chunk=chunk, naive=False))
                 with model.disable_adapter():
-                    ref.append(completion_logprobs(model, batch, prompt_len, chunk=chunks["grpo_step"], naive=False))
+                    ref.append(completion_logprobs(model, batch, prompt_len, chunk=chunk, naive=False))
         return old, ref
 
     passes = record("logprob_pass", logprob_pass)
     if passes is None:
-        return results
-    old, ref = passes
-    rewards = torch.rand(group_size, generator=generator).to(device)
-    advantages = grpo_advantages(rewards, group_size).split(micro_batch_size)
+        return
+    rewards = torch.rand(g, generator=settings["generator"]).to(sequences.device)
+    advantages = grpo_advantages(rewards, g).split(mb)
 
     def grpo_step(use_naive: bool) -> None:
-        for seqs, old_mb, ref_mb, adv_mb in zip(micro, old, ref, advantages):
-            logp = completion_logprobs(model, _batch_of(inputs, seqs), prompt_len, chunk=chunks["grpo_step"],
-                                       naive=use_naive)
-            mask = torch.ones_like(logp)
-            loss, _ = grpo_loss(logp, old_mb, adv_mb, mask, ref_logp=ref_mb, beta=0.01)
-            (loss * seqs.shape[0] / group_size).backward()
+        for seqs, old_mb, ref_mb, adv_mb in zip(micro, *passes, advantages):
+            logp = completion_logprobs(model, _batch_of(inputs, seqs), prompt_len, chunk=chunk, naive=use_naive)
+            loss, _ = grpo_loss(logp, old_mb, adv_mb, torch.ones_like(logp), ref_logp=ref_mb, beta=0.01)
+            (loss * seqs.shape[0] / g).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     record("grpo_step", lambda: grpo_step(False))
-    if naive:
+    if settings["naive"]:
         record("grpo_step_naive", lambda: grpo_step(True))
-    return results
 
 
 # --------------------------------------------------------------------------------------------
