@@ -164,7 +164,10 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     method = arm_method(arm, ws.model, ws.processor, ws.train_examples)
     phases = [("joint", ws.tasks)] if method.joint else [(t.name, [t]) for t in ws.tasks]
 
-    rows, general_rows = _load_rows(matrix_path, "R"), _load_rows(general_path, "G")
+    rows = _load_rows(matrix_path, "R")
+    # matrix.json is the resume marker. general.json is written just before it, so a run killed
+    # between the two writes left one row more there: keep only the rows the marker covers.
+    general_rows = _load_rows(general_path, "G")[: len(rows)]
     reset_adapter(ws.model, phase_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
     if done >= len(phases):
