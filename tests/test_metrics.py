@@ -104,3 +104,37 @@ def test_general_deltas_use_last_row_against_base():
     assert general_deltas([[], []]) == []
     with pytest.raises(ValueError, match="rectangular"):
         general_deltas([[0.5, 0.4], [0.6]])
+
+
+def test_general_deltas_edge_cases():
+    # Two rows (base + one task) already give a change; a missing score is a clear error.
+    assert general_deltas([[0.5, 0.25], [0.75, 0.0]]) == [0.25, -0.25]
+    assert general_deltas([[1, 0], [0, 1]]) == [-1.0, 1.0]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        general_deltas([[0.5], [None]])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        general_deltas([[0.5], [float("inf")]])
+    with pytest.raises(ValueError, match="must be 2-D"):
+        general_deltas([0.5, 0.6])
+
+
+def test_forgetting_is_negative_when_every_earlier_task_ends_above_its_best():
+    # Forgetting is not clamped at 0: later training that improves every earlier task shows up.
+    improving = [[0.0, 0.0, 0.0], [0.4, 0.1, 0.0], [0.5, 0.6, 0.1], [0.7, 0.9, 0.8]]
+    assert average_forgetting(improving) == pytest.approx(((0.5 - 0.7) + (0.6 - 0.9)) / 2)
+    assert backward_transfer(improving) == pytest.approx(((0.7 - 0.4) + (0.9 - 0.6)) / 2)
+
+
+def test_joint_arm_reports_acc_only_and_nothing_before_it_finishes():
+    from lite_cpt.report import ArmResult
+
+    finished = ArmResult(name="multitask_sft", tasks=["a", "b", "c"], R=np.array([[0.1, 0.2, 0.3], [0.5, 0.7, 0.9]]),
+                         cost={}, joint=True)
+    assert finished.summary == {"ACC": pytest.approx(0.7), "BWT": None, "forgetting": None, "FWT": None}
+    assert finished.tasks_done == 3
+    started = ArmResult(name="multitask_sft", tasks=["a", "b", "c"], R=np.array([[0.1, 0.2, 0.3]]), cost={},
+                        joint=True)
+    assert started.summary["ACC"] is None and started.tasks_done == 0
+    # The same two rows read as a sequential arm would be an unfinished run of three tasks.
+    sequential = ArmResult(name="sft", tasks=["a", "b", "c"], R=finished.R, cost={})
+    assert sequential.summary["ACC"] is None and sequential.tasks_done == 1
