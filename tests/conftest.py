@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # Triton kernels run on CPU tensors through the interpreter; this must be set before triton loads.
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -7,10 +8,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 # The test models are tiny: one thread is as fast as two for them, and it keeps OpenMP from
 # spinning against other processes on a small machine.
 torch.set_num_threads(1)
+
+# Property tests: no per-example deadline on a shared 2-core machine, a fixed set of examples
+# (derandomised, so a run is reproducible). Under mutmut a failing example is not shrunk: the
+# first failure already catches the mutant, and shrinking would only run into mutmut's timeout.
+settings.register_profile("lite-cpt", deadline=None, max_examples=40, derandomize=True)
+settings.register_profile("lite-cpt-mutation", settings.get_profile("lite-cpt"),
+                          phases=[Phase.explicit, Phase.generate])
+
+# mutmut runs the tests inside its mutants/ copy of the repository and names the mutant it tests.
+UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ or Path.cwd().name == "mutants"
+settings.load_profile("lite-cpt-mutation" if UNDER_MUTMUT else "lite-cpt")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,3 +39,30 @@ def private_hf_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def _mutated_kernels_under_mutmut() -> None:
+    """mutmut runs the tests inside mutants/, which holds mutated copies of lite_cpt/ and kernels/.
+
+    lite_cpt/ is found there through sys.path, but lite_cpt.kernels comes from kernels/ through
+    the package-dir mapping of the editable install, which would import the unmutated original.
+    """
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    kernels = Path.cwd() / "kernels"
+    if not UNDER_MUTMUT or not (kernels / "__init__.py").exists():
+        return
+
+    class MutatedKernels(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name != "lite_cpt.kernels":
+                return None  # submodules follow the package's __path__, i.e. mutants/kernels
+            return importlib.util.spec_from_file_location(
+                name, kernels / "__init__.py", submodule_search_locations=[str(kernels)])
+
+    sys.meta_path.insert(0, MutatedKernels())
+
+
+_mutated_kernels_under_mutmut()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from lite_cpt.data.loaders import split_range, subsample
@@ -32,9 +32,6 @@ from lite_cpt.recipe import apply_override, parse_overrides, recipe_from_dict
 from tests.helpers import tiny_recipe
 
 # The shared CI machine has 2 slow cores: no per-example deadline, a moderate example count.
-settings.register_profile("lite-cpt", deadline=None, max_examples=40, derandomize=True)
-settings.load_profile("lite-cpt")
-
 # Rewards as the tasks produce them: accuracies in [0, 1], partial credit, CoT format mixes.
 reward = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0]) | st.floats(0.0, 1.0, width=32)
 

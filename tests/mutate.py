@@ -1,0 +1,109 @@
+"""Mutation testing of one module with mutmut, on demand (too slow for CI on 2 cores).
+
+    nice -n 10 python tests/mutate.py lite_cpt/metrics.py           # score + surviving mutants
+    nice -n 10 python tests/mutate.py lite_cpt/tasks/ --tests tests/test_real_tasks.py
+    python tests/mutate.py lite_cpt/rft.py --show lite_cpt.rft.x_policy_update__mutmut_12
+
+Each module is mutated in its own scratch copy of the repository under .mutation/<module>/, with
+only the tests that exercise it (MODULE_TESTS below, or --tests), so runs of different modules
+never share state and a re-run only re-tests what changed. The score counts a mutant as caught
+when a test fails or times out on it; a mutant no selected test reaches counts as surviving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("lite_cpt", "kernels", "tests", "recipes", "README.md")
+
+# The tests that exercise each module; a module not listed runs the whole suite.
+MODULE_TESTS = {
+    "kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
+    "kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
+    "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
+    "lite_cpt/sft.py": ["tests/test_training_behaviour.py", "tests/test_baselines.py"],
+    "lite_cpt/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py"],
+    "lite_cpt/rif.py": ["tests/test_rif.py", "tests/test_training_behaviour.py"],
+    "lite_cpt/continual.py": ["tests/test_continual.py", "tests/test_resume.py"],
+    "lite_cpt/data/loaders.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_properties.py"],
+    "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_synthetic.py", "tests/test_rft.py"],
+}
+
+CONFIG = """\
+[tool.mutmut]
+source_paths = ["lite_cpt/", "kernels/"]
+only_mutate = {only}
+also_copy = ["recipes/", "README.md"]
+pytest_add_cli_args_test_selection = {tests}
+# torch is not fork-safe after a test session: fork each mutant from a clean server process.
+process_isolation = "forkserver"
+# A shared machine slows every test run: a mutant times out only well past its tests' own time.
+timeout_constant = 30.0
+
+[tool.pytest.ini_options]
+pythonpath = ["."]
+addopts = "-q -p no:cacheprovider"
+markers = ["slow: end-to-end runs on the tiny model"]
+"""
+
+
+def scratch_copy(module: str, tests: list[str]) -> Path:
+    """.mutation/<module>/ holding the sources (mtimes kept, so mutmut's cache stays valid)."""
+    work = ROOT / ".mutation" / module.strip("/").replace("/", "_").removesuffix(".py")
+    work.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, work / name)
+    only = [module + "*"] if module.endswith("/") else [module]
+    (work / "pyproject.toml").write_text(CONFIG.format(only=json.dumps(only), tests=json.dumps(tests)))
+    return work
+
+
+def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, text=True, capture_output=True)
+
+
+def score(work: Path) -> dict:
+    mutmut(work, "export-cicd-stats")
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    caught = stats["killed"] + stats["timeout"]
+    tested = caught + stats["survived"] + stats["no_tests"] + stats["suspicious"] + stats["segfault"]
+    stats["score"] = caught / tested if tested else float("nan")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", help="a file (lite_cpt/metrics.py) or a package folder ending in / (lite_cpt/tasks/)")
+    parser.add_argument("--tests", nargs="+", help="test files to run against the mutants (default: MODULE_TESTS)")
+    parser.add_argument("--show", metavar="MUTANT", help="print the diff of one mutant of an earlier run")
+    args = parser.parse_args(argv)
+    tests = args.tests or MODULE_TESTS.get(args.module, ["tests/"])
+    work = scratch_copy(args.module, tests)
+    if args.show:
+        print(mutmut(work, "show", args.show).stdout)
+        return 0
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=work)
+    if run.returncode:
+        return run.returncode
+    stats = score(work)
+    survivors = [line.strip() for line in mutmut(work, "results").stdout.splitlines() if line.strip()]
+    print("\n".join(survivors))
+    print(f"{args.module}: {stats['killed'] + stats['timeout']} of {stats['total']} mutants caught, "
+          f"score {stats['score']:.1%} (survived {stats['survived']}, no tests {stats['no_tests']}, "
+          f"timeout {stats['timeout']}, suspicious {stats['suspicious']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
