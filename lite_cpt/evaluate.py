@@ -20,6 +20,12 @@ class EvalSet:
 
 def evaluate_set(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> tuple[float, list[str]]:
     """Mean score of the model's answers on one evaluation set, and the answers themselves."""
+    items = score_items(model, processor, evalset, generation, cot=cot)
+    return mean_score(items), [item["answer"] for item in items]
+
+
+def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> list[dict]:
+    """Each sample's id, generated answer and score, in the order of the evaluation set."""
     task = evalset.task
     prompts = [Prompt(task.prompt(s, cot), s.image) for s in evalset.samples]
     out = generate_completions(
@@ -33,19 +39,30 @@ def evaluate_set(model, processor, evalset: EvalSet, generation, *, cot: bool = 
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    scores = [task.score(text, sample, cot) for text, sample in zip(out.texts, evalset.samples)]
-    return (sum(scores) / len(scores) if scores else 0.0), out.texts
+    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot)}
+            for text, sample in zip(out.texts, evalset.samples)]
+
+
+def mean_score(items: list[dict]) -> float:
+    return sum(item["score"] for item in items) / len(items) if items else 0.0
 
 
 def evaluate_sets(model, processor, evalsets: list[EvalSet], generation, *, cot: bool = False,
                   on_done: Callable[[str], None] | None = None) -> dict[str, float]:
     """Scores of the model on every set, in order: {task name: mean reward}."""
-    scores = {}
+    items = evaluate_sets_items(model, processor, evalsets, generation, cot=cot, on_done=on_done)
+    return {name: mean_score(scored) for name, scored in items.items()}
+
+
+def evaluate_sets_items(model, processor, evalsets: list[EvalSet], generation, *, cot: bool = False,
+                        on_done: Callable[[str], None] | None = None) -> dict[str, list[dict]]:
+    """Per-item results of the model on every set, in order: {task name: score_items(...)}."""
+    items = {}
     for evalset in evalsets:
-        scores[evalset.task.name], _ = evaluate_set(model, processor, evalset, generation, cot=cot)
+        items[evalset.task.name] = score_items(model, processor, evalset, generation, cot=cot)
         if on_done is not None:
             on_done(evalset.task.name)
-    return scores
+    return items
 
 
 def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: list[str] | None,
