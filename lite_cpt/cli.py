@@ -53,25 +53,41 @@ def run(
     overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key.path=value, e.g. seed=1 arms.sft.lr=1e-4"),
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
 ):
     """Train every arm of RECIPE task by task, evaluate after each task, write the report.
 
-    Re-running the same command resumes at the first unfinished task.
+    Each seed runs into <run>/seed_<k>/; re-running the same command resumes at the first
+    unfinished task of each (seed, arm).
 
     Examples:\n
       lite-cpt run recipes/tiny.yaml\n
+      lite-cpt run recipes/tiny.yaml --seeds 0,1,2\n
       lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
-      lite-cpt run recipes/tiny.yaml name=tiny-seed1 seed=1
+      lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
     from lite_cpt.continual import run_recipe
     from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.recipe import load_recipe
 
-    loaded = load_recipe(recipe, overrides or [])
+    loaded = load_recipe(recipe, [*(overrides or []), *seed_overrides(seeds)])
     cal = load_calibration(calibration) if calibration else None
     console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
     run_dir = run_recipe(loaded, console=console, calibration=cal)
     console.print(f"[green]done[/]: {run_dir / 'report.md'}")
+
+
+def seed_overrides(seeds: str | None) -> list[str]:
+    """`--seeds 0,1,2` as the override `seeds=[0, 1, 2]`."""
+    if seeds is None:
+        return []
+    try:
+        values = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds takes comma-separated integers such as 0,1,2, got '{seeds}'") from None
+    if not values:
+        raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    return [f"seeds=[{', '.join(map(str, values))}]"]
 
 
 @app.command()

@@ -2,13 +2,17 @@
 
 Layout of a run (`runs/<name>/`):
 
-    recipe.yaml                 the resolved recipe (a re-run must match it to resume)
-    base_scores.json            row 0 (the base model) on tasks and general benchmarks
-    <arm>/matrix.json           {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
-    <arm>/general.json          {"benchmarks": [...], "G": [[...], ...]}, same rows
-    <arm>/metrics.jsonl         per-step logs and one "task_end" record per finished task
-    <arm>/task_<t>/             PEFT adapter after task t (joint arms: task_1 only)
-    <arm>/.lock                 flock of the process training the arm (see lite_cpt.locks)
+    recipe.yaml                 the resolved recipe (a re-run must match it, seeds aside, to resume)
+    seed_<k>/                   everything one seed produced; each (seed, arm) resumes on its own
+      base_scores.json          row 0 (the base model) on tasks and general benchmarks
+      base_predictions.jsonl.gz row 0 per item (id, answer, score)
+      <arm>/matrix.json         {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
+      <arm>/general.json        {"benchmarks": [...], "G": [[...], ...]}, same rows
+      <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
+      <arm>/predictions/row_<t>.jsonl.gz   row t per item
+      <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
+      <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
+    tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
 
 A task is finished when its row is in matrix.json; the adapter is saved before the row is
@@ -24,22 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from rich.console import Console
 
 from lite_cpt.arms import Phase, arm_method
 from lite_cpt.errors import UserError
-from lite_cpt.evaluate import EvalSet, evaluate_sets
+from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
 from lite_cpt.locks import unit_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.seeding import derived_seed
 from lite_cpt.sft import Example, examples_of
 from lite_cpt.tasks.base import Task, build_task
+from lite_cpt.tracking import RunTracker
 
 
 def phase_seed(seed: int, *parts: object) -> int:
@@ -61,6 +68,7 @@ class Workspace:
     console: Console | None
     _train_cache: dict
     calibration: Calibration | None = None  # throughputs the time prediction uses (None: reference card)
+    tracker: RunTracker | None = None
 
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:
@@ -70,25 +78,47 @@ class Workspace:
         return self._train_cache[task_name]
 
 
+# Keys that do not change any one seed's numbers: which seeds run, and where logs also go.
+SEED_INDEPENDENT_KEYS = ("seed", "seeds", "logging")
+
+
 def prepare_run_dir(recipe: Recipe) -> Path:
-    """Create the run directory, or check that an existing one holds this same recipe."""
+    """Create the run directory, or check that an existing one holds this same recipe (up to
+    its seeds, so more seeds can be added to a run later); the saved recipe lists every seed."""
     run_dir = recipe.run_dir
-    text = recipe_to_yaml(recipe)
     saved = run_dir / "recipe.yaml"
-    if saved.exists() and saved.read_text(encoding="utf-8") != text:
-        raise UserError(
-            f"{run_dir} already holds a run of a different recipe; give this run another name "
-            f"(name=...) or remove {run_dir} to start over"
-        )
-    atomic_write_text(saved, text)
+    seeds = recipe.run_seeds
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        current = recipe.model_dump(mode="json")
+        if _seedless(previous) != _seedless(current):
+            raise UserError(
+                f"{run_dir} already holds a run of a different recipe; give this run another name "
+                f"(name=...) or remove {run_dir} to start over"
+            )
+        seeds = list(dict.fromkeys([*(previous.get("seeds") or [previous.get("seed", 0)]), *seeds]))
+    atomic_write_text(saved, recipe_to_yaml(recipe.model_copy(update={"seeds": seeds})))
     return run_dir
 
 
-def build_workspace(recipe: Recipe, console: Console | None = None) -> Workspace:
+def _seedless(recipe: dict) -> dict:
+    return {key: value for key, value in recipe.items() if key not in SEED_INDEPENDENT_KEYS}
+
+
+def seed_dir(run_dir: Path, seed: int) -> Path:
+    return Path(run_dir) / f"seed_{seed}"
+
+
+def build_workspace(recipe: Recipe, console: Console | None = None, loaded: tuple | None = None) -> Workspace:
+    """The workspace of one seed (`recipe.seed`), writing into <run>/seed_<k>/. `loaded` is a
+    (model with LoRA, processor) pair from an earlier seed: arms reset the adapter, so it is reused."""
     run_dir = prepare_run_dir(recipe)
     torch.manual_seed(recipe.seed)
-    base, processor = load_base(recipe, console=console)
-    model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
+    if loaded is None:
+        base, processor = load_base(recipe, console=console)
+        model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
+    else:
+        model, processor = loaded
     root = recipe.data.root
     tasks = [build_task(cfg, root, recipe.seed) for cfg in recipe.tasks]
     evalsets = [EvalSet(t, t.load(t.config.source.test_split, t.config.test_size)) for t in tasks]
@@ -96,20 +126,29 @@ def build_workspace(recipe: Recipe, console: Console | None = None) -> Workspace
     for cfg in recipe.evaluation.general:
         bench = build_task(cfg, root, recipe.seed, benchmark=True)
         general.append(EvalSet(bench, bench.load(cfg.source.test_split, cfg.size)))
-    return Workspace(recipe, run_dir, model, processor, tasks, evalsets, general, console, {})
+    return Workspace(recipe, seed_dir(run_dir, recipe.seed), model, processor, tasks, evalsets, general,
+                     console, {}, tracker=RunTracker(recipe, run_dir, recipe.seed))
 
 
 def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Calibration | None = None) -> Path:
-    """Train and evaluate every arm of the recipe, then write the report. `calibration`: the
-    throughputs behind the predicted times printed at the start and logged per task."""
+    """Train and evaluate every arm of the recipe under each of its seeds, then write the report.
+    `calibration`: the throughputs behind the predicted times printed at the start and logged per task."""
     from lite_cpt.report import write_report
 
-    ws = build_workspace(recipe, console)
-    ws.calibration = calibration
-    for arm in recipe.arms:
-        run_arm(ws, arm)
-    write_report(ws.run_dir)
-    return ws.run_dir
+    loaded = None
+    for seed in recipe.run_seeds:
+        ws = build_workspace(recipe.model_copy(update={"seed": seed}), console, loaded)
+        loaded = (ws.model, ws.processor)
+        ws.calibration = calibration
+        if len(recipe.run_seeds) > 1:
+            _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
+        try:
+            for arm in recipe.arms:
+                run_arm(ws, arm)
+        finally:
+            ws.tracker.close()
+    write_report(recipe.run_dir)
+    return recipe.run_dir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,13 +162,16 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def evaluate_row(ws: Workspace, label: str) -> tuple[list[float], list[float]]:
+def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[list[float], list[float]]:
+    """Scores of one matrix row; its per-item predictions are saved to `predictions_path`."""
     gen, cot = ws.recipe.evaluation.generation, ws.recipe.evaluation.cot
     sets = ws.evalsets + ws.general
     with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))
-        scores = evaluate_sets(ws.model, ws.processor, sets, gen, cot=cot,
-                               on_done=lambda _: advance(next(done), len(sets)))
+        items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
+                                    on_done=lambda _: advance(next(done), len(sets)))
+    write_predictions(predictions_path, items)
+    scores = {name: mean_score(scored) for name, scored in items.items()}
     return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
 
 
@@ -140,7 +182,7 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
         saved = json.loads(path.read_text())
         return saved["R0"], saved["G0"]
     with ws.model.disable_adapter():
-        tasks_row, general_row = evaluate_row(ws, "the base model")
+        tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
     atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
@@ -197,14 +239,13 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
     """Train one phase (a task, or all tasks for a joint arm), save the adapter, evaluate,
     and log the phase's cost; returns the new rows of the task and general-benchmark scores."""
     examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
-    log_path = arm_dir / "metrics.jsonl"
     phase = Phase(
         index=index,
         name=name,
         seed=phase_seed(ws.recipe.seed, arm.name, index),
         epochs=max(t.config.epochs for t in phase_tasks),
         knobs=resolve_knobs(ws.recipe, arm.name),
-        on_step=lambda record: append_jsonl(log_path, {"event": "step", "task_index": index, "task": name, **record}),
+        on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
         progress=lambda *_: None,
     )
     torch.manual_seed(phase.seed)
@@ -219,8 +260,8 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
     task_dir = save_adapter(ws.model, arm_dir / f"task_{index}")
     method.save_state(task_dir)
     started = time.perf_counter()
-    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}")
-    append_jsonl(log_path, {
+    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index))
+    log_event(ws, arm_dir, {
         "event": "task_end", "task_index": index, "task": name,
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
@@ -250,6 +291,14 @@ def _say_prediction(ws: Workspace, arm: ArmConfig) -> None:
     device = (ws.calibration.device if ws.calibration else "the reference 24 GB card")
     parts = ", ".join(f"{k} {v / 3600:.2f}" for k, v in totals.items())
     _say(ws, f"[dim]{arm.name}: time plan on {device}: {sum(totals.values()) / 3600:.2f} h ({parts})[/]")
+
+
+def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
+    """One record to the arm's metrics.jsonl and to the recipe's trackers."""
+    log_path = arm_dir / "metrics.jsonl"
+    if ws.tracker is not None:
+        ws.tracker.log(arm_dir.name, record, log_path)
+    append_jsonl(log_path, record)
 
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:

@@ -230,15 +230,44 @@ class DataConfig(Section):
     root: str | None = Field(None, description="Directory that relative data paths resolve against.")
 
 
+class LoggingConfig(Section):
+    tensorboard: bool = Field(False, description="Write step and task-end records as TensorBoard event files "
+                              "under <run>/tensorboard/ (needs `pip install -e .[tracking]`).")
+    wandb: bool = Field(False, description="Log to Weights & Biases (needs `wandb` installed).")
+    wandb_project: str = Field("lite-cpt", description="W&B project name.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: write under <run>/wandb/ for a later `wandb sync`; online: upload."
+    )
+    mlflow: bool = Field(False, description="Log to MLflow (needs `mlflow` installed).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; None = a local file store under <run>/mlruns."
+    )
+
+
 class Recipe(Section):
     name: str = Field(..., description="Run name; outputs go to <output_dir>/<name>/.")
-    seed: int = Field(0, description="Seed of data sampling, initialisation and training.")
+    seed: int = Field(0, description="Seed of data sampling (train and test draws), adapter initialisation, "
+                      "training and rollouts; the tiny base follows `model.tiny.seed` instead.")
+    seeds: list[int] | None = Field(
+        None, description="Seeds to run, each into <run>/seed_<k>/ (`lite-cpt run --seeds 0,1,2`); "
+        "None = [seed]. The report gives mean and 95 % t-interval across seeds."
+    )
     output_dir: str = Field("runs", description="Parent directory of run directories.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and adapters.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data locations.")
     tasks: list[TaskConfig] = Field(..., min_length=1, description="Tasks, in training order.")
     arms: list[ArmConfig] = Field(..., min_length=1, description="Training arms, each from a fresh adapter.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Optional experiment trackers.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None:
+            if not seeds:
+                raise ValueError("give at least one seed, e.g. seeds: [0, 1, 2], or leave it out")
+            _check_unique([str(s) for s in seeds], "seed")
+        return seeds
 
     @field_validator("tasks")
     @classmethod
@@ -255,6 +284,11 @@ class Recipe(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds this recipe runs: `seeds`, or just `seed`."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
     def task(self, name: str) -> TaskConfig:
         return next(t for t in self.tasks if t.name == name)

@@ -1,171 +1,29 @@
 """Turn a run directory into summary.json, report.md and PNG figures.
 
-Reads, for each arm (a subdirectory of the run holding matrix.json):
-  matrix.json    {"tasks": [T names], "R": [[T floats] x rows]}   row 0 = base, row i = after task i
-  general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning
-  metrics.jsonl  "task_end" events give the compute cost; other events are ignored
-and writes into the run directory:
-  summary.json               {arm: {"ACC", "BWT", "forgetting", "FWT"}}  (null where undefined)
-  heatmap_<arm>.png          R of each arm, annotated
-  seen_task_average.png      mean seen-task accuracy after each task, one line per arm
-  report.md                  tables, figures and a short guide; identical inputs give identical text
+Reads every (seed, arm) unit of the run (see `lite_cpt.results` for the layout) and writes into
+the run directory:
+  summary.json           {"seeds", "arms": {arm: {"seeds_finished", "metrics": {metric: estimate}}},
+                          "differences": [...]}; an estimate is {"value", "ci95", "interval", "per_seed"}
+  heatmap_<arm>.png      R of each arm (the mean over its finished seeds), annotated
+  seen_task_average.png  mean seen-task accuracy after each task, one line per arm
+  report.md              tables with 95 % intervals, paired differences, forgotten items, figures
+                         and a short guide; identical inputs give identical text
 """
 
 from __future__ import annotations
 
 import io
-import json
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import yaml
 
-from lite_cpt.errors import UserError
+from lite_cpt.estimates import Estimate, arm_estimates, metric_names, paired_difference, units_for_estimates
 from lite_cpt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lite_cpt.metrics import accuracy_matrix, general_deltas, seen_task_average, summarize
-
-COST_KEYS = ("generated_tokens", "trained_tokens", "policy_updates")
-
-
-@dataclass
-class ArmResult:
-    """Everything the report shows about one arm."""
-
-    name: str
-    tasks: list[str]
-    R: np.ndarray  # (rows, T); rows < T + 1 while the arm is unfinished
-    cost: dict[str, float | None]  # see compute_cost
-    benchmarks: list[str] = field(default_factory=list)
-    G: list[list[float]] = field(default_factory=list)
-    # Joint (multi-task) arms train once on every task: R = [base row, joint row]. Only ACC is
-    # defined for them; BWT, forgetting and FWT need a sequence.
-    joint: bool = False
-
-    @property
-    def tasks_done(self) -> int:
-        if self.joint:
-            return self.R.shape[1] if self.R.shape[0] == 2 else 0
-        return max(self.R.shape[0] - 1, 0)
-
-    @cached_property
-    def summary(self) -> dict[str, float | None]:
-        if self.joint:
-            acc = float(self.R[-1].mean()) if self.R.shape[0] == 2 else None
-            return {"ACC": acc, "BWT": None, "forgetting": None, "FWT": None}
-        return summarize(self.R)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}; rerun the arm or remove the broken file") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
-def load_accuracy_matrix(path: Path) -> tuple[list[str], np.ndarray]:
-    """Task names and R (shape (rows, T)) from a matrix.json, checked."""
-    data = _read_json(path)
-    tasks, rows = data.get("tasks"), data.get("R")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise UserError(f"{path}: 'tasks' must be a non-empty list of task names")
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: 'R' must be a list of rows (row 0 = base model, row i = after task i)")
-    if any(not isinstance(row, list) or len(row) != len(tasks) for row in rows):
-        raise UserError(f"{path}: every row of 'R' must hold one score per task ({len(tasks)} tasks)")
-    try:
-        R = accuracy_matrix(np.asarray(rows, dtype=float).reshape(len(rows), len(tasks)), complete=False)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: {exc}") from exc
-    return tasks, R
-
-
-def load_general_scores(path: Path) -> tuple[list[str], list[list[float]]]:
-    """Benchmark names and G rows from a general.json; ([], []) when the file is absent."""
-    if not path.exists():
-        return [], []
-    data = _read_json(path)
-    benchmarks, rows = data.get("benchmarks", []), data.get("G", [])
-    if not isinstance(benchmarks, list) or not all(isinstance(b, str) for b in benchmarks):
-        raise UserError(f"{path}: 'benchmarks' must be a list of benchmark names")
-    if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != len(benchmarks) for r in rows):
-        raise UserError(f"{path}: every row of 'G' must hold one score per benchmark ({len(benchmarks)})")
-    return benchmarks, rows
-
-
-def read_task_end_events(path: Path) -> list[dict]:
-    """The "task_end" events of a metrics.jsonl, one per task index (the last one logged wins).
-
-    A resumed run retrains a task whose result was not saved and logs its task_end again; the
-    last event is the one whose result the matrix holds. A truncated final line (the process
-    died mid-write) is skipped; a broken line elsewhere is an error.
-    """
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    by_task: dict[int, dict] = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                break
-            raise UserError(f"{path}:{number} is not valid JSON ({exc}); fix or remove that line") from exc
-        if isinstance(event, dict) and event.get("event") == "task_end":
-            by_task[int(event.get("task_index", len(by_task) + 1))] = event
-    return [by_task[index] for index in sorted(by_task)]
-
-
-def compute_cost(events: list[dict]) -> dict[str, float | None]:
-    """Totals over task_end events: wall seconds (train + eval), tokens, policy updates.
-
-    Also the mean "kept_fraction" for RIF arms. A quantity no event reports is None.
-    """
-
-    def total(keys: tuple[str, ...]) -> float | None:
-        values = [event[key] for event in events for key in keys if event.get(key) is not None]
-        return float(sum(values)) if values else None
-
-    cost = {"wall_seconds": total(("train_seconds", "eval_seconds"))}
-    predicted = [event["predicted_seconds"] for event in events if event.get("predicted_seconds")]
-    cost["predicted_seconds"] = (float(sum(p["train"] + p.get("evaluation", 0.0) for p in predicted))
-                                 if predicted else None)
-    cost.update({key: total((key,)) for key in COST_KEYS})
-    kept = [event["kept_fraction"] for event in events if event.get("kept_fraction") is not None]
-    cost["kept_fraction"] = float(np.mean(kept)) if kept else None
-    return cost
-
-
-def load_arm(arm_dir: Path) -> ArmResult:
-    tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
-    benchmarks, G = load_general_scores(arm_dir / "general.json")
-    cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
-    joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
-    return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint)
-
-
-def recipe_arm_names(run_dir: Path) -> list[str]:
-    """Arm names in recipe.yaml order; [] when the recipe is missing or unreadable."""
-    try:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    arms = recipe.get("arms") if isinstance(recipe, dict) else None
-    if not isinstance(arms, list):
-        return []
-    return [str(arm["name"]) for arm in arms if isinstance(arm, dict) and "name" in arm]
-
-
-def order_arms(found: list[str], recipe_order: list[str]) -> list[str]:
-    """Arms in recipe order, then any the recipe does not list, alphabetically."""
-    listed = [name for name in dict.fromkeys(recipe_order) if name in found]
-    return listed + sorted(set(found) - set(listed))
-
+from lite_cpt.metrics import seen_task_average
+from lite_cpt.predictions import flipped_items, read_predictions, row_predictions_path
+from lite_cpt.results import COST_KEYS, ArmResult, RunResults, load_run
 
 # ---------------------------------------------------------------- figures
 
@@ -276,82 +134,248 @@ forgetting. **FWT** (forward transfer) is the mean gain on a task before it is t
 the base model. **Δ general** is the last row's change on each general benchmark against the
 base model; negative means general ability was lost (for an unfinished arm: the change so far).
 ACC, BWT, forgetting and FWT are n/a for an arm that has not finished every task (and BWT,
-forgetting, FWT for a single-task run). Compute cost sums the
-per-task logs: wall time is training plus evaluation seconds; the time plan is what `lite-cpt
-plan` predicts for the same tasks with the run's calibration (`--calibration`, else a reference
-24 GB card); kept fraction is the mean share of instances that rollout-based filtering kept."""
+forgetting, FWT for a single-task run).
+
+Each value comes with its 95 % interval in brackets. With two or more finished seeds the value is
+the mean over seeds and the interval a Student t-interval (mean ± t·s/√n; every seed's value is
+listed); with one seed it is that seed's value and a percentile bootstrap over its test items
+(2000 resamples, each task's items resampled alike for every row). A difference between two arms
+is paired: by seed (t-interval of the per-seed differences), or with one seed by test item (both
+arms resampled with the same items); `*` marks an interval that excludes zero. Compute cost sums
+the per-task logs (the mean over seeds): wall time is training plus evaluation seconds; the time
+plan is what `lite-cpt plan` predicts for the same tasks with the run's calibration
+(`--calibration`, else a reference 24 GB card); kept fraction is the mean share of instances
+that rollout-based filtering kept."""
 
 
-def render_markdown(run_name: str, arms: list[ArmResult], missing: list[str]) -> str:
-    """The report text; it depends on its arguments only (no timestamps)."""
-    benchmarks = list(dict.fromkeys(b for arm in arms for b in arm.benchmarks))
+@dataclass
+class ArmReport:
+    """One arm of the report: its units, what is shown for it, and its estimates."""
 
-    lines = [f"# lite-cpt report: {run_name}", ""]
-    lines += [f"Arms: {', '.join(f'{arm.name} ({arm.tasks_done}/{len(arm.tasks)} tasks)' for arm in arms)}."]
-    if missing:
-        lines += ["", f"Arms in the recipe with no results yet: {', '.join(missing)}."]
+    name: str
+    units: dict[int, ArmResult]  # seed -> unit
+    shown: ArmResult  # mean over the finished seeds (or the most advanced unit)
+    estimates: dict[str, Estimate]
 
-    lines += ["", "## Continual-learning metrics", ""]
-    header = ["arm", "tasks done", "ACC", "BWT", "forgetting", "FWT"] + [f"Δ {b}" for b in benchmarks]
+    @property
+    def seeds_finished(self) -> list[int]:
+        return [seed for seed, unit in self.units.items() if unit.finished]
+
+
+def mean_unit(units: dict[int, ArmResult]) -> ArmResult:
+    """The arm as the report shows it: R, G and cost averaged over the finished seeds."""
+    used = list(units_for_estimates(units).values())
+    first = used[0]
+    if len(used) == 1:
+        return first
+    costs = {key: [u.cost[key] for u in used if u.cost.get(key) is not None] for key in first.cost}
+    G = np.mean([np.asarray(u.G, dtype=float) for u in used], axis=0).tolist() if first.G else []
+    return ArmResult(name=first.name, tasks=first.tasks, R=np.mean([u.R for u in used], axis=0),
+                     cost={key: float(np.mean(v)) if v else None for key, v in costs.items()},
+                     benchmarks=first.benchmarks, G=G, joint=first.joint)
+
+
+def build_arm_reports(run: RunResults, metrics: list[str]) -> list[ArmReport]:
+    return [ArmReport(arm, units, mean_unit(units), arm_estimates(units, metrics)) for arm, units in run.units.items()]
+
+
+def reference_arm(reports: list[ArmReport]) -> ArmReport | None:
+    """The arm the others are compared with: the first sequential arm (sft in the shipped recipes)."""
+    sequential = [r for r in reports if not r.shown.joint]
+    return sequential[0] if sequential else (reports[0] if reports else None)
+
+
+def arm_differences(reports: list[ArmReport], metrics: list[str]) -> list[dict]:
+    """metric(arm) − metric(reference) for every other arm, paired (see lite_cpt.estimates)."""
+    reference = reference_arm(reports)
+    if reference is None:
+        return []
     rows = []
-    for arm in arms:
-        summary = arm.summary
-        deltas = dict(zip(arm.benchmarks, general_deltas(arm.G)))
-        rows.append(
-            [arm.name, f"{arm.tasks_done}/{len(arm.tasks)}", _number(summary["ACC"]),
-             _number(summary["BWT"], signed=True), _number(summary["forgetting"]),
-             _number(summary["FWT"], signed=True)]
-            + [_number(deltas.get(b), signed=True) for b in benchmarks]
-        )
-    lines += _table(header, rows)
+    for report in reports:
+        if report is reference:
+            continue
+        estimates = {m: paired_difference(report.units, reference.units, m) for m in metrics}
+        rows.append({"arm": report.name, "reference": reference.name, "estimates": estimates})
+    return rows
 
-    lines += ["", "## Compute cost", ""]
+
+def forgotten_items(unit: ArmResult, examples: int = 2) -> list[dict]:
+    """Per earlier task: items right just after the task was trained and wrong at the end.
+
+    Read from the per-item predictions of the unit (rows j and T); [] when they are missing.
+    """
+    if unit.joint or not unit.finished or unit.path is None:
+        return []
+    last = row_predictions_path(unit.path, len(unit.tasks))
+    if not last.is_file():
+        return []
+    final = read_predictions(last)
+    found = []
+    for index, task in enumerate(unit.tasks[:-1], 1):
+        path = row_predictions_path(unit.path, index)
+        if not path.is_file():
+            continue
+        flips = flipped_items(read_predictions(path), final, task)
+        total = len(final.get(task, []))
+        found.append({"task": task, "flipped": len(flips), "items": total, "examples": flips[:examples]})
+    return found
+
+
+# ---------------------------------------------------------------- markdown: estimates and sections
+
+
+def _estimate(estimate: Estimate, signed: bool = False, mark: bool = False) -> str:
+    text = _number(estimate.value, signed)
+    if estimate.value is not None and estimate.low is not None:
+        text += f" [{_number(estimate.low, signed)}, {_number(estimate.high, signed)}]"
+    if mark and estimate.excludes_zero:
+        text += " *"
+    return text
+
+
+def _signed(metric: str) -> bool:
+    return metric in ("BWT", "FWT") or metric.startswith("Δ ")
+
+
+def _methods(estimates: list[Estimate]) -> str:
+    return ", ".join(dict.fromkeys(e.method for e in estimates if e.method)) or "none"
+
+
+def _tasks_done(report: ArmReport) -> str:
+    done = dict.fromkeys(f"{u.tasks_done}/{len(u.tasks)}" for u in report.units.values())
+    return ", ".join(done)
+
+
+def _status_lines(run: RunResults, reports: list[ArmReport]) -> list[str]:
+    seeds = run.seeds
+    lines = [f"Seeds: {', '.join(map(str, seeds))}. Arms: "
+             + ", ".join(f"{r.name} ({len(r.seeds_finished)}/{len(seeds)} seeds finished)" for r in reports) + "."]
+    unfinished = [(arm, seed, state) for arm, seed, state in run.missing_units() if arm in run.units]
+    if unfinished:
+        lines += ["", "Not finished yet (left out of the intervals): "
+                  + "; ".join(f"{arm} seed {seed} ({state})" for arm, seed, state in unfinished) + "."]
+    absent = [arm for arm in run.expected_arms if arm not in run.units]
+    if absent:
+        lines += ["", f"Arms in the recipe with no results yet: {', '.join(absent)}."]
+    return lines
+
+
+def _metrics_section(reports: list[ArmReport], metrics: list[str], seeds: list[int]) -> list[str]:
+    lines = ["", "## Continual-learning metrics", ""]
+    header = ["arm", "seeds", "tasks done", *metrics, "interval"]
+    rows = [[r.name, f"{len(r.seeds_finished)}/{len(seeds)}", _tasks_done(r),
+             *(_estimate(r.estimates[m], _signed(m)) for m in metrics), _methods(list(r.estimates.values()))]
+            for r in reports]
+    lines += _table(header, rows)
+    if any(len(e.per_seed) > 1 for r in reports for e in r.estimates.values()):
+        lines += ["", "### Every seed's value", ""]
+        shown = [s for s in seeds if any(s in r.units for r in reports)]
+        body = [[r.name, m, *(_number(r.estimates[m].per_seed.get(s), _signed(m)) for s in shown)]
+                for r in reports for m in metrics if r.estimates[m].value is not None]
+        lines += _table(["arm", "metric", *(f"seed {s}" for s in shown)], body)
+    return lines
+
+
+def _differences_section(differences: list[dict], metrics: list[str]) -> list[str]:
+    if not differences:
+        return []
+    reference = differences[0]["reference"]
+    lines = ["", f"## Paired differences against {reference}", "",
+             f"Each cell: metric(arm) − metric({reference}) [95 % interval]; `*` = the interval excludes 0.", ""]
+    rows = [[f"{d['arm']} − {reference}", *(_estimate(d["estimates"][m], True, mark=True) for m in metrics),
+             _methods(list(d["estimates"].values()))] for d in differences]
+    return lines + _table(["difference", *metrics, "interval"], rows)
+
+
+def _cost_section(reports: list[ArmReport]) -> list[str]:
+    lines = ["", "## Compute cost (per seed)", ""]
     header = ["arm", "wall time (train + eval, s)", "time plan (s)", "generated tokens", "trained tokens",
               "policy updates", "kept fraction (mean)"]
-    rows = [
-        [arm.name,
-         "n/a" if arm.cost["wall_seconds"] is None else f"{arm.cost['wall_seconds']:.1f}",
-         "n/a" if arm.cost.get("predicted_seconds") is None else f"{arm.cost['predicted_seconds']:.1f}",
-         _count(arm.cost["generated_tokens"]), _count(arm.cost["trained_tokens"]),
-         _count(arm.cost["policy_updates"]), _number(arm.cost["kept_fraction"])]
-        for arm in arms
-    ]
-    lines += _table(header, rows)
+    rows = []
+    for report in reports:
+        cost = report.shown.cost
+        rows.append([report.name, "n/a" if cost["wall_seconds"] is None else f"{cost['wall_seconds']:.1f}",
+                     "n/a" if cost.get("predicted_seconds") is None else f"{cost['predicted_seconds']:.1f}",
+                     _count(cost["generated_tokens"]), _count(cost["trained_tokens"]),
+                     _count(cost["policy_updates"]), _number(cost["kept_fraction"])])
+    return lines + _table(header, rows)
 
-    lines += ["", "## Mean accuracy on seen tasks", "", _image("mean seen-task accuracy per arm",
-                                                               "seen_task_average.png")]
 
-    for arm in arms:
-        lines += ["", f"## Accuracy matrix: {arm.name}", ""]
+def _forgotten_section(reports: list[ArmReport]) -> list[str]:
+    lines = []
+    for report in reports:
+        seeds = report.seeds_finished
+        found = forgotten_items(report.units[seeds[0]]) if seeds else []
+        if not found:
+            continue
+        if not lines:
+            lines = ["", "## Forgotten items", "",
+                     "Test items answered right just after their task was trained and wrong at the end "
+                     "(lowest finished seed; every item is in `seed_<k>/<arm>/predictions/`)."]
+        lines += ["", f"### {report.name} (seed {seeds[0]})", ""]
+        rows = [[f["task"], f"{f['flipped']}/{f['items']}",
+                 "; ".join(f"{b['id']}: {b['answer']!r} → {a['answer']!r}" for b, a in f["examples"]) or "–"]
+                for f in found]
+        lines += _table(["task", "right → wrong", "examples (then → at the end)"], rows)
+    return lines
+
+
+def _matrix_sections(reports: list[ArmReport]) -> list[str]:
+    lines = []
+    for report in reports:
+        arm = report.shown
+        finished = report.seeds_finished
+        where = f" (mean over seeds {', '.join(map(str, finished))})" if len(finished) > 1 else ""
+        lines += ["", f"## Accuracy matrix: {report.name}{where}", ""]
         if arm.R.shape[0] == 0:
             lines += ["No evaluated row yet."]
             continue
-        lines += [_image(f"accuracy heatmap of {arm.name}", heatmap_filename(arm.name)), ""]
+        lines += [_image(f"accuracy heatmap of {report.name}", heatmap_filename(report.name)), ""]
         body = [[label] + [f"{value:.3f}" for value in arm.R[i]]
                 for i, label in enumerate(row_labels(arm.tasks, arm.R.shape[0], arm.joint))]
         lines += _table(["stage \\ task", *arm.tasks], body)
+    return lines
 
+
+def render_markdown(run: RunResults, reports: list[ArmReport], metrics: list[str],
+                    differences: list[dict]) -> str:
+    """The report text; it depends on its arguments only (no timestamps)."""
+    lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports)]
+    lines += _metrics_section(reports, metrics, run.seeds)
+    lines += _differences_section(differences, metrics)
+    lines += _cost_section(reports)
+    lines += ["", "## Mean accuracy on seen tasks", "",
+              _image("mean seen-task accuracy per arm", "seen_task_average.png")]
+    lines += _forgotten_section(reports)
+    lines += _matrix_sections(reports)
     lines += ["", "## How to read this", "", HOW_TO_READ, ""]
     return "\n".join(lines)
+
+
+def summary_json(run: RunResults, reports: list[ArmReport], differences: list[dict]) -> dict:
+    return {
+        "seeds": run.seeds,
+        "arms": {r.name: {"seeds_finished": r.seeds_finished,
+                          "metrics": {m: e.as_json() for m, e in r.estimates.items()}} for r in reports},
+        "differences": [{"arm": d["arm"], "reference": d["reference"],
+                         "metrics": {m: {**e.as_json(), "excludes_zero": e.excludes_zero}
+                                     for m, e in d["estimates"].items()}} for d in differences],
+    }
 
 
 def write_report(run_dir: Path) -> Path:
     """Write summary.json, the PNGs and report.md into `run_dir`; return the report.md path."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist; pass runs/<name> of a started run")
-    found = [p.name for p in run_dir.iterdir() if p.is_dir() and (p / "matrix.json").is_file()]
-    if not found:
-        raise UserError(f"no arm results in {run_dir} (no <arm>/matrix.json); run `lite-cpt run` first")
-    recipe_order = recipe_arm_names(run_dir)
-    arms = [load_arm(run_dir / name) for name in order_arms(found, recipe_order)]
-    missing = [name for name in dict.fromkeys(recipe_order) if name not in found]
+    run = load_run(run_dir)
+    metrics = metric_names(unit for units in run.units.values() for unit in units.values())
+    reports = build_arm_reports(run, metrics)
+    differences = arm_differences(reports, metrics)
 
-    atomic_write_json(run_dir / "summary.json", {arm.name: arm.summary for arm in arms})
-    for arm in arms:
-        if arm.R.shape[0] > 0:
-            plot_heatmap(arm, run_dir / heatmap_filename(arm.name))
-    plot_seen_task_average(arms, run_dir / "seen_task_average.png")
+    atomic_write_json(run_dir / "summary.json", summary_json(run, reports, differences))
+    for report in reports:
+        if report.shown.R.shape[0] > 0:
+            plot_heatmap(report.shown, run_dir / heatmap_filename(report.name))
+    plot_seen_task_average([r.shown for r in reports], run_dir / "seen_task_average.png")
     report_path = run_dir / "report.md"
-    atomic_write_text(report_path, render_markdown(run_dir.resolve().name, arms, missing))
+    atomic_write_text(report_path, render_markdown(run, reports, metrics, differences))
     return report_path

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 
@@ -10,6 +11,7 @@ from lite_cpt.arms import ArmMethod
 from lite_cpt.batching import encode_sft, IGNORE_INDEX
 from lite_cpt.continual import run_recipe
 from lite_cpt.errors import UserError
+from lite_cpt.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
 from lite_cpt.recipe import recipe_from_dict
 from lite_cpt.sft import examples_of, sft_loss_sum
 from lite_cpt.tiny_base import ensure_tiny_base
@@ -22,22 +24,23 @@ ARMS = [{"name": "sft", "lr": 5e-3, "batch_size": 8}, {"name": "multitask_sft", 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    recipe = recipe_from_dict(tiny_recipe(tmp, arms=ARMS))
+    recipe = recipe_from_dict(tiny_recipe(tmp, arms=ARMS, seeds=[0, 1], logging={"tensorboard": True}))
     return recipe, run_recipe(recipe)
 
 
 def test_run_writes_matrix_logs_adapters_and_report(finished_run):
     recipe, run_dir = finished_run
-    matrix = json.loads((run_dir / "sft" / "matrix.json").read_text())
+    seed_dir = run_dir / "seed_0"
+    matrix = json.loads((seed_dir / "sft" / "matrix.json").read_text())
     assert matrix["tasks"] == ["clevr", "geometry", "pathvqa"]
     assert len(matrix["R"]) == 4 and all(len(row) == 3 for row in matrix["R"])
     assert all(0.0 <= x <= 1.0 for row in matrix["R"] for x in row)
-    general = json.loads((run_dir / "sft" / "general.json").read_text())
+    general = json.loads((seed_dir / "sft" / "general.json").read_text())
     assert general["benchmarks"] == ["pope"] and len(general["G"]) == 4
-    joint = json.loads((run_dir / "multitask_sft" / "matrix.json").read_text())
+    joint = json.loads((seed_dir / "multitask_sft" / "matrix.json").read_text())
     assert joint["joint"] is True and len(joint["R"]) == 2
     assert joint["R"][0] == matrix["R"][0], "row 0 (the base) is shared by every arm"
-    events = [json.loads(l) for l in (run_dir / "sft" / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(l) for l in (seed_dir / "sft" / "metrics.jsonl").read_text().splitlines()]
     ends = [e for e in events if e["event"] == "task_end"]
     assert [e["task_index"] for e in ends] == [1, 2, 3]
     assert all(e["policy_updates"] == 2 and e["trained_tokens"] > 0 for e in ends)
@@ -48,27 +51,77 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
         assert predicted["train"] == predicted["sft_step"] > 0 and predicted["evaluation"] > 0
     assert any(e["event"] == "step" and "loss" in e for e in events)
     for t in (1, 2, 3):
-        assert (run_dir / "sft" / f"task_{t}" / "adapter_model.safetensors").exists()
+        assert (seed_dir / "sft" / f"task_{t}" / "adapter_model.safetensors").exists()
     for name in ("report.md", "summary.json", "heatmap_sft.png", "seen_task_average.png"):
         assert (run_dir / name).exists(), name
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary) == {"sft", "multitask_sft"}
-    assert summary["multitask_sft"]["ACC"] == pytest.approx(sum(joint["R"][1]) / 3)
-    assert summary["multitask_sft"]["BWT"] is None and summary["sft"]["BWT"] is not None
+    assert set(summary["arms"]) == {"sft", "multitask_sft"}
+    joint_acc = summary["arms"]["multitask_sft"]["metrics"]["ACC"]
+    assert joint_acc["per_seed"]["0"] == pytest.approx(sum(joint["R"][1]) / 3)
+    assert summary["arms"]["multitask_sft"]["metrics"]["BWT"]["value"] is None
+    assert summary["arms"]["sft"]["metrics"]["BWT"]["value"] is not None
     assert "after joint training" in (run_dir / "report.md").read_text()
     assert "time plan (s)" in (run_dir / "report.md").read_text()
+
+
+def test_each_seed_runs_into_its_own_directory_and_the_report_spans_seeds(finished_run):
+    recipe, run_dir = finished_run
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seeds"] == [0, 1]
+    first, second = (json.loads((run_dir / f"seed_{k}" / "sft" / "matrix.json").read_text()) for k in (0, 1))
+    assert len(second["R"]) == 4
+    assert all((run_dir / f"seed_{k}" / BASE_PREDICTIONS).is_file() for k in (0, 1)), "row 0 per seed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    bwt = summary["arms"]["sft"]["metrics"]["BWT"]
+    assert bwt["interval"] == "t, 2 seeds" and set(bwt["per_seed"]) == {"0", "1"}
+    assert bwt["value"] == pytest.approx((bwt["per_seed"]["0"] + bwt["per_seed"]["1"]) / 2)
+    assert bwt["ci95"][0] <= bwt["value"] <= bwt["ci95"][1]
+    difference = summary["differences"][0]
+    assert (difference["arm"], difference["reference"]) == ("multitask_sft", "sft")
+    assert difference["metrics"]["ACC"]["interval"] == "paired t, 2 seeds"
+    text = (run_dir / "report.md").read_text()
+    assert "## Paired differences against sft" in text and "### Every seed's value" in text
+
+
+def test_evaluation_saves_every_rows_items(finished_run):
+    recipe, run_dir = finished_run
+    seed_dir = run_dir / "seed_1"
+    matrix = json.loads((seed_dir / "sft" / "matrix.json").read_text())
+    general = json.loads((seed_dir / "sft" / "general.json").read_text())
+    rows = [read_predictions(seed_dir / BASE_PREDICTIONS)]
+    rows += [read_predictions(row_predictions_path(seed_dir / "sft", i)) for i in (1, 2, 3)]
+    for row, scores, bench in zip(rows, matrix["R"], general["G"]):
+        assert list(row) == ["clevr", "geometry", "pathvqa", "pope"]
+        assert all(len(items) == 8 and {"id", "answer", "score"} <= set(items[0]) for items in row.values())
+        means = [sum(i["score"] for i in row[name]) / 8 for name in ("clevr", "geometry", "pathvqa", "pope")]
+        assert means == pytest.approx(scores + bench)
+
+
+def test_tensorboard_events_are_written_and_read_back(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, run_dir = finished_run
+    events = EventAccumulator(str(run_dir / "tensorboard" / "seed_1" / "sft"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/loss" in tags and "task_end/policy_updates" in tags
+    logged = [json.loads(line) for line in (run_dir / "seed_1" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in logged if record["event"] == "step"]
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, len(losses) + 1))
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
+    assert [e.step for e in events.Scalars("task_end/policy_updates")] == [1, 2, 3]
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):
     recipe, run_dir = finished_run
     base = AutoModelForImageTextToText.from_pretrained(ensure_tiny_base(recipe))
-    model = PeftModel.from_pretrained(base, str(run_dir / "sft" / "task_3"))
+    model = PeftModel.from_pretrained(base, str(run_dir / "seed_0" / "sft" / "task_3"))
     lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values()), "trained LoRA B is non-zero"
 
 
 def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_path, monkeypatch):
-    reference = json.loads((finished_run[1] / "sft" / "matrix.json").read_text())
+    reference = json.loads((finished_run[1] / "seed_0" / "sft" / "matrix.json").read_text())
     recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1]))
     original_train = ArmMethod.train
 
@@ -80,19 +133,23 @@ def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_pa
     monkeypatch.setattr(ArmMethod, "train", killed_on_task_3)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe)
-    partial = json.loads((recipe.run_dir / "sft" / "matrix.json").read_text())
+    partial = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert len(partial["R"]) == 3, "base row + two finished tasks"
     monkeypatch.setattr(ArmMethod, "train", original_train)
     run_recipe(recipe)
-    resumed = json.loads((recipe.run_dir / "sft" / "matrix.json").read_text())
-    assert resumed == reference
+    resumed = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
+    assert resumed == reference, "seed 0 alone gives the numbers of seed 0 in a two-seed run"
 
 
-def test_rerun_with_a_different_recipe_is_refused(finished_run):
-    recipe, _ = finished_run
-    changed = recipe.model_copy(update={"seed": 1})
+def test_rerun_with_a_different_recipe_is_refused_but_seeds_can_be_added(finished_run):
+    recipe, run_dir = finished_run
+    changed = recipe.model_copy(update={"tasks": recipe.tasks[:2]})
     with pytest.raises(UserError, match="different recipe"):
         continual.prepare_run_dir(changed)
+    continual.prepare_run_dir(recipe.model_copy(update={"seeds": None, "seed": 5}))
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seeds"] == [0, 1, 5]
+    continual.prepare_run_dir(recipe)  # the saved recipe keeps every seed asked for so far
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seeds"] == [0, 1, 5]
 
 
 def test_sft_loss_never_calls_lm_head_and_matches_full_logits(finished_run):
@@ -129,12 +186,12 @@ def test_eval_command_scores_a_saved_adapter(finished_run, tmp_path):
     recipe, run_dir = finished_run
     path = write_recipe(tmp_path / "r.yaml", recipe.model_dump(mode="json"))
     out = tmp_path / "scores.json"
-    result = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(run_dir / "sft" / "task_3"),
+    result = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(run_dir / "seed_0" / "sft" / "task_3"),
                                       "--task", "clevr", "--task", "pope", "--json", str(out)])
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())
-    matrix = json.loads((run_dir / "sft" / "matrix.json").read_text())
-    general = json.loads((run_dir / "sft" / "general.json").read_text())
+    matrix = json.loads((run_dir / "seed_0" / "sft" / "matrix.json").read_text())
+    general = json.loads((run_dir / "seed_0" / "sft" / "general.json").read_text())
     # The same adapter and greedy decoding give the numbers the run recorded after task 3.
     assert scores == {"clevr": matrix["R"][3][0], "pope": general["G"][3][0]}
     missing = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(tmp_path / "none")])

@@ -75,9 +75,16 @@ def test_write_report_writes_summary_figures_and_markdown(tmp_path):
     assert report_path == run / "report.md"
 
     summary = json.loads((run / "summary.json").read_text())
-    assert list(summary) == ["sft", "rif_rft"]
-    assert summary["sft"] == pytest.approx({"ACC": 2.15 / 3, "BWT": -0.25, "forgetting": 0.275, "FWT": 0.15})
-    assert summary["rif_rft"] == {"ACC": None, "BWT": None, "forgetting": None, "FWT": None}
+    assert summary["seeds"] == [0]
+    assert list(summary["arms"]) == ["sft", "rif_rft"]
+    values = {m: e["value"] for m, e in summary["arms"]["sft"]["metrics"].items()}
+    assert values == pytest.approx({"ACC": 2.15 / 3, "BWT": -0.25, "forgetting": 0.275, "FWT": 0.15,
+                                    "Δ MMMU": -0.05, "Δ POPE": -0.10})
+    # one seed and no per-item predictions: no interval can be computed
+    assert summary["arms"]["sft"]["metrics"]["BWT"]["ci95"] is None
+    rif = summary["arms"]["rif_rft"]["metrics"]
+    assert [rif[m]["value"] for m in ("ACC", "BWT", "forgetting", "FWT")] == [None] * 4
+    assert summary["arms"]["rif_rft"]["seeds_finished"] == []
 
     for name in ["heatmap_sft.png", "heatmap_rif_rft.png", "seen_task_average.png"]:
         with Image.open(run / name) as image:
@@ -90,8 +97,9 @@ def test_write_report_writes_summary_figures_and_markdown(tmp_path):
     assert text.index("## Accuracy matrix: sft") < text.index("## Accuracy matrix: rif_rft")
     assert "Arms in the recipe with no results yet: ewc." in text
     # Metric row of sft, general deltas MMMU 0.35-0.40, POPE 0.70-0.80; rif_rft has no POPE.
-    assert "| sft | 3/3 | 0.717 | -0.250 | 0.275 | +0.150 | -0.050 | -0.100 |" in text
-    assert "| rif_rft | 1/3 | n/a | n/a | n/a | n/a | +0.020 | n/a |" in text
+    assert "| sft | 1/1 | 3/3 | 0.717 | -0.250 | 0.275 | +0.150 | -0.050 | -0.100 | none |" in text
+    assert "| rif_rft | 0/1 | 1/3 | n/a | n/a | n/a | n/a | +0.020 | n/a | none |" in text
+    assert "Not finished yet (left out of the intervals): rif_rft seed 0 (1/3 tasks)." in text
     # Compute: sft wall = (10+2.5)+(20+2.5)+(30+2.5) = 67.5 s, planned (9+3)+(19+3)+(29+3) = 66 s,
     # tokens 6000 / 3000, updates 12; rif_rft logged no prediction.
     assert "| sft | 67.5 | 66.0 | 6,000 | 3,000 | 12 | n/a |" in text
@@ -117,7 +125,7 @@ def test_arms_are_alphabetical_without_a_readable_recipe(tmp_path):
     run = make_run(tmp_path)
     (run / "recipe.yaml").write_text("arms: [unclosed", encoding="utf-8")
     write_report(run)
-    assert list(json.loads((run / "summary.json").read_text())) == ["rif_rft", "sft"]
+    assert list(json.loads((run / "summary.json").read_text())["arms"]) == ["rif_rft", "sft"]
     text = (run / "report.md").read_text()
     assert text.index("## Accuracy matrix: rif_rft") < text.index("## Accuracy matrix: sft")
     assert "no results yet" not in text
@@ -128,7 +136,7 @@ def test_missing_general_and_metrics_files_show_as_not_available(tmp_path):
     (run / "sft").mkdir(parents=True)
     (run / "sft" / "matrix.json").write_text(json.dumps({"tasks": ["a"], "R": [[0.2], [0.6]]}))
     text = write_report(run).read_text()
-    assert "| sft | 1/1 | 0.600 | n/a | n/a | n/a |" in text
+    assert "| sft | 1/1 | 1/1 | 0.600 | n/a | n/a | n/a | none |" in text
     assert "| sft | n/a | n/a | n/a | n/a | n/a | n/a |" in text
 
 

@@ -1,0 +1,112 @@
+"""Estimates of a run over seeds and items: which interval each value gets, paired differences,
+forgotten items, partial runs. Runs are written in the layout `lite-cpt run` produces."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lite_cpt.estimates import arm_estimates, metric_names, paired_difference
+from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.report import write_report
+from lite_cpt.results import load_run
+from lite_cpt.stats import paired_t_interval, t_interval
+
+TASKS = ["a", "b"]
+
+
+def write_unit(seed_dir: Path, arm: str, item_rows: list[dict[str, list[float]]], joint: bool = False) -> None:
+    """One (seed, arm) unit from per-item scores: row 0 (base) is written once per seed."""
+    arm_dir = seed_dir / arm
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    for index, row in enumerate(item_rows):
+        items = {name: [{"id": f"{name}/{i}", "answer": str(s), "score": s} for i, s in enumerate(scores)]
+                 for name, scores in row.items()}
+        write_predictions(seed_dir / BASE_PREDICTIONS if index == 0 else row_predictions_path(arm_dir, index), items)
+    means = [[float(np.mean(row[name])) for name in row] for row in item_rows]
+    matrix = {"tasks": TASKS, "R": [m[:2] for m in means], **({"joint": True} if joint else {})}
+    (arm_dir / "matrix.json").write_text(json.dumps(matrix))
+    (arm_dir / "general.json").write_text(json.dumps({"benchmarks": ["g"], "G": [m[2:] for m in means]}))
+
+
+BASE = {"a": [0, 0, 0, 0], "b": [0, 0, 1, 1], "g": [1, 1, 1, 0]}
+SFT = [BASE, {"a": [1, 1, 1, 0], "b": [0, 0, 1, 1], "g": [1, 1, 0, 0]},
+       {"a": [1, 0, 0, 0], "b": [1, 1, 1, 1], "g": [1, 0, 0, 0]}]
+RFT = [BASE, {"a": [1, 1, 0, 0], "b": [0, 0, 1, 1], "g": [1, 1, 1, 0]},
+       {"a": [1, 1, 0, 0], "b": [1, 1, 1, 0], "g": [1, 1, 1, 0]}]
+
+
+def make_seeded_run(tmp_path: Path, seeds=(0,)) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: run\nseeds: [" + ", ".join(map(str, seeds)) + "]\n"
+                                     "arms:\n  - name: sft\n  - name: rft\n")
+    return run
+
+
+def test_one_seed_gets_a_bootstrap_over_items_and_a_paired_difference(tmp_path):
+    run = make_seeded_run(tmp_path)
+    write_unit(run / "seed_0", "sft", SFT)
+    write_unit(run / "seed_0", "rft", RFT)
+    result = load_run(run)
+    metrics = metric_names(u for units in result.units.values() for u in units.values())
+    assert metrics == ["ACC", "BWT", "forgetting", "FWT", "Δ g"]
+    sft = arm_estimates(result.units["sft"], metrics)
+    # BWT(sft) = R[2, a] - R[1, a] = 0.25 - 0.75; ACC = (0.25 + 1.0) / 2; Δ g = 0.25 - 0.75
+    assert (sft["BWT"].value, sft["ACC"].value, sft["Δ g"].value) == pytest.approx((-0.5, 0.625, -0.5))
+    assert all(e.method == "bootstrap over items" and e.low <= e.value <= e.high for e in sft.values())
+    difference = paired_difference(result.units["rft"], result.units["sft"], "BWT")
+    # BWT(rft) = 0.5 - 0.5 = 0; the difference 0 - (-0.5) = 0.5, paired over the same items
+    assert difference.value == pytest.approx(0.5) and difference.method == "paired bootstrap over items"
+    assert difference.low <= 0.5 <= difference.high
+
+
+def test_several_seeds_get_t_intervals_and_paired_t_differences(tmp_path):
+    run = make_seeded_run(tmp_path, seeds=(0, 1, 2))
+    flip = {"a": [1, 1, 1, 1], "b": [0, 0, 1, 1], "g": [1, 1, 0, 0]}
+    for seed, middle in zip((0, 1, 2), (SFT[1], flip, SFT[1])):
+        write_unit(run / f"seed_{seed}", "sft", [BASE, middle, SFT[2]])
+        write_unit(run / f"seed_{seed}", "rft", RFT)
+    result = load_run(run)
+    sft = arm_estimates(result.units["sft"], ["BWT"])["BWT"]
+    # per-seed BWT: -0.5, -0.75, -0.5 (task a: 0.25 at the end, 0.75 / 1.0 / 0.75 after training it)
+    assert sft.per_seed == pytest.approx({0: -0.5, 1: -0.75, 2: -0.5})
+    expected = t_interval([-0.5, -0.75, -0.5])
+    assert (sft.value, sft.low, sft.high) == pytest.approx((expected.value, expected.low, expected.high))
+    assert sft.method == "t, 3 seeds"
+    difference = paired_difference(result.units["rft"], result.units["sft"], "BWT")
+    paired = paired_t_interval([0.0, 0.0, 0.0], [-0.5, -0.75, -0.5])
+    assert (difference.value, difference.low, difference.high) == pytest.approx((paired.value, paired.low,
+                                                                                 paired.high))
+    assert difference.method == "paired t, 3 seeds" and difference.excludes_zero
+
+
+def test_report_of_a_partial_multi_seed_run(tmp_path):
+    run = make_seeded_run(tmp_path, seeds=(0, 1, 2))
+    for seed in (0, 1):
+        write_unit(run / f"seed_{seed}", "sft", SFT)
+        write_unit(run / f"seed_{seed}", "rft", RFT)
+    write_unit(run / "seed_2", "sft", SFT[:2])  # seed 2 of sft stopped after task 1; rft not started
+    text = write_report(run).read_text()
+    assert "Not finished yet (left out of the intervals): sft seed 2 (1/2 tasks); rft seed 2 (not started)." in text
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["arms"]["sft"]["seeds_finished"] == [0, 1]
+    assert summary["arms"]["sft"]["metrics"]["BWT"]["interval"] == "t, 2 seeds"
+    # two identical seeds: no spread, the interval is the point
+    assert summary["arms"]["sft"]["metrics"]["BWT"]["ci95"] == pytest.approx([-0.5, -0.5])
+    rft_vs_sft = summary["differences"][0]
+    assert (rft_vs_sft["arm"], rft_vs_sft["reference"]) == ("rft", "sft")
+    assert rft_vs_sft["metrics"]["BWT"]["value"] == pytest.approx(0.5)
+    assert rft_vs_sft["metrics"]["BWT"]["excludes_zero"] is True
+    assert "| rft − sft | " in text and "+0.500 [+0.500, +0.500] *" in text
+    assert "| sft | 2/3 | 2/2, 1/2 | 0.625 [0.625, 0.625] | -0.500 [-0.500, -0.500] |" in text
+
+
+def test_report_lists_items_that_flipped_from_right_to_wrong(tmp_path):
+    run = make_seeded_run(tmp_path)
+    write_unit(run / "seed_0", "sft", SFT)
+    text = write_report(run).read_text()
+    # task a: items 1 and 2 were right after training a, wrong at the end; item 0 stayed right
+    assert "## Forgotten items" in text and "### sft (seed 0)" in text
+    assert "| a | 2/4 | a/1: '1' → '0'; a/2: '1' → '0' |" in text
