@@ -149,6 +149,30 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
 
 @app.command()
 @user_errors
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (finished or partial), e.g. runs/tiny runs/tiny-nokl."),
+    arms: Optional[str] = typer.Option(None, "--arms", help="Comma-separated arms to show (default: all)."),
+    metric: str = typer.Option("BWT", "--metric", help="Metric of the differences and the plot: ACC, BWT, "
+                               "forgetting, FWT or a general benchmark's name."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for compare.md and compare.png "
+                                       "(default: <parent of the first run>/compare)."),
+):
+    """Put runs side by side: metrics with 95 % intervals, the recipe keys that differ, and which
+    differences exclude zero.
+
+    Example:  lite-cpt compare runs/tiny runs/tiny-nokl --arms sft,rft --metric BWT
+    """
+    from lite_cpt.compare import write_comparison
+
+    chosen = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    out_dir = out if out is not None else Path(run_dirs[0]).resolve().parent / "compare"
+    path, text = write_comparison(run_dirs, out_dir, chosen, metric)
+    console.print(text, markup=False, highlight=False)
+    console.print(f"wrote {path} and {path.with_name('compare.png')}")
+
+
+@app.command()
+@user_errors
 def plan(
     recipe: Path = typer.Argument(..., help="Recipe to plan."),
     gpu_gb: float = typer.Option(24.0, "--gpu-gb", help="GPU memory in GB."),

@@ -1,0 +1,81 @@
+"""`lite-cpt compare`: recipe differences from saved recipes, the table, partial runs."""
+
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from lite_cpt.cli import app
+from lite_cpt.compare import compare_runs, flatten_recipe, recipe_differences
+from lite_cpt.recipe import recipe_from_dict, recipe_to_yaml
+from tests.helpers import tiny_recipe
+from tests.test_estimates import BASE, RFT, SFT, write_unit
+
+ARMS = [{"name": "sft", "lr": 5e-3}, {"name": "rft", "lr": 1e-3, "rft": {"group_size": 4}}]
+KEEP = {"a": [1, 1, 1, 1], "b": [1, 1, 1, 1], "g": [1, 1, 1, 0]}
+
+
+def saved_run(tmp_path: Path, name: str, rft_kl: bool, rows_by_seed: dict[int, dict[str, list]]) -> Path:
+    """A run directory as `lite-cpt run` leaves it: the resolved recipe and seed_<k>/<arm>/ units."""
+    raw = tiny_recipe(tmp_path, arms=[dict(a) for a in ARMS], name=name, seeds=sorted(rows_by_seed))
+    raw["arms"][1]["rft"]["kl"] = rft_kl
+    recipe = recipe_from_dict(raw)
+    run = recipe.run_dir
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    for seed, arms in rows_by_seed.items():
+        for arm, rows in arms.items():
+            write_unit(run / f"seed_{seed}", arm, rows)
+    return run
+
+
+def two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    kl = saved_run(tmp_path, "tiny", True, {s: {"sft": SFT, "rft": RFT} for s in (0, 1, 2)})
+    # Without KL, rft ends with task a at 1.0 on seeds 0 and 1; seed 2 stopped after task 1.
+    no_kl = {0: {"sft": SFT, "rft": [BASE, RFT[1], KEEP]}, 1: {"sft": SFT, "rft": [BASE, RFT[1], KEEP]},
+             2: {"sft": SFT, "rft": [BASE, RFT[1]]}}
+    return kl, saved_run(tmp_path, "tiny-nokl", False, no_kl)
+
+
+def test_recipe_differences_name_the_changed_keys(tmp_path):
+    kl, no_kl = two_runs(tmp_path)
+    recipes = [compare_runs([kl]).runs[0].recipe, compare_runs([no_kl]).runs[0].recipe]
+    assert recipe_differences(recipes) == [("arms.rft.rft.kl", [True, False])]
+    flat = flatten_recipe(recipes[0])
+    assert flat["arms[order]"] == ["sft", "rft"] and flat["tasks.clevr.train_size"] == 16
+    assert flat["seeds"] == [0, 1, 2] and "name" not in flat and "output_dir" not in flat
+    reordered = dict(recipes[0], arms=list(reversed(recipes[0]["arms"])))
+    assert recipe_differences([recipes[0], reordered]) == [("arms[order]", [["sft", "rft"], ["rft", "sft"]])]
+    assert recipe_differences([recipes[0], dict(recipes[0], seeds=[0])]) == [("seeds", [[0, 1, 2], [0]])]
+
+
+def test_compare_table_differences_and_missing_units(tmp_path):
+    kl, no_kl = two_runs(tmp_path)
+    comparison = compare_runs([kl, no_kl], metric="bwt")
+    assert comparison.metric == "BWT"
+    assert [(r.run, r.arm, r.seeds) for r in comparison.rows] == [
+        ("tiny", "sft", "3/3"), ("tiny", "rft", "3/3"), ("tiny-nokl", "sft", "3/3"), ("tiny-nokl", "rft", "2/3")]
+    differences = dict(comparison.differences)
+    across = differences["tiny-nokl/rft − tiny/rft"]
+    # paired over the two seeds both finished: BWT(no KL) = 1.0 - 0.5, BWT(KL) = 0.5 - 0.5 on each
+    assert across.value == 0.5 and across.method == "paired t, 2 seeds" and across.excludes_zero
+    assert differences["tiny/rft − tiny/sft"].value == 0.5
+    assert comparison.missing == ["tiny-nokl/rft seed 2 (1/2 tasks)"]
+
+
+def test_compare_command_prints_the_table_and_writes_markdown_and_plot(tmp_path):
+    kl, no_kl = two_runs(tmp_path)
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(app, ["compare", str(kl), str(no_kl), "--arms", "rft", "--out", str(out)],
+                                terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "| arms.rft.rft.kl | `True` | `False` |" in result.output
+    assert "| tiny-nokl/rft − tiny/rft | +0.500 [+0.500, +0.500] | paired t, 2 seeds | yes |" in result.output
+    assert "| tiny | sft |" not in result.output, "--arms keeps only the arms asked for"
+    assert "| arms.rft.rft.kl | `True` | `False` |" in (out / "compare.md").read_text()
+    with Image.open(out / "compare.png") as image:
+        assert image.format == "PNG"
+    bad = CliRunner().invoke(app, ["compare", str(kl), "--metric", "nope"])
+    assert bad.exit_code == 1 and "unknown metric 'nope'; allowed values: ACC, BWT" in bad.output
+    unknown_arm = CliRunner().invoke(app, ["compare", str(kl), "--arms", "ewc"])
+    assert unknown_arm.exit_code == 1 and "no run has arm ewc" in unknown_arm.output
