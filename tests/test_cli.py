@@ -10,7 +10,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "validate", "eval", "report", "plan", "bench", "data"):
+    for command in ("run", "validate", "eval", "report", "compare", "plan", "bench", "data"):
         assert command in result.output
 
 
@@ -63,3 +63,20 @@ def test_validate_every_shipped_recipe_schema_only():
     result = runner.invoke(app, ["validate", *recipes, "--skip-data"])
     assert result.exit_code == 0, result.output
     assert result.output.count("ok") >= len(recipes)
+
+
+def test_seeds_option_and_recipe_key():
+    from lite_cpt.cli import seed_overrides
+    from lite_cpt.errors import UserError
+    from lite_cpt.recipe import load_recipe
+
+    assert seed_overrides("0,1, 2") == ["seeds=[0, 1, 2]"]
+    assert seed_overrides(None) == []
+    with pytest.raises(UserError, match="--seeds takes comma-separated integers"):
+        seed_overrides("0,x")
+    recipe = load_recipe("recipes/tiny.yaml", seed_overrides("3,4"), check_data=False)
+    assert recipe.run_seeds == [3, 4]
+    assert load_recipe("recipes/tiny.yaml", ["seed=2"], check_data=False).run_seeds == [2]
+    for bad, message in (("seeds=[]", "at least one seed"), ("seeds=[1, 1]", "appears twice")):
+        with pytest.raises(UserError, match=message):
+            load_recipe("recipes/tiny.yaml", [bad], check_data=False)
