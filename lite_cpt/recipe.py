@@ -240,7 +240,7 @@ class LoggingConfig(Section):
     )
     mlflow: bool = Field(False, description="Log to MLflow (needs `mlflow` installed).")
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; None = a local file store under <run>/mlruns."
+        None, description="MLflow tracking URI; None = a local SQLite store, <run>/mlflow.db."
     )
 
 

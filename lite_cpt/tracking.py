@@ -6,7 +6,7 @@ recipe enables under `logging:`:
 
     logging: {tensorboard: true}          # <run>/tensorboard/seed_<k>/<arm>/events.out.tfevents.*
     logging: {wandb: true}                # offline by default: <run>/wandb/, `wandb sync` later
-    logging: {mlflow: true}               # a local file store <run>/mlruns unless a URI is given
+    logging: {mlflow: true}               # a local SQLite store <run>/mlflow.db unless a URI is given
 
 Numeric fields become scalars: a step record's under `train/<key>` at the arm's running step
 count, a task_end record's under `task_end/<key>` at its task index. Each backend is the
@@ -82,7 +82,9 @@ class MlflowLogger:
         except ImportError as exc:
             raise UserError("logging.mlflow needs the mlflow package: pip install mlflow "
                             "(or set logging.mlflow=false)") from exc
-        uri = tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+        # a local SQLite store by default: MLflow 3 keeps its file store in maintenance mode
+        uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         self._client = MlflowClient(tracking_uri=uri)
         found = self._client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
