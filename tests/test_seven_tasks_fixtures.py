@@ -29,11 +29,11 @@ def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path):
     result = CliRunner().invoke(app, ["run", "recipes/seven_tasks.yaml", "model=tiny", f"data.root={fixtures}",
                                       f"output_dir={runs}", *SHRINK])
     assert result.exit_code == 0, result.output
-    run_dir = runs / "seven_tasks"
-    matrix = json.loads((run_dir / "seed_0" / "sft" / "matrix.json").read_text())
+    run_dir = runs / "seven_tasks"  # the recipe's seed is 42
+    matrix = json.loads((run_dir / "seed_42" / "sft" / "matrix.json").read_text())
     assert matrix["tasks"] == ["scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"]
     assert len(matrix["R"]) == 8
-    general = json.loads((run_dir / "seed_0" / "rft" / "general.json").read_text())
+    general = json.loads((run_dir / "seed_42" / "rft" / "general.json").read_text())
     assert general["benchmarks"] == ["mmmu", "mmlu_pro", "pope"] and len(general["G"]) == 8
     report = (run_dir / "report.md").read_text()
     for arm in ("sft", "rft", "multitask_sft"):
