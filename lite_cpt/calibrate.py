@@ -108,11 +108,22 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     step_small = decode_step_seconds(model, processor, batch, small, new_tokens, prefill)
     step_large = decode_step_seconds(model, processor, batch, large, new_tokens, prefill)
     per_sequence = max(0.0, (step_large - step_small) / (large - small))
+    prompt_len, answer_len = data_lengths(processor, batch, [task.target(s) for s in samples])
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
         decode_step_s=max(1e-9, step_small - small * per_sequence), decode_s_per_sequence=per_sequence,
         prefill_tokens_per_s=prefill, train_tokens_per_s=train, optimizer_step_s=optimizer_step_seconds(model),
-        source=f"measured by lite-cpt bench gpu on {name}",
+        source=f"measured by lite-cpt bench gpu on {name}", prompt_tokens=prompt_len, answer_tokens=answer_len,
     )
+
+
+def data_lengths(processor, prompts: list[Prompt], answers: list[str]) -> tuple[float, float]:
+    """Mean prompt tokens and mean answer tokens of the calibration's samples."""
+    from lite_cpt.batching import IGNORE_INDEX
+
+    encoded = _encoded(processor, prompts, answers)
+    labels = encoded.pop("labels_")
+    answer = float((labels != IGNORE_INDEX).sum()) / len(prompts)
+    return float(encoded["attention_mask"].sum()) / len(prompts) - answer, answer

@@ -164,5 +164,8 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
     cal = load_calibration(out)
     assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
     assert cal.decode_step_s > 0 and cal.decode_s_per_sequence >= 0
+    assert 0 < cal.answer_tokens < cal.prompt_tokens  # the tiny data's own lengths
+    work = workload_of(recipe_from_dict(RECIPE), recipe_from_dict(RECIPE).arms[0])
+    assert prompt_tokens(work, cal) == min(work.prompt_tokens, cal.prompt_tokens) != prompt_tokens(work)
     planned = plan(recipe_from_dict(RECIPE), 24, calibration=cal)
     assert planned.arms["rft"].time.hours > 0

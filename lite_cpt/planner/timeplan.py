@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lite_cpt.errors import UserError
@@ -50,6 +50,11 @@ class Calibration:
     train_tokens_per_s: float  # forward + backward with the recipe's checkpointing
     optimizer_step_s: float
     source: str
+    # Mean prompt and SFT-answer lengths of the calibrated recipe's data (its first task), used
+    # instead of the plan's estimates for that model: data, not hardware, but the plan's
+    # largest source of error on small models.
+    prompt_tokens: float | None = None
+    answer_tokens: float | None = None
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
@@ -108,7 +113,7 @@ def load_calibration(path: str | Path) -> Calibration:
     except json.JSONDecodeError as error:
         raise UserError(f"--calibration {path}: not JSON ({error})") from None
     data = data.get("calibration", data)
-    names = [f.name for f in fields(Calibration)]
+    names = [f.name for f in fields(Calibration) if f.name in data or f.default is MISSING]
     missing = [n for n in names if n not in data]
     if missing:
         raise UserError(f"--calibration {path}: missing {', '.join(missing)}; rerun `lite-cpt bench gpu --json {path}`")
@@ -154,9 +159,19 @@ def counts_of(recipe, arm) -> Counts:
     )
 
 
-def prompt_tokens(work: Workload) -> int:
-    """Expected prompt length: the image plus PROMPT_TEXT_TOKENS, within the recipe's limit."""
+def prompt_tokens(work: Workload, cal: Calibration | None = None) -> float:
+    """Expected prompt length: measured with the calibration on this model's data, else the image
+    plus PROMPT_TEXT_TOKENS; within the recipe's limit."""
+    if cal is not None and cal.prompt_tokens and cal.model == work.shape.name:
+        return min(work.prompt_tokens, cal.prompt_tokens)
     return min(work.prompt_tokens, work.image_tokens + PROMPT_TEXT_TOKENS)
+
+
+def answer_tokens(work: Workload, cal: Calibration | None = None) -> float:
+    """Expected SFT answer length: measured with the calibration, else the recipe's limit."""
+    if cal is not None and cal.answer_tokens and cal.model == work.shape.name:
+        return min(work.answer_tokens, cal.answer_tokens)
+    return work.answer_tokens
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +208,7 @@ def evaluation_prompts(counts: Counts) -> int | None:
 
 def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, task: TaskCounts) -> dict[str, float]:
     """rif_rollout, rollout, logprob_pass and grpo_step seconds of one GRPO training phase."""
-    prompt, new, g = prompt_tokens(work), work.new_tokens, work.group_size
+    prompt, new, g = prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
@@ -214,7 +229,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
 
 def sft_seconds(work: Workload, cal: Calibration, task: TaskCounts) -> dict[str, float]:
     steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
-    tokens = task.train_rows * task.epochs * (prompt_tokens(work) + work.answer_tokens)
+    tokens = task.train_rows * task.epochs * (prompt_tokens(work, cal) + answer_tokens(work, cal))
     return {"sft_step": tokens / cal.train_tokens_per_s + steps * cal.optimizer_step_s}
 
 
@@ -223,7 +238,7 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> floa
     prompts = evaluation_prompts(counts)
     if prompts is None:
         return None
-    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work),
+    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work, cal),
                               new_tokens=work.eval_new_tokens)
 
 
