@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from lite_cpt.errors import UserError
 
@@ -46,6 +47,14 @@ def user_errors(fn):
     return wrapper
 
 
+ARM_OPTION = typer.Option(None, "--arm", help="Run only this arm (repeatable): one unit of work per arm.")
+RAY_OPTION = typer.Option(False, "--ray", help="Run each unit as a Ray task (pip install 'lite-cpt\\[ray]').")
+ADDRESS_OPTION = typer.Option(
+    None, "--address", envvar="RAY_ADDRESS",
+    help="Ray cluster to join (host:6379 or ray://host:10001); default: start a loopback-only local cluster.")
+WORKERS_OPTION = typer.Option(None, "--workers", help="CPU slots of a local Ray cluster (default: all cores).")
+
+
 @app.command()
 @user_errors
 def run(
@@ -54,27 +63,102 @@ def run(
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
+    arms: Optional[list[str]] = ARM_OPTION,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed (one of the recipe's, or another)."),
+    ray: bool = RAY_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
 ):
     """Train every arm of RECIPE task by task, evaluate after each task, write the report.
 
     Each seed runs into <run>/seed_<k>/; re-running the same command resumes at the first
-    unfinished task of each (seed, arm).
+    unfinished task of each (seed, arm). With --arm and/or --seed, only those units run
+    (each under its lock, into the shared run directory, no report: `lite-cpt report`
+    assembles whatever has finished), so any scheduler can run units in parallel.
 
     Examples:\n
       lite-cpt run recipes/tiny.yaml\n
       lite-cpt run recipes/tiny.yaml --seeds 0,1,2\n
+      lite-cpt run recipes/tiny.yaml --arm rft --seed 1\n
+      lite-cpt run recipes/tiny.yaml --ray\n
       lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
       lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
-    from lite_cpt.continual import run_recipe
     from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.recipe import load_recipe
+    from lite_cpt.units import plan_units, run_unit
 
     loaded = load_recipe(recipe, [*(overrides or []), *seed_overrides(seeds)])
     cal = load_calibration(calibration) if calibration else None
-    console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
-    run_dir = run_recipe(loaded, console=console, calibration=cal)
-    console.print(f"[green]done[/]: {run_dir / 'report.md'}")
+    only_seeds = None if seed is None else [seed]
+    if ray:
+        _sweep_on_ray(plan_units([loaded], arms, only_seeds), address, workers)
+        return
+    if not arms and seed is None:
+        from lite_cpt.continual import run_recipe
+
+        console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
+        run_dir = run_recipe(loaded, console=console, calibration=cal)
+        console.print(f"[green]done[/]: {run_dir / 'report.md'}")
+        return
+    units = plan_units([loaded], arms, only_seeds)
+    for unit in units:
+        console.print(f"[bold]lite-cpt[/] run [cyan]{unit.label}[/] → {unit.arm_dir}")
+        run_unit(unit, console=console)
+    console.print(f"[green]done[/]: {', '.join(u.label for u in units)}; "
+                  f"assemble the report with: lite-cpt report {loaded.run_dir}")
+
+
+@app.command()
+@user_errors
+def sweep(
+    recipes: list[Path] = typer.Argument(..., help="One or more recipes (e.g. recipes/ablations/*.yaml)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (each in seed_<k>/)."),
+    arms: Optional[list[str]] = ARM_OPTION,
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value for every recipe (repeatable)."),
+    ray: bool = RAY_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+):
+    """Run every (recipe, seed, arm) unit: one after another here, or in parallel with --ray.
+
+    Examples:\n
+      lite-cpt sweep recipes/tiny.yaml recipes/ablations/*.yaml --seeds 0,1,2 --ray\n
+      lite-cpt sweep recipes/seven_tasks.yaml --arm sft --arm rft --ray --address head-node:6379\n
+      lite-cpt sweep recipes/tiny.yaml --seeds 0,1    (no --ray: one unit after another, here)
+    """
+    from lite_cpt.units import load_units, run_units
+
+    units = load_units(recipes, [*overrides, *seed_overrides(seeds)], arms)
+    if ray:
+        _sweep_on_ray(units, address, workers)
+        return
+    for run_dir in run_units(units, console=console):
+        console.print(f"[green]done[/]: {run_dir / 'report.md'}")
+
+
+def _sweep_on_ray(units, address: str | None, workers: int | None) -> None:
+    from lite_cpt.ray_backend import run_on_ray
+
+    where = address or f"a local loopback-only cluster ({workers or 'all'} CPU slots, this machine's GPUs)"
+    console.print(f"[bold]lite-cpt[/] {len(units)} unit(s) on Ray: {where}")
+    outcomes = run_on_ray(units, address, workers=workers, on_event=_print_unit_event)
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    for outcome in failed:
+        err_console.print(f"[bold red]failed[/] {outcome.unit.label} after {outcome.attempts} attempt(s): "
+                          f"{outcome.error}", highlight=False)
+    console.print(f"[green]{len(outcomes) - len(failed)} of {len(outcomes)} unit(s) done[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_unit_event(event) -> None:
+    styles = {"start": "cyan", "done": "green", "skipped": "dim", "retry": "yellow", "line": ""}
+    where = f" (pid {event.pid} on {event.host})" if event.kind in ("start", "retry") else ""
+    # Worker lines are plain text already rendered there: print them as text, not markup.
+    line = Text(event.label, style=styles.get(event.kind, ""))
+    line.append(f" {event.text or event.kind}{where}")
+    console.print(line, highlight=False)
 
 
 def seed_overrides(seeds: str | None) -> list[str]:
@@ -275,6 +359,38 @@ def bench_gpu_command(
     console.print(f"calibration on {cal['device']}: decode {cal['decode_step_s'] * 1e3:.2f} ms/step + "
                   f"{cal['decode_s_per_sequence'] * 1e3:.3f} ms/sequence, prefill {cal['prefill_tokens_per_s']:,.0f} "
                   f"tokens/s, training {cal['train_tokens_per_s']:,.0f} tokens/s → {json_path}")
+
+
+@bench_app.command("ray")
+@user_errors
+def bench_ray_command(
+    recipe: Path = typer.Argument(Path("recipes/tiny.yaml"), help="Recipe whose arms are timed."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    workers: int = typer.Option(2, help="CPU slots of the local Ray cluster."),
+    out: Optional[Path] = typer.Option(None, help="Directory for the two runs (default: a new temp dir)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+):
+    """Wall time of a recipe's arms: serial in one process vs units on a local Ray cluster.
+
+    Example:  lite-cpt bench ray recipes/tiny.yaml --workers 2
+    """
+    import tempfile
+
+    from lite_cpt.bench_ray import bench_ray
+    from lite_cpt.recipe import load_recipe
+
+    out = out or Path(tempfile.mkdtemp(prefix="lite-cpt-bench-ray-"))
+    result = bench_ray(load_recipe(recipe, overrides), out, workers=workers, console=console)
+    console.print(
+        f"{result['units']} arms of {result['recipe']} on {result['cpu_count']} cores: "
+        f"serial {result['serial_seconds']} s, Ray {result['workers']} workers {result['ray_seconds']} s "
+        f"(incl. cluster start) → speed-up [bold]{result['speedup']}×[/] (ideal {result['ideal_speedup']}×); "
+        f"same matrices: {result['same_matrices']}; load average before {result['load_average_before']}, "
+        f"after {result['load_average_after']}", highlight=False)
+    if json_path:
+        from lite_cpt.io import atomic_write_json
+
+        atomic_write_json(json_path, result)
 
 
 @data_app.command("check")

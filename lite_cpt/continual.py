@@ -35,7 +35,7 @@ from lite_cpt.arms import Phase, arm_method
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
-from lite_cpt.locks import unit_lock
+from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
@@ -47,6 +47,9 @@ from lite_cpt.seeding import derived_seed
 from lite_cpt.sft import Example, examples_of
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
+
+
+BASE_SCORES = "base_scores.json"
 
 
 def phase_seed(seed: int, *parts: object) -> int:
@@ -130,9 +133,11 @@ def build_workspace(recipe: Recipe, console: Console | None = None, loaded: tupl
                      console, {}, tracker=RunTracker(recipe, run_dir, recipe.seed))
 
 
-def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Calibration | None = None) -> Path:
-    """Train and evaluate every arm of the recipe under each of its seeds, then write the report.
-    `calibration`: the throughputs behind the predicted times printed at the start and logged per task."""
+def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Calibration | None = None,
+               arms: list[str] | None = None) -> Path:
+    """Train and evaluate every arm of the recipe (or the named ones) under each of its seeds,
+    then write the report. `calibration`: the throughputs behind the predicted times printed at
+    the start and logged per task."""
     from lite_cpt.report import write_report
 
     loaded = None
@@ -142,13 +147,48 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
         ws.calibration = calibration
         if len(recipe.run_seeds) > 1:
             _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
-        try:
-            for arm in recipe.arms:
-                run_arm(ws, arm)
-        finally:
-            ws.tracker.close()
+        _run_arms(ws, arms)
     write_report(recipe.run_dir)
     return recipe.run_dir
+
+
+def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | None = None) -> Path:
+    """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
+    a report (`lite-cpt report` assembles whatever has finished); returns the seed directory."""
+    ws = build_workspace(recipe, console)
+    _run_arms(ws, arms)
+    return ws.run_dir
+
+
+def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
+    try:
+        for arm in ws.recipe.arms:
+            if arms is None or arm.name in arms:
+                run_arm(ws, arm)
+    finally:
+        ws.tracker.close()
+
+
+def arm_finished(recipe: Recipe, arm: str) -> bool:
+    """Whether the arm's matrix.json (under seed `recipe.seed`) holds every row: the last file
+    a finished arm writes."""
+    path = seed_dir(recipe.run_dir, recipe.seed) / arm / "matrix.json"
+    if not path.exists():
+        return False
+    matrix = json.loads(path.read_text())
+    return len(matrix["R"]) == (2 if matrix.get("joint") else len(recipe.tasks) + 1)
+
+
+def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
+    """Compute and save row 0 of seed `recipe.seed` unless it is there; the seed directory."""
+    directory = seed_dir(recipe.run_dir, recipe.seed)
+    if not (directory / BASE_SCORES).exists():
+        ws = build_workspace(recipe, console)
+        try:
+            base_row(ws)
+        finally:
+            ws.tracker.close()
+    return directory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,14 +216,18 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[lis
 
 
 def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
-    """Row 0, shared by all arms (a fresh adapter leaves the base unchanged), cached on disk."""
-    path = ws.run_dir / "base_scores.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        return saved["R0"], saved["G0"]
-    with ws.model.disable_adapter():
-        tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
-    atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
+    """Row 0, shared by all arms (a fresh adapter leaves the base unchanged), cached on disk.
+
+    Processes training other arms of the same seed wait for the one computing it, so row 0 is
+    computed once per recipe and seed, however many workers share the run directory."""
+    path = ws.run_dir / BASE_SCORES
+    with waiting_lock(ws.run_dir / ".base_scores.lock"):
+        if path.exists():
+            saved = json.loads(path.read_text())
+            return saved["R0"], saved["G0"]
+        with ws.model.disable_adapter():
+            tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
+        atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
 

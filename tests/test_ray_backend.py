@@ -1,0 +1,125 @@
+"""Units on a local 2-worker Ray cluster (loopback only) give the serial run's matrices, and a
+unit whose worker is killed mid-unit is retried and resumes to the same result."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from lite_cpt import ray_backend
+
+# Ray reads its loopback switch when imported: set it first, as `lite-cpt ... --ray` does.
+os.environ.update(ray_backend.LOCAL_CLUSTER_ENV)
+import ray  # noqa: E402  (the dev extra installs it, so these tests run in CI)
+
+from lite_cpt.continual import run_recipe  # noqa: E402
+from lite_cpt.recipe import recipe_from_dict  # noqa: E402
+from lite_cpt.units import plan_units  # noqa: E402
+from tests.helpers import tiny_recipe  # noqa: E402
+
+ARMS = [{"name": "sft", "lr": 5e-3, "batch_size": 8}, {"name": "multitask_sft", "lr": 5e-3, "batch_size": 8}]
+TASKS = ("mini_clevr", "mini_geometry")
+
+
+def reduced_recipe(tmp_path: Path, name: str):
+    return recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS, tasks=TASKS, name=name, seeds=[0, 1]))
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def arm_files(run_dir: Path, arm: str, seed: int = 0) -> tuple[dict, dict]:
+    arm_dir = run_dir / f"seed_{seed}" / arm
+    return (json.loads((arm_dir / "matrix.json").read_text()), json.loads((arm_dir / "general.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory) -> Path:
+    return run_recipe(reduced_recipe(tmp_path_factory.mktemp("serial"), "serial"))
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """One loopback-only local cluster of 2 CPU slots for the module (starting one is slow)."""
+    started = ray_backend.connect(None, workers=2)
+    assert started
+    yield
+    ray.shutdown()
+
+
+def test_local_cluster_listens_on_loopback_only(local_cluster):
+    psutil = pytest.importorskip("psutil")
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert ray.cluster_resources()["CPU"] == 2
+    ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in ours]
+    assert listening, "the cluster's processes should be listening somewhere"
+    assert all(is_loopback(c.laddr.ip) for c in listening), listening
+
+
+def test_ray_sweep_gives_the_serial_matrices_and_one_base_row_per_seed(local_cluster, serial_run, tmp_path):
+    recipe = reduced_recipe(tmp_path, "ray")
+    events = []
+    outcomes = ray_backend.run_on_ray(plan_units([recipe]), on_event=events.append)
+
+    assert [(o.unit.label, o.ok, o.attempts) for o in outcomes] == [
+        (f"ray/seed {seed}/{arm}", True, 1) for seed in (0, 1) for arm in ("sft", "multitask_sft")]
+    for seed in (0, 1):
+        for arm in ("sft", "multitask_sft"):
+            assert arm_files(recipe.run_dir, arm, seed) == arm_files(serial_run, arm, seed)
+    # Row 0 once per seed, by the base task; the units only read it.
+    assert sorted(e.label for e in events if e.kind == "start" and e.label.endswith("/base")) == [
+        "ray/seed 0/base", "ray/seed 1/base"]
+    assert any(e.kind == "line" and e.label == "ray/seed 1/sft" and "sft · geometry" in e.text for e in events)
+    # The units ran on both workers, and the report covers both seeds.
+    assert len({e.pid for e in events if e.kind == "start" and not e.label.endswith("/base")}) == 2
+    summary = json.loads((recipe.run_dir / "summary.json").read_text())
+    assert "seed" in json.dumps(summary)
+    assert (recipe.run_dir / "report.md").exists()
+
+
+def test_killed_worker_is_retried_and_resumes_to_the_same_result(local_cluster, serial_run, tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1], tasks=TASKS, name="killed"))  # seed 0
+    events, killed = [], []
+
+    def kill_after_first_task(event):
+        events.append(event)
+        # The unit has saved task 1 and is training task 2: kill its worker from outside.
+        if event.kind == "line" and "sft · clevr" in event.text and not killed:
+            os.kill(event.pid, signal.SIGKILL)
+            killed.append(event.pid)
+
+    [outcome] = ray_backend.run_on_ray(plan_units([recipe]), on_event=kill_after_first_task)
+
+    assert killed and outcome.ok and outcome.attempts == 2
+    retry = [e for e in events if e.kind == "retry"]
+    assert len(retry) == 1 and retry[0].pid != killed[0]
+    assert any(e.kind == "line" and e.pid == retry[0].pid and "resuming after task 1" in e.text for e in events)
+    assert arm_files(recipe.run_dir, "sft") == arm_files(serial_run, "sft")
+    task_ends = [json.loads(line) for line in (recipe.run_dir / "seed_0" / "sft" / "metrics.jsonl").read_text().splitlines()
+                 if '"task_end"' in line]
+    assert [r["task_index"] for r in task_ends] == [1, 2]
+
+
+def test_a_failing_unit_fails_alone_without_retries(local_cluster, serial_run, tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS, tasks=TASKS, name="failing"))
+    # sft finished earlier (copied from the serial run, base row too); multitask_sft cannot
+    # even create its arm directory: it raises, is not retried, and sft is still reported.
+    shutil.copytree(serial_run / "seed_0" / "sft", recipe.run_dir / "seed_0" / "sft")
+    shutil.copy(serial_run / "seed_0" / "base_scores.json", recipe.run_dir / "seed_0" / "base_scores.json")
+    (recipe.run_dir / "seed_0" / "multitask_sft").write_text("not a directory")
+    events = []
+    outcomes = ray_backend.run_on_ray(plan_units([recipe]), on_event=events.append)
+    assert [(o.unit.arm, o.ok, o.attempts) for o in outcomes] == [("sft", True, 1), ("multitask_sft", False, 1)]
+    assert "FileExistsError" in outcomes[1].error or "NotADirectoryError" in outcomes[1].error, outcomes[1].error
+    assert [e.kind for e in events if e.label == "failing/seed 0/sft"] == ["skipped"]
+    assert "sft" in (recipe.run_dir / "report.md").read_text()
