@@ -8,7 +8,7 @@
 
 Workers write into the run directories themselves, so every machine of a cluster must see
 them (and the datasets and model weights) at the same path: a shared file system, or one
-machine. Progress goes from the workers to the driver through a Ray queue, one line at a time.
+machine. Progress goes from the workers to the driver through a small Ray actor, a line at a time.
 
 Without an address, lite-cpt starts a local cluster over this machine's GPUs (or CPU slots)
 that listens on the loopback interface only, with the dashboard and usage statistics off: an
@@ -100,10 +100,28 @@ def unit_resources() -> dict:
     return {"num_cpus": 1}
 
 
-class _QueueLines(io.TextIOBase):
+class EventBox:
+    """Run as a Ray actor: workers post UnitEvents without waiting, the driver drains them.
+
+    Posting never blocks a worker (a blocking `ray.get` inside a task lends its CPU slot to
+    another task, which would run more units at once than there are slots); calls from one
+    worker reach the actor in order, so a unit's lines stay in order."""
+
+    def __init__(self):
+        self._events: list[UnitEvent] = []
+
+    def post(self, event: UnitEvent) -> None:
+        self._events.append(event)
+
+    def drain(self) -> list[UnitEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+class _EventLines(io.TextIOBase):
     """A text stream that sends each complete line to the driver as a UnitEvent."""
 
-    def __init__(self, send: Callable[[str, str], None]):
+    def __init__(self, send: Callable[..., object]):
         self._send, self._buffer = send, ""
 
     def writable(self) -> bool:
@@ -118,39 +136,43 @@ class _QueueLines(io.TextIOBase):
         return len(text)
 
 
-def _sender(queue, label: str) -> Callable[[str, str], None]:
+def _sender(box, label: str) -> Callable[..., object]:
     pid, host = os.getpid(), socket.gethostname()
-    return lambda kind, text="": queue.put(UnitEvent(label, kind, text, pid, host))
+    return lambda kind, text="": box.post.remote(UnitEvent(label, kind, text, pid, host))
 
 
-def _base_row_task(unit: Unit, queue) -> str:
-    """Row 0 of the unit's run directory (and the tiny base, if the recipe uses it)."""
+def _worker_console(send):
     from rich.console import Console
+
+    return Console(file=_EventLines(send), width=120, color_system=None, force_terminal=False)
+
+
+def _base_row_task(unit: Unit, box) -> str:
+    """Row 0 of the unit's seed (and the tiny base, if the recipe uses it)."""
+    import ray
 
     from lite_cpt.units import compute_base_row
 
-    send = _sender(queue, unit.label.rsplit("/", 1)[0] + "/base")
+    send = _sender(box, unit.label.rsplit("/", 1)[0] + "/base")
     send("start", "base row")
-    console = Console(file=_QueueLines(send), width=120, color_system=None, force_terminal=False)
-    compute_base_row(unit, console=console)
-    send("done")
+    compute_base_row(unit, console=_worker_console(send))
+    ray.get(send("done"))  # every event of the task has reached the box when it returns
     return str(unit.seed_dir)
 
 
-def _unit_task(unit: Unit, queue, _base_row_ready: str) -> str:
+def _unit_task(unit: Unit, box, _base_row_ready: str) -> str:
     """Train one unit; `_base_row_ready` is the base task's result, which Ray waits for."""
-    from rich.console import Console
+    import ray
 
     from lite_cpt.units import run_unit, unit_finished
 
-    send = _sender(queue, unit.label)
+    send = _sender(box, unit.label)
     if unit_finished(unit):
-        send("skipped", "finished earlier")
+        ray.get(send("skipped", "finished earlier"))
         return unit.label
     send("start")
-    console = Console(file=_QueueLines(send), width=120, color_system=None, force_terminal=False)
-    run_unit(unit, console=console)
-    send("done")
+    run_unit(unit, console=_worker_console(send))
+    ray.get(send("done"))
     return unit.label
 
 
@@ -178,34 +200,31 @@ def run_on_ray(units: list[Unit], address: str | None = None, *, workers: int | 
 
 
 def _schedule(ray, units: list[Unit], retries: int, on_event) -> list[UnitOutcome]:
-    from ray.util.queue import Queue
-
-    queue = Queue(actor_options={"num_cpus": 0})
+    box = ray.remote(num_cpus=0)(EventBox).remote()
     resources = unit_resources()
     base_task = ray.remote(_base_row_task).options(max_retries=retries, **resources)
     unit_task = ray.remote(_unit_task).options(max_retries=retries, **resources)
     pending = {}
     for group in seed_groups(units):
-        base_ref = base_task.remote(group[0], queue)
-        pending.update({unit_task.remote(unit, queue, base_ref): unit for unit in group})
+        base_ref = base_task.remote(group[0], box)
+        pending.update({unit_task.remote(unit, box, base_ref): unit for unit in group})
     starts: dict[str, int] = {}
     outcomes = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        _drain(queue, starts, on_event)
+        _drain(ray, box, starts, on_event)
         for ref in ready:
             unit = pending.pop(ref)
             outcomes.append(_outcome(ray, ref, unit, starts))
-    _drain(queue, starts, on_event)
+    _drain(ray, box, starts, on_event)
     report_task = ray.remote(_report_task).options(num_cpus=1, max_retries=retries)
     for report in ray.get([report_task.remote(str(group[0].run_dir)) for group in run_groups(units)]):
         on_event(UnitEvent("report", "done", report))
     return sorted(outcomes, key=lambda outcome: units.index(outcome.unit))
 
 
-def _drain(queue, starts: dict[str, int], on_event) -> None:
-    while not queue.empty():
-        event = queue.get_nowait()
+def _drain(ray, box, starts: dict[str, int], on_event) -> None:
+    for event in ray.get(box.drain.remote()):
         if event.kind == "start":
             starts[event.label] = starts.get(event.label, 0) + 1
             if starts[event.label] > 1:

@@ -64,11 +64,22 @@ def plan_units(recipes: list[Recipe], arms: list[str] | None = None, seeds: list
     units = []
     for recipe in recipes:
         names = select_arms(recipe, arms)
-        run_seeds = list(seeds) if seeds else recipe.run_seeds
-        for seed in run_seeds:
-            variant = recipe.model_copy(update={"seed": seed, "seeds": run_seeds})
+        listed = _listed_seeds(recipe, seeds)
+        for seed in seeds or recipe.run_seeds:
+            variant = recipe.model_copy(update={"seed": seed, "seeds": listed})
             units += [Unit(variant, name) for name in names]
     return units
+
+
+def _listed_seeds(recipe: Recipe, picked: list[int] | None) -> list[int]:
+    """The seeds a unit's recipe lists (saved in the run's recipe.yaml): the recipe's `seeds`
+    plus any picked one; a recipe without a `seeds` list lists just the picked seeds. Units
+    of one recipe list the same seeds, so processes saving recipe.yaml at once agree."""
+    if not picked:
+        return recipe.run_seeds
+    if recipe.seeds is None:
+        return list(picked)
+    return list(dict.fromkeys([*recipe.seeds, *picked]))
 
 
 def load_units(paths: list[Path], overrides: list[str], arms: list[str] | None = None) -> list[Unit]:

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from lite_cpt import ray_backend
 
@@ -21,19 +22,38 @@ import ray  # noqa: E402  (the dev extra installs it, so these tests run in CI)
 from lite_cpt.continual import run_recipe  # noqa: E402
 from lite_cpt.recipe import recipe_from_dict  # noqa: E402
 from lite_cpt.units import plan_units  # noqa: E402
-from tests.helpers import tiny_recipe  # noqa: E402
+from lite_cpt.cli import app  # noqa: E402
+from tests.helpers import tiny_recipe, write_recipe  # noqa: E402
 
 ARMS = [{"name": "sft", "lr": 5e-3, "batch_size": 8}, {"name": "multitask_sft", "lr": 5e-3, "batch_size": 8}]
 TASKS = ("mini_clevr", "mini_geometry")
 
 
+def reduced_raw(tmp_path: Path, name: str) -> dict:
+    return tiny_recipe(tmp_path, arms=ARMS, tasks=TASKS, name=name, seeds=[0, 1])
+
+
 def reduced_recipe(tmp_path: Path, name: str):
-    return recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS, tasks=TASKS, name=name, seeds=[0, 1]))
+    return recipe_from_dict(reduced_raw(tmp_path, name))
 
 
 def is_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def max_in_flight(events) -> int:
+    """Most units started and not yet done at one point of the event stream."""
+    running, most = set(), 0
+    for event in events:
+        if event.label.endswith("/base"):
+            continue
+        if event.kind == "start":
+            running.add(event.label)
+        elif event.kind == "done":
+            running.discard(event.label)
+        most = max(most, len(running))
+    return most
 
 
 def arm_files(run_dir: Path, arm: str, seed: int = 0) -> tuple[dict, dict]:
@@ -43,7 +63,10 @@ def arm_files(run_dir: Path, arm: str, seed: int = 0) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def serial_run(tmp_path_factory) -> Path:
-    return run_recipe(reduced_recipe(tmp_path_factory.mktemp("serial"), "serial"))
+    """The reduced recipe run serially in this process; its recipe file is saved beside it."""
+    tmp_path = tmp_path_factory.mktemp("serial")
+    write_recipe(tmp_path / "serial.yaml", reduced_raw(tmp_path, "serial"))
+    return run_recipe(reduced_recipe(tmp_path, "serial"))
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +103,8 @@ def test_ray_sweep_gives_the_serial_matrices_and_one_base_row_per_seed(local_clu
     assert sorted(e.label for e in events if e.kind == "start" and e.label.endswith("/base")) == [
         "ray/seed 0/base", "ray/seed 1/base"]
     assert any(e.kind == "line" and e.label == "ray/seed 1/sft" and "sft · geometry" in e.text for e in events)
-    # The units ran on both workers, and the report covers both seeds.
-    assert len({e.pid for e in events if e.kind == "start" and not e.label.endswith("/base")}) == 2
+    # Units were in flight at once on the two slots, and the report covers both seeds.
+    assert max_in_flight(events) >= 2
     summary = json.loads((recipe.run_dir / "summary.json").read_text())
     assert "seed" in json.dumps(summary)
     assert (recipe.run_dir / "report.md").exists()
@@ -123,3 +146,14 @@ def test_a_failing_unit_fails_alone_without_retries(local_cluster, serial_run, t
     assert "FileExistsError" in outcomes[1].error or "NotADirectoryError" in outcomes[1].error, outcomes[1].error
     assert [e.kind for e in events if e.label == "failing/seed 0/sft"] == ["skipped"]
     assert "sft" in (recipe.run_dir / "report.md").read_text()
+
+
+def test_run_ray_command_streams_progress_and_skips_finished_units(local_cluster, serial_run):
+    # The serial run is finished: through the CLI, every unit is skipped and the report rewritten.
+    (serial_run / "report.md").unlink()
+    result = CliRunner().invoke(app, ["run", str(serial_run.parent.parent / "serial.yaml"), "--ray", "--arm", "sft"])
+    assert result.exit_code == 0, result.output
+    assert "serial/seed 0/sft finished earlier" in result.output
+    assert "serial/seed 1/sft finished earlier" in result.output
+    assert "2 of 2 unit(s) done" in result.output
+    assert (serial_run / "report.md").exists()

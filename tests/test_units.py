@@ -31,8 +31,11 @@ def test_units_cover_every_recipe_seed_and_arm(tmp_path):
     assert [u.recipe.seeds for u in units] == [[0, 3], [0, 3], [0]]
     assert [len(group) for group in seed_groups(plan_units([first]))] == [2, 2]
     assert [len(group) for group in run_groups(plan_units([first, second]))] == [4, 2]
-    # `lite-cpt run --seed 5`: only that seed, whatever the recipe lists.
-    assert [(u.seed, u.arm) for u in plan_units([first], seeds=[5])] == [(5, "sft"), (5, "multitask_sft")]
+    # `lite-cpt run --seed K`: only that seed; a recipe's seed list gains it, a recipe without one
+    # lists just the picked seed.
+    assert [(u.seed, u.arm, u.recipe.seeds) for u in plan_units([first], seeds=[5])] == [
+        (5, "sft", [0, 3, 5]), (5, "multitask_sft", [0, 3, 5])]
+    assert [(u.seed, u.recipe.seeds) for u in plan_units([second], arms=["sft"], seeds=[2])] == [(2, [2])]
 
 
 def test_units_refuse_an_unknown_arm_and_two_recipes_with_one_run_dir(tmp_path):
