@@ -66,7 +66,7 @@ def connect(address: str | None, workers: int | None = None) -> bool:
     """Join the cluster at `address`, or start a loopback-only local one (`workers` CPU slots,
     this machine's GPUs); returns whether a local cluster was started."""
     if address is None:
-        _keep_local_cluster_on_loopback()
+        keep_local_cluster_on_loopback()
     ray = _import_ray()
     if address is None:
         ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
@@ -81,7 +81,7 @@ def connect(address: str | None, workers: int | None = None) -> bool:
     return False
 
 
-def _keep_local_cluster_on_loopback() -> None:
+def keep_local_cluster_on_loopback() -> None:
     """Set Ray's loopback switches; Ray reads the first when it is imported, so a Ray imported
     earlier without it would bind every interface: refuse to start a cluster then."""
     os.environ.update(LOCAL_CLUSTER_ENV)
