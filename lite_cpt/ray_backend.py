@@ -189,6 +189,9 @@ def run_on_ray(units: list[Unit], address: str | None = None, *, workers: int | 
     when all its units have ended; returns one outcome per unit (a failed unit does not stop
     the others). Uses the cluster this process is already connected to, if any; otherwise
     connects (or starts a local cluster) and shuts that down at the end."""
+    already = sys.modules.get("ray")
+    if address is None and (already is None or not already.is_initialized()):
+        keep_local_cluster_on_loopback()  # before Ray is imported: it reads the switch then
     ray = _import_ray()
     if ray.is_initialized():
         return _schedule(ray, units, retries, on_event or (lambda event: None))

@@ -117,3 +117,24 @@ def test_waiting_lock_lets_one_process_build_and_the_others_reuse(tmp_path):
         assert built.read_text() == "done"
     thread.join()
     assert order == ["builder has the lock", "waiter has the lock"]
+
+
+def test_a_local_cluster_gets_the_loopback_switch_before_ray_is_imported():
+    # `lite-cpt run --ray` in a fresh process: Ray must read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    # when it is first imported, or it binds every interface (connect is stubbed: no cluster).
+    code = ("from lite_cpt import ray_backend\n"
+            "def connect(address, workers=None):\n"
+            "    import ray._private.ray_constants as constants\n"
+            "    print('every interface' if constants.ENABLE_RAY_CLUSTER else 'loopback')\n"
+            "    raise SystemExit(0)\n"
+            "ray_backend.connect = connect\n"
+            "ray_backend.run_on_ray([])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ray_backend_env_keys()}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "loopback"
+
+
+def ray_backend_env_keys() -> tuple[str, ...]:
+    from lite_cpt.ray_backend import LOCAL_CLUSTER_ENV
+
+    return tuple(LOCAL_CLUSTER_ENV)
