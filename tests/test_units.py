@@ -94,31 +94,6 @@ def test_two_run_arm_processes_never_train_the_same_unit(tmp_path):
     assert "sft" in (run_dir / "report.md").read_text()
 
 
-def test_waiting_lock_lets_one_process_build_and_the_others_reuse(tmp_path):
-    import threading
-    import time
-
-    from lite_cpt.locks import waiting_lock
-
-    built, order = tmp_path / "built", []
-
-    def builder():
-        with waiting_lock(tmp_path / "x.lock"):
-            order.append("builder has the lock")
-            time.sleep(0.3)
-            built.write_text("done")
-
-    thread = threading.Thread(target=builder)
-    thread.start()
-    while not order:
-        time.sleep(0.01)
-    with waiting_lock(tmp_path / "x.lock"):  # blocks until the builder has finished
-        order.append("waiter has the lock")
-        assert built.read_text() == "done"
-    thread.join()
-    assert order == ["builder has the lock", "waiter has the lock"]
-
-
 def test_a_local_cluster_gets_the_loopback_switch_before_ray_is_imported():
     # `lite-cpt run --ray` in a fresh process: Ray must read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     # when it is first imported, or it binds every interface (connect is stubbed: no cluster).
