@@ -75,6 +75,8 @@ def run(
     unfinished task of each (seed, arm). With --arm and/or --seed, only those units run
     (each under its lock, into the shared run directory, no report: `lite-cpt report`
     assembles whatever has finished), so any scheduler can run units in parallel.
+    SIGTERM / SIGINT stop the run with exit status 75 and
+    one line naming the command that resumes it; a second signal stops at once.
 
     Examples:\n
       lite-cpt run recipes/tiny.yaml\n
@@ -85,8 +87,9 @@ def run(
       lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
     from lite_cpt.planner.timeplan import load_calibration
+    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.recipe import load_recipe
-    from lite_cpt.units import plan_units, run_unit
+    from lite_cpt.units import plan_units
 
     loaded = load_recipe(recipe, [*(overrides or []), *seed_overrides(seeds)])
     cal = load_calibration(calibration) if calibration else None
@@ -94,7 +97,20 @@ def run(
     if ray:
         _sweep_on_ray(plan_units([loaded], arms, only_seeds), address, workers)
         return
-    if not arms and seed is None:
+    try:
+        with preemption_handlers():
+            _run_here(loaded, arms, only_seeds, cal)
+    except Preempted as stop:
+        err_console.print(f"[bold yellow]stopped[/] ({stop.where}); it resumes from its last saved task with: "
+                          f"{resume_command()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(PREEMPTED_EXIT_CODE) from None
+
+
+def _run_here(loaded, arms, only_seeds, cal) -> None:
+    """The whole recipe (and its report), or the chosen units, in this process."""
+    from lite_cpt.units import plan_units, run_unit
+
+    if not arms and only_seeds is None:
         from lite_cpt.continual import run_recipe
 
         console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")

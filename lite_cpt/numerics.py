@@ -1,0 +1,62 @@
+"""Non-finite updates: a NaN or inf loss or gradient is skipped, never stepped into the adapter.
+
+A skipped update makes no optimizer step, so neither the weights nor AdamW's moments (nor
+its step count) move. Isolated faults (one bad batch in bf16) are counted and logged; a run
+of `limit` consecutive ones means training has diverged, and the phase stops with a message
+that names the step, the loss parts and the knobs to look at.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lite_cpt.errors import UserError
+
+
+class NonFiniteTraining(UserError):
+    """Too many consecutive updates had a non-finite loss or gradient."""
+
+
+def _finite(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value).all())
+    return math.isfinite(float(value))
+
+
+class NonFiniteGuard:
+    """Decides, per optimizer step, whether the accumulated update may be applied."""
+
+    def __init__(self, limit: int, hint: str = ""):
+        self.limit = limit
+        self.hint = hint  # the phase's knobs, e.g. "lr=1e-3, kl_beta=0.01, dtype=bfloat16"
+        self.consecutive = 0
+        self.skipped = 0
+
+    def allow(self, step: int, loss_parts: dict, grad_norm) -> bool:
+        """True when the loss parts and the gradient norm are finite. Otherwise the update is
+        to be skipped (the caller zeroes the gradients without stepping); after `limit`
+        consecutive skips, raise `NonFiniteTraining`."""
+        if all(_finite(v) for v in loss_parts.values()) and _finite(grad_norm):
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        self.skipped += 1
+        if self.consecutive >= self.limit:
+            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in loss_parts.items() if v is not None)
+            raise NonFiniteTraining(
+                f"training diverged: {self.consecutive} consecutive updates up to step {step} had a non-finite "
+                f"loss or gradient ({parts}, grad_norm={float(grad_norm):.4g}); nothing was stepped into the "
+                f"adapter. Look at the learning rate, the KL coefficient and the precision ({self.hint}); "
+                "faults.max_consecutive_nonfinite sets how many are tolerated"
+            )
+        return False
+
+    def state(self) -> dict:
+        return {"consecutive": self.consecutive, "skipped": self.skipped}
+
+    def load(self, state: dict) -> None:
+        self.consecutive, self.skipped = state["consecutive"], state["skipped"]

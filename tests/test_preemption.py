@@ -1,0 +1,62 @@
+"""Signal handling: a first signal in training is deferred, outside it stops at once, a second
+signal ends the process immediately."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from lite_cpt.preemption import Preempted, preemption_handlers, requested_by, stop_deferred, stop_requested
+
+
+def test_signal_during_training_only_requests_a_stop():
+    with preemption_handlers():
+        with stop_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop_requested() and requested_by() == "SIGTERM"
+    assert not stop_requested()  # handlers and state restored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_signal_outside_training_raises_preempted():
+    with preemption_handlers():
+        with pytest.raises(Preempted, match="SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_second_signal_exits_at_once():
+    pid = os.fork()
+    if pid == 0:  # child: defer the first signal, the second must end the process
+        try:
+            with preemption_handlers(), stop_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+                os._exit(0)  # not reached
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGTERM
+
+
+def test_run_command_turns_preempted_into_exit_75_and_the_resume_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import lite_cpt.continual
+    from lite_cpt.cli import app
+    from lite_cpt.preemption import PREEMPTED_EXIT_CODE
+    from tests.helpers import tiny_recipe, write_recipe
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path))
+
+    def preempted(*args, **kwargs):
+        raise Preempted("SIGTERM outside training")
+
+    monkeypatch.setattr(lite_cpt.continual, "run_recipe", preempted)
+    monkeypatch.setattr("sys.argv", ["lite-cpt", "run", str(recipe)])
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == PREEMPTED_EXIT_CODE
+    assert "SIGTERM outside training" in result.output
+    assert f"lite-cpt run {recipe}" in " ".join(result.output.split())
