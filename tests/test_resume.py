@@ -61,7 +61,7 @@ def reference_run(tmp_path_factory):
         patch.setattr(continual, "atomic_write_json", checking_write)
         run_dir = run_recipe(recipe)
     assert checked == [1, 2, 3]
-    return run_dir / "sft"
+    return run_dir / "seed_0" / "sft"
 
 
 def test_the_test_recipe_has_signal(reference_run):
@@ -76,7 +76,7 @@ def test_the_test_recipe_has_signal(reference_run):
 def test_a_kill_between_the_two_writes_of_a_row_leaves_no_marker_and_resume_matches(reference_run, tmp_path,
                                                                                        monkeypatch):
     recipe = signal_recipe(tmp_path)
-    arm_dir = recipe.run_dir / "sft"
+    arm_dir = recipe.run_dir / "seed_0" / "sft"
     write = continual.atomic_write_json
 
     def killed_after_the_first_write_of_row_2(path, obj):
@@ -106,7 +106,7 @@ def test_a_kill_between_the_two_writes_of_a_row_leaves_no_marker_and_resume_matc
 
 def test_a_kill_during_training_resumes_from_the_last_finished_task(reference_run, tmp_path, monkeypatch):
     recipe = signal_recipe(tmp_path)
-    arm_dir = recipe.run_dir / "sft"
+    arm_dir = recipe.run_dir / "seed_0" / "sft"
     save = continual.save_adapter
 
     def killed_saving_task_3(model, path, *args, **kwargs):
