@@ -45,6 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from lite_cpt.arms import ArmMethod, Phase, register_arm
+from lite_cpt.data.images import held_image_bytes
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_bytes, atomic_write_json
 from lite_cpt.sft import Example, PhaseStats, sft_loss_sum
@@ -77,13 +78,11 @@ def buffer_selection(examples: list[Example], buffer_per_task: int) -> list[Exam
 
 
 def _example_bytes(example: Example) -> int:
-    """Raw size of what the buffer holds for one example: image pixels plus UTF-8 text."""
+    """Raw size of what the buffer holds for one example: UTF-8 text plus decoded pixels
+    (an image reference holds none)."""
     sample = example.sample
     size = len(sample.question.encode()) + len(sample.answer.encode())
-    if sample.image is not None:
-        width, height = sample.image.size
-        size += width * height * len(sample.image.getbands())
-    return size
+    return size + sum(held_image_bytes(ref) for ref in sample.images)
 
 
 class Replay(ArmMethod):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+
+from lite_cpt.data.images import ImageRef, decode_image
 
 IGNORE_INDEX = -100
 # Per-token tensors a Qwen2.5-VL processor returns; everything else (pixel_values,
@@ -20,12 +21,15 @@ TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_id
 
 @dataclass
 class Prompt:
+    """User text and its images (references, decoded when the batch is encoded), shown first."""
+
     text: str
-    image: Image.Image | None = None
+    images: tuple[ImageRef, ...] = ()
+    sample_id: str = "?"
 
 
 def chat_text(processor, prompt: Prompt) -> str:
-    content = ([{"type": "image"}] if prompt.image is not None else []) + [{"type": "text", "text": prompt.text}]
+    content = [{"type": "image"} for _ in prompt.images] + [{"type": "text", "text": prompt.text}]
     messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -37,7 +41,8 @@ def tokenizer_of(processor):
 def encode_prompts(processor, prompts: list[Prompt], max_prompt_tokens: int | None = None) -> dict:
     """Left-padded prompt batch, ready for `generate` or a forward pass."""
     texts = [chat_text(processor, p) for p in prompts]
-    images = [p.image.convert("RGB") for p in prompts if p.image is not None]
+    # The batch's images are decoded here and nowhere earlier: a split holds only references.
+    images = [decode_image(ref, p.sample_id) for p in prompts for ref in p.images]
     tokenizer = tokenizer_of(processor)
     tokenizer.padding_side = "left"
     batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True)

@@ -33,6 +33,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def recipe_overrides(positional: Optional[list[str]], option: Optional[list[str]]) -> list[str]:
+    """Overrides given either way, positional `a.b=c` first, then each `--set a.b=c`."""
+    return [*(positional or []), *(option or [])]
+
+
+OVERRIDES_HELP = "Overrides key.path=value, e.g. seed=1 arms.sft.lr=1e-4 tasks.*.test_size=100"
+
+
 def user_errors(fn):
     """Print a UserError as one red line and exit 1 (no traceback)."""
 
@@ -59,7 +67,8 @@ WORKERS_OPTION = typer.Option(None, "--workers", help="CPU slots of a local Ray 
 @user_errors
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML (e.g. recipes/tiny.yaml)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key.path=value, e.g. seed=1 arms.sft.lr=1e-4"),
+    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    set_: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
@@ -91,7 +100,8 @@ def run(
     from lite_cpt.recipe import load_recipe
     from lite_cpt.units import plan_units
 
-    loaded = load_recipe(recipe, [*(overrides or []), *seed_overrides(seeds)])
+    loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
+                         check_data=False)  # the preflight checks the data
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
     if ray:
@@ -193,7 +203,7 @@ def seed_overrides(seeds: str | None) -> list[str]:
 @app.command()
 @user_errors
 def validate(
-    recipes: list[Path] = typer.Argument(..., help="One or more recipe files."),
+    recipes: list[str] = typer.Argument(..., help="One or more recipe files, then any key.path=value overrides."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     skip_data: bool = typer.Option(False, "--skip-data", help="Check the schema only, not the data paths."),
 ):
@@ -203,8 +213,10 @@ def validate(
     """
     from lite_cpt.recipe import load_recipe
 
+    paths = [Path(item) for item in recipes if "=" not in item]
+    overrides = recipe_overrides([item for item in recipes if "=" in item], overrides)
     failures = 0
-    for path in recipes:
+    for path in paths:
         try:
             loaded = load_recipe(path, overrides, check_data=not skip_data)
             console.print(f"[green]ok[/]   {path}  ({len(loaded.tasks)} tasks, arms: "
@@ -220,6 +232,7 @@ def validate(
 @user_errors
 def eval_command(
     recipe: Path = typer.Argument(..., help="Recipe whose model, tasks and evaluation settings are used."),
+    positional: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     adapter: Optional[Path] = typer.Option(None, help="PEFT adapter directory (omit for the base model)."),
     tasks: Optional[list[str]] = typer.Option(None, "--task", help="Task or benchmark name (repeatable; default all)."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
@@ -231,7 +244,8 @@ def eval_command(
     """
     from lite_cpt.evaluate import evaluate_adapter
 
-    scores = evaluate_adapter(recipe, overrides, adapter, tasks or None, console=console)
+    scores = evaluate_adapter(recipe, recipe_overrides(positional, overrides), adapter, tasks or None,
+                              console=console)
     if json_out:
         from lite_cpt.io import atomic_write_json
 
@@ -275,6 +289,7 @@ def compare(
 @user_errors
 def plan(
     recipe: Path = typer.Argument(..., help="Recipe to plan."),
+    positional: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     gpu_gb: float = typer.Option(24.0, "--gpu-gb", help="GPU memory in GB."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
@@ -287,7 +302,7 @@ def plan(
 
     Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24 --calibration bench.json
     """
-    raise typer.Exit(plan_recipe_file(recipe, overrides, gpu_gb, as_json, calibration))
+    raise typer.Exit(plan_recipe_file(recipe, recipe_overrides(positional, overrides), gpu_gb, as_json, calibration))
 
 
 def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_json: bool,
@@ -413,6 +428,7 @@ def bench_ray_command(
 @user_errors
 def data_check_command(
     recipe: Path = typer.Argument(..., help="Recipe whose tasks and benchmarks are checked."),
+    positional: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
 ):
     """For each task and benchmark: found or not, counts, one rendered prompt, how to provide it.
@@ -422,7 +438,7 @@ def data_check_command(
     from lite_cpt.data.check import data_check, render_data_check
     from lite_cpt.recipe import load_recipe
 
-    rows = data_check(load_recipe(recipe, overrides, check_data=False))
+    rows = data_check(load_recipe(recipe, recipe_overrides(positional, overrides), check_data=False))
     render_data_check(rows, console)
     if any(row["status"] in ("missing", "error") for row in rows):
         raise typer.Exit(1)

@@ -138,8 +138,10 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     """Train and evaluate every arm of the recipe (or the named ones) under each of its seeds,
     then write the report. `calibration`: the throughputs behind the predicted times printed at
     the start and logged per task."""
+    from lite_cpt.data.preflight import require_data
     from lite_cpt.report import write_report
 
+    require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
         ws = build_workspace(recipe.model_copy(update={"seed": seed}), console, loaded)

@@ -27,7 +27,7 @@ def evaluate_set(model, processor, evalset: EvalSet, generation, *, cot: bool = 
 def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> list[dict]:
     """Each sample's id, generated answer and score, in the order of the evaluation set."""
     task = evalset.task
-    prompts = [Prompt(task.prompt(s, cot), s.image) for s in evalset.samples]
+    prompts = [Prompt(task.prompt(s, cot), s.images, s.id) for s in evalset.samples]
     out = generate_completions(
         model,
         processor,

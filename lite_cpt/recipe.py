@@ -3,7 +3,8 @@
 A recipe is a YAML file validated into `Recipe`. Every field is typed, defaulted and documented
 (the `description` of each field is the reference the README prints). Unknown keys are errors.
 Command-line overrides use dotted paths, `a.b=c`, parsed as YAML scalars; list items are addressed
-by index or, for tasks and arms, by name: `arms.sft.lr=1e-4`, `tasks.0.train_size=64`.
+by index, by name for tasks and arms, or all at once: `arms.sft.lr=1e-4`, `tasks.0.train_size=64`,
+`tasks.*.test_size=100`.
 """
 
 from __future__ import annotations
@@ -98,28 +99,61 @@ class ModelConfig(Section):
 
 
 class DataSourceConfig(Section):
-    """Where a task's data lives. Synthetic tasks ignore it; real tasks read a local directory
-    (relative paths resolve against `data.root`) or a Hugging Face dataset id from the local cache."""
+    """Where a task's data lives. Every field defaults to the task type's own dataset (its hub id,
+    directory and splits, stated once in the task class); set a field to override it. Synthetic
+    tasks ignore the location."""
 
-    path: str | None = Field(None, description="Local directory or file (parquet/json/jsonl/arrow).")
-    hf_id: str | None = Field(None, description="Hugging Face datasets id, read from the local cache.")
-    hf_config: str | None = Field(None, description="Dataset configuration name.")
-    train_split: str = Field("train", description="Split used for training.")
-    test_split: str = Field("test", description="Split used for evaluation.")
+    path: str | None = Field(
+        None, description="Local directory or file (parquet/json/jsonl/arrow), relative to data.root; "
+        "default: the task type's directory."
+    )
+    hf_id: str | None = Field(
+        None, description="Hugging Face dataset id, read from <data.root>/hub or the default hub cache; "
+        "default: the task type's."
+    )
+    hf_config: str | None = Field(None, description="Dataset configuration name (may contain `{split}`).")
+    train_split: str | None = Field(None, description="Split used for training; default: the task type's.")
+    test_split: str | None = Field(None, description="Split used for evaluation; default: the task type's.")
+
+
+def fill_source(source: DataSourceConfig, task_type: str, benchmark: bool) -> DataSourceConfig:
+    """The source with unset fields taken from the task type's dataset. The location (path,
+    hf_id, hf_config) is taken whole from the type unless the recipe gives a path or an hf_id."""
+    from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
+
+    spec = getattr((BENCHMARK_TYPES if benchmark else TASK_TYPES).get(task_type), "dataset", None)
+    defaults = spec.source() if spec is not None else {}
+    given = source.model_dump(exclude_none=True)
+    if "path" in given or "hf_id" in given:
+        defaults = {k: v for k, v in defaults.items() if k not in ("path", "hf_id", "hf_config")}
+    filled = {"train_split": "train", "test_split": "test", **defaults, **given}
+    return DataSourceConfig(**filled)
 
 
 class TaskConfig(Section):
     name: str = Field(..., description="Unique task name (used in the matrix and run directory).")
     type: str = Field(..., description="Task type from the registry (`lite-cpt validate` lists them).")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
-    train_size: int | None = Field(256, ge=1, description="Training samples (None = all).")
+    train_size: int | None = Field(
+        256, ge=1, description="Training rows: a sample drawn with the recipe seed, the same for every arm "
+        "and every resume (None = the whole split)."
+    )
     test_size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training set for this task.")
     prompt: str | None = Field(
         None, description="Prompt template override; `{question}` is replaced by the sample's question."
     )
+    multiple_choice: bool = Field(
+        False, description="Show the options and score the letter, for task types whose rows carry "
+        "options but are free-form by default (geometry3k)."
+    )
     max_prompt_tokens: int = Field(1024, ge=8, description="Prompts are truncated (left) to this length.")
     max_answer_tokens: int = Field(64, ge=1, description="Training answers are truncated to this length.")
+
+    @model_validator(mode="after")
+    def _fill_source(self) -> "TaskConfig":
+        object.__setattr__(self, "source", fill_source(self.source, self.type, benchmark=False))
+        return self
 
 
 class RFTConfig(Section):
@@ -216,6 +250,11 @@ class BenchmarkConfig(Section):
     type: str = Field(..., description="Benchmark type from the registry.")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
     size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
+
+    @model_validator(mode="after")
+    def _fill_source(self) -> "BenchmarkConfig":
+        object.__setattr__(self, "source", fill_source(self.source, self.type, benchmark=True))
+        return self
 
 
 class EvaluationConfig(Section):
@@ -334,13 +373,18 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
 def apply_override(raw: dict, path: list[str], value: Any) -> None:
     """Set `value` at a dotted path in the raw recipe mapping.
 
-    List items are found by index (`tasks.0`) or by their `name` (`arms.sft`). Missing mapping
-    keys are created so that pydantic reports unknown ones with their full path.
+    List items are found by index (`tasks.0`), by their `name` (`arms.sft`), or all at once
+    (`tasks.*.train_size=4`). Missing mapping keys are created so that pydantic reports unknown
+    ones with their full path.
     """
     node: Any = raw
     for depth, key in enumerate(path):
         last = depth == len(path) - 1
         where = ".".join(path[: depth + 1])
+        if isinstance(node, list) and key == "*":
+            for index in range(len(node)):
+                apply_override(node, [str(index), *path[depth + 1 :]], copy.deepcopy(value))
+            return
         if isinstance(node, list):
             index = _list_index(node, key, where)
             if last:

@@ -24,7 +24,7 @@ class Example:
     sample: Sample
 
     def prompt(self, cot: bool = False) -> Prompt:
-        return Prompt(self.task.prompt(self.sample, cot), self.sample.image)
+        return Prompt(self.task.prompt(self.sample, cot), self.sample.images, self.sample.id)
 
 
 def examples_of(task: Task, samples: list[Sample]) -> list[Example]:

@@ -1,19 +1,25 @@
-"""`data_check` and `check_sources` over a recipe of the seven real tasks and three benchmarks."""
+"""`data_check`, `check_sources` and the run's preflight over a recipe of the seven real tasks
+and three benchmarks, on fixtures in the published layouts."""
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from lite_cpt.data.check import check_sources, data_check, render_data_check
-from lite_cpt.data.fixtures import RECIPE_SOURCES, write_fixtures
+from lite_cpt.data.fixtures import dataset_spec, write_fixtures
+from lite_cpt.data.preflight import preflight, require_data
+from lite_cpt.errors import UserError
 from lite_cpt.recipe import recipe_from_dict
 
 TASKS = ["scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"]
 BENCHMARKS = ["mmmu", "mmlu_pro", "pope"]
+OFFICIAL = {"vizwiz", "gqa"}  # official release layouts under data.root; the rest: <data.root>/hub
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +32,15 @@ def _private_hf_home(private_hf_home):
     """Every test here reads datasets through its own empty Hugging Face cache."""
 
 
-def seven_tasks(root: Path | None, **overrides):
+def seven_tasks(root: Path | None, train_size: int = 4, **overrides):
+    """The paper's tasks with no `source` block: every type's own dataset."""
     raw = {
         "name": "check",
         "data": {"root": str(root) if root else None},
-        "tasks": [
-            {"name": t, "type": t, "source": RECIPE_SOURCES[t], "train_size": 4, "test_size": 100}
-            for t in TASKS
-        ]
+        "tasks": [{"name": t, "type": t, "train_size": train_size, "test_size": 2} for t in TASKS]
         + [{"name": "mini", "type": "mini_clevr", "train_size": 5, "test_size": 3}],
         "arms": [{"name": "sft"}],
-        "evaluation": {
-            "general": [{"name": b, "type": b, "source": RECIPE_SOURCES[b], "size": 4} for b in BENCHMARKS]
-        },
+        "evaluation": {"general": [{"name": b, "type": b, "size": 4} for b in BENCHMARKS]},
     }
     raw.update(overrides)
     return recipe_from_dict(raw)
@@ -50,8 +52,9 @@ def test_data_check_on_the_fixture_directory(fixture_root):
     for name in TASKS + BENCHMARKS:
         row = rows[name]
         assert row["status"] == "found", row
-        assert row["source"] == str(fixture_root / name)
-        assert row["test"] == (4 if name in BENCHMARKS else row["test_available"])
+        expected = str(fixture_root / name) if name in OFFICIAL else f"hf cache: {dataset_spec(name).hf_id}"
+        assert row["source"] == expected
+        assert row["test"] == (4 if name in BENCHMARKS else min(2, row["test_available"]))
         assert row["prompt"] and row["problem"] is None
     assert (
         rows["scienceqa"]["train"] == 4 and rows["scienceqa"]["train_available"] == 6
@@ -68,10 +71,14 @@ def test_data_check_on_a_missing_directory_says_what_and_how(tmp_path):
     rows = {row["name"]: row for row in data_check(seven_tasks(root))}
     for name in TASKS + BENCHMARKS:
         row = rows[name]
+        spec = dataset_spec(name)
         assert row["status"] == "missing" and row["train"] is None and row["prompt"] is None
         assert str(root / name) in row["expected"]
-        assert RECIPE_SOURCES[name]["hf_id"] in row["expected"]
-        assert f"huggingface-cli download {RECIPE_SOURCES[name]['hf_id']} --repo-type dataset" in row["fix"]
+        assert spec.download.replace(" data/", f" {root}/") in row["fix"]  # its own download command
+        if spec.hf_id:
+            assert spec.hf_id in row["expected"]
+            assert f"hf download {spec.hf_id} --repo-type dataset" in row["fix"]
+            assert f"--cache-dir {root}/hub" in row["fix"]
     assert rows["mini"]["status"] == "synthetic"
 
 
@@ -99,13 +106,11 @@ def test_check_sources_names_the_key_and_the_resolved_path(fixture_root, tmp_pat
     assert check_sources(seven_tasks(fixture_root)) == []
     recipe = seven_tasks(fixture_root)
     recipe.tasks[2].source.path = "vizwiz_typo"
-    recipe.evaluation.general[2].source.path = None  # hf_id only, and not cached
+    recipe.evaluation.general[2].source.hf_id = "lmms-lab/POPE-elsewhere"
     problems = check_sources(recipe)
     assert len(problems) == 2
     assert problems[0].startswith(f"tasks.2.source.path: no data at {fixture_root / 'vizwiz_typo'}")
-    assert problems[1].startswith(
-        "evaluation.general.2.source.hf_id: lmms-lab/POPE is not in the Hugging Face cache"
-    )
+    assert "lmms-lab/POPE-elsewhere is not in a Hugging Face hub cache" in problems[1]
     missing = check_sources(seven_tasks(tmp_path / "nowhere"))
     assert [p.split(":")[0] for p in missing] == (
         [f"tasks.{i}.source.path" for i in range(7)]
@@ -113,9 +118,65 @@ def test_check_sources_names_the_key_and_the_resolved_path(fixture_root, tmp_pat
     )  # the synthetic task (tasks.7) needs no data
 
 
-def test_check_sources_accepts_an_hf_id_present_in_the_cache(tmp_path):
-    snapshot = tmp_path / "hf_home" / "hub" / "datasets--lmms-lab--POPE" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
-    recipe = seven_tasks(tmp_path / "nowhere")
-    problems = check_sources(recipe)
+def test_check_sources_accepts_an_hf_id_present_in_the_default_cache(tmp_path):
+    repo = tmp_path / "hf_home" / "hub" / "datasets--lmms-lab--POPE"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    problems = check_sources(seven_tasks(tmp_path / "nowhere"))
     assert not any(p.startswith("evaluation.general.2") for p in problems)  # local path absent, cache present
+
+
+def test_fixture_hub_repos_are_a_valid_hub_cache(fixture_root):
+    from huggingface_hub import scan_cache_dir
+
+    info = scan_cache_dir(fixture_root / "hub")
+    assert not info.warnings
+    repos = {repo.repo_id: repo for repo in info.repos}
+    hub_types = [t for t in TASKS + BENCHMARKS if t not in OFFICIAL]
+    assert set(repos) == {dataset_spec(t).hf_id for t in hub_types}
+    assert all(repo.repo_type == "dataset" and "main" in repo.refs for repo in repos.values())
+    names = {f.file_name for f in next(iter(repos["derek-thomas/ScienceQA"].revisions)).files}
+    assert len(names) == 3 and all(
+        n.startswith(("train-00000-of-00001-", "validation-00000-of-00001-", "test-00000-of-00001-"))
+        for n in names
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Preflight
+
+
+def test_preflight_passes_on_complete_data(fixture_root):
+    assert preflight(seven_tasks(fixture_root)) == []
+    require_data(seven_tasks(fixture_root))  # no error
+
+
+def test_preflight_reports_every_problem_at_once_with_its_fix(fixture_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(fixture_root, root, symlinks=True)
+    shutil.rmtree(root / "hub" / "datasets--lmms-lab--textvqa")  # a dataset not downloaded
+    rows = json.loads((root / "vizwiz" / "train.json").read_text())
+    for row in rows:  # every image of a split broken
+        (root / "vizwiz" / "train" / row["image"]).write_bytes(b"not a jpeg")
+    recipe = seven_tasks(root, train_size=5)
+    recipe.tasks[0].train_size = 50  # more than ScienceQA's fixture has
+    with pytest.raises(UserError) as error:
+        require_data(recipe)
+    message = str(error.value)
+    assert "nothing was trained" in message
+    assert f"tasks.1 (textvqa): no data at {root / 'textvqa'}" in message
+    assert "lmms-lab/textvqa is not in a Hugging Face hub cache" in message
+    assert f"hf download lmms-lab/textvqa --repo-type dataset --cache-dir {root}/hub" in message
+    assert "tasks.0 (scienceqa): split 'train' has 6 usable rows, fewer than tasks.0.train_size=50" in message
+    assert "set tasks.0.train_size=6" in message
+    assert "tasks.2 (vizwiz): split 'train': image of sample" in message and "cannot be opened" in message
+    assert len(preflight(recipe)) == 3
+
+
+def test_preflight_finds_a_split_the_dataset_does_not_publish(fixture_root):
+    recipe = seven_tasks(fixture_root)
+    recipe.tasks[2].source.path = None  # lmms-lab/VizWiz-VQA publishes val and test only
+    recipe.tasks[2].source.hf_id = "lmms-lab/VizWiz-VQA"
+    problems = preflight(recipe)
+    assert len(problems) == 1 and problems[0].key == "tasks.2 (vizwiz)"

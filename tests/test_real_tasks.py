@@ -3,7 +3,9 @@ mapping, images from files and bytes, prompts, and rewards against hand-computed
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import pytest
 from PIL import Image
 
 from lite_cpt.data import loaders
-from lite_cpt.data.fixtures import RECIPE_SOURCES, write_fixtures
+from lite_cpt.data.fixtures import dataset_spec, write_fixtures
+from lite_cpt.data.images import FileImage, TableImage, decode_image
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import BenchmarkConfig, DataSourceConfig, TaskConfig
+from lite_cpt.recipe import BenchmarkConfig, TaskConfig
 from lite_cpt.tasks import BENCHMARK_TYPES, build_task
 from lite_cpt.tasks.base import Sample
 from lite_cpt.tasks.choice import parse_options
@@ -34,13 +37,17 @@ def _private_hf_home(private_hf_home):
     """Every test here reads datasets through its own empty Hugging Face cache."""
 
 
-def make(type_name: str, root: Path | None, seed: int = 0, **source):
-    source = {**RECIPE_SOURCES[type_name], **source}
+def make(type_name: str, root: Path | None, seed: int = 0, multiple_choice: bool = False, **source):
+    """The task (or benchmark) of a type, its source the type's own dataset with `source` overrides."""
     if type_name in BENCHMARK_TYPES:
-        config = BenchmarkConfig(name=type_name, type=type_name, source=DataSourceConfig(**source))
+        config = BenchmarkConfig(name=type_name, type=type_name, source=source)
         return build_task(config, root, seed, benchmark=True)
-    config = TaskConfig(name=type_name, type=type_name, source=DataSourceConfig(**source))
+    config = TaskConfig(name=type_name, type=type_name, source=source, multiple_choice=multiple_choice)
     return build_task(config, root, seed)
+
+
+def pictures(sample: Sample) -> list[Image.Image]:
+    return [decode_image(ref, sample.id) for ref in sample.images]
 
 
 # (type, rows in its test split after filtering, a phrase of one prompt)
@@ -61,7 +68,7 @@ EXPECTED = {
 @pytest.mark.parametrize("type_name", list(EXPECTED))
 def test_each_type_loads_its_fixture_and_scores_its_own_answer(fixture_root, type_name):
     task = make(type_name, fixture_root)
-    split = RECIPE_SOURCES[type_name]["test_split"]
+    split = dataset_spec(type_name).test_split
     samples = task.load(split, None)
     count, phrase = EXPECTED[type_name]
     assert len(samples) == task.count(split) == count
@@ -70,11 +77,15 @@ def test_each_type_loads_its_fixture_and_scores_its_own_answer(fixture_root, typ
     for sample in samples:
         assert sample.question and sample.answer
         if type_name == "mmlu_pro":
-            assert sample.image is None  # text only
+            assert sample.images == ()  # text only
         else:
-            assert isinstance(sample.image, Image.Image) and sample.image.mode == "RGB"
+            assert sample.images and not any(isinstance(ref, Image.Image) for ref in sample.images)  # lazy
+            assert all(p.mode == "RGB" for p in pictures(sample))
         assert task.score(sample.answer, sample) == 1.0
         assert task.score("<answer>" + sample.answer + "</answer>", sample, cot=True) == 1.0
+        if type_name == "mmmu" and sample.choices:  # MMMU's rule: an unparseable answer is a seeded draw
+            assert task.score("qwertyuiop", sample) == task.score("asdfghjkl", sample)
+            continue
         assert task.score("qwertyuiop", sample) == (
             1.0 if type_name == "pope" and sample.answer == "yes" else 0.0
         )
@@ -84,7 +95,9 @@ def test_scienceqa_maps_index_to_letter_and_skips_text_only_rows(fixture_root):
     task = make("scienceqa", fixture_root)
     table = loaders.open_split(task.location(), "train")
     assert len(table.dataset) > N  # the fixture has text-only rows too
-    raw = [r for r in loaders.read_rows(table, list(range(len(table.dataset)))) if r["image"] is not None]
+    every = table.dataset.to_list()
+    assert any(r["image"] is None for r in every)
+    raw = [r for r in every if r["image"] is not None]
     samples = sorted(task.load("train", None), key=lambda s: s.meta["row"])
     assert [s.answer for s in samples] == ["ABCDE"[r["answer"]] for r in raw]
     assert [s.choices for s in samples] == [r["choices"] for r in raw]
@@ -106,22 +119,24 @@ def test_cot_prompt_keeps_the_answer_form_and_asks_for_tags(fixture_root):
 def test_images_come_from_files_and_from_embedded_bytes(fixture_root):
     vizwiz = make("vizwiz", fixture_root).load("val", None)
     first = vizwiz[0]
+    assert isinstance(first.images[0], FileImage)
     on_disk = Image.open(fixture_root / "vizwiz" / "val" / first.id).convert("RGB")
-    assert np.array_equal(np.asarray(first.image), np.asarray(on_disk))
+    assert np.array_equal(np.asarray(pictures(first)[0]), np.asarray(on_disk))
 
     gqa = make("gqa", fixture_root).load("testdev", 2)
     assert (
-        gqa[0].image.size
+        pictures(gqa[0])[0].size
         == Image.open(fixture_root / "gqa" / "images" / f"{gqa[0].meta['image_id']}.jpg").size
     )
 
     pathvqa = make("pathvqa", fixture_root)
     table = loaders.open_split(pathvqa.location(), "test")
-    raw = loaders.read_rows(table, [0])[0]["image"]
+    raw = table.dataset.with_format("arrow")[[0]].to_pylist()[0]["image"]
     assert isinstance(raw["bytes"], bytes)  # stored inline, as the hub's parquet does
     sample = next(s for s in pathvqa.load("test", None) if s.meta["row"] == 0)
+    assert isinstance(sample.images[0], TableImage)  # a reference into the table, not the bytes
     assert np.array_equal(
-        np.asarray(sample.image),
+        np.asarray(pictures(sample)[0]),
         np.asarray(Image.open(__import__("io").BytesIO(raw["bytes"])).convert("RGB")),
     )
 
@@ -188,43 +203,49 @@ def test_vizwiz_scores_unanswerable_like_any_answer(fixture_root):
         "answers": ["blue"] * 10,
         "category": "other",
     }
-    mapped = task.to_sample(row, "VizWiz_val_1", None)
+    mapped = task.to_sample(row, "VizWiz_val_1", ())
     assert mapped.answer == "blue" and mapped.meta["answer_type"] == "other"
 
 
-def test_geometry_answers_are_checked_for_equivalence():
-    assert math_equivalent("5.196", "3\\sqrt{3}")
+def test_geometry_answers_are_graded_by_easyr1s_math_grader():
+    """mathruler's grade_answer, the paper's reward: equivalent forms match, rounded decimals
+    and other numbers do not."""
     assert math_equivalent("3\\sqrt{3}", "3 \\sqrt 3")
-    assert math_equivalent("5.2", "3\\sqrt{3}")  # right to the decimals it states
-    assert not math_equivalent("5.19", "3\\sqrt{3}")
-    assert not math_equivalent("5", "3\\sqrt{3}")
-    assert math_equivalent("\\frac{40}{3}", "13.33")
-    assert math_equivalent("x = 52", "52^{\\circ}")
-    assert math_equivalent("52°", "52")
-    assert math_equivalent("\\dfrac{5\\sqrt{3}}{2}", "\\frac{5}{2}\\sqrt{3}")
-    assert math_equivalent("16\\pi", "50.27")
-    assert math_equivalent("\\boxed{22.5}", "\\frac{45}{2}")
+    assert math_equivalent("\\frac{40}{3}", "40/3")
+    assert math_equivalent("x = 52", "52")
+    assert math_equivalent("52^\\circ", "52")
+    assert math_equivalent("\\dfrac{5\\sqrt{3}}{2}", "\\frac{5\\sqrt{3}}{2}")
+    assert math_equivalent("so the answer is \\boxed{22.5}", "\\frac{45}{2}")
+    assert not math_equivalent("5.196", "3\\sqrt{3}")  # the grader is exact, as in training
     assert not math_equivalent("51", "52")
     assert not math_equivalent("__import__('os').getcwd()", "1")
-    assert not math_equivalent("9^9^9^9", "1")  # rejected, not computed
     assert not math_equivalent("", "1")
 
 
-def test_geometry_rows_with_choices_are_multiple_choice(fixture_root):
+def test_geometry_is_free_form_by_default_and_multiple_choice_only_when_asked(fixture_root):
+    table = loaders.open_split(make("geometry3k", fixture_root).location(), "test")
+    assert "choices" in table.dataset.column_names  # hiyouga/geometry3k rows carry options
+    free = make("geometry3k", fixture_root).load("test", None)
+    assert all(s.choices is None and s.answer == s.answers[0] for s in free)
+    sample = free[0]
+    assert "Options:" not in make("geometry3k", fixture_root).prompt(sample)
     task = make("geometry3k", fixture_root)
+    assert task.reward(sample.answer, sample) == 1.0
+    assert task.reward("B", sample) == 0.0  # a letter is no answer to a free-form question
+
+    chosen = make("geometry3k", fixture_root, multiple_choice=True)
     row = {"problem": "<image>Find x.", "answer": "3\\sqrt{3}", "choices": ["3", "3\\sqrt{3}", "6", "9"]}
-    sample = task.to_sample(row, "g1", None)
-    assert sample.answer == "B" and sample.question.startswith("Question: Find x.")
-    assert task.reward("B", sample) == 1.0
-    assert task.reward("5.196", sample) == 1.0
-    assert task.reward("C", sample) == 0.0
-    assert "option's letter" in task.prompt(sample)
+    mc = chosen.to_sample(row, "g1", ())
+    assert mc.answer == "B" and mc.question.startswith("Question: Find x.")
+    assert chosen.reward("B", mc) == 1.0 and chosen.reward("3\\sqrt{3}", mc) == 1.0
+    assert chosen.reward("C", mc) == 0.0
+    assert "option's letter" in chosen.prompt(mc)
 
 
 def test_clevr_reads_the_answer_tag_and_accepts_number_words(fixture_root):
     task = make("clevr", fixture_root)
     row = {"problem": "How many objects are there?", "solution": "<think>1, 2, 3</think><answer> 3 </answer>"}
-    sample = task.to_sample(row, "c1", None)
+    sample = task.to_sample(row, "c1", ())
     assert sample.answer == "3" and sample.meta["rationale"] == "1, 2, 3"
     assert task.reward("three", sample) == 1.0 and task.reward("3 objects", sample) == 1.0
     assert task.reward("4", sample) == 0.0
@@ -274,6 +295,23 @@ def test_mmmu_options_parsing_and_subjects(fixture_root):
     assert "single word or phrase" in task.prompt(open_question)
 
 
+def test_mmmu_passes_every_referenced_image_in_order(fixture_root):
+    task = make("mmmu", fixture_root)
+    table = loaders.open_split(task.location(), "validation")
+    rows = table.dataset.to_list()
+    samples = {s.meta["row"]: s for s in task.load("validation", None)}
+    several = 0
+    for index, row in enumerate(rows):
+        tags = sorted({int(k) for k in re.findall(r"<image (\d+)>", row["question"] + row["options"])})
+        sample = samples[index]
+        assert [ref.column for ref in sample.images] == [f"image_{k}" for k in tags]
+        for ref, k in zip(pictures(sample), tags):
+            stored = Image.open(io.BytesIO(row[f"image_{k}"]["bytes"])).convert("RGB")
+            assert np.array_equal(np.asarray(ref), np.asarray(stored))
+        several += len(tags) > 1
+    assert several  # the fixture has questions (and options) that reference several images
+
+
 # ---------------------------------------------------------------------------------------------
 # Sources and errors
 
@@ -318,11 +356,11 @@ def test_hf_id_reads_a_hub_snapshot_with_per_split_configs_and_paired_images(tmp
         features=Features({"id": Value("string"), "image": ImageFeature()}),
     ).to_parquet(str(snapshot / "testdev_balanced_images" / "testdev-00000-of-00001.parquet"))
 
-    task = make("gqa", None, path=None)  # hf_id only: the cache
+    task = make("gqa", None, hf_id="lmms-lab/GQA", hf_config="{split}_balanced_instructions")  # the cache
     assert task.location().available() == "hf cache"
     samples = {s.id: s for s in task.load("testdev", None)}
-    assert samples["q1"].image.getpixel((0, 0)) == (255, 0, 0)
-    assert samples["q2"].image.getpixel((0, 0)) == (0, 0, 255)
+    assert pictures(samples["q1"])[0].getpixel((0, 0)) == (255, 0, 0)
+    assert pictures(samples["q2"])[0].getpixel((0, 0)) == (0, 0, 255)
     assert samples["q2"].meta["rationale"] == "It is blue."
 
 
@@ -345,32 +383,32 @@ def test_hf_id_reads_arrow_files_prepared_by_load_dataset(tmp_path):
     prepared.mkdir(parents=True)
     shutil.copy(next(saved.glob("*.arrow")), prepared / "pope-test.arrow")
 
-    task = make("pope", None, path=None)
+    task = make("pope", None, hf_id="lmms-lab/POPE")
     samples = task.load("test", None)
     assert [s.answer for s in samples] == ["yes", "no", "no"]
-    assert samples[0].image.size == (28, 28)
+    assert pictures(samples[0])[0].size == (28, 28)
 
 
 def test_missing_local_path_names_the_path(tmp_path):
-    task = make("textvqa", tmp_path, hf_id=None)
+    task = make("textvqa", tmp_path, path="textvqa")
     with pytest.raises(UserError) as error:
         task.load("train", 4)
     assert str(tmp_path / "textvqa") in str(error.value)
 
 
 def test_uncached_hf_id_says_how_to_provide_it(tmp_path):
-    task = make("pathvqa", None, path=None)
+    task = make("pathvqa", tmp_path / "data")
     with pytest.raises(UserError) as error:
         task.load("train", 4)
     message = str(error.value)
     assert "flaviagiammarino/path-vqa" in message
-    assert "huggingface-cli download flaviagiammarino/path-vqa --repo-type dataset" in message
-    assert str(tmp_path / "hf_home" / "hub") in message and "source.path" in message
+    assert f"hf download flaviagiammarino/path-vqa --repo-type dataset --cache-dir {tmp_path / 'data'}/hub" in message
+    assert "source.path" in message
 
 
 def test_missing_split_lists_the_splits_there_are(fixture_root):
     with pytest.raises(UserError, match=r"split 'test'.*splits found: train, validation"):
-        make("textvqa", fixture_root).load("test", 4)
+        make("textvqa", fixture_root).load("test", 4)  # hub layout: data/<split>-*.parquet
 
 
 def test_unreadable_and_missing_images_name_the_sample_and_file(fixture_root, tmp_path):
@@ -378,25 +416,27 @@ def test_unreadable_and_missing_images_name_the_sample_and_file(fixture_root, tm
     shutil.copytree(fixture_root / "vizwiz", broken)
     rows = json.loads((broken / "val.json").read_text())
     (broken / "val" / rows[0]["image"]).write_bytes(b"not a jpeg")
+    first = next(s for s in make("vizwiz", tmp_path).load("val", None) if s.id == rows[0]["image"])
     with pytest.raises(UserError, match=f"sample {rows[0]['image']} cannot be opened: .*{rows[0]['image']}"):
-        make("vizwiz", tmp_path).load("val", None)
+        pictures(first)
     (broken / "val" / rows[0]["image"]).unlink()
     with pytest.raises(
         UserError, match=f"sample {rows[0]['image']} not found: {rows[0]['image']} \\(looked in .*vizwiz/val"
     ):
-        make("vizwiz", tmp_path).load("val", None)
+        pictures(first)
 
 
-def test_local_path_wins_and_relative_paths_resolve_under_the_data_root(fixture_root, monkeypatch, tmp_path):
-    task = make("pope", fixture_root)
-    assert task.location().path == fixture_root / "pope" and task.location().available() == "local"
+def test_relative_paths_resolve_under_the_data_root(fixture_root, monkeypatch, tmp_path):
+    task = make("vizwiz", fixture_root)
+    assert task.location().path == fixture_root / "vizwiz" and task.location().available() == "local"
     monkeypatch.chdir(fixture_root.parent)
     relative_root = Path(fixture_root.name)
-    assert len(make("gqa", relative_root).load("testdev", None)) == N  # image files under a relative root
+    samples = make("gqa", relative_root).load("testdev", None)  # image files under a relative root
+    assert len(samples) == N and pictures(samples[0])
     monkeypatch.chdir(fixture_root)
-    assert len(make("pope", None).load("test", None)) == N  # no data.root: relative to the working directory
-    absolute = make("pope", tmp_path, path=str(fixture_root / "pope"))
-    assert absolute.location().path == fixture_root / "pope"
+    assert len(make("vizwiz", None).load("val", None)) == N  # no data.root: relative to the working directory
+    absolute = make("vizwiz", tmp_path, path=str(fixture_root / "vizwiz"))
+    assert absolute.location().path == fixture_root / "vizwiz"
 
 
 def test_split_slice_syntax():
@@ -408,18 +448,17 @@ def test_split_slice_syntax():
         loaders.parse_split("train[::2]")
 
 
-def test_default_source_is_the_type_directory_under_the_root_then_the_hub_id(fixture_root):
+def test_default_source_is_the_type_directory_then_the_hub_cache_under_the_root(fixture_root):
     config = BenchmarkConfig(name="pope", type="pope")  # no source given
     task = build_task(config, fixture_root, 0, benchmark=True)
     assert task.location().path == fixture_root / "pope" and task.location().hf_id == "lmms-lab/POPE"
+    assert task.location().available() == "hf cache"  # <data.root>/hub
     assert len(task.load("test", 3)) == 3
-    without_root = build_task(config, None, 0, benchmark=True).location()
-    assert without_root.path is None and without_root.hf_id == "lmms-lab/POPE"
 
 
 def test_a_split_placeholder_in_the_path_picks_one_file_per_split(fixture_root):
-    task = make("gqa", fixture_root, path="gqa/{split}.jsonl", hf_id=None)
+    task = make("vizwiz", fixture_root, path="vizwiz/{split}.json")
     assert task.location().available() == "local"
-    train, test = task.load("train", None), task.load("testdev", None)
+    train, test = task.load("train", None), task.load("val", None)
     assert len(train) == len(test) == N and not {s.id for s in train} & {s.id for s in test}
-    assert all(s.image is not None for s in test)  # images/ beside the file
+    assert all(pictures(s) for s in test)  # <split>/ beside the file

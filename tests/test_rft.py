@@ -45,7 +45,7 @@ class VowelTask(Task):
 def vowel_examples(n: int, image: bool = False) -> list[Example]:
     task = VowelTask("vowel")
     picture = Image.new("RGB", (56, 56), (200, 40, 40)) if image else None
-    return [Example(task, Sample(id=str(i), question=f"Say something about item {i}.", answer="a", image=picture))
+    return [Example(task, Sample(id=str(i), question=f"Say something about item {i}.", answer="a", images=(picture,) if picture else ()))
             for i in range(n)]
 
 

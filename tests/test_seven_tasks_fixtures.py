@@ -1,6 +1,7 @@
-"""The paper recipe's task list and general benchmarks, end to end on fixtures in the real
-schemas, with the tiny model on CPU: `lite-cpt run recipes/seven_tasks.yaml model=tiny
-data.root=FIXTURES`, shrunk by overrides so it takes seconds."""
+"""The paper recipe's task list and general benchmarks, end to end on fixtures in the published
+layouts (a Hugging Face hub cache under data.root/hub, the official VizWiz and GQA releases),
+with the tiny model on CPU: `lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=FIXTURES`
+plus size overrides, so it takes seconds. The recipe file itself is not modified."""
 
 import json
 
@@ -20,10 +21,11 @@ SHRINK = [
     "arm_defaults.rft.max_new_tokens=4", "arm_defaults.rif.rollouts=2",
     "evaluation.generation.max_new_tokens=4",
     "arms=[{name: sft, lr: 1.0e-3}, {name: rft, lr: 1.0e-3}, {name: multitask_sft, lr: 1.0e-3}]",
-] + [f"tasks.{i}.test_size=4" for i in range(7)] + [f"evaluation.general.{i}.size=4" for i in range(3)]
+    "tasks.*.train_size=4", "tasks.*.test_size=2", "evaluation.general.*.size=4",
+]
 
 
-def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path):
+def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path, private_hf_home):
     fixtures = write_fixtures(tmp_path / "data", n=6)
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "recipes/seven_tasks.yaml", "model=tiny", f"data.root={fixtures}",
@@ -40,12 +42,28 @@ def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path):
         assert arm in report
 
 
-def test_data_check_on_fixtures_and_on_missing_root(tmp_path):
+def test_run_stops_before_the_model_when_data_is_missing(tmp_path, private_hf_home):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "recipes/seven_tasks.yaml", "model=tiny",
+                                      f"data.root={tmp_path / 'nothing'}", f"output_dir={runs}"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert "nothing was trained" in output
+    for key in ("tasks.0 (scienceqa)", "tasks.2 (vizwiz)", "tasks.3 (gqa)", "evaluation.general.2 (pope)"):
+        assert key in output
+    assert not (runs / "seven_tasks" / "sft").exists()  # no arm started
+
+
+def test_data_check_on_fixtures_and_on_missing_root(tmp_path, private_hf_home):
     written = CliRunner().invoke(app, ["data", "fixtures", str(tmp_path / "data"), "--n", "4"])
     assert written.exit_code == 0, written.output
     fixtures = tmp_path / "data"
     ok = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set", f"data.root={fixtures}"])
     assert ok.exit_code == 0, ok.output
+    positional = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", f"data.root={fixtures}",
+                                          "--set", "tasks.*.test_size=3"])  # both override forms
+    assert positional.exit_code == 0, positional.output
+    assert "3 of 4" in positional.output
     missing = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set",
                                        f"data.root={tmp_path / 'nothing'}"])
     assert missing.exit_code == 1

@@ -19,11 +19,11 @@ def test_deterministic_prefix_stable_and_splits_disjoint():
         b = synthetic.generate(kind, "train", 3, seed=1)
         assert [s.question for s in a[:3]] == [s.question for s in b]
         assert [s.answer for s in a[:3]] == [s.answer for s in b]
-        if a[0].image is not None:
-            assert a[0].image.tobytes() == b[0].image.tobytes()
-            assert a[0].image.size == (56, 56)
-    train = {s.image.tobytes() for s in synthetic.generate("mini_clevr", "train", 40)}
-    test = [s.image.tobytes() for s in synthetic.generate("mini_clevr", "test", 40)]
+        if a[0].images:
+            assert a[0].images[0].tobytes() == b[0].images[0].tobytes()
+            assert a[0].images[0].size == (56, 56)
+    train = {s.images[0].tobytes() for s in synthetic.generate("mini_clevr", "train", 40)}
+    test = [s.images[0].tobytes() for s in synthetic.generate("mini_clevr", "test", 40)]
     # identical pictures can recur by chance (few objects), but the streams differ
     assert sum(t in train for t in test) < 40
 

@@ -23,7 +23,7 @@ def test_tiny_model_is_deterministic_and_reloads(tmp_path):
     assert tokenizer.eos_token == "<|im_end|>"
 
     samples = generate("mini_clevr", "test", 2)
-    batch = encode_prompts(processor, [Prompt(s.question, s.image) for s in samples])
+    batch = encode_prompts(processor, [Prompt(s.question, s.images) for s in samples])
     image_id = model_a.config.image_token_id
     # 56x56 pixels -> 4x4 patches of 14 -> 2x2 merged image tokens per image
     assert (batch["input_ids"] == image_id).sum().item() == 2 * 4
@@ -32,13 +32,13 @@ def test_tiny_model_is_deterministic_and_reloads(tmp_path):
     path = save_tiny_model(model_a, processor, tmp_path / "tiny")
     reloaded = AutoModelForImageTextToText.from_pretrained(path)
     reprocessor = AutoProcessor.from_pretrained(path)
-    batch2 = encode_prompts(reprocessor, [Prompt(s.question, s.image) for s in samples])
+    batch2 = encode_prompts(reprocessor, [Prompt(s.question, s.images) for s in samples])
     assert torch.equal(batch["input_ids"], batch2["input_ids"])
     with torch.no_grad():
         assert torch.allclose(model_a(**batch).logits, reloaded(**batch2).logits, atol=1e-6)
     # The vision tower really runs: a different image changes the output.
     other_images = generate("mini_clevr", "train", 2)
-    batch3 = encode_prompts(processor, [Prompt(s.question, o.image) for s, o in zip(samples, other_images)])
+    batch3 = encode_prompts(processor, [Prompt(s.question, o.images) for s, o in zip(samples, other_images)])
     with torch.no_grad():
         assert not torch.allclose(model_a(**batch).logits, model_a(**batch3).logits)
 
@@ -63,7 +63,7 @@ def test_generation_never_emits_vision_markers():
         # Make the markers the most likely tokens everywhere: only the suppression stops them.
         model.lm_head.weight[banned] += 10.0
     samples = generate("mini_clevr", "test", 2)
-    out = generate_completions(model, processor, [Prompt(s.question, s.image) for s in samples],
+    out = generate_completions(model, processor, [Prompt(s.question, s.images) for s in samples],
                                group_size=3, max_new_tokens=5, temperature=1.0, generator_seed=0)
     assert out.num_generated_tokens > 0
     assert not any(t in banned for row in out.token_ids for t in row)

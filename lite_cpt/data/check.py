@@ -10,16 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lite_cpt.data.preflight import recipe_sections
 from lite_cpt.errors import UserError
 from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES, build_task
 from lite_cpt.tasks.real import RealTask, is_real_task_type
-
-
-def _sections(recipe: Any) -> list[tuple[str, Any, bool]]:
-    """(key, config, is_benchmark) for every task and general benchmark of the recipe."""
-    sections = [(f"tasks.{i}", cfg, False) for i, cfg in enumerate(recipe.tasks)]
-    sections += [(f"evaluation.general.{i}", cfg, True) for i, cfg in enumerate(recipe.evaluation.general)]
-    return sections
 
 
 def _source_key(key: str, source: Any) -> str:
@@ -33,7 +27,7 @@ def check_sources(recipe: Any) -> list[str]:
     Hugging Face cache: `<key>: <what is missing>. To fix: <how to provide it>`."""
     root = Path(recipe.data.root) if recipe.data.root else None
     problems = []
-    for key, cfg, benchmark in _sections(recipe):
+    for key, cfg, benchmark in recipe_sections(recipe):
         cls = (BENCHMARK_TYPES if benchmark else TASK_TYPES).get(cfg.type)
         if not is_real_task_type(cls):
             continue
@@ -47,7 +41,7 @@ def data_check(recipe: Any) -> list[dict]:
     """For each task and general benchmark: where its data is (`status` found / missing /
     error / synthetic), how many samples each split has and how many the recipe uses, one
     rendered prompt, and for missing data the expected location and how to provide it."""
-    return [_check_one(recipe, key, cfg, benchmark) for key, cfg, benchmark in _sections(recipe)]
+    return [_check_one(recipe, key, cfg, benchmark) for key, cfg, benchmark in recipe_sections(recipe)]
 
 
 def _check_one(recipe: Any, key: str, cfg: Any, benchmark: bool) -> dict:

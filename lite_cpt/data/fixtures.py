@@ -1,79 +1,40 @@
 """Small stand-ins for the real datasets, written in each one's published schema and layout.
 
-`write_fixtures(root)` fills `root` the way the real data would sit under `data.root`:
+`write_fixtures(root)` fills `root` the way the real data sits under `data.root` after each
+dataset's download command (see each task type's `dataset`, the one place its identity lives):
 
-    scienceqa/data/{train,validation,test}-00000-of-00001.parquet    derek-thu/ScienceQA
-    textvqa/data/{train,validation}-00000-of-00001.parquet           lmms-lab/textvqa
-    vizwiz/{train,val}.json + vizwiz/{train,val}/VizWiz_*.jpg        original VizWiz annotations
-    gqa/{train,testdev}.jsonl + gqa/images/<imageId>.jpg             GQA questions + images dir
-    geometry3k/data/{train,validation,test}-00000-of-00001.parquet   hiyouga/geometry3k
-    pathvqa/data/{train,validation,test}-00000-of-00001.parquet      flaviagiammarino/path-vqa
-    clevr/data/train-00000-of-00001.parquet (2n rows, one split)     leonardPKU/clevr_cogen_a_train
-    mmmu/{Accounting,Art}/{dev,validation}-00000-of-00001.parquet    MMMU/MMMU (config per subject)
-    mmlu_pro/data/{test,validation}-00000-of-00001.parquet           TIGER-Lab/MMLU-Pro
-    pope/data/test-00000-of-00001.parquet                            lmms-lab/POPE
+    hub/datasets--derek-thomas--ScienceQA/...            a Hugging Face hub cache (blobs, refs/main,
+    hub/datasets--lmms-lab--textvqa/...                  snapshots/<commit>/ linking to the blobs), with
+    hub/datasets--hiyouga--geometry3k/...                each repo's parquet file names, e.g.
+    hub/datasets--flaviagiammarino--path-vqa/...         data/train-00000-of-00001-<hash>.parquet,
+    hub/datasets--leonardPKU--clevr_cogen_a_train/...    MMMU's <Subject>/validation-00000-of-00001.parquet
+    hub/datasets--MMMU--MMMU/...
+    hub/datasets--TIGER-Lab--MMLU-Pro/...
+    hub/datasets--lmms-lab--POPE/...
+    vizwiz/{train,val}.json + vizwiz/{train,val}/VizWiz_<split>_<n>.jpg     the official VizWiz release
+    gqa/{train,testdev}_balanced_questions.json + gqa/images/<imageId>.jpg  the official GQA release
 
-Parquet files carry Hugging Face `Image` features with embedded PNG bytes, as the hub's do.
-Contents are drawn from small banks of realistic rows with a seeded generator.
+Parquet files carry Hugging Face `Image` features with embedded PNG bytes, as the hub's do;
+ScienceQA has text-only rows (null image), Geometry3K a `choices` column, MMMU questions that
+reference several images. Contents are drawn from small banks of realistic rows, seeded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import random
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-LETTERS = "ABCDEFGHIJ"
+from lite_cpt.data.sample import LETTERS
 
-#: The recipe `source` block of each task type / benchmark type that reads this layout under
-#: `data.root`, falling back to the Hugging Face cache (`hf_id`) when the directory is absent.
-RECIPE_SOURCES: dict[str, dict[str, str]] = {
-    "scienceqa": {
-        "path": "scienceqa",
-        "hf_id": "derek-thu/ScienceQA",
-        "train_split": "train",
-        "test_split": "test",
-    },
-    "textvqa": {
-        "path": "textvqa",
-        "hf_id": "lmms-lab/textvqa",
-        "train_split": "train",
-        "test_split": "validation",
-    },
-    "vizwiz": {"path": "vizwiz", "hf_id": "lmms-lab/VizWiz-VQA", "train_split": "train", "test_split": "val"},
-    "gqa": {
-        "path": "gqa",
-        "hf_id": "lmms-lab/GQA",
-        "hf_config": "{split}_balanced_instructions",
-        "train_split": "train",
-        "test_split": "testdev",
-    },
-    "geometry3k": {
-        "path": "geometry3k",
-        "hf_id": "hiyouga/geometry3k",
-        "train_split": "train",
-        "test_split": "test",
-    },
-    "pathvqa": {
-        "path": "pathvqa",
-        "hf_id": "flaviagiammarino/path-vqa",
-        "train_split": "train",
-        "test_split": "test",
-    },
-    "clevr": {
-        "path": "clevr",
-        "hf_id": "leonardPKU/clevr_cogen_a_train",
-        "train_split": "train[:80%]",
-        "test_split": "train[80%:]",
-    },
-    "mmmu": {"path": "mmmu", "hf_id": "MMMU/MMMU", "test_split": "validation"},
-    "mmlu_pro": {"path": "mmlu_pro", "hf_id": "TIGER-Lab/MMLU-Pro", "test_split": "test"},
-    "pope": {"path": "pope", "hf_id": "lmms-lab/POPE", "test_split": "test"},
-}
 _COLORS = [(200, 40, 40), (40, 160, 60), (40, 70, 210), (220, 200, 40), (140, 60, 160), (30, 30, 30)]
 
 
@@ -220,14 +181,14 @@ _GQA = [
 ]
 
 _GEOMETRY = [
-    ("Find x.", "3\\sqrt{3}"),
-    ("Find m \\angle 2.", "52"),
-    ("Find y.", "\\frac{40}{3}"),
-    ("Find the length of the hypotenuse.", "6\\sqrt{2}"),
-    ("Find the area of the triangle.", "22.5"),
-    ("Find x. Round to the nearest tenth if necessary.", "2\\sqrt{221}"),
-    ("Find the height of the equilateral triangle.", "\\frac{5\\sqrt{3}}{2}"),
-    ("Find m \\angle B.", "60"),
+    ("Find x.", "3\\sqrt{3}", ["3", "3\\sqrt{2}", "6"]),
+    ("Find m \\angle 2.", "52", ["38", "104", "128"]),
+    ("Find y.", "\\frac{40}{3}", ["\\frac{20}{3}", "10", "\\frac{50}{3}"]),
+    ("Find the length of the hypotenuse.", "6\\sqrt{2}", ["6", "12", "6\\sqrt{3}"]),
+    ("Find the area of the triangle.", "22.5", ["11.25", "45", "30"]),
+    ("Find x. Round to the nearest tenth if necessary.", "2\\sqrt{221}", ["\\sqrt{221}", "29.7", "14.9"]),
+    ("Find the height of the equilateral triangle.", "\\frac{5\\sqrt{3}}{2}", ["5", "\\frac{5}{2}", "5\\sqrt{3}"]),
+    ("Find m \\angle B.", "60", ["30", "45", "120"]),
 ]
 
 _PATHVQA = [
@@ -259,11 +220,21 @@ _MMMU = {
             "$77,490",
             ["$63,020", "$58,410", "$71,320"],
         ),
-        ("Using the data in <image 1>, compute the current ratio.", "2.5", ["1.2", "3.1", "0.8"]),
+        (
+            "Using the balance sheet in <image 1> and the income statement in <image 2>, compute the "
+            "current ratio.",
+            "2.5",
+            ["1.2", "3.1", "0.8"],
+        ),
         ("What is the net income shown in <image 1>?", "42", None),
     ],
     "Art": [
         ("Who painted <image 1>?", "Claude Monet", ["Pablo Picasso", "Vincent van Gogh", "Rembrandt"]),
+        (
+            "Which of the paintings below shares the style of <image 1>?",
+            "<image 3>",
+            ["<image 2>", "<image 4>", "<image 5>"],
+        ),
         (
             "Which movement does the work in <image 1> belong to?",
             "Impressionism",
@@ -317,7 +288,7 @@ _POPE_OBJECTS = ["snowboard", "dining table", "person", "car", "dog", "umbrella"
 # Writers, one per dataset
 
 
-def _scienceqa(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _scienceqa(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {
         "image": _image_feature(),
         "question": _string(),
@@ -363,10 +334,10 @@ def _scienceqa(root: Path, n: int, rng: random.Random, size: int) -> None:
                 }
             )
         rng.shuffle(rows)
-        _write_parquet(root / "scienceqa" / "data" / f"{split}-00000-of-00001.parquet", rows, features)
+        _write_parquet(base / "data" / f"{split}-00000-of-00001-{_hash(rng)}.parquet", rows, features)
 
 
-def _textvqa(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _textvqa(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {
         "image_id": _string(),
         "question_id": _int("int32"),
@@ -405,16 +376,16 @@ def _textvqa(root: Path, n: int, rng: random.Random, size: int) -> None:
                     "ocr_tokens": sorted(set(" ".join(answers).split()))[:5],
                 }
             )
-        _write_parquet(root / "textvqa" / "data" / f"{split}-00000-of-00001.parquet", rows, features)
+        _write_parquet(base / "data" / f"{split}-00000-of-00001.parquet", rows, features)
 
 
-def _vizwiz(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _vizwiz(base: Path, n: int, rng: random.Random, size: int) -> None:
     for split in ("train", "val"):
         rows = []
         for i, (question, answers, answer_type, answerable) in enumerate(_cycle(rng, _VIZWIZ, n)):
             name = f"VizWiz_{split}_{i:08d}.jpg"
-            (root / "vizwiz" / split).mkdir(parents=True, exist_ok=True)
-            _picture(rng, size).save(root / "vizwiz" / split / name, format="JPEG")
+            (base / split).mkdir(parents=True, exist_ok=True)
+            _picture(rng, size).save(base / split / name, format="JPEG")
             rows.append(
                 {
                     "image": name,
@@ -426,61 +397,65 @@ def _vizwiz(root: Path, n: int, rng: random.Random, size: int) -> None:
                     "answerable": answerable,
                 }
             )
-        (root / "vizwiz" / f"{split}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        (base / f"{split}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
-def _gqa(root: Path, n: int, rng: random.Random, size: int) -> None:
-    (root / "gqa" / "images").mkdir(parents=True, exist_ok=True)
+def _gqa(base: Path, n: int, rng: random.Random, size: int) -> None:
+    (base / "images").mkdir(parents=True, exist_ok=True)
     for split in ("train", "testdev"):
-        lines = []
+        questions = {}
         for question, answer, full in _cycle(rng, _GQA, n):
             image_id = (
                 f"n{rng.randint(10000, 999999)}" if split == "testdev" else str(rng.randint(2300000, 2420000))
             )
-            _picture(rng, size).save(root / "gqa" / "images" / f"{image_id}.jpg", format="JPEG")
-            lines.append(
-                json.dumps(
-                    {
-                        "id": f"{rng.randint(200000000, 209999999)}",
-                        "imageId": image_id,
-                        "question": question,
-                        "answer": answer,
-                        "fullAnswer": full,
-                        "isBalanced": True,
-                    }
-                )
-            )
-        (root / "gqa" / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            _picture(rng, size).save(base / "images" / f"{image_id}.jpg", format="JPEG")
+            questions[str(rng.randint(200000000, 209999999))] = {  # keyed by question id, no id inside
+                "semantic": [{"operation": "select", "dependencies": [], "argument": "car (2)"}],
+                "entailed": [],
+                "equivalent": [],
+                "question": question,
+                "imageId": image_id,
+                "isBalanced": True,
+                "groups": {"global": None, "local": "10q-car_color"},
+                "answer": answer,
+                "semanticStr": "select: car (2)->query: color [0]",
+                "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
+                "types": {"detailed": "verifyAttr", "semantic": "attr", "structural": "query"},
+                "fullAnswer": full,
+            }
+        (base / f"{split}_balanced_questions.json").write_text(json.dumps(questions), encoding="utf-8")
 
 
-def _geometry3k(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _geometry3k(base: Path, n: int, rng: random.Random, size: int) -> None:
     from datasets import Image as ImageFeature
     from datasets import List
 
-    features = {"images": List(ImageFeature()), "problem": _string(), "answer": _string()}
+    features = {"images": List(ImageFeature()), "problem": _string(), "answer": _string(), "choices": _strings()}
     for split in ("train", "validation", "test"):
         rows = []
-        for problem, answer in _cycle(rng, _GEOMETRY, n):
+        for problem, answer, others in _cycle(rng, _GEOMETRY, n):
+            choices, _ = _shuffled_choices(rng, answer, list(others))
             rows.append(
                 {
-                    "images": [_png(_picture(rng, size), "img_diagram.png")],
+                    "images": [_png(_picture(rng, size), None)],
                     "problem": f"<image>{problem}",
                     "answer": answer,
+                    "choices": choices,
                 }
             )
-        _write_parquet(root / "geometry3k" / "data" / f"{split}-00000-of-00001.parquet", rows, features)
+        _write_parquet(base / "data" / f"{split}-00000-of-00001.parquet", rows, features)
 
 
-def _pathvqa(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _pathvqa(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {"image": _image_feature(), "question": _string(), "answer": _string()}
     for split in ("train", "validation", "test"):
         rows = []
         for question, answer in _cycle(rng, _PATHVQA, n):
             rows.append({"image": _png(_picture(rng, size), None), "question": question, "answer": answer})
-        _write_parquet(root / "pathvqa" / "data" / f"{split}-00000-of-00001.parquet", rows, features)
+        _write_parquet(base / "data" / f"{split}-00000-of-00001-{_hash(rng)}.parquet", rows, features)
 
 
-def _clevr(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _clevr(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {"image": _image_feature(), "problem": _string(), "solution": _string()}
     rows = []
     for problem, count in _cycle(rng, _CLEVR, 2 * n):  # one published split; recipes slice it
@@ -491,10 +466,10 @@ def _clevr(root: Path, n: int, rng: random.Random, size: int) -> None:
                 "solution": f"<answer> {count} </answer>",
             }
         )
-    _write_parquet(root / "clevr" / "data" / "train-00000-of-00001.parquet", rows, features)
+    _write_parquet(base / "data" / f"train-00000-of-00001-{_hash(rng)}.parquet", rows, features)
 
 
-def _mmmu(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _mmmu(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {
         "id": _string(),
         "question": _string(),
@@ -524,8 +499,7 @@ def _mmmu(root: Path, n: int, rng: random.Random, size: int) -> None:
                         "question": question,
                         "options": repr(options),
                         "explanation": "",
-                        "image_1": _png(_picture(rng, size), None),
-                        **{f"image_{k}": None for k in range(2, 8)},
+                        **_mmmu_images(rng, size, question, options),
                         "img_type": "['Tables']",
                         "answer": answer,
                         "topic_difficulty": rng.choice(["Easy", "Medium", "Hard"]),
@@ -533,10 +507,16 @@ def _mmmu(root: Path, n: int, rng: random.Random, size: int) -> None:
                         "subfield": subject,
                     }
                 )
-            _write_parquet(root / "mmmu" / subject / f"{split}-00000-of-00001.parquet", rows, features)
+            _write_parquet(base / subject / f"{split}-00000-of-00001.parquet", rows, features)
 
 
-def _mmlu_pro(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _mmmu_images(rng: random.Random, size: int, question: str, options: list[str]) -> dict:
+    """image_1..image_7: a picture for every `<image k>` the question or its options name."""
+    used = {int(k) for text in (question, *options) for k in re.findall(r"<image (\d+)>", text)} or {1}
+    return {f"image_{k}": _png(_picture(rng, size), None) if k in used else None for k in range(1, 8)}
+
+
+def _mmlu_pro(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {
         "question_id": _int("int64"),
         "question": _string(),
@@ -573,10 +553,10 @@ def _mmlu_pro(root: Path, n: int, rng: random.Random, size: int) -> None:
                     "src": f"ori_mmlu-{category}",
                 }
             )
-        _write_parquet(root / "mmlu_pro" / "data" / f"{split}-00000-of-00001.parquet", rows, features)
+        _write_parquet(base / "data" / f"{split}-00000-of-00001.parquet", rows, features)
 
 
-def _pope(root: Path, n: int, rng: random.Random, size: int) -> None:
+def _pope(base: Path, n: int, rng: random.Random, size: int) -> None:
     features = {
         "id": _string(),
         "question_id": _string(),
@@ -600,7 +580,7 @@ def _pope(root: Path, n: int, rng: random.Random, size: int) -> None:
                 "category": ("adversarial", "popular", "random")[i % 3],
             }
         )
-    _write_parquet(root / "pope" / "data" / "test-00000-of-00001.parquet", rows, features)
+    _write_parquet(base / "data" / f"test-00000-of-00001-{_hash(rng)}.parquet", rows, features)
 
 
 def _image_feature():
@@ -639,6 +619,39 @@ WRITERS: dict[str, Callable[[Path, int, random.Random, int], None]] = {
     "mmlu_pro": _mmlu_pro,
     "pope": _pope,
 }
+#: The layout of GQA the fixtures write (the official release); the hub one is tested on its own.
+OFFICIAL_LAYOUT = {"vizwiz", "gqa"}
+
+
+def _hash(rng: random.Random) -> str:
+    """The content-hash suffix the hub's parquet converter gives file names."""
+    return f"{rng.getrandbits(64):016x}"
+
+
+def dataset_spec(type_name: str):
+    """The `DatasetSpec` a task (or benchmark) type states: what the fixtures are written from."""
+    from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
+
+    return (TASK_TYPES.get(type_name) or BENCHMARK_TYPES[type_name]).dataset
+
+
+def publish_to_hub_cache(files_dir: Path, cache: Path, hf_id: str, commit: str) -> Path:
+    """Move a repo's files into a hub cache the way `hf download` lays it out: content in
+    `blobs/<sha256>`, `snapshots/<commit>/<path>` symlinks to the blobs, `refs/main` = commit.
+    Returns the snapshot directory."""
+    repo = cache / f"datasets--{hf_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    for path in sorted(p for p in files_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(files_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
 
 
 def write_fixtures(root: Path, n: int = 8, seed: int = 0, image_size: int = 56) -> Path:
@@ -646,5 +659,15 @@ def write_fixtures(root: Path, n: int = 8, seed: int = 0, image_size: int = 56) 
     `n` rows per split (ScienceQA adds text-only rows; CLEVR's single split has 2n)."""
     root = Path(root)
     for name, writer in WRITERS.items():
-        writer(root, n, random.Random(f"{seed}/{name}"), image_size)
+        rng = random.Random(f"{seed}/{name}")
+        spec = dataset_spec(name)
+        if name in OFFICIAL_LAYOUT:
+            writer(root / spec.path, n, rng, image_size)
+            continue
+        staging = root / ".staging" / name
+        shutil.rmtree(staging, ignore_errors=True)
+        writer(staging, n, rng, image_size)
+        publish_to_hub_cache(staging, root / "hub", spec.hf_id, hashlib.sha1(f"{seed}/{name}".encode()).hexdigest())
+        shutil.rmtree(staging)
+    shutil.rmtree(root / ".staging", ignore_errors=True)
     return root

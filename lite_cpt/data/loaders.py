@@ -11,10 +11,12 @@ Where a task's data comes from (`DataSourceConfig`):
   sub-directory (one per config, e.g. MMMU's subjects) that has the split is concatenated.
   `save_to_disk` directories (`<dir>/<split>/*.arrow`) match the same patterns. A path to a
   single file serves every split.
-* `hf_id`: a Hugging Face dataset, read from the local cache only, never the network: the hub
-  snapshot that `huggingface-cli download <id> --repo-type dataset` leaves in `$HF_HUB_CACHE`
-  (read with the layout rules above), else the arrow files a previous `load_dataset` prepared
-  in `$HF_DATASETS_CACHE`. Cache locations are read from the environment at call time.
+* `hf_id`: a Hugging Face dataset, read from a local hub cache only, never the network: the
+  snapshot `hf download <id> --repo-type dataset --cache-dir <data.root>/hub` leaves under
+  `<data.root>/hub`, else the one in the default cache (`$HF_HUB_CACHE`), both found with
+  `huggingface_hub.snapshot_download(local_files_only=True)` and read with the layout rules
+  above; else the arrow files a previous `load_dataset` prepared in `$HF_DATASETS_CACHE`.
+  Cache locations are read from the environment at call time.
 * Both set: the local path when it exists, else the cache.
 
 `hf_config` and `path` may contain `{split}` (lmms-lab/GQA keeps each split in its own config,
@@ -25,7 +27,7 @@ datasets that publish a single labelled split.
 from __future__ import annotations
 
 import contextlib
-import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -34,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from lite_cpt.errors import UserError
 
@@ -61,19 +62,28 @@ def hf_datasets_cache() -> Path:
     return Path(os.path.expanduser(os.environ.get("HF_DATASETS_CACHE", str(hf_home() / "datasets"))))
 
 
-def hub_snapshot(hf_id: str) -> Path | None:
-    """The cached hub snapshot of a dataset repo: the one `refs/main` names, else the newest."""
-    repo = hf_hub_cache() / f"datasets--{hf_id.replace('/', '--')}"
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        named = snapshots / ref.read_text().strip()
-        if named.is_dir():
-            return named
-    candidates = [p for p in snapshots.iterdir() if p.is_dir()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+def hub_caches(data_root: Path | None) -> tuple[Path | None, ...]:
+    """Hub caches searched in order: `<data.root>/hub` (when it exists), then the default
+    (None: `$HF_HUB_CACHE`)."""
+    local = Path(data_root) / "hub" if data_root is not None else None
+    return (local, None) if local is not None and local.is_dir() else (None,)
+
+
+def hub_snapshot(hf_id: str, caches: tuple[Path | None, ...] = (None,)) -> Path | None:
+    """The cached snapshot of a dataset repo (the revision `main` points to), from the first
+    cache that has it; None when none has."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    for cache in caches:
+        try:
+            found = snapshot_download(  # the default cache as the environment says now, not at import
+                hf_id, repo_type="dataset", local_files_only=True, cache_dir=str(cache or hf_hub_cache())
+            )
+        except LocalEntryNotFoundError:
+            continue
+        return Path(found)
+    return None
 
 
 def prepared_cache_dir(hf_id: str) -> Path | None:
@@ -86,19 +96,16 @@ def prepared_cache_dir(hf_id: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def hf_cached(hf_id: str) -> bool:
+def hf_cached(hf_id: str, caches: tuple[Path | None, ...] = (None,)) -> bool:
     """Cheap presence check (no dataset is opened)."""
-    repo = f"datasets--{hf_id.replace('/', '--')}"
-    if (hf_hub_cache() / repo / "snapshots").is_dir():
-        return True
-    return prepared_cache_dir(hf_id) is not None
+    return hub_snapshot(hf_id, caches) is not None or prepared_cache_dir(hf_id) is not None
 
 
-def hf_download_hint(hf_id: str) -> str:
+def hf_download_hint(hf_id: str, data_root: Path | None = None) -> str:
+    target = f"{data_root}/hub" if data_root is not None else str(hf_hub_cache())
     return (
-        f"run `huggingface-cli download {hf_id} --repo-type dataset` on a machine with internet and "
-        f"copy its Hugging Face hub cache to {hf_hub_cache()}, or download with `--local-dir DIR` "
-        f"and set source.path to DIR"
+        f"run `hf download {hf_id} --repo-type dataset --cache-dir {target}` (on a machine with internet, "
+        f"then copy {target} here), or download with `--local-dir DIR` and set source.path to DIR"
     )
 
 
@@ -113,6 +120,12 @@ class DataLocation:
     path: Path | None
     hf_id: str | None
     config: str | None
+    data_root: Path | None = None
+    download: str | None = None  # the dataset's own download command, when it has one
+
+    @property
+    def caches(self) -> tuple[Path | None, ...]:
+        return hub_caches(self.data_root)
 
     def local(self, split: str) -> Path | None:
         return Path(str(self.path).replace("{split}", split)) if self.path else None
@@ -126,6 +139,12 @@ class DataLocation:
             parts.append(f"hf:{self.hf_id}" + (f" ({self.config})" if self.config else ""))
         return " or ".join(parts)
 
+    def download_command(self) -> str:
+        """The dataset's download command, writing under this recipe's data.root."""
+        if self.download is None or self.data_root is None:
+            return self.download or ""
+        return self.download.replace(" data/", f" {self.data_root}/")
+
     def local_exists(self) -> bool:
         if self.path is None:
             return False
@@ -135,7 +154,7 @@ class DataLocation:
         """Which source will be read: 'local', 'hf cache', or None when neither exists."""
         if self.local_exists():
             return "local"
-        if self.hf_id and hf_cached(self.hf_id):
+        if self.hf_id and hf_cached(self.hf_id, self.caches):
             return "hf cache"
         return None
 
@@ -144,12 +163,17 @@ class DataLocation:
         if self.path is not None:
             lines.append(f"no data at {self.path}")
         if self.hf_id:
-            lines.append(f"{self.hf_id} is not in the Hugging Face cache ({hf_hub_cache()})")
+            where = " or ".join(str(c) if c else str(hf_hub_cache()) for c in self.caches)
+            lines.append(f"{self.hf_id} is not in a Hugging Face hub cache ({where})")
         fixes = []
-        if self.path is not None:
+        if self.download:
+            fixes.append(self.download_command())
+        elif self.path is not None:
             fixes.append(f"put the dataset files at {self.path}")
-        if self.hf_id:
-            fixes.append(hf_download_hint(self.hf_id))
+        if self.hf_id and self.hf_id in (self.download or ""):
+            fixes.append("download it with `--local-dir DIR` and set source.path to DIR")
+        elif self.hf_id:
+            fixes.append(hf_download_hint(self.hf_id, self.data_root))
         return "; ".join(lines) + ". To fix: " + ", or ".join(fixes)
 
 
@@ -161,21 +185,18 @@ def _template_exists(path: Path) -> bool:
     return parent.is_dir() and any(parent.glob(pattern))
 
 
-def resolve_location(
-    source: Any, data_root: Path | None, *, default_path: str, default_hf_id: str
-) -> DataLocation:
-    """The location a `DataSourceConfig` describes; with neither `path` nor `hf_id` set, the
-    task's default directory under `data.root` (when `data.root` is set) and its default id."""
+def resolve_location(source: Any, data_root: Path | None, *, download: str | None = None) -> DataLocation:
+    """The location a (filled-in) `DataSourceConfig` describes: `path` relative to `data.root`,
+    `hf_id` looked up in `<data.root>/hub` and then the default hub cache."""
     path_text, hf_id = getattr(source, "path", None), getattr(source, "hf_id", None)
-    if path_text is None and hf_id is None:
-        path_text = default_path if data_root is not None else None
-        hf_id = default_hf_id
     path = None
     if path_text is not None:
         path = Path(os.path.expanduser(path_text))
         if not path.is_absolute() and data_root is not None:
             path = Path(data_root) / path
-    return DataLocation(path=path, hf_id=hf_id, config=getattr(source, "hf_config", None))
+    root = Path(data_root) if data_root is not None else None
+    return DataLocation(path=path, hf_id=hf_id, config=getattr(source, "hf_config", None), data_root=root,
+                        download=download)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +252,8 @@ def open_split(location: DataLocation, split: str) -> SplitTable:
             raise UserError(f"no data for split '{name}': {local} does not exist")
         dataset, base_dir = _open_local(local, name, config)
         origin = str(local)
-    elif location.hf_id and hf_cached(location.hf_id):
-        dataset, base_dir = _open_cached(location.hf_id, name, config)
+    elif location.hf_id and hf_cached(location.hf_id, location.caches):
+        dataset, base_dir = _open_cached(location.hf_id, name, config, location.caches)
         origin = f"hf:{location.hf_id}"
     else:
         raise UserError(location.missing_message())
@@ -304,8 +325,8 @@ def _open_local(path: Path, split: str, config: str | None):
     )
 
 
-def _open_cached(hf_id: str, split: str, config: str | None):
-    snapshot = hub_snapshot(hf_id)
+def _open_cached(hf_id: str, split: str, config: str | None, caches: tuple[Path | None, ...]):
+    snapshot = hub_snapshot(hf_id, caches)
     if snapshot is not None:
         try:
             return _open_local(snapshot, split, config)
@@ -380,8 +401,9 @@ def _read_files(files: list[Path]):
 # Rows
 
 
-def non_null_rows(table: SplitTable, columns: tuple[str, ...]) -> list[int]:
-    """Row indices of the split (after its slice) where every column in `columns` is set."""
+def non_null_rows(table: SplitTable, columns: tuple[str, ...]) -> np.ndarray:
+    """Row indices of the split (after its slice) where every column in `columns` is set (an
+    int64 array: the split's index, 8 bytes a row)."""
     keep = np.zeros(len(table.dataset), dtype=bool)
     keep[table.rows.start : table.rows.stop] = True
     data = table.dataset.data
@@ -392,65 +414,129 @@ def non_null_rows(table: SplitTable, columns: tuple[str, ...]) -> list[int]:
                 f"(has: {', '.join(data.column_names)})"
             )
         keep &= np.asarray(data.column(column).is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    return np.flatnonzero(keep).tolist()
+    return np.flatnonzero(keep)
 
 
-def subsample(indices: list[int], size: int | None, seed: int, split: str) -> list[int]:
+def subsample(indices: Any, size: int | None, seed: int, split: str) -> list[int]:
     """`size` of `indices` (all, in file order, when size is None), drawn by a permutation
     seeded with (seed, split): deterministic, and a smaller size gives a prefix of a larger one."""
+    indices = np.asarray(indices, dtype=np.int64)
     if size is None:
-        return list(indices)
+        return indices.tolist()
     key = [seed & 0xFFFFFFFF, *split.encode()]
     order = np.random.default_rng(key).permutation(len(indices))[:size]
-    return [indices[i] for i in order]
+    return indices[order].tolist()
 
 
-def read_rows(table: SplitTable, indices: list[int]) -> list[dict]:
-    """The rows at `indices` as plain dicts; images stay undecoded (`{"bytes", "path"}`)."""
-    if not indices:
-        return []
-    return table.dataset.with_format("arrow")[indices].to_pylist()
+def image_columns(table: SplitTable) -> list[str]:
+    """Columns whose feature holds images (an `Image`, or a list of them): never read whole."""
+    from datasets import Image as ImageFeature
+
+    def holds_image(feature: Any) -> bool:
+        if isinstance(feature, ImageFeature):
+            return True
+        inner = getattr(feature, "feature", None)
+        return inner is not None and holds_image(inner)
+
+    return [name for name, feature in table.dataset.features.items() if holds_image(feature)]
+
+
+_READ_CHUNK = 4096  # rows per read: bounds the transient memory of a large draw
+
+
+def read_text_rows(table: SplitTable, indices: list[int]) -> list[dict]:
+    """The rows at `indices` as plain dicts of every column except the image columns (those
+    stay on disk; `TableImage` references read one cell when a batch needs it)."""
+    import pyarrow as pa
+
+    skip = set(image_columns(table))
+    arrow = table_arrow(table)
+    text = arrow.select([c for c in arrow.column_names if c not in skip])
+    rows: list[dict] = []
+    for start in range(0, len(indices), _READ_CHUNK):
+        rows += text.take(pa.array(indices[start : start + _READ_CHUNK], type=pa.int64())).to_pylist()
+    return rows
+
+
+def table_arrow(table: SplitTable) -> Any:
+    """The split's memory-mapped pyarrow table (rows in file order; splits are never re-indexed)."""
+    return table.dataset.data.table
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
+# A JSON object keyed by id (official GQA questions): converted once, streamed
 
 
-def open_image(value: Any, *, sample_id: str, search_dirs: list[Path]) -> Image.Image | None:
-    """An RGB PIL image from what a dataset stores: a PIL image, `{"bytes", "path"}` (the HF
-    Image feature), raw bytes, a file path (relative ones searched in `search_dirs`), or a list
-    of those (its first). None stays None."""
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    if value is None:
-        return None
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    where = "embedded bytes"
-    try:
-        if isinstance(value, dict) and value.get("bytes"):
-            where = f"embedded bytes ({value.get('path') or 'no file name'})"
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-        else:
-            name = value.get("path") if isinstance(value, dict) else value
-            if not name:
-                return None
-            path = _find_image(str(name), search_dirs)
-            where = str(path)
-            if path is None:
-                looked = ", ".join(str(d) for d in search_dirs)
-                raise UserError(f"image of sample {sample_id} not found: {name} (looked in {looked})")
-            image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(f"image of sample {sample_id} cannot be opened: {where} ({error})") from None
-    return image.convert("RGB")
+def iter_keyed_json(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[str, Any]]:
+    """(key, value) pairs of a file holding one JSON object, decoded one entry at a time, so a
+    file of gigabytes (GQA's train questions) never sits in memory whole."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as handle:
+        state = {"buffer": handle.read(chunk_size), "pos": 0}
+
+        def peek() -> str:
+            while True:
+                buffer, pos = state["buffer"], state["pos"]
+                while pos < len(buffer) and buffer[pos] in " \t\r\n,:":
+                    pos += 1
+                state["pos"] = pos
+                if pos < len(buffer):
+                    return buffer[pos]
+                more = handle.read(chunk_size)
+                if not more:
+                    return ""
+                state["buffer"], state["pos"] = more, 0
+
+        def value() -> Any:  # an object or a string: a truncated one never decodes
+            peek()
+            while True:
+                try:
+                    decoded, end = decoder.raw_decode(state["buffer"], state["pos"])
+                    state["pos"] = end
+                    return decoded
+                except json.JSONDecodeError:
+                    more = handle.read(chunk_size)
+                    if not more:
+                        raise
+                    state["buffer"] = state["buffer"][state["pos"] :] + more
+                    state["pos"] = 0
+
+        if peek() != "{":
+            raise UserError(f"{path} does not hold a JSON object")
+        state["pos"] += 1
+        while peek() not in ("}", ""):
+            key = value()
+            yield str(key), value()
 
 
-def _find_image(name: str, search_dirs: list[Path]) -> Path | None:
-    path = Path(os.path.expanduser(name))
-    if path.is_absolute():
-        return path if path.is_file() else None
-    return next((d / name for d in search_dirs if (d / name).is_file()), None)
+def _keyed_rows(path: str, key_column: str, fields: str, stamp: str) -> Iterator[dict]:
+    names = fields.split(",")  # a string, not a list: `datasets` would shard a list argument
+    for key, entry in iter_keyed_json(Path(path)):
+        yield {key_column: key, **{name: _as_text(entry.get(name)) for name in names}}
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def open_keyed_json(path: Path, split: str, key_column: str, fields: tuple[str, ...]) -> SplitTable:
+    """A split stored as one JSON object keyed by id: converted once (streamed) into an arrow
+    file in `$HF_DATASETS_CACHE` and memory-mapped; `key_column` holds each key, and `fields`
+    are kept as strings."""
+    from datasets import Dataset, Features, Value
+
+    stat = path.stat()
+    features = Features({name: Value("string") for name in (key_column, *fields)})
+    with _quiet():
+        try:
+            dataset = Dataset.from_generator(
+                _keyed_rows,
+                gen_kwargs={"path": str(path.absolute()), "key_column": key_column, "fields": ",".join(fields),
+                            "stamp": f"{stat.st_size}/{stat.st_mtime_ns}"},
+                features=features,
+                cache_dir=str(hf_datasets_cache()),
+            )
+        except (ValueError, json.JSONDecodeError) as error:
+            raise UserError(f"cannot read {path}: {error}") from None
+    return SplitTable(dataset, split_range(split, len(dataset)), path.parent.absolute(), str(path),
+                      parse_split(split)[0])

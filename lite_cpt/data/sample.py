@@ -5,18 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
+from lite_cpt.data.images import ImageRef
+
+LETTERS = "ABCDEFGHIJ"
 
 
 @dataclass
 class Sample:
     """One question. `answer` is the SFT target; `answers` holds every accepted answer
-    (e.g. the ten human answers of a VQA question); `choices` are multiple-choice options."""
+    (e.g. the ten human answers of a VQA question); `choices` are multiple-choice options.
+    `images` are references (see lite_cpt.data.images), in the order the prompt shows them;
+    they are decoded when a batch is encoded."""
 
     id: str
     question: str
     answer: str
-    image: Image.Image | None = None
+    images: tuple[ImageRef, ...] = ()
     answers: list[str] | None = None
     choices: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -24,4 +28,4 @@ class Sample:
 
 def format_choices(choices: list[str]) -> str:
     """Options as `(A) first` lines, the way multiple-choice prompts list them."""
-    return "\n".join(f"({'ABCDEFGHIJ'[i]}) {choice}" for i, choice in enumerate(choices))
+    return "\n".join(f"({LETTERS[i]}) {choice}" for i, choice in enumerate(choices))

@@ -96,7 +96,7 @@ def scienceqa(rng: random.Random, size: int) -> Sample:
     choices, letter = _options(rng, color, COLOR_NAMES)
     question = f"Which color is the shape in the picture?\n{format_choices(choices)}"
     return Sample(
-        id="", question=question, answer=letter, image=_big_shape(rng, size, color), choices=choices,
+        id="", question=question, answer=letter, images=(_big_shape(rng, size, color),), choices=choices,
         meta={"rationale": f"the shape is {color}"},
     )
 
@@ -115,7 +115,7 @@ def textvqa(rng: random.Random, size: int) -> Sample:
     }
     for segment in SEGMENTS[digit]:
         draw.rectangle(bars[segment], fill=ink)
-    return Sample(id="", question="What number is written in the image?", answer=digit, image=image,
+    return Sample(id="", question="What number is written in the image?", answer=digit, images=(image,),
                   answers=[digit], meta={"rationale": f"the segments spell {digit}"})
 
 
@@ -132,7 +132,7 @@ def vizwiz(rng: random.Random, size: int) -> Sample:
     else:
         answer = rng.choice(COLOR_NAMES)
         image = _big_shape(rng, size, answer)
-    return Sample(id="", question=question, answer=answer, image=image, answers=[answer],
+    return Sample(id="", question=question, answer=answer, images=(image,), answers=[answer],
                   meta={"rationale": "the photo shows " + answer})
 
 
@@ -145,7 +145,7 @@ def gqa(rng: random.Random, size: int) -> Sample:
         _draw_shape(draw, rng.choice(SHAPES), box, COLORS[color])
     side = rng.choice(("left", "right"))
     answer = left if side == "left" else right
-    return Sample(id="", question=f"What color is the shape on the {side}?", answer=answer, image=image,
+    return Sample(id="", question=f"What color is the shape on the {side}?", answer=answer, images=(image,),
                   answers=[answer], meta={"rationale": f"the {side} shape is {answer}"})
 
 
@@ -159,7 +159,7 @@ def geometry(rng: random.Random, size: int) -> Sample:
     draw.rectangle((0, size - height * cell, width * cell, size), fill=COLORS["blue"])
     question = (f"A rectangle is drawn on a grid of unit squares; its width is {width}. "
                 "Its height is the number of filled rows. What is its area?")
-    return Sample(id="", question=question, answer=str(width * height), image=image,
+    return Sample(id="", question=question, answer=str(width * height), images=(image,),
                   meta={"rationale": f"{width} times {height} is {width * height}"})
 
 
@@ -178,7 +178,7 @@ def pathvqa(rng: random.Random, size: int) -> Sample:
                     draw.rectangle((x, y, x + step - 1, y + step - 1), fill=tint)
     asked = rng.choice(("striped", "checkered"))
     answer = "yes" if asked == pattern else "no"
-    return Sample(id="", question=f"Does the tissue show a {asked} pattern?", answer=answer, image=image,
+    return Sample(id="", question=f"Does the tissue show a {asked} pattern?", answer=answer, images=(image,),
                   answers=[answer], meta={"rationale": f"the pattern is {pattern}"})
 
 
@@ -187,7 +187,7 @@ def clevr(rng: random.Random, size: int) -> Sample:
     image, draw = _canvas(size)
     for quadrant in rng.sample(range(4), count):
         _draw_shape(draw, rng.choice(SHAPES), _quadrant_box(size, quadrant), COLORS[rng.choice(COLOR_NAMES)])
-    return Sample(id="", question="How many objects are there?", answer=str(count), image=image,
+    return Sample(id="", question="How many objects are there?", answer=str(count), images=(image,),
                   meta={"rationale": f"there are {count} objects"})
 
 
@@ -202,7 +202,7 @@ def pope(rng: random.Random, size: int) -> Sample:
         _draw_shape(draw, rng.choice(SHAPES), _quadrant_box(size, quadrant, 0.1), COLORS[color])
     asked = rng.choice(COLOR_NAMES)
     answer = "yes" if asked in present else "no"
-    return Sample(id="", question=f"Is there a {asked} object in the image?", answer=answer, image=image,
+    return Sample(id="", question=f"Is there a {asked} object in the image?", answer=answer, images=(image,),
                   answers=[answer])
 
 
@@ -212,7 +212,7 @@ def mmmu(rng: random.Random, size: int) -> Sample:
     rng.shuffle(choices)
     image = _big_shape(rng, size, rng.choice(COLOR_NAMES), shape)
     question = f"Which shape is drawn?\n{format_choices(choices)}"
-    return Sample(id="", question=question, answer="ABCD"[choices.index(shape)], image=image, choices=choices)
+    return Sample(id="", question=question, answer="ABCD"[choices.index(shape)], images=(image,), choices=choices)
 
 
 def mmlu(rng: random.Random, size: int) -> Sample:

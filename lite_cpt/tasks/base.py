@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from lite_cpt.data.sample import Sample, format_choices  # noqa: F401  (re-exported)
 from lite_cpt.errors import UserError
+from lite_cpt.tasks.letters import choice_letter  # noqa: F401  (re-exported)
 
 COT_INSTRUCTION = (
     "First think step by step inside <think> </think>, "
@@ -61,6 +62,10 @@ class Task:
 
     def score(self, prediction: str, sample: Sample, cot: bool = False) -> float:
         return float(self.reward(self.extract_answer(prediction, cot), sample))
+
+    def summary(self, predictions: list[str], samples: list[Sample], cot: bool = False) -> dict[str, float]:
+        """Benchmark-specific figures beside the mean score (e.g. POPE's F1 per category)."""
+        return {}
 
 
 TASK_TYPES: dict[str, Callable[..., Task]] = {}
@@ -137,19 +142,3 @@ def numeric_match(prediction: str, answer: str, rel_tol: float = 1e-4) -> float:
     if pred is None or gold is None:
         return 0.0
     return 1.0 if abs(pred - gold) <= rel_tol * max(1.0, abs(gold)) else 0.0
-
-
-_LETTER = re.compile(r"\(?\b([A-J])\b\)?")
-
-
-def choice_letter(prediction: str, choices: list[str] | None = None) -> str | None:
-    """The option letter a prediction names: `B`, `(B)`, `B. blue`, or the option's own text."""
-    text = prediction.strip()
-    found = _LETTER.match(text) or _LETTER.search(text[:3])
-    if found:
-        return found.group(1)
-    if choices:
-        for index, choice in enumerate(choices):
-            if normalize_text(text) == normalize_text(choice):
-                return "ABCDEFGHIJ"[index]
-    return None

@@ -1,7 +1,8 @@
 """Multiple choice: ScienceQA (a task of the sequence) and the MMMU and MMLU-Pro benchmarks.
 
-The answer is an option letter; a prediction names it as `B`, `(B)`, `B. text`, the option's
-own text, or MMLU-Pro's "the answer is (B)".
+ScienceQA and MMLU-Pro read the option letter with the shared extractor
+(`lite_cpt.tasks.letters.choice_letter`); MMMU is graded by its official rules
+(`lite_cpt.tasks.mmmu_scoring`), open questions included.
 """
 
 from __future__ import annotations
@@ -10,31 +11,18 @@ import ast
 import re
 from typing import Any
 
+from lite_cpt.data.images import ImageRef, TableImage
+from lite_cpt.data.loaders import SplitTable, table_arrow
+from lite_cpt.data.sample import LETTERS
+from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.errors import UserError
-from lite_cpt.tasks.base import (
-    Sample,
-    choice_letter,
-    exact_match,
-    format_choices,
-    parse_number,
-    register_task,
-)
+from lite_cpt.tasks.base import Sample, format_choices, register_task
+from lite_cpt.tasks.letters import choice_letter
+from lite_cpt.tasks.mmmu_scoring import mmmu_choice, open_correct
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
 
-LETTERS = "ABCDEFGHIJ"
-_ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-J])\b\)?", re.IGNORECASE)
+CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices."
 _IMAGE_TAG = re.compile(r"<image (\d+)>")
-
-
-def predicted_letter(prediction: str, choices: list[str] | None) -> str | None:
-    """The option letter a prediction names, or None. Letters beyond the options don't count."""
-    letter = choice_letter(prediction, choices)
-    if letter is None:
-        found = _ANSWER_IS.search(prediction)
-        letter = found.group(1).upper() if found else None
-    if letter is not None and choices is not None and LETTERS.index(letter) >= len(choices):
-        return None
-    return letter
 
 
 def choice_question(question: str, choices: list[str], context: str | None = None) -> str:
@@ -45,28 +33,31 @@ def choice_question(question: str, choices: list[str], context: str | None = Non
 
 
 class ChoiceTask(RealTask):
-    answer_instruction = "Answer with the option's letter from the given choices."
+    answer_instruction = CHOICE_INSTRUCTION
 
     def reward(self, prediction: str, sample: Sample) -> float:
-        return 1.0 if predicted_letter(prediction, sample.choices) == sample.answer else 0.0
+        return 1.0 if choice_letter(prediction, sample.choices) == sample.answer else 0.0
 
 
 @register_task("scienceqa")
 class ScienceQATask(ChoiceTask):
-    """derek-thu/ScienceQA: image, question, choices, answer (index), hint, lecture, solution.
-    Only the questions with an image are used (the image subset the VLM papers report)."""
+    """derek-thomas/ScienceQA: image (null for text-only questions), question, choices, answer
+    (index), hint, task, grade, subject, topic, category, skill, lecture, solution. Only the
+    questions with an image are used (the image subset the VLM papers report)."""
 
-    default_path = "scienceqa"
-    default_hf_id = "derek-thu/ScienceQA"
+    dataset = DatasetSpec(
+        path="scienceqa", hf_id="derek-thomas/ScienceQA", train_split="train", test_split="test",
+        download=hub_download("derek-thomas/ScienceQA"),
+    )
     required_columns = ("image",)
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         choices = [str(c) for c in row["choices"]]
         return Sample(
             id=sample_id,
             question=choice_question(row["question"], choices, row.get("hint")),
             answer=LETTERS[int(row["answer"])],
-            image=image,
+            images=images,
             choices=choices,
             meta={"rationale": (row.get("solution") or "").strip(), "subject": row.get("subject")},
         )
@@ -85,18 +76,46 @@ def parse_options(options: Any, sample_id: str) -> list[str]:
     return [str(o) for o in parsed]
 
 
-@register_task("mmmu", benchmark=True)
-class MMMUTask(ChoiceTask):
-    """MMMU/MMMU (one config per subject; without `hf_config` every subject is read): id,
-    question with `<image i>` tags, options (a list literal), answer, image_1..image_7,
-    question_type. The first image is shown; open questions are scored by number or text."""
+def referenced_images(texts: list[str]) -> list[int]:
+    """The k of every `<image k>` tag in the texts, each once, in increasing order (the order
+    MMMU's evaluation passes the images in)."""
+    return sorted({int(k) for text in texts for k in _IMAGE_TAG.findall(text or "")})
 
-    default_path = "mmmu"
-    default_hf_id = "MMMU/MMMU"
-    image_column = "image_1"
+
+def _gold_answers(answer: str) -> list[str]:
+    """An open question's gold answers: one string, or several written as a list literal."""
+    text = answer.strip()
+    if text.startswith("["):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return [text]
+        if isinstance(parsed, (list, tuple)):
+            return [str(a) for a in parsed]
+    return [text]
+
+
+@register_task("mmmu", benchmark=True)
+class MMMUTask(RealTask):
+    """MMMU/MMMU (one config per subject, all read): id, question with `<image k>` tags,
+    options (a list literal, may also hold tags), answer, image_1..image_7, question_type.
+    Every referenced image is shown, in order of k; scoring follows MMMU's own evaluation."""
+
+    dataset = DatasetSpec(
+        path="mmmu", hf_id="MMMU/MMMU", train_split=None, test_split="validation",
+        download=hub_download("MMMU/MMMU"),
+    )
+    image_columns = tuple(f"image_{k}" for k in range(1, 8))
     id_column = "id"
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def row_images(self, table: SplitTable, index: int, row: dict) -> tuple[ImageRef, ...]:
+        ks = referenced_images([row.get("question"), str(row.get("options") or "")])
+        arrow = table_arrow(table)
+        if not ks:  # no tag: the first image, when the row has one
+            ks = [1] if arrow.column("image_1")[index].is_valid else []
+        return tuple(TableImage(arrow, index, f"image_{k}") for k in ks)
+
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         choices = parse_options(row.get("options"), sample_id)
         question = _IMAGE_TAG.sub(lambda m: f"[image {m.group(1)}]", row["question"])
         answer = str(row["answer"]).strip()
@@ -106,48 +125,40 @@ class MMMUTask(ChoiceTask):
             "subfield": row.get("subfield"),
         }
         if choices:
-            return Sample(
-                id=sample_id,
-                question=choice_question(question, choices),
-                answer=answer,
-                image=image,
-                choices=choices,
-                meta=meta,
-            )
-        return Sample(
-            id=sample_id, question=question.strip(), answer=answer, image=image, answers=[answer], meta=meta
-        )
+            shown = [_IMAGE_TAG.sub(lambda m: f"[image {m.group(1)}]", c) for c in choices]
+            return Sample(id=sample_id, question=choice_question(question, shown), answer=answer,
+                          images=images, choices=choices, meta=meta)
+        return Sample(id=sample_id, question=question.strip(), answer=answer, images=images,
+                      answers=_gold_answers(answer), meta=meta)
 
     def instruction(self, sample: Sample) -> str:
-        return self.answer_instruction if sample.choices else SHORT_ANSWER
+        return CHOICE_INSTRUCTION if sample.choices else SHORT_ANSWER
 
     def reward(self, prediction: str, sample: Sample) -> float:
         if sample.choices:
-            return super().reward(prediction, sample)
-        gold, pred = parse_number(sample.answer), parse_number(prediction)
-        if gold is not None and pred is not None:  # MMMU's open-question rule: equal to 2 decimals
-            return 1.0 if round(gold, 2) == round(pred, 2) else 0.0
-        return exact_match(prediction, sample.answers or [sample.answer])
+            return 1.0 if mmmu_choice(prediction, sample.choices, sample.id) == sample.answer else 0.0
+        return 1.0 if open_correct(sample.answers or [sample.answer], prediction) else 0.0
 
 
 @register_task("mmlu_pro", benchmark=True)
 class MMLUProTask(ChoiceTask):
     """TIGER-Lab/MMLU-Pro: question_id, question, options (up to 10), answer (letter),
-    answer_index, cot_content, category. Text only."""
+    answer_index, cot_content, category, src. Text only."""
 
-    default_path = "mmlu_pro"
-    default_hf_id = "TIGER-Lab/MMLU-Pro"
-    image_column = None
+    dataset = DatasetSpec(
+        path="mmlu_pro", hf_id="TIGER-Lab/MMLU-Pro", train_split=None, test_split="test",
+        download=hub_download("TIGER-Lab/MMLU-Pro"),
+    )
+    image_columns = ()
     id_column = "question_id"
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         choices = [str(o) for o in row["options"]]
         answer = str(row.get("answer") or LETTERS[int(row["answer_index"])]).strip()
         return Sample(
             id=sample_id,
             question=choice_question(row["question"], choices),
             answer=answer,
-            image=None,
             choices=choices,
             meta={"rationale": row.get("cot_content") or "", "category": row.get("category")},
         )

@@ -1,8 +1,12 @@
 """Base of the task types that read a real, public dataset (see lite_cpt.data.loaders).
 
-A dataset-specific subclass says where the data lives by default and maps one raw row of the
-published schema to a `Sample` (`to_sample`); loading, sub-sampling, image decoding and the
-prompt are shared here.
+A dataset-specific subclass states its dataset's identity once (`dataset`, a `DatasetSpec`)
+and maps one raw row of the published schema to a `Sample` (`to_sample`); opening a split,
+drawing the seeded sample, reading the text columns and making image references are shared.
+
+Memory: `load` keeps, per drawn row, its text fields and one small reference per image; the
+images stay in the memory-mapped table (or in their files) until a batch decodes them, so what
+a task holds grows with the rows it draws, never with the size of the split's images.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from lite_cpt.data import loaders
+from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
+from lite_cpt.data.spec import DatasetSpec
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
@@ -19,12 +25,11 @@ SHORT_ANSWER = "Answer the question using a single word or phrase."
 class RealTask(Task):
     """A task over a real dataset; subclasses set the class attributes and `to_sample`."""
 
-    #: Directory under `data.root` used when the recipe gives neither `path` nor `hf_id`.
-    default_path = ""
-    #: Hugging Face dataset id used when the recipe gives neither `path` nor `hf_id`.
-    default_hf_id = ""
-    #: Column holding the image (None: a text-only dataset).
-    image_column: str | None = "image"
+    #: The dataset's identity: where it is published, its splits, how to download it.
+    dataset: DatasetSpec
+    #: Columns that hold the row's images, in prompt order: an embedded `Image` feature (read
+    #: lazily) or a file name (found beside the data, in `images/` or in `<split>/`).
+    image_columns: tuple[str, ...] = ("image",)
     #: Column holding a stable sample id (else `<task>/<split>/<row index>`).
     id_column: str | None = None
     #: Rows where one of these columns is null are skipped (e.g. ScienceQA's text-only rows).
@@ -33,51 +38,52 @@ class RealTask(Task):
 
     # -- where the data is -----------------------------------------------------------------
     def location(self) -> DataLocation:
-        return loaders.resolve_location(
-            getattr(self.config, "source", None),
-            self.data_root,
-            default_path=self.default_path,
-            default_hf_id=self.default_hf_id,
-        )
+        return loaders.resolve_location(self.config.source, self.data_root, download=self.dataset.download)
 
     def open(self, split: str) -> SplitTable:
         return loaders.open_split(self.location(), split)
 
+    def usable_rows(self, table: SplitTable) -> list[int]:
+        """Row indices (after the split's slice) the task can use."""
+        return loaders.non_null_rows(table, self.required_columns)
+
     def count(self, split: str) -> int:
         """How many rows `load(split, None)` returns."""
-        table = self.open(split)
-        return len(loaders.non_null_rows(table, self.required_columns))
+        return len(self.usable_rows(self.open(split)))
 
     # -- samples ---------------------------------------------------------------------------
     def load(self, split: str, size: int | None) -> list[Sample]:
         """`size` rows of `split` (the dataset's own split name, optionally sliced), drawn with
-        the recipe seed; images are decoded here so that a bad file fails before training."""
+        the recipe seed: the same rows for every arm and every resume. Images stay references."""
         table = self.open(split)
-        indices = loaders.subsample(
-            loaders.non_null_rows(table, self.required_columns), size, self.seed, split
-        )
-        rows = loaders.read_rows(table, indices)
-        images = self.row_images(table, rows)
-        search_dirs = [table.base_dir, table.base_dir / "images", table.base_dir / table.split]
-        samples = []
-        for index, row, raw_image in zip(indices, rows, images):
-            sample_id = self.sample_id(row, table.split, index)
-            image = loaders.open_image(raw_image, sample_id=sample_id, search_dirs=search_dirs)
-            sample = self.to_sample(row, sample_id, image)
-            sample.meta.setdefault("split", table.split)
-            sample.meta.setdefault("row", index)
-            samples.append(sample)
-        return samples
+        indices = loaders.subsample(self.usable_rows(table), size, self.seed, split)
+        rows = loaders.read_text_rows(table, indices)
+        return [self.make_sample(table, index, row) for index, row in zip(indices, rows)]
+
+    def make_sample(self, table: SplitTable, index: int, row: dict) -> Sample:
+        sample_id = self.sample_id(row, table.split, index)
+        sample = self.to_sample(row, sample_id, self.row_images(table, index, row))
+        sample.meta.setdefault("split", table.split)
+        sample.meta.setdefault("row", index)
+        return sample
 
     def sample_id(self, row: dict, split: str, index: int) -> str:
         value = row.get(self.id_column) if self.id_column else None
         return str(value) if value not in (None, "") else f"{self.name}/{split}/{index}"
 
-    def row_images(self, table: SplitTable, rows: list[dict]) -> list[Any]:
-        """The raw image value of each row (decoded by `loaders.open_image`)."""
-        return [row.get(self.image_column) if self.image_column else None for row in rows]
+    def row_images(self, table: SplitTable, index: int, row: dict) -> tuple[ImageRef, ...]:
+        """References to the row's images: file names found in the text row, or cells of the
+        image columns (which `read_text_rows` leaves on disk)."""
+        refs: list[ImageRef] = []
+        for column in self.image_columns:
+            if column in row:
+                if row[column]:
+                    refs.append(FileImage(str(row[column]), search_dirs(table)))
+            elif column in table.dataset.column_names:
+                refs.append(TableImage(loaders.table_arrow(table), index, column))
+        return tuple(refs)
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         raise NotImplementedError
 
     # -- prompt ----------------------------------------------------------------------------
@@ -93,6 +99,11 @@ class RealTask(Task):
         if cot:
             suffix = f"{suffix} {COT_INSTRUCTION}" if suffix else COT_INSTRUCTION
         return f"{body}\n{suffix}" if suffix else body
+
+
+def search_dirs(table: SplitTable) -> tuple:
+    """Where relative image file names of a split are looked for."""
+    return (table.base_dir, table.base_dir / "images", table.base_dir / table.split)
 
 
 def is_real_task_type(cls: Any) -> bool:

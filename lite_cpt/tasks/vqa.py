@@ -8,7 +8,10 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from lite_cpt.data import loaders
+from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, open_split
+from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.tasks.base import Sample, register_task
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
 
@@ -97,13 +100,13 @@ class VQATask(RealTask):
 
     id_column = "question_id"
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         answers = _answer_strings(row.get("answers"))
         return Sample(
             id=sample_id,
             question=row["question"].strip(),
             answer=majority_answer(answers),
-            image=image,
+            images=images,
             answers=answers,
             meta=self.meta(row),
         )
@@ -126,17 +129,28 @@ def _answer_strings(answers: Any) -> list[str]:
 class TextVQATask(VQATask):
     """lmms-lab/textvqa (facebook/textvqa): image, question, answers (10), question_id."""
 
-    default_path = "textvqa"
-    default_hf_id = "lmms-lab/textvqa"
+    dataset = DatasetSpec(
+        path="textvqa", hf_id="lmms-lab/textvqa", train_split="train", test_split="validation",
+        download=hub_download("lmms-lab/textvqa"),
+    )
 
 
 @register_task("vizwiz")
 class VizWizTask(VQATask):
-    """lmms-lab/VizWiz-VQA (image, question, answers, category) or the original annotations
-    (image file name, question, answers [{answer, answer_confidence}], answer_type, answerable)."""
+    """The official VizWiz-VQA release: `train.json` / `val.json`, each a JSON array of
+    {image (file name), question, answers [{answer, answer_confidence}] x 10, answer_type,
+    answerable}, beside the `train/` and `val/` image folders. Only this release has a train
+    split; lmms-lab/VizWiz-VQA (image, question, answers, category; `val` and `test` only) can
+    serve evaluation through `source: {hf_id: lmms-lab/VizWiz-VQA}`."""
 
-    default_path = "vizwiz"
-    default_hf_id = "lmms-lab/VizWiz-VQA"
+    dataset = DatasetSpec(
+        path="vizwiz", hf_id=None, train_split="train", test_split="val", layout="vizwiz",
+        download=(
+            "mkdir -p data/vizwiz && cd data/vizwiz && u=https://vizwiz.cs.colorado.edu/VizWiz_final && "
+            "wget -q $u/vqa_data/Annotations.zip $u/images/train.zip $u/images/val.zip && "
+            "unzip -jq Annotations.zip && unzip -q train.zip && unzip -q val.zip"
+        ),
+    )
     answer_instruction = (
         "When the provided information is insufficient, respond with 'Unanswerable'. " + SHORT_ANSWER
     )
@@ -156,13 +170,13 @@ class VizWizTask(VQATask):
 class ShortAnswerTask(RealTask):
     """One reference answer, exact match after VQA normalisation."""
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         answer = str(row["answer"]).strip()
         return Sample(
             id=sample_id,
             question=row["question"].strip(),
             answer=answer,
-            image=image,
+            images=images,
             answers=[answer],
             meta=self.meta(row),
         )
@@ -176,66 +190,80 @@ class ShortAnswerTask(RealTask):
 
 @register_task("gqa")
 class GQATask(ShortAnswerTask):
-    """GQA: id, question, answer, fullAnswer, and the image inline (`image`) or by `imageId`,
-    found as `images/<imageId>.jpg|png` beside the questions (the official images.zip), or in
-    the `*_images` config next to an `*_instructions` config (lmms-lab/GQA: recipe
-    `hf_config: "{split}_balanced_instructions"`)."""
+    """GQA, balanced questions: question, answer, fullAnswer, imageId. Two layouts:
 
-    default_path = "gqa"
-    default_hf_id = "lmms-lab/GQA"
+    * the official release (`questions1.2.zip` + `images.zip`): `{split}_balanced_questions.json`,
+      one JSON object keyed by question id, beside `images/<imageId>.jpg`;
+    * lmms-lab/GQA: the questions in config `{split}_balanced_instructions` (with an `id`
+      column), the images in config `{split}_balanced_images` (`id`, `image`), joined by imageId.
+    """
+
+    dataset = DatasetSpec(
+        path="gqa", hf_id="lmms-lab/GQA", hf_config="{split}_balanced_instructions",
+        train_split="train", test_split="testdev",
+        download=(
+            "hf download lmms-lab/GQA --repo-type dataset --include 'train_balanced_*/*' "
+            "'testdev_balanced_*/*' --cache-dir data/hub"
+        ),
+    )
     id_column = "id"
+    _FIELDS = ("imageId", "question", "answer", "fullAnswer")
+
+    def open(self, split: str) -> SplitTable:
+        location = self.location()
+        name = loaders.parse_split(split)[0]
+        local = location.local(name) if location.local_exists() else None
+        questions = local / f"{name}_balanced_questions.json" if local is not None else None
+        if questions is not None and questions.is_file():
+            return loaders.open_keyed_json(questions, split, "id", self._FIELDS)
+        return super().open(split)
 
     def meta(self, row: dict) -> dict:
         return {"rationale": row.get("fullAnswer") or "", "image_id": row.get("imageId")}
 
-    def row_images(self, table: SplitTable, rows: list[dict]) -> list[Any]:
-        images: list[Any] = []
-        paired: _ImageTable | None = None
-        for row in rows:
-            if row.get("image") is not None or not row.get("imageId"):
-                images.append(row.get("image"))
-                continue
-            image_id = str(row["imageId"])
-            on_disk = [table.base_dir / "images" / f"{image_id}.{ext}" for ext in ("jpg", "png", "jpeg")]
-            found = next((p for p in on_disk if p.is_file()), None)
-            if found is None:
-                paired = paired or self._paired_images(table.split)
-                value = paired.get(image_id) if paired else None
-                if value is not None:
-                    images.append(value)
-                    continue
-            images.append(str(found or on_disk[0]))  # a missing file is reported by its name
-        return images
+    def row_images(self, table: SplitTable, index: int, row: dict) -> tuple[ImageRef, ...]:
+        if "image" in table.dataset.column_names or not row.get("imageId"):
+            return super().row_images(table, index, row)
+        image_id = str(row["imageId"])
+        paired = self._paired_images(table.split)
+        if paired is not None:
+            found = paired.ref(image_id)
+            return (found,) if found is not None else ()
+        return (FileImage(f"{image_id}.jpg", (table.base_dir / "images", table.base_dir)),)
 
     def _paired_images(self, split: str) -> _ImageTable | None:
         """The `*_images` config that pairs with this `*_instructions` one (lmms-lab/GQA)."""
         location = self.location()
-        if not location.config or "instructions" not in location.config:
+        if location.local_exists() or not location.config or "instructions" not in location.config:
             return None
-        return _ImageTable(
-            open_split(replace(location, config=location.config.replace("instructions", "images")), split)
-        )
+        cache = self.__dict__.setdefault("_paired", {})
+        if split not in cache:
+            images = replace(location, config=location.config.replace("instructions", "images"))
+            cache[split] = _ImageTable(open_split(images, split))
+        return cache[split]
 
 
 class _ImageTable:
-    """imageId -> stored image of a table with `id` and `image` columns; rows read on demand."""
+    """imageId -> reference to the image of a table with `id` and `image` columns."""
 
     def __init__(self, table: SplitTable):
-        ids = table.dataset.data.column("id").to_pylist()
+        self._arrow = loaders.table_arrow(table)
+        ids = self._arrow.column("id").to_pylist()
         self._row_of = {str(image_id): row for row, image_id in enumerate(ids)}
-        self._rows = table.dataset.with_format("arrow")
 
-    def get(self, image_id: str) -> Any | None:
+    def ref(self, image_id: str) -> TableImage | None:
         row = self._row_of.get(image_id)
-        return None if row is None else self._rows[[row]].column("image").to_pylist()[0]
+        return None if row is None else TableImage(self._arrow, row, "image")
 
 
 @register_task("pathvqa")
 class PathVQATask(ShortAnswerTask):
     """flaviagiammarino/path-vqa: image, question, answer (yes/no or open)."""
 
-    default_path = "pathvqa"
-    default_hf_id = "flaviagiammarino/path-vqa"
+    dataset = DatasetSpec(
+        path="pathvqa", hf_id="flaviagiammarino/path-vqa", train_split="train", test_split="test",
+        download=hub_download("flaviagiammarino/path-vqa"),
+    )
 
     def meta(self, row: dict) -> dict:
         kind = "yes/no" if str(row["answer"]).strip().lower() in ("yes", "no") else "open"
@@ -283,25 +311,43 @@ def pope_f1(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
 
 @register_task("pope", benchmark=True)
 class POPETask(RealTask):
-    """lmms-lab/POPE: image, question, answer (yes/no), category (adversarial/popular/random);
-    also the original POPE files (`text`, `label`, image file name)."""
+    """lmms-lab/POPE: id, question_id, question, answer (yes/no), image_source, image,
+    category (adversarial/popular/random); also the original POPE files (`text`, `label`)."""
 
-    default_path = "pope"
-    default_hf_id = "lmms-lab/POPE"
+    dataset = DatasetSpec(
+        path="pope", hf_id="lmms-lab/POPE", train_split=None, test_split="test",
+        download=hub_download("lmms-lab/POPE"),
+    )
     id_column = "question_id"
     answer_instruction = "Answer yes or no."
 
-    def to_sample(self, row: dict, sample_id: str, image: Any) -> Sample:
+    def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         answer = str(row.get("answer") or row.get("label")).strip().lower()
         question = str(row.get("question") or row.get("text")).strip()
         return Sample(
             id=sample_id,
             question=question,
             answer=answer,
-            image=image,
+            images=images,
             answers=[answer],
             meta={"category": row.get("category")},
         )
 
     def reward(self, prediction: str, sample: Sample) -> float:
         return 1.0 if pope_yes_no(prediction) == sample.answer else 0.0
+
+    def summary(self, predictions: list[str], samples: list[Sample], cot: bool = False) -> dict[str, float]:
+        answers = [self.extract_answer(p, cot) for p in predictions]
+        return pope_report(answers, samples)
+
+
+def pope_report(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
+    """`pope_f1` over all samples (`pooled/<figure>`) and per category (`<category>/<figure>`),
+    as the benchmark reports it: adversarial, popular and random side by side."""
+    report = {f"pooled/{k}": v for k, v in pope_f1(predictions, samples).items()}
+    categories = sorted({str(s.meta.get("category")) for s in samples if s.meta.get("category")})
+    for category in categories:
+        keep = [i for i, s in enumerate(samples) if str(s.meta.get("category")) == category]
+        figures = pope_f1([predictions[i] for i in keep], [samples[i] for i in keep])
+        report.update({f"{category}/{k}": v for k, v in figures.items()})
+    return report
