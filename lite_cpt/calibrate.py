@@ -102,7 +102,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
 
     task = build_task(recipe.tasks[0], recipe.data.root, recipe.seed)
     samples = task.load(recipe.tasks[0].source.test_split, prompts)
-    batch = [Prompt(task.prompt(s), s.image) for s in samples]
+    batch = [Prompt(task.prompt(s), s.images, s.id) for s in samples]
     prefill, train = forward_rates(model, processor, batch, [task.target(s) for s in samples])
     small, large = CALL_SIZES
     step_small = decode_step_seconds(model, processor, batch, small, new_tokens, prefill)
