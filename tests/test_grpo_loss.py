@@ -203,6 +203,101 @@ def test_on_policy_statistics_and_bf16(backend):
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
+# ----------------------------------------------------------------------------- EasyR1's clamps
+
+
+def _extreme_batch(seed, n_seq, n_tok):
+    """Log-ratios to the old policy and to the reference spread over +-30, so that every clamp
+    (log-ratio +-20 before exp, k3 capped at 10, PPO clip, dual clip) is active somewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    logp = (-torch.rand(n_seq, n_tok, generator=gen) * 5).requires_grad_(True)
+    old = logp.detach() - 30 + 60 * torch.rand(n_seq, n_tok, generator=gen)
+    ref = logp.detach() - 30 + 60 * torch.rand(n_seq, n_tok, generator=gen)
+    near = torch.rand(n_seq, n_tok, generator=gen) < 0.5  # half the tokens close to on-policy
+    old = torch.where(near, logp.detach() + 0.5 * torch.randn(n_seq, n_tok, generator=gen), old)
+    ref = torch.where(near, logp.detach() + 0.5 * torch.randn(n_seq, n_tok, generator=gen), ref)
+    adv = torch.randn(n_seq, generator=gen)
+    mask = (torch.rand(n_seq, n_tok, generator=gen) > 0.2).float()
+    mask[0, 0] = 1.0
+    return logp, old, ref, adv, mask
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 67), (7, 29)], ids=["1x1", "3x67", "7x29"])
+@pytest.mark.parametrize("dual_clip", [3.0, None], ids=["dual", "no-dual"])
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean"])
+def test_clamped_loss_matches_easyr1_reference_on_odd_shapes(backend, shape, dual_clip, aggregation):
+    logp, old, ref, adv, mask = _extreme_batch(sum(shape), *shape)
+    kwargs = dict(ref_logp=ref, beta=0.05, eps_low=0.2, eps_high=0.3, dual_clip=dual_clip, aggregation=aggregation)
+    loss, grad, stats = _loss_and_grad(grpo_loss, logp, old, adv, mask, _backend=backend, **kwargs)
+    ref_loss, ref_grad, ref_stats = _loss_and_grad(reference_grpo_loss, logp, old, adv, mask, **kwargs)
+    assert torch.isfinite(loss) and torch.all(torch.isfinite(grad))
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-5)
+    for key in ("clip_fraction", "dual_clip_fraction", "kl_mean", "ratio_mean"):
+        assert stats[key] == pytest.approx(ref_stats[key], rel=1e-5, abs=1e-6), key
+    if shape == (7, 29):  # the big batch does reach every clamp
+        assert stats["clip_fraction"] > 0 and stats["kl_mean"] > 0
+        assert (stats["dual_clip_fraction"] > 0) == (dual_clip is not None)
+        assert float(grad.abs().max()) > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dual_clip_caps_negative_advantages(backend):
+    # A = -1 throughout. r = 5 > C = 3: the loss is C |A| = 3 and the token gets no gradient;
+    # r = 2 < C: ordinary PPO term r |A| = 2 with gradient r |A| / n; r = 0.5 < 1 - eps_low: clipped.
+    ratios = torch.tensor([[5.0, 2.0, 0.5]])
+    old = torch.full((1, 3), -1.0)
+    logp = (old + ratios.log()).requires_grad_(True)
+    adv = torch.full((1, 3), -1.0)
+    mask = torch.ones(1, 3)
+    loss, stats = grpo_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.3, dual_clip=3.0, _backend=backend)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert float(loss.detach()) == pytest.approx((3.0 + 2.0 + 0.8) / 3, rel=1e-5)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 2.0 / 3, 0.0]]), atol=1e-6, rtol=1e-5)
+    assert float(stats["dual_clip_fraction"]) == pytest.approx(1 / 3)
+    assert float(stats["clip_fraction"]) == pytest.approx(1 / 3)
+    without, _ = grpo_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.3, dual_clip=None, _backend=backend)
+    assert float(without.detach()) == pytest.approx((5.0 + 2.0 + 0.8) / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_k3_is_capped_at_ten(backend):
+    # ref - logp = 9: raw k3 = e^9 - 10 = 8093 (x beta 0.01 = a per-token loss of 80.9);
+    # EasyR1 caps k3 at 10 and the capped token passes no gradient. ref - logp = 1: k3 = e - 2.
+    logp = torch.tensor([[-12.0, -3.0]], requires_grad=True)
+    ref = torch.tensor([[-3.0, -2.0]])
+    mask = torch.ones(1, 2)
+    loss, stats = grpo_loss(logp, logp.detach(), torch.zeros(1), mask, ref_logp=ref, beta=0.01, _backend=backend)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert float(stats["kl_mean"]) == pytest.approx((10.0 + math.e - 2) / 2, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.01 * (10.0 + math.e - 2) / 2, rel=1e-5)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 0.01 * (1 - math.e) / 2]]), atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_ratio_is_clamped_before_exp(backend):
+    # log-ratio 100: exp overflows to inf in fp32 and inf * 0 is nan without the clamp; with it
+    # the ratio is e^20. A > 0 and log-ratio -25: the clamp is active, so no gradient.
+    old = torch.tensor([[-101.0, -1.0, -1.0]])
+    logp = torch.tensor([[-1.0, -26.0, -1.2]], requires_grad=True)
+    adv = torch.tensor([[0.0, 1.0, 1.0]])
+    mask = torch.ones(1, 3)
+    loss, stats = grpo_loss(logp, old, adv, mask, _backend=backend)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert torch.isfinite(loss) and torch.all(torch.isfinite(grad))
+    r = math.exp(-0.2)
+    assert float(loss.detach()) == pytest.approx((-math.exp(-20) - r) / 3, rel=1e-5)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 0.0, -r / 3]]), atol=1e-9, rtol=1e-5)
+    assert float(stats["ratio_mean"]) == pytest.approx((math.exp(20) + math.exp(-20) + r) / 3, rel=1e-5)
+
+
+def test_rejects_a_dual_clip_not_above_one():
+    logp, old, _, adv, mask = _batch(seed=1)
+    with pytest.raises(ValueError, match="dual_clip"):
+        grpo_loss(logp, old, adv, mask, dual_clip=1.0)
+
+
 def test_rejects_bad_arguments():
     logp, old, _, adv, mask = _batch(seed=1)
     with pytest.raises(ValueError, match="aggregation"):
