@@ -1,0 +1,80 @@
+"""The KL reference as a frozen second adapter: the previous task's policy, on the same base."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lite_cpt.batching import Prompt, append_tokens, encode_prompts
+from lite_cpt.logprob import token_logprobs
+from lite_cpt.models import REFERENCE_ADAPTER, add_lora, hold_reference, reference_policy, save_adapter
+from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.tiny import build_tiny_model, tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    return add_lora(model, LoraConfig(r=4, alpha=8)), processor
+
+
+def scored_batch(processor):
+    prompts = [Prompt("Name a colour."), Prompt("Count to three.")]
+    batch = encode_prompts(processor, prompts, None)
+    answers = [processor.tokenizer("red blue", add_special_tokens=False)["input_ids"],
+               processor.tokenizer("one two three", add_special_tokens=False)["input_ids"]]
+    return append_tokens(batch, answers, processor.tokenizer.pad_token_id)
+
+
+def logp(model, batch, labels) -> torch.Tensor:
+    with torch.no_grad():
+        return token_logprobs(model, batch, labels).logp
+
+
+def train_a_little(model, seed: int) -> None:
+    """Stand-in for a task's training: move every policy LoRA weight (B included)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.2 * torch.randn(param.shape, generator=gen))
+
+
+def test_reference_is_the_previous_tasks_policy_not_the_base(tiny, tmp_path):
+    model, processor = tiny
+    batch, labels = scored_batch(processor)
+    trainable_before = [n for n, p in model.named_parameters() if p.requires_grad]
+    with model.disable_adapter():
+        base = logp(model, batch, labels)
+
+    hold_reference(model)  # task 1 starts from a fresh adapter: its reference is the base
+    with reference_policy(model, "previous_task"):
+        torch.testing.assert_close(logp(model, batch, labels), base, rtol=0, atol=1e-6)
+
+    train_a_little(model, seed=1)  # task 1
+    end_of_task_1 = logp(model, batch, labels)
+    assert not torch.allclose(end_of_task_1, base, atol=1e-3)
+
+    hold_reference(model)  # task 2 starts
+    train_a_little(model, seed=2)
+    with reference_policy(model, "previous_task"):
+        reference = logp(model, batch, labels)
+    with reference_policy(model, "base"):
+        torch.testing.assert_close(logp(model, batch, labels), base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(reference, end_of_task_1, rtol=0, atol=1e-6)
+    assert not torch.allclose(reference, base, atol=1e-3)
+    assert not torch.allclose(logp(model, batch, labels), end_of_task_1, atol=1e-3)  # the policy is back
+
+    # Only the policy adapter trains; the reference is frozen, and saving writes the policy alone.
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable_before
+    assert all(not p.requires_grad for n, p in model.named_parameters() if f".{REFERENCE_ADAPTER}." in n)
+    assert model.active_adapter == "default"
+    saved = save_adapter(model, tmp_path / "task_2")
+    assert (saved / "adapter_model.safetensors").exists() and not (saved / REFERENCE_ADAPTER).exists()
+
+
+def test_reference_policy_names_its_error(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="previous_task"):
+        with reference_policy(model, "initial"):
+            pass
