@@ -54,11 +54,15 @@ class Task:
 
     # -- scoring ---------------------------------------------------------------------------
     def extract_answer(self, prediction: str, cot: bool = False) -> str:
-        return extract_answer(prediction) if cot else prediction.strip()
+        return extract_answer(prediction, getattr(self.config, "answer_tag", "last")) if cot else prediction.strip()
 
     def reward(self, prediction: str, sample: Sample) -> float:
         """Score in [0, 1] of an extracted answer; the task's evaluation metric too."""
         raise NotImplementedError
+
+    def binary_reward(self, prediction: str, sample: Sample) -> float:
+        """1.0 for full credit under `reward`, else 0.0 (the same thing for right/wrong metrics)."""
+        return 1.0 if self.reward(prediction, sample) >= 1.0 else 0.0
 
     def score(self, prediction: str, sample: Sample, cot: bool = False) -> float:
         return float(self.reward(self.extract_answer(prediction, cot), sample))
@@ -66,6 +70,12 @@ class Task:
     def summary(self, predictions: list[str], samples: list[Sample], cot: bool = False) -> dict[str, float]:
         """Benchmark-specific figures beside the mean score (e.g. POPE's F1 per category)."""
         return {}
+
+    def rl_score(self, prediction: str, sample: Sample, cot: bool = False) -> float:
+        """The accuracy part of the RL reward: `score`, or its binary form with `rl_reward: binary`."""
+        if getattr(self.config, "rl_reward", "metric") == "binary":
+            return float(self.binary_reward(self.extract_answer(prediction, cot), sample))
+        return self.score(prediction, sample, cot)
 
 
 TASK_TYPES: dict[str, Callable[..., Task]] = {}
@@ -102,10 +112,15 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _THINK_ANSWER_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
 
 
-def extract_answer(text: str) -> str:
-    """The content of the last <answer>…</answer>; the whole text when there is none."""
+def extract_answer(text: str, tag: str = "last") -> str:
+    """The content of the last (`tag="last"`) or first (`"first"`, as EasyR1's r1v reward reads
+    it with re.search) <answer>…</answer>; the whole text when there is none."""
     found = _ANSWER_TAG.findall(text)
-    return found[-1].strip() if found else text.strip()
+    if not found:
+        return text.strip()
+    if tag not in ("first", "last"):
+        raise ValueError(f"answer tag must be 'first' or 'last', got {tag!r}")
+    return (found[0] if tag == "first" else found[-1]).strip()
 
 
 def format_reward(text: str) -> float:

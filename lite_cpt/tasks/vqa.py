@@ -117,6 +117,11 @@ class VQATask(RealTask):
     def reward(self, prediction: str, sample: Sample) -> float:
         return vqa_accuracy(prediction, sample.answers or [sample.answer])
 
+    def binary_reward(self, prediction: str, sample: Sample) -> float:
+        """1.0 when the answer matches the majority human answer (the one ground truth a
+        single-answer RL dataset grades against, as EasyR1's r1v reward does), else 0.0."""
+        return normalized_exact_match(prediction, [sample.answer])
+
 
 def _answer_strings(answers: Any) -> list[str]:
     """Answers as strings: VQA-style `[{"answer": ..., "answer_confidence": ...}]` or plain strings."""
