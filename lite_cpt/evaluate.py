@@ -35,6 +35,7 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         group_size=1,
         max_new_tokens=generation.max_new_tokens,
         temperature=generation.temperature,
+        repetition_penalty=generation.repetition_penalty,
         batch_size=generation.batch_size,
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,

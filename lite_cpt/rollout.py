@@ -2,13 +2,21 @@
 
 `generate_completions` is the single place text is generated; a faster backend (vLLM) can
 replace it without touching its callers.
+
+Every sampling setting is explicit: `generate` runs against a generation config that holds only
+the model's special-token ids, so nothing the checkpoint ships in its generation_config.json
+(Qwen2.5-VL's: repetition_penalty 1.05, top_k 1, top_p 0.001, temperature 0.1) changes the
+distribution the rollouts are drawn from — the one the GRPO loss scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contextlib import contextmanager
+
 import torch
+from transformers import GenerationConfig
 
 from lite_cpt.batching import Prompt, encode_prompts, to_device, tokenizer_of
 
@@ -48,11 +56,14 @@ def generate_completions(
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    repetition_penalty: float = 1.0,
     batch_size: int = 16,
     max_prompt_tokens: int | None = None,
     generator_seed: int | None = None,
 ) -> Completions:
-    """Sample `group_size` answers for each prompt (greedy when temperature == 0).
+    """Sample `group_size` answers for each prompt (greedy when temperature == 0); top_k 0 and
+    repetition_penalty 1.0 are off.
 
     `generator_seed` makes sampling reproducible: the torch RNG is seeded per batch from it.
     """
@@ -61,31 +72,29 @@ def generate_completions(
     end_ids.discard(None)
     pad_id = tokenizer.pad_token_id
     device, dtype = model_device(model), model_dtype(model)
-    sampling = temperature > 0
     was_training = model.training
     model.eval()
     token_ids: list[list[int]] = []
     prompts_per_batch = max(1, batch_size // group_size)
+    settings = sampling_settings(temperature, top_p, top_k, repetition_penalty)
     try:
-        for start in range(0, len(prompts), prompts_per_batch):
-            chunk = prompts[start : start + prompts_per_batch]
-            batch = to_device(encode_prompts(processor, chunk, max_prompt_tokens), device, dtype)
-            if generator_seed is not None:
-                torch.manual_seed(generator_seed * 1_000_003 + start)
-            output = model.generate(
-                **batch,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=top_p if sampling else None,
-                top_k=0 if sampling else None,
-                num_return_sequences=group_size,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=sorted(end_ids),
-                suppress_tokens=vision_token_ids(tokenizer) or None,
-            )
-            new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-            token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
+        with neutral_generation_config(model):
+            for start in range(0, len(prompts), prompts_per_batch):
+                chunk = prompts[start : start + prompts_per_batch]
+                batch = to_device(encode_prompts(processor, chunk, max_prompt_tokens), device, dtype)
+                if generator_seed is not None:
+                    torch.manual_seed(generator_seed * 1_000_003 + start)
+                output = model.generate(
+                    **batch,
+                    **settings,
+                    num_return_sequences=group_size,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad_id,
+                    eos_token_id=sorted(end_ids),
+                    suppress_tokens=vision_token_ids(tokenizer) or None,
+                )
+                new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+                token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
     finally:
         model.train(was_training)
     texts = decode_completions(tokenizer, token_ids)
@@ -96,6 +105,29 @@ def generate_completions(
         texts=[t.strip() for t in texts],
         num_generated_tokens=sum(len(t) for t in token_ids),
     )
+
+
+def sampling_settings(temperature: float, top_p: float, top_k: int, repetition_penalty: float) -> dict:
+    """`generate` keyword arguments: greedy when temperature == 0, else sampling with nucleus
+    `top_p` and `top_k` (0 = off); the repetition penalty (1.0 = off) applies to both."""
+    if temperature > 0:
+        return dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
+                    repetition_penalty=repetition_penalty)
+    return dict(do_sample=False, repetition_penalty=repetition_penalty)
+
+
+@contextmanager
+def neutral_generation_config(model):
+    """Inside, the model's generation config holds only its special-token ids, so `generate`
+    fills every setting not passed with the library default rather than the checkpoint's."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    shipped = inner.generation_config
+    inner.generation_config = GenerationConfig(bos_token_id=shipped.bos_token_id, eos_token_id=shipped.eos_token_id,
+                                               pad_token_id=shipped.pad_token_id)
+    try:
+        yield
+    finally:
+        inner.generation_config = shipped
 
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
