@@ -1,17 +1,21 @@
 """Rollout-based instance filtering (RIF-RFT): train only on instances the policy can learn from.
 
-An instance's success rate is estimated from K sampled answers,
+An instance's success rate is estimated from K sampled answers, on the accuracy part of the
+reward (without the chain-of-thought format term),
 
-    s_i = (1/K) sum_k r(answer_ik),
+    s_i = (1/K) sum_k accuracy(answer_ik),
 
-and it is kept when  low < s_i < high  (strictly). With the default band (0, 1) this drops the
-instances that are always solved or never solved — exactly those whose GRPO advantage would
-be 0 for every rollout, so they cost generation and passes but give no gradient.
+and it is kept when  low < s_i < high  (strictly) and its K rewards are not all equal. With the
+default band (0, 1) this drops the instances that are always solved or never solved; the
+second condition drops the groups whose GRPO advantage is 0 for every rollout although their
+success rate is inside the band: five identical soft VQA answers (0.64 each), or every answer
+formatted but wrong (reward 0.1) or right but unformatted (0.9) when the band is read on the
+combined reward. Such groups cost generation and passes but give no gradient.
 
 Modes:
 - offline: estimate s_i for the task's instances once, with the adapter as it is before the
   task, then run GRPO on the kept ones;
-- online: during GRPO, drop each batch's groups whose mean reward is outside the band and draw
+- online: during GRPO, drop each batch's groups that are not learnable (as above) and draw
   more prompts until the batch is full (like dynamic sampling); the groups' own rollouts are
   both the estimate (K = G) and the training data, so nothing extra is generated for training.
 
@@ -39,9 +43,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SuccessEstimate:
-    rates: list[float]  # mean reward of the K rollouts, one per instance
+    rates: list[float]  # mean accuracy of the K rollouts, one per instance
     generated_tokens: int
     seconds: float
+    varied: list[bool] | None = None  # whether the K rewards differ (None: not recorded, assume so)
 
 
 def measure_success(
@@ -55,9 +60,11 @@ def measure_success(
     prompts_per_call: int = 16,
 ) -> SuccessEstimate:
     """K = `rollouts` sampled answers per instance (rft's sampling settings and reward),
-    generated `prompts_per_call` instances at a time; their mean reward per instance."""
+    generated `prompts_per_call` instances at a time; their mean accuracy per instance and
+    whether their rewards differ."""
     started = time.perf_counter()
     rates: list[float] = []
+    varied: list[bool] = []
     tokens = 0
     for index, start in enumerate(range(0, len(examples), prompts_per_call)):
         chunk = examples[start : start + prompts_per_call]
@@ -66,29 +73,41 @@ def measure_success(
             group_size=rollouts, generator_seed=derived_seed(seed, "rif", index),
             batch_size=rollouts * len(chunk),
         )
-        rates += [float(m) for m in sampled.group_means()]
+        rates += [float(m) for m in sampled.success_rates()]
+        varied += [not flat for flat in sampled.zero_variance().tolist()]
         tokens += sampled.generated_tokens
-    return SuccessEstimate(rates, tokens, time.perf_counter() - started)
+    return SuccessEstimate(rates, tokens, time.perf_counter() - started, varied)
 
 
 def estimate_success(model, processor, examples: list[Example], rollouts: int, rft: RFTConfig, seed: int
                      ) -> list[float]:
-    """Mean reward of `rollouts` sampled answers per instance."""
+    """Mean accuracy of `rollouts` sampled answers per instance."""
     return measure_success(model, processor, examples, rollouts, rft, seed).rates
 
 
-def filter_instances(examples: list[Example], success: list[float], low: float, high: float) -> list[Example]:
-    """The examples whose success rate lies strictly inside (low, high), in their order."""
-    if len(examples) != len(success):
+def filter_instances(examples: list[Example], success: list[float], low: float, high: float,
+                     varied: list[bool] | None = None) -> list[Example]:
+    """The examples whose success rate lies strictly inside (low, high) and (when `varied` is
+    given) whose rollouts' rewards differ, in their order."""
+    if len(examples) != len(success) or (varied is not None and len(varied) != len(examples)):
         raise ValueError(f"{len(examples)} examples but {len(success)} success rates")
-    return [e for e, s in zip(examples, success) if low < s < high]
+    varied = varied if varied is not None else [True] * len(examples)
+    return [e for e, s, v in zip(examples, success, varied) if v and low < s < high]
+
+
+def learnable_groups(rollouts: Rollouts, low: float, high: float) -> list[int]:
+    """Groups whose success rate (mean accuracy) lies strictly inside (low, high) and whose
+    rewards are not all equal: the ones with a non-zero GRPO advantage somewhere."""
+    rates = rollouts.success_rates().tolist()
+    flat = rollouts.zero_variance().tolist()
+    return [g for g, (rate, constant) in enumerate(zip(rates, flat)) if not constant and low < rate < high]
 
 
 def band_selector(low: float, high: float):
-    """Online filter: the groups whose mean reward lies strictly inside (low, high)."""
+    """Online filter: the learnable groups (`learnable_groups`)."""
 
     def select(rollouts: Rollouts) -> list[int]:
-        return [g for g, mean in enumerate(rollouts.group_means().tolist()) if low < mean < high]
+        return learnable_groups(rollouts, low, high)
 
     return select
 
@@ -110,7 +129,7 @@ class RIFRFT(ArmMethod):
         estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
                                    derived_seed(phase.seed, "rif-offline"),
                                    prompts_per_call=max(1, phase.rollout_batch_size))
-        kept = filter_instances(examples, estimate.rates, rif.low, rif.high)
+        kept = filter_instances(examples, estimate.rates, rif.low, rif.high, estimate.varied)
         extra = {
             "kept_fraction": len(kept) / len(examples) if examples else 0.0,
             "rif_generated_tokens": estimate.generated_tokens,

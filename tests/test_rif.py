@@ -11,7 +11,8 @@ import lite_cpt.rft as rft_module
 from lite_cpt.arms import Phase, arm_method
 from lite_cpt.planner import Knobs
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.rif import RIFRFT, estimate_success, filter_instances, measure_success
+from lite_cpt.rft import Rollouts
+from lite_cpt.rif import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
 from lite_cpt.rollout import Completions
 from lite_cpt.sft import Example
 from lite_cpt.tasks.base import Sample, Task, exact_match
@@ -42,10 +43,15 @@ def scripted_policy(monkeypatch):
 
     def fake_generate(model, processor, prompts, *, group_size=1, **_):
         calls.append(([p.text for p in prompts], group_size))
+        if fake_generate.texts is not None:
+            return completions(prompts, group_size, fake_generate.texts(prompts, group_size))
         texts = []
         for prompt in prompts:
             right = round(by_question[prompt.text] * group_size)
             texts += ["yes"] * right + ["no"] * (group_size - right)
+        return completions(prompts, group_size, texts)
+
+    def completions(prompts, group_size, texts):
         ids = [[1] * TOKENS_PER_ANSWER for _ in texts]
         return Completions(prompts, group_size, ids, texts, sum(map(len, ids)))
 
@@ -57,6 +63,7 @@ def scripted_policy(monkeypatch):
     monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
     fake_generate.register = register
     fake_generate.calls = calls
+    fake_generate.texts = None  # optional (prompts, group_size) -> texts, replacing the scripted ones
     return fake_generate
 
 
@@ -68,7 +75,7 @@ def trained_batches(monkeypatch):
     def fake_update(model, processor, optimizer, params, rollouts, arm, *, micro_batch_size, logprob_chunk=None):
         batches.append([e.sample.id for e in rollouts.examples])
         assert len(rollouts.token_ids) == rollouts.num_groups * arm.rft.group_size
-        return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None,
+        return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None,
                 "trained_tokens": len(rollouts.token_ids) * TOKENS_PER_ANSWER, "updated": True,
                 "unscorable_rollouts": 0}
 
@@ -77,7 +84,7 @@ def trained_batches(monkeypatch):
 
 
 def rif_arm(**rif) -> ArmConfig:
-    return ArmConfig(name="rif_rft", rft={"group_size": 4, "prompts_per_step": 2, "cot": False},
+    return ArmConfig(name="rif_rft", rft={"group_size": 4, "prompts_per_step": 2, "cot": False, "kl": False},
                      rif={"rollouts": 4, **rif})
 
 
@@ -166,3 +173,53 @@ def test_online_filtering_refills_batches_and_counts_rollouts(scripted_policy, t
                       lambda _: []).train(examples, phase())
     assert sorted(i for batch in trained_batches for i in batch) == sorted(learnable)
     assert filtered.steps == 2 and filtered.extra["kept_fraction"] == pytest.approx(4 / 12)
+
+
+# ----------------------------------------------------------------------------- learnability
+
+
+def zero_advantage_groups() -> Rollouts:
+    """Five answers to each of four prompts, with the rewards of chain-of-thought RL (format
+    weight 0.1) and of the soft VQA metric: three groups whose rewards are all equal although
+    their mean lies inside (0, 1), and one learnable group."""
+    rewards = ([0.1] * 5        # always formatted, always wrong
+               + [0.9] * 5      # always right, never formatted
+               + [0.64] * 5     # five identical soft VQA answers
+               + [1.0, 0.1, 1.0, 0.1, 0.1])
+    accuracies = [0.0] * 5 + [1.0] * 5 + [0.64] * 5 + [1.0, 0.0, 1.0, 0.0, 0.0]
+    examples = scripted_examples([0.0, 1.0, 0.64, 0.4])
+    return Rollouts(examples=examples, group_size=5, token_ids=[[1]] * 20, texts=[""] * 20,
+                    rewards=torch.tensor(rewards), accuracies=torch.tensor(accuracies))
+
+
+def test_filtering_keeps_only_groups_with_a_gradient():
+    rollouts = zero_advantage_groups()
+    assert rollouts.group_means().tolist() == pytest.approx([0.1, 0.9, 0.64, 0.46])  # all inside (0, 1)
+    assert rollouts.success_rates().tolist() == pytest.approx([0.0, 1.0, 0.64, 0.4])
+    assert learnable_groups(rollouts, 0.0, 1.0) == [3]
+    assert band_selector(0.0, 1.0)(rollouts) == [3]
+    assert learnable_groups(rollouts, 0.5, 1.0) == []  # the band reads the success rate, 0.4
+
+
+def test_offline_filter_reads_the_accuracy_and_drops_flat_groups(scripted_policy):
+    class CoTYesTask(YesTask):
+        pass
+
+    task = CoTYesTask("cot")
+    examples = [Example(task, Sample(id=str(i), question=f"c{i}", answer="yes", meta={"rate": 0.0}))
+                for i in range(3)]
+    examples = scripted_policy.register(examples)
+
+    def formatted(prompts, group_size):  # every answer well formatted; instance 2 right half the time
+        texts = []
+        for i, _ in enumerate(prompts):
+            answers = ["no"] * group_size if i < 2 else ["yes", "no"] * (group_size // 2)
+            texts += [f"<think>t</think><answer>{a}</answer>" for a in answers]
+        return texts
+
+    scripted_policy.texts = formatted
+    rft = ArmConfig(name="rif_rft", rft={"group_size": 4, "cot": True, "format_weight": 0.1}).rft
+    estimate = measure_success(None, None, examples, 4, rft, seed=0)
+    assert estimate.rates == [0.0, 0.0, 0.5]  # accuracy, not the 0.1 the format term gives
+    assert estimate.varied == [False, False, True]
+    assert filter_instances(examples, estimate.rates, 0.0, 1.0, estimate.varied) == [examples[2]]
