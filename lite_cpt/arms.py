@@ -69,7 +69,7 @@ class ArmMethod:
             epochs=phase.epochs,
             max_steps=self.arm.max_steps_per_task,
             grad_clip=self.arm.grad_clip,
-            weight_decay=self.arm.weight_decay,
+            weight_decay=0.0 if self.arm.weight_decay is None else self.arm.weight_decay,
             seed=phase.seed,
             on_step=phase.on_step,
             progress=phase.progress,

@@ -149,6 +149,21 @@ class TaskConfig(Section):
     )
     max_prompt_tokens: int = Field(1024, ge=8, description="Prompts are truncated (left) to this length.")
     max_answer_tokens: int = Field(64, ge=1, description="Training answers are truncated to this length.")
+    format_weight: float | None = Field(
+        None, ge=0, le=1,
+        description="Weight w of the format reward in this task's chain-of-thought RL reward, "
+        "(1 - w) accuracy + w format (EasyR1: 0.5 in its r1v reward, 0.1 in its math reward); "
+        "None = the arm's rft.format_weight.",
+    )
+    answer_tag: Literal["last", "first"] = Field(
+        "last", description="Which <answer>…</answer> a chain-of-thought answer is read from "
+        "(EasyR1's r1v reward: the first).",
+    )
+    rl_reward: Literal["metric", "binary"] = Field(
+        "metric", description="Accuracy part of the RL reward: the evaluation metric itself (soft "
+        "VQA accuracy for TextVQA/VizWiz), or binary (VQA: exact match with the majority answer; "
+        "other tasks: full credit). Evaluation always uses the metric.",
+    )
 
     @model_validator(mode="after")
     def _fill_source(self) -> "TaskConfig":
@@ -163,20 +178,51 @@ class RFTConfig(Section):
     prompts_per_step: int = Field(4, ge=1, description="Prompts per policy update.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     top_p: float = Field(0.99, gt=0, le=1, description="Nucleus sampling of rollouts.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling of rollouts; 0 = off (EasyR1: -1, off).")
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Repetition penalty of rollouts; 1.0 = off. Every sampling setting is passed "
+        "explicitly, so none comes from the checkpoint's generation_config.",
+    )
     max_new_tokens: int = Field(64, ge=1, description="Longest rollout answer.")
     rollout_batch_size: int | Literal["auto"] = Field(
         "auto", description="Prompts per generate call (each expanded to G sequences); auto = planner."
     )
-    kl: bool = Field(True, description="Add the k3 KL penalty to the reference (adapter off).")
+    kl: bool = Field(True, description="Add the k3 KL penalty to the reference policy.")
     kl_beta: float = Field(0.01, ge=0, description="KL coefficient.")
-    eps_low: float = Field(0.2, ge=0, description="Lower clip range of the ratio.")
-    eps_high: float = Field(0.2, ge=0, description="Upper clip range of the ratio.")
+    kl_reference: Literal["previous_task", "base"] = Field(
+        "previous_task",
+        description="KL reference: previous_task = the policy after the previous task, held as a frozen "
+        "second adapter (the paper's setup; the first task's is the base); base = the base model for every "
+        "task (an extra pull towards the base).",
+    )
+    eps_low: float = Field(0.2, ge=0, description="Lower clip range of the ratio (EasyR1 clip_ratio_low).")
+    eps_high: float = Field(0.3, ge=0, description="Upper clip range of the ratio (EasyR1 clip_ratio_high).")
+    dual_clip: float | None = Field(
+        3.0, gt=1, description="Dual-clip constant C: for A < 0 the loss is capped at -C A (EasyR1 "
+        "clip_ratio_dual); None = plain PPO clipping.",
+    )
     inner_epochs: int = Field(1, ge=1, description="PPO epochs over each batch of rollouts.")
+    mini_batches_per_rollout: int = Field(
+        1, ge=1, description="Optimizer steps per rollout batch, each on 1/M of its prompts with the old "
+        "policy fixed (EasyR1: 512 prompts rolled out, 128 per step = 4).",
+    )
     advantage: Literal["grpo", "rloo", "remax"] = Field("grpo", description="Advantage estimator.")
     scale_rewards: bool = Field(True, description="Divide group-centred rewards by their std (GRPO).")
     aggregation: Literal["token-mean", "seq-mean"] = Field("token-mean", description="Loss aggregation.")
     cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
-    format_weight: float = Field(0.1, ge=0, le=1, description="Weight of the format reward in CoT mode.")
+    format_weight: float = Field(
+        0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "
+        "overrides it)."
+    )
+
+    @model_validator(mode="after")
+    def _mini_batches(self) -> "RFTConfig":
+        if self.prompts_per_step % self.mini_batches_per_rollout:
+            raise ValueError(
+                f"rft.prompts_per_step ({self.prompts_per_step}) must split evenly into "
+                f"rft.mini_batches_per_rollout ({self.mini_batches_per_rollout}) mini-batches"
+            )
+        return self
 
 
 class RIFConfig(Section):
@@ -216,7 +262,10 @@ class ArmConfig(Section):
         None, description="Training method; defaults to the arm's name when that is a method."
     )
     lr: float = Field(2e-4, gt=0, description="LoRA learning rate (AdamW).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float | None = Field(
+        None, ge=0, description="AdamW weight decay; None = the method's default: 1e-2 for RL arms "
+        "(EasyR1), 0 for SFT arms (LLaMA-Factory).",
+    )
     batch_size: int = Field(8, ge=1, description="SFT samples per optimizer step.")
     micro_batch_size: int | Literal["auto"] = Field(
         "auto", description="Samples per forward pass (gradient accumulation fills the batch); auto = planner."
@@ -242,6 +291,9 @@ class ArmConfig(Section):
 class GenerationConfig(Section):
     max_new_tokens: int = Field(32, ge=1, description="Longest generated answer at evaluation.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding (the default for every row).")
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Repetition penalty; 1.0 = off (never taken from the checkpoint's generation_config)."
+    )
     batch_size: int = Field(16, ge=1, description="Prompts per generate call.")
 
 

@@ -3,13 +3,23 @@
 Each policy update:
 
 1. takes `prompts_per_step` prompts and samples G = `group_size` answers for each;
-2. scores every answer with the task's own reward (the evaluation metric); in chain-of-thought
-   mode  r = (1 - w) * accuracy(extracted answer) + w * format(text),  w = `format_weight`;
+2. scores every answer with the task's own reward (the evaluation metric, or its binary form
+   with the task's `rl_reward: binary`); in chain-of-thought mode
+   r = (1 - w) * accuracy(extracted answer) + w * format(text),  w = the task's `format_weight`
+   or the arm's;
 3. turns rewards into advantages with the recipe's estimator (grpo / rloo / remax, where remax's
    baseline is the reward of one greedy answer per prompt);
-4. runs `inner_epochs` clipped-surrogate steps (lite_cpt.kernels.grpo_loss) over the LoRA
-   parameters, with the k3 KL to the reference (the same model with the adapter switched off)
-   when `kl` is on.
+4. runs `inner_epochs` passes of `mini_batches_per_rollout` optimizer steps each, with the
+   clipped surrogate (lite_cpt.kernels.grpo_loss, EasyR1's PPO regime) over the LoRA parameters
+   and the k3 KL to the reference when `kl` is on. The reference is the policy after the
+   previous task, a frozen second adapter copied when the phase starts (`kl_reference:
+   previous_task`, the paper's setup), or the base with the adapters off (`kl_reference: base`).
+
+Dropout is off in every pass of a GRPO phase: rollouts are sampled without it, and the loss's
+ratio compares log-probs of that same policy, so the no-grad passes (old policy, reference) run
+in eval mode and the gradient pass runs with its dropout probabilities set to 0 (train mode
+stays on for gradient checkpointing). EasyR1 trains Qwen2.5-VL with no dropout either (its LoRA
+has none, the model has none). `model.lora.dropout` applies to SFT only.
 
 A rollout whose advantage is exactly 0 contributes exactly 0 gradient when the KL is off (the
 clipped surrogate is r * A), so its forward and backward passes are skipped; its tokens still
@@ -24,12 +34,14 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from lite_cpt.arms import ArmMethod, Phase, register_arm
+from lite_cpt.models import hold_reference, reference_policy
 from lite_cpt.batching import append_tokens, encode_prompts, to_device, tokenizer_of
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import token_logprobs
@@ -48,12 +60,24 @@ def derived_seed(seed: int, *parts: object) -> int:
     return seeding.derived_seed(seed, *parts, bits=31)
 
 
-def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
-    """Task reward of one answer; with CoT, (1 - w) * accuracy + w * format_reward(text)."""
-    accuracy = example.task.score(text, example.sample, rft.cot)
+#: AdamW weight decay of RL arms unless the recipe sets one (EasyR1's OptimConfig.weight_decay).
+RL_WEIGHT_DECAY = 1e-2
+
+
+def reward_parts(example: Example, text: str, rft: RFTConfig) -> tuple[float, float]:
+    """(reward, accuracy) of one answer: with CoT the reward is (1 - w) * accuracy + w *
+    format_reward(text), w = the task's format_weight or else the arm's; without, the accuracy."""
+    accuracy = example.task.rl_score(text, example.sample, rft.cot)
     if not rft.cot:
-        return accuracy
-    return (1.0 - rft.format_weight) * accuracy + rft.format_weight * format_reward(text)
+        return accuracy, accuracy
+    task_weight = getattr(example.task.config, "format_weight", None)
+    weight = rft.format_weight if task_weight is None else task_weight
+    return (1.0 - weight) * accuracy + weight * format_reward(text), accuracy
+
+
+def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
+    """Task reward of one answer (see `reward_parts`)."""
+    return reward_parts(example, text, rft)[0]
 
 
 def max_prompt_tokens(examples: list[Example]) -> int | None:
@@ -75,6 +99,7 @@ class Rollouts:
     rewards: torch.Tensor  # [B*G] float32
     baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
     baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
+    accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
 
     @property
     def num_groups(self) -> int:
@@ -89,6 +114,11 @@ class Rollouts:
 
     def group_means(self) -> torch.Tensor:
         return self.group_rewards().mean(dim=1)
+
+    def success_rates(self) -> torch.Tensor:
+        """[B] mean accuracy part of each prompt's rewards (without the format term)."""
+        accuracies = self.rewards if self.accuracies is None else self.accuracies
+        return accuracies.view(self.num_groups, self.group_size).mean(dim=1)
 
     def zero_variance(self) -> torch.Tensor:
         """[B] True where every answer of the prompt got the same reward."""
@@ -105,6 +135,7 @@ class Rollouts:
             rewards=self.rewards[rows] if rows else self.rewards.new_zeros(0),
             baseline=None if self.baseline is None else self.baseline[groups],
             baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
+            accuracies=None if self.accuracies is None else self.accuracies[rows] if rows else self.accuracies.new_zeros(0),
         )
 
     @staticmethod
@@ -120,6 +151,7 @@ class Rollouts:
             rewards=torch.cat([p.rewards for p in parts]),
             baseline=torch.cat([p.baseline for p in parts]) if with_baseline else None,
             baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
+            accuracies=torch.cat([p.rewards if p.accuracies is None else p.accuracies for p in parts]),
         )
 
 
@@ -147,17 +179,19 @@ def generate_rollouts(
         max_new_tokens=rft.max_new_tokens,
         temperature=rft.temperature,
         top_p=rft.top_p,
+        top_k=rft.top_k,
+        repetition_penalty=rft.repetition_penalty,
         batch_size=max(batch_size, group_size),
         max_prompt_tokens=limit,
         generator_seed=generator_seed,
     )
-    rewards = [rft_reward(examples[row // group_size], text, rft) for row, text in enumerate(sampled.texts)]
+    parts = [reward_parts(examples[row // group_size], text, rft) for row, text in enumerate(sampled.texts)]
     baseline = baseline_tokens = None
     if with_baseline:
         greedy = generate_completions(
             model, processor, prompts,
             group_size=1, max_new_tokens=rft.max_new_tokens, temperature=0.0,
-            batch_size=batch_size, max_prompt_tokens=limit,
+            repetition_penalty=rft.repetition_penalty, batch_size=batch_size, max_prompt_tokens=limit,
         )
         baseline = torch.tensor([rft_reward(e, t, rft) for e, t in zip(examples, greedy.texts)],
                                 dtype=torch.float32)
@@ -167,9 +201,10 @@ def generate_rollouts(
         group_size=group_size,
         token_ids=sampled.token_ids,
         texts=sampled.texts,
-        rewards=torch.tensor(rewards, dtype=torch.float32),
+        rewards=torch.tensor([reward for reward, _ in parts], dtype=torch.float32),
         baseline=baseline,
         baseline_tokens=baseline_tokens,
+        accuracies=torch.tensor([accuracy for _, accuracy in parts], dtype=torch.float32),
     )
 
 
@@ -218,7 +253,8 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
                           rft: RFTConfig, micro_batch_size: int, logprob_chunk: int | None = None
                           ) -> list[MicroBatch]:
     """Encode `rows` in micro-batches and attach the no-grad log-probs the loss compares against:
-    the old policy's (only with several inner epochs) and the reference's (only with the KL on)."""
+    the old policy's (only when one rollout batch makes several optimizer steps) and the
+    reference's (only with the KL on). Both passes run in eval mode: no dropout."""
     device, dtype = model_device(model), model_dtype(model)
     use_kl = rft.kl and rft.kl_beta > 0
     micro_batches = []
@@ -226,17 +262,27 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
         chunk = rows[start : start + micro_batch_size]
         batch, labels = encode_rollouts(processor, rollouts, chunk, cot=rft.cot, device=device, dtype=dtype)
         micro_batches.append(MicroBatch(chunk, batch, labels, advantages[chunk].to(device)))
-    with torch.no_grad():
-        for mb in micro_batches:
-            if rft.inner_epochs > 1:
-                # With one inner epoch the old policy is the current one: old_logp = logp.detach().
-                mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                             chunk_size=logprob_chunk).logp
-            if use_kl:
-                with model.disable_adapter():
-                    mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for mb in micro_batches:
+                if steps_per_rollout(rft) > 1:
+                    # With one step per rollout batch the old policy is the current one: old_logp = logp.detach().
+                    mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
                                                  chunk_size=logprob_chunk).logp
+                if use_kl:
+                    with reference_policy(model, rft.kl_reference):
+                        mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
+                                                     chunk_size=logprob_chunk).logp
+    finally:
+        model.train(was_training)
     return micro_batches
+
+
+def steps_per_rollout(rft: RFTConfig) -> int:
+    """Optimizer steps one batch of rollouts makes: inner epochs x mini-batches."""
+    return rft.inner_epochs * rft.mini_batches_per_rollout
 
 
 def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTConfig, *, total_tokens: int,
@@ -247,10 +293,11 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     The batch has `total_tokens` response tokens in `total_rows` rollouts (rows not passed here
     count in them with zero loss). Micro-batch losses are weighted by their share of the tokens
     (token-mean) or of the rollouts (seq-mean), so the sum equals the whole-batch loss.
-    Returns loss, kl, clip_fraction (batch means), entropy (mean over scored tokens) and tokens.
+    Returns loss, kl, clip_fraction, dual_clip_fraction (batch means), entropy (mean over scored
+    tokens) and tokens.
     """
     use_kl = rft.kl and rft.kl_beta > 0
-    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None, "tokens": 0}
+    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None, "tokens": 0}
     entropy_sum, entropy_tokens = 0.0, 0.0
     for mb in micro_batches:
         scored = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
@@ -259,7 +306,7 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
         loss, stats = grpo_loss(
             scored.logp, old_logp, mb.advantages, scored.mask,
             ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
-            eps_low=rft.eps_low, eps_high=rft.eps_high, aggregation=rft.aggregation,
+            eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip, aggregation=rft.aggregation,
         )
         tokens = float(scored.mask.sum())
         share = tokens / total_tokens if rft.aggregation == "token-mean" else len(mb.rows) / total_rows
@@ -267,6 +314,7 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
         out["loss"] += float(loss.detach()) * share
         out["kl"] += float(stats["kl_mean"]) * tokens / total_tokens
         out["clip_fraction"] += float(stats["clip_fraction"]) * tokens / total_tokens
+        out["dual_clip_fraction"] += float(stats["dual_clip_fraction"]) * tokens / total_tokens
         out["tokens"] += int(tokens)
         if scored.entropy is not None:
             entropy_sum += float((scored.entropy.detach() * scored.mask).sum())
@@ -287,10 +335,11 @@ def policy_update(
     micro_batch_size: int,
     logprob_chunk: int | None = None,
 ) -> dict:
-    """`inner_epochs` optimizer steps of the clipped GRPO loss on one batch of rollouts.
+    """`inner_epochs` x `mini_batches_per_rollout` optimizer steps of the clipped GRPO loss on
+    one batch of rollouts (each mini-batch's loss normalised over its own rollouts).
 
-    Returns the step's statistics (means over inner epochs; entropy of the first, on-policy
-    one); `updated` is False when no rollout carried a gradient, and then nothing was stepped.
+    Returns the update's statistics (means over its optimizer steps; entropy of the first
+    epoch); `updated` is False when no rollout carried a gradient, and then nothing was stepped.
     """
     rft = arm.rft
     use_kl = rft.kl and rft.kl_beta > 0
@@ -302,29 +351,71 @@ def policy_update(
     # image to put there), so it is left out of the gradient too.
     rows = [i for i, n in enumerate(lengths) if n > 0 and (use_kl or advantages[i] != 0)
             and unscorable.isdisjoint(rollouts.token_ids[i])]
-    result = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": None, "trained_tokens": 0,
+    result = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None,
+              "trained_tokens": 0, "optimizer_steps": 0,
               "updated": False, "unscorable_rollouts": sum(1 for ids in rollouts.token_ids
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
-    micro_batches = prepare_micro_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size,
-                                          logprob_chunk)
-    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+    # Every no-grad pass (old policy, reference) runs before the first step: the old policy is
+    # the one that sampled the rollouts for all mini-batches and epochs.
+    trained = set(rows)
+    parts = [MiniBatch(part, [r for r in part if r in trained], lengths)
+             for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
+    for part in parts:
+        part.micro_batches = prepare_micro_batches(model, processor, rollouts, part.trained, advantages, rft,
+                                                   micro_batch_size, logprob_chunk) if part.trained else []
+    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0}
+    steps = 0
+    entropy_sum = entropy_tokens = 0.0
     for epoch in range(rft.inner_epochs):
-        step = accumulate_policy_gradient(model, micro_batches, rft, total_tokens=max(1, sum(lengths)),
-                                          total_rows=len(lengths), with_entropy=epoch == 0,
-                                          logprob_chunk=logprob_chunk)
-        torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        for key in sums:
-            sums[key] += step[key]
-        result["trained_tokens"] += step["tokens"]
-        if epoch == 0:
-            result["entropy"] = step["entropy"]
-    result.update({key: value / rft.inner_epochs for key, value in sums.items()})
+        for part in parts:
+            if not part.micro_batches:
+                continue  # no rollout of this mini-batch carries a gradient: no step
+            step = accumulate_policy_gradient(model, part.micro_batches, rft, total_tokens=part.tokens,
+                                              total_rows=len(part.rows), with_entropy=epoch == 0,
+                                              logprob_chunk=logprob_chunk)
+            torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            for key in sums:
+                sums[key] += step[key]
+            result["trained_tokens"] += step["tokens"]
+            if epoch == 0 and step["entropy"] is not None:
+                entropy_sum += step["entropy"] * step["tokens"]
+                entropy_tokens += step["tokens"]
+    result.update({key: value / steps for key, value in sums.items()})
+    result["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else None
+    result["optimizer_steps"] = steps
     result["updated"] = True
     return result
+
+
+@dataclass
+class MiniBatch:
+    """The rollouts of one optimizer step: all of them count in the loss normaliser, the
+    `trained` ones (those that carry a gradient) are scored."""
+
+    rows: list[int]
+    trained: list[int]
+    lengths: list[int]
+    micro_batches: list[MicroBatch] | None = None
+
+    @property
+    def tokens(self) -> int:
+        return max(1, sum(self.lengths[r] for r in self.rows))
+
+
+def mini_batch_rows(rollouts: Rollouts, mini_batches: int) -> list[list[int]]:
+    """Rows of each mini-batch: whole groups, split into `mini_batches` contiguous parts of
+    (nearly) equal prompt counts, in rollout order (as EasyR1 splits its rollout batch)."""
+    groups = rollouts.num_groups
+    parts: list[list[int]] = [[] for _ in range(min(mini_batches, groups))]
+    for group in range(groups):
+        part = group * len(parts) // groups
+        parts[part].extend(range(group * rollouts.group_size, (group + 1) * rollouts.group_size))
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,12 +550,42 @@ def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train_rft: the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=arm.weight_decay)
+    weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
+    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=weight_decay)
     stream = ExampleStream(examples, seed)
     generate_batch = rft.group_size * max(1, rollout_batch_size)  # sequences per generate call
-    drawn_total = 0
     start = time.perf_counter()
+    if rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task":
+        hold_reference(model)  # the policy as this phase starts: the previous task's
     model.train()
+    with dropout_off(model):
+        _update_loop(model, processor, examples, arm, total, stats, totals, optimizer, params, stream,
+                     seed=seed, on_step=on_step, progress=progress, select=select,
+                     micro_batch_size=micro_batch_size, logprob_chunk=logprob_chunk,
+                     generate_batch=generate_batch, max_draws=max_draws, start=start)
+    model.eval()
+    stats.seconds = time.perf_counter() - start
+
+
+@contextmanager
+def dropout_off(model):
+    """Dropout probabilities set to 0 inside (train mode stays on, for gradient checkpointing)."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    saved = [m.p for m in modules]
+    for module in modules:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, p in zip(modules, saved):
+            module.p = p
+
+
+def _update_loop(model, processor, examples, arm, total, stats, totals, optimizer, params, stream, *, seed,
+                 on_step, progress, select, micro_batch_size, logprob_chunk, generate_batch, max_draws,
+                 start) -> None:
+    rft = arm.rft
+    drawn_total = 0
     for step in range(total):
         step_start = time.perf_counter()
         max_prompts = len(examples) if select is not None else rft.prompts_per_step
@@ -494,6 +615,7 @@ def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed,
                 "zero_variance_fraction": float(seen.zero_variance().float().mean()),
                 "kl": update["kl"],
                 "clip_fraction": update["clip_fraction"],
+                "dual_clip_fraction": update["dual_clip_fraction"],
                 "entropy": update["entropy"],
                 "generated_tokens": seen.generated_tokens,
                 "trained_tokens": update["trained_tokens"],
@@ -507,8 +629,6 @@ def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed,
             on_step(record)
         if progress is not None:
             progress(step + 1, total)
-    model.eval()
-    stats.seconds = time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,3 +113,23 @@ def test_missing_data_path_is_reported(tmp_path):
         load_recipe(write(tmp_path, raw))
     assert "tasks.0.source.path" in str(info.value)
     assert str(tmp_path / "nowhere" / "sq") in str(info.value)
+
+
+def test_kl_reference_recipes():
+    def rft_arms(name):
+        return [a for a in load_recipe(ROOT / "recipes" / name, check_data=False).arms if "rft" in a.method]
+
+    assert {a.rft.kl_reference for a in rft_arms("tiny.yaml")} == {"previous_task"}
+    assert {a.rft.kl_reference for a in rft_arms("seven_tasks.yaml")} == {"previous_task"}
+    (to_base,) = rft_arms("ablations/kl_to_base.yaml")
+    assert to_base.rft.kl and to_base.rft.kl_reference == "base"
+    (no_kl,) = rft_arms("ablations/no_kl.yaml")
+    assert not no_kl.rft.kl
+
+
+def test_rl_defaults_follow_easyr1():
+    rft = recipe_from_dict(minimal(arms=[{"name": "rft"}])).arms[0].rft
+    assert (rft.eps_low, rft.eps_high, rft.dual_clip) == (0.2, 0.3, 3.0)  # clip_ratio_low/high/dual
+    assert (rft.top_k, rft.repetition_penalty, rft.mini_batches_per_rollout) == (0, 1.0, 1)
+    with pytest.raises(UserError, match="mini_batches_per_rollout"):
+        recipe_from_dict(minimal(arms=[{"name": "rft", "rft": {"prompts_per_step": 6, "mini_batches_per_rollout": 4}}]))

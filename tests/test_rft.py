@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import lite_cpt.rft as rft_module
+
 from lite_cpt.arms import Phase, arm_method
 from lite_cpt.planner import Knobs
 from lite_cpt.continual import reset_adapter
@@ -22,9 +24,11 @@ from lite_cpt.rft import (
     generate_rollouts,
     policy_update,
     prepare_micro_batches,
+    reward_parts,
     rft_reward,
     train_rft,
 )
+from lite_cpt.logprob import token_logprobs
 from lite_cpt.sft import Example
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tasks.base import Sample, Task
@@ -171,25 +175,27 @@ def test_grpo_raises_the_reward_and_moves_only_the_adapter(policy):
     assert any(not torch.equal(p, adapter[n]) for n, p in lora_params(model).items())
 
 
-def test_kl_reference_is_scored_only_when_the_kl_is_on(policy, monkeypatch):
+@pytest.mark.parametrize("reference", ["previous_task", "base"])
+def test_kl_reference_is_scored_only_when_the_kl_is_on(policy, monkeypatch, reference):
     model, processor = policy
     calls = []
-    original = model.disable_adapter
+    original = rft_module.reference_policy
 
-    def counting_disable_adapter():
-        calls.append(1)
-        return original()
+    def counting_reference_policy(model, kind):
+        calls.append(kind)
+        return original(model, kind)
 
-    monkeypatch.setattr(model, "disable_adapter", counting_disable_adapter)
+    monkeypatch.setattr(rft_module, "reference_policy", counting_reference_policy)
     records: list[dict] = []
     train_rft(model, processor, vowel_examples(4), arm_config(max_new_tokens=1, kl=False), seed=1,
               updates=3, on_step=records.append)
     assert calls == [] and all(r["kl"] == 0.0 for r in records)
 
     records.clear()
-    arm = arm_config(max_new_tokens=1, kl=True, kl_beta=0.5)
+    arm = arm_config(max_new_tokens=1, kl=True, kl_beta=0.5, kl_reference=reference)
     stats = train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=3, on_step=records.append)
-    assert calls and stats.steps == 3  # with the KL on, every rollout is scored and every batch steps
+    assert calls and set(calls) == {reference}
+    assert stats.steps == 3  # with the KL on, every rollout is scored and every batch steps
     # The adapter has moved away from the reference by the later steps: a positive k3 estimate.
     assert records[0]["kl"] >= 0.0 and records[-1]["kl"] > 0.0
 
@@ -269,3 +275,121 @@ def test_cot_reward_mixes_accuracy_and_format():
     plain = arm_config(cot=False).rft
     assert rft_reward(example, right, plain) == 1.0
     assert rft_reward(example, f"<answer>{right}</answer>", plain) == 0.0  # no extraction without CoT
+
+
+def test_a_tasks_format_weight_overrides_the_arms():
+    from lite_cpt.recipe import TaskConfig
+
+    task = TASK_TYPES["mini_scienceqa"]("scienceqa", config=TaskConfig(name="scienceqa", type="mini_scienceqa",
+                                                                       format_weight=0.5))
+    sample = task.load("train", 1)[0]
+    wrong = next(c for c in "ABCD" if c != sample.answer)
+    cot = arm_config(cot=True, format_weight=0.1).rft
+    # EasyR1's r1v weighting: a well-formatted wrong answer earns 0.5, not the arm's 0.1
+    assert reward_parts(Example(task, sample), f"<think>t</think><answer>{wrong}</answer>", cot) == (0.5, 0.0)
+    assert reward_parts(Example(task, sample), f"<answer>{sample.answer}</answer>", cot) == (0.5, 1.0)
+
+
+# ----------------------------------------------------------------------------- KL reference, dropout, steps
+
+
+def lora_snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in lora_params(model).items()}
+
+
+def test_kl_reference_of_the_second_task_is_the_policy_after_the_first(policy, monkeypatch):
+    model, processor = policy
+    arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1)  # kl_reference: previous_task (default)
+    assert arm.rft.kl_reference == "previous_task"
+    train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=3)  # task 1
+    after_task_1 = lora_snapshot(model)
+
+    captured: list = []
+    original = rft_module.prepare_micro_batches
+
+    def capturing(*args, **kwargs):
+        micro_batches = original(*args, **kwargs)
+        captured.extend(micro_batches)
+        return micro_batches
+
+    monkeypatch.setattr(rft_module, "prepare_micro_batches", capturing)
+    train_rft(model, processor, vowel_examples(4), arm, seed=2, updates=2)  # task 2
+    assert captured and all(mb.ref_logp is not None for mb in captured)
+
+    def logps(weights=None):
+        with torch.no_grad():
+            if weights is not None:
+                for name, param in lora_params(model).items():
+                    param.copy_(weights[name])
+            return [token_logprobs(model, mb.batch, mb.labels).logp for mb in captured]
+
+    after_task_2 = logps()
+    with model.disable_adapter():
+        base = logps()
+    end_of_task_1 = logps(after_task_1)
+    for mb, policy_1, base_row, policy_2 in zip(captured, end_of_task_1, base, after_task_2):
+        torch.testing.assert_close(mb.ref_logp, policy_1, rtol=0, atol=1e-5)
+        assert not torch.allclose(mb.ref_logp * mb.labels[:, 1:].ne(-100), base_row, atol=1e-3)
+    assert any(not torch.allclose(a, b, atol=1e-3) for a, b in zip(after_task_2, end_of_task_1))
+
+
+def test_no_dropout_in_any_rl_pass(monkeypatch):
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    model = add_lora(model, LoraConfig(r=8, alpha=16, dropout=0.5))
+    with torch.no_grad():
+        for p in lora_params(model).values():
+            p.add_(0.2 * torch.randn_like(p))  # B != 0, so dropout would change the outputs
+    calls = []
+    original = rft_module.grpo_loss
+
+    def recording(logp, old_logp, *args, **kwargs):
+        calls.append((logp.detach().clone(), old_logp.clone()))
+        return original(logp, old_logp, *args, **kwargs)
+
+    monkeypatch.setattr(rft_module, "grpo_loss", recording)
+    arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1, inner_epochs=2)
+    train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=1)
+    first_logp, first_old = calls[0]  # the first pass: the policy has not stepped yet
+    torch.testing.assert_close(first_logp, first_old, rtol=0, atol=1e-5)  # ratio exactly 1
+    assert any(m.p == 0.5 for m in model.modules() if isinstance(m, torch.nn.Dropout))  # restored for SFT
+
+
+@pytest.mark.parametrize("mini_batches", [1, 2])
+def test_mini_batches_per_rollout_step_with_the_old_policy_fixed(policy, monkeypatch, mini_batches):
+    model, processor = policy
+    calls = []
+    original = rft_module.grpo_loss
+
+    def recording(logp, old_logp, advantages, *args, **kwargs):
+        calls.append((logp.detach().clone(), old_logp.clone()))
+        return original(logp, old_logp, advantages, *args, **kwargs)
+
+    monkeypatch.setattr(rft_module, "grpo_loss", recording)
+    arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1, prompts_per_step=2,
+                     mini_batches_per_rollout=mini_batches)
+    optimizer = torch.optim.AdamW(list(lora_params(model).values()), lr=arm.lr)
+    rollouts = scripted_rollouts(processor, vowel_examples(2), [1, 0, 1, 0, 0, 1, 0, 1], group_size=4)
+    result = policy_update(model, processor, optimizer, list(lora_params(model).values()), rollouts, arm,
+                           micro_batch_size=8)
+    assert result["optimizer_steps"] == mini_batches
+    assert len(calls) == mini_batches  # one micro-batch per mini-batch (whole groups of 4)
+    torch.testing.assert_close(calls[0][0], calls[0][1], rtol=0, atol=1e-6)  # the first step is on-policy
+    if mini_batches == 2:
+        # the second mini-batch is scored by the stepped policy against the rollout-time one
+        assert not torch.allclose(calls[1][0], calls[1][1], atol=1e-4)
+
+
+def test_rl_arms_default_to_easyr1s_weight_decay(policy, monkeypatch):
+    model, processor = policy
+    seen = []
+    original = torch.optim.AdamW
+
+    def recording(params, **kwargs):
+        seen.append(kwargs["weight_decay"])
+        return original(params, **kwargs)
+
+    monkeypatch.setattr(rft_module.torch.optim, "AdamW", recording)
+    train_rft(model, processor, vowel_examples(2), arm_config(max_new_tokens=1), seed=1, updates=1)
+    explicit = ArmConfig(name="rft", weight_decay=0.0, rft={"group_size": 4, "max_new_tokens": 1, "cot": False})
+    train_rft(model, processor, vowel_examples(2), explicit, seed=1, updates=1)
+    assert seen == [1e-2, 0.0]
