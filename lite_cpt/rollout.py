@@ -11,9 +11,8 @@ distribution the rollouts are drawn from — the one the GRPO loss scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
