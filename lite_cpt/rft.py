@@ -357,14 +357,8 @@ def policy_update(
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
-    # Every no-grad pass (old policy, reference) runs before the first step: the old policy is
-    # the one that sampled the rollouts for all mini-batches and epochs.
-    trained = set(rows)
-    parts = [MiniBatch(part, [r for r in part if r in trained], lengths)
-             for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
-    for part in parts:
-        part.micro_batches = prepare_micro_batches(model, processor, rollouts, part.trained, advantages, rft,
-                                                   micro_batch_size, logprob_chunk) if part.trained else []
+    parts = prepare_mini_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size,
+                                 logprob_chunk)
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0}
     steps = 0
     entropy_sum = entropy_tokens = 0.0
@@ -405,6 +399,20 @@ class MiniBatch:
     @property
     def tokens(self) -> int:
         return max(1, sum(self.lengths[r] for r in self.rows))
+
+
+def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
+                         rft: RFTConfig, micro_batch_size: int, logprob_chunk: int | None) -> list[MiniBatch]:
+    """The rollout batch's mini-batches, each with the micro-batches of its `rows` that carry a
+    gradient. Every no-grad pass (old policy, reference) runs here, before the first step: the
+    old policy is the one that sampled the rollouts, for all mini-batches and epochs."""
+    trained = set(rows)
+    parts = [MiniBatch(part, [r for r in part if r in trained], [len(ids) for ids in rollouts.token_ids])
+             for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
+    for part in parts:
+        part.micro_batches = prepare_micro_batches(model, processor, rollouts, part.trained, advantages, rft,
+                                                   micro_batch_size, logprob_chunk) if part.trained else []
+    return parts
 
 
 def mini_batch_rows(rollouts: Rollouts, mini_batches: int) -> list[list[int]]:
@@ -536,35 +544,16 @@ def train_rft(
     stats = PhaseStats()
     totals = FilterTotals()
     if examples and total > 0:
-        _run_updates(model, processor, examples, arm, total, stats, totals, seed=seed, on_step=on_step,
-                     progress=progress, select=select, micro_batch_size=micro_batch_size,
-                     logprob_chunk=logprob_chunk, rollout_batch_size=rollout_batch_size, max_draws=max_draws)
+        if rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task":
+            hold_reference(model)  # the policy as this phase starts: the previous task's
+        with dropout_off(model):
+            _run_updates(model, processor, examples, arm, total, stats, totals, seed=seed, on_step=on_step,
+                         progress=progress, select=select, micro_batch_size=micro_batch_size,
+                         logprob_chunk=logprob_chunk, rollout_batch_size=rollout_batch_size,
+                         max_draws=max_draws)
     if select is not None:
         stats.extra.update(totals.as_extra())
     return stats
-
-
-def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed, on_step, progress, select,
-                 micro_batch_size, logprob_chunk, rollout_batch_size, max_draws) -> None:
-    rft = arm.rft
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("train_rft: the model has no trainable parameters")
-    weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
-    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=weight_decay)
-    stream = ExampleStream(examples, seed)
-    generate_batch = rft.group_size * max(1, rollout_batch_size)  # sequences per generate call
-    start = time.perf_counter()
-    if rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task":
-        hold_reference(model)  # the policy as this phase starts: the previous task's
-    model.train()
-    with dropout_off(model):
-        _update_loop(model, processor, examples, arm, total, stats, totals, optimizer, params, stream,
-                     seed=seed, on_step=on_step, progress=progress, select=select,
-                     micro_batch_size=micro_batch_size, logprob_chunk=logprob_chunk,
-                     generate_batch=generate_batch, max_draws=max_draws, start=start)
-    model.eval()
-    stats.seconds = time.perf_counter() - start
 
 
 @contextmanager
@@ -581,11 +570,19 @@ def dropout_off(model):
             module.p = p
 
 
-def _update_loop(model, processor, examples, arm, total, stats, totals, optimizer, params, stream, *, seed,
-                 on_step, progress, select, micro_batch_size, logprob_chunk, generate_batch, max_draws,
-                 start) -> None:
+def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed, on_step, progress, select,
+                 micro_batch_size, logprob_chunk, rollout_batch_size, max_draws) -> None:
     rft = arm.rft
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train_rft: the model has no trainable parameters")
+    weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
+    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=weight_decay)
+    stream = ExampleStream(examples, seed)
+    generate_batch = rft.group_size * max(1, rollout_batch_size)  # sequences per generate call
     drawn_total = 0
+    start = time.perf_counter()
+    model.train()
     for step in range(total):
         step_start = time.perf_counter()
         max_prompts = len(examples) if select is not None else rft.prompts_per_step
@@ -629,6 +626,8 @@ def _update_loop(model, processor, examples, arm, total, stats, totals, optimize
             on_step(record)
         if progress is not None:
             progress(step + 1, total)
+    model.eval()
+    stats.seconds = time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
