@@ -243,3 +243,17 @@ def test_overrides_land_in_the_validated_recipe(seed, lr, train_size, arm_key):
     assert recipe.seed == seed and recipe.arms[0].lr == lr
     assert [t.train_size for t in recipe.tasks] == [16, train_size, 16]
     assert recipe.model.lora.r == 4, "model=<name> keeps the rest of the model section"
+
+
+# ----------------------------------------------------------------------------- answer extraction
+
+
+@given(st.lists(st.text(st.sampled_from("ab 12<>/"), max_size=6), min_size=1, max_size=4))
+def test_the_last_answer_tag_is_the_answer(answers):
+    from lite_cpt.tasks.base import extract_answer
+
+    text = " thinking ".join(f"<answer>{a}</answer>" for a in answers if "</answer>" not in a)
+    assume("<answer>" in text and text.count("</answer>") == sum("</answer>" not in a for a in answers))
+    last = [a for a in answers if "</answer>" not in a][-1]
+    assume("<answer>" not in last)
+    assert extract_answer(text) == last.strip()

@@ -123,3 +123,29 @@ def test_a_kill_during_training_resumes_from_the_last_finished_task(reference_ru
     assert read(arm_dir / "matrix.json") == read(reference_run / "matrix.json")
     final, reference = adapters(arm_dir)[3], adapters(reference_run)[3]
     assert all(torch.equal(final[n], reference[n]) for n in reference)
+
+
+def test_every_arm_and_task_trains_from_its_own_seed(tmp_path, monkeypatch):
+    """Phase seeds come from (run seed, arm, task): distinct across arms and tasks, and the same
+    in a second process (here: a second run of the same recipe into another directory)."""
+    from lite_cpt.sft import PhaseStats
+
+    seeds: list[tuple[str, int, int]] = []
+    build = continual.arm_method
+
+    def recording_arm(arm, *args, **kwargs):
+        method = build(arm, *args, **kwargs)
+        method.train = lambda examples, phase: seeds.append((arm.name, phase.index, phase.seed)) or PhaseStats()
+        return method
+
+    monkeypatch.setattr(continual, "arm_method", recording_arm)
+    arms = [{"name": "first", "method": "sft", "lr": 1e-2}, {"name": "second", "method": "sft", "lr": 1e-2}]
+    for run in ("a", "b"):
+        raw = tiny_recipe(tmp_path / run, tasks=("mini_pathvqa", "mini_clevr"), arms=arms)
+        for task in raw["tasks"]:
+            task.update(test_size=2)
+        run_recipe(recipe_from_dict(raw))
+    first, again = seeds[:4], seeds[4:]
+    assert [(a, i) for a, i, _ in first] == [("first", 1), ("first", 2), ("second", 1), ("second", 2)]
+    assert len({s for _, _, s in first}) == 4, first
+    assert again == first
