@@ -18,7 +18,7 @@ from lite_cpt.batching import Prompt, encode_sft, to_device
 from lite_cpt.logprob import token_logprobs
 from lite_cpt.planner import resolve_shape, total_parameters
 from lite_cpt.planner.timeplan import Calibration
-from lite_cpt.rollout import generate_completions, model_device, model_dtype
+from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype
 
 CALL_SIZES = (2, 16)  # sequences per generate call for the two-point decode fit
 REPEATS = 3
@@ -45,8 +45,8 @@ def decode_step_seconds(model, processor, prompts: list[Prompt], sequences: int,
     batch = [prompts[i % len(prompts)] for i in range(sequences)]
 
     def call():
-        return generate_completions(model, processor, batch, group_size=1, max_new_tokens=new_tokens,
-                                    temperature=1.0, top_p=1.0, batch_size=sequences, generator_seed=0)
+        return generate_completions(model, processor, batch, Sampling(max_new_tokens=new_tokens, temperature=1.0),
+                                    prompts_per_call=sequences, generator_seed=0)
 
     seconds, out = _best_seconds(call)
     steps = max(1, max(len(ids) for ids in out.token_ids))

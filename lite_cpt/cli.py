@@ -242,10 +242,16 @@ def eval_command(
 
     Example:  lite-cpt eval recipes/tiny.yaml --adapter runs/tiny/sft/task_3 --task mini_clevr
     """
+    from rich.table import Table
+
     from lite_cpt.evaluate import evaluate_adapter
 
     scores = evaluate_adapter(recipe, recipe_overrides(positional, overrides), adapter, tasks or None,
                               console=console)
+    table = Table("task", "score")
+    for name, score in scores.items():
+        table.add_row(name, f"{score:.3f}")
+    console.print(table)
     if json_out:
         from lite_cpt.io import atomic_write_json
 
@@ -259,6 +265,25 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
     from lite_cpt.report import write_report
 
     console.print(f"wrote {write_report(run_dir)}")
+
+
+@app.command()
+def arms():
+    """List the training methods an arm can use (`arms[].method` in a recipe).
+
+    kind: sft or rl; joint: trains once on all tasks together; phases: the steps the memory
+    planner sizes and an out-of-memory message names.
+    """
+    from rich.table import Table
+
+    from lite_cpt.arms import ARMS, arm_names
+
+    table = Table("method", "kind", "joint", "phases", "what it does")
+    for name in arm_names():
+        cls = ARMS[name]
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        table.add_row(name, cls.kind, "yes" if cls.joint else "no", ", ".join(cls.phases), summary)
+    console.print(table)
 
 
 @app.command()

@@ -31,7 +31,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from lite_cpt.arms import Phase, arm_method
+from lite_cpt.arms import build_arm
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
@@ -40,21 +40,16 @@ from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.phase import Example, Phase, examples_of
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.seeding import derived_seed
-from lite_cpt.sft import Example, examples_of
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
 
 
 BASE_SCORES = "base_scores.json"
-
-
-def phase_seed(seed: int, *parts: object) -> int:
-    """Seed of an arm's phase: from (run seed, arm, task index), the same in a resumed run."""
-    return derived_seed(seed, *parts)
 
 
 @dataclass
@@ -249,14 +244,14 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     matrix_path, general_path = arm_dir / "matrix.json", arm_dir / "general.json"
     task_names = [t.name for t in ws.tasks]
     bench_names = [s.task.name for s in ws.general]
-    method = arm_method(arm, ws.model, ws.processor, ws.train_examples)
+    method = build_arm(arm, ws.model, ws.processor, ws.train_examples)
     phases = [("joint", ws.tasks)] if method.joint else [(t.name, [t]) for t in ws.tasks]
 
     rows = _load_rows(matrix_path, "R")
     # matrix.json is the resume marker. general.json is written just before it, so a run killed
     # between the two writes left one row more there: keep only the rows the marker covers.
     general_rows = _load_rows(general_path, "G")[: len(rows)]
-    reset_adapter(ws.model, phase_seed(ws.recipe.seed, arm.name, "init"))
+    reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
     if done >= len(phases):
         _say(ws, f"[dim]{arm.name}: finished earlier, skipping[/]")
@@ -288,17 +283,16 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
     phase = Phase(
         index=index,
         name=name,
-        seed=phase_seed(ws.recipe.seed, arm.name, index),
+        # seeded from (run seed, arm, task index): the same in a resumed run
+        seed=derived_seed(ws.recipe.seed, arm.name, index),
         epochs=max(t.config.epochs for t in phase_tasks),
         knobs=resolve_knobs(ws.recipe, arm.name),
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
-        progress=lambda *_: None,
+        guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
     )
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
-    training_phase = "grpo_step" if "rft" in str(arm.method) else "sft_step"
-    with explain_oom(ws.recipe, training_phase, arm=arm.name), \
-            task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance:
+    with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance:
         phase.progress = advance
         stats = method.train(examples, phase)
     method.after_task(examples, phase)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lite_cpt.batching import Prompt
-from lite_cpt.rollout import generate_completions
+from lite_cpt.rollout import Sampling, generate_completions
 from lite_cpt.tasks.base import Sample, Task
 
 
@@ -32,11 +32,9 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         model,
         processor,
         prompts,
-        group_size=1,
-        max_new_tokens=generation.max_new_tokens,
-        temperature=generation.temperature,
-        repetition_penalty=generation.repetition_penalty,
-        batch_size=generation.batch_size,
+        Sampling(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
+                 repetition_penalty=generation.repetition_penalty),
+        prompts_per_call=generation.batch_size,
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
@@ -69,8 +67,6 @@ def evaluate_sets_items(model, processor, evalsets: list[EvalSet], generation, *
 def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: list[str] | None,
                      console=None) -> dict[str, float]:
     """`lite-cpt eval`: scores of the base (or base + adapter) on a recipe's evaluation sets."""
-    from rich.table import Table
-
     from lite_cpt.errors import UserError
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
@@ -97,10 +93,4 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if unknown:
             raise UserError(f"unknown task {', '.join(unknown)}; allowed values: {', '.join(sorted(known))}")
         sets = [s for s in sets if s.task.name in task_names]
-    scores = evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)
-    if console is not None:
-        table = Table("task", "score")
-        for name, score in scores.items():
-            table.add_row(name, f"{score:.3f}")
-        console.print(table)
-    return scores
+    return evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)

@@ -34,8 +34,9 @@ class TokenLogprobs:
 
 
 def token_logprobs(model, batch: dict, labels: torch.Tensor, *, temperature: float = 1.0,
-                   return_entropy: bool = False, chunk_size: int | None = None) -> TokenLogprobs:
-    """log p(labels[t+1] | tokens ≤ t) at every labelled position (shifted like a causal LM loss)."""
+                   return_entropy: bool = False, logprob_chunk: int | None = None) -> TokenLogprobs:
+    """log p(labels[t+1] | tokens ≤ t) at every labelled position (shifted like a causal LM loss);
+    `logprob_chunk` vocab rows per chunk of the fused kernel (None = its default)."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(**batch, use_cache=False).last_hidden_state  # [B, T, H]
     targets = labels[:, 1:]
@@ -43,7 +44,7 @@ def token_logprobs(model, batch: dict, labels: torch.Tensor, *, temperature: flo
     selected = hidden[:, :-1][mask]  # [N, H]: only the positions that predict answer tokens
     out = fused_linear_logprob(
         selected, head.weight, targets[mask], temperature=temperature, return_entropy=return_entropy,
-        chunk_size=chunk_size,
+        chunk_size=logprob_chunk,
     )
     logp_sel, entropy_sel = out if return_entropy else (out, None)
     logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(mask, logp_sel.float())

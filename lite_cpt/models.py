@@ -9,9 +9,7 @@ paper's setup), or the base itself (all adapters off).
 
 from __future__ import annotations
 
-import copy
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ import torch
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
+from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
 
 
 def resolve_device(cfg: ModelConfig) -> torch.device:
@@ -176,59 +175,6 @@ def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_
     return peft_model
 
 
-#: Name of the frozen second adapter that holds the KL reference policy.
-REFERENCE_ADAPTER = "reference"
-
-
-def hold_reference(model) -> None:
-    """Copy the policy adapter's weights into the frozen `reference` adapter (created on first use).
-
-    Called when an RL phase starts, it makes the reference of task t the policy after task t-1,
-    as in the paper (each task's EasyR1 run loads its reference from the previous checkpoint).
-    A fresh adapter has B = 0, so the first task's reference is the base. The cost is one more
-    set of LoRA weights, never a second base.
-    """
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    policy = model.active_adapter
-    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-    if REFERENCE_ADAPTER not in model.peft_config:
-        config = copy.deepcopy(model.peft_config[policy])
-        config.inference_mode = True
-        model.add_adapter(REFERENCE_ADAPTER, config)
-    weights = get_peft_model_state_dict(model, adapter_name=policy)
-    set_peft_model_state_dict(model, weights, adapter_name=REFERENCE_ADAPTER)
-    _restore_trainable(model, trainable)
-
-
-@contextmanager
-def reference_policy(model, kind: str):
-    """Forward passes inside run as the KL reference: `previous_task` = the `reference` adapter
-    (see `hold_reference`), `base` = every adapter off. Trainable flags are left as they were."""
-    if kind == "base":
-        with model.disable_adapter():
-            yield
-        return
-    if kind != "previous_task":
-        raise ValueError(f"unknown KL reference {kind!r}; use 'previous_task' or 'base'")
-    if REFERENCE_ADAPTER not in model.peft_config:
-        raise RuntimeError("the reference adapter is not set; call hold_reference(model) when the phase starts")
-    policy = model.active_adapter
-    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-    model.set_adapter(REFERENCE_ADAPTER)
-    try:
-        yield
-    finally:
-        model.set_adapter(policy)
-        _restore_trainable(model, trainable)
-
-
-def _restore_trainable(model, trainable: set[str]) -> None:
-    # peft's add_adapter / set_adapter mark the active adapter trainable; only the policy is.
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
-
-
 def save_adapter(model, path: str | Path) -> Path:
     """Save the policy's LoRA adapter in PEFT format, atomically (temp dir renamed into place).
     Only the active adapter is written: the frozen reference is rebuilt when a phase starts."""
@@ -248,6 +194,3 @@ def load_adapter_weights(model, path: str | Path) -> None:
         raise UserError(f"no adapter found at {weights}")
     set_peft_model_state_dict(model, load_file(str(weights), device=str(next(model.parameters()).device)))
 
-
-def trainable_parameters(model) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from lite_cpt.errors import UserError
-from lite_cpt.planner import PHASES, Plan, advice_for, gpu_memory_gb, plan
+from lite_cpt.planner import Plan, advice_for, gpu_memory_gb, plan
+from lite_cpt.phase import PHASES
 
 # Substrings of the errors CUDA, cuBLAS and torch raise when an allocation fails.
 OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudaerrormemoryallocation")

@@ -21,9 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lite_cpt.errors import UserError
 
-ARM_METHODS = ("sft", "rft", "rif_rft", "multitask_sft", "multitask_rft", "replay", "ewc")
-
-
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
 
@@ -258,8 +255,9 @@ class EWCConfig(Section):
 
 class ArmConfig(Section):
     name: str = Field(..., description="Arm name (directory under the run).")
-    method: Literal["sft", "rft", "rif_rft", "multitask_sft", "multitask_rft", "replay", "ewc"] | None = Field(
-        None, description="Training method; defaults to the arm's name when that is a method."
+    method: str | None = Field(
+        None, description="Training method (`lite-cpt arms` lists them); defaults to the arm's name "
+        "when that is a method."
     )
     lr: float = Field(2e-4, gt=0, description="LoRA learning rate (AdamW).")
     weight_decay: float | None = Field(
@@ -277,15 +275,30 @@ class ArmConfig(Section):
     replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
     ewc: EWCConfig = Field(default_factory=EWCConfig, description="EWC settings.")
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str | None) -> str | None:
+        methods = arm_methods()
+        if method is not None and method not in methods:
+            raise ValueError(f"unknown arm method '{method}'; allowed values: {', '.join(methods)}")
+        return method
+
     @model_validator(mode="after")
     def _method(self) -> "ArmConfig":
         if self.method is None:
-            if self.name not in ARM_METHODS:
-                raise ValueError(
-                    f"arm '{self.name}' needs a `method` (one of: {', '.join(ARM_METHODS)})"
-                )
+            methods = arm_methods()
+            if self.name not in methods:
+                raise ValueError(f"arm '{self.name}' needs a `method` (one of: {', '.join(methods)})")
             object.__setattr__(self, "method", self.name)
         return self
+
+
+def arm_methods() -> tuple[str, ...]:
+    """The method names of the arm registry (imported on first use: the arm modules load torch
+    and transformers, which reading a recipe does not otherwise need)."""
+    from lite_cpt.arms import arm_names
+
+    return arm_names()
 
 
 class GenerationConfig(Section):
@@ -601,12 +614,9 @@ def check_recipe_references(recipe: Recipe, check_data: bool = True) -> None:
                 f"allowed values: {', '.join(sorted(BENCHMARK_TYPES))}"
             )
     if check_data and not problems:
-        try:
-            from lite_cpt.data.check import check_sources
-        except ImportError:  # pragma: no cover - real-data support not installed
-            check_sources = None
-        if check_sources is not None:
-            problems += [f"  {problem}" for problem in check_sources(recipe)]
+        from lite_cpt.data.check import check_sources
+
+        problems += [f"  {problem}" for problem in check_sources(recipe)]
     if problems:
         raise UserError("invalid recipe:\n" + "\n".join(problems))
 

@@ -35,29 +35,28 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from lite_cpt.arms import ArmMethod, Phase, register_arm
-from lite_cpt.models import hold_reference, reference_policy
 from lite_cpt.batching import append_tokens, encode_prompts, to_device, tokenizer_of
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import token_logprobs
-from lite_cpt.recipe import ArmConfig, RFTConfig
-from lite_cpt.rollout import generate_completions, model_device, model_dtype
-from lite_cpt import seeding
-from lite_cpt.sft import Example, PhaseStats, example_limit
+from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
+from lite_cpt.reference_adapter import hold_reference, reference_policy
+from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
+from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import format_reward
+
+if TYPE_CHECKING:
+    from lite_cpt.recipe import ArmConfig, RFTConfig
 
 #: `select(rollouts) -> indices of the groups to train on` (online instance filtering).
 GroupSelector = Callable[["Rollouts"], list[int]]
 
-
-def derived_seed(seed: int, *parts: object) -> int:
-    """A 31-bit seed from `seed` and labels (step, attempt, purpose), stable across runs."""
-    return seeding.derived_seed(seed, *parts, bits=31)
+#: Rollout seeds are 31-bit: the width every recorded run was sampled with.
+ROLLOUT_SEED_BITS = 31
 
 
 #: AdamW weight decay of RL arms unless the recipe sets one (EasyR1's OptimConfig.weight_decay).
@@ -163,25 +162,21 @@ def generate_rollouts(
     *,
     group_size: int,
     generator_seed: int,
-    batch_size: int = 64,
+    rollout_batch_size: int = 8,
     with_baseline: bool = False,
 ) -> Rollouts:
     """Sample `group_size` answers per example (rft's temperature / top_p / length) and score them.
 
-    `batch_size` is the number of sequences per generate call. With `with_baseline`, one greedy
-    answer per example is generated as well and its reward stored as the remax baseline.
+    `rollout_batch_size` is the number of prompts per generate call (x `group_size` sequences).
+    With `with_baseline`, one greedy answer per example is generated as well and its reward
+    stored as the remax baseline; that pass takes as many sequences per call as the sampled one.
     """
     prompts = [e.prompt(rft.cot) for e in examples]
     limit = max_prompt_tokens(examples)
     sampled = generate_completions(
         model, processor, prompts,
-        group_size=group_size,
-        max_new_tokens=rft.max_new_tokens,
-        temperature=rft.temperature,
-        top_p=rft.top_p,
-        top_k=rft.top_k,
-        repetition_penalty=rft.repetition_penalty,
-        batch_size=max(batch_size, group_size),
+        Sampling(group_size, rft.max_new_tokens, rft.temperature, rft.top_p, rft.top_k, rft.repetition_penalty),
+        prompts_per_call=max(1, rollout_batch_size),
         max_prompt_tokens=limit,
         generator_seed=generator_seed,
     )
@@ -190,8 +185,8 @@ def generate_rollouts(
     if with_baseline:
         greedy = generate_completions(
             model, processor, prompts,
-            group_size=1, max_new_tokens=rft.max_new_tokens, temperature=0.0,
-            repetition_penalty=rft.repetition_penalty, batch_size=batch_size, max_prompt_tokens=limit,
+            Sampling(max_new_tokens=rft.max_new_tokens, repetition_penalty=rft.repetition_penalty),
+            prompts_per_call=group_size * max(1, rollout_batch_size), max_prompt_tokens=limit,
         )
         baseline = torch.tensor([rft_reward(e, t, rft) for e, t in zip(examples, greedy.texts)],
                                 dtype=torch.float32)
@@ -232,14 +227,6 @@ class MicroBatch:
     ref_logp: torch.Tensor | None = None
 
 
-def vision_placeholder_ids(processor) -> list[int]:
-    """Ids of the tokens the processor expands into image/video slots (and their brackets)."""
-    tokenizer = tokenizer_of(processor)
-    names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
-    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
-
-
 def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool, device, dtype
                     ) -> tuple[dict, torch.Tensor]:
     """(batch, labels) that score the responses of `rows` after their prompts."""
@@ -250,16 +237,15 @@ def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool
 
 
 def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
-                          rft: RFTConfig, micro_batch_size: int, logprob_chunk: int | None = None
-                          ) -> list[MicroBatch]:
+                          rft: RFTConfig, knobs: Knobs) -> list[MicroBatch]:
     """Encode `rows` in micro-batches and attach the no-grad log-probs the loss compares against:
     the old policy's (only when one rollout batch makes several optimizer steps) and the
     reference's (only with the KL on). Both passes run in eval mode: no dropout."""
     device, dtype = model_device(model), model_dtype(model)
     use_kl = rft.kl and rft.kl_beta > 0
     micro_batches = []
-    for start in range(0, len(rows), micro_batch_size):
-        chunk = rows[start : start + micro_batch_size]
+    for start in range(0, len(rows), knobs.micro_batch_size):
+        chunk = rows[start : start + knobs.micro_batch_size]
         batch, labels = encode_rollouts(processor, rollouts, chunk, cot=rft.cot, device=device, dtype=dtype)
         micro_batches.append(MicroBatch(chunk, batch, labels, advantages[chunk].to(device)))
     was_training = model.training
@@ -270,11 +256,11 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
                 if steps_per_rollout(rft) > 1:
                     # With one step per rollout batch the old policy is the current one: old_logp = logp.detach().
                     mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                                 chunk_size=logprob_chunk).logp
+                                                 logprob_chunk=knobs.logprob_chunk).logp
                 if use_kl:
                     with reference_policy(model, rft.kl_reference):
                         mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                                     chunk_size=logprob_chunk).logp
+                                                     logprob_chunk=knobs.logprob_chunk).logp
     finally:
         model.train(was_training)
     return micro_batches
@@ -301,7 +287,7 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     entropy_sum, entropy_tokens = 0.0, 0.0
     for mb in micro_batches:
         scored = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                return_entropy=with_entropy, chunk_size=logprob_chunk)
+                                return_entropy=with_entropy, logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
         loss, stats = grpo_loss(
             scored.logp, old_logp, mb.advantages, scored.mask,
@@ -324,19 +310,11 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     return out
 
 
-def policy_update(
-    model,
-    processor,
-    optimizer: torch.optim.Optimizer,
-    params: list[torch.nn.Parameter],
-    rollouts: Rollouts,
-    arm: ArmConfig,
-    *,
-    micro_batch_size: int,
-    logprob_chunk: int | None = None,
-) -> dict:
+def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: Rollouts, arm: ArmConfig,
+                  phase: Phase) -> dict:
     """`inner_epochs` x `mini_batches_per_rollout` optimizer steps of the clipped GRPO loss on
-    one batch of rollouts (each mini-batch's loss normalised over its own rollouts).
+    one batch of rollouts (each mini-batch's loss normalised over its own rollouts), with
+    `phase.knobs` (micro-batch, log-prob chunk) and each pass inside `phase.guard`.
 
     Returns the update's statistics (means over its optimizer steps; entropy of the first
     epoch); `updated` is False when no rollout carried a gradient, and then nothing was stepped.
@@ -345,7 +323,7 @@ def policy_update(
     use_kl = rft.kl and rft.kl_beta > 0
     advantages = compute_advantages(rollouts, rft)
     lengths = [len(ids) for ids in rollouts.token_ids]
-    unscorable = set(vision_placeholder_ids(processor))
+    unscorable = set(vision_token_ids(tokenizer_of(processor)))
     # Rows with A = 0 (and no KL term) have exactly zero gradient: skip their passes. A response
     # that contains an image placeholder token cannot be scored (the model would look for an
     # image to put there), so it is left out of the gradient too.
@@ -357,8 +335,9 @@ def policy_update(
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
-    parts = prepare_mini_batches(model, processor, rollouts, rows, advantages, rft, micro_batch_size,
-                                 logprob_chunk)
+    with phase.guard("logprob_pass"):
+        parts = prepare_mini_batches(model, processor, rollouts, rows, advantages, rft, phase.knobs)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0}
     steps = 0
     entropy_sum = entropy_tokens = 0.0
@@ -366,12 +345,13 @@ def policy_update(
         for part in parts:
             if not part.micro_batches:
                 continue  # no rollout of this mini-batch carries a gradient: no step
-            step = accumulate_policy_gradient(model, part.micro_batches, rft, total_tokens=part.tokens,
-                                              total_rows=len(part.rows), with_entropy=epoch == 0,
-                                              logprob_chunk=logprob_chunk)
-            torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            with phase.guard("grpo_step"):
+                step = accumulate_policy_gradient(model, part.micro_batches, rft, total_tokens=part.tokens,
+                                                  total_rows=len(part.rows), with_entropy=epoch == 0,
+                                                  logprob_chunk=phase.knobs.logprob_chunk)
+                torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             steps += 1
             for key in sums:
                 sums[key] += step[key]
@@ -402,7 +382,7 @@ class MiniBatch:
 
 
 def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
-                         rft: RFTConfig, micro_batch_size: int, logprob_chunk: int | None) -> list[MiniBatch]:
+                         rft: RFTConfig, knobs: Knobs) -> list[MiniBatch]:
     """The rollout batch's mini-batches, each with the micro-batches of its `rows` that carry a
     gradient. Every no-grad pass (old policy, reference) runs here, before the first step: the
     old policy is the one that sampled the rollouts, for all mini-batches and epochs."""
@@ -411,7 +391,7 @@ def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], 
              for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
     for part in parts:
         part.micro_batches = prepare_micro_batches(model, processor, rollouts, part.trained, advantages, rft,
-                                                   micro_batch_size, logprob_chunk) if part.trained else []
+                                                   knobs) if part.trained else []
     return parts
 
 
@@ -475,60 +455,66 @@ class GroupDraw:
     prompts_drawn: int
 
 
-def draw_groups(model, processor, stream: ExampleStream, rft: RFTConfig, *, seed: int, step: int,
-                select: GroupSelector | None, max_prompts: int, generate_batch: int,
-                totals: FilterTotals) -> GroupDraw:
-    """Roll out groups for one update: `prompts_per_step` prompts, or with `select`, candidates
-    until that many groups are kept or `max_prompts` prompts have been drawn."""
+@dataclass
+class DrawPlan:
+    """How a phase draws prompts: a seeded stream, the optional online filter and its totals,
+    and the phase's cap on drawn prompts (None = no cap)."""
+
+    stream: ExampleStream
+    select: GroupSelector | None = None
+    max_draws: int | None = None
+    totals: FilterTotals = field(default_factory=FilterTotals)
+    drawn: int = 0
+
+
+def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, step: int) -> GroupDraw:
+    """Roll out groups for update `step`: `prompts_per_step` prompts, or with `plan.select`,
+    candidates until that many groups are kept or one pass over the examples has been drawn
+    (or the phase's draw cap is spent)."""
+    max_prompts = len(plan.stream.examples) if plan.select is not None else rft.prompts_per_step
+    if plan.max_draws is not None:
+        max_prompts = min(max_prompts, plan.max_draws - plan.drawn)
     draw = GroupDraw([], [], 0)
     while (filled := sum(p.num_groups for p in draw.kept)) < rft.prompts_per_step:
         want = min(rft.prompts_per_step - filled, max_prompts - draw.prompts_drawn)
         if want <= 0:
             break
         started = time.perf_counter()
-        rollouts = generate_rollouts(
-            model, processor, stream.take(want), rft,
-            group_size=rft.group_size, generator_seed=derived_seed(seed, "rollout", step, len(draw.candidates)),
-            batch_size=generate_batch, with_baseline=rft.advantage == "remax",
-        )
+        with phase.guard("rollout"):
+            rollouts = generate_rollouts(
+                model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
+                generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
+                                            bits=ROLLOUT_SEED_BITS),
+                rollout_batch_size=phase.knobs.rollout_batch_size, with_baseline=rft.advantage == "remax",
+            )
         draw.prompts_drawn += want
         draw.candidates.append(rollouts)
-        if select is None:
+        if plan.select is None:
             draw.kept.append(rollouts)
             continue
-        kept = sorted(set(select(rollouts)))
-        dropped = rollouts.subset([g for g in range(rollouts.num_groups) if g not in kept])
-        totals.drawn += rollouts.num_groups
-        totals.kept += len(kept)
-        totals.dropped_tokens += dropped.generated_tokens
-        totals.dropped_seconds += (time.perf_counter() - started) * dropped.num_groups / rollouts.num_groups
-        if kept:
-            draw.kept.append(rollouts.subset(kept))
+        _keep_selected(rollouts, plan, draw, time.perf_counter() - started)
+    plan.drawn += draw.prompts_drawn
     return draw
 
 
-def train_rft(
-    model,
-    processor,
-    examples: list[Example],
-    arm: ArmConfig,
-    *,
-    seed: int,
-    epochs: float = 1.0,
-    on_step: Callable[[dict], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    select: GroupSelector | None = None,
-    micro_batch_size: int = 8,
-    logprob_chunk: int | None = None,
-    rollout_batch_size: int = 8,
-    updates: int | None = None,
-    max_draws: int | None = None,
-) -> PhaseStats:
-    """GRPO over `examples` for ceil(len * epochs / prompts_per_step) policy updates (or `updates`),
-    capped by `arm.max_steps_per_task`.
+def _keep_selected(rollouts: Rollouts, plan: DrawPlan, draw: GroupDraw, seconds: float) -> None:
+    """Add the groups `plan.select` keeps to `draw`, and count what it drops."""
+    kept = sorted(set(plan.select(rollouts)))
+    dropped = rollouts.subset([g for g in range(rollouts.num_groups) if g not in kept])
+    totals = plan.totals
+    totals.drawn += rollouts.num_groups
+    totals.kept += len(kept)
+    totals.dropped_tokens += dropped.generated_tokens
+    totals.dropped_seconds += seconds * dropped.num_groups / rollouts.num_groups
+    if kept:
+        draw.kept.append(rollouts.subset(kept))
 
-    Memory knobs: `micro_batch_size` rollouts per log-prob pass, `logprob_chunk` vocab rows per
-    chunk of the fused log-prob, `rollout_batch_size` prompts (x G sequences) per generate call.
+
+def train_rft(model, processor, examples: list[Example], arm: ArmConfig, phase: Phase, *,
+              select: GroupSelector | None = None, updates: int | None = None,
+              max_draws: int | None = None) -> PhaseStats:
+    """GRPO over `examples` for ceil(len * phase.epochs / prompts_per_step) policy updates (or
+    `updates`), capped by `arm.max_steps_per_task`, with the memory knobs of `phase.knobs`.
 
     With `select` (online instance filtering) each update draws candidate prompts, rolls out
     their groups and keeps the groups `select` returns, drawing again until `prompts_per_step`
@@ -538,21 +524,18 @@ def train_rft(
     `extra["rif_generated_tokens"]`, the share of kept groups as `extra["kept_fraction"]`.
     """
     rft = arm.rft
-    total = rft_updates(len(examples), epochs, rft.prompts_per_step) if updates is None else updates
+    total = rft_updates(len(examples), phase.epochs, rft.prompts_per_step) if updates is None else updates
     if arm.max_steps_per_task is not None:
         total = min(total, arm.max_steps_per_task)
     stats = PhaseStats()
-    totals = FilterTotals()
+    plan = DrawPlan(ExampleStream(examples, phase.seed), select, max_draws)
     if examples and total > 0:
         if rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task":
             hold_reference(model)  # the policy as this phase starts: the previous task's
         with dropout_off(model):
-            _run_updates(model, processor, examples, arm, total, stats, totals, seed=seed, on_step=on_step,
-                         progress=progress, select=select, micro_batch_size=micro_batch_size,
-                         logprob_chunk=logprob_chunk, rollout_batch_size=rollout_batch_size,
-                         max_draws=max_draws)
+            _run_updates(model, processor, arm, phase, plan, total, stats)
     if select is not None:
-        stats.extra.update(totals.as_extra())
+        stats.extra.update(plan.totals.as_extra())
     return stats
 
 
@@ -570,99 +553,50 @@ def dropout_off(model):
             module.p = p
 
 
-def _run_updates(model, processor, examples, arm, total, stats, totals, *, seed, on_step, progress, select,
-                 micro_batch_size, logprob_chunk, rollout_batch_size, max_draws) -> None:
-    rft = arm.rft
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("train_rft: the model has no trainable parameters")
+def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan, total: int,
+                 stats: PhaseStats) -> None:
     weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
-    optimizer = torch.optim.AdamW(params, lr=arm.lr, weight_decay=weight_decay)
-    stream = ExampleStream(examples, seed)
-    generate_batch = rft.group_size * max(1, rollout_batch_size)  # sequences per generate call
-    drawn_total = 0
+    optimizer, _ = adamw(model, arm.lr, weight_decay, "train_rft")
     start = time.perf_counter()
     model.train()
     for step in range(total):
         step_start = time.perf_counter()
-        max_prompts = len(examples) if select is not None else rft.prompts_per_step
-        if max_draws is not None:
-            max_prompts = min(max_prompts, max_draws - drawn_total)
-        draw = draw_groups(model, processor, stream, rft, seed=seed, step=step, select=select,
-                           max_prompts=max_prompts, generate_batch=generate_batch, totals=totals)
-        drawn_total += draw.prompts_drawn
+        draw = draw_groups(model, processor, arm.rft, phase, plan, step)
         stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
         if not draw.kept:
             # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
             # change, so drawing again would only repeat the verdict.
             break
         batch = Rollouts.concat(draw.kept)
-        update = policy_update(model, processor, optimizer, params, batch, arm, micro_batch_size=micro_batch_size,
-                               logprob_chunk=logprob_chunk)
+        update = policy_update(model, processor, optimizer, batch, arm, phase)
         stats.steps += int(update["updated"])
         stats.trained_tokens += update["trained_tokens"]
         stats.last_loss = update["loss"]
-        if on_step is not None:
-            seen = Rollouts.concat(draw.candidates)
-            record = {
-                "step": step + 1,
-                "loss": update["loss"],
-                "reward_mean": float(seen.rewards.mean()),
-                "reward_std": float(seen.rewards.std(unbiased=False)),
-                "zero_variance_fraction": float(seen.zero_variance().float().mean()),
-                "kl": update["kl"],
-                "clip_fraction": update["clip_fraction"],
-                "dual_clip_fraction": update["dual_clip_fraction"],
-                "entropy": update["entropy"],
-                "generated_tokens": seen.generated_tokens,
-                "trained_tokens": update["trained_tokens"],
-                "updated": update["updated"],
-                "unscorable_rollouts": update["unscorable_rollouts"],
-                "step_seconds": time.perf_counter() - step_start,
-                "seconds": time.perf_counter() - start,
-            }
-            if select is not None:
-                record.update(drawn_groups=seen.num_groups, kept_groups=batch.num_groups)
-            on_step(record)
-        if progress is not None:
-            progress(step + 1, total)
+        if phase.on_step is not None:
+            record = {"step": step + 1, **update_metrics(draw, update),
+                      "step_seconds": time.perf_counter() - step_start, "seconds": time.perf_counter() - start}
+            if plan.select is not None:
+                record.update(drawn_groups=sum(c.num_groups for c in draw.candidates), kept_groups=batch.num_groups)
+            phase.on_step(record)
+        phase.advance(step + 1, total)
     model.eval()
     stats.seconds = time.perf_counter() - start
 
 
-# ---------------------------------------------------------------------------------------------
-# Arms
-
-
-def phase_knobs(phase: Phase) -> dict:
-    """The memory knobs of a phase as `train_rft` keyword arguments."""
-    return dict(micro_batch_size=phase.micro_batch_size, logprob_chunk=phase.logprob_chunk,
-                rollout_batch_size=phase.rollout_batch_size)
-
-
-class SequentialRFT(ArmMethod):
-    """GRPO on each task in turn (the paper's RFT arm)."""
-
-    def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
-        return train_rft(
-            self.model, self.processor, examples, self.arm,
-            seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
-            **phase_knobs(phase),
-        )
-
-
-class JointRFT(SequentialRFT):
-    """GRPO once on every task's prompts together (the multi-task RFT reference)."""
-
-    joint = True
-
-
-def _rif_arm() -> type[ArmMethod]:
-    from lite_cpt.rif import RIFRFT
-
-    return RIFRFT
-
-
-register_arm("rft", lambda: SequentialRFT)
-register_arm("multitask_rft", lambda: JointRFT)
-register_arm("rif_rft", _rif_arm)
+def update_metrics(draw: GroupDraw, update: dict) -> dict:
+    """The metrics.jsonl fields of one policy update over the groups drawn for it."""
+    seen = Rollouts.concat(draw.candidates)
+    return {
+        "loss": update["loss"],
+        "reward_mean": float(seen.rewards.mean()),
+        "reward_std": float(seen.rewards.std(unbiased=False)),
+        "zero_variance_fraction": float(seen.zero_variance().float().mean()),
+        "kl": update["kl"],
+        "clip_fraction": update["clip_fraction"],
+        "dual_clip_fraction": update["dual_clip_fraction"],
+        "entropy": update["entropy"],
+        "generated_tokens": seen.generated_tokens,
+        "trained_tokens": update["trained_tokens"],
+        "updated": update["updated"],
+        "unscorable_rollouts": update["unscorable_rollouts"],
+    }

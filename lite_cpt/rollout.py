@@ -30,8 +30,19 @@ class Completions:
     texts: list[str]  # decoded completions without special tokens
     num_generated_tokens: int
 
-    def prompt_index(self, row: int) -> int:
-        return row // self.group_size
+
+@dataclass(frozen=True)
+class Sampling:
+    """How answers are drawn: `group_size` per prompt, at most `max_new_tokens` each, greedy
+    when `temperature` == 0 (else sampling with nucleus `top_p` and `top_k`, 0 = off); the
+    repetition penalty (1.0 = off) applies to both."""
+
+    group_size: int = 1
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
 
 
 def model_device(model) -> torch.device:
@@ -50,19 +61,14 @@ def generate_completions(
     model,
     processor,
     prompts: list[Prompt],
+    sampling: Sampling,
     *,
-    group_size: int = 1,
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    repetition_penalty: float = 1.0,
-    batch_size: int = 16,
+    prompts_per_call: int = 16,
     max_prompt_tokens: int | None = None,
     generator_seed: int | None = None,
 ) -> Completions:
-    """Sample `group_size` answers for each prompt (greedy when temperature == 0); top_k 0 and
-    repetition_penalty 1.0 are off.
+    """`sampling.group_size` answers for each prompt, generated for `prompts_per_call` prompts
+    (x group_size sequences) at a time.
 
     `generator_seed` makes sampling reproducible: the torch RNG is seeded per batch from it.
     """
@@ -74,20 +80,19 @@ def generate_completions(
     was_training = model.training
     model.eval()
     token_ids: list[list[int]] = []
-    prompts_per_batch = max(1, batch_size // group_size)
-    settings = sampling_settings(temperature, top_p, top_k, repetition_penalty)
+    settings = sampling_settings(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty)
     try:
         with neutral_generation_config(model):
-            for start in range(0, len(prompts), prompts_per_batch):
-                chunk = prompts[start : start + prompts_per_batch]
+            for start in range(0, len(prompts), prompts_per_call):
+                chunk = prompts[start : start + prompts_per_call]
                 batch = to_device(encode_prompts(processor, chunk, max_prompt_tokens), device, dtype)
                 if generator_seed is not None:
                     torch.manual_seed(generator_seed * 1_000_003 + start)
                 output = model.generate(
                     **batch,
                     **settings,
-                    num_return_sequences=group_size,
-                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=sampling.group_size,
+                    max_new_tokens=sampling.max_new_tokens,
                     pad_token_id=pad_id,
                     eos_token_id=sorted(end_ids),
                     suppress_tokens=vision_token_ids(tokenizer) or None,
@@ -99,7 +104,7 @@ def generate_completions(
     texts = decode_completions(tokenizer, token_ids)
     return Completions(
         prompts=prompts,
-        group_size=group_size,
+        group_size=sampling.group_size,
         token_ids=token_ids,
         texts=[t.strip() for t in texts],
         num_generated_tokens=sum(len(t) for t in token_ids),

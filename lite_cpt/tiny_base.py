@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lite_cpt.data import synthetic
 from lite_cpt.locks import waiting_lock
-from lite_cpt.recipe import Recipe, config_hash
+from lite_cpt.recipe import ArmConfig, Recipe, config_hash
 from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 
 BASE_VERSION = 1  # bump when the generator or the training procedure changes
@@ -43,8 +43,9 @@ def ensure_tiny_base(recipe: Recipe, console=None) -> Path:
 
 
 def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
+    from lite_cpt.phase import Knobs, Phase, examples_of
     from lite_cpt.progress import task_progress
-    from lite_cpt.sft import examples_of, train_sft
+    from lite_cpt.sft import train_sft
     from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
 
     if console is not None:
@@ -57,16 +58,10 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
             registry = TASK_TYPES if kind in TASK_TYPES else BENCHMARK_TYPES
             task = registry[kind](kind, seed=tiny.seed)
             examples += examples_of(task, task.load("base", base.samples_per_task))
+        # Full fine-tuning as one SFT phase: the batch in one pass, the kernel's log-prob chunk.
+        arm = ArmConfig(name="base", method="sft", lr=base.lr, batch_size=base.batch_size)
         with task_progress(console, "training the tiny base") as advance:
-            train_sft(
-                model,
-                processor,
-                examples,
-                lr=base.lr,
-                batch_size=base.batch_size,
-                micro_batch_size=base.batch_size,
-                epochs=base.epochs,
-                seed=tiny.seed,
-                progress=advance,
-            )
+            phase = Phase(knobs=Knobs(base.batch_size, None, 1), seed=tiny.seed, epochs=base.epochs,
+                          name="base", progress=advance)
+            train_sft(model, processor, examples, arm, phase)
     return save_tiny_model(model, processor, path)

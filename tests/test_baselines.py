@@ -4,14 +4,13 @@ import random
 import pytest
 import torch
 
-from lite_cpt.arms import ARM_METHODS, Phase, arm_method
-from lite_cpt.baselines import (EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty,
-                                trainable_parameters)
+from lite_cpt.arms import ARMS, build_arm
+from lite_cpt.arms.baselines import EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty
 from lite_cpt.errors import UserError
-from lite_cpt.planner import Knobs
+from lite_cpt.phase import Knobs, Phase, examples_of, trainable_parameters
+from lite_cpt.sft import SFTHooks
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
-from lite_cpt.sft import examples_of
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
@@ -71,17 +70,17 @@ def identity(examples):
 
 def test_arms_are_registered(tiny, data):
     config = ArmConfig(name="replay")
-    assert isinstance(arm_method(config, tiny[0], tiny[1], lambda name: data[name]), Replay)
-    assert isinstance(arm_method(ArmConfig(name="ewc"), tiny[0], tiny[1], lambda name: data[name]), EWC)
-    assert {"replay", "ewc"} <= set(ARM_METHODS)
+    assert isinstance(build_arm(config, tiny[0], tiny[1], lambda name: data[name]), Replay)
+    assert isinstance(build_arm(ArmConfig(name="ewc"), tiny[0], tiny[1], lambda name: data[name]), EWC)
+    assert {"replay", "ewc"} <= set(ARMS)
 
 
 def test_replay_mixes_exact_fraction_from_earlier_tasks_only(tiny, data):
     method = make(Replay, *tiny, data, replay={"fraction": 0.25, "buffer_per_task": 5})
-    assert method.sft_hooks(phase(1, "clevr")) == {}, "no replay while training the first task"
+    assert method.sft_hooks(phase(1, "clevr")) == SFTHooks(), "no replay while training the first task"
     method.after_task(data["clevr"], phase(1, "clevr"))
     method.after_task(data["geometry"], phase(2, "geometry"))
-    sampler = method.sft_hooks(phase(3, "pathvqa"))["batch_sampler"]
+    sampler = method.sft_hooks(phase(3, "pathvqa")).batch_sampler
     batch = data["pathvqa"][:16]
     mixed = sampler(random.Random(1), batch)
     assert len(mixed) == 16
@@ -147,12 +146,12 @@ def test_ewc_penalty_zero_at_anchor_and_matches_hand_value(model, tiny, data):
         params[name][2, 1] += 7.0  # zero Fisher: free to move
     expected = 3.0 / 2 * (2.0 * 0.1**2 + 5.0 * 0.3**2)
     assert method.penalty().item() == pytest.approx(expected, rel=1e-5)
-    assert method.sft_hooks(phase(2, "geometry"))["extra_loss"] == method.penalty
+    assert method.sft_hooks(phase(2, "geometry")).extra_loss == method.penalty
 
 
 def test_fisher_is_nonnegative_and_covers_lora_and_state_round_trips(model, tiny, data, tmp_path):
     method = make(EWC, model, tiny[1], data, ewc={"fisher_samples": 4})
-    assert method.sft_hooks(phase(1, "clevr")) == {}
+    assert method.sft_hooks(phase(1, "clevr")) == SFTHooks()
     method.after_task(data["clevr"], phase(1, "clevr"))
     assert set(method.fisher) == set(trainable_parameters(model)) and len(method.fisher) > 0
     for name, value in method.fisher.items():

@@ -10,8 +10,21 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "validate", "eval", "report", "compare", "plan", "bench", "data"):
+    for command in ("run", "validate", "eval", "report", "compare", "plan", "bench", "data", "arms"):
         assert command in result.output
+
+
+def test_arms_lists_the_registry(monkeypatch):
+    from lite_cpt import cli
+    from lite_cpt.arms import ARMS
+
+    monkeypatch.setattr(cli.console, "width", 200)  # one line per arm
+    result = runner.invoke(app, ["arms"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, cls in ARMS.items():
+        row = next(line for line in lines if line.strip("│ ").startswith(name + " "))
+        assert cls.kind in row and ", ".join(cls.phases) in row
 
 
 def test_validate_ok(tmp_path):

@@ -7,13 +7,14 @@ from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 
 from lite_cpt import continual
-from lite_cpt.arms import ArmMethod
+from lite_cpt.arms.sft import SequentialSFT
 from lite_cpt.batching import encode_sft, IGNORE_INDEX
 from lite_cpt.continual import run_recipe
 from lite_cpt.errors import UserError
 from lite_cpt.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.sft import examples_of, sft_loss_sum
+from lite_cpt.phase import examples_of
+from lite_cpt.sft import sft_loss_sum
 from lite_cpt.tiny_base import ensure_tiny_base
 from tests.helpers import tiny_recipe
 
@@ -123,19 +124,19 @@ def test_saved_adapter_loads_with_plain_peft(finished_run):
 def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_path, monkeypatch):
     reference = json.loads((finished_run[1] / "seed_0" / "sft" / "matrix.json").read_text())
     recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1]))
-    original_train = ArmMethod.train
+    original_train = SequentialSFT.train
 
     def killed_on_task_3(self, examples, phase):
         if phase.index == 3:
             raise KeyboardInterrupt("killed")
         return original_train(self, examples, phase)
 
-    monkeypatch.setattr(ArmMethod, "train", killed_on_task_3)
+    monkeypatch.setattr(SequentialSFT, "train", killed_on_task_3)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe)
     partial = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert len(partial["R"]) == 3, "base row + two finished tasks"
-    monkeypatch.setattr(ArmMethod, "train", original_train)
+    monkeypatch.setattr(SequentialSFT, "train", original_train)
     run_recipe(recipe)
     resumed = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert resumed == reference, "seed 0 alone gives the numbers of seed 0 in a two-seed run"

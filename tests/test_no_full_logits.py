@@ -9,7 +9,8 @@ from lite_cpt import rft
 from lite_cpt.batching import encode_prompts
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
-from lite_cpt.sft import examples_of, train_sft
+from lite_cpt.phase import Knobs, Phase, examples_of
+from lite_cpt.sft import train_sft
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
@@ -51,7 +52,7 @@ def test_grpo_step_never_runs_the_lm_head(setup, monkeypatch, kl):
                                               "cot": False, "kl": kl, "temperature": 1.0})
     calls, handle = count_head_calls(model, monkeypatch)
     try:
-        stats = rft.train_rft(model, processor, examples, arm, seed=0, updates=2)
+        stats = rft.train_rft(model, processor, examples, arm, Phase(Knobs(8, None, 8)), updates=2)
         assert stats.generated_tokens > 0
         assert calls["training"] == 0
         # The hook does see a plain forward, which computes full logits.
@@ -68,7 +69,8 @@ def test_sft_phase_never_runs_the_lm_head(setup):
     calls = []
     handle = model.get_base_model().lm_head.register_forward_hook(lambda *_: calls.append(1))
     try:
-        stats = train_sft(model, processor, examples, lr=1e-3, batch_size=3, micro_batch_size=2, epochs=1)
+        arm = ArmConfig(name="sft", lr=1e-3, batch_size=3)
+        stats = train_sft(model, processor, examples, arm, Phase(Knobs(2, None, 1)))
     finally:
         handle.remove()
     assert stats.steps == 2 and stats.trained_tokens > 0

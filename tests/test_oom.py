@@ -77,3 +77,56 @@ def test_advice_when_the_plan_says_it_fits():
     tight = plan(RECIPE, 11)
     message = oom_advice(tight, "rollout", RuntimeError("out of memory"))
     assert "reduce rft.group_size" in message and "(arm" not in message.splitlines()[0]
+
+
+def _guard(arm: str):
+    return lambda step_name: explain_oom(RECIPE, step_name, arm=arm, gpu_gb=24)
+
+
+@pytest.mark.parametrize("failing, step", [
+    ("generate_completions", "rollout"),
+    ("prepare_micro_batches", "logprob_pass"),
+    ("accumulate_policy_gradient", "grpo_step"),
+])
+def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monkeypatch, failing, step):
+    from lite_cpt import rft as rft_module
+    from lite_cpt.phase import Example, Knobs, Phase
+    from lite_cpt.rollout import Completions
+    from lite_cpt.tasks import TASK_TYPES
+    from lite_cpt.tasks.base import Sample
+
+    def fake_generate(model, processor, prompts, sampling, **_):
+        ids = [[1, 2] for _ in range(len(prompts) * sampling.group_size)]
+        return Completions(prompts, sampling.group_size, ids, ["A", "B"] * (len(ids) // 2), 2 * len(ids))
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)
+
+    monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
+    monkeypatch.setattr(rft_module, "vision_token_ids", lambda tokenizer: [])
+    monkeypatch.setattr(rft_module, "prepare_micro_batches", lambda *args: [])
+    monkeypatch.setattr(rft_module, failing, out_of_memory)
+    task = TASK_TYPES["mini_scienceqa"]("a")
+    examples = [Example(task, Sample(id=str(i), question=f"q{i}", answer="A")) for i in range(4)]
+    arm = RECIPE.arms[1]
+    with pytest.raises(UserError) as caught:
+        rft_module.train_rft(torch.nn.Linear(2, 2), None, examples, arm, Phase(Knobs(4, None, 2), guard=_guard("rft")))
+    message = str(caught.value)
+    assert message.startswith(f"out of GPU memory during {step} (arm rft).")
+    assert "The planner estimates" in message and f"for {step} on this 24.0 GiB GPU" in message
+    if step == "rollout":  # the rollout's own knob, not the micro-batch of a GRPO step
+        assert "set arms.rft.rft.rollout_batch_size: 1 (the plan chose 2)" in message
+        assert "micro_batch_size:" not in message
+
+
+def test_an_sft_step_reaches_the_explainer_as_sft_step(monkeypatch):
+    from lite_cpt import sft as sft_module
+    from lite_cpt.phase import Knobs, Phase
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)
+
+    monkeypatch.setattr(sft_module, "_accumulate", out_of_memory)
+    with pytest.raises(UserError, match=r"^out of GPU memory during sft_step \(arm sft\)\."):
+        sft_module.train_sft(torch.nn.Linear(2, 2), None, list(range(8)), RECIPE.arms[0],
+                             Phase(Knobs(4, None, 1), guard=_guard("sft")))

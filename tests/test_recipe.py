@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import ARM_METHODS, load_recipe, recipe_from_dict
+from lite_cpt.arms import arm_names
+from lite_cpt.recipe import load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -69,7 +70,15 @@ def test_arm_without_method_lists_methods():
     raw = minimal(arms=[{"name": "mine"}])
     with pytest.raises(UserError) as info:
         recipe_from_dict(raw)
-    assert all(m in str(info.value) for m in ARM_METHODS)
+    assert all(m in str(info.value) for m in arm_names())
+
+
+def test_unknown_method_names_the_key_and_lists_the_registered_methods():
+    raw = minimal(arms=[{"name": "mine", "method": "dpo"}])
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(raw)
+    message = str(info.value)
+    assert "arms.0.method: unknown arm method 'dpo'; allowed values: " + ", ".join(arm_names()) in message
 
 
 def test_unknown_task_type(tmp_path):

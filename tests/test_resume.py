@@ -128,17 +128,17 @@ def test_a_kill_during_training_resumes_from_the_last_finished_task(reference_ru
 def test_every_arm_and_task_trains_from_its_own_seed(tmp_path, monkeypatch):
     """Phase seeds come from (run seed, arm, task): distinct across arms and tasks, and the same
     in a second process (here: a second run of the same recipe into another directory)."""
-    from lite_cpt.sft import PhaseStats
+    from lite_cpt.phase import PhaseStats
 
     seeds: list[tuple[str, int, int]] = []
-    build = continual.arm_method
+    build = continual.build_arm
 
     def recording_arm(arm, *args, **kwargs):
         method = build(arm, *args, **kwargs)
         method.train = lambda examples, phase: seeds.append((arm.name, phase.index, phase.seed)) or PhaseStats()
         return method
 
-    monkeypatch.setattr(continual, "arm_method", recording_arm)
+    monkeypatch.setattr(continual, "build_arm", recording_arm)
     arms = [{"name": "first", "method": "sft", "lr": 1e-2}, {"name": "second", "method": "sft", "lr": 1e-2}]
     for run in ("a", "b"):
         raw = tiny_recipe(tmp_path / run, tasks=("mini_pathvqa", "mini_clevr"), arms=arms)

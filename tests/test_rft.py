@@ -9,16 +9,14 @@ import torch
 from PIL import Image
 
 import lite_cpt.rft as rft_module
-
-from lite_cpt.arms import Phase, arm_method
-from lite_cpt.planner import Knobs
+from lite_cpt.arms import build_arm
+from lite_cpt.arms.rl import JointRFT, SequentialRFT
+from lite_cpt.phase import Example, Knobs, Phase
 from lite_cpt.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.rft import (
-    JointRFT,
     Rollouts,
-    SequentialRFT,
     accumulate_policy_gradient,
     compute_advantages,
     generate_rollouts,
@@ -29,12 +27,12 @@ from lite_cpt.rft import (
     train_rft,
 )
 from lite_cpt.logprob import token_logprobs
-from lite_cpt.sft import Example
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
 VOWELS = "aeiou"
+KNOBS = Knobs(micro_batch_size=8, logprob_chunk=None, rollout_batch_size=8)  # train_rft's former defaults
 
 
 class VowelTask(Task):
@@ -104,7 +102,7 @@ def test_equal_reward_groups_give_exactly_zero_gradient(policy):
         for p in lora_params(model).values():
             p.add_(0.05 * torch.randn_like(p))
     rows = list(range(8))
-    micro = prepare_micro_batches(model, processor, flat, rows, advantages, arm.rft, micro_batch_size=3)
+    micro = prepare_micro_batches(model, processor, flat, rows, advantages, arm.rft, Knobs(3, None, 8))
     accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
     grads = [p.grad for p in lora_params(model).values()]
     assert all(g is not None for g in grads)
@@ -115,7 +113,7 @@ def test_equal_reward_groups_give_exactly_zero_gradient(policy):
     mixed = scripted_rollouts(processor, examples, [1, 1, 1, 1, 1, 0, 0, 1], group_size=4)
     advantages = compute_advantages(mixed, arm.rft)
     assert torch.equal(advantages[:4], torch.zeros(4)) and advantages[4:].abs().min() > 0
-    micro = prepare_micro_batches(model, processor, mixed, rows, advantages, arm.rft, micro_batch_size=3)
+    micro = prepare_micro_batches(model, processor, mixed, rows, advantages, arm.rft, Knobs(3, None, 8))
     accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
     with_flat_group = {n: p.grad.clone() for n, p in lora_params(model).items()}
     assert any(torch.count_nonzero(g) > 0 for g in with_flat_group.values())
@@ -123,7 +121,7 @@ def test_equal_reward_groups_give_exactly_zero_gradient(policy):
     # ...and the always-right group adds nothing to it: scoring only the informative rows
     # (with the same batch normaliser) gives the same gradient.
     model.zero_grad(set_to_none=True)
-    micro = prepare_micro_batches(model, processor, mixed, [4, 5, 6, 7], advantages, arm.rft, micro_batch_size=4)
+    micro = prepare_micro_batches(model, processor, mixed, [4, 5, 6, 7], advantages, arm.rft, Knobs(4, None, 8))
     accumulate_policy_gradient(model, micro, arm.rft, total_tokens=16, total_rows=8)
     for name, p in lora_params(model).items():
         torch.testing.assert_close(p.grad, with_flat_group[name], rtol=1e-4, atol=1e-6)
@@ -136,7 +134,7 @@ def test_batch_without_reward_variance_makes_no_update(policy):
     params = list(lora_params(model).values())
     before = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=0.1)
-    result = policy_update(model, processor, optimizer, params, rollouts, arm, micro_batch_size=4)
+    result = policy_update(model, processor, optimizer, rollouts, arm, Phase(Knobs(4, None, 8)))
     assert result["updated"] is False and result["loss"] == 0.0 and result["trained_tokens"] == 0
     assert not optimizer.state  # not even weight decay or momentum touched the adapter
     assert all(torch.equal(a, b) for a, b in zip(before, params))
@@ -150,7 +148,7 @@ def test_response_with_an_image_placeholder_is_left_out_of_the_gradient(policy):
     rollouts.token_ids[1] = [image_pad] + rollouts.token_ids[1]  # sampled by an untrained policy
     params = list(lora_params(model).values())
     optimizer = torch.optim.AdamW(params, lr=1e-3)
-    result = policy_update(model, processor, optimizer, params, rollouts, arm, micro_batch_size=8)
+    result = policy_update(model, processor, optimizer, rollouts, arm, Phase(Knobs(8, None, 8)))
     assert result["updated"] and result["unscorable_rollouts"] == 1
     assert result["trained_tokens"] == 7 * 2  # the other seven responses, two tokens each
 
@@ -166,7 +164,7 @@ def test_grpo_raises_the_reward_and_moves_only_the_adapter(policy):
         return float(generate_rollouts(model, processor, examples, arm.rft, group_size=8, generator_seed=99).rewards.mean())
 
     before = mean_reward()
-    stats = train_rft(model, processor, examples, arm, seed=0, updates=20, micro_batch_size=32)
+    stats = train_rft(model, processor, examples, arm, Phase(Knobs(32, None, 8)), updates=20)
     after = mean_reward()
     # From ~0.12 (chance) to ~0.9; a flipped gradient sign drives it to ~0.05 instead.
     assert before < 0.3 and after > before + 0.4, (before, after)
@@ -187,13 +185,14 @@ def test_kl_reference_is_scored_only_when_the_kl_is_on(policy, monkeypatch, refe
 
     monkeypatch.setattr(rft_module, "reference_policy", counting_reference_policy)
     records: list[dict] = []
-    train_rft(model, processor, vowel_examples(4), arm_config(max_new_tokens=1, kl=False), seed=1,
-              updates=3, on_step=records.append)
+    train_rft(model, processor, vowel_examples(4), arm_config(max_new_tokens=1, kl=False),
+              Phase(KNOBS, seed=1, on_step=records.append), updates=3)
     assert calls == [] and all(r["kl"] == 0.0 for r in records)
 
     records.clear()
     arm = arm_config(max_new_tokens=1, kl=True, kl_beta=0.5, kl_reference=reference)
-    stats = train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=3, on_step=records.append)
+    stats = train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=1, on_step=records.append),
+                      updates=3)
     assert calls and set(calls) == {reference}
     assert stats.steps == 3  # with the KL on, every rollout is scored and every batch steps
     # The adapter has moved away from the reference by the later steps: a positive k3 estimate.
@@ -204,7 +203,7 @@ def test_update_count_records_and_arms(policy):
     model, processor = policy
     arm = arm_config(max_new_tokens=2, inner_epochs=2)
     records: list[dict] = []
-    stats = train_rft(model, processor, vowel_examples(5), arm, seed=0, epochs=1.5, on_step=records.append)
+    stats = train_rft(model, processor, vowel_examples(5), arm, Phase(KNOBS, epochs=1.5, on_step=records.append))
     assert len(records) == math.ceil(5 * 1.5 / 2)  # ceil(n * epochs / prompts_per_step)
     assert {"loss", "reward_mean", "reward_std", "zero_variance_fraction", "kl", "clip_fraction", "entropy",
             "generated_tokens", "trained_tokens", "seconds"} <= set(records[0])
@@ -216,14 +215,14 @@ def test_update_count_records_and_arms(policy):
     phase = Phase(index=1, name="vowel", seed=0, epochs=1.0, knobs=Knobs(4, 4096, 4), on_step=lambda r: None,
                   progress=lambda *_: None)
     for name, cls, joint in (("rft", SequentialRFT, False), ("multitask_rft", JointRFT, True)):
-        method = arm_method(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])
+        method = build_arm(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])
         assert type(method) is cls and method.joint is joint
     assert method.train(vowel_examples(2), phase).steps <= 1
 
 
 def _records_of(model, processor, arm, examples) -> list[dict]:
     records: list[dict] = []
-    train_rft(model, processor, examples, arm, seed=0, on_step=records.append)
+    train_rft(model, processor, examples, arm, Phase(KNOBS, on_step=records.append))
     return records
 
 
@@ -252,7 +251,7 @@ def test_a_phase_is_reproducible_from_its_seed(policy):
 
     def adapter_after_phase(seed: int) -> list[torch.Tensor]:
         reset_adapter(model, seed=0)
-        train_rft(model, processor, vowel_examples(6), arm, seed=seed, updates=2)
+        train_rft(model, processor, vowel_examples(6), arm, Phase(KNOBS, seed=seed), updates=2)
         return [p.detach().clone() for p in lora_params(model).values()]
 
     first = adapter_after_phase(5)
@@ -301,7 +300,7 @@ def test_kl_reference_of_the_second_task_is_the_policy_after_the_first(policy, m
     model, processor = policy
     arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1)  # kl_reference: previous_task (default)
     assert arm.rft.kl_reference == "previous_task"
-    train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=3)  # task 1
+    train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=1), updates=3)  # task 1
     after_task_1 = lora_snapshot(model)
 
     captured: list = []
@@ -313,7 +312,7 @@ def test_kl_reference_of_the_second_task_is_the_policy_after_the_first(policy, m
         return micro_batches
 
     monkeypatch.setattr(rft_module, "prepare_micro_batches", capturing)
-    train_rft(model, processor, vowel_examples(4), arm, seed=2, updates=2)  # task 2
+    train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=2), updates=2)  # task 2
     assert captured and all(mb.ref_logp is not None for mb in captured)
 
     def logps(weights=None):
@@ -348,7 +347,7 @@ def test_no_dropout_in_any_rl_pass(monkeypatch):
 
     monkeypatch.setattr(rft_module, "grpo_loss", recording)
     arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1, inner_epochs=2)
-    train_rft(model, processor, vowel_examples(4), arm, seed=1, updates=1)
+    train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=1), updates=1)
     first_logp, first_old = calls[0]  # the first pass: the policy has not stepped yet
     torch.testing.assert_close(first_logp, first_old, rtol=0, atol=1e-5)  # ratio exactly 1
     assert any(m.p == 0.5 for m in model.modules() if isinstance(m, torch.nn.Dropout))  # restored for SFT
@@ -369,8 +368,7 @@ def test_mini_batches_per_rollout_step_with_the_old_policy_fixed(policy, monkeyp
                      mini_batches_per_rollout=mini_batches)
     optimizer = torch.optim.AdamW(list(lora_params(model).values()), lr=arm.lr)
     rollouts = scripted_rollouts(processor, vowel_examples(2), [1, 0, 1, 0, 0, 1, 0, 1], group_size=4)
-    result = policy_update(model, processor, optimizer, list(lora_params(model).values()), rollouts, arm,
-                           micro_batch_size=8)
+    result = policy_update(model, processor, optimizer, rollouts, arm, Phase(KNOBS))
     assert result["optimizer_steps"] == mini_batches
     assert len(calls) == mini_batches  # one micro-batch per mini-batch (whole groups of 4)
     torch.testing.assert_close(calls[0][0], calls[0][1], rtol=0, atol=1e-6)  # the first step is on-policy
@@ -389,7 +387,7 @@ def test_rl_arms_default_to_easyr1s_weight_decay(policy, monkeypatch):
         return original(params, **kwargs)
 
     monkeypatch.setattr(rft_module.torch.optim, "AdamW", recording)
-    train_rft(model, processor, vowel_examples(2), arm_config(max_new_tokens=1), seed=1, updates=1)
+    train_rft(model, processor, vowel_examples(2), arm_config(max_new_tokens=1), Phase(KNOBS, seed=1), updates=1)
     explicit = ArmConfig(name="rft", weight_decay=0.0, rft={"group_size": 4, "max_new_tokens": 1, "cot": False})
-    train_rft(model, processor, vowel_examples(2), explicit, seed=1, updates=1)
+    train_rft(model, processor, vowel_examples(2), explicit, Phase(KNOBS, seed=1), updates=1)
     assert seen == [1e-2, 0.0]

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 import lite_cpt.rft as rft_module
-from lite_cpt.arms import Phase, arm_method
-from lite_cpt.planner import Knobs
+from lite_cpt.arms import build_arm
+from lite_cpt.arms.rif import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
+from lite_cpt.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig
 from lite_cpt.rft import Rollouts
-from lite_cpt.rif import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
 from lite_cpt.rollout import Completions
-from lite_cpt.sft import Example
 from lite_cpt.tasks.base import Sample, Task, exact_match
 
 TOKENS_PER_ANSWER = 3  # every scripted answer is three tokens long
@@ -41,7 +40,8 @@ def scripted_policy(monkeypatch):
     calls: list[tuple[list[str], int]] = []
     by_question: dict[str, float] = {}
 
-    def fake_generate(model, processor, prompts, *, group_size=1, **_):
+    def fake_generate(model, processor, prompts, sampling, **_):
+        group_size = sampling.group_size
         calls.append(([p.text for p in prompts], group_size))
         if fake_generate.texts is not None:
             return completions(prompts, group_size, fake_generate.texts(prompts, group_size))
@@ -72,7 +72,7 @@ def trained_batches(monkeypatch):
     """Record the groups each policy update receives instead of running the model."""
     batches: list[list[str]] = []
 
-    def fake_update(model, processor, optimizer, params, rollouts, arm, *, micro_batch_size, logprob_chunk=None):
+    def fake_update(model, processor, optimizer, rollouts, arm, phase):
         batches.append([e.sample.id for e in rollouts.examples])
         assert len(rollouts.token_ids) == rollouts.num_groups * arm.rft.group_size
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None,
@@ -100,7 +100,7 @@ def test_success_estimate_is_the_mean_reward_over_k_rollouts(scripted_policy):
     examples = scripted_policy.register(scripted_examples(RATES))
     rft = rif_arm().rft
     assert estimate_success(None, None, examples, 4, rft, seed=0) == RATES
-    estimate = measure_success(None, None, examples, 4, rft, seed=0, prompts_per_call=3)
+    estimate = measure_success(None, None, examples, 4, rft, seed=0, rollout_batch_size=3)
     assert estimate.rates == RATES
     assert estimate.generated_tokens == len(RATES) * 4 * TOKENS_PER_ANSWER
     assert [len(texts) for texts, _ in scripted_policy.calls[-3:]] == [3, 3, 2]  # batched 3 at a time
@@ -124,7 +124,7 @@ def test_filter_keeps_exactly_the_instances_inside_the_band(scripted_policy, low
 def test_offline_filtering_trains_the_kept_instances_for_the_budget(scripted_policy, trained_batches, budget, updates):
     examples = scripted_policy.register(scripted_examples(RATES))
     model = torch.nn.Linear(2, 2)
-    method = arm_method(rif_arm(mode="offline", budget=budget), model, None, lambda _: [])
+    method = build_arm(rif_arm(mode="offline", budget=budget), model, None, lambda _: [])
     assert isinstance(method, RIFRFT)
     stats = method.train(examples, phase())
     assert len(trained_batches) == updates == stats.steps

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 from lite_cpt.batching import Prompt
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.rollout import generate_completions
+from lite_cpt.rollout import Sampling, generate_completions
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
 
@@ -27,20 +28,22 @@ PROMPTS = [Prompt("Say something about the red square."), Prompt("Count the blue
 @pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled", "greedy"])
 def test_shipped_generation_config_does_not_leak_into_generation(tiny, temperature):
     model, processor = tiny
-    kwargs = dict(group_size=4 if temperature > 0 else 1, max_new_tokens=12, temperature=temperature, top_p=1.0, generator_seed=7)
-    clean = generate_completions(model, processor, PROMPTS, **kwargs).token_ids
+    sampling = Sampling(group_size=4 if temperature > 0 else 1, max_new_tokens=12, temperature=temperature, top_p=1.0)
+    clean = generate_completions(model, processor, PROMPTS, sampling, generator_seed=7).token_ids
     shipped = copy.deepcopy(model.generation_config)
     try:
         # what a Qwen2.5-VL checkpoint ships in generation_config.json
         model.generation_config.repetition_penalty = 1.05
         model.generation_config.top_k = 1
         model.generation_config.do_sample = True
-        assert generate_completions(model, processor, PROMPTS, **kwargs).token_ids == clean
+        assert generate_completions(model, processor, PROMPTS, sampling, generator_seed=7).token_ids == clean
         # the same settings passed on purpose do change the samples (the check can fail)
-        penalised = generate_completions(model, processor, PROMPTS, **kwargs, repetition_penalty=3.0).token_ids
+        penalised = generate_completions(model, processor, PROMPTS, replace(sampling, repetition_penalty=3.0),
+                                         generator_seed=7).token_ids
         assert penalised != clean
         if temperature > 0:
-            top_1 = generate_completions(model, processor, PROMPTS, **kwargs, top_k=1).token_ids
+            top_1 = generate_completions(model, processor, PROMPTS, replace(sampling, top_k=1),
+                                         generator_seed=7).token_ids
             assert top_1 != clean and all(row == top_1[0] for row in top_1[:4])  # top-1 sampling is greedy
         assert model.generation_config.repetition_penalty == 1.05  # the model's own config is left as it was
     finally:

@@ -54,7 +54,7 @@ def test_decoding_keeps_cot_tags_and_drops_control_tokens():
 
 
 def test_generation_never_emits_vision_markers():
-    from lite_cpt.rollout import generate_completions, vision_token_ids
+    from lite_cpt.rollout import Sampling, generate_completions, vision_token_ids
 
     model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     banned = vision_token_ids(processor.tokenizer)
@@ -64,6 +64,6 @@ def test_generation_never_emits_vision_markers():
         model.lm_head.weight[banned] += 10.0
     samples = generate("mini_clevr", "test", 2)
     out = generate_completions(model, processor, [Prompt(s.question, s.images) for s in samples],
-                               group_size=3, max_new_tokens=5, temperature=1.0, generator_seed=0)
+                               Sampling(group_size=3, max_new_tokens=5, temperature=1.0), generator_seed=0)
     assert out.num_generated_tokens > 0
     assert not any(t in banned for row in out.token_ids for t in row)

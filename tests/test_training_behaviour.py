@@ -23,8 +23,9 @@ from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.rft import Rollouts, policy_update, rft_reward, train_rft
-from lite_cpt.rif import band_selector, filter_instances
-from lite_cpt.sft import Example, train_sft
+from lite_cpt.arms.rif import band_selector, filter_instances
+from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.sft import train_sft
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
@@ -135,8 +136,8 @@ def test_sft_step_gradient_is_the_whole_batch_token_mean_nll(model, stepped_grad
     model, processor = model
     batch = examples(FixedAnswerTask("fixed"), 8)
     want = reference_grad(model, lambda: sft_nll(model, processor, batch))
-    train_sft(model, processor, batch, lr=0.0, batch_size=8, micro_batch_size=micro_batch_size, max_steps=1,
-              grad_clip=1e9)
+    train_sft(model, processor, batch, ArmConfig(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0}),
+              Phase(Knobs(micro_batch_size, None, 8)))
     [got] = stepped_grads
     assert_same_grads(got, want)
 
@@ -146,7 +147,7 @@ def test_sft_lowers_the_training_nll(model):
     batch = examples(FixedAnswerTask("fixed"), 8)
     with torch.no_grad():
         before = float(sft_nll(model, processor, batch))
-    train_sft(model, processor, batch, lr=5e-3, batch_size=4, micro_batch_size=2, epochs=4)
+    train_sft(model, processor, batch, ArmConfig(name="sft", lr=5e-3, batch_size=4), Phase(Knobs(2, None, 8), epochs=4))
     with torch.no_grad():
         after = float(sft_nll(model, processor, batch))
     assert after < 0.7 * before, (before, after)
@@ -195,7 +196,7 @@ def test_policy_update_gradient_is_the_whole_batch_grpo_loss(model, stepped_grad
     want = reference_grad(model, lambda: grpo_reference_loss(model, processor, rollouts, aggregation))
     params = list(trainable(model).values())
     optimizer = torch.optim.SGD(params, lr=0.0)
-    result = policy_update(model, processor, optimizer, params, rollouts, arm, micro_batch_size=micro_batch_size)
+    result = policy_update(model, processor, optimizer, rollouts, arm, Phase(Knobs(micro_batch_size, None, 8)))
     assert result["updated"]
     [got] = stepped_grads
     assert_same_grads(got, want)
@@ -270,16 +271,17 @@ def test_online_filtering_trains_on_the_kept_groups_with_their_own_rewards(model
         drawn.append(generate(*args, **kwargs))
         return drawn[-1]
 
-    def recording_update(model, processor, optimizer, params, rollouts, arm, **kwargs):
+    def recording_update(model, processor, optimizer, rollouts, arm, phase):
         trained.append(rollouts)
-        return update(model, processor, optimizer, params, rollouts, arm, **kwargs)
+        return update(model, processor, optimizer, rollouts, arm, phase)
 
     monkeypatch.setattr(rft_module, "generate_rollouts", recording_generate)
     monkeypatch.setattr(rft_module, "policy_update", recording_update)
     arm = ArmConfig(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 2,
                                               "cot": False, "kl": False})
     task = HashedRewardTask("hashed")
-    train_rft(model, processor, examples(task, 12), arm, seed=3, updates=3, select=band_selector(0.0, 1.0))
+    train_rft(model, processor, examples(task, 12), arm, Phase(Knobs(8, None, 8), seed=3), updates=3,
+              select=band_selector(0.0, 1.0))
 
     def rows(r: Rollouts) -> list[tuple]:
         return [(r.examples[i // r.group_size].sample.id, r.texts[i], tuple(r.token_ids[i]), float(r.rewards[i]))

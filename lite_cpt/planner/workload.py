@@ -3,22 +3,19 @@ on (model shape, sequence lengths, batch sizes, group size), and the knobs the p
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from lite_cpt.arms import arm_class
+from lite_cpt.phase import PHASES, Knobs  # noqa: F401  (re-exported: the planner's phases and knobs)
 from lite_cpt.planner.shapes import ModelShape, resolve_shape
 
-PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
 DEFAULT_MAX_PIXELS = 12845056  # Qwen2.5-VL processor default when model.max_pixels is unset
 
 
 def arm_phases(method: str) -> tuple[str, ...]:
-    """The planner phases an arm method runs."""
-    if method in ("rft", "rif_rft", "multitask_rft"):
-        return ("rollout", "logprob_pass", "grpo_step", "evaluation")
-    return ("sft_step", "evaluation")
-
+    """The planner phases an arm method runs, as its class in the arm registry declares them."""
+    return arm_class(method).phases
 
 
 @dataclass(frozen=True)
@@ -65,20 +62,6 @@ class Workload:
     @property
     def max_micro_batch(self) -> int:
         return self.prompts_per_step * self.group_size if self.is_rft else self.batch_size
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """micro_batch_size: sequences per forward/backward (SFT samples; GRPO rollouts).
-    logprob_chunk: vocab rows per chunk of the fused log-prob backward (`chunk_size=`).
-    rollout_batch_size: prompts per `generate` call (each expanded to G sequences)."""
-
-    micro_batch_size: int
-    logprob_chunk: int
-    rollout_batch_size: int
-
-    def to_json(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
 
 
 def image_tokens_of(recipe) -> tuple[int, list[str]]:

@@ -44,11 +44,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from lite_cpt.arms import ArmMethod, Phase, register_arm
+from lite_cpt.arms.sft import SequentialSFT
+from lite_cpt.arms.base import register_arm
 from lite_cpt.data.images import held_image_bytes
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_bytes, atomic_write_json
-from lite_cpt.sft import Example, PhaseStats, sft_loss_sum
+from lite_cpt.phase import Example, Phase, PhaseStats, trainable_parameters
+from lite_cpt.sft import SFTHooks, sft_loss_sum
 
 # ---------------------------------------------------------------------------------------------
 # Replay
@@ -85,8 +87,11 @@ def _example_bytes(example: Example) -> int:
     return size + sum(held_image_bytes(ref) for ref in sample.images)
 
 
-class Replay(ArmMethod):
+@register_arm
+class Replay(SequentialSFT):
     """Sequential SFT whose batches mix in examples of earlier tasks."""
+
+    name = "replay"
 
     def __init__(self, arm, model, processor, reference_examples):
         super().__init__(arm, model, processor, reference_examples)
@@ -106,10 +111,10 @@ class Replay(ArmMethod):
         self._replayed += n
         return batch[: len(batch) - n] + drawn
 
-    def sft_hooks(self, phase: Phase) -> dict:
+    def sft_hooks(self, phase: Phase) -> SFTHooks:
         if not self.buffer or replay_count(self.arm.batch_size, self.arm.replay.fraction) == 0:
-            return {}
-        return {"batch_sampler": self.mix_in_replay}
+            return SFTHooks()
+        return SFTHooks(batch_sampler=self.mix_in_replay)
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         self._replayed = 0
@@ -154,10 +159,6 @@ class Replay(ArmMethod):
 EWC_STATE = "ewc_state.safetensors"
 
 
-def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
 def diagonal_fisher(model, processor, examples: list[Example],
                     logprob_chunk: int | None = None) -> dict[str, torch.Tensor]:
     """F_i = (1/N) Σ_n (∂/∂θ_i −log p(y_n | x_n))² over the trainable parameters (fp32).
@@ -195,8 +196,11 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
     return 0.5 * weight * total
 
 
-class EWC(ArmMethod):
+@register_arm
+class EWC(SequentialSFT):
     """Sequential SFT plus a Fisher-weighted pull towards the parameters after the last task."""
+
+    name = "ewc"
 
     def __init__(self, arm, model, processor, reference_examples):
         super().__init__(arm, model, processor, reference_examples)
@@ -208,10 +212,10 @@ class EWC(ArmMethod):
     def penalty(self) -> torch.Tensor:
         return ewc_penalty(trainable_parameters(self.model), self.fisher, self.anchor, self.arm.ewc.weight)
 
-    def sft_hooks(self, phase: Phase) -> dict:
+    def sft_hooks(self, phase: Phase) -> SFTHooks:
         if not self.fisher or self.arm.ewc.weight == 0:
-            return {}
-        return {"extra_loss": self.penalty}
+            return SFTHooks()
+        return SFTHooks(extra_loss=self.penalty)
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         stats = super().train(examples, phase)
@@ -224,7 +228,7 @@ class EWC(ArmMethod):
         start = time.perf_counter()
         k = min(self.arm.ewc.fisher_samples, len(examples))
         chosen = random.Random(phase.seed).sample(examples, k)
-        task_fisher = diagonal_fisher(self.model, self.processor, chosen, logprob_chunk=phase.logprob_chunk)
+        task_fisher = diagonal_fisher(self.model, self.processor, chosen, logprob_chunk=phase.knobs.logprob_chunk)
         for name, value in task_fisher.items():
             self.fisher[name] = self.fisher[name] + value if name in self.fisher else value
         self.anchor = {name: p.detach().float().clone() for name, p in trainable_parameters(self.model).items()}
@@ -275,6 +279,3 @@ class EWC(ArmMethod):
                 self.anchor[name] = handle.get_tensor(f"anchor/{name}").to(p.device)
             self.tasks_in_fisher = int(handle.metadata().get("tasks_in_fisher", len(finished_tasks)))
 
-
-register_arm("replay", lambda: Replay)
-register_arm("ewc", lambda: EWC)

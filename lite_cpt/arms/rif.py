@@ -32,11 +32,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lite_cpt.arms import ArmMethod, Phase
-from lite_cpt.recipe import RFTConfig
-from lite_cpt.rft import Rollouts, derived_seed, generate_rollouts, phase_knobs, rft_updates, train_rft
-from lite_cpt.sft import Example, PhaseStats
+from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
+from lite_cpt.phase import Example, Phase, PhaseStats
+from lite_cpt.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
+from lite_cpt.seeding import derived_seed
+
+if TYPE_CHECKING:
+    from lite_cpt.recipe import RFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +61,21 @@ def measure_success(
     rft: RFTConfig,
     seed: int,
     *,
-    prompts_per_call: int = 16,
+    rollout_batch_size: int = 16,
 ) -> SuccessEstimate:
     """K = `rollouts` sampled answers per instance (rft's sampling settings and reward),
-    generated `prompts_per_call` instances at a time; their mean accuracy per instance and
+    generated `rollout_batch_size` instances at a time; their mean accuracy per instance and
     whether their rewards differ."""
     started = time.perf_counter()
     rates: list[float] = []
     varied: list[bool] = []
     tokens = 0
-    for index, start in enumerate(range(0, len(examples), prompts_per_call)):
-        chunk = examples[start : start + prompts_per_call]
+    for index, start in enumerate(range(0, len(examples), rollout_batch_size)):
+        chunk = examples[start : start + rollout_batch_size]
         sampled = generate_rollouts(
             model, processor, chunk, rft,
-            group_size=rollouts, generator_seed=derived_seed(seed, "rif", index),
-            batch_size=rollouts * len(chunk),
+            group_size=rollouts, generator_seed=derived_seed(seed, "rif", index, bits=ROLLOUT_SEED_BITS),
+            rollout_batch_size=len(chunk),
         )
         rates += [float(m) for m in sampled.success_rates()]
         varied += [not flat for flat in sampled.zero_variance().tolist()]
@@ -112,23 +116,25 @@ def band_selector(low: float, high: float):
     return select
 
 
+@register_arm
 class RIFRFT(ArmMethod):
     """GRPO on the instances that rollout-based filtering keeps (offline or online)."""
+
+    name = "rif_rft"
+    kind = "rl"
+    phases = RL_PHASES
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         if self.arm.rif.mode == "online":
             return self._train_online(examples, phase)
         return self._train_offline(examples, phase)
 
-    def _rft_kwargs(self, phase: Phase) -> dict:
-        return dict(seed=phase.seed, epochs=phase.epochs, on_step=phase.on_step, progress=phase.progress,
-                    **phase_knobs(phase))
-
     def _train_offline(self, examples: list[Example], phase: Phase) -> PhaseStats:
         rif, rft = self.arm.rif, self.arm.rft
-        estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
-                                   derived_seed(phase.seed, "rif-offline"),
-                                   prompts_per_call=max(1, phase.rollout_batch_size))
+        with phase.guard("rollout"):
+            estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
+                                       derived_seed(phase.seed, "rif-offline", bits=ROLLOUT_SEED_BITS),
+                                       rollout_batch_size=max(1, phase.knobs.rollout_batch_size))
         kept = filter_instances(examples, estimate.rates, rif.low, rif.high, estimate.varied)
         extra = {
             "kept_fraction": len(kept) / len(examples) if examples else 0.0,
@@ -143,9 +149,8 @@ class RIFRFT(ArmMethod):
             return stats
         # filtered: passes over the kept set; matched: the update count of RFT on the full set.
         pool_size = len(kept) if rif.budget == "filtered" else len(examples)
-        stats = train_rft(self.model, self.processor, kept, self.arm,
-                          updates=rft_updates(pool_size, phase.epochs, rft.prompts_per_step),
-                          **self._rft_kwargs(phase))
+        stats = train_rft(self.model, self.processor, kept, self.arm, phase,
+                          updates=rft_updates(pool_size, phase.epochs, rft.prompts_per_step))
         stats.generated_tokens += estimate.generated_tokens
         stats.seconds += estimate.seconds
         stats.extra.update(extra)
@@ -157,9 +162,8 @@ class RIFRFT(ArmMethod):
         # filtered: every instance is drawn `epochs` times at most; matched: draw until the
         # updates are done (each update gives up after one pass over the task's instances).
         max_draws = math.ceil(len(examples) * phase.epochs) if rif.budget == "filtered" else None
-        stats = train_rft(self.model, self.processor, examples, self.arm,
-                          select=band_selector(rif.low, rif.high), updates=updates, max_draws=max_draws,
-                          **self._rft_kwargs(phase))
+        stats = train_rft(self.model, self.processor, examples, self.arm, phase,
+                          select=band_selector(rif.low, rif.high), updates=updates, max_draws=max_draws)
         if stats.steps == 0:
             log.warning("%s: online filtering found no instance of task %s inside (%s, %s); "
                         "no update was made", self.arm.name, phase.name, rif.low, rif.high)
