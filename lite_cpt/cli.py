@@ -7,7 +7,9 @@ clear message with exit code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +65,41 @@ ADDRESS_OPTION = typer.Option(
 WORKERS_OPTION = typer.Option(None, "--workers", help="CPU slots of a local Ray cluster (default: all cores).")
 
 
+@dataclass
+class RayChoice:
+    """Where a command's units run: here, or (`enabled`) on Ray at `address` with `workers` slots."""
+
+    enabled: bool = False
+    address: Optional[str] = None
+    workers: Optional[int] = None
+
+
+_RAY_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (("ray", RAY_OPTION, bool), ("address", ADDRESS_OPTION, Optional[str]),
+                                      ("workers", WORKERS_OPTION, Optional[int]))
+]
+
+
+def ray_options(fn):
+    """Give a command --ray, --address and --workers; it receives them as one `ray: RayChoice`."""
+    signature = inspect.signature(fn)
+    kept = [p for p in signature.parameters.values() if p.name != "ray"]
+
+    @functools.wraps(fn)
+    def wrapper(*args, ray: bool = False, address: Optional[str] = None, workers: Optional[int] = None, **kwargs):
+        return fn(*args, ray=RayChoice(ray, address, workers), **kwargs)
+
+    # The command line reads the signature: show it the three options, not the one object.
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *_RAY_PARAMETERS])
+    wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "ray"},
+                               **{p.name: p.annotation for p in _RAY_PARAMETERS}}
+    return wrapper
+
+
 @app.command()
 @user_errors
+@ray_options
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML (e.g. recipes/tiny.yaml)."),
     overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
@@ -74,9 +109,7 @@ def run(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
     arms: Optional[list[str]] = ARM_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed (one of the recipe's, or another)."),
-    ray: bool = RAY_OPTION,
-    address: Optional[str] = ADDRESS_OPTION,
-    workers: Optional[int] = WORKERS_OPTION,
+    ray: RayChoice = RayChoice(),
 ):
     """Train every arm of RECIPE task by task, evaluate after each task, write the report.
 
@@ -104,8 +137,8 @@ def run(
                          check_data=False)  # the preflight checks the data
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
-    if ray:
-        _sweep_on_ray(plan_units([loaded], arms, only_seeds), address, workers)
+    if ray.enabled:
+        _sweep_on_ray(plan_units([loaded], arms, only_seeds), ray)
         return
     try:
         with preemption_handlers():
@@ -137,14 +170,13 @@ def _run_here(loaded, arms, only_seeds, cal) -> None:
 
 @app.command()
 @user_errors
+@ray_options
 def sweep(
     recipes: list[Path] = typer.Argument(..., help="One or more recipes (e.g. recipes/ablations/*.yaml)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (each in seed_<k>/)."),
     arms: Optional[list[str]] = ARM_OPTION,
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value for every recipe (repeatable)."),
-    ray: bool = RAY_OPTION,
-    address: Optional[str] = ADDRESS_OPTION,
-    workers: Optional[int] = WORKERS_OPTION,
+    ray: RayChoice = RayChoice(),
 ):
     """Run every (recipe, seed, arm) unit: one after another here, or in parallel with --ray.
 
@@ -156,16 +188,17 @@ def sweep(
     from lite_cpt.units import load_units, run_units
 
     units = load_units(recipes, [*overrides, *seed_overrides(seeds)], arms)
-    if ray:
-        _sweep_on_ray(units, address, workers)
+    if ray.enabled:
+        _sweep_on_ray(units, ray)
         return
     for run_dir in run_units(units, console=console):
         console.print(f"[green]done[/]: {run_dir / 'report.md'}")
 
 
-def _sweep_on_ray(units, address: str | None, workers: int | None) -> None:
+def _sweep_on_ray(units, ray: RayChoice) -> None:
     from lite_cpt.ray_backend import run_on_ray
 
+    address, workers = ray.address, ray.workers
     where = address or f"a local loopback-only cluster ({workers or 'all'} CPU slots, this machine's GPUs)"
     console.print(f"[bold]lite-cpt[/] {len(units)} unit(s) on Ray: {where}")
     outcomes = run_on_ray(units, address, workers=workers, on_event=_print_unit_event)
