@@ -104,7 +104,8 @@ def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monk
 
     monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
     monkeypatch.setattr(rft_module, "vision_token_ids", lambda tokenizer: [])
-    monkeypatch.setattr(rft_module, "prepare_micro_batches", lambda *args: [])
+    monkeypatch.setattr(rft_module, "prepare_micro_batches", lambda *args: [None])  # one micro-batch per mini-batch
+    monkeypatch.setattr(rft_module, "hold_reference", lambda model: None)  # a Linear has no adapter to hold
     monkeypatch.setattr(rft_module, failing, out_of_memory)
     task = TASK_TYPES["mini_scienceqa"]("a")
     examples = [Example(task, Sample(id=str(i), question=f"q{i}", answer="A")) for i in range(4)]
