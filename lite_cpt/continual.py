@@ -23,6 +23,7 @@ phase is seeded from (seed, arm, task), ends with the numbers of an uninterrupte
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +33,18 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
+from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
-from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text
+from lite_cpt.integrity import remove_stale_temporaries, verify_directory
+from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
-from lite_cpt.phase import Example, Phase, examples_of
+from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
+from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
@@ -48,8 +52,11 @@ from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
 
+log = logging.getLogger(__name__)
 
 BASE_SCORES = "base_scores.json"
+#: The phase's statistics, saved with its adapter (a run killed while evaluating skips training).
+PHASE_STATS = "phase_stats.json"
 
 
 @dataclass
@@ -76,8 +83,9 @@ class Workspace:
         return self._train_cache[task_name]
 
 
-# Keys that do not change any one seed's numbers: which seeds run, and where logs also go.
-SEED_INDEPENDENT_KEYS = ("seed", "seeds", "logging")
+# Keys that do not change any one seed's numbers: which seeds run, where logs also go, and
+# how often a phase checkpoints (saving consumes no randomness).
+SEED_INDEPENDENT_KEYS = ("seed", "seeds", "logging", "checkpoint")
 
 
 def prepare_run_dir(recipe: Recipe) -> Path:
@@ -247,6 +255,8 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     method = build_arm(arm, ws.model, ws.processor, ws.train_examples)
     phases = [("joint", ws.tasks)] if method.joint else [(t.name, [t]) for t in ws.tasks]
 
+    remove_stale_temporaries(arm_dir)  # what an interrupted save left behind
+    truncate_jsonl(arm_dir / "metrics.jsonl")  # a half-written last line (killed mid-append) is dropped
     rows = _load_rows(matrix_path, "R")
     # matrix.json is the resume marker. general.json is written just before it, so a run killed
     # between the two writes left one row more there: keep only the rows the marker covers.
@@ -268,17 +278,51 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     _say_prediction(ws, arm)
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
-        task_row, general_row = train_phase(ws, arm, method, arm_dir, index, len(phases), name, phase_tasks)
+        finished = [n for n, _ in phases[:index]]
+        task_row, general_row = train_phase(ws, arm, method, index, len(phases), name, phase_tasks, finished)
         rows.append(task_row)
         general_rows.append(general_row)
         _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
         _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
 
 
-def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int, total: int, name: str,
-                phase_tasks: list[Task]) -> tuple[list[float], list[float]]:
-    """Train one phase (a task, or all tasks for a joint arm), save the adapter, evaluate,
-    and log the phase's cost; returns the new rows of the task and general-benchmark scores."""
+def checkpoint_policy(recipe: Recipe) -> CheckpointPolicy:
+    cfg = recipe.checkpoint
+    return CheckpointPolicy(every_updates=cfg.every_updates, every_minutes=cfg.every_minutes, keep=cfg.keep)
+
+
+def cut_log(log_path: Path, keep) -> None:
+    """Keep the longest prefix of metrics.jsonl whose records satisfy `keep`: records of work
+    that is about to be redone go, so none is logged twice."""
+    records = read_jsonl(log_path)
+    cut = next((i for i, r in enumerate(records) if not keep(r)), len(records))
+    truncate_jsonl(log_path, keep=cut)
+
+
+def _stats_json(stats: PhaseStats, train_seconds: float) -> dict:
+    return {"steps": stats.steps, "trained_tokens": stats.trained_tokens, "seconds": stats.seconds,
+            "last_loss": stats.last_loss, "generated_tokens": stats.generated_tokens, "extra": stats.extra,
+            "train_seconds": train_seconds}
+
+
+def _saved_phase(ws: Workspace, method, task_dir: Path, finished: list[str]) -> tuple[PhaseStats, float] | None:
+    """(stats, train_seconds) of a phase whose adapter was saved before the run stopped (killed
+    while evaluating): its adapter and the arm's state are loaded and training is skipped."""
+    stats_path = task_dir / PHASE_STATS
+    if not stats_path.exists() or verify_directory(task_dir):
+        return None
+    saved = json.loads(stats_path.read_text(encoding="utf-8"))
+    train_seconds = saved.pop("train_seconds")
+    load_adapter_weights(ws.model, task_dir)
+    method.load_state(task_dir, finished)
+    return PhaseStats(**saved), train_seconds
+
+
+def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: str,
+           phase_tasks: list[Task]) -> tuple[PhaseStats, float]:
+    """Train one phase from its last intact mid-phase checkpoint (or its start) and save its
+    adapter, the arm's state and the phase's statistics in one sealed directory."""
+    arm_dir = ws.run_dir / arm.name
     examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
     phase = Phase(
         index=index,
@@ -289,16 +333,46 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
         knobs=resolve_knobs(ws.recipe, arm.name),
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
+        checkpoint=PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model,
+                                     arm_dir / "metrics.jsonl"),
+        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite,
     )
+    # Restoring a checkpoint cuts the log back to the records it had seen; without one the
+    # phase starts over, and the records of an earlier attempt at it go.
+    if phase.checkpoint.latest_intact() is None:
+        cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index)
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
-    with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance:
+    with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred():
         phase.progress = advance
         stats = method.train(examples, phase)
     method.after_task(examples, phase)
     train_seconds = time.perf_counter() - started
-    task_dir = save_adapter(ws.model, arm_dir / f"task_{index}")
-    method.save_state(task_dir)
+
+    def arm_state(directory: Path) -> None:
+        method.save_state(directory)
+        atomic_write_json(directory / PHASE_STATS, _stats_json(stats, train_seconds))
+
+    save_adapter(ws.model, arm_dir / f"task_{index}", extra=arm_state)
+    return stats, train_seconds
+
+
+def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: str,
+                phase_tasks: list[Task], finished: list[str]) -> tuple[list[float], list[float]]:
+    """Train one phase (a task, or all tasks for a joint arm), save the adapter, evaluate,
+    and log the phase's cost; returns the new rows of the task and general-benchmark scores.
+    `finished`: the phases up to this one (an arm's state is restored for them when the phase
+    was saved before the run stopped)."""
+    arm_dir = ws.run_dir / arm.name
+    saved = _saved_phase(ws, method, arm_dir / f"task_{index}", finished)
+    if saved is None:
+        stats, train_seconds = _train(ws, arm, method, index, total, name, phase_tasks)
+    else:
+        stats, train_seconds = saved
+        _say(ws, f"{arm.name}: task {index} ({name}) was trained and saved earlier; evaluating it")
+    PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model).clear()  # superseded
+    cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index or
+            (r.get("task_index") == index and r.get("event") != "task_end"))
     started = time.perf_counter()
     task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index))
     log_event(ws, arm_dir, {
@@ -306,7 +380,8 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, arm_dir: Path, index: int
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
-        **_prediction_of(ws, arm, phase.knobs, index),
+        **_prediction_of(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        "scores": task_row, "general": general_row,
     })
     return task_row, general_row
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lite_cpt.errors import UserError
-from lite_cpt.io import atomic_directory
+from lite_cpt.integrity import sealed_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
 
@@ -175,11 +175,15 @@ def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_
     return peft_model
 
 
-def save_adapter(model, path: str | Path) -> Path:
-    """Save the policy's LoRA adapter in PEFT format, atomically (temp dir renamed into place).
-    Only the active adapter is written: the frozen reference is rebuilt when a phase starts."""
-    with atomic_directory(path) as tmp:
+def save_adapter(model, path: str | Path, extra=None) -> Path:
+    """Save the policy's LoRA adapter in PEFT format with a manifest of sizes and checksums,
+    atomically (a temporary directory renamed into place); `extra(directory)` may add files (an
+    arm's state) before it is sealed. Only the active adapter is written: the frozen reference
+    is rebuilt when a phase starts."""
+    with sealed_directory(path) as tmp:
         model.save_pretrained(tmp, selected_adapters=[model.active_adapter])
+        if extra is not None:
+            extra(tmp)
     return Path(path)
 
 

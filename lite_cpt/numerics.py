@@ -8,11 +8,14 @@ that names the step, the loss parts and the knobs to look at.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from lite_cpt.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteTraining(UserError):
@@ -60,3 +63,20 @@ class NonFiniteGuard:
 
     def load(self, state: dict) -> None:
         self.consecutive, self.skipped = state["consecutive"], state["skipped"]
+
+
+def step_if_finite(optimizer: torch.optim.Optimizer, params: list, grad_clip: float, guard: NonFiniteGuard | None,
+                   step: int, loss_parts: dict) -> bool:
+    """Clip the accumulated gradients and step the optimizer unless `guard` finds a loss part
+    or the gradient norm non-finite; the gradients are cleared either way. True when stepped."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    allowed = guard is None or guard.allow(step, loss_parts, grad_norm)
+    if allowed:
+        optimizer.step()
+    else:
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in loss_parts.items() if v is not None)
+        log.warning("update %d: non-finite loss or gradient (%s, grad_norm=%.4g); skipped, nothing stepped "
+                    "(%d in a row, %d in this phase)", step, parts, float(grad_norm), guard.consecutive,
+                    guard.skipped)
+    optimizer.zero_grad(set_to_none=True)
+    return allowed

@@ -348,6 +348,36 @@ class LoggingConfig(Section):
     )
 
 
+class CheckpointConfig(Section):
+    """Mid-phase checkpoints: a phase interrupted after hours resumes at its last saved update."""
+
+    every_updates: int | None = Field(
+        50, ge=1, description="Checkpoint a training phase every this many policy updates (SFT steps, GRPO "
+        "rollout batches); None = no count-based checkpoints."
+    )
+    every_minutes: float | None = Field(
+        30.0, gt=0, description="...and whenever this many minutes passed since the last one; None = no "
+        "time-based checkpoints. A SIGTERM / SIGINT always writes one."
+    )
+    keep: int = Field(
+        2, ge=1, description="Checkpoints kept per phase (a damaged newest one falls back to the one before)."
+    )
+
+
+class FaultsConfig(Section):
+    """How much the run tolerates before it stops with a message."""
+
+    max_consecutive_nonfinite: int = Field(
+        3, ge=1, description="Consecutive updates with a non-finite loss or gradient (each skipped, nothing "
+        "stepped) that stop the phase."
+    )
+    max_bad_data_fraction: float = Field(
+        0.05, ge=0, le=1, description="Share of a split's items that may be unusable (image that will not "
+        "decode or is missing, empty question, missing answer; each skipped and counted) before the "
+        "preflight fails."
+    )
+
+
 class Recipe(Section):
     name: str = Field(..., description="Run name; outputs go to <output_dir>/<name>/.")
     seed: int = Field(0, description="Seed of data sampling (train and test draws), adapter initialisation, "
@@ -363,6 +393,8 @@ class Recipe(Section):
     arms: list[ArmConfig] = Field(..., min_length=1, description="Training arms, each from a fresh adapter.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Optional experiment trackers.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Mid-phase checkpoints.")
+    faults: FaultsConfig = Field(default_factory=FaultsConfig, description="Tolerance of numerical and data faults.")
 
     @field_validator("seeds")
     @classmethod

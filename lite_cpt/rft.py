@@ -31,6 +31,7 @@ update" property behind RFT's resistance to forgetting.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -41,8 +42,10 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from lite_cpt.batching import append_tokens, encode_prompts, to_device, tokenizer_of
+from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import token_logprobs
+from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
@@ -311,13 +314,15 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
 
 
 def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: Rollouts, arm: ArmConfig,
-                  phase: Phase) -> dict:
+                  phase: Phase, guard: NonFiniteGuard | None = None, update_index: int = 0) -> dict:
     """`inner_epochs` x `mini_batches_per_rollout` optimizer steps of the clipped GRPO loss on
     one batch of rollouts (each mini-batch's loss normalised over its own rollouts), with
-    `phase.knobs` (micro-batch, log-prob chunk) and each pass inside `phase.guard`.
+    `phase.knobs` (micro-batch, log-prob chunk) and each pass inside `phase.guard`. With
+    `guard`, a step whose loss or gradient is not finite is skipped (counted in
+    `nonfinite_skipped`; no optimizer step, no moment update).
 
-    Returns the update's statistics (means over its optimizer steps; entropy of the first
-    epoch); `updated` is False when no rollout carried a gradient, and then nothing was stepped.
+    Returns the update's statistics (means over its applied optimizer steps; entropy of the
+    first epoch); `updated` is False when no step was applied (no rollout carried a gradient).
     """
     rft = arm.rft
     use_kl = rft.kl and rft.kl_beta > 0
@@ -330,7 +335,7 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
     rows = [i for i, n in enumerate(lengths) if n > 0 and (use_kl or advantages[i] != 0)
             and unscorable.isdisjoint(rollouts.token_ids[i])]
     result = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None,
-              "trained_tokens": 0, "optimizer_steps": 0,
+              "trained_tokens": 0, "optimizer_steps": 0, "nonfinite_skipped": 0,
               "updated": False, "unscorable_rollouts": sum(1 for ids in rollouts.token_ids
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
@@ -349,9 +354,12 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
                 step = accumulate_policy_gradient(model, part.micro_batches, rft, total_tokens=part.tokens,
                                                   total_rows=len(part.rows), with_entropy=epoch == 0,
                                                   logprob_chunk=phase.knobs.logprob_chunk)
-                torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                applied = step_if_finite(optimizer, params, arm.grad_clip, guard, update_index,
+                                         {"loss": step["loss"], "kl": step["kl"]})
+            if not applied:
+                result["nonfinite_skipped"] += 1
+                result["loss"], result["kl"] = step["loss"], step["kl"]  # what the record shows if none passed
+                continue
             steps += 1
             for key in sums:
                 sums[key] += step[key]
@@ -359,10 +367,11 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
             if epoch == 0 and step["entropy"] is not None:
                 entropy_sum += step["entropy"] * step["tokens"]
                 entropy_tokens += step["tokens"]
-    result.update({key: value / steps for key, value in sums.items()})
+    if steps:
+        result.update({key: value / steps for key, value in sums.items()})
     result["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else None
     result["optimizer_steps"] = steps
-    result["updated"] = True
+    result["updated"] = steps > 0
     return result
 
 
@@ -430,6 +439,12 @@ class ExampleStream:
             self.queue.extend(shuffled)
         taken, self.queue = self.queue[:n], self.queue[n:]
         return taken
+
+    def state(self) -> dict:
+        return stream_state(self.rng, self.queue, self.examples)
+
+    def load(self, state: dict) -> None:
+        self.queue = load_stream_state(state, self.rng, self.examples)
 
 
 @dataclass
@@ -553,13 +568,35 @@ def dropout_off(model):
             module.p = p
 
 
+def _plan_state(plan: DrawPlan) -> dict:
+    return {"stream": plan.stream.state(), "drawn": plan.drawn, "totals": dataclasses.asdict(plan.totals)}
+
+
+def _load_plan_state(plan: DrawPlan, state: dict) -> None:
+    plan.stream.load(state["stream"])
+    plan.drawn = state["drawn"]
+    plan.totals = FilterTotals(**state["totals"])
+
+
 def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan, total: int,
                  stats: PhaseStats) -> None:
+    """The update loop; with `phase.checkpoint` it resumes from, and saves, mid-phase state:
+    the updates done, the draw plan (stream position, online-filter counters), the partial
+    statistics and the non-finite counters (the checkpointer adds weights, optimizer, RNGs)."""
     weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
     optimizer, _ = adamw(model, arm.lr, weight_decay, "train_rft")
+    kl_beta = arm.rft.kl_beta if arm.rft.kl else 0.0
+    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, kl_beta={kl_beta}, dtype={model_dtype(model)}")
+    first, elapsed = 0, 0.0
+    if (saved := restore_phase(phase, optimizer)) is not None:
+        first, elapsed = saved["step"], saved["elapsed"]
+        _load_plan_state(plan, saved["plan"])
+        for key, value in saved["stats"].items():
+            setattr(stats, key, value)
+        guard.load(saved["guard"])
     start = time.perf_counter()
     model.train()
-    for step in range(total):
+    for step in range(first, total):
         step_start = time.perf_counter()
         draw = draw_groups(model, processor, arm.rft, phase, plan, step)
         stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
@@ -568,19 +605,23 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
             # change, so drawing again would only repeat the verdict.
             break
         batch = Rollouts.concat(draw.kept)
-        update = policy_update(model, processor, optimizer, batch, arm, phase)
+        update = policy_update(model, processor, optimizer, batch, arm, phase, guard, step + 1)
         stats.steps += int(update["updated"])
         stats.trained_tokens += update["trained_tokens"]
         stats.last_loss = update["loss"]
+        stats.extra["nonfinite_skipped"] = guard.skipped
         if phase.on_step is not None:
-            record = {"step": step + 1, **update_metrics(draw, update),
-                      "step_seconds": time.perf_counter() - step_start, "seconds": time.perf_counter() - start}
+            record = {"step": step + 1, **update_metrics(draw, update), "step_seconds": time.perf_counter() - step_start,
+                      "seconds": elapsed + time.perf_counter() - start}
             if plan.select is not None:
                 record.update(drawn_groups=sum(c.num_groups for c in draw.candidates), kept_groups=batch.num_groups)
             phase.on_step(record)
         phase.advance(step + 1, total)
+        end_of_update(phase, step + 1, optimizer, lambda: {
+            "step": step + 1, "elapsed": elapsed + time.perf_counter() - start, "plan": _plan_state(plan),
+            "stats": dataclasses.asdict(stats), "guard": guard.state()})
     model.eval()
-    stats.seconds = time.perf_counter() - start
+    stats.seconds = elapsed + time.perf_counter() - start
 
 
 def update_metrics(draw: GroupDraw, update: dict) -> dict:
@@ -598,5 +639,6 @@ def update_metrics(draw: GroupDraw, update: dict) -> dict:
         "generated_tokens": seen.generated_tokens,
         "trained_tokens": update["trained_tokens"],
         "updated": update["updated"],
+        "nonfinite_skipped": update["nonfinite_skipped"],
         "unscorable_rollouts": update["unscorable_rollouts"],
     }

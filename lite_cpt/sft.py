@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -11,7 +12,9 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from lite_cpt.batching import answer_ids, encode_sft, to_device
+from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.logprob import token_logprobs
+from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.rollout import model_device, model_dtype
 
@@ -52,42 +55,63 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
 
     The loss is the token-mean NLL of each batch (summed over micro-batches of
     `phase.knobs.micro_batch_size`, divided by the batch's answer tokens), plus the hooks'
-    `extra_loss()` when given.
+    `extra_loss()` when given. A step whose loss or gradient is not finite is skipped (no
+    optimizer step; `phase.max_nonfinite` in a row stop the phase). With `phase.checkpoint`
+    the phase saves its state as it goes and resumes from its last save.
     """
     hooks = hooks or SFTHooks()
     # weight_decay None: the SFT arms' default, none (LLaMA-Factory's)
     optimizer, params = adamw(model, arm.lr, 0.0 if arm.weight_decay is None else arm.weight_decay, "train_sft")
+    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, dtype={model_dtype(model)}")
     rng = random.Random(phase.seed)
-    batch_size = arm.batch_size
-    total_steps = max(1, math.ceil(math.ceil(len(examples) / batch_size) * phase.epochs))
-    if arm.max_steps_per_task is not None:
-        total_steps = min(total_steps, arm.max_steps_per_task)
+    total_steps = sft_steps(len(examples), arm, phase.epochs)
     order: list[Example] = []
-    stats = PhaseStats()
+    stats, first, elapsed = PhaseStats(), 0, 0.0
+    if (saved := restore_phase(phase, optimizer)) is not None:
+        first, elapsed = saved["step"], saved["elapsed"]
+        order = load_stream_state(saved["stream"], rng, examples)
+        stats = PhaseStats(**saved["stats"])
+        guard.load(saved["guard"])
     start = time.perf_counter()
     model.train()
-    for step in range(total_steps):
-        if len(order) < batch_size:
-            shuffled = examples[:]
-            rng.shuffle(shuffled)
-            order.extend(shuffled)
-        batch, order = order[:batch_size], order[batch_size:]
-        if hooks.batch_sampler is not None:
-            batch = hooks.batch_sampler(rng, batch)
+    for step in range(first, total_steps):
+        batch, order = _next_batch(rng, order, examples, arm.batch_size, hooks)
         with phase.guard("sft_step"):
             loss_value, n_tokens = _accumulate(model, processor, batch, phase.knobs, hooks.extra_loss)
-            torch.nn.utils.clip_grad_norm_(params, arm.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        stats.steps += 1
+            applied = step_if_finite(optimizer, params, arm.grad_clip, guard, step + 1, {"loss": loss_value})
+        stats.steps += int(applied)
         stats.trained_tokens += n_tokens
         stats.last_loss = loss_value
-        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens,
-                        "seconds": time.perf_counter() - start})
+        stats.extra["nonfinite_skipped"] = guard.skipped
+        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied,
+                        "seconds": elapsed + time.perf_counter() - start})
         phase.advance(step + 1, total_steps)
+        end_of_update(phase, step + 1, optimizer, lambda: {
+            "step": step + 1, "elapsed": elapsed + time.perf_counter() - start,
+            "stream": stream_state(rng, order, examples), "stats": dataclasses.asdict(stats),
+            "guard": guard.state()})
     model.eval()
-    stats.seconds = time.perf_counter() - start
+    stats.seconds = elapsed + time.perf_counter() - start
     return stats
+
+
+def sft_steps(num_examples: int, arm: ArmConfig, epochs: float) -> int:
+    """Optimizer steps of an SFT phase: ceil(batches per pass x epochs), capped by the arm."""
+    total = max(1, math.ceil(math.ceil(num_examples / arm.batch_size) * epochs))
+    return total if arm.max_steps_per_task is None else min(total, arm.max_steps_per_task)
+
+
+def _next_batch(rng: random.Random, order: list[Example], examples: list[Example], batch_size: int,
+                hooks: SFTHooks) -> tuple[list[Example], list[Example]]:
+    """The next batch of the seeded stream (a fresh shuffle per pass) and what stays queued."""
+    if len(order) < batch_size:
+        shuffled = examples[:]
+        rng.shuffle(shuffled)
+        order = order + shuffled
+    batch, order = order[:batch_size], order[batch_size:]
+    if hooks.batch_sampler is not None:
+        batch = hooks.batch_sampler(rng, batch)
+    return batch, order
 
 
 def _accumulate(model, processor, batch: list[Example], knobs: Knobs,

@@ -22,3 +22,86 @@ def test_guard_counts_skips_and_stops_after_the_limit_with_the_knobs():
                   "faults.max_consecutive_nonfinite"):
         assert words in message
     assert guard.state() == {"consecutive": 2, "skipped": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard inside the training loops
+
+import math  # noqa: E402
+
+import lite_cpt.rft as rft_module  # noqa: E402
+import lite_cpt.sft as sft_module  # noqa: E402
+from lite_cpt.phase import Phase  # noqa: E402
+from lite_cpt.recipe import ArmConfig  # noqa: E402
+from lite_cpt.rft import train_rft  # noqa: E402
+from lite_cpt.sft import train_sft  # noqa: E402
+from tests.test_rft import KNOBS, arm_config, lora_params, policy, tiny, vowel_examples  # noqa: E402,F401
+
+
+def _nan_on(calls: set[int], original):
+    count = [0]
+
+    def wrapped(*args, **kwargs):
+        count[0] += 1
+        loss, stats = original(*args, **kwargs)
+        return (loss * float("nan"), stats) if count[0] in calls else (loss, stats)
+
+    return wrapped
+
+
+def test_grpo_update_with_nan_loss_is_skipped_without_touching_weights_or_moments(policy, monkeypatch, caplog):
+    model, processor = policy
+    monkeypatch.setattr(rft_module, "grpo_loss", _nan_on({1}, rft_module.grpo_loss))
+    before = {n: p.detach().clone() for n, p in lora_params(model).items()}
+    records, states = [], []
+    original_update = rft_module.policy_update
+
+    def watched(model_, processor_, optimizer, *args, **kwargs):
+        result = original_update(model_, processor_, optimizer, *args, **kwargs)
+        states.append((len(optimizer.state), {n: p.detach().clone() for n, p in lora_params(model_).items()}))
+        return result
+
+    monkeypatch.setattr(rft_module, "policy_update", watched)
+    stats = train_rft(model, processor, vowel_examples(4), arm_config(kl=True),
+                      Phase(KNOBS, seed=3, on_step=records.append), updates=2)
+    first_moments, first_weights = states[0]
+    assert first_moments == 0  # AdamW never stepped: no exp_avg / exp_avg_sq yet
+    assert all(torch.equal(first_weights[n], before[n]) for n in before)
+    assert records[0]["nonfinite_skipped"] == 1 and records[0]["updated"] is False
+    assert math.isnan(records[0]["loss"])
+    assert records[1]["nonfinite_skipped"] == 0 and records[1]["updated"] is True
+    assert states[1][0] > 0
+    assert stats.steps == 1 and stats.extra["nonfinite_skipped"] == 1
+    assert "update 1: non-finite loss or gradient" in caplog.text and "skipped" in caplog.text
+
+
+def test_consecutive_nan_grpo_updates_stop_the_phase_naming_step_loss_parts_and_knobs(policy, monkeypatch):
+    model, processor = policy
+    monkeypatch.setattr(rft_module, "grpo_loss", _nan_on(set(range(1, 100)), rft_module.grpo_loss))
+    with pytest.raises(NonFiniteTraining, match=r"3 consecutive updates up to step 3 .*loss=nan, kl=.*kl_beta=0.01"):
+        train_rft(model, processor, vowel_examples(4), arm_config(kl=True), Phase(KNOBS, max_nonfinite=3),
+                  updates=5)
+
+
+def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(policy, monkeypatch):
+    model, processor = policy
+    original = sft_module.sft_loss_sum
+    count = [0]
+
+    def nan_first(*args, **kwargs):
+        count[0] += 1
+        nll, tokens = original(*args, **kwargs)
+        return (nll * float("nan") if count[0] == 1 else nll), tokens
+
+    monkeypatch.setattr(sft_module, "sft_loss_sum", nan_first)
+    before = {n: p.detach().clone() for n, p in lora_params(model).items()}
+    records = []
+    arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=1)
+    stats = train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS, on_step=records.append))
+    assert records[0]["updated"] is False and stats.steps == 0 and stats.extra["nonfinite_skipped"] == 1
+    assert all(torch.equal(p, before[n]) for n, p in lora_params(model).items())
+
+    monkeypatch.setattr(sft_module, "sft_loss_sum", lambda *a, **k: (original(*a, **k)[0] * float("nan"), 1))
+    arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=4)
+    with pytest.raises(NonFiniteTraining, match=r"2 consecutive updates up to step 2 .*loss=nan.*lr=0.01"):
+        train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS, max_nonfinite=2))

@@ -72,12 +72,12 @@ def trained_batches(monkeypatch):
     """Record the groups each policy update receives instead of running the model."""
     batches: list[list[str]] = []
 
-    def fake_update(model, processor, optimizer, rollouts, arm, phase):
+    def fake_update(model, processor, optimizer, rollouts, arm, phase, guard=None, update_index=0):
         batches.append([e.sample.id for e in rollouts.examples])
         assert len(rollouts.token_ids) == rollouts.num_groups * arm.rft.group_size
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None,
                 "trained_tokens": len(rollouts.token_ids) * TOKENS_PER_ANSWER, "updated": True,
-                "unscorable_rollouts": 0}
+                "nonfinite_skipped": 0, "unscorable_rollouts": 0}
 
     monkeypatch.setattr(rft_module, "policy_update", fake_update)
     return batches

@@ -271,9 +271,9 @@ def test_online_filtering_trains_on_the_kept_groups_with_their_own_rewards(model
         drawn.append(generate(*args, **kwargs))
         return drawn[-1]
 
-    def recording_update(model, processor, optimizer, rollouts, arm, phase):
+    def recording_update(model, processor, optimizer, rollouts, arm, phase, guard=None, update_index=0):
         trained.append(rollouts)
-        return update(model, processor, optimizer, rollouts, arm, phase)
+        return update(model, processor, optimizer, rollouts, arm, phase, guard, update_index)
 
     monkeypatch.setattr(rft_module, "generate_rollouts", recording_generate)
     monkeypatch.setattr(rft_module, "policy_update", recording_update)

@@ -28,6 +28,7 @@ the K-rollout estimate offline, the dropped groups online) and rif_seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -131,10 +132,18 @@ class RIFRFT(ArmMethod):
 
     def _train_offline(self, examples: list[Example], phase: Phase) -> PhaseStats:
         rif, rft = self.arm.rif, self.arm.rft
-        with phase.guard("rollout"):
-            estimate = measure_success(self.model, self.processor, examples, rif.rollouts, rft,
-                                       derived_seed(phase.seed, "rif-offline", bits=ROLLOUT_SEED_BITS),
-                                       rollout_batch_size=max(1, phase.knobs.rollout_batch_size))
+
+        def measure() -> dict:
+            with phase.guard("rollout"):
+                return dataclasses.asdict(measure_success(
+                    self.model, self.processor, examples, rif.rollouts, rft,
+                    derived_seed(phase.seed, "rif-offline", bits=ROLLOUT_SEED_BITS),
+                    rollout_batch_size=max(1, phase.knobs.rollout_batch_size)))
+
+        # The estimate is made with the adapter as it was before the task: a phase resumed from a
+        # mid-phase checkpoint takes it from there instead of measuring the half-trained policy.
+        checkpoint = phase.checkpoint
+        estimate = SuccessEstimate(**(checkpoint.memo("rif_offline", measure) if checkpoint else measure()))
         kept = filter_instances(examples, estimate.rates, rif.low, rif.high, estimate.varied)
         extra = {
             "kept_fraction": len(kept) / len(examples) if examples else 0.0,
