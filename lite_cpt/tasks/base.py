@@ -123,6 +123,16 @@ def extract_answer(text: str, tag: str = "last") -> str:
     return (found[0] if tag == "first" else found[-1]).strip()
 
 
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def solution_parts(solution: str) -> tuple[str, str]:
+    """(rationale, answer) of an R1-style reference solution `<think>…</think><answer>…</answer>`:
+    the think part ('' without one) and the last answer tag's content (the text without one)."""
+    think = _THINK.search(solution)
+    return (think.group(1).strip() if think else ""), extract_answer(solution)
+
+
 def format_reward(text: str) -> float:
     """1.0 when the text is exactly `<think>…</think><answer>…</answer>`, else 0.0."""
     return 1.0 if _THINK_ANSWER_FORMAT.match(text) else 0.0
@@ -138,9 +148,10 @@ def normalize_text(text: str) -> str:
     return " ".join(word for word in text.split() if word not in _ARTICLES)
 
 
-def exact_match(prediction: str, answers: list[str]) -> float:
-    pred = normalize_text(prediction)
-    return 1.0 if any(pred == normalize_text(a) for a in answers) else 0.0
+def exact_match(prediction: str, answers: list[str], normalize: Callable[[str], str] = normalize_text) -> float:
+    """1.0 when the prediction equals one of the answers once both are normalised, else 0.0."""
+    pred = normalize(prediction)
+    return 1.0 if any(pred == normalize(a) for a in answers) else 0.0
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -3,14 +3,12 @@ EasyR1's grader, `mathruler`, as the paper's reward does) and CLEVR counting (nu
 
 from __future__ import annotations
 
-import re
-
 from mathruler.grader import extract_boxed_content, grade_answer
 
 from lite_cpt.data.images import ImageRef
 from lite_cpt.data.sample import LETTERS
 from lite_cpt.data.spec import DatasetSpec, hub_download
-from lite_cpt.tasks.base import Sample, extract_answer, numeric_match, register_task
+from lite_cpt.tasks.base import Sample, numeric_match, register_task, solution_parts
 from lite_cpt.tasks.choice import CHOICE_INSTRUCTION, choice_question
 from lite_cpt.tasks.letters import choice_letter
 from lite_cpt.tasks.real import RealTask
@@ -91,15 +89,14 @@ class ClevrTask(RealTask):
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         solution = str(row.get("solution") if row.get("solution") is not None else row.get("answer"))
-        think = re.search(r"<think>(.*?)</think>", solution, re.DOTALL)
-        answer = extract_answer(solution)
+        rationale, answer = solution_parts(solution)
         return Sample(
             id=sample_id,
             question=str(row.get("problem") or row.get("question")).strip(),
             answer=answer,
             images=images,
             answers=[answer],
-            meta={"rationale": think.group(1).strip() if think else ""},
+            meta={"rationale": rationale},
         )
 
     def reward(self, prediction: str, sample: Sample) -> float:

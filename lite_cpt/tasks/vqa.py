@@ -12,7 +12,7 @@ from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, open_split
 from lite_cpt.data.spec import DatasetSpec, hub_download
-from lite_cpt.tasks.base import Sample, register_task
+from lite_cpt.tasks.base import Sample, exact_match, register_task
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
 
 # ---------------------------------------------------------------------------------------------
@@ -87,8 +87,8 @@ def majority_answer(answers: list[str]) -> str:
 
 
 def normalized_exact_match(prediction: str, answers: list[str]) -> float:
-    pred = normalize_vqa_answer(prediction)
-    return 1.0 if any(pred == normalize_vqa_answer(a) for a in answers) else 0.0
+    """Exact match after the official VQA normalisation of both sides."""
+    return exact_match(prediction, answers, normalize_vqa_answer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,12 +279,19 @@ class PathVQATask(ShortAnswerTask):
 # POPE
 
 
+def said_yes_no(prediction: str) -> str | None:
+    """What an answer says, read as POPE reads it: keep the first sentence, drop commas; 'no' if
+    it contains the word 'no' or 'not', 'yes' if it contains 'yes', else None (neither)."""
+    words = prediction.split(".")[0].replace(",", "").lower().split()
+    if "no" in words or "not" in words:
+        return "no"
+    return "yes" if "yes" in words else None
+
+
 def pope_yes_no(prediction: str) -> str:
-    """POPE's own rule: keep the first sentence, drop commas; 'no' if it contains the word
-    'no' or 'not', else 'yes' (so anything that is not a denial counts as 'yes')."""
-    text = prediction.split(".")[0].replace(",", "")
-    words = text.lower().split()
-    return "no" if ("no" in words or "not" in words) else "yes"
+    """POPE's own rule: 'no' for a denial (`said_yes_no`), 'yes' for anything else (so an
+    answer that is not a denial counts as 'yes')."""
+    return "no" if said_yes_no(prediction) == "no" else "yes"
 
 
 def pope_f1(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
