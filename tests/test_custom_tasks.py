@@ -5,6 +5,7 @@ fixtures; every metric of the registry against hand-computed answers; the errors
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def custom_recipe(custom: dict, **task) -> dict:
 
 
 def write_reward_module(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "my_rewards.py").write_text(textwrap.dedent('''
+    (tmp_path / "user_rewards.py").write_text(textwrap.dedent('''
         def half_credit(prediction, sample):
             """1 for the answer, 0.5 for its first letter, else 0."""
             if prediction.strip() == sample.answer:
@@ -214,11 +215,12 @@ def write_reward_module(tmp_path: Path, monkeypatch) -> None:
         NOT_A_FUNCTION = 3
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "user_rewards", raising=False)
 
 
 def test_custom_reward_by_import_path_scores_and_rewards(tmp_path, monkeypatch):
     write_reward_module(tmp_path, monkeypatch)
-    recipe = recipe_from_dict(custom_recipe({"reward": "my_rewards:half_credit"}))
+    recipe = recipe_from_dict(custom_recipe({"reward": "user_rewards:half_credit"}))
     task = build_task(recipe.tasks[0])
     gold = sample("lung")
     assert task.score("lung", gold) == 1.0
@@ -227,18 +229,18 @@ def test_custom_reward_by_import_path_scores_and_rewards(tmp_path, monkeypatch):
     assert task.binary_reward("liver", gold) == 0.0
     assert reward_parts(Example(task, gold), "<think>x</think><answer>liver</answer>", RFTConfig()) == (
         pytest.approx(0.9 * 0.5 + 0.1 * 1.0), 0.5)
-    by_file = recipe_from_dict(custom_recipe({"reward": f"{tmp_path / 'my_rewards.py'}:half_credit"}))
+    by_file = recipe_from_dict(custom_recipe({"reward": f"{tmp_path / 'user_rewards.py'}:half_credit"}))
     assert build_task(by_file.tasks[0]).score("liver", gold) == 0.5
 
 
 @pytest.mark.parametrize("reward, message", [
     ("no_such_package.rewards:score", "module 'no_such_package.rewards' not found: install it or add its directory"),
-    ("my_rewards:missing", "module 'my_rewards' has no attribute 'missing' (its functions: half_credit, "
+    ("user_rewards:missing", "module 'user_rewards' has no attribute 'missing' (its functions: half_credit, "
                            "one_argument, returns_text)"),
-    ("my_rewards:NOT_A_FUNCTION", "my_rewards:NOT_A_FUNCTION is a int, not a function"),
-    ("my_rewards:one_argument", "my_rewards:one_argument must take (prediction, sample) and return a float; "
+    ("user_rewards:NOT_A_FUNCTION", "user_rewards:NOT_A_FUNCTION is not a function (it is a int)"),
+    ("user_rewards:one_argument", "user_rewards:one_argument must take (prediction, sample) and return a float; "
                                 "its signature is one_argument(prediction)"),
-    ("my_rewards", "reward 'my_rewards' must be `package.module:function` or `path/to/file.py:function`"),
+    ("user_rewards", "reward 'user_rewards' must be `package.module:function` or `path/to/file.py:function`"),
     ("nowhere/rewards.py:score", "reward file nowhere/rewards.py not found"),
 ])
 def test_custom_reward_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, reward, message):
@@ -250,8 +252,8 @@ def test_custom_reward_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, re
 
 def test_a_reward_that_returns_no_number_is_a_clear_error(tmp_path, monkeypatch):
     write_reward_module(tmp_path, monkeypatch)
-    task = build_task(recipe_from_dict(custom_recipe({"reward": "my_rewards:returns_text"})).tasks[0])
-    with pytest.raises(UserError, match="reward my_rewards:returns_text returned 'right' for sample s; "
+    task = build_task(recipe_from_dict(custom_recipe({"reward": "user_rewards:returns_text"})).tasks[0])
+    with pytest.raises(UserError, match="reward user_rewards:returns_text returned 'right' for sample s; "
                                         "it must return a finite number"):
         task.score("x", sample("lung"))
 
@@ -345,6 +347,7 @@ def readme_block(marker: str) -> str:
 def test_the_readme_example_recipe_and_reward_work_on_a_dataset_of_their_shape(tmp_path, monkeypatch):
     (tmp_path / "my_rewards.py").write_text(readme_block("reward"))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)
     charts = tmp_path / "data" / "charts"
     (charts / "images").mkdir(parents=True)
     for split, counts in (("train", [3, 12]), ("test", [7, 20])):

@@ -131,7 +131,7 @@ def load_reward(path: str) -> RewardFunction:
         shown = ", ".join(public[:10]) + (", ..." if len(public) > 10 else "")
         raise ValueError(f"module {module_name!r} has no attribute {attribute!r} (its functions: {shown or 'none'})")
     if not callable(function):
-        raise ValueError(f"{path} is a {type(function).__name__}, not a function")
+        raise ValueError(f"{path} is not a function (it is a {type(function).__name__})")
     try:
         inspect.signature(function).bind("prediction", Sample(id="", question="", answer=""))
     except TypeError:
