@@ -278,18 +278,19 @@ class TaskConfig(Section):
         return self
 
 
-def check_custom_task(task: TaskConfig) -> None:
-    """A `custom` section goes with `type: custom` (and back), which needs its data location."""
+def check_custom_task(task: Any) -> None:
+    """A `custom` section goes with `type: custom` (and back), which needs its data location
+    (`task` is a TaskConfig or a BenchmarkConfig)."""
     if task.type != "custom":
         if task.custom is not None:
-            raise ValueError(f"a `custom` section needs `type: custom` (task '{task.name}' is {task.type})")
+            raise ValueError(f"a `custom` section needs `type: custom` ('{task.name}' is {task.type})")
         return
     if task.custom is None:
-        raise ValueError(f"task '{task.name}' of type custom needs a `custom` section (columns, metric or reward)")
+        raise ValueError(f"'{task.name}' of type custom needs a `custom` section (columns, metric or reward)")
     if task.source.path is None and task.source.hf_id is None:
-        raise ValueError(f"task '{task.name}' of type custom needs source.path or source.hf_id (where its data is)")
-    if task.prompt is not None:
-        raise ValueError(f"task '{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
+        raise ValueError(f"'{task.name}' of type custom needs source.path or source.hf_id (where its data is)")
+    if getattr(task, "prompt", None) is not None:
+        raise ValueError(f"'{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
 
 
 class RFTConfig(Section):
@@ -439,9 +440,14 @@ class BenchmarkConfig(Section):
     type: str = Field(..., description="Benchmark type from the registry.")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
     size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
+    custom: CustomTaskConfig | None = Field(
+        None, description="Columns, prompts and metric of a `type: custom` benchmark (declared in the recipe, "
+        "as a task's)."
+    )
 
     @model_validator(mode="after")
     def _fill_source(self) -> "BenchmarkConfig":
+        check_custom_task(self)
         object.__setattr__(self, "source", fill_source(self.source, self.type, benchmark=True))
         return self
 

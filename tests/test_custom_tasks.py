@@ -19,7 +19,7 @@ from lite_cpt.data.fixtures import write_fixtures
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
 from lite_cpt.phase import Example
-from lite_cpt.recipe import RFTConfig, TaskConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import BenchmarkConfig, RFTConfig, TaskConfig, load_recipe, recipe_from_dict
 from lite_cpt.rft import reward_parts
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import Sample
@@ -99,6 +99,33 @@ def test_yaml_declared_task_gives_the_same_rl_rewards(fixture_root, name):
                 assert reward_parts(Example(custom, c), text, rft) == expected, text
                 scores.append(expected[0])
         assert min(scores) < max(scores)  # the answers above are not all scored alike
+
+
+MMLU_PRO_IN_YAML = """
+name: mmlu_pro
+type: custom
+source: {hf_id: TIGER-Lab/MMLU-Pro, test_split: test}
+custom:
+  columns: {question: question, answer: answer, choices: options, id: question_id, rationale: cot_content,
+            images: []}
+  metric: choice
+"""
+
+
+def test_a_general_benchmark_declared_in_yaml_equals_the_built_in_one(fixture_root):
+    built_in = build_task(BenchmarkConfig(name="mmlu_pro", type="mmlu_pro"), fixture_root, benchmark=True)
+    custom = build_task(BenchmarkConfig(**yaml.safe_load(MMLU_PRO_IN_YAML)), fixture_root, benchmark=True)
+    expected, got = built_in.load("test", None), custom.load("test", None)
+    assert len(got) == len(expected) == N
+    for b, c in zip(expected, got):
+        assert (c.id, c.question, c.answer, c.choices, c.images) == (b.id, b.question, b.answer, b.choices, ())
+        assert c.meta["rationale"] == b.meta["rationale"]
+        assert [custom.prompt(c, cot) for cot in (False, True)] == [built_in.prompt(b, cot) for cot in (False, True)]
+        for text in predictions(b, expected):
+            assert custom.score(text, c) == built_in.score(text, b), text
+    recipe = recipe_from_dict({"name": "t", "tasks": [{"name": "a", "type": "mini_clevr"}], "arms": [{"name": "sft"}],
+                               "evaluation": {"general": [yaml.safe_load(MMLU_PRO_IN_YAML)]}})
+    assert recipe.evaluation.general[0].custom.metric == "choice"
 
 
 def test_the_example_recipe_loads_its_fixtures(fixture_root):
@@ -268,10 +295,10 @@ def test_a_reward_that_returns_no_number_is_a_clear_error(tmp_path, monkeypatch)
     ({"metric": "exact", "prompt": "Q: {} A:"}, {}, "tasks.0.custom.prompt: placeholder {} is not a column name"),
     ({"metric": "exact", "columns": {"questions": "q"}}, {},
      "tasks.0.custom.columns.questions: unknown key; allowed keys: question, answer, images, choices"),
-    ({"metric": "exact"}, {"source": {}}, "task 'mine' of type custom needs source.path or source.hf_id"),
+    ({"metric": "exact"}, {"source": {}}, "'mine' of type custom needs source.path or source.hf_id"),
     ({"metric": "exact"}, {"prompt": "{question}"}, "a custom task's prompts are custom.prompt and custom.cot_prompt"),
     ({"metric": "exact"}, {"type": "pathvqa"}, "a `custom` section needs `type: custom`"),
-    (None, {}, "task 'mine' of type custom needs a `custom` section"),
+    (None, {}, "'mine' of type custom needs a `custom` section"),
 ])
 def test_custom_task_recipe_errors(custom, task, message):
     with pytest.raises(UserError) as info:

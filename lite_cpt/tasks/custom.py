@@ -54,9 +54,11 @@ def default_templates(instruction: str) -> tuple[str, str]:
     return f"{{question}}\n{instruction}", f"{{question}}\n{instruction} {COT_INSTRUCTION}"
 
 
+@register_task("custom", benchmark=True)
 @register_task("custom")
 class CustomTask(RealTask):
-    """The task a recipe's `custom:` section describes (see `CustomTaskConfig` in the recipe)."""
+    """The task (or general benchmark) a recipe's `custom:` section describes (see
+    `CustomTaskConfig` in the recipe)."""
 
     dataset = None  # no dataset of its own: the recipe's `source` says where the data is
 
@@ -134,12 +136,14 @@ class CustomTask(RealTask):
         if columns.rationale and row.get(columns.rationale):
             rationale = str(row[columns.rationale]).strip()
         meta = {"rationale": rationale, **{c: row.get(c) for c in columns.meta}}
-        meta["fields"] = {c: "" if row.get(c) is None else str(row[c]) for _, c in self.template_named()}
+        meta["fields"] = {c: "" if row.get(c) is None else str(row[c]) for c in self.template_columns}
         return Sample(id=sample_id, question=question, answer=answer, images=images, answers=answers,
                       choices=choices, meta=meta)
 
-    def template_named(self) -> list[tuple[str, str]]:
-        return [(key, c) for key, c in self.named_columns() if key in ("prompt", "cot_prompt")]
+    @cached_property
+    def template_columns(self) -> list[str]:
+        """The row columns the prompt templates name (kept per sample in `meta["fields"]`)."""
+        return [c for key, c in self.named_columns() if key in ("prompt", "cot_prompt")]
 
     def reference(self, value: Any, choices: list[str] | None, sample_id: str) -> tuple[str, list[str] | None, str]:
         """(answer, accepted answers, rationale) of an answer cell: one value, a list of values, or
