@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,11 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
+from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
-from lite_cpt.integrity import remove_stale_temporaries, verify_directory
+from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
@@ -78,9 +80,23 @@ class Workspace:
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:
             task = next(t for t in self.tasks if t.name == task_name)
-            split = task.config.source.train_split
-            self._train_cache[task_name] = examples_of(task, task.load(split, task.config.train_size))
+            self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size)
         return self._train_cache[task_name]
+
+
+def load_samples(task: Task, split: str, size: int | None) -> list:
+    """`size` samples of the split without its unusable items (bad image, empty question,
+    missing answer), which are skipped, counted and named in the log."""
+    samples = task.load(split, size)
+    good, bad = screen(samples)
+    if bad:
+        log.warning("%s: skipped %d of %d items of split '%s': %s", task.name, len(bad), len(samples), split,
+                    describe_bad(bad, len(samples)))
+    return good
+
+
+def load_examples(task: Task, split: str, size: int | None) -> list[Example]:
+    return examples_of(task, load_samples(task, split, size))
 
 
 # Keys that do not change any one seed's numbers: which seeds run, where logs also go, and
@@ -94,8 +110,7 @@ def prepare_run_dir(recipe: Recipe) -> Path:
     run_dir = recipe.run_dir
     saved = run_dir / "recipe.yaml"
     seeds = recipe.run_seeds
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    if saved.exists() and (previous := _readable_recipe(saved)) is not None:
         current = recipe.model_dump(mode="json")
         if _seedless(previous) != _seedless(current):
             raise UserError(
@@ -105,6 +120,19 @@ def prepare_run_dir(recipe: Recipe) -> Path:
         seeds = list(dict.fromkeys([*(previous.get("seeds") or [previous.get("seed", 0)]), *seeds]))
     atomic_write_text(saved, recipe_to_yaml(recipe.model_copy(update={"seeds": seeds})))
     return run_dir
+
+
+def _readable_recipe(path: Path) -> dict | None:
+    """A saved recipe.yaml as a mapping; None (named in the log, and written again from this
+    recipe) when it no longer parses as one."""
+    try:
+        previous = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError:
+        previous = None
+    if isinstance(previous, dict):
+        return previous
+    log.warning("%s is damaged; it is written again from this recipe", path)
+    return None
 
 
 def _seedless(recipe: dict) -> dict:
@@ -127,11 +155,11 @@ def build_workspace(recipe: Recipe, console: Console | None = None, loaded: tupl
         model, processor = loaded
     root = recipe.data.root
     tasks = [build_task(cfg, root, recipe.seed) for cfg in recipe.tasks]
-    evalsets = [EvalSet(t, t.load(t.config.source.test_split, t.config.test_size)) for t in tasks]
+    evalsets = [EvalSet(t, load_samples(t, t.config.source.test_split, t.config.test_size)) for t in tasks]
     general = []
     for cfg in recipe.evaluation.general:
         bench = build_task(cfg, root, recipe.seed, benchmark=True)
-        general.append(EvalSet(bench, bench.load(cfg.source.test_split, cfg.size)))
+        general.append(EvalSet(bench, load_samples(bench, cfg.source.test_split, cfg.size)))
     return Workspace(recipe, seed_dir(run_dir, recipe.seed), model, processor, tasks, evalsets, general,
                      console, {}, tracker=RunTracker(recipe, run_dir, recipe.seed))
 
@@ -227,8 +255,7 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
     computed once per recipe and seed, however many workers share the run directory."""
     path = ws.run_dir / BASE_SCORES
     with waiting_lock(ws.run_dir / ".base_scores.lock"):
-        if path.exists():
-            saved = json.loads(path.read_text())
+        if (saved := _read_json(path, ("R0", "G0"))) is not None:
             return saved["R0"], saved["G0"]
         with ws.model.disable_adapter():
             tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
@@ -236,8 +263,76 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
     return tasks_row, general_row
 
 
-def _load_rows(path: Path, key: str) -> list[list[float]]:
-    return json.loads(path.read_text())[key] if path.exists() else []
+def _read_json(path: Path, keys: tuple[str, ...]) -> dict | None:
+    """A JSON object with `keys` from `path`; None when it is absent, or damaged (named in the
+    log: what it held is computed again)."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(saved, dict) and all(isinstance(saved.get(key), list) for key in keys):
+            return saved
+    except (UnicodeDecodeError, ValueError):
+        pass
+    log.warning("%s is damaged; what it held is computed again", path)
+    return None
+
+
+def _rows_from_log(log_path: Path, base: list[float], key: str) -> list[list[float]]:
+    """Rows 0..t from the base row and the task_end records (each carries its rows)."""
+    rows = [base]
+    for record in read_jsonl(log_path):
+        if record.get("event") == "task_end" and record.get("task_index") == len(rows) and key in record:
+            rows.append(record[key])
+    return rows
+
+
+def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
+    """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
+    marker) and general.json, rebuilt from metrics.jsonl when either is damaged, cut back to
+    the last task whose adapter verifies against its manifest."""
+    matrix, general = _read_json(arm_dir / "matrix.json", ("R",)), _read_json(arm_dir / "general.json", ("G",))
+    rows, general_rows = (matrix or {}).get("R", []), (general or {}).get("G", [])
+    damaged = [p for p, v in ((arm_dir / "matrix.json", matrix), (arm_dir / "general.json", general))
+               if v is None and p.exists()]
+    if damaged:
+        log.warning("%s is damaged; its rows are rebuilt from %s", " and ".join(map(str, damaged)),
+                    arm_dir / "metrics.jsonl")
+        r0, g0 = base_row(ws)
+        rows = _rows_from_log(arm_dir / "metrics.jsonl", r0, "scores")
+        general_rows = _rows_from_log(arm_dir / "metrics.jsonl", g0, "general")
+    # matrix.json is the resume marker. general.json is written just before it, so a run killed
+    # between the two writes left one row more there: keep only the rows the marker covers.
+    rows = rows[: len(general_rows)]
+    done = last_intact_task(arm_dir, max(0, len(rows) - 1))
+    if done < len(rows) - 1:
+        drop_after(arm_dir, done)
+    return rows[: done + 1], general_rows[: done + 1]
+
+
+def last_intact_task(arm_dir: Path, done: int) -> int:
+    """The highest k <= done whose task_k adapter verifies against its manifest (0: none);
+    each damaged one is named in the log, and the run falls back to the one before. An adapter
+    saved without a manifest (by an earlier version) is trusted."""
+    for k in range(done, 0, -1):
+        task_dir = arm_dir / f"task_{k}"
+        problems = verify_directory(task_dir)
+        legacy = not (task_dir / MANIFEST).exists() and (task_dir / "adapter_model.safetensors").exists()
+        if not problems or legacy:
+            return k
+        log.warning("task adapter %s is damaged (%s); falling back to the one before", task_dir, "; ".join(problems))
+    return 0
+
+
+def drop_after(arm_dir: Path, done: int) -> None:
+    """The run falls back to task `done`: later task adapters and the checkpoints of later
+    phases descend from a damaged adapter and are removed (they are trained again)."""
+    for path in arm_dir.glob("task_*"):
+        if path.name.removeprefix("task_").isdigit() and int(path.name.removeprefix("task_")) > done:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in (arm_dir / CHECKPOINTS_DIR).glob("phase_*_update_*"):
+        if int(path.name.split("_")[1]) > done + 1:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_arm(ws: Workspace, arm: ArmConfig) -> None:
@@ -256,13 +351,13 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     phases = [("joint", ws.tasks)] if method.joint else [(t.name, [t]) for t in ws.tasks]
 
     remove_stale_temporaries(arm_dir)  # what an interrupted save left behind
-    truncate_jsonl(arm_dir / "metrics.jsonl")  # a half-written last line (killed mid-append) is dropped
-    rows = _load_rows(matrix_path, "R")
-    # matrix.json is the resume marker. general.json is written just before it, so a run killed
-    # between the two writes left one row more there: keep only the rows the marker covers.
-    general_rows = _load_rows(general_path, "G")[: len(rows)]
+    if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
+        log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
+    rows, general_rows = resume_rows(ws, arm_dir)
     reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
+    if done and not _rows_on_disk(matrix_path, rows):  # rebuilt from the log, or cut back
+        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
     if done >= len(phases):
         _say(ws, f"[dim]{arm.name}: finished earlier, skipping[/]")
         return
@@ -284,6 +379,10 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         general_rows.append(general_row)
         _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
         _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
+
+
+def _rows_on_disk(matrix_path: Path, rows: list) -> bool:
+    return (_read_json(matrix_path, ("R",)) or {}).get("R") == rows
 
 
 def checkpoint_policy(recipe: Recipe) -> CheckpointPolicy:

@@ -66,3 +66,17 @@ def _mutated_kernels_under_mutmut() -> None:
 
 
 _mutated_kernels_under_mutmut()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection figures (tests/test_faults.py), when those tests ran."""
+    import sys
+
+    faults = sys.modules.get("tests.faults")
+    if faults is None or not (faults.TALLY["kills tried"] or faults.TALLY["corruptions tried"]):
+        return
+    tally = faults.TALLY
+    terminalreporter.write_line(
+        f"fault injection: SIGKILLs survived {tally['kills survived']}/{tally['kills tried']}, "
+        f"corruptions detected {tally['corruptions detected']}/{tally['corruptions tried']}"
+    )

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lite_cpt.data.preflight import recipe_sections
+from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.errors import UserError
 from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES, build_task
 from lite_cpt.tasks.real import RealTask, is_real_task_type
@@ -58,6 +59,8 @@ def _check_one(recipe: Any, key: str, cfg: Any, benchmark: bool) -> dict:
         "train_available": None,
         "test": None,
         "test_available": None,
+        "train_bad": None,
+        "test_bad": None,
         "prompt": None,
         "expected": None,
         "problem": None,
@@ -94,11 +97,31 @@ def _check_one(recipe: Any, key: str, cfg: Any, benchmark: bool) -> dict:
             row["train"] = _used(train_size, row["train_available"])
         row["test_available"] = task.count(cfg.source.test_split)
         row["test"] = _used(test_size, row["test_available"])
-        samples = task.load(cfg.source.test_split, 1)
-        row["prompt"] = task.prompt(samples[0]) if samples else None
+        _count_bad(task, row, cfg, train_size, test_size, benchmark)
     except UserError as error:
         row.update(status="error", problem=str(error))
     return row
+
+
+def _count_bad(task: RealTask, row: dict, cfg: Any, train_size, test_size, benchmark: bool) -> None:
+    """Screen the items the recipe draws from each split: count the unusable ones (and name a
+    few in `bad_items`); the prompt shown is the first usable test item's."""
+    splits = [("test", cfg.source.test_split, test_size)]
+    if not benchmark:
+        splits.insert(0, ("train", cfg.source.train_split, train_size))
+    notes = []
+    for label, split, size in splits:
+        samples = task.load(split, size)
+        good, bad = screen(samples)
+        row[f"{label}_bad"] = len(bad)
+        if bad:
+            notes.append(f"{label} split '{split}': {describe_bad(bad, len(samples))}")
+        if label == "test" and good:
+            row["prompt"] = task.prompt(good[0])
+    if notes:
+        row["problem"] = "; ".join(notes)
+        row["fix"] = ("those items are skipped; repair or re-download them, or raise "
+                      "faults.max_bad_data_fraction if the preflight stops on them")
 
 
 def _used(size: int | None, available: int) -> int:
@@ -108,10 +131,11 @@ def _used(size: int | None, available: int) -> int:
 _STYLE = {"found": "green", "synthetic": "cyan", "missing": "red", "error": "red"}
 
 
-def _count(used: int | None, available: int | None) -> str:
+def _count(used: int | None, available: int | None, bad: int | None = None) -> str:
     if used is None:
         return "-"
-    return f"{used}" if available is None else f"{used} of {available}"
+    text = f"{used}" if available is None else f"{used} of {available}"
+    return f"{text}, {bad} bad" if bad else text
 
 
 def render_data_check(rows: list[dict], console: Console) -> None:
@@ -128,8 +152,8 @@ def render_data_check(rows: list[dict], console: Console) -> None:
             escape(row["type"]),
             f"[{_STYLE[row['status']]}]{row['status']}[/]",
             escape(row["source"]),
-            _count(row["train"], row["train_available"]),
-            _count(row["test"], row["test_available"]),
+            _count(row["train"], row["train_available"], row.get("train_bad")),
+            _count(row["test"], row["test_available"], row.get("test_bad")),
             escape(short),
         )
     console.print(table)

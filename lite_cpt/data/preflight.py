@@ -2,7 +2,8 @@
 
 For each real task and general benchmark of the recipe: its source is found, each split it
 uses exists, the split has enough rows for the recipe's budget (`train_size`, `test_size`,
-`size`), and one sample decodes (its images) and renders (its prompt). Every problem is
+`size`), the items the recipe draws are usable (images decode, question and answer present;
+at most `faults.max_bad_data_fraction` of them may not be) and one renders (its prompt). Every problem is
 collected, each with its fix, and reported at once, so nothing trains until all data is there.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lite_cpt.data.images import decode_image
+from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.errors import UserError
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.real import RealTask
@@ -56,7 +57,8 @@ def check_section(recipe: Any, key: str, cfg: Any, benchmark: bool) -> list[Data
     problems = []
     for split, size_key, size in _budgets(cfg, benchmark):
         try:
-            problems += _check_split(task, where, split, f"{key}.{size_key}", size)
+            problems += _check_split(task, where, split, f"{key}.{size_key}", size,
+                                     recipe.faults.max_bad_data_fraction)
         except UserError as error:
             problems.append(DataProblem(where, f"split '{split}': {error}", _split_fix(key, split)))
     return problems
@@ -67,7 +69,8 @@ def _split_fix(key: str, split: str) -> str:
             f"at a dataset that has it")
 
 
-def _check_split(task: RealTask, where: str, split: str, size_key: str, size: int | None) -> list[DataProblem]:
+def _check_split(task: RealTask, where: str, split: str, size_key: str, size: int | None,
+                 max_bad: float) -> list[DataProblem]:
     available = task.count(split)
     if available == 0:
         return [DataProblem(where, f"split '{split}' has no usable rows", _split_fix(where.split()[0], split))]
@@ -77,10 +80,17 @@ def _check_split(task: RealTask, where: str, split: str, size_key: str, size: in
             where, f"split '{split}' has {available} usable rows, fewer than {size_key}={size}",
             f"set {size_key}={available} (or lower), or null to use the whole split",
         ))
-    sample = task.load(split, 1)[0]
-    for ref in sample.images:
-        decode_image(ref, sample.id)
-    task.prompt(sample)
+    samples = task.load(split, size)
+    good, bad = screen(samples)
+    if len(bad) > max_bad * len(samples):
+        problems.append(DataProblem(
+            where, f"split '{split}': {describe_bad(bad, len(samples))}, more than "
+            f"faults.max_bad_data_fraction={max_bad}",
+            "repair or re-download those files (`lite-cpt data check` lists them), or raise "
+            "faults.max_bad_data_fraction to train without them",
+        ))
+    if good:
+        task.prompt(good[0])
     return problems
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
+from lite_cpt.data.quality import UNREADABLE
 from lite_cpt.data.spec import DatasetSpec
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task
 
@@ -62,7 +63,13 @@ class RealTask(Task):
 
     def make_sample(self, table: SplitTable, index: int, row: dict) -> Sample:
         sample_id = self.sample_id(row, table.split, index)
-        sample = self.to_sample(row, sample_id, self.row_images(table, index, row))
+        try:
+            sample = self.to_sample(row, sample_id, self.row_images(table, index, row))
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            # a row without its question or answer fields: kept as an unusable item, which the
+            # run skips and `data check` counts (lite_cpt.data.quality)
+            sample = Sample(id=sample_id, question="", answer="",
+                            meta={UNREADABLE: f"row {index} cannot be read ({type(error).__name__}: {error})"})
         sample.meta.setdefault("split", table.split)
         sample.meta.setdefault("row", index)
         return sample
