@@ -144,7 +144,7 @@ def run(
         with preemption_handlers():
             _run_here(loaded, arms, only_seeds, cal)
     except Preempted as stop:
-        err_console.print(f"[bold yellow]stopped[/] ({stop.where}); it resumes from its last saved task with: "
+        err_console.print(f"[bold yellow]stopped[/] ({stop.where}); it resumes from its last checkpoint with: "
                           f"{resume_command()}", highlight=False, soft_wrap=True)
         raise typer.Exit(PREEMPTED_EXIT_CODE) from None
 

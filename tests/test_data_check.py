@@ -170,7 +170,7 @@ def test_preflight_reports_every_problem_at_once_with_its_fix(fixture_root, tmp_
     assert f"hf download lmms-lab/textvqa --repo-type dataset --cache-dir {root}/hub" in message
     assert "tasks.0 (scienceqa): split 'train' has 6 usable rows, fewer than tasks.0.train_size=50" in message
     assert "set tasks.0.train_size=6" in message
-    assert "tasks.2 (vizwiz): split 'train': image of sample" in message and "cannot be opened" in message
+    assert "tasks.2 (vizwiz): split 'train': 5 of 5 items unusable (" in message and "cannot be opened" in message
     assert len(preflight(recipe)) == 3
 
 
