@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from lite_cpt.data.images import ImageRef, decode_image
+from lite_cpt.families import family_for_processor
 
 IGNORE_INDEX = -100
-# Per-token tensors a Qwen2.5-VL processor returns; everything else (pixel_values,
-# image_grid_thw) describes the images and passes through unchanged.
+# Per-token tensors a processor (or a text model's tokenizer) returns; everything else
+# (pixel_values, image_grid_thw) describes the images and passes through unchanged.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
 
@@ -29,8 +30,7 @@ class Prompt:
 
 
 def chat_text(processor, prompt: Prompt) -> str:
-    content = [{"type": "image"} for _ in prompt.images] + [{"type": "text", "text": prompt.text}]
-    messages = [{"role": "user", "content": content}]
+    messages = family_for_processor(processor).chat_messages(prompt.text, len(prompt.images))
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
@@ -45,8 +45,7 @@ def encode_prompts(processor, prompts: list[Prompt], max_prompt_tokens: int | No
     images = [decode_image(ref, p.sample_id) for p in prompts for ref in p.images]
     tokenizer = tokenizer_of(processor)
     tokenizer.padding_side = "left"
-    batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
-    batch = dict(batch)
+    batch = family_for_processor(processor).encode(processor, texts, images)
     if max_prompt_tokens is not None and batch["input_ids"].shape[1] > max_prompt_tokens:
         batch = _truncate_left(batch, max_prompt_tokens, processor)
     return batch

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from lite_cpt.batching import IGNORE_INDEX
+from lite_cpt.families import family_of_model
 from lite_cpt.kernels import fused_linear_logprob
 
 
@@ -22,8 +23,8 @@ def unwrap(model):
 
 
 def decoder_and_head(model):
-    inner = unwrap(model)
-    return inner.model, inner.get_output_embeddings()
+    """(decoder, lm_head) as the model's family adapter finds them."""
+    return family_of_model(unwrap(model)).decoder_and_head(model)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lite_cpt.errors import UserError
+from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.integrity import sealed_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
@@ -45,7 +46,8 @@ def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
     return cfg.quantization
 
 
-def quantization_config(kind: str, compute_dtype: torch.dtype):
+def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...] = ("visual", "lm_head")):
+    """bitsandbytes settings for `kind`; the modules named in `keep` stay unquantised."""
     if kind == "none":
         return None
     try:
@@ -60,15 +62,17 @@ def quantization_config(kind: str, compute_dtype: torch.dtype):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
             # The vision tower and lm_head stay in bf16: small, and sensitive to quantisation.
-            llm_int8_skip_modules=["visual", "lm_head"],
+            llm_int8_skip_modules=list(keep),
         )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["visual", "lm_head"])
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(keep))
 
 
 def load_pretrained(path_or_id: str, cfg: ModelConfig):
-    """(model, processor) from a local directory or the Hugging Face cache."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    """(model, processor) from a local directory or the Hugging Face cache, with the auto classes
+    of the model's family (a text-only family's processor is its tokenizer)."""
+    import transformers
 
+    family = resolve_family(cfg.model_copy(update={"name": path_or_id}))
     if cfg.backend == "unsloth":
         from lite_cpt.unsloth_backend import load_with_unsloth
 
@@ -83,15 +87,14 @@ def load_pretrained(path_or_id: str, cfg: ModelConfig):
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
     quant = resolve_quantization(cfg, device)
-    kwargs = dict(dtype=dtype, quantization_config=quantization_config(quant, dtype))
+    kwargs = dict(dtype=dtype, quantization_config=quantization_config(quant, dtype, family.keep_unquantized))
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
     if device.type == "cuda":
         kwargs["device_map"] = {"": device.index or 0}
-    processor_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
     try:
-        processor = AutoProcessor.from_pretrained(path_or_id, **processor_kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs)
+        processor = load_processor(family, path_or_id, cfg)
+        model = getattr(transformers, family.auto_class).from_pretrained(path_or_id, **kwargs)
     except OSError as error:
         raise UserError(
             f"could not load model '{path_or_id}': {error}. Give a local directory in model.name, "
@@ -105,6 +108,17 @@ def load_pretrained(path_or_id: str, cfg: ModelConfig):
     # +3.3 GB on the 7B. A frozen base plus non-reentrant checkpointing (add_lora) is enough.
     model.requires_grad_(False)
     return model, processor
+
+
+def load_processor(family: Family, path_or_id: str, cfg: ModelConfig):
+    """The processor of a vision family (image budget from model.min/max_pixels), or the
+    tokenizer of a text-only one, left-padded for batched generation."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    if not family.vision:
+        return AutoTokenizer.from_pretrained(path_or_id, padding_side="left")
+    processor_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+    return AutoProcessor.from_pretrained(path_or_id, **processor_kwargs)
 
 
 def enable_checkpointing(model, enabled: bool) -> None:
@@ -137,8 +151,9 @@ def load_base(recipe: Recipe, console=None):
 
 
 def lora_target_modules(model, pattern: str) -> list[str]:
-    """Names of the linear layers the LoRA regex selects (an error when none match)."""
-    regex = re.compile(pattern)
+    """Names of the linear layers the LoRA regex selects (an error when none match); `auto` is
+    the model family's language-model linears."""
+    regex = re.compile(resolve_lora_targets(model, pattern))
     names = [
         name
         for name, module in model.named_modules()
@@ -147,6 +162,11 @@ def lora_target_modules(model, pattern: str) -> list[str]:
     if not names:
         raise UserError(f"model.lora.target_modules '{pattern}' matches no linear layer of the model")
     return names
+
+
+def resolve_lora_targets(model, pattern: str) -> str:
+    """The LoRA regex: `pattern`, or for `auto` the language-model linears of the model's family."""
+    return family_of_model(model).lora_targets if pattern == "auto" else pattern
 
 
 def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_checkpointing: bool = False):
@@ -165,7 +185,7 @@ def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
+        target_modules=resolve_lora_targets(model, cfg.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )

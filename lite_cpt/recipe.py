@@ -32,14 +32,15 @@ class LoraConfig(Section):
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: str = Field(
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        description="Regex over module names that get adapters (the language model's linear "
-        "layers by default; the vision tower stays frozen).",
+        "auto",
+        description="Regex over module names that get adapters; `auto` = the model family's "
+        "language-model linear layers (attention and MLP; the vision tower stays frozen).",
     )
 
 
 class TinyModelConfig(Section):
-    """Shape of the offline, randomly initialised Qwen2.5-VL used when `model.name` is `tiny`."""
+    """Shape of the offline, randomly initialised model (of `model.family`) used when `model.name`
+    is `tiny`."""
 
     hidden_size: int = Field(64, ge=16, description="Language model hidden size.")
     num_layers: int = Field(2, ge=1, description="Language model decoder layers.")
@@ -67,7 +68,13 @@ class BaseTrainingConfig(Section):
 class ModelConfig(Section):
     name: str = Field(
         "tiny",
-        description="Hugging Face model id, a local directory, or `tiny` for the offline tiny Qwen2.5-VL.",
+        description="Hugging Face model id, a local directory, or `tiny` for the offline tiny model of "
+        "`model.family`.",
+    )
+    family: str = Field(
+        "auto",
+        description="Model family adapter (`lite_cpt/families/`): auto = from the checkpoint's "
+        "config.json model_type or the model id (tiny: qwen2_5_vl), or one of qwen2_5_vl, qwen3_vl, text.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Compute dtype; `auto` = bfloat16 on CUDA, float32 on CPU."
@@ -93,6 +100,15 @@ class ModelConfig(Section):
     base_training: BaseTrainingConfig = Field(
         default_factory=BaseTrainingConfig, description="Shared base training for the tiny model."
     )
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from lite_cpt.families import FAMILIES
+
+        if value != "auto" and value not in FAMILIES:
+            raise ValueError(f"unknown model family '{value}'; allowed: auto, {', '.join(FAMILIES)}")
+        return value
 
 
 class DataSourceConfig(Section):

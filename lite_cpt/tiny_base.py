@@ -1,4 +1,5 @@
-"""The tiny model's shared base: a random Qwen2.5-VL given some ability by a short multi-task SFT.
+"""The tiny model's shared base: a random tiny model (Qwen2.5-VL unless `model.family` says
+otherwise) given some ability by a short multi-task SFT.
 
 A 7B instruct model starts continual training with non-zero ability on every task; a random
 tiny model knows nothing. So the tiny recipe first trains all of its weights on a separate
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 from lite_cpt.data import synthetic
+from lite_cpt.families import DEFAULT_FAMILY, resolve_family
 from lite_cpt.locks import waiting_lock
 from lite_cpt.recipe import ArmConfig, Recipe, config_hash
 from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
@@ -23,10 +25,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("LITE_CPT_CACHE", Path.home() / ".cache" / "lite-cpt"))
 
 
+def tiny_family(recipe: Recipe) -> str:
+    """The family of the recipe's tiny model (`model.family`, Qwen2.5-VL when auto)."""
+    return resolve_family(recipe.model).name
+
+
 def tiny_base_key(recipe: Recipe) -> str:
     model = recipe.model
-    return config_hash({"tiny": model.tiny.model_dump(), "base": model.base_training.model_dump(),
-                        "version": BASE_VERSION})
+    parts = {"tiny": model.tiny.model_dump(), "base": model.base_training.model_dump(), "version": BASE_VERSION}
+    family = tiny_family(recipe)
+    if family != DEFAULT_FAMILY:  # the default family's key predates families: its cache stays valid
+        parts["family"] = family
+    return config_hash(parts)
 
 
 def ensure_tiny_base(recipe: Recipe, console=None) -> Path:
@@ -51,10 +61,12 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
     if console is not None:
         console.print(f"building the tiny base (once; cached in {path})")
     tiny, base = recipe.model.tiny, recipe.model.base_training
-    model, processor = build_tiny_model(tiny, tiny_corpus(tiny.seed))
+    family = resolve_family(recipe.model)
+    model, processor = build_tiny_model(tiny, tiny_corpus(tiny.seed, family.name), family.name)
     if base.enabled:
         examples = []
-        for kind in synthetic.GENERATORS:
+        # A text-only model learns the synthetic tasks that have no image.
+        for kind in synthetic.GENERATORS if family.vision else synthetic.TEXT_ONLY:
             registry = TASK_TYPES if kind in TASK_TYPES else BENCHMARK_TYPES
             task = registry[kind](kind, seed=tiny.seed)
             examples += examples_of(task, task.load("base", base.samples_per_task))

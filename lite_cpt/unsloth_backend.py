@@ -56,7 +56,7 @@ def load_with_unsloth(
         use_gradient_checkpointing=checkpointing,
         random_state=seed,
     )
-    if lora_cfg.target_modules == DEFAULT_LORA_TARGETS:
+    if lora_cfg.target_modules in ("auto", DEFAULT_LORA_TARGETS):
         lora_kwargs.update(
             finetune_vision_layers=False,
             finetune_language_layers=True,

@@ -10,6 +10,7 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.errors import UserError
+from lite_cpt.planner.shapes import shape_from_hf_config
 from lite_cpt.planner import (
     SATURATING_SEQUENCES,
     SATURATING_TOKENS,
@@ -113,7 +114,7 @@ def test_model_names_and_configs_resolve_to_shapes(tmp_path):
     assert from_dir == ModelShape(**{**QWEN25_VL_7B.__dict__, "name": str(tmp_path)})
     # The released config.json keeps the text sizes at the top level.
     flat = {**nested.pop("text_config"), **nested}
-    assert ModelShape.from_hf_config(flat, name="x") == from_dir.__class__(**{**from_dir.__dict__, "name": "x"})
+    assert shape_from_hf_config(flat, name="x") == from_dir.__class__(**{**from_dir.__dict__, "name": "x"})
 
     tiny = resolve_shape(ModelConfig(name="tiny"))
     assert (tiny.hidden, tiny.layers, tiny.vision_hidden) == (64, 2, 32)

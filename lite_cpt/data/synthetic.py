@@ -238,20 +238,60 @@ SEVEN = tuple(list(GENERATORS)[:7])
 GENERAL = tuple(list(GENERATORS)[7:])
 
 
+# ---------------------------------------------------------------------------------------------
+# Text-only tasks (no image), for text-only models: shaped like the paper's math task and like
+# MMLU-Pro's multiple choice. Not part of the mini seven, so the VLM testbed is unchanged.
+
+
+def arithmetic(rng: random.Random, size: int) -> Sample:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return Sample(id="", question=f"What is {a} plus {b}?", answer=str(a + b),
+                  meta={"rationale": f"{a} plus {b} is {a + b}"})
+
+
+def word_geometry(rng: random.Random, size: int) -> Sample:
+    width, height = rng.randint(1, 4), rng.randint(1, 4)
+    question = f"A rectangle is {width} units wide and {height} units tall. What is its area?"
+    return Sample(id="", question=question, answer=str(width * height),
+                  meta={"rationale": f"{width} times {height} is {width * height}"})
+
+
+def text_choice(rng: random.Random, size: int) -> Sample:
+    asked = rng.choice(("color", "shape"))
+    pool, other = (COLOR_NAMES, list(SHAPES) + ["star"]) if asked == "color" else (list(SHAPES), COLOR_NAMES)
+    correct = rng.choice(pool)
+    choices = [correct] + rng.sample(other, 3)
+    rng.shuffle(choices)
+    question = f"Which of these is a {asked}?\n{format_choices(choices)}"
+    return Sample(id="", question=question, answer="ABCD"[choices.index(correct)], choices=choices,
+                  meta={"rationale": f"{correct} is a {asked}"})
+
+
+TEXT_GENERATORS: dict[str, Callable[[random.Random, int], Sample]] = {
+    "mini_arithmetic": arithmetic,
+    "mini_wordgeometry": word_geometry,
+    "mini_textchoice": text_choice,
+}
+#: Every synthetic task whose samples carry no image: what a text-only model can train on.
+TEXT_ONLY = (*TEXT_GENERATORS, "mini_mmlu")
+ALL_GENERATORS = {**GENERATORS, **TEXT_GENERATORS}
+
+
 def generate(kind: str, split: str, size: int, *, seed: int = 0, image_size: int = 56) -> list[Sample]:
     """`size` samples of one task's split, deterministic from (seed, kind, split, index)."""
     samples = []
     for index in range(size):
-        sample = GENERATORS[kind](sample_rng(seed, kind, split, index), image_size)
+        sample = ALL_GENERATORS[kind](sample_rng(seed, kind, split, index), image_size)
         sample.id = f"{kind}/{split}/{index}"
         samples.append(sample)
     return samples
 
 
-def tokenizer_corpus(seed: int = 0, per_task: int = 200) -> list[str]:
-    """Texts the tiny tokenizer is trained on: every task's questions and answers."""
+def tokenizer_corpus(seed: int = 0, per_task: int = 200, kinds=tuple(GENERATORS)) -> list[str]:
+    """Texts the tiny tokenizer is trained on: the questions and answers of `kinds` (the mini seven
+    and their benchmarks by default)."""
     texts = []
-    for kind in GENERATORS:
+    for kind in kinds:
         for sample in generate(kind, "corpus", per_task, seed=seed, image_size=28):
             texts.append(sample.question)
             texts.append(sample.answer)

@@ -30,7 +30,6 @@ ADAMW_FOREACH_TEMP_BYTES = 4  # torch's foreach AdamW step materialises sqrt(v) 
 EWC_STATE_BYTES = 8  # fp32 diagonal Fisher + fp32 anchor copy per adapter parameter
 FP32 = 4
 INT64 = 8
-PIXEL_VALUES_PER_PATCH = 3 * 2 * 14 * 14  # channels x temporal patch x patch^2 (Qwen2.5-VL)
 SAMPLING_BYTES_PER_LOGIT = 16  # fp32 logits + sorted copy + int64 sort indices (top-p)
 GREEDY_BYTES_PER_LOGIT = 4  # fp32 next-token logits
 GRPO_LOSS_BYTES_PER_TOKEN = 40  # ratio, clipped ratio, k3, advantages, masks ... in fp32
@@ -138,7 +137,7 @@ def vision_bytes_per_image(work: Workload) -> float:
     patches = work.image_tokens * s.patches_per_image_token
     per_patch = 2 * s.vision_hidden * b + 2 * s.vision_hidden * FP32 + 3 * s.vision_hidden * b
     per_patch += 3 * s.vision_intermediate * b
-    pixels = patches * PIXEL_VALUES_PER_PATCH * (FP32 + b)
+    pixels = patches * s.pixel_values_per_patch * (FP32 + b)
     return patches * per_patch + pixels + work.image_tokens * s.vision_out_hidden * b
 
 
@@ -154,7 +153,7 @@ def batch_input_bytes(work: Workload, sequences: int, seq_len: int, images: int)
     ids = sequences * seq_len * INT64 * 6
     rope = 2 * sequences * seq_len * s.head_dim * FP32
     mask = sequences * seq_len * seq_len
-    pixels = images * work.image_tokens * s.patches_per_image_token * PIXEL_VALUES_PER_PATCH * (FP32 + b)
+    pixels = images * work.image_tokens * s.patches_per_image_token * s.pixel_values_per_patch * (FP32 + b)
     return ids + rope + mask + pixels
 
 
@@ -163,7 +162,7 @@ def rollout_buffer_bytes(work: Workload) -> float:
     per-token old/ref log-probs, masks, advantages, and each prompt's pixel values."""
     seqs = work.prompts_per_step * work.group_size
     seq_len = work.prompt_tokens + work.new_tokens
-    pixels = work.prompts_per_step * work.image_tokens * work.shape.patches_per_image_token * PIXEL_VALUES_PER_PATCH * FP32
+    pixels = work.prompts_per_step * work.image_tokens * work.shape.patches_per_image_token * work.shape.pixel_values_per_patch * FP32
     return seqs * seq_len * INT64 * 2 + seqs * work.new_tokens * FP32 * 4 + pixels
 
 

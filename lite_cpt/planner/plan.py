@@ -200,7 +200,7 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
             raise UserError(f"recipe has no arm '{arm}' (arms: {', '.join(a.name for a in recipe.arms)})")
     shape = resolve_shape(recipe.model)
     works = [workload_of(recipe, a) for a in arms]
-    _, notes = image_tokens_of(recipe)
+    _, notes = image_tokens_of(recipe, shape)
     layout = lora_layout(shape, recipe.model.lora.r, recipe.model.lora.target_modules)
     if layout.vision_adapted or layout.head_adapted:
         notes.append("adapters on the vision tower or lm_head: their activations are not modelled")

@@ -1,6 +1,7 @@
-"""Model shapes: the sizes of a Qwen2.5-VL model, its parameter counts by group, which linears a
-LoRA regex adapts, and the inverse direction (a transformers config built from a shape, for the
-random-weight benchmarks). The released 7B/3B numbers are stated here once."""
+"""Model shapes: the sizes of a model (read by its family adapter from a config, or a family's
+built-in released numbers), its parameter counts by group, which linears a LoRA regex adapts, and
+the inverse direction for Qwen2.5-VL (a transformers config built from a shape, for the
+random-weight benchmarks)."""
 
 from __future__ import annotations
 
@@ -13,167 +14,84 @@ from pathlib import Path
 from typing import Any
 
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import LoraConfig
+from lite_cpt.families import get_family, resolve_family
+from lite_cpt.families.base import ModelShape
+from lite_cpt.families.qwen2_5_vl import FAMILY as QWEN25_VL, QWEN25_VL_3B, QWEN25_VL_7B, decoder_linear_shapes
 
-DEFAULT_LORA_TARGETS = LoraConfig.model_fields["target_modules"].default
+#: The Qwen2.5-VL language model's linears, what `model.lora.target_modules: auto` gives it.
+DEFAULT_LORA_TARGETS = QWEN25_VL.lora_targets
 # Special-token ids of the released Qwen2.5-VL tokenizer.
 QWEN_TOKEN_IDS = dict(pad=151643, eos=151645, vision_start=151652, vision_end=151653, image=151655, video=151656)
+KNOWN_SHAPES = QWEN25_VL.known_shapes
+
+__all__ = ["ModelShape", "QWEN25_VL_3B", "QWEN25_VL_7B"]
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a Qwen2.5-VL model that memory depends on."""
+def shape_from_hf_config(config: Any, name: str | None = None, family: str | None = None) -> ModelShape:
+    """From a transformers config, or its dict (config.json, nested or flat); the family is
+    `family` or the one whose model_type the config names (Qwen2.5-VL for a flat dict without one)."""
+    from lite_cpt.families import family_of_model_type
 
-    name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tie_embeddings: bool
-    vision_layers: int
-    vision_hidden: int
-    vision_intermediate: int
-    vision_heads: int
-    vision_patch: int = 14
-    vision_temporal_patch: int = 2
-    vision_merge: int = 2
-    vision_out_hidden: int = 0
-    vision_in_channels: int = 3
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def pixels_per_image_token(self) -> int:
-        """An image token is a merge x merge group of patch x patch pixels (784 for Qwen2.5-VL)."""
-        return (self.vision_patch * self.vision_merge) ** 2
-
-    @property
-    def patches_per_image_token(self) -> int:
-        return self.vision_merge**2
-
-    @classmethod
-    def from_hf_config(cls, config: Any, name: str | None = None) -> "ModelShape":
-        """From a transformers `Qwen2_5_VLConfig`, or its dict (config.json, nested or flat)."""
-        data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        text = data.get("text_config") or data
-        vision = data.get("vision_config")
-        if not vision:
-            raise UserError("model config has no vision_config: the planner models Qwen2.5-VL models")
-        try:
-            hidden = int(text["hidden_size"])
-            heads = int(text["num_attention_heads"])
-            tie = data.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
-            return cls(
-                name=name or data.get("_name_or_path") or data.get("model_type", "qwen2_5_vl"),
-                layers=int(text["num_hidden_layers"]),
-                hidden=hidden,
-                intermediate=int(text["intermediate_size"]),
-                heads=heads,
-                kv_heads=int(text.get("num_key_value_heads") or heads),
-                head_dim=int(text.get("head_dim") or hidden // heads),
-                vocab=int(text["vocab_size"]),
-                tie_embeddings=bool(tie),
-                vision_layers=int(vision["depth"]),
-                vision_hidden=int(vision["hidden_size"]),
-                vision_intermediate=int(vision["intermediate_size"]),
-                vision_heads=int(vision["num_heads"]),
-                vision_patch=int(vision.get("patch_size", 14)),
-                vision_temporal_patch=int(vision.get("temporal_patch_size", 2)),
-                vision_merge=int(vision.get("spatial_merge_size", 2)),
-                vision_out_hidden=int(vision.get("out_hidden_size") or hidden),
-                vision_in_channels=int(vision.get("in_channels", 3)),
-            )
-        except KeyError as missing:
-            raise UserError(f"model config lacks {missing}: cannot plan memory for it") from None
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if family is not None:
+        adapter = get_family(family)
+    elif "model_type" in data:
+        adapter = family_of_model_type(data["model_type"], name or "the model config")
+    else:
+        adapter = QWEN25_VL
+    return adapter.shape_from_config(data, name)
 
 
-# Public config.json numbers of the two released sizes.
-QWEN25_VL_7B = ModelShape(
-    name="Qwen/Qwen2.5-VL-7B-Instruct", layers=28, hidden=3584, intermediate=18944, heads=28,
-    kv_heads=4, head_dim=128, vocab=152064, tie_embeddings=False, vision_layers=32,
-    vision_hidden=1280, vision_intermediate=3420, vision_heads=16, vision_out_hidden=3584,
-)
-QWEN25_VL_3B = ModelShape(
-    name="Qwen/Qwen2.5-VL-3B-Instruct", layers=36, hidden=2048, intermediate=11008, heads=16,
-    kv_heads=2, head_dim=128, vocab=151936, tie_embeddings=True, vision_layers=32,
-    vision_hidden=1280, vision_intermediate=3420, vision_heads=16, vision_out_hidden=2048,
-)
-KNOWN_SHAPES = {"7b": QWEN25_VL_7B, "3b": QWEN25_VL_3B}
-
-
-def tiny_shape(tiny) -> ModelShape:
-    """The shape `lite_cpt.tiny.build_config` gives for a recipe's `model.tiny` section."""
-    return ModelShape(
-        name="tiny", layers=tiny.num_layers, hidden=tiny.hidden_size,
-        intermediate=tiny.intermediate_size, heads=tiny.num_heads, kv_heads=tiny.num_kv_heads,
-        head_dim=tiny.hidden_size // tiny.num_heads, vocab=tiny.vocab_size, tie_embeddings=False,
-        vision_layers=tiny.vision_depth, vision_hidden=tiny.vision_hidden_size,
-        vision_intermediate=tiny.vision_hidden_size * 2,
-        vision_heads=max(1, tiny.vision_hidden_size // 16), vision_out_hidden=tiny.hidden_size,
-    )
+def tiny_shape(tiny, family: str = "qwen2_5_vl") -> ModelShape:
+    """The shape the tiny model of `family` has for a recipe's `model.tiny` section."""
+    return get_family(family).tiny_shape(tiny)
 
 
 def resolve_shape(model_cfg) -> ModelShape:
-    """Shape of `model.name`: the built-in 7B/3B numbers, a local config.json, or the tiny model."""
+    """Shape of `model.name`: a family's built-in numbers, a local config.json, or the tiny model."""
     name = model_cfg.name
+    try:
+        family = resolve_family(model_cfg)
+    except UserError as error:
+        raise UserError(f"cannot plan memory for model '{name}': {error}") from None
     if name == "tiny":
-        return tiny_shape(model_cfg.tiny)
+        return family.tiny_shape(model_cfg.tiny)
     path = Path(name).expanduser()
     if (path / "config.json").is_file():
-        return ModelShape.from_hf_config(json.loads((path / "config.json").read_text()), name=name)
-    size = re.search(r"qwen2\.5-vl-(\d+)b", name.lower())
-    if size and f"{size.group(1)}b" in KNOWN_SHAPES:
-        return dataclasses.replace(KNOWN_SHAPES[f"{size.group(1)}b"], name=name)
+        return shape_from_hf_config(json.loads((path / "config.json").read_text()), name=name, family=family.name)
+    for key, shape in family.known_shapes.items():
+        if _names_size(name, key):
+            return dataclasses.replace(shape, name=name)
     try:  # a config already in the local Hugging Face cache
         from transformers import AutoConfig
 
-        return ModelShape.from_hf_config(AutoConfig.from_pretrained(name, local_files_only=True), name=name)
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         raise UserError(
             f"cannot plan memory for model '{name}': give a local directory with a config.json, "
-            "a Qwen2.5-VL 7B/3B id, or `tiny`"
+            f"a {family.summary.split(' (')[0]} id of a known size ({', '.join(family.known_shapes)}), or `tiny`"
         ) from None
+    return shape_from_hf_config(config, name=name, family=family.name)
+
+
+def _names_size(name: str, size: str) -> bool:
+    """Whether a model id names a size: `Qwen/Qwen2.5-VL-7B-Instruct` names 7b."""
+    return re.search(rf"(^|[-_/]){re.escape(size)}([-_]|$)", name.lower()) is not None
 
 
 def lm_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of the linear layers of one decoder layer."""
-    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
-    return {
-        "self_attn.q_proj": (h, q), "self_attn.k_proj": (h, kv), "self_attn.v_proj": (h, kv),
-        "self_attn.o_proj": (q, h), "mlp.gate_proj": (h, i), "mlp.up_proj": (h, i),
-        "mlp.down_proj": (i, h),
-    }
-
-
-def vision_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    """(in, out) of the linear layers of one vision block."""
-    v, vi = shape.vision_hidden, shape.vision_intermediate
-    return {"attn.qkv": (v, 3 * v), "attn.proj": (v, v), "mlp.gate_proj": (v, vi),
-            "mlp.up_proj": (v, vi), "mlp.down_proj": (vi, v)}
-
-
-def merger_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    merged = shape.vision_hidden * shape.vision_merge**2
-    return {"mlp.0": (merged, merged), "mlp.2": (merged, shape.vision_out_hidden)}
+    return decoder_linear_shapes(shape)
 
 
 def parameter_counts(shape: ModelShape) -> dict[str, int]:
-    """Parameters by group. Formulas (H hidden, V vocab, L layers, v vision hidden):
+    """Parameters by group. Formulas (H hidden, V vocab, L layers, d head_dim):
 
     embed_tokens = V·H; lm_head = V·H unless tied
     lm_linear_weights = L · Σ in·out over q,k,v,o,gate,up,down
-    lm_biases = L · (q_dim + 2·kv_dim)          (q, k, v carry biases in Qwen2)
-    lm_norms = L · 2H + H                        (two RMSNorms per layer + the final one)
-    vision = patch_embed + blocks + merger, every vision linear with a bias, RMSNorms weight-only
+    lm_biases = L · (q_dim + 2·kv_dim) when q, k, v carry biases (Qwen2), else 0 (Qwen3)
+    lm_norms = L · 2H + H, + L · 2d for Qwen3's q/k RMSNorms
+    vision = the family's vision tower and projector (0 for a text-only model)
     """
     return dict(_count_parameters(shape))
 
@@ -182,17 +100,15 @@ def parameter_counts(shape: ModelShape) -> dict[str, int]:
 def _count_parameters(shape: ModelShape) -> tuple[tuple[str, int], ...]:
     L = shape.layers
     lm_linear = L * sum(i * o for i, o in lm_linear_shapes(shape).values())
-    patch_embed = shape.vision_hidden * shape.vision_in_channels * shape.vision_temporal_patch * shape.vision_patch**2
-    block = 2 * shape.vision_hidden + sum(i * o + o for i, o in vision_linear_shapes(shape).values())
-    merger = shape.vision_hidden + sum(i * o + o for i, o in merger_linear_shapes(shape).values())
     embed = shape.vocab * shape.hidden
+    qk_norms = 0 if shape.qkv_bias else 2 * shape.head_dim
     return tuple({
         "embed_tokens": embed,
         "lm_head": 0 if shape.tie_embeddings else embed,
         "lm_linear_weights": lm_linear,
-        "lm_biases": L * (shape.q_dim + 2 * shape.kv_dim),
-        "lm_norms": L * 2 * shape.hidden + shape.hidden,
-        "vision": patch_embed + shape.vision_layers * block + merger,
+        "lm_biases": L * (shape.q_dim + 2 * shape.kv_dim) if shape.qkv_bias else 0,
+        "lm_norms": L * (2 * shape.hidden + qk_norms) + shape.hidden,
+        "vision": get_family(shape.family).vision_parameters(shape) if shape.has_vision else 0,
     }.items())
 
 
@@ -202,17 +118,7 @@ def total_parameters(shape: ModelShape) -> int:
 
 def linear_module_names(shape: ModelShape) -> dict[str, tuple[int, int]]:
     """Every linear layer of the model by its transformers module name, with (in, out)."""
-    names = {}
-    for layer in range(shape.layers):
-        for suffix, dims in lm_linear_shapes(shape).items():
-            names[f"model.language_model.layers.{layer}.{suffix}"] = dims
-    for block in range(shape.vision_layers):
-        for suffix, dims in vision_linear_shapes(shape).items():
-            names[f"model.visual.blocks.{block}.{suffix}"] = dims
-    for suffix, dims in merger_linear_shapes(shape).items():
-        names[f"model.visual.merger.{suffix}"] = dims
-    names["lm_head"] = (shape.hidden, shape.vocab)
-    return names
+    return get_family(shape.family).linear_modules(shape)
 
 
 @dataclass(frozen=True)
@@ -233,20 +139,26 @@ class LoraLayout:
 @functools.lru_cache(maxsize=256)
 def lora_layout(shape: ModelShape, r: int, target_modules: str = DEFAULT_LORA_TARGETS) -> LoraLayout:
     """LoRA parameters = Σ over adapted linears of r·(in + out)."""
-    regex = re.compile(target_modules)
+    regex = re.compile(resolve_lora_targets(shape, target_modules))
     total, per_layer, vision, head = 0, {}, False, False
+    layers = get_family(shape.family).lm_layers + "."
     for name, (fan_in, fan_out) in linear_module_names(shape).items():
         if not regex.fullmatch(name):
             continue
         total += r * (fan_in + fan_out)
-        if name.startswith("model.language_model.layers."):
-            layer, suffix = name.split(".", 4)[3:]
+        if name.startswith(layers):
+            layer, suffix = name[len(layers):].split(".", 1)
             per_layer.setdefault(int(layer), []).append(suffix)
-        elif name.startswith("model.visual."):
-            vision = True
-        else:
+        elif name == "lm_head":
             head = True
+        else:
+            vision = True
     return LoraLayout(total, {k: tuple(v) for k, v in per_layer.items()}, vision, head)
+
+
+def resolve_lora_targets(shape: ModelShape, target_modules: str) -> str:
+    """The recipe's LoRA regex, or for `auto` the language-model linears of the shape's family."""
+    return get_family(shape.family).lora_targets if target_modules == "auto" else target_modules
 
 
 def lora_parameters(shape: ModelShape, r: int, target_modules: str = DEFAULT_LORA_TARGETS) -> int:

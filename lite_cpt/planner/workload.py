@@ -8,9 +8,9 @@ from typing import Any
 
 from lite_cpt.arms import arm_class
 from lite_cpt.phase import PHASES, Knobs  # noqa: F401  (re-exported: the planner's phases and knobs)
-from lite_cpt.planner.shapes import ModelShape, resolve_shape
+from lite_cpt.families import get_family
+from lite_cpt.planner.shapes import ModelShape, resolve_lora_targets, resolve_shape
 
-DEFAULT_MAX_PIXELS = 12845056  # Qwen2.5-VL processor default when model.max_pixels is unset
 
 
 def arm_phases(method: str) -> tuple[str, ...]:
@@ -64,20 +64,26 @@ class Workload:
         return self.prompts_per_step * self.group_size if self.is_rft else self.batch_size
 
 
-def image_tokens_of(recipe) -> tuple[int, list[str]]:
-    """Image tokens per prompt (model.max_pixels / 784) and notes about how they were bounded."""
+def image_tokens_of(recipe, shape: ModelShape | None = None) -> tuple[int, list[str]]:
+    """Image tokens per prompt (model.max_pixels / the pixels of one merged image token: 784 for
+    Qwen2.5-VL, 1024 for Qwen3-VL; none for a text-only model) and notes about how they were bounded."""
     model = recipe.model
-    shape_ppt = 784  # (14 * 2)^2 for every Qwen2.5-VL size
+    shape = shape or resolve_shape(model)
+    if not shape.has_vision:
+        return 0, []
+    shape_ppt = shape.pixels_per_image_token
     if model.name == "tiny":
-        return (model.tiny.image_size // 28) ** 2, []
+        side = -(-model.tiny.image_size // (shape.vision_patch * shape.vision_merge))  # the processor rounds up
+        return side**2, []
     longest_prompt = max(t.max_prompt_tokens for t in recipe.tasks)
+    default_max_pixels = get_family(shape.family).default_max_pixels
     if model.max_pixels is None:
         note = (
-            f"model.max_pixels is unset: the processor allows up to {DEFAULT_MAX_PIXELS // shape_ppt} image "
+            f"model.max_pixels is unset: the processor allows up to {default_max_pixels // shape_ppt} image "
             f"tokens; the plan assumes images fit in the {longest_prompt}-token prompt. Set "
-            "model.max_pixels (200704 = 256 image tokens) to bound them."
+            f"model.max_pixels ({256 * shape_ppt} = 256 image tokens) to bound them."
         )
-        return min(DEFAULT_MAX_PIXELS // shape_ppt, longest_prompt), [note]
+        return min(default_max_pixels // shape_ppt, longest_prompt), [note]
     tokens = max(1, model.max_pixels // shape_ppt)
     notes = []
     if tokens > longest_prompt:
@@ -98,7 +104,7 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
     `shape` replaces the one `model.name` resolves to."""
     model = recipe.model
     shape = shape or resolve_shape(model)
-    image_tokens, _ = image_tokens_of(recipe)
+    image_tokens, _ = image_tokens_of(recipe, shape)
     prompt = max(max(t.max_prompt_tokens for t in recipe.tasks), image_tokens)
     rft = arm.rft
     quant = "nf4" if model.quantization == "auto" else model.quantization
@@ -110,7 +116,7 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         quantization=quant,
         act_bytes=act_bytes,
         lora_r=model.lora.r,
-        lora_targets=model.lora.target_modules,
+        lora_targets=resolve_lora_targets(shape, model.lora.target_modules),
         lora_dropout=model.lora.dropout,
         gradient_checkpointing=model.gradient_checkpointing,
         prompt_tokens=prompt,

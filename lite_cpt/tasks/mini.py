@@ -53,6 +53,9 @@ _FAMILIES = {
     "mini_pope": YesNoTask,
     "mini_mmmu": MultipleChoiceTask,
     "mini_mmlu": MultipleChoiceTask,
+    "mini_arithmetic": NumericTask,
+    "mini_wordgeometry": NumericTask,
+    "mini_textchoice": MultipleChoiceTask,
 }
 
 for _kind, _family in _FAMILIES.items():
