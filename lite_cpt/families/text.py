@@ -8,6 +8,8 @@ biases; Qwen3 has none but RMSNorms on q and k (`qkv_bias` in the shape).
 
 from __future__ import annotations
 
+import tempfile
+
 from lite_cpt.errors import UserError
 from lite_cpt.families.base import Family, ModelShape
 from lite_cpt.families.qwen2_5_vl import decoder_linear_names, seeded_model, tiny_text_config
@@ -56,11 +58,22 @@ def linear_modules(shape: ModelShape) -> dict[str, tuple[int, int]]:
     return decoder_linear_names(shape, "model.layers")
 
 
+def as_qwen2_tokenizer(tokenizer):
+    """The tokenizer as the `Qwen2Tokenizer` that `AutoTokenizer` gives a saved qwen2 checkpoint
+    (it picks the class from config.json's model_type and applies Qwen's own pre-tokenizer, which
+    splits digits): the tiny model then trains with exactly the tokenizer it is reloaded with."""
+    from transformers import Qwen2Tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return Qwen2Tokenizer.from_pretrained(tmp, padding_side="left")
+
+
 def build_tiny(cfg, corpus: list[str]):
     """(model, tokenizer) of a random tiny Qwen2ForCausalLM, deterministic from `cfg.seed`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = build_tokenizer(corpus, cfg.vocab_size, TEXT_CHAT_TEMPLATE)
+    tokenizer = as_qwen2_tokenizer(build_tokenizer(corpus, cfg.vocab_size, TEXT_CHAT_TEMPLATE))
     rope = {"rope_type": "default", "rope_theta": 10000.0}
     config = Qwen2Config(**tiny_text_config(tokenizer, cfg, rope))
     return seeded_model(Qwen2ForCausalLM, config, tokenizer, cfg.seed), tokenizer
