@@ -179,6 +179,13 @@ def test_plan_of_the_family_recipes_gives_per_phase_peaks_within_a_24gb_card():
         for phase, phase_plan in arm_plan.phases.items():
             # At least the frozen base's weights; within the card.
             assert sum(qwen3.weights_gb.values()) < phase_plan.peak_gb < 24, (arm, phase, phase_plan.peak_gb)
+    # The text-only protocol: Qwen2.5-7B-Instruct, no image tokens, the 7B's LM without its vision tower.
+    text_recipe = load_recipe("recipes/ablations/text_only.yaml", check_data=False)
+    assert resolve_family(text_recipe.model).name == "text" and image_tokens_of(text_recipe)[0] == 0
+    text = plan(text_recipe, 24)
+    assert text.parameters["vision"] == 0 and text.parameters["total"] == 7_615_616_512
+    for arm, arm_plan in text.arms.items():
+        assert arm_plan.fits and all(p.peak_gb < 24 for p in arm_plan.phases.values()), arm
 
 
 RUN_ARMS = [{"name": "sft", "lr": 5e-3, "batch_size": 8},
