@@ -96,6 +96,23 @@ def test_bad_matrix_shape_is_a_clear_error(bad, message):
         summarize(bad)
 
 
+def test_a_missing_score_is_a_clear_error():
+    # A score never written (None, e.g. read from a JSON null) reads as NaN and is refused by name.
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        accuracy_matrix([[0.1, None], [0.2, 0.3], [0.4, 0.5]])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        summarize([[0.1, 0.2], [None, 0.3]])
+
+
+def test_a_partial_matrix_given_to_a_whole_run_metric_names_the_rows_it_needs():
+    partial = R3[:2]
+    for metric in (final_accuracy, backward_transfer, average_forgetting, forward_transfer):
+        with pytest.raises(ValueError, match=r"has 2 rows for 3 tasks; .* complete matrix of T \+ 1 = 4 rows"):
+            metric(partial)
+    with pytest.raises(ValueError, match=r"expected at most T \+ 1 = 4 \(row 0 = base model, row i = after"):
+        accuracy_matrix(R3 + [[0.1, 0.2, 0.3]])
+
+
 def test_general_deltas_use_last_row_against_base():
     G = [[0.50, 0.40], [0.60, 0.30], [0.55, 0.45]]
     assert general_deltas(G) == pytest.approx([0.05, 0.05])
