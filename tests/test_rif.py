@@ -40,9 +40,10 @@ def scripted_policy(monkeypatch):
     calls: list[tuple[list[str], int]] = []
     by_question: dict[str, float] = {}
 
-    def fake_generate(model, processor, prompts, sampling, **_):
+    def fake_generate(model, processor, prompts, sampling, **settings):
         group_size = sampling.group_size
         calls.append(([p.text for p in prompts], group_size))
+        fake_generate.sources.append((model, processor, settings.get("generator_seed")))
         if fake_generate.texts is not None:
             return completions(prompts, group_size, fake_generate.texts(prompts, group_size))
         texts = []
@@ -63,6 +64,7 @@ def scripted_policy(monkeypatch):
     monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
     fake_generate.register = register
     fake_generate.calls = calls
+    fake_generate.sources = []  # (model, processor, generator seed) of every generate call
     fake_generate.texts = None  # optional (prompts, group_size) -> texts, replacing the scripted ones
     return fake_generate
 
@@ -105,6 +107,27 @@ def test_success_estimate_is_the_mean_reward_over_k_rollouts(scripted_policy):
     assert estimate.generated_tokens == len(RATES) * 4 * TOKENS_PER_ANSWER
     assert [len(texts) for texts, _ in scripted_policy.calls[-3:]] == [3, 3, 2]  # batched 3 at a time
     assert all(group == 4 for _, group in scripted_policy.calls)
+
+
+def test_the_estimate_samples_the_given_policy_with_seeds_of_the_run(scripted_policy):
+    examples = scripted_policy.register(scripted_examples(RATES))
+    rft = rif_arm().rft
+    policy, processor = torch.nn.Linear(2, 2), object()
+    estimate_success(policy, processor, examples, 4, rft, seed=0)
+    assert scripted_policy.sources and all(m is policy and p is processor for m, p, _ in scripted_policy.sources)
+
+    def seeds(seed: int) -> list[int]:
+        scripted_policy.sources.clear()
+        measure_success(policy, processor, examples, 4, rft, seed=seed, rollout_batch_size=3)
+        return [generator_seed for _, _, generator_seed in scripted_policy.sources]
+
+    first = seeds(0)
+    assert len(set(first)) == 3, "each batch of instances draws its own samples"
+    assert seeds(0) == first, "the same run seed draws the same samples"
+    assert not set(seeds(1)) & set(first), "another run seed draws other samples"
+    scripted_policy.sources.clear()
+    estimate_success(policy, processor, examples, 4, rft, seed=1)
+    assert scripted_policy.sources[0][2] not in first
 
 
 @pytest.mark.parametrize("low, high, kept", [
