@@ -159,6 +159,23 @@ def test_offline_filtering_trains_the_kept_instances_for_the_budget(scripted_pol
     assert stats.extra["rif_seconds"] >= 0
 
 
+def test_offline_filtering_draws_from_the_phase_seed(scripted_policy, trained_batches):
+    examples = scripted_policy.register(scripted_examples(RATES))
+
+    def filtering_seeds(seed: int) -> list[int]:
+        scripted_policy.sources.clear()
+        run = phase()
+        run.seed = seed
+        RIFRFT(rif_arm(mode="offline"), torch.nn.Linear(2, 2), None, lambda _: []).train(examples, run)
+        return [generator_seed for _, _, generator_seed in scripted_policy.sources]
+
+    by_seed = {seed: filtering_seeds(seed) for seed in range(4)}
+    assert filtering_seeds(0) == by_seed[0], "a rerun of the phase samples the same rollouts"
+    assert len({tuple(seeds) for seeds in by_seed.values()}) == 4, "each phase seed samples its own"
+    # Rollout seeds keep the 31-bit width every recorded run was sampled with.
+    assert all(0 <= s < 2**rft_module.ROLLOUT_SEED_BITS for seeds in by_seed.values() for s in seeds)
+
+
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_nothing_learnable_skips_the_task(scripted_policy, trained_batches, mode):
     examples = scripted_policy.register(scripted_examples([0.0, 1.0, 0.0, 1.0]))
@@ -222,6 +239,12 @@ def test_filtering_keeps_only_groups_with_a_gradient():
     assert learnable_groups(rollouts, 0.0, 1.0) == [3]
     assert band_selector(0.0, 1.0)(rollouts) == [3]
     assert learnable_groups(rollouts, 0.5, 1.0) == []  # the band reads the success rate, 0.4
+    # The band is open at both ends: a success rate equal to a bound is outside it.
+    rate = rollouts.success_rates().tolist()[3]  # 2 of 5 right: 0.4 in float32
+    assert learnable_groups(rollouts, rate - 1e-6, 1.0) == [3]
+    assert learnable_groups(rollouts, rate, 1.0) == []
+    assert learnable_groups(rollouts, 0.0, rate + 1e-6) == [3]
+    assert learnable_groups(rollouts, 0.0, rate) == []
 
 
 def test_offline_filter_reads_the_accuracy_and_drops_flat_groups(scripted_policy):
