@@ -177,13 +177,21 @@ def test_offline_filtering_draws_from_the_phase_seed(scripted_policy, trained_ba
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
-def test_nothing_learnable_skips_the_task(scripted_policy, trained_batches, mode):
+def test_nothing_learnable_skips_the_task(scripted_policy, trained_batches, mode, caplog):
     examples = scripted_policy.register(scripted_examples([0.0, 1.0, 0.0, 1.0]))
+    caplog.set_level("WARNING", logger="lite_cpt.arms.rif")
     stats = RIFRFT(rif_arm(mode=mode, budget="matched"), torch.nn.Linear(2, 2), None, lambda _: []).train(
         examples, phase())
     assert trained_batches == [] and stats.steps == 0
     assert stats.extra["kept_fraction"] == 0.0
     assert stats.generated_tokens == stats.extra["rif_generated_tokens"] == 4 * 4 * TOKENS_PER_ANSWER
+    assert "task scripted" in caplog.text and "(0.0, 1.0)" in caplog.text, "the warning names the task and band"
+
+
+def test_a_task_with_no_instances_keeps_nothing(scripted_policy, trained_batches):
+    stats = RIFRFT(rif_arm(mode="offline"), torch.nn.Linear(2, 2), None, lambda _: []).train([], phase())
+    assert trained_batches == [] and stats.steps == 0 and scripted_policy.calls == []
+    assert stats.extra["kept_fraction"] == 0.0 and stats.generated_tokens == 0
 
 
 def test_online_filtering_refills_batches_and_counts_rollouts(scripted_policy, trained_batches):
