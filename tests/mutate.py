@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     survivors = [line.strip() for line in mutmut(work, "results").stdout.splitlines()
                  if line.strip() and not line.strip().endswith("not checked")]
     print("\n".join(survivors))
-    sampled = f" (sample: numbers ending in {args.sample})" if args.sample else ""
+    sampled = f" (sample: mutants numbered ...{' or ...'.join(args.sample)})" if args.sample else ""
     print(f"{args.module}{sampled}: {stats['killed'] + stats['timeout']} of {stats['tested']} mutants caught, "
           f"score {stats['score']:.1%} (survived {stats['survived']}, no tests {stats['no_tests']}, "
           f"timeout {stats['timeout']}, suspicious {stats['suspicious']})")

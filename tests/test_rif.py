@@ -125,9 +125,10 @@ def test_the_estimate_samples_the_given_policy_with_seeds_of_the_run(scripted_po
     assert len(set(first)) == 3, "each batch of instances draws its own samples"
     assert seeds(0) == first, "the same run seed draws the same samples"
     assert not set(seeds(1)) & set(first), "another run seed draws other samples"
+    second = seeds(1)
     scripted_policy.sources.clear()
     estimate_success(policy, processor, examples, 4, rft, seed=1)
-    assert scripted_policy.sources[0][2] not in first
+    assert scripted_policy.sources[0][2] == second[0], "estimate_success passes its seed on"
 
 
 @pytest.mark.parametrize("low, high, kept", [
@@ -167,7 +168,9 @@ def test_offline_filtering_draws_from_the_phase_seed(scripted_policy, trained_ba
         run = phase()
         run.seed = seed
         RIFRFT(rif_arm(mode="offline"), torch.nn.Linear(2, 2), None, lambda _: []).train(examples, run)
-        return [generator_seed for _, _, generator_seed in scripted_policy.sources]
+        # the filtering calls come first, one per rollout batch of instances; training's follow
+        filtering = math.ceil(len(examples) / run.knobs.rollout_batch_size)
+        return [generator_seed for _, _, generator_seed in scripted_policy.sources[:filtering]]
 
     by_seed = {seed: filtering_seeds(seed) for seed in range(4)}
     assert filtering_seeds(0) == by_seed[0], "a rerun of the phase samples the same rollouts"
