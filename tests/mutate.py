@@ -31,7 +31,7 @@ MODULE_TESTS = {
     "kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
     "kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
     "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
-    "lite_cpt/sft.py": ["tests/test_training_behaviour.py", "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor"],
+    "lite_cpt/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py", "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor"],
     "lite_cpt/arms/": ["tests/test_training_behaviour.py", "tests/test_baselines.py", "tests/test_rif.py", "tests/test_structure.py"],
     "lite_cpt/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py"],
     "lite_cpt/arms/rif.py": ["tests/test_rif.py"],
