@@ -108,6 +108,52 @@ def encode_sft(processor, prompts: list[Prompt], answers: list[str], *, max_prom
     return append_tokens(batch, completions, tokenizer_of(processor).pad_token_id)
 
 
+@dataclass
+class EncodedRow:
+    """One sequence encoded on its own ([1, T] token tensors, its images), ready to collate."""
+
+    batch: dict
+    labels: torch.Tensor  # [1, T]
+
+    @property
+    def length(self) -> int:
+        return int(self.labels.shape[1])
+
+
+def encode_rows(processor, prompts: list[Prompt], completions: list[list[int]],
+                max_prompt_tokens: int | None) -> list[EncodedRow]:
+    """Each prompt + completion as its own row; a prompt listed several times in a row (the G
+    answers of one prompt) is encoded once. `collate` of the rows gives the same batch as
+    encoding them together (left padding, the same truncation of each prompt)."""
+    pad_id = tokenizer_of(processor).pad_token_id
+    rows: list[EncodedRow] = []
+    encoded, last = None, None
+    for prompt, completion in zip(prompts, completions):
+        if prompt is not last:
+            encoded, last = encode_prompts(processor, [prompt], max_prompt_tokens), prompt
+        batch, labels = append_tokens(encoded, [completion], pad_id)
+        rows.append(EncodedRow(batch, labels))
+    return rows
+
+
+def collate(rows: list[EncodedRow], pad_id: int) -> tuple[dict, torch.Tensor]:
+    """Left-padded batch and labels of `rows`; image tensors are concatenated in row order."""
+    width = max(row.length for row in rows)
+    fill = {"input_ids": pad_id}
+    batch: dict = {}
+    # Rows of text-only tasks carry no image tensors (and may lack token-type ids).
+    for key in dict.fromkeys(key for row in rows for key in row.batch):
+        if key in TOKEN_KEYS:
+            parts = [row.batch.get(key, torch.zeros_like(row.batch["input_ids"])) for row in rows]
+            parts = [torch.nn.functional.pad(t, (width - t.shape[1], 0), value=fill.get(key, 0)) for t in parts]
+        else:
+            parts = [row.batch[key] for row in rows if key in row.batch]
+        batch[key] = torch.cat(parts)
+    labels = torch.cat([torch.nn.functional.pad(row.labels, (width - row.length, 0), value=IGNORE_INDEX)
+                        for row in rows])
+    return batch, labels
+
+
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None = None) -> dict:
     moved = {}
     for key, value in batch.items():

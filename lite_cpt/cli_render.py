@@ -12,6 +12,7 @@ COMPONENT_LABELS = {
     "lora_grads": "LoRA grads",
     "optimizer_states": "AdamW m, v",
     "ewc_state": "EWC state",
+    "reference_adapter": "KL reference adapter",
     "optimizer_step": "AdamW step temps",
     "batch_inputs": "inputs + masks",
     "rollout_buffers": "rollout buffers",
@@ -59,10 +60,13 @@ def render_plan(plan: Plan, console) -> None:
                   "materialised; min-knobs: micro-batch 1, smallest chunk, one prompt per generate; "
                   "act.: activations.")
     knobs = Table(title="knobs per arm")
-    for column in ("arm", "method", "micro_batch", "logprob_chunk", "rollout_batch", "fits"):
+    for column in ("arm", "method", "micro_batch", "token budget (most sequences)", "logprob_chunk",
+                   "rollout_batch", "fits"):
         knobs.add_column(column)
     for arm in plan.arms.values():
-        knobs.add_row(arm.arm, arm.method, str(arm.knobs.micro_batch_size), str(arm.knobs.logprob_chunk),
+        budget = arm.knobs.micro_batch_tokens
+        packed = "off" if budget is None else f"{budget} ({arm.knobs.packed_sequences})"
+        knobs.add_row(arm.arm, arm.method, str(arm.knobs.micro_batch_size), packed, str(arm.knobs.logprob_chunk),
                       str(arm.knobs.rollout_batch_size) if arm.workload.is_rft else "-",
                       "yes" if arm.fits else "[red]no")
     console.print(knobs)

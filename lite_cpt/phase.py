@@ -57,16 +57,51 @@ class PhaseStats:
 
 @dataclass(frozen=True)
 class Knobs:
-    """micro_batch_size: sequences per forward/backward (SFT samples; GRPO rollouts).
+    """micro_batch_size: sequences per forward/backward (SFT samples; GRPO rollouts) at the
+    longest length.
     logprob_chunk: vocab rows per chunk of the fused log-prob (None = the kernel's default).
-    rollout_batch_size: prompts per `generate` call (each expanded to G sequences)."""
+    rollout_batch_size: prompts per `generate` call (each expanded to G sequences).
+    micro_batch_tokens: token budget of one micro-batch (sequences x padded length), filled with
+    sequences of their real length (`pack_by_tokens`); None = a fixed count of micro_batch_size.
+    packed_sequences: the most sequences a packed micro-batch holds (None = as the budget allows)."""
 
     micro_batch_size: int
     logprob_chunk: int | None
     rollout_batch_size: int
+    micro_batch_tokens: int | None = None
+    packed_sequences: int | None = None
 
     def to_json(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
+
+
+def micro_batches(lengths: list[int], knobs: Knobs) -> list[list[int]]:
+    """Indices of the sequences of `lengths` in micro-batches: with a token budget, packed by
+    `pack_by_tokens`; else consecutive groups of `knobs.micro_batch_size`."""
+    if knobs.micro_batch_tokens is None:
+        size = max(1, knobs.micro_batch_size)
+        return [list(range(i, min(i + size, len(lengths)))) for i in range(0, len(lengths), size)]
+    return pack_by_tokens(lengths, knobs.micro_batch_tokens, knobs.packed_sequences or max(1, len(lengths)))
+
+
+def pack_by_tokens(lengths: list[int], budget: int, max_sequences: int) -> list[list[int]]:
+    """Sequence indices in micro-batches of at most `budget` padded tokens (sequences x the
+    longest one) and `max_sequences` sequences.
+
+    Longest first, so each micro-batch holds sequences of similar length and little padding;
+    a sequence longer than the budget gets a micro-batch of its own. Every index appears once,
+    so losses summed over the micro-batches are those of the whole batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    packed: list[list[int]] = []
+    for index in order:
+        current = packed[-1] if packed else None
+        # Sorted longest first: the micro-batch's padded length is that of its first sequence.
+        if current and len(current) < max_sequences and (len(current) + 1) * lengths[current[0]] <= budget:
+            current.append(index)
+        else:
+            packed.append([index])
+    return packed
 
 
 #: `guard(step_name)`: a context manager around each step of a phase (one of PHASES).

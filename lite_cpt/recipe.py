@@ -407,7 +407,15 @@ class ArmConfig(Section):
     )
     batch_size: int = Field(8, ge=1, description="SFT samples per optimizer step.")
     micro_batch_size: int | Literal["auto"] = Field(
-        "auto", description="Samples per forward pass (gradient accumulation fills the batch); auto = planner."
+        "auto", description="Samples per forward pass (gradient accumulation fills the batch), sized for the "
+        "longest sequences; auto = planner."
+    )
+    micro_batch_tokens: int | Literal["auto", "off"] = Field(
+        "auto", description="Token budget of one micro-batch of the update (SFT samples, GRPO rollouts): "
+        "sequences of their real length are packed, longest first, while sequences x padded length stays "
+        "within it (up to as many sequences as the planner finds fit); auto = micro_batch_size x the "
+        "longest sequence on a GPU, the whole batch on a CPU; off = a fixed count of micro_batch_size. "
+        "Gradients are the same either way.",
     )
     max_steps_per_task: int | None = Field(None, ge=1, description="Cap on optimizer steps per task.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
@@ -415,6 +423,13 @@ class ArmConfig(Section):
     rif: RIFConfig = Field(default_factory=RIFConfig, description="Instance filtering settings.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
     ewc: EWCConfig = Field(default_factory=EWCConfig, description="EWC settings.")
+
+    @field_validator("micro_batch_tokens")
+    @classmethod
+    def _positive_budget(cls, budget: int | str) -> int | str:
+        if isinstance(budget, int) and budget < 1:
+            raise ValueError(f"micro_batch_tokens must be a positive token count, auto or off (got {budget})")
+        return budget
 
     @field_validator("method")
     @classmethod

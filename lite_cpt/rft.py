@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from lite_cpt.batching import append_tokens, encode_prompts, to_device, tokenizer_of
+from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import token_logprobs
 from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
+from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
 from lite_cpt.seeding import derived_seed
@@ -230,27 +231,30 @@ class MicroBatch:
     ref_logp: torch.Tensor | None = None
 
 
-def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool, device, dtype
-                    ) -> tuple[dict, torch.Tensor]:
-    """(batch, labels) that score the responses of `rows` after their prompts."""
-    prompts = [rollouts.examples[r // rollouts.group_size].prompt(cot) for r in rows]
-    batch = encode_prompts(processor, prompts, max_prompt_tokens(rollouts.examples))
-    batch, labels = append_tokens(batch, [rollouts.token_ids[r] for r in rows], tokenizer_of(processor).pad_token_id)
-    return to_device(batch, device, dtype), labels.to(device)
+def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool) -> list[EncodedRow]:
+    """Each of `rows` as its own encoded row: its response after its prompt (each prompt is
+    encoded once for its group's rows)."""
+    prompts = [rollouts.examples[g].prompt(cot) for g in range(rollouts.num_groups)]
+    return encode_rows(processor, [prompts[r // rollouts.group_size] for r in rows],
+                       [rollouts.token_ids[r] for r in rows], max_prompt_tokens(rollouts.examples))
 
 
 def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
                           rft: RFTConfig, knobs: Knobs) -> list[MicroBatch]:
-    """Encode `rows` in micro-batches and attach the no-grad log-probs the loss compares against:
+    """Encode `rows` in micro-batches (packed by `knobs`: a token budget over their real
+    lengths, or a fixed count) and attach the no-grad log-probs the loss compares against:
     the old policy's (only when one rollout batch makes several optimizer steps) and the
     reference's (only with the KL on). Both passes run in eval mode: no dropout."""
     device, dtype = model_device(model), model_dtype(model)
     use_kl = rft.kl and rft.kl_beta > 0
+    encoded = encode_rollouts(processor, rollouts, rows, cot=rft.cot)
+    pad_id = tokenizer_of(processor).pad_token_id
     micro_batches = []
-    for start in range(0, len(rows), knobs.micro_batch_size):
-        chunk = rows[start : start + knobs.micro_batch_size]
-        batch, labels = encode_rollouts(processor, rollouts, chunk, cot=rft.cot, device=device, dtype=dtype)
-        micro_batches.append(MicroBatch(chunk, batch, labels, advantages[chunk].to(device)))
+    for indices in micro_batches_of([row.length for row in encoded], knobs):
+        chunk = [rows[i] for i in indices]
+        batch, labels = collate([encoded[i] for i in indices], pad_id)
+        micro_batches.append(MicroBatch(chunk, to_device(batch, device, dtype), labels.to(device),
+                                        advantages[chunk].to(device)))
     was_training = model.training
     model.eval()
     try:

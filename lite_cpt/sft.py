@@ -11,11 +11,20 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from lite_cpt.batching import answer_ids, encode_sft, to_device
+from lite_cpt.batching import (
+    IGNORE_INDEX,
+    EncodedRow,
+    answer_ids,
+    collate,
+    encode_rows,
+    encode_sft,
+    to_device,
+    tokenizer_of,
+)
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.logprob import token_logprobs
 from lite_cpt.numerics import NonFiniteGuard, step_if_finite
-from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
+from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
 from lite_cpt.rollout import model_device, model_dtype
 
 if TYPE_CHECKING:
@@ -53,8 +62,8 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
     """AdamW (arm.lr, arm.weight_decay) over the trainable parameters for `phase.epochs` passes
     of shuffled `examples`, in batches of `arm.batch_size`, capped by `arm.max_steps_per_task`.
 
-    The loss is the token-mean NLL of each batch (summed over micro-batches of
-    `phase.knobs.micro_batch_size`, divided by the batch's answer tokens), plus the hooks'
+    The loss is the token-mean NLL of each batch (summed over the micro-batches `phase.knobs`
+    packs, divided by the batch's answer tokens), plus the hooks'
     `extra_loss()` when given. A step whose loss or gradient is not finite is skipped (no
     optimizer step; `phase.max_nonfinite` in a row stop the phase). With `phase.checkpoint`
     the phase saves its state as it goes and resumes from its last save.
@@ -114,19 +123,32 @@ def _next_batch(rng: random.Random, order: list[Example], examples: list[Example
     return batch, order
 
 
+def encode_examples(processor, examples: list[Example], cot: bool = False) -> list[EncodedRow]:
+    """Each example's prompt + target answer as its own row (for packing by length)."""
+    max_answer = example_limit(examples, "max_answer_tokens", 64)
+    return encode_rows(processor, [e.prompt(cot) for e in examples],
+                       [answer_ids(processor, e.task.target(e.sample, cot), max_answer) for e in examples],
+                       example_limit(examples, "max_prompt_tokens", 1024))
+
+
 def _accumulate(model, processor, batch: list[Example], knobs: Knobs,
                 extra_loss: Callable[[], torch.Tensor] | None) -> tuple[float, int]:
     """Backward over micro-batches so that gradients equal those of one token-mean batch loss.
 
-    The batch's answer-token count is known before any forward pass (answers are tokenised
-    on their own), so each micro-batch's graph is freed right after its backward.
+    Every example is encoded first, so the batch's answer-token count (the loss normaliser) and
+    each sequence's real length are known before any forward pass: micro-batches are packed by
+    `knobs` (a token budget, or a fixed count) and each one's graph is freed after its backward.
     """
-    max_answer = example_limit(batch, "max_answer_tokens", 64)
-    n_tokens = sum(len(answer_ids(processor, e.task.target(e.sample, False), max_answer)) for e in batch)
+    rows = encode_examples(processor, batch)
+    n_tokens = sum(int((row.labels != IGNORE_INDEX).sum()) for row in rows)
+    pad_id = tokenizer_of(processor).pad_token_id
+    device = model_device(model)
     loss_total = 0.0
-    for i in range(0, len(batch), knobs.micro_batch_size):
-        nll, _ = sft_loss_sum(model, processor, batch[i : i + knobs.micro_batch_size],
-                              logprob_chunk=knobs.logprob_chunk)
+    for indices in micro_batches([row.length for row in rows], knobs):
+        inputs, labels = collate([rows[i] for i in indices], pad_id)
+        scored = token_logprobs(model, to_device(inputs, device, model_dtype(model)), labels.to(device),
+                                logprob_chunk=knobs.logprob_chunk)
+        nll = -(scored.logp * scored.mask).sum()
         (nll / n_tokens).backward()
         loss_total += nll.item()
     loss = loss_total / n_tokens

@@ -151,7 +151,7 @@ def test_auto_knobs_stop_at_saturation_and_shrink_to_fit():
         task.update(max_prompt_tokens=256, max_answer_tokens=128)
     short["model"]["max_pixels"] = 50176
     recipe = recipe_from_dict(short)
-    sizes = (80, 24, 12.5, 12)
+    sizes = (80, 24, 13, 12.5)
     plans = {gb: plan(recipe, gb) for gb in sizes}
     micro = [plans[gb].knobs_for("sft").micro_batch_size for gb in sizes]
     assert micro[0] == SATURATING_TOKENS // (256 + 128), "no larger than what saturates the GPU"
@@ -218,7 +218,8 @@ def test_plan_json_and_table():
     for phase in data["phases"].values():
         assert phase["peak_gb"] == pytest.approx(sum(phase["components"].values()), abs=0.02)
         assert phase["naive_peak_gb"] >= phase["peak_gb"] - 1e-6
-    assert set(data["knobs"]["rft"]) == {"micro_batch_size", "logprob_chunk", "rollout_batch_size"}
+    assert set(data["knobs"]["rft"]) == {"micro_batch_size", "logprob_chunk", "rollout_batch_size", "micro_batch_tokens",
+                                        "packed_sequences"}
     console = Console(record=True, width=200)
     render_plan(result, console)
     text = console.export_text()

@@ -78,3 +78,37 @@ def test_reference_policy_names_its_error(tiny):
     with pytest.raises(ValueError, match="previous_task"):
         with reference_policy(model, "initial"):
             pass
+
+
+def test_planner_counts_the_reference_adapter_it_holds(tmp_path):
+    """The plan of a GRPO arm with kl_reference: previous_task carries one more frozen adapter in
+    every phase (rollouts, passes, update, evaluation) — the bytes hold_reference really adds,
+    with no gradient or optimizer state; kl_reference: base or no KL hold none."""
+    from lite_cpt.planner import GIB, plan, resolve_shape
+    from lite_cpt.planner.shapes import lora_parameters
+    from lite_cpt.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+
+    def rft_arm(name: str, **rft) -> dict:
+        return {"name": name, "method": "rft", "rft": {"group_size": 2, "prompts_per_step": 2, **rft}}
+
+    raw = tiny_recipe(tmp_path, arms=[rft_arm("prev", kl_reference="previous_task"), rft_arm("base", kl_reference="base"),
+                                      rft_arm("nokl", kl=False)])
+    raw["model"]["lora"] = {"r": 4, "alpha": 8}
+    recipe = recipe_from_dict(raw)
+    planned = plan(recipe, 24)
+    n = lora_parameters(resolve_shape(recipe.model), 4, recipe.model.lora.target_modules)
+    for phase in ("rollout", "logprob_pass", "grpo_step", "evaluation"):
+        assert planned.arms["prev"].phases[phase].components["reference_adapter"] == pytest.approx(n * 4 / GIB)
+        for other in ("base", "nokl"):
+            assert "reference_adapter" not in planned.arms[other].phases[phase].components
+    # What the planner counts is what the model holds: one more fp32 adapter, nothing trainable.
+    model, _ = build_tiny_model(recipe.model.tiny, tiny_corpus(0))
+    model = add_lora(model, recipe.model.lora)
+    before = {name: p for name, p in model.named_parameters()}
+    trainable = {name for name, p in before.items() if p.requires_grad}
+    hold_reference(model)
+    added = {name: p for name, p in model.named_parameters() if name not in before}
+    assert sum(p.numel() * p.element_size() for p in added.values()) == n * 4
+    assert not any(p.requires_grad for p in added.values())
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable

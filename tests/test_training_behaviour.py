@@ -24,7 +24,7 @@ from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.rft import Rollouts, policy_update, rft_reward, train_rft
 from lite_cpt.arms.rif import band_selector, filter_instances
-from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
 from lite_cpt.sft import train_sft
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
@@ -202,6 +202,73 @@ def test_policy_update_gradient_is_the_whole_batch_grpo_loss(model, stepped_grad
     assert_same_grads(got, want)
 
 
+# ----------------------------------------------------------------------------- token-budget micro-batches
+
+
+def mixed_length_examples(task: Task, n: int) -> list[Example]:
+    """Questions of 1 to n clauses and answers of several token lengths: sequences of mixed length."""
+    return [Example(task, Sample(id=str(i), question="Describe item %d" % i + ", then more" * (i * 5 % n),
+                                 answer=ANSWERS[i % len(ANSWERS)])) for i in range(n)]
+
+
+def sequence_lengths(processor, batch_examples: list[Example]) -> list[int]:
+    from lite_cpt.sft import encode_examples
+
+    return [row.length for row in encode_examples(processor, batch_examples)]
+
+
+@pytest.mark.parametrize("budget", [1, 120, 200, 100_000])
+def test_sft_token_budget_micro_batches_give_the_whole_batch_gradient(model, stepped_grads, budget):
+    model, processor = model
+    batch = mixed_length_examples(FixedAnswerTask("fixed"), 8)
+    lengths = sequence_lengths(processor, batch)
+    assert len(set(lengths)) > 3, lengths
+    packed = pack_by_tokens(lengths, budget, 8)
+    if budget in (120, 200):  # micro-batches of several sizes, each within the budget
+        assert len({len(p) for p in packed}) > 1, packed
+        assert all(len(p) * max(lengths[i] for i in p) <= budget for p in packed if len(p) > 1)
+    want = reference_grad(model, lambda: sft_nll(model, processor, batch))
+    arm = ArmConfig(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0})
+    train_sft(model, processor, batch, arm, Phase(Knobs(8, None, 8, micro_batch_tokens=budget, packed_sequences=8)))
+    [got] = stepped_grads
+    assert_same_grads(got, want)
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean"])
+@pytest.mark.parametrize("budget", [1, 150, 100_000])
+def test_policy_update_token_budget_micro_batches_give_the_whole_batch_gradient(model, stepped_grads,
+                                                                                aggregation, budget):
+    model, processor = model
+    arm = ArmConfig(name="rft", lr=1e-3, grad_clip=1e9,
+                    rft={"group_size": 4, "prompts_per_step": 4, "cot": False, "kl": False, "temperature": 1.0,
+                         "aggregation": aggregation})
+    rollouts = scripted_rollouts(processor, mixed_length_examples(FixedAnswerTask("fixed"), 4), GRPO_REWARDS, 4)
+    want = reference_grad(model, lambda: grpo_reference_loss(model, processor, rollouts, aggregation))
+    optimizer = torch.optim.SGD(list(trainable(model).values()), lr=0.0)
+    phase = Phase(Knobs(16, None, 8, micro_batch_tokens=budget, packed_sequences=16))
+    assert policy_update(model, processor, optimizer, rollouts, arm, phase)["updated"]
+    [got] = stepped_grads
+    assert_same_grads(got, want)
+
+
+@given(st.lists(st.integers(1, 50), max_size=30), st.integers(1, 200), st.integers(1, 8))
+def test_pack_by_tokens_keeps_every_sequence_once_within_budget_and_count(lengths, budget, max_sequences):
+    packed = pack_by_tokens(lengths, budget, max_sequences)
+    assert sorted(i for p in packed for i in p) == list(range(len(lengths)))
+    for part in packed:
+        assert 1 <= len(part) <= max_sequences
+        assert len(part) == 1 or len(part) * max(lengths[i] for i in part) <= budget
+    # greedy, longest first: a micro-batch closes only when the next sequence does not fit it
+    for part, following in zip(packed, packed[1:]):
+        nxt = following[0]
+        assert len(part) == max_sequences or (len(part) + 1) * lengths[part[0]] > budget or lengths[nxt] > lengths[part[0]]
+
+
+def test_fixed_count_micro_batches_without_a_budget():
+    assert micro_batches([5, 3, 9, 1, 2], Knobs(2, None, 1)) == [[0, 1], [2, 3], [4]]
+    assert micro_batches([5, 3, 9, 1, 2], Knobs(8, None, 1, micro_batch_tokens=10)) == [[2], [0, 1], [4, 3]]
+
+
 # ----------------------------------------------------------------------------- rollouts and rewards
 
 
@@ -309,3 +376,34 @@ def test_hashed_reward_task_is_not_constant():
     assert {task.reward(t, sample) for t in ("a", "b", "c", "d", "e", "f")} == {0.0, 1.0}
     rng = random.Random(0)
     assert len({task.reward("a", Sample(id=str(rng.random()), question="q", answer="a")) for _ in range(20)}) == 2
+
+
+def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
+    """Packing re-collates rows encoded on their own: the same tensors as encoding the batch at
+    once, images (and text-only rows without any) included."""
+    from lite_cpt.batching import answer_ids, collate, encode_rows
+    from lite_cpt.recipe import load_recipe
+    from lite_cpt.tasks.base import build_task
+
+    recipe = load_recipe("recipes/tiny.yaml", [], check_data=False)
+    _, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    prompts, completions = [], []
+    for config, benchmark in ((recipe.tasks[0], False), (recipe.evaluation.general[2], True), (recipe.tasks[3], False)):
+        task = build_task(config, recipe.data.root, 0, benchmark=benchmark)  # image, text-only, image
+        for sample in task.load(config.source.test_split, 2):
+            prompts.append(Example(task, sample).prompt())
+            completions.append(answer_ids(processor, task.target(sample), 64))
+    assert {len(p.images) for p in prompts} == {0, 1}
+    pad = tokenizer_of(processor).pad_token_id
+    want, want_labels = append_tokens(encode_prompts(processor, prompts), completions, pad)
+    order = [3, 0, 5, 1, 4, 2]  # any subset, in any order, collates like the batch of those rows
+    rows = encode_rows(processor, prompts, completions, None)
+    got, labels = collate(rows, pad)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert torch.equal(labels, want_labels)
+    subset, _ = collate([rows[i] for i in order], pad)
+    again, _ = append_tokens(encode_prompts(processor, [prompts[i] for i in order]), [completions[i] for i in order], pad)
+    for key in again:
+        assert torch.equal(subset[key], again[key]), key

@@ -204,7 +204,26 @@ def lora_state_bytes(work: Workload) -> dict[str, float]:
     }
     if work.ewc:
         state["ewc_state"] = n * EWC_STATE_BYTES
+    if work.reference_adapter:
+        # The KL reference as a frozen second adapter (fp32 like the policy's, no grads, no
+        # optimizer state): held from the first GRPO phase on, through evaluation too.
+        state["reference_adapter"] = n * ADAPTER_BYTES
     return state
+
+
+def micro_batch_shapes(work: Workload, knobs: Knobs, answer: int) -> list[tuple[int, int, int]]:
+    """(sequences, tokens per sequence, answer tokens per sequence) of the micro-batches that
+    bound a training phase's memory: the longest sequences at the knobs' count, and, with a
+    token budget, the longest sequences that fit it and the most sequences it may pack
+    (packed_sequences) sharing it."""
+    seq_len = work.prompt_tokens + answer
+    budget = knobs.micro_batch_tokens
+    if budget is None:
+        return [(knobs.micro_batch_size, seq_len, answer)]
+    longest = (max(1, budget // seq_len), seq_len, answer)
+    rows = knobs.packed_sequences or budget
+    packed_len = max(1, min(seq_len, budget // rows))
+    return [longest, (rows, packed_len, min(answer, packed_len))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,16 +240,18 @@ class Instant:
         return sum(self.components.values())
 
 
-def _train_instants(work: Workload, knobs: Knobs, *, seq_len: int, loss_tokens: int, logit_tokens: int,
-                    images: int, extra: dict[str, float], naive: bool) -> list[Instant]:
-    """Instants of a forward + backward + optimizer step over one micro-batch of `seq_len` tokens."""
+def _train_instants(work: Workload, knobs: Knobs, shape: tuple[int, int, int], *, logits_all: bool,
+                    extra: dict[str, float], naive: bool) -> list[Instant]:
+    """Instants of a forward + backward + optimizer step over one micro-batch of `shape`
+    (sequences, tokens each, answer tokens each); `logits_all`: the naive path scores every
+    position (SFT) rather than the answer's."""
     s, b = work.shape, work.act_bytes
-    mb = knobs.micro_batch_size
+    mb, seq_len, answer = shape
     tokens = mb * seq_len
     frozen = sum(frozen_weight_bytes(work).values())
     lora = lora_state_bytes(work)
     base = {"frozen_weights": frozen, **lora, **extra}
-    inputs = batch_input_bytes(work, mb, seq_len, images)
+    inputs = batch_input_bytes(work, mb, seq_len, mb)
     if work.gradient_checkpointing:
         # Layer inputs kept by the checkpoints, plus the final RMSNorm's fp32 input and output.
         stored = s.layers * tokens * s.hidden * b + tokens * s.hidden * (FP32 + b)
@@ -239,13 +260,13 @@ def _train_instants(work: Workload, knobs: Knobs, *, seq_len: int, loss_tokens: 
         stored = s.layers * tokens * layer_saved_bytes_per_token(work) + tokens * s.hidden * (FP32 + b)
         working = tokens * backward_working_bytes_per_token(work)
     working += dequant_buffer_bytes(work)
-    logprob = logprob_bytes(work, loss_tokens=mb * loss_tokens, logit_tokens=mb * logit_tokens,
+    logprob = logprob_bytes(work, loss_tokens=mb * answer, logit_tokens=mb * (seq_len if logits_all else answer),
                             chunk=knobs.logprob_chunk, train=True, naive=naive)
     backward = Instant("backward", {
         **base, "batch_inputs": inputs, "activations_stored": stored, "activations_layer": working,
         "logprob": logprob,
     })
-    vision = Instant("vision_encoder", {**base, "batch_inputs": inputs, "vision_encoder": images * vision_bytes_per_image(work)})
+    vision = Instant("vision_encoder", {**base, "batch_inputs": inputs, "vision_encoder": mb * vision_bytes_per_image(work)})
     n = lora_parameters(work.shape, work.lora_r, work.lora_targets)
     step = Instant("optimizer_step", {**base, "optimizer_step": n * ADAMW_FOREACH_TEMP_BYTES})
     return [backward, vision, step]
@@ -275,23 +296,23 @@ def _generation_instants(work: Workload, *, sequences: int, prompt: int, new: in
 
 
 def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> list[Instant]:
-    s, b = work.shape, work.act_bytes
     frozen = sum(frozen_weight_bytes(work).values())
     lora = lora_state_bytes(work)
     if phase == "sft_step":
-        return _train_instants(work, knobs, seq_len=work.prompt_tokens + work.answer_tokens,
-                               loss_tokens=work.answer_tokens,
-                               logit_tokens=work.prompt_tokens + work.answer_tokens, images=knobs.micro_batch_size,
-                               extra={}, naive=naive)
+        return [instant for shape in micro_batch_shapes(work, knobs, work.answer_tokens)
+                for instant in _train_instants(work, knobs, shape, logits_all=True, extra={}, naive=naive)]
     if phase == "grpo_step":
-        extra = {"rollout_buffers": rollout_buffer_bytes(work)}
-        instants = _train_instants(work, knobs, seq_len=work.prompt_tokens + work.new_tokens,
-                                   loss_tokens=work.new_tokens, logit_tokens=work.new_tokens,
-                                   images=knobs.micro_batch_size, extra=extra, naive=naive)
-        instants[0].components["grpo_loss"] = knobs.micro_batch_size * work.new_tokens * GRPO_LOSS_BYTES_PER_TOKEN
+        instants = []
+        for shape in micro_batch_shapes(work, knobs, work.new_tokens):
+            extra = {"rollout_buffers": rollout_buffer_bytes(work)}
+            found = _train_instants(work, knobs, shape, logits_all=False, extra=extra, naive=naive)
+            found[0].components["grpo_loss"] = shape[0] * shape[2] * GRPO_LOSS_BYTES_PER_TOKEN
+            instants += found
         return instants
     # Phases without gradients: the optimizer state lives on (RFT), gradients are freed.
     resident = {"frozen_weights": frozen, "lora_weights": lora["lora_weights"]}
+    if "reference_adapter" in lora:
+        resident["reference_adapter"] = lora["reference_adapter"]
     if phase == "rollout":
         base = {**resident, "optimizer_states": lora["optimizer_states"]}
         return _generation_instants(work, sequences=knobs.rollout_batch_size * work.rollout_group,
@@ -302,21 +323,26 @@ def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = Fa
                                     new=work.eval_new_tokens, base=resident,
                                     sampling_bytes=GREEDY_BYTES_PER_LOGIT)
     if phase == "logprob_pass":
-        mb = knobs.micro_batch_size
-        seq_len = work.prompt_tokens + work.new_tokens
-        tokens = mb * seq_len
-        base = {**resident, "optimizer_states": lora["optimizer_states"],
-                "rollout_buffers": rollout_buffer_bytes(work),
-                "batch_inputs": batch_input_bytes(work, mb, seq_len, mb)}
-        layers = Instant("layers", {**base, "activations_stored": tokens * s.hidden * b,
-                                    "generation_transient": tokens * inference_bytes_per_token(work)})
-        head = Instant("logprob", {**base, "activations_stored": tokens * s.hidden * b,
-                                   "logprob": logprob_bytes(work, loss_tokens=mb * work.new_tokens,
-                                                            logit_tokens=mb * work.new_tokens,
-                                                            chunk=knobs.logprob_chunk, train=False, naive=naive)})
-        vision = Instant("vision_encoder", {**base, "vision_encoder": mb * vision_bytes_per_image(work)})
-        return [layers, head, vision]
+        base = {**resident, "optimizer_states": lora["optimizer_states"], "rollout_buffers": rollout_buffer_bytes(work)}
+        return [instant for shape in micro_batch_shapes(work, knobs, work.new_tokens)
+                for instant in _logprob_instants(work, knobs, shape, base, naive)]
     raise ValueError(f"unknown phase '{phase}'; phases: {', '.join(PHASES)}")
+
+
+def _logprob_instants(work: Workload, knobs: Knobs, shape: tuple[int, int, int], base: dict[str, float],
+                      naive: bool) -> list[Instant]:
+    """Instants of a no-grad log-prob pass over one micro-batch of `shape`."""
+    s, b = work.shape, work.act_bytes
+    mb, seq_len, answer = shape
+    tokens = mb * seq_len
+    base = {**base, "batch_inputs": batch_input_bytes(work, mb, seq_len, mb)}
+    layers = Instant("layers", {**base, "activations_stored": tokens * s.hidden * b,
+                                "generation_transient": tokens * inference_bytes_per_token(work)})
+    head = Instant("logprob", {**base, "activations_stored": tokens * s.hidden * b,
+                               "logprob": logprob_bytes(work, loss_tokens=mb * answer, logit_tokens=mb * answer,
+                                                        chunk=knobs.logprob_chunk, train=False, naive=naive)})
+    vision = Instant("vision_encoder", {**base, "vision_encoder": mb * vision_bytes_per_image(work)})
+    return [layers, head, vision]
 
 
 def tensor_peak_bytes(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> tuple[Instant, float]:

@@ -235,11 +235,13 @@ def gpu_memory_gb() -> float | None:
 
 def resolve_knobs(recipe, arm: str, gpu_gb: float | None = None) -> Knobs:
     """Knobs for training `arm`: planned for this GPU (or `gpu_gb`); on CPU, memory is not the
-    limit, so the micro-batch is the whole batch and generation takes all prompts at once."""
+    limit, so the micro-batch is the whole batch (or the recipe's token budget) and generation
+    takes all prompts at once."""
     gpu_gb = gpu_gb if gpu_gb is not None else gpu_memory_gb()
     work = workload_of(recipe, next(a for a in recipe.arms if a.name == arm))
     if gpu_gb is None:
         mb = work.micro_batch_size or work.max_micro_batch
+        budget = work.micro_batch_tokens if work.pack_by_tokens else None
         return Knobs(mb, default_logprob_chunk(mb * max(work.answer_tokens, work.new_tokens), work.shape.vocab),
-                     work.prompts_per_step)
+                     work.prompts_per_step, micro_batch_tokens=budget)
     return plan_workload(work, gpu_gb).knobs

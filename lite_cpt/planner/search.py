@@ -5,6 +5,7 @@ phase that does not fit."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 from lite_cpt.planner.bytes import LOGPROB_CHUNKS, default_logprob_chunk, phase_peak_gb
@@ -70,9 +71,30 @@ def choose_knobs(work: Workload, usable_gb: float) -> tuple[Knobs, bool]:
         for chunk in _chunk_candidates(work, mb):
             knobs = Knobs(mb, chunk, rollout_batch)
             if all(fits(p, knobs) for p in _train_phases(work)):
+                knobs = with_token_budget(work, knobs, usable_gb)
                 return knobs, all(fits(p, knobs) for p in work.phases)
     smallest = Knobs(micro_batches[-1], _chunk_candidates(work, micro_batches[-1])[-1], rollout_batch)
-    return smallest, False
+    return with_token_budget(work, smallest, usable_gb), False
+
+
+def longest_sequence(work: Workload) -> int:
+    """Tokens of the longest sequence a training micro-batch may hold."""
+    return work.prompt_tokens + (work.new_tokens if work.is_rft else work.answer_tokens)
+
+
+def with_token_budget(work: Workload, knobs: Knobs, usable_gb: float) -> Knobs:
+    """`knobs` (sized for the longest sequences) with a token budget: what that micro-batch
+    holds (or the recipe's budget), packed with up to as many sequences as fit the GPU when they
+    share it (each sequence brings its image and its share of the loss buffers). Unchanged
+    when the recipe turns packing off."""
+    if not work.pack_by_tokens:
+        return knobs
+    budget = work.micro_batch_tokens or knobs.micro_batch_size * longest_sequence(work)
+    for rows in range(min(work.max_micro_batch, budget), 1, -1):
+        packed = replace(knobs, micro_batch_tokens=budget, packed_sequences=rows)
+        if all(phase_peak_gb(work, p, packed) <= usable_gb for p in _train_phases(work)):
+            return packed
+    return replace(knobs, micro_batch_tokens=budget, packed_sequences=1)
 
 
 def floor_knobs(work: Workload) -> Knobs:

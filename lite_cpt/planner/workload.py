@@ -45,6 +45,9 @@ class Workload:
     eval_batch: int
     eval_new_tokens: int
     ewc: bool
+    micro_batch_tokens: int | None = None  # None = auto (the planner's budget)
+    pack_by_tokens: bool = True  # False: a fixed count of micro_batch_size per micro-batch
+    reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
 
     @property
     def is_rft(self) -> bool:
@@ -133,4 +136,14 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         eval_batch=recipe.evaluation.generation.batch_size,
         eval_new_tokens=recipe.evaluation.generation.max_new_tokens,
         ewc=arm.method == "ewc",
+        micro_batch_tokens=_fixed(arm.micro_batch_tokens if arm.micro_batch_tokens != "off" else None),
+        pack_by_tokens=arm.micro_batch_tokens != "off",
+        reference_adapter=holds_reference(arm),
     )
+
+
+def holds_reference(arm) -> bool:
+    """Whether an arm's GRPO phases keep the KL reference as a second adapter (kl_reference:
+    previous_task with the KL on); the adapter then stays on the model for the rest of the run."""
+    rft = arm.rft
+    return "rollout" in arm_phases(arm.method) and rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task"
