@@ -96,6 +96,44 @@ def optimizer_step_seconds(model) -> float:
     return seconds
 
 
+def sft_tokens_per_s(recipe, model, processor, samples, task, steps: int = 2) -> float:
+    """Sequence tokens (prompt + answer) per second of `train_sft`, the run's SFT phase, over
+    `steps` batches of the first SFT arm's size (lr 0: the adapter does not move), after a
+    warm-up step; encoding, micro-batching and the optimizer step included."""
+    from lite_cpt.phase import Phase, examples_of
+    from lite_cpt.planner import resolve_knobs
+    from lite_cpt.sft import encode_examples, train_sft
+
+    arm = next((a for a in recipe.arms if "sft_step" in _phases(a.method)), recipe.arms[0])
+    arm = arm.model_copy(update={"lr": 1e-30, "max_steps_per_task": None})
+    examples = examples_of(task, samples)
+    batch = examples[: arm.batch_size] * max(1, -(-arm.batch_size // len(examples)))
+    batch = batch[: arm.batch_size]
+    tokens = sum(row.length for row in encode_examples(processor, batch))
+    knobs = resolve_knobs(recipe, arm.name)
+    train_sft(model, processor, batch, arm, Phase(knobs, epochs=1))  # warm-up
+    stats = train_sft(model, processor, batch * steps, arm, Phase(knobs, epochs=1))
+    return tokens * stats.steps / stats.seconds
+
+
+def eval_prompts_per_s(recipe, model, processor, samples, task) -> float:
+    """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, on `samples` at
+    the recipe's generation settings (answers of the model's own length, scoring included)."""
+    from lite_cpt.evaluate import EvalSet, evaluate_sets
+
+    sets = [EvalSet(task, samples)]
+    evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)  # warm-up
+    start = time.perf_counter()
+    evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)
+    return len(samples) / (time.perf_counter() - start)
+
+
+def _phases(method: str) -> tuple[str, ...]:
+    from lite_cpt.arms import arm_class
+
+    return arm_class(method).phases
+
+
 def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 8) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on the recipe's first task's prompts."""
     from lite_cpt.tasks.base import build_task
@@ -109,6 +147,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     step_large = decode_step_seconds(model, processor, batch, large, new_tokens, prefill)
     per_sequence = max(0.0, (step_large - step_small) / (large - small))
     prompt_len, answer_len = data_lengths(processor, batch, [task.target(s) for s in samples])
+    eval_samples = task.load(recipe.tasks[0].source.test_split, recipe.evaluation.generation.batch_size)
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     return Calibration(
@@ -116,6 +155,8 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
         decode_step_s=max(1e-9, step_small - small * per_sequence), decode_s_per_sequence=per_sequence,
         prefill_tokens_per_s=prefill, train_tokens_per_s=train, optimizer_step_s=optimizer_step_seconds(model),
         source=f"measured by lite-cpt bench gpu on {name}", prompt_tokens=prompt_len, answer_tokens=answer_len,
+        sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, samples, task),
+        eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task),
     )
 
 

@@ -450,6 +450,33 @@ def bench_gpu_command(
                   f"tokens/s, training {cal['train_tokens_per_s']:,.0f} tokens/s → {json_path}")
 
 
+@bench_app.command("update")
+@user_errors
+def bench_update_command(
+    recipe: Path = typer.Option(Path("recipes/tiny.yaml"), help="Recipe whose model, tasks and GRPO arm are used."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    prompts: int = typer.Option(16, help="Prompts in the rollout batch."),
+    group_size: int = typer.Option(4, help="Responses per prompt (G)."),
+    max_new_tokens: int = typer.Option(64, help="Longest response; lengths are drawn from 1 to this."),
+    budget_sequences: int = typer.Option(4, help="Longest sequences per fixed-count micro-batch (sets the budget)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+):
+    """Trained tokens/s of the GRPO update: token-budget micro-batches vs a fixed count, side by side.
+
+    Example:  lite-cpt bench update --recipe recipes/tiny.yaml --json update.json
+    """
+    from lite_cpt.bench_update import bench_update
+    from lite_cpt.cli_render import render_bench_update
+    from lite_cpt.io import atomic_write_json
+    from lite_cpt.recipe import load_recipe
+
+    result = bench_update(load_recipe(recipe, overrides, check_data=False), prompts=prompts, group_size=group_size,
+                          max_new_tokens=max_new_tokens, budget_sequences=budget_sequences)
+    if json_path is not None:
+        atomic_write_json(json_path, result)
+    render_bench_update(result, console)
+
+
 @bench_app.command("ray")
 @user_errors
 def bench_ray_command(

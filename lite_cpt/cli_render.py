@@ -135,3 +135,20 @@ def render_bench_step(result: dict, console) -> None:
     console.print(table)
     console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
                   "(without CUDA context and allocator slack).")
+
+
+def render_bench_update(result: dict, console) -> None:
+    """Token budget vs fixed count: seconds, trained tokens and tokens/s of the policy update."""
+    lengths = result["response_tokens"]
+    table = Table(title=f"GRPO policy update, {result['rollouts']} rollouts of {lengths['min']}-{lengths['max']} "
+                        f"response tokens (mean {lengths['mean']:.1f}), {result['threads']} threads")
+    for column in ("micro-batches", "knobs", "seconds", "trained tokens", "trained tokens/s"):
+        table.add_column(column)
+    for name, side in result["sides"].items():
+        knobs = side["knobs"]
+        shown = (f"{knobs['micro_batch_size']} sequences" if knobs["micro_batch_tokens"] is None
+                 else f"{knobs['micro_batch_tokens']} tokens")
+        table.add_row(name, shown, f"{side['seconds']:.2f}", f"{side['trained_tokens']:,}",
+                      f"{side['trained_tokens_per_s']:,.0f}")
+    console.print(table)
+    console.print(f"token budget / fixed count: {result['ratio']:.2f}x trained tokens/s")

@@ -298,7 +298,22 @@ def _cost_section(reports: list[ArmReport]) -> list[str]:
                      "n/a" if cost.get("predicted_seconds") is None else f"{cost['predicted_seconds']:.1f}",
                      _count(cost["generated_tokens"]), _count(cost["trained_tokens"]),
                      _count(cost["policy_updates"]), _number(cost["kept_fraction"])])
-    return lines + _table(header, rows)
+    return lines + _table(header, rows) + _phase_time_section(reports)
+
+
+def _phase_time_section(reports: list[ArmReport]) -> list[str]:
+    """Predicted vs measured seconds per phase of each arm (the runs that logged both)."""
+    rows = []
+    for report in reports:
+        for phase, times in (report.shown.cost.get("phase_seconds") or {}).items():
+            ratio = times["predicted"] / times["measured"] if times["measured"] > 0 else None
+            rows.append([report.name, phase, f"{times['predicted']:.1f}", f"{times['measured']:.1f}",
+                         "n/a" if ratio is None else f"{ratio:.2f}"])
+    if not rows:
+        return []
+    lines = ["", "### Time plan vs measured, per phase", "",
+             "Seconds summed over the arm's tasks (`predicted_seconds` and `phase_seconds` of metrics.jsonl)."]
+    return lines + [""] + _table(["arm", "phase", "predicted (s)", "measured (s)", "predicted / measured"], rows)
 
 
 def _forgotten_section(reports: list[ArmReport]) -> list[str]:

@@ -137,10 +137,31 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
     predicted = [event["predicted_seconds"] for event in events if event.get("predicted_seconds")]
     cost["predicted_seconds"] = (float(sum(p["train"] + p.get("evaluation", 0.0) for p in predicted))
                                  if predicted else None)
+    cost["phase_seconds"] = phase_seconds(events)
     cost.update({key: total((key,)) for key in COST_KEYS})
     kept = [event["kept_fraction"] for event in events if event.get("kept_fraction") is not None]
     cost["kept_fraction"] = float(np.mean(kept)) if kept else None
     return cost
+
+
+def phase_seconds(events: list[dict]) -> dict[str, dict[str, float]]:
+    """Per time-plan phase, the plan's seconds and the measured ones summed over the task_end
+    events that carry both ({phase: {"predicted", "measured"}}); evaluation is the measured
+    eval_seconds, offline instance filtering the measured rif_seconds."""
+    sums: dict[str, dict[str, float]] = {}
+    for event in events:
+        predicted = event.get("predicted_seconds") or {}
+        measured = dict(event.get("phase_seconds") or {})
+        if event.get("eval_seconds") is not None:
+            measured["evaluation"] = event["eval_seconds"]
+        if event.get("rif_seconds") is not None and "rif_rollout" in predicted:
+            measured["rif_rollout"] = event["rif_seconds"]
+        for phase, value in predicted.items():
+            if phase != "train" and phase in measured:
+                row = sums.setdefault(phase, {"predicted": 0.0, "measured": 0.0})
+                row["predicted"] += value
+                row["measured"] += measured[phase]
+    return sums
 
 
 def load_arm(arm_dir: Path) -> ArmResult:

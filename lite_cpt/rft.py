@@ -344,8 +344,10 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
+    started = time.perf_counter()
     with phase.guard("logprob_pass"):
         parts = prepare_mini_batches(model, processor, rollouts, rows, advantages, rft, phase.knobs)
+    result["logprob_seconds"] = time.perf_counter() - started
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0}
     steps = 0
@@ -604,12 +606,16 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
         step_start = time.perf_counter()
         draw = draw_groups(model, processor, arm.rft, phase, plan, step)
         stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
+        add_phase_seconds(stats, rollout=time.perf_counter() - step_start)
         if not draw.kept:
             # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
             # change, so drawing again would only repeat the verdict.
             break
         batch = Rollouts.concat(draw.kept)
+        update_start = time.perf_counter()
         update = policy_update(model, processor, optimizer, batch, arm, phase, guard, step + 1)
+        logprob = update.get("logprob_seconds", 0.0)
+        add_phase_seconds(stats, logprob_pass=logprob, grpo_step=time.perf_counter() - update_start - logprob)
         stats.steps += int(update["updated"])
         stats.trained_tokens += update["trained_tokens"]
         stats.last_loss = update["loss"]
@@ -626,6 +632,14 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
             "stats": dataclasses.asdict(stats), "guard": guard.state()})
     model.eval()
     stats.seconds = elapsed + time.perf_counter() - start
+
+
+def add_phase_seconds(stats: PhaseStats, **seconds: float) -> None:
+    """Add measured seconds per time-plan phase to `stats.extra["phase_seconds"]` (the task_end
+    record logs them beside the plan's `predicted_seconds`)."""
+    measured = stats.extra.setdefault("phase_seconds", {})
+    for name, value in seconds.items():
+        measured[name] = round(measured.get(name, 0.0) + value, 4)
 
 
 def update_metrics(draw: GroupDraw, update: dict) -> dict:

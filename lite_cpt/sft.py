@@ -101,6 +101,7 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
             "guard": guard.state()})
     model.eval()
     stats.seconds = elapsed + time.perf_counter() - start
+    stats.extra["phase_seconds"] = {"sft_step": round(stats.seconds, 4)}
     return stats
 
 

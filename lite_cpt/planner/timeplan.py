@@ -12,11 +12,17 @@ Every phase is a count of work times a measured (or default) rate:
     grpo_step      sequences · (prompt + new) tokens · inner_epochs / train_tokens_per_s
                    + updates · inner_epochs · optimizer_step_s
     sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s + steps · optimizer_step_s
+                   (or / sft_tokens_per_s, the measured rate of the run's SFT phase on this model)
     evaluation     (tasks trained, or 1 for a joint arm) · evaluation prompts, greedy, as rollout
+                   with `evaluation_steps` decode steps per call (or / eval_prompts_per_s, the
+                   measured rate of the run's evaluation on this model)
     base evaluation (row 0, once per run) is reported apart from the arms.
 
-Decoding with `generate` runs every sequence of a call until the longest one ends, so a call
-costs `max_new_tokens` decode steps: the plan is an upper bound when answers end early.
+Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
+counted at `max_new_tokens` steps (sampled answers with a chain of thought reach it): an upper
+bound when they end early. Evaluation calls end with their longest answer: chains of thought
+(RL arms and the base model when the evaluation asks for one) at `max_new_tokens`, an
+SFT-trained adapter's short answers sooner (`evaluation_steps`).
 Sequences per call are the planner's knobs (rollouts) and `evaluation.generation.batch_size`.
 """
 
@@ -55,6 +61,11 @@ class Calibration:
     # largest source of error on small models.
     prompt_tokens: float | None = None
     answer_tokens: float | None = None
+    # Rates of the run's own SFT phase and evaluation on the calibrated recipe's model and data
+    # (encoding, scoring and optimizer steps included): used for that model instead of the
+    # per-token figures above, which leave those costs out.
+    sft_tokens_per_s: float | None = None
+    eval_prompts_per_s: float | None = None
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
@@ -143,6 +154,7 @@ class Counts:
     kl: bool
     inner_epochs: int
     remax: bool
+    eval_cot: bool = False  # evaluation prompts ask for a chain of thought
 
 
 def counts_of(recipe, arm) -> Counts:
@@ -156,6 +168,7 @@ def counts_of(recipe, arm) -> Counts:
         kl=arm.rft.kl and arm.rft.kl_beta > 0,
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
+        eval_cot=recipe.evaluation.cot,
     )
 
 
@@ -227,19 +240,47 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     return out
 
 
+def measured_here(work: Workload, cal: Calibration) -> bool:
+    """Whether `cal` was measured on this recipe's model (its data-specific rates apply)."""
+    return cal.model == work.shape.name
+
+
 def sft_seconds(work: Workload, cal: Calibration, task: TaskCounts) -> dict[str, float]:
     steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
     tokens = task.train_rows * task.epochs * (prompt_tokens(work, cal) + answer_tokens(work, cal))
+    if cal.sft_tokens_per_s and measured_here(work, cal):
+        return {"sft_step": tokens / cal.sft_tokens_per_s}
     return {"sft_step": tokens / cal.train_tokens_per_s + steps * cal.optimizer_step_s}
 
 
-def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> float | None:
-    """Seconds of one evaluation of the adapter on every task and general benchmark."""
+#: Decode steps of a generate call whose answers are short (option letters, numbers, VQA answers
+#: of a few words, then the end-of-turn token): the longest of a call of tens of such answers.
+SHORT_ANSWER_STEPS = 16
+
+
+def evaluation_steps(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> int:
+    """Decode steps of one evaluation call: a call ends when its longest answer does. Answers
+    with a chain of thought (RL arms, and every model before training, asked for one) run to
+    max_new_tokens; an SFT-trained adapter answers as its targets do (no reasoning): the data's
+    mean answer (+ end of turn) when calibrated, else SHORT_ANSWER_STEPS."""
+    if counts.eval_cot and (work.is_rft or not trained):
+        return work.eval_new_tokens
+    if cal.answer_tokens and measured_here(work, cal):
+        return min(work.eval_new_tokens, math.ceil(cal.answer_tokens) + 1)
+    return min(work.eval_new_tokens, SHORT_ANSWER_STEPS)
+
+
+def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> float | None:
+    """Seconds of one evaluation of the adapter (`trained`: False for the base model's row) on
+    every task and general benchmark: the measured evaluation rate on the calibrated model, else
+    generate calls of `evaluation_steps` decode steps."""
     prompts = evaluation_prompts(counts)
     if prompts is None:
         return None
+    if cal.eval_prompts_per_s and measured_here(work, cal):
+        return prompts / cal.eval_prompts_per_s
     return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work, cal),
-                              new_tokens=work.eval_new_tokens)
+                              new_tokens=evaluation_steps(work, cal, counts, trained=trained))
 
 
 UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"
@@ -290,7 +331,7 @@ def arm_time(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts) -> 
 
 
 def base_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) -> float | None:
-    return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts)
+    return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts, trained=False)
 
 
 def predicted_phases(recipe, arm, knobs: Knobs, calibration: Calibration | None = None) -> list[dict] | None:
