@@ -139,6 +139,8 @@ def render_bench_step(result: dict, console) -> None:
 
 def render_bench_update(result: dict, console) -> None:
     """Token budget vs fixed count: seconds, trained tokens and tokens/s of the policy update."""
+    from rich.table import Table
+
     lengths = result["response_tokens"]
     table = Table(title=f"GRPO policy update, {result['rollouts']} rollouts of {lengths['min']}-{lengths['max']} "
                         f"response tokens (mean {lengths['mean']:.1f}), {result['threads']} threads")

@@ -170,9 +170,17 @@ def mean_unit(units: dict[int, ArmResult]) -> ArmResult:
         return first
     costs = {key: [u.cost[key] for u in used if u.cost.get(key) is not None] for key in first.cost}
     G = np.mean([np.asarray(u.G, dtype=float) for u in used], axis=0).tolist() if first.G else []
-    return ArmResult(name=first.name, tasks=first.tasks, R=np.mean([u.R for u in used], axis=0),
-                     cost={key: float(np.mean(v)) if v else None for key, v in costs.items()},
+    cost = {key: float(np.mean(v)) if v else None for key, v in costs.items() if key != "phase_seconds"}
+    cost["phase_seconds"] = _mean_phase_seconds(costs.get("phase_seconds", []))
+    return ArmResult(name=first.name, tasks=first.tasks, R=np.mean([u.R for u in used], axis=0), cost=cost,
                      benchmarks=first.benchmarks, G=G, joint=first.joint)
+
+
+def _mean_phase_seconds(per_seed: list[dict]) -> dict:
+    """{phase: {"predicted", "measured"}} averaged over the seeds that logged the phase."""
+    phases = dict.fromkeys(p for seed in per_seed for p in seed)
+    return {p: {k: float(np.mean([seed[p][k] for seed in per_seed if p in seed])) for k in ("predicted", "measured")}
+            for p in phases}
 
 
 def build_arm_reports(run: RunResults, metrics: list[str]) -> list[ArmReport]:

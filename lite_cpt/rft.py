@@ -344,10 +344,8 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
                                                            if not unscorable.isdisjoint(ids))}
     if not rows:
         return result
-    started = time.perf_counter()
-    with phase.guard("logprob_pass"):
+    with phase.guard("logprob_pass"), seconds_into(result, "logprob_seconds"):
         parts = prepare_mini_batches(model, processor, rollouts, rows, advantages, rft, phase.knobs)
-    result["logprob_seconds"] = time.perf_counter() - started
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0}
     steps = 0
@@ -632,6 +630,16 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
             "stats": dataclasses.asdict(stats), "guard": guard.state()})
     model.eval()
     stats.seconds = elapsed + time.perf_counter() - start
+
+
+@contextmanager
+def seconds_into(record: dict, key: str):
+    """Wall seconds of the block, stored as `record[key]`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        record[key] = time.perf_counter() - started
 
 
 def add_phase_seconds(stats: PhaseStats, **seconds: float) -> None:

@@ -162,3 +162,21 @@ def test_bad_inputs_are_user_errors(tmp_path):
     (run / "sft" / "matrix.json").write_text("{not json")
     with pytest.raises(UserError, match="matrix.json"):
         write_report(run)
+
+
+def test_phase_seconds_sum_predicted_and_measured_per_phase():
+    from lite_cpt.results import phase_seconds
+
+    events = [
+        {"predicted_seconds": {"rollout": 2.0, "grpo_step": 1.0, "evaluation": 3.0, "train": 3.0},
+         "phase_seconds": {"rollout": 2.5, "grpo_step": 0.5}, "eval_seconds": 4.0},
+        {"predicted_seconds": {"rollout": 1.0, "grpo_step": 1.0, "rif_rollout": 2.0, "evaluation": 3.0, "train": 4.0},
+         "phase_seconds": {"rollout": 1.5, "grpo_step": 1.5}, "eval_seconds": 2.0, "rif_seconds": 1.0},
+        {"train_seconds": 9.0},  # a record without a plan counts nowhere
+    ]
+    assert phase_seconds(events) == {
+        "rollout": {"predicted": 3.0, "measured": 4.0},
+        "grpo_step": {"predicted": 2.0, "measured": 2.0},
+        "evaluation": {"predicted": 6.0, "measured": 6.0},
+        "rif_rollout": {"predicted": 2.0, "measured": 1.0},
+    }

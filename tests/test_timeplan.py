@@ -169,3 +169,27 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
     assert prompt_tokens(work, cal) == min(work.prompt_tokens, cal.prompt_tokens) != prompt_tokens(work)
     planned = plan(recipe_from_dict(RECIPE), 24, calibration=cal)
     assert planned.arms["rft"].time.hours > 0
+
+
+def test_evaluation_calls_last_as_long_as_their_longest_answer():
+    """With CoT evaluation, RL arms (and the base row) reason up to max_new_tokens; an SFT adapter
+    answers like its targets: the calibrated mean answer + end of turn, else SHORT_ANSWER_STEPS."""
+    from lite_cpt.planner.timeplan import SHORT_ANSWER_STEPS, evaluation_seconds, evaluation_steps
+
+    raw = json.loads(json.dumps(RECIPE))
+    raw["evaluation"].update(cot=True, generation={"max_new_tokens": 96, "batch_size": 4})
+    recipe = recipe_from_dict(raw)
+    sft, rft = (next(a for a in recipe.arms if a.name == n) for n in ("sft", "rft"))
+    cal = dataclasses.replace(CAL, model="elsewhere")  # not measured on this model: no data lengths
+    sft_work, rft_work = workload_of(recipe, sft), workload_of(recipe, rft)
+    assert evaluation_steps(rft_work, cal, counts_of(recipe, rft)) == 96
+    assert evaluation_steps(sft_work, cal, counts_of(recipe, sft)) == SHORT_ANSWER_STEPS
+    assert evaluation_steps(sft_work, cal, counts_of(recipe, sft), trained=False) == 96
+    measured = dataclasses.replace(CAL, answer_tokens=3.2)
+    assert evaluation_steps(sft_work, measured, counts_of(recipe, sft)) == 5  # ceil(3.2) + end of turn
+    # The measured rates of the run's own SFT phase and evaluation replace the per-token model.
+    rates = dataclasses.replace(CAL, sft_tokens_per_s=20.0, eval_prompts_per_s=4.0, parameters=_params(sft_work))
+    time = arm_time(sft_work, Knobs(4, 1024, 1), rates, counts_of(recipe, sft))
+    assert time.seconds["sft_step"] == pytest.approx(28 * (prompt_tokens(sft_work, rates) + 6) / 20.0)
+    assert evaluation_seconds(sft_work, rates, counts_of(recipe, sft)) == pytest.approx(10 / 4.0)
+    assert time.seconds["evaluation"] == pytest.approx(2 * 10 / 4.0)

@@ -407,3 +407,20 @@ def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
     again, _ = append_tokens(encode_prompts(processor, [prompts[i] for i in order]), [completions[i] for i in order], pad)
     for key in again:
         assert torch.equal(subset[key], again[key]), key
+
+
+def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_path):
+    """`lite-cpt bench update` at a small size: both sides run the run's policy update over the
+    same mixed-length rollouts and train the same tokens; the budget packs fewer micro-batches."""
+    from lite_cpt.bench_update import bench_update
+    from lite_cpt.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+
+    raw = tiny_recipe(tmp_path, arms=[{"name": "rft", "rft": {"group_size": 2, "prompts_per_step": 2, "cot": False}}])
+    result = bench_update(recipe_from_dict(raw), prompts=3, group_size=2, max_new_tokens=12, budget_sequences=2,
+                          repeats=1)
+    fixed, budget = result["sides"]["fixed count"], result["sides"]["token budget"]
+    assert fixed["trained_tokens"] == budget["trained_tokens"] > 0
+    assert budget["knobs"]["micro_batch_tokens"] >= 2 * result["response_tokens"]["max"]
+    assert result["ratio"] == pytest.approx(budget["trained_tokens_per_s"] / fixed["trained_tokens_per_s"])
+    assert 1 <= result["response_tokens"]["min"] < result["response_tokens"]["max"] <= 12

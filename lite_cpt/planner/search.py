@@ -84,13 +84,15 @@ def longest_sequence(work: Workload) -> int:
 
 def with_token_budget(work: Workload, knobs: Knobs, usable_gb: float) -> Knobs:
     """`knobs` (sized for the longest sequences) with a token budget: what that micro-batch
-    holds (or the recipe's budget), packed with up to as many sequences as fit the GPU when they
-    share it (each sequence brings its image and its share of the loss buffers). Unchanged
-    when the recipe turns packing off."""
+    holds (or the recipe's budget), packed with up to as many shorter sequences as fit the GPU
+    when they share it (each brings its image and its share of the loss buffers). No sequence is
+    shorter than its image's tokens, which bounds how many the budget can hold. Unchanged when
+    the recipe turns packing off."""
     if not work.pack_by_tokens:
         return knobs
     budget = work.micro_batch_tokens or knobs.micro_batch_size * longest_sequence(work)
-    for rows in range(min(work.max_micro_batch, budget), 1, -1):
+    most = min(work.max_micro_batch, max(1, budget // (work.image_tokens + 1)))
+    for rows in range(most, 1, -1):
         packed = replace(knobs, micro_batch_tokens=budget, packed_sequences=rows)
         if all(phase_peak_gb(work, p, packed) <= usable_gb for p in _train_phases(work)):
             return packed
