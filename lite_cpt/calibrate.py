@@ -98,8 +98,8 @@ def optimizer_step_seconds(model) -> float:
 
 def sft_tokens_per_s(recipe, model, processor, samples, task, steps: int = 2) -> float:
     """Sequence tokens (prompt + answer) per second of `train_sft`, the run's SFT phase, over
-    `steps` batches of the first SFT arm's size (lr 0: the adapter does not move), after a
-    warm-up step; encoding, micro-batching and the optimizer step included."""
+    `steps` batches of the first SFT arm's size (lr 1e-30: the adapter does not move), fastest
+    of REPEATS after a warm-up; encoding, micro-batching and the optimizer step included."""
     from lite_cpt.phase import Phase, examples_of
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.sft import encode_examples, train_sft
@@ -111,21 +111,20 @@ def sft_tokens_per_s(recipe, model, processor, samples, task, steps: int = 2) ->
     batch = batch[: arm.batch_size]
     tokens = sum(row.length for row in encode_examples(processor, batch))
     knobs = resolve_knobs(recipe, arm.name)
-    train_sft(model, processor, batch, arm, Phase(knobs, epochs=1))  # warm-up
-    stats = train_sft(model, processor, batch * steps, arm, Phase(knobs, epochs=1))
-    return tokens * stats.steps / stats.seconds
+    seconds, _ = _best_seconds(lambda: train_sft(model, processor, batch * steps, arm, Phase(knobs, epochs=1)))
+    return tokens * steps / seconds
 
 
 def eval_prompts_per_s(recipe, model, processor, samples, task) -> float:
     """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, on `samples` at
-    the recipe's generation settings (answers of the model's own length, scoring included)."""
+    the recipe's generation settings (answers of the model's own length, scoring included),
+    fastest of REPEATS after a warm-up."""
     from lite_cpt.evaluate import EvalSet, evaluate_sets
 
     sets = [EvalSet(task, samples)]
-    evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)  # warm-up
-    start = time.perf_counter()
-    evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)
-    return len(samples) / (time.perf_counter() - start)
+    seconds, _ = _best_seconds(lambda: evaluate_sets(model, processor, sets, recipe.evaluation.generation,
+                                                     cot=recipe.evaluation.cot))
+    return len(samples) / seconds
 
 
 def _phases(method: str) -> tuple[str, ...]:

@@ -163,7 +163,7 @@ def _run_here(loaded, arms, only_seeds, cal) -> None:
     units = plan_units([loaded], arms, only_seeds)
     for unit in units:
         console.print(f"[bold]lite-cpt[/] run [cyan]{unit.label}[/] → {unit.arm_dir}")
-        run_unit(unit, console=console)
+        run_unit(unit, console=console, calibration=cal)
     console.print(f"[green]done[/]: {', '.join(u.label for u in units)}; "
                   f"assemble the report with: lite-cpt report {loaded.run_dir}")
 

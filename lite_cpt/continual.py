@@ -185,10 +185,13 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     return recipe.run_dir
 
 
-def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | None = None) -> Path:
+def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | None = None,
+                  calibration: Calibration | None = None) -> Path:
     """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
-    a report (`lite-cpt report` assembles whatever has finished); returns the seed directory."""
+    a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
+    `calibration`: the throughputs behind the logged time plan (None: the reference card)."""
     ws = build_workspace(recipe, console)
+    ws.calibration = calibration
     _run_arms(ws, arms)
     return ws.run_dir
 

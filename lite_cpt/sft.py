@@ -132,6 +132,12 @@ def encode_examples(processor, examples: list[Example], cot: bool = False) -> li
                        example_limit(examples, "max_prompt_tokens", 1024))
 
 
+def rows_loss_sum(model, inputs: dict, labels: torch.Tensor, logprob_chunk: int | None) -> tuple[torch.Tensor, int]:
+    """Summed NLL of the labelled tokens of one collated micro-batch, and their count."""
+    scored = token_logprobs(model, inputs, labels, logprob_chunk=logprob_chunk)
+    return -(scored.logp * scored.mask).sum(), int(scored.mask.sum().item())
+
+
 def _accumulate(model, processor, batch: list[Example], knobs: Knobs,
                 extra_loss: Callable[[], torch.Tensor] | None) -> tuple[float, int]:
     """Backward over micro-batches so that gradients equal those of one token-mean batch loss.
@@ -147,9 +153,8 @@ def _accumulate(model, processor, batch: list[Example], knobs: Knobs,
     loss_total = 0.0
     for indices in micro_batches([row.length for row in rows], knobs):
         inputs, labels = collate([rows[i] for i in indices], pad_id)
-        scored = token_logprobs(model, to_device(inputs, device, model_dtype(model)), labels.to(device),
-                                logprob_chunk=knobs.logprob_chunk)
-        nll = -(scored.logp * scored.mask).sum()
+        nll, _ = rows_loss_sum(model, to_device(inputs, device, model_dtype(model)), labels.to(device),
+                               knobs.logprob_chunk)
         (nll / n_tokens).backward()
         loss_total += nll.item()
     loss = loss_total / n_tokens

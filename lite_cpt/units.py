@@ -132,11 +132,12 @@ def run_units(units: list[Unit], console=None) -> list[Path]:
     return run_dirs
 
 
-def run_unit(unit: Unit, console=None) -> Path:
-    """Train one unit to its end (resuming what its arm directory holds); no report."""
+def run_unit(unit: Unit, console=None, calibration=None) -> Path:
+    """Train one unit to its end (resuming what its arm directory holds); no report.
+    `calibration`: the throughputs behind the time plan its metrics log."""
     from lite_cpt.continual import run_seed_arms
 
-    run_seed_arms(unit.recipe, [unit.arm], console=console)
+    run_seed_arms(unit.recipe, [unit.arm], console=console, calibration=calibration)
     return unit.arm_dir
 
 

@@ -85,7 +85,7 @@ def test_consecutive_nan_grpo_updates_stop_the_phase_naming_step_loss_parts_and_
 
 def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(policy, monkeypatch):
     model, processor = policy
-    original = sft_module.sft_loss_sum
+    original = sft_module.rows_loss_sum
     count = [0]
 
     def nan_first(*args, **kwargs):
@@ -93,7 +93,7 @@ def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(polic
         nll, tokens = original(*args, **kwargs)
         return (nll * float("nan") if count[0] == 1 else nll), tokens
 
-    monkeypatch.setattr(sft_module, "sft_loss_sum", nan_first)
+    monkeypatch.setattr(sft_module, "rows_loss_sum", nan_first)
     before = {n: p.detach().clone() for n, p in lora_params(model).items()}
     records = []
     arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=1)
@@ -101,7 +101,7 @@ def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(polic
     assert records[0]["updated"] is False and stats.steps == 0 and stats.extra["nonfinite_skipped"] == 1
     assert all(torch.equal(p, before[n]) for n, p in lora_params(model).items())
 
-    monkeypatch.setattr(sft_module, "sft_loss_sum", lambda *a, **k: (original(*a, **k)[0] * float("nan"), 1))
+    monkeypatch.setattr(sft_module, "rows_loss_sum", lambda *a, **k: (original(*a, **k)[0] * float("nan"), 1))
     arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=4)
     with pytest.raises(NonFiniteTraining, match=r"2 consecutive updates up to step 2 .*loss=nan.*lr=0.01"):
         train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS, max_nonfinite=2))
