@@ -22,7 +22,7 @@ TALLY = {"kills tried": 0, "kills survived": 0, "corruptions tried": 0, "corrupt
 
 #: Keys whose values are wall-clock times (they differ between any two runs).
 TIMING_KEYS = {"seconds", "step_seconds", "train_seconds", "eval_seconds", "rif_seconds", "wall_seconds",
-               "generated_at"}
+               "phase_seconds", "generated_at"}
 
 
 @dataclass(frozen=True)
