@@ -8,6 +8,7 @@ between prompt and answer exact for the loss mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -48,6 +49,57 @@ def encode_prompts(processor, prompts: list[Prompt], max_prompt_tokens: int | No
     batch = family_for_processor(processor).encode(processor, texts, images)
     if max_prompt_tokens is not None and batch["input_ids"].shape[1] > max_prompt_tokens:
         batch = _truncate_left(batch, max_prompt_tokens, processor)
+    return batch
+
+
+#: Prompts encoded ahead of the calls they are sorted into, in calls' worth: sorting within a
+#: window of a few calls groups similar lengths while holding only that window's pixels.
+LENGTH_WINDOW_CALLS = 8
+
+#: A generate call: the indices of its prompts (in the caller's list) and their encoded batch.
+PromptCall = tuple[list[int], dict]
+
+
+def fixed_calls(processor, prompts: list[Prompt], per_call: int, max_prompt_tokens: int | None = None
+                ) -> Iterator[PromptCall]:
+    """Calls of `per_call` consecutive prompts, in the given order."""
+    for start in range(0, len(prompts), per_call):
+        indices = list(range(start, min(len(prompts), start + per_call)))
+        yield indices, encode_prompts(processor, [prompts[i] for i in indices], max_prompt_tokens)
+
+
+def length_sorted_calls(processor, prompts: list[Prompt], per_call: int, max_prompt_tokens: int | None = None,
+                        window_calls: int = LENGTH_WINDOW_CALLS) -> Iterator[PromptCall]:
+    """Calls of `per_call` prompts of similar token length (images included): each window of
+    `window_calls` calls' prompts is encoded one prompt at a time, sorted by length and cut into
+    calls, so a call pads its rows to a length close to each of theirs. Prompts that fit one
+    call are encoded together, as they are."""
+    if len(prompts) <= per_call:
+        yield from fixed_calls(processor, prompts, per_call, max_prompt_tokens)
+        return
+    pad_id = tokenizer_of(processor).pad_token_id
+    window = per_call * max(1, window_calls)
+    for start in range(0, len(prompts), window):
+        indices = range(start, min(len(prompts), start + window))
+        encoded = {i: encode_prompts(processor, [prompts[i]], max_prompt_tokens) for i in indices}
+        order = sorted(indices, key=lambda i: encoded[i]["input_ids"].shape[1])
+        for first in range(0, len(order), per_call):
+            chunk = order[first : first + per_call]
+            yield chunk, collate_prompts([encoded[i] for i in chunk], pad_id)
+
+
+def collate_prompts(encoded: list[dict], pad_id: int) -> dict:
+    """One left-padded batch from prompts encoded one at a time: the same tensors the processor
+    gives for them together (per-token rows padded on the left; image tensors concatenated)."""
+    width = max(e["input_ids"].shape[1] for e in encoded)
+    batch = {}
+    for key in encoded[0]:
+        if key in TOKEN_KEYS:
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.cat([torch.nn.functional.pad(e[key], (width - e[key].shape[1], 0), value=fill)
+                                    for e in encoded])
+    for key in {k for e in encoded for k in e if k not in TOKEN_KEYS}:
+        batch[key] = torch.cat([e[key] for e in encoded if key in e])
     return batch
 
 

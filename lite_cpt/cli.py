@@ -477,6 +477,38 @@ def bench_update_command(
     render_bench_update(result, console)
 
 
+@bench_app.command("rollout")
+@user_errors
+def bench_rollout_command(
+    recipe: Path = typer.Argument(Path("recipes/tiny.yaml"), help="Recipe whose model, tasks and RL sampling are used."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    prompts: int = typer.Option(32, help="Prompts, taken in turn from the recipe's tasks."),
+    group_size: Optional[int] = typer.Option(None, help="Answers per prompt (G); default the RL arm's."),
+    prompts_per_call: int = typer.Option(8, help="Prompts per generate call (x G sequences)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Longest answer; default the RL arm's."),
+    repeats: int = typer.Option(3, help="Runs of each path (alternating); the best of each counts."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+):
+    """Rollout sequences/s: G copies expanded before the prefill vs one shared prefill per prompt
+    with length-sorted calls, side by side.
+
+    Example:  lite-cpt bench rollout recipes/tiny.yaml --group-size 5 --max-new-tokens 32
+    """
+    from lite_cpt.bench_rollout import bench_rollout
+    from lite_cpt.recipe import load_recipe
+
+    result = bench_rollout(load_recipe(recipe, overrides, check_data=False), prompts=prompts, group_size=group_size,
+                           prompts_per_call=prompts_per_call, max_new_tokens=max_new_tokens, repeats=repeats,
+                           json_path=json_path)
+    for path, row in result["paths"].items():
+        console.print(f"{path:>9}: {row['seconds']:.2f} s, {row['sequences_per_s']:.1f} sequences/s "
+                      f"({row['generated_tokens']} tokens)", highlight=False)
+    console.print(f"{result['prompts']} prompts x G={result['group_size']}, {result['prompts_per_call']} prompts per call, "
+                  f"up to {result['max_new_tokens']} new tokens: shared / expanded = [bold]{result['ratio']}×[/]; "
+                  f"load average before {result['load_average_before']}, after {result['load_average_after']}",
+                  highlight=False)
+
+
 @bench_app.command("ray")
 @user_errors
 def bench_ray_command(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from lite_cpt.batching import Prompt, encode_prompts, to_device, tokenizer_of
+from lite_cpt.batching import TOKEN_KEYS, Prompt, fixed_calls, length_sorted_calls, to_device, tokenizer_of
 
 
 @dataclass
@@ -66,49 +66,120 @@ def generate_completions(
     prompts_per_call: int = 16,
     max_prompt_tokens: int | None = None,
     generator_seed: int | None = None,
+    expand_before_prefill: bool = False,
 ) -> Completions:
     """`sampling.group_size` answers for each prompt, generated for `prompts_per_call` prompts
-    (x group_size sequences) at a time.
+    (x group_size sequences) at a time, returned in the order of `prompts`.
 
-    `generator_seed` makes sampling reproducible: the torch RNG is seeded per batch from it.
+    Prompts of similar token length share a call (`length_sorted_calls`), and each prompt is
+    prefilled once, its KV cache copied to its G samples (`shared_prefill`).
+    `expand_before_prefill` is the earlier path, kept to measure against: calls in the given
+    order, each prompt expanded to G copies before the prefill (`num_return_sequences`).
+    `generator_seed` makes sampling reproducible: the torch RNG is seeded per call from it.
     """
-    tokenizer = tokenizer_of(processor)
-    end_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
-    end_ids.discard(None)
-    pad_id = tokenizer.pad_token_id
+    stops = StopTokens.of(tokenizer_of(processor))
     device, dtype = model_device(model), model_dtype(model)
+    settings = dict(sampling_settings(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty),
+                    max_new_tokens=sampling.max_new_tokens, pad_token_id=stops.pad_id, eos_token_id=sorted(stops.end_ids),
+                    suppress_tokens=vision_token_ids(tokenizer_of(processor)) or None)
+    per_prompt: list[list[list[int]]] = [[] for _ in prompts]
+    calls = (fixed_calls if expand_before_prefill else length_sorted_calls)(processor, prompts, prompts_per_call,
+                                                                           max_prompt_tokens)
+    done = 0
+    with eval_mode(model), neutral_generation_config(model):
+        for indices, batch in calls:
+            if generator_seed is not None:
+                torch.manual_seed(generator_seed * 1_000_003 + done)
+            rows = _generate_call(model, to_device(batch, device, dtype), sampling.group_size, settings,
+                                  share_prefill=not expand_before_prefill)
+            for position, index in enumerate(indices):
+                group = rows[position * sampling.group_size : (position + 1) * sampling.group_size]
+                per_prompt[index] = [stops.cut(row) for row in group]
+            done += len(indices)
+    token_ids = [row for group in per_prompt for row in group]
+    texts = decode_completions(tokenizer_of(processor), token_ids)
+    return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
+                       texts=[t.strip() for t in texts], num_generated_tokens=sum(len(t) for t in token_ids))
+
+
+@dataclass(frozen=True)
+class StopTokens:
+    """Where a generated row ends: the first end-of-turn (or end-of-text) token; padding after it."""
+
+    end_ids: frozenset[int]
+    pad_id: int
+
+    @staticmethod
+    def of(tokenizer) -> "StopTokens":
+        end_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id} - {None}
+        return StopTokens(frozenset(end_ids), tokenizer.pad_token_id)
+
+    def cut(self, row: list[int]) -> list[int]:
+        """Tokens up to and including the first end-of-turn token; padding after it dropped."""
+        for index, token in enumerate(row):
+            if token in self.end_ids:
+                return row[: index + 1]
+        while row and row[-1] == self.pad_id:
+            row = row[:-1]
+        return row
+
+
+@contextmanager
+def eval_mode(model):
+    """Dropout off while generating; the model's own mode comes back afterwards."""
     was_training = model.training
     model.eval()
-    token_ids: list[list[int]] = []
-    settings = sampling_settings(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty)
     try:
-        with neutral_generation_config(model):
-            for start in range(0, len(prompts), prompts_per_call):
-                chunk = prompts[start : start + prompts_per_call]
-                batch = to_device(encode_prompts(processor, chunk, max_prompt_tokens), device, dtype)
-                if generator_seed is not None:
-                    torch.manual_seed(generator_seed * 1_000_003 + start)
-                output = model.generate(
-                    **batch,
-                    **settings,
-                    num_return_sequences=sampling.group_size,
-                    max_new_tokens=sampling.max_new_tokens,
-                    pad_token_id=pad_id,
-                    eos_token_id=sorted(end_ids),
-                    suppress_tokens=vision_token_ids(tokenizer) or None,
-                )
-                new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-                token_ids.extend(_cut_at_end(row, end_ids, pad_id) for row in new_tokens)
+        yield
     finally:
         model.train(was_training)
-    texts = decode_completions(tokenizer, token_ids)
-    return Completions(
-        prompts=prompts,
-        group_size=sampling.group_size,
-        token_ids=token_ids,
-        texts=[t.strip() for t in texts],
-        num_generated_tokens=sum(len(t) for t in token_ids),
-    )
+
+
+def _generate_call(model, batch: dict, group_size: int, settings: dict, *, share_prefill: bool) -> list[list[int]]:
+    """New token ids of one generate call, `group_size` rows per prompt, prompt-major."""
+    width = batch["input_ids"].shape[1]
+    if share_prefill and group_size > 1:
+        output = model.generate(**shared_prefill(model, batch, group_size), **settings)
+    else:
+        output = model.generate(**batch, **settings, num_return_sequences=group_size)
+    return output[:, width:].tolist()
+
+
+def shared_prefill(model, batch: dict, copies: int) -> dict:
+    """`generate` inputs for `copies` samples of each prompt of `batch` that share one prefill.
+
+    The prompts (all but their last token, images included) run through the model once; the
+    KV cache is then repeated `copies` times per prompt (Cache.batch_repeat_interleave, what
+    transformers uses to widen a cache) and `generate` continues from it over the full token
+    rows: its first step feeds only the last prompt token, so the first sampled token comes
+    from the same logits as a full prefill's, and decoding proceeds as usual. Qwen2.5-VL's
+    multimodal rotary positions come from the model's own `get_rope_index`, the function
+    `generate` uses for a fresh prompt; their per-row offsets (`rope_deltas`, which decoding
+    adds to the text positions) are repeated like the cache.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    positions, deltas = prompt_positions(inner, batch)
+    prefix = {key: value[:, :-1] for key, value in batch.items() if key in TOKEN_KEYS}
+    images = {key: value for key, value in batch.items() if key not in TOKEN_KEYS}
+    out = model(**prefix, **images, position_ids=positions[..., :-1], use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(copies)
+    inner.model.rope_deltas = deltas.repeat_interleave(copies, dim=0)
+    return {"input_ids": batch["input_ids"].repeat_interleave(copies, dim=0),
+            "attention_mask": batch["attention_mask"].repeat_interleave(copies, dim=0),
+            "past_key_values": cache}
+
+
+def prompt_positions(inner, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """([3, B, L] rotary positions of the prompt tokens, [B, 1] offset of the next text position
+    from the token count) as `generate` computes them: the model's `get_rope_index` when the batch
+    has images, else positions counted over the attention mask (left padding skipped), offset 0."""
+    mask = batch["attention_mask"]
+    if batch.get("image_grid_thw") is not None:
+        return inner.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch.get("mm_token_type_ids"),
+                                          image_grid_thw=batch["image_grid_thw"], attention_mask=mask)
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    return text[None].expand(3, -1, -1), torch.zeros(mask.shape[0], 1, dtype=torch.long, device=mask.device)
 
 
 def sampling_settings(temperature: float, top_p: float, top_k: int, repetition_penalty: float) -> dict:
@@ -156,13 +227,3 @@ def decode_completions(tokenizer, token_ids: list[list[int]]) -> list[str]:
     control = set(tokenizer.all_special_ids) - kept
     return tokenizer.batch_decode([[t for t in row if t not in control] for row in token_ids],
                                   skip_special_tokens=False)
-
-
-def _cut_at_end(row: list[int], end_ids: set[int], pad_id: int) -> list[int]:
-    """Tokens up to and including the first end-of-turn token; padding after it dropped."""
-    for index, token in enumerate(row):
-        if token in end_ids:
-            return row[: index + 1]
-    while row and row[-1] == pad_id:
-        row = row[:-1]
-    return row
