@@ -37,7 +37,7 @@ from lite_cpt.arms import build_arm
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
-from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score
+from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, waiting_lock
@@ -240,7 +240,7 @@ def reset_adapter(model, seed: int) -> None:
 
 def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[list[float], list[float]]:
     """Scores of one matrix row; its per-item predictions are saved to `predictions_path`."""
-    gen, cot = ws.recipe.evaluation.generation, ws.recipe.evaluation.cot
+    gen, cot = planned_generation(ws.recipe), ws.recipe.evaluation.cot
     sets = ws.evalsets + ws.general
     with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lite_cpt.batching import Prompt
+from lite_cpt.planner import resolve_eval_batch
 from lite_cpt.rollout import Sampling, generate_completions
 from lite_cpt.tasks.base import Sample, Task
 
@@ -40,6 +41,13 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
     )
     return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot)}
             for text, sample in zip(out.texts, evalset.samples)]
+
+
+def planned_generation(recipe):
+    """The recipe's evaluation generation settings with `batch_size: auto` replaced by the
+    planner's prompts per call for this GPU (`resolve_eval_batch`)."""
+    generation = recipe.evaluation.generation
+    return generation.model_copy(update={"batch_size": resolve_eval_batch(recipe)})
 
 
 def mean_score(items: list[dict]) -> float:
@@ -93,4 +101,4 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if unknown:
             raise UserError(f"unknown task {', '.join(unknown)}; allowed values: {', '.join(sorted(known))}")
         sets = [s for s in sets if s.task.name in task_names]
-    return evaluate_sets(model, processor, sets, recipe.evaluation.generation, cot=recipe.evaluation.cot)
+    return evaluate_sets(model, processor, sets, planned_generation(recipe), cot=recipe.evaluation.cot)

@@ -463,7 +463,17 @@ class GenerationConfig(Section):
     repetition_penalty: float = Field(
         1.0, gt=0, description="Repetition penalty; 1.0 = off (never taken from the checkpoint's generation_config)."
     )
-    batch_size: int = Field(16, ge=1, description="Prompts per generate call.")
+    batch_size: int | Literal["auto"] = Field(
+        "auto", description="Prompts per evaluation generate call; auto = the planner's choice: the most, up to 64, "
+        "whose KV cache for max_new_tokens fits the GPU (64 on CPU).",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError("batch_size must be a positive integer or auto")
+        return value
 
 
 class BenchmarkConfig(Section):

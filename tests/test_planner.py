@@ -2,6 +2,7 @@
 output formats, and the pieces of `bench step` that run without a GPU."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -325,3 +326,30 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     # Same seed, same weights up to NF4 rounding: the log-probs agree closely, not exactly.
     assert not torch.equal(reference, quantised)
     torch.testing.assert_close(quantised, reference, atol=0.2, rtol=0)
+
+
+def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
+    from lite_cpt.planner import choose_eval_batch, resolve_eval_batch
+
+    auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
+    work = workload_of(auto, auto.arms[0])
+    assert work.eval_batch_auto and work.eval_batch == SATURATING_SEQUENCES
+    floor = Knobs(1, None, 1)
+    for gb in (16, 24, 80):
+        usable = gb * 0.9
+        chosen = choose_eval_batch(work, usable)
+        n = chosen.eval_batch
+        assert 1 <= n <= SATURATING_SEQUENCES
+        assert resolve_eval_batch(auto, gb) == n == plan(auto, gb).arms["rft"].workload.eval_batch
+        if n < SATURATING_SEQUENCES:  # the largest that fits: one more sequence per call does not
+            assert phase_peak_gb(chosen, "evaluation", floor) <= usable
+            assert phase_peak_gb(dataclasses.replace(chosen, eval_batch=n + 1), "evaluation", floor) > usable
+    # 512-token answers: the KV room of a 16 GB card holds fewer sequences than that of an 80 GB one
+    assert resolve_eval_batch(auto, 16) < resolve_eval_batch(auto, 24) <= resolve_eval_batch(auto, 80) == SATURATING_SEQUENCES
+    if not torch.cuda.is_available():  # on CPU memory is not the limit
+        assert resolve_eval_batch(auto) == SATURATING_SEQUENCES
+    pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=16))
+    assert [resolve_eval_batch(pinned, gb) for gb in (16, 80)] == [16, 16]
+    assert plan(pinned, 80).arms["rft"].workload.eval_batch == 16
+    with pytest.raises(Exception, match="batch_size"):
+        recipe_from_dict(paper_like(evaluation__generation__batch_size=0))

@@ -30,8 +30,8 @@ Modules: `shapes` (model sizes, parameter counts, LoRA layout, shape -> transfor
 """
 
 from lite_cpt.planner.bytes import GIB, SAFETY_MARGIN, default_logprob_chunk, phase_peak_gb, tensor_peak_bytes
-from lite_cpt.planner.plan import ArmPlan, PhasePlan, Plan, gpu_memory_gb, plan, plan_workload, resolve_knobs
-from lite_cpt.planner.search import SATURATING_SEQUENCES, SATURATING_TOKENS, advice_for, choose_knobs
+from lite_cpt.planner.plan import ArmPlan, PhasePlan, Plan, gpu_memory_gb, plan, plan_workload, resolve_eval_batch, resolve_knobs
+from lite_cpt.planner.search import SATURATING_SEQUENCES, SATURATING_TOKENS, advice_for, choose_eval_batch, choose_knobs
 from lite_cpt.planner.shapes import (
     DEFAULT_LORA_TARGETS,
     KNOWN_SHAPES,
@@ -50,8 +50,8 @@ from lite_cpt.planner.workload import PHASES, Knobs, Workload, workload_of
 __all__ = [
     "DEFAULT_LORA_TARGETS", "GIB", "KNOWN_SHAPES", "PHASES", "QWEN25_VL_3B", "QWEN25_VL_7B",
     "SAFETY_MARGIN", "SATURATING_SEQUENCES", "SATURATING_TOKENS", "ArmPlan", "Knobs", "ModelShape",
-    "PhasePlan", "Plan", "Workload", "advice_for", "choose_knobs", "default_logprob_chunk",
+    "PhasePlan", "Plan", "Workload", "advice_for", "choose_eval_batch", "choose_knobs", "default_logprob_chunk",
     "gpu_memory_gb", "hf_config_from_shape", "lora_parameters", "parameter_counts", "phase_peak_gb",
-    "plan", "plan_workload", "resolve_knobs", "resolve_shape", "seven_b_config", "tensor_peak_bytes",
+    "plan", "plan_workload", "resolve_eval_batch", "resolve_knobs", "resolve_shape", "seven_b_config", "tensor_peak_bytes",
     "total_parameters", "workload_of",
 ]

@@ -20,7 +20,7 @@ from lite_cpt.planner.bytes import (
     phase_peak_gb,
     tensor_peak_bytes,
 )
-from lite_cpt.planner.search import advice_for, choose_knobs, floor_knobs
+from lite_cpt.planner.search import advice_for, choose_eval_batch, choose_knobs, floor_knobs
 from lite_cpt.planner.shapes import lora_layout, parameter_counts, resolve_shape, total_parameters
 from lite_cpt.planner.timeplan import (
     REFERENCE_24GB,
@@ -129,6 +129,7 @@ class Plan:
             "knobs": {name: knobs.to_json() for name, knobs in self.knobs.items()},
             "arms": {
                 name: {"method": arm.method, "fits": arm.fits, "knobs": arm.knobs.to_json(),
+                       "eval_batch_size": arm.workload.eval_batch,
                        "peak_gb": round(max(v.peak_gb for v in arm.phases.values()), 3),
                        "min_peak_gb": round(max(v.min_peak_gb for v in arm.phases.values()), 3),
                        "phases": {p: v.to_json() for p, v in arm.phases.items()}, "advice": arm.advice}
@@ -171,6 +172,7 @@ def _phase_plan(work: Workload, phase: str, knobs: Knobs, usable_gb: float) -> P
 
 def plan_workload(work: Workload, gpu_gb: float) -> ArmPlan:
     usable = gpu_gb * (1 - SAFETY_MARGIN)
+    work = choose_eval_batch(work, usable)
     knobs, fits = choose_knobs(work, usable)
     phases = {p: _phase_plan(work, p, knobs, usable) for p in work.phases}
     advice: list[str] = []
@@ -199,7 +201,7 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         if not arms:
             raise UserError(f"recipe has no arm '{arm}' (arms: {', '.join(a.name for a in recipe.arms)})")
     shape = resolve_shape(recipe.model)
-    works = [workload_of(recipe, a) for a in arms]
+    works = [choose_eval_batch(workload_of(recipe, a), gpu_gb * (1 - SAFETY_MARGIN)) for a in arms]
     _, notes = image_tokens_of(recipe, shape)
     layout = lora_layout(shape, recipe.model.lora.r, recipe.model.lora.target_modules)
     if layout.vision_adapted or layout.head_adapted:
@@ -245,3 +247,13 @@ def resolve_knobs(recipe, arm: str, gpu_gb: float | None = None) -> Knobs:
         return Knobs(mb, default_logprob_chunk(mb * max(work.answer_tokens, work.new_tokens), work.shape.vocab),
                      work.prompts_per_step, micro_batch_tokens=budget)
     return plan_workload(work, gpu_gb).knobs
+
+
+def resolve_eval_batch(recipe, gpu_gb: float | None = None) -> int:
+    """Prompts per evaluation generate call: the recipe's number, else the planner's choice for
+    this GPU (or `gpu_gb`); on CPU, where memory is not the limit, SATURATING_SEQUENCES."""
+    gpu_gb = gpu_gb if gpu_gb is not None else gpu_memory_gb()
+    work = workload_of(recipe, recipe.arms[0])
+    if gpu_gb is None or not work.eval_batch_auto:
+        return work.eval_batch
+    return choose_eval_batch(work, gpu_gb * (1 - SAFETY_MARGIN)).eval_batch

@@ -10,7 +10,7 @@ from typing import Any
 
 from lite_cpt.planner.bytes import LOGPROB_CHUNKS, default_logprob_chunk, phase_peak_gb
 from lite_cpt.planner.shapes import QWEN25_VL_3B, QWEN25_VL_7B
-from lite_cpt.planner.workload import Knobs, Workload
+from lite_cpt.planner.workload import SATURATING_SEQUENCES, Knobs, Workload
 
 
 def _chunk_candidates(work: Workload, micro_batch: int) -> list[int]:
@@ -31,12 +31,6 @@ def _train_phases(work: Workload) -> tuple[str, ...]:
 #: any current GPU: a larger micro-batch buys no speed, only memory (gradient accumulation
 #: gives the same update), so the planner does not go past it.
 SATURATING_TOKENS = 2048
-#: Sequences per generate call: decoding is memory-bandwidth bound, each step reads the weights
-#: once however many sequences it advances, so more sequences per call are nearly free until
-#: their own work (KV-cache reads, matmuls, sampling) approaches the weight reads: about 64 for
-#: 3B-7B models (the decode figures of planner/timeplan.py). Below that the KV-cache room left
-#: on the GPU decides.
-SATURATING_SEQUENCES = 64
 
 
 def saturating_micro_batch(work: Workload) -> int:
@@ -47,6 +41,20 @@ def saturating_micro_batch(work: Workload) -> int:
 
 def saturating_rollout_batch(work: Workload) -> int:
     return max(1, min(work.prompts_per_step, SATURATING_SEQUENCES // max(1, work.rollout_group)))
+
+
+def choose_eval_batch(work: Workload, usable_gb: float) -> Workload:
+    """`work` with its evaluation batch chosen when the recipe leaves it at auto: the most prompts
+    per generate call, up to SATURATING_SEQUENCES, whose evaluation phase (greedy, one sequence
+    per prompt, KV cache for the evaluation's max_new_tokens) fits `usable_gb`; 1 when none does."""
+    if not work.eval_batch_auto:
+        return work
+    floor = floor_knobs(work)
+    for candidate in range(SATURATING_SEQUENCES, 0, -1):
+        chosen = dataclasses.replace(work, eval_batch=candidate)
+        if phase_peak_gb(chosen, "evaluation", floor) <= usable_gb:
+            return chosen
+    return dataclasses.replace(work, eval_batch=1)
 
 
 def choose_knobs(work: Workload, usable_gb: float) -> tuple[Knobs, bool]:

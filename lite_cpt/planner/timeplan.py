@@ -23,7 +23,8 @@ counted at `max_new_tokens` steps (sampled answers with a chain of thought reach
 bound when they end early. Evaluation calls end with their longest answer: chains of thought
 (RL arms and the base model when the evaluation asks for one) at `max_new_tokens`, an
 SFT-trained adapter's short answers sooner (`evaluation_steps`).
-Sequences per call are the planner's knobs (rollouts) and `evaluation.generation.batch_size`.
+Sequences per call are the planner's knobs (rollouts) and the evaluation batch (the recipe's or,
+at `auto`, the planner's).
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ from lite_cpt.families import get_family
 from lite_cpt.planner.shapes import ModelShape, resolve_lora_targets, resolve_shape
 
 
+#: Sequences per generate call: decoding is memory-bandwidth bound, each step reads the weights
+#: once however many sequences it advances, so more sequences per call are nearly free until
+#: their own work (KV-cache reads, matmuls, sampling) approaches the weight reads: about 64 for
+#: 3B-7B models (the decode figures of planner/timeplan.py). Below that the KV-cache room left
+#: on the GPU decides.
+SATURATING_SEQUENCES = 64
+
 
 def arm_phases(method: str) -> tuple[str, ...]:
     """The planner phases an arm method runs, as its class in the arm registry declares them."""
@@ -42,12 +49,13 @@ class Workload:
     rif_rollouts: int  # K rollouts per instance when filtering (rif_rft), else 0
     prompts_per_step: int
     new_tokens: int
-    eval_batch: int
+    eval_batch: int  # prompts per evaluation generate call (the planner's choice when eval_batch_auto)
     eval_new_tokens: int
     ewc: bool
     micro_batch_tokens: int | None = None  # None = auto (the planner's budget)
     pack_by_tokens: bool = True  # False: a fixed count of micro_batch_size per micro-batch
     reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
+    eval_batch_auto: bool = False  # the recipe leaves evaluation.generation.batch_size at auto
 
     @property
     def is_rft(self) -> bool:
@@ -133,12 +141,14 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         rif_rollouts=arm.rif.rollouts if arm.method == "rif_rft" else 0,
         prompts_per_step=rft.prompts_per_step,
         new_tokens=rft.max_new_tokens,
-        eval_batch=recipe.evaluation.generation.batch_size,
+        # auto starts at the most the planner ever takes; `choose_eval_batch` lowers it to what fits
+        eval_batch=_fixed(recipe.evaluation.generation.batch_size) or SATURATING_SEQUENCES,
         eval_new_tokens=recipe.evaluation.generation.max_new_tokens,
         ewc=arm.method == "ewc",
         micro_batch_tokens=_fixed(arm.micro_batch_tokens if arm.micro_batch_tokens != "off" else None),
         pack_by_tokens=arm.micro_batch_tokens != "off",
         reference_adapter=holds_reference(arm),
+        eval_batch_auto=_fixed(recipe.evaluation.generation.batch_size) is None,
     )
 
 
