@@ -53,8 +53,9 @@ def encode_prompts(processor, prompts: list[Prompt], max_prompt_tokens: int | No
 
 
 #: Prompts encoded ahead of the calls they are sorted into, in calls' worth: sorting within a
-#: window of a few calls groups similar lengths while holding only that window's pixels.
-LENGTH_WINDOW_CALLS = 8
+#: window of a few calls groups similar lengths while holding only that window's pixels (4 calls
+#: of 64 prompts with 192-token images: 256 x 768 patches x 1176 fp32 values, about 0.9 GB).
+LENGTH_WINDOW_CALLS = 4
 
 #: A generate call: the indices of its prompts (in the caller's list) and their encoded batch.
 PromptCall = tuple[list[int], dict]
