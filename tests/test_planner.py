@@ -353,3 +353,15 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
     assert plan(pinned, 80).arms["rft"].workload.eval_batch == 16
     with pytest.raises(Exception, match="batch_size"):
         recipe_from_dict(paper_like(evaluation__generation__batch_size=0))
+
+
+def test_evaluation_runs_at_the_planned_batch():
+    from lite_cpt.evaluate import planned_generation
+
+    auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
+    pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=12))
+    assert planned_generation(pinned).batch_size == 12
+    assert planned_generation(auto).max_new_tokens == 512
+    if not torch.cuda.is_available():
+        assert planned_generation(auto).batch_size == SATURATING_SEQUENCES
+    assert auto.evaluation.generation.batch_size == "auto"  # the recipe itself is left as it was
