@@ -152,19 +152,24 @@ def shared_prefill(model, batch: dict, copies: int) -> dict:
     KV cache is then repeated `copies` times per prompt (Cache.batch_repeat_interleave, what
     transformers uses to widen a cache) and `generate` continues from it over the full token
     rows: its first step feeds only the last prompt token, so the first sampled token comes
-    from the same logits as a full prefill's, and decoding proceeds as usual. Qwen2.5-VL's
-    multimodal rotary positions come from the model's own `get_rope_index`, the function
+    from the same logits as a full prefill's, and decoding proceeds as usual. A vision-language
+    model's multimodal rotary positions come from the model's own `get_rope_index`, the function
     `generate` uses for a fresh prompt; their per-row offsets (`rope_deltas`, which decoding
-    adds to the text positions) are repeated like the cache.
+    adds to the text positions) are repeated like the cache. A text-only model takes the 1-D
+    positions counted over the attention mask.
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    multimodal_rope = hasattr(inner.model, "get_rope_index")  # a text-only LM counts 1-D positions itself
     positions, deltas = prompt_positions(inner, batch)
+    if not multimodal_rope:
+        positions = positions[0]
     prefix = {key: value[:, :-1] for key, value in batch.items() if key in TOKEN_KEYS}
     images = {key: value for key, value in batch.items() if key not in TOKEN_KEYS}
     out = model(**prefix, **images, position_ids=positions[..., :-1], use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(copies)
-    inner.model.rope_deltas = deltas.repeat_interleave(copies, dim=0)
+    if multimodal_rope:
+        inner.model.rope_deltas = deltas.repeat_interleave(copies, dim=0)
     return {"input_ids": batch["input_ids"].repeat_interleave(copies, dim=0),
             "attention_mask": batch["attention_mask"].repeat_interleave(copies, dim=0),
             "past_key_values": cache}

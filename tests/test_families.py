@@ -20,6 +20,7 @@ from lite_cpt.models import add_lora
 from lite_cpt.planner import parameter_counts, plan, resolve_shape, total_parameters
 from lite_cpt.planner.shapes import linear_module_names, lora_layout, shape_from_hf_config
 from lite_cpt.recipe import LoraConfig, ModelConfig, TinyModelConfig, load_recipe, recipe_from_dict
+from lite_cpt.rollout import Sampling, generate_completions
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe
 
@@ -47,6 +48,19 @@ def test_each_family_builds_its_own_architecture(tiny):
     assert type(model).__name__ == expected[name]
     assert family_of_model(model).name == name
     assert FAMILIES[name].vision == hasattr(processor, "image_processor")
+
+
+def test_shared_prefill_samples_what_a_prefill_per_sample_does(tiny):
+    """The rollout's one prefill per prompt (its cache shared by the G samples) on each family's
+    own position scheme: multimodal rotary positions, or the text model's 1-D ones."""
+    name, model, processor = tiny
+    prompts, _ = _prompts(name, 4)
+    sampling = Sampling(group_size=3, max_new_tokens=6, temperature=1.0, top_p=0.95)
+    kwargs = dict(prompts_per_call=len(prompts), generator_seed=5)
+    shared = generate_completions(model, processor, prompts, sampling, **kwargs)
+    expanded = generate_completions(model, processor, prompts, sampling, expand_before_prefill=True, **kwargs)
+    assert shared.token_ids == expanded.token_ids
+    assert len(shared.token_ids) == 3 * len(prompts)
 
 
 def test_fused_logprob_from_the_last_hidden_state_equals_the_models_own_log_softmax(tiny):
