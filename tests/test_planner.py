@@ -337,13 +337,19 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
     floor = Knobs(1, None, 1)
     for gb in (16, 24, 80):
         usable = gb * 0.9
-        chosen = choose_eval_batch(work, usable)
-        n = chosen.eval_batch
+        per_arm = {arm.name: choose_eval_batch(workload_of(auto, arm), usable) for arm in auto.arms}
+        n = min(chosen.eval_batch for chosen in per_arm.values())
         assert 1 <= n <= SATURATING_SEQUENCES
-        assert resolve_eval_batch(auto, gb) == n == plan(auto, gb).arms["rft"].workload.eval_batch
-        if n < SATURATING_SEQUENCES:  # the largest that fits: one more sequence per call does not
-            assert phase_peak_gb(chosen, "evaluation", floor) <= usable
-            assert phase_peak_gb(dataclasses.replace(chosen, eval_batch=n + 1), "evaluation", floor) > usable
+        planned = plan(auto, gb)
+        # one batch for the whole recipe: every arm's plan evaluates at the run's batch
+        assert resolve_eval_batch(auto, gb) == n
+        assert {arm_plan.workload.eval_batch for arm_plan in planned.arms.values()} == {n}
+        for name, chosen in per_arm.items():
+            fixed = dataclasses.replace(chosen, eval_batch=n)
+            assert phase_peak_gb(fixed, "evaluation", floor) <= usable  # every arm's evaluation fits
+        if n < SATURATING_SEQUENCES:  # the largest that fits the tightest arm: one more does not
+            tightest = min(per_arm.values(), key=lambda chosen: chosen.eval_batch)
+            assert phase_peak_gb(dataclasses.replace(tightest, eval_batch=n + 1), "evaluation", floor) > usable
     # 512-token answers: the KV room of a 16 GB card holds fewer sequences than that of an 80 GB one
     assert resolve_eval_batch(auto, 16) < resolve_eval_batch(auto, 24) <= resolve_eval_batch(auto, 80) == SATURATING_SEQUENCES
     if not torch.cuda.is_available():  # on CPU memory is not the limit

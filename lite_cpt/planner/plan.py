@@ -3,6 +3,8 @@ chosen knobs and advice; and the knobs a run uses (`resolve_knobs`)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,7 +203,8 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         if not arms:
             raise UserError(f"recipe has no arm '{arm}' (arms: {', '.join(a.name for a in recipe.arms)})")
     shape = resolve_shape(recipe.model)
-    works = [choose_eval_batch(workload_of(recipe, a), gpu_gb * (1 - SAFETY_MARGIN)) for a in arms]
+    eval_batch = recipe_eval_batch(recipe, gpu_gb * (1 - SAFETY_MARGIN))
+    works = [with_eval_batch(workload_of(recipe, a), eval_batch) for a in arms]
     _, notes = image_tokens_of(recipe, shape)
     layout = lora_layout(shape, recipe.model.lora.r, recipe.model.lora.target_modules)
     if layout.vision_adapted or layout.head_adapted:
@@ -251,9 +254,27 @@ def resolve_knobs(recipe, arm: str, gpu_gb: float | None = None) -> Knobs:
 
 def resolve_eval_batch(recipe, gpu_gb: float | None = None) -> int:
     """Prompts per evaluation generate call: the recipe's number, else the planner's choice for
-    this GPU (or `gpu_gb`); on CPU, where memory is not the limit, SATURATING_SEQUENCES."""
+    this GPU (or `gpu_gb`, `recipe_eval_batch`); on CPU, where memory is not the limit,
+    SATURATING_SEQUENCES."""
     gpu_gb = gpu_gb if gpu_gb is not None else gpu_memory_gb()
     work = workload_of(recipe, recipe.arms[0])
     if gpu_gb is None or not work.eval_batch_auto:
         return work.eval_batch
-    return choose_eval_batch(work, gpu_gb * (1 - SAFETY_MARGIN)).eval_batch
+    return recipe_eval_batch(recipe, gpu_gb * (1 - SAFETY_MARGIN))
+
+
+def recipe_eval_batch(recipe, usable_gb: float) -> int | None:
+    """One evaluation batch for the whole recipe when it is left at auto (None when pinned): the
+    smallest of its arms' choices, so every arm's evaluation fits (a GRPO arm also holds its KL
+    reference adapter) and every arm, and the base row, answers in calls of the same size."""
+    works = [workload_of(recipe, arm) for arm in recipe.arms]
+    if not works[0].eval_batch_auto:
+        return None
+    return min(choose_eval_batch(work, usable_gb).eval_batch for work in works)
+
+
+def with_eval_batch(work: Workload, eval_batch: int | None) -> Workload:
+    """`work` evaluating at the recipe-wide `eval_batch` (unchanged when the recipe pins one)."""
+    if eval_batch is None or not work.eval_batch_auto:
+        return work
+    return dataclasses.replace(work, eval_batch=eval_batch, eval_batch_auto=False)

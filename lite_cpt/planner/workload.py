@@ -55,7 +55,7 @@ class Workload:
     micro_batch_tokens: int | None = None  # None = auto (the planner's budget)
     pack_by_tokens: bool = True  # False: a fixed count of micro_batch_size per micro-batch
     reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
-    eval_batch_auto: bool = False  # the recipe leaves evaluation.generation.batch_size at auto
+    eval_batch_auto: bool = False  # left at auto by the recipe and not yet chosen by the planner
 
     @property
     def is_rft(self) -> bool:
