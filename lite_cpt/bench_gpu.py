@@ -1,11 +1,15 @@
 """`lite-cpt bench gpu`: every measurement a borrowed GPU should give, in one call and one JSON.
 
 1. the kernel benchmark (naive vs fused log-prob, and Liger when installed on CUDA);
-2. the step benchmark (peak memory of one SFT and one GRPO step on random 7B weights vs the
-   plan) on CUDA; on a CPU a note says it was left out (it measures CUDA memory);
-3. the calibration: throughputs of a recipe's model measured with the run's own generation and
-   log-prob functions (`lite_cpt.calibrate`), which `lite-cpt plan --calibration` and
-   `lite-cpt run --calibration` read from the same file.
+2. the step benchmark: one SFT step, rollouts, log-prob passes, a GRPO update and an evaluation
+   call by the run's own functions on random 7B weights, peaks vs the plan and throughputs
+   (`lite_cpt.bench_step`; `tiny`: the tiny shape, on a CPU times only);
+3. the calibration: throughputs measured with the run's generation, log-prob, SFT and
+   evaluation functions (`lite_cpt.calibrate`), which `lite-cpt plan --calibration` and
+   `lite-cpt run --calibration` read from the same file. It measures the recipe's own model
+   when it can be loaded here (the tiny model, or a local directory); otherwise the step
+   benchmark's random-weight model of the same architecture, so a GPU without the weights
+   (or without network) still calibrates the plan.
 """
 
 from __future__ import annotations
@@ -20,24 +24,42 @@ from lite_cpt.io import atomic_write_json
 TINY_KERNEL_SHAPE = (256, 64, 4096)
 
 
+def loadable_here(recipe) -> bool:
+    """Whether the recipe's model needs no download: the tiny model or a local directory."""
+    name = recipe.model.name
+    return name == "tiny" or (Path(name).expanduser() / "config.json").is_file()
+
+
 def bench_gpu(recipe, json_path: str | Path | None = None, *, tiny: bool = False) -> dict:
-    """Run the three benchmarks; `tiny` uses a small kernel shape (CPU tests)."""
+    """Run the three benchmarks; `tiny` uses small shapes (CPU tests)."""
     from lite_cpt.bench_kernels import bench_kernels
+    from lite_cpt.bench_step import bench_setup, cpu_measure, cuda_measure, run_bench_phases, step_result
     from lite_cpt.calibrate import measure_calibration
-    from lite_cpt.models import add_lora, load_base
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result: dict = {"device": device}
     result["kernels"] = bench_kernels(device=device, shapes=[TINY_KERNEL_SHAPE] if tiny else None)
-    if device == "cuda":
-        from lite_cpt.bench_step import bench_step
-
-        result["step"] = bench_step()
+    setup = None
+    if device == "cuda" or tiny:
+        setup = bench_setup("tiny" if tiny else "7b")
+        measured = run_bench_phases(setup, cuda_measure if device == "cuda" else cpu_measure)
+        result["step"] = step_result(setup, measured, device)
     else:
-        result["step"] = {"skipped": "the step benchmark measures CUDA memory: run it on a GPU"}
-    base, processor = load_base(recipe)
-    model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
-    result["calibration"] = measure_calibration(recipe, model, processor).to_json()
+        result["step"] = {"skipped": "the step benchmark measures CUDA memory: run it on a GPU (or --tiny)"}
+    if loadable_here(recipe) or setup is None:
+        from lite_cpt.models import add_lora, load_base
+
+        setup = None  # one model on the device at a time
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        base, processor = load_base(recipe)
+        model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
+        calibration = measure_calibration(recipe, model, processor)
+    else:
+        calibration = measure_calibration(setup.recipe, setup.model, setup.processor, task=setup.task,
+                                          samples=[example.sample for example in setup.examples],
+                                          data_rates=False)
+    result["calibration"] = calibration.to_json()
     if json_path is not None:
         atomic_write_json(Path(json_path), result)
     return result

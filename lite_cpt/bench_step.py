@@ -1,17 +1,31 @@
-"""`lite-cpt bench step`: the measured peak GPU memory of one SFT step and one GRPO step
-(rollouts, old/reference log-prob passes, loss backward) next to the planner's estimate.
+"""`lite-cpt bench step`: every phase of a run, run by the run's own functions on the real
+architecture with random weights, measured beside the plan.
 
-The model is the real Qwen2.5-VL architecture built from its config with random weights: no
+One SFT step (`train_sft`), one batch of rollouts (`generate_rollouts`), the old/reference
+log-prob passes (`prepare_mini_batches`), one GRPO update (`policy_update`) and one evaluation
+call (`evaluate_sets`), on Qwen2.5-VL-7B (or 3B) built from its config with random weights: no
 download. The language model's linear layers are quantised to NF4 with bitsandbytes one decoder
 layer at a time (so building never holds the whole model in bf16), LoRA is added with peft on
-the same modules as a recipe's default, and gradient checkpointing is on: the setup the planner
-models. Peaks are `torch.cuda.max_memory_allocated` per phase, compared with the plan's live
-tensor bytes (`allocated_gb`, which leaves out the CUDA context and allocator slack).
+the recipe's default modules, the KL reference is a second adapter and gradient checkpointing is
+on: the setup the planner models. Peaks are `torch.cuda.max_memory_allocated` per phase,
+compared with the plan's live tensor bytes (`allocated_gb`, which leaves out the CUDA context
+and allocator slack); throughputs are generated tokens/s, trained tokens/s and evaluation
+prompts/s of those same calls.
+
+The prompts are synthetic: an image of the chosen number of image tokens and random text of
+the chosen length, encoded by the offline tokenizer of the tiny model (whose special tokens the
+random model's config is given). Random weights sample over the whole vocabulary, so answers
+run to `max_new_tokens` (the worst case the plan counts), and the reward is a hash of the answer
+text, so every group has variance and every rollout carries a gradient.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,31 +37,58 @@ from lite_cpt.planner import (
     Knobs,
     ModelShape,
     default_logprob_chunk,
+    hf_config_from_shape,
     phase_peak_gb,
-    seven_b_config,
     tensor_peak_bytes,
     workload_of,
 )
-from lite_cpt.planner.shapes import QWEN_TOKEN_IDS, token_ids
+from lite_cpt.tasks.base import Sample, Task
 
 BENCH_LORA_R = 64
 BENCH_LORA_ALPHA = 128
 BENCH_SEED = 0
 LM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-MEASURED_PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step")
+MEASURED_PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
+#: The tokenizer's vocabulary: the tiny model's (its special tokens are what the config names).
+BENCH_TOKENIZER_VOCAB = 1024
 
 
 # --------------------------------------------------------------------------------------------
 # The recipe the planner sees (CPU-testable)
 
 
-def bench_recipe(model: str = "7b", *, group_size: int = 8, prompt_tokens: int = 1024, image_tokens: int = 256,
-                 answer_tokens: int = 512, micro_batch_size: int = 1, shape: ModelShape | None = None):
+@dataclass(frozen=True)
+class BenchShapes:
+    """The sizes of the bench's work: G rollouts of `answer_tokens` per prompt of
+    `prompt_tokens` (image included), micro-batches of `micro_batch_size` sequences, evaluation
+    calls of `eval_batch` prompts."""
+
+    group_size: int = 8
+    prompt_tokens: int = 1024
+    image_tokens: int = 256
+    answer_tokens: int = 512
+    micro_batch_size: int = 1
+    eval_batch: int = 16
+
+
+#: The sizes of a CPU smoke run on the tiny shape (`--model tiny`).
+TINY_SHAPES = BenchShapes(group_size=4, prompt_tokens=96, image_tokens=4, answer_tokens=8, micro_batch_size=2,
+                          eval_batch=4)
+
+
+def bench_shapes(model: str, **sizes: int) -> BenchShapes:
+    """The model's default sizes (the tiny shape's own for "tiny") with `sizes` replaced."""
+    return dataclasses.replace(TINY_SHAPES if model == "tiny" else BenchShapes(), **sizes)
+
+
+def bench_recipe(model: str = "7b", shapes: BenchShapes = BenchShapes(), shape: ModelShape | None = None):
     """The recipe whose plan describes the bench: one task, an SFT arm and an RFT arm with one
-    prompt per step, micro-batches of `micro_batch_size` sequences, one prompt per generate."""
+    prompt per step, one prompt per generate call, the sizes of `shapes`."""
     from lite_cpt.recipe import recipe_from_dict
 
     shape = shape or KNOWN_SHAPES[model]
+    group_size, prompt_tokens, image_tokens = shapes.group_size, shapes.prompt_tokens, shapes.image_tokens
+    answer_tokens, micro_batch_size = shapes.answer_tokens, shapes.micro_batch_size
     raw = {
         "name": "bench-step",
         "model": {
@@ -62,8 +103,18 @@ def bench_recipe(model: str = "7b", *, group_size: int = 8, prompt_tokens: int =
             {"name": "rft", "micro_batch_size": micro_batch_size,
              "rft": {"group_size": group_size, "prompts_per_step": 1, "max_new_tokens": answer_tokens}},
         ],
+        "evaluation": {"generation": {"max_new_tokens": answer_tokens, "batch_size": shapes.eval_batch},
+                       "general": []},
     }
     return recipe_from_dict(raw, "bench step")
+
+
+def bench_knobs(recipe, arm_name: str, shape: ModelShape | None = None) -> Knobs:
+    """The knobs the bench runs an arm at: its micro-batch, the planner's log-prob chunk for
+    it, one prompt per generate call."""
+    work = workload_of(recipe, next(a for a in recipe.arms if a.name == arm_name), shape)
+    tokens = work.micro_batch_size * (work.new_tokens if work.is_rft else work.answer_tokens)
+    return Knobs(work.micro_batch_size, default_logprob_chunk(tokens, work.shape.vocab), 1)
 
 
 def planned(recipe, shape: ModelShape | None = None) -> dict[str, dict[str, Any]]:
@@ -71,9 +122,9 @@ def planned(recipe, shape: ModelShape | None = None) -> dict[str, dict[str, Any]
     out = {}
     for arm in recipe.arms:
         work = workload_of(recipe, arm, shape)
-        knobs = Knobs(work.micro_batch_size, _chunk_for(work), 1)
+        knobs = bench_knobs(recipe, arm.name, shape)
         for phase in work.phases:
-            if phase not in MEASURED_PHASES:
+            if phase not in MEASURED_PHASES or phase in out:
                 continue
             _, tensors = tensor_peak_bytes(work, phase, knobs)
             _, naive = tensor_peak_bytes(work, phase, knobs, naive=True)
@@ -82,13 +133,8 @@ def planned(recipe, shape: ModelShape | None = None) -> dict[str, dict[str, Any]
     return out
 
 
-def _chunk_for(work) -> int:
-    tokens = work.micro_batch_size * (work.new_tokens if work.is_rft else work.answer_tokens)
-    return default_logprob_chunk(tokens, work.shape.vocab)
-
-
 # --------------------------------------------------------------------------------------------
-# Model and inputs
+# Model, processor and prompts
 
 
 def _quantize_linears(layer, compute_dtype) -> None:
@@ -148,9 +194,8 @@ def build_random_model(config, *, device, quantize: bool = True, lora_r: int = B
     model.requires_grad_(False)
     if quantize:
         model.is_loaded_in_4bit = True  # peft picks its bitsandbytes LoRA layers by this flag
-    ids = token_ids(config.text_config.vocab_size)
-    model.generation_config.pad_token_id = ids["pad"]
-    model.generation_config.eos_token_id = ids["eos"]
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
     peft_model = get_peft_model(model, LoraConfig(
         r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=DEFAULT_LORA_TARGETS,
         bias="none", task_type="CAUSAL_LM",
@@ -161,77 +206,99 @@ def build_random_model(config, *, device, quantize: bool = True, lora_r: int = B
     return peft_model
 
 
-def _image_grid(image_tokens: int, merge: int) -> tuple[int, int]:
-    """(h, w) in patches with (h/merge)·(w/merge) == image_tokens, as square as possible."""
-    rows = max(d for d in range(1, int(image_tokens**0.5) + 1) if image_tokens % d == 0)
-    return rows * merge, (image_tokens // rows) * merge
+
+def bench_processor(image_tokens: int):
+    """The tiny model's offline tokenizer in a Qwen2.5-VL processor whose images become exactly
+    `image_tokens` merged tokens (a square of 28-pixel cells)."""
+    from lite_cpt.families.qwen2_5_vl import build_processor
+    from lite_cpt.families.qwen_tokenizer import build_tokenizer
+    from lite_cpt.tiny import tiny_corpus
+
+    side = math.isqrt(image_tokens)
+    if side * side != image_tokens:
+        raise UserError(f"--image-tokens must be a square number (a square image), got {image_tokens}")
+    return build_processor(build_tokenizer(tiny_corpus(BENCH_SEED), BENCH_TOKENIZER_VOCAB), side * 28)
 
 
-def bench_inputs(config, *, prompt_tokens: int, image_tokens: int, device, seed: int = BENCH_SEED,
-                 dtype=None) -> dict:
-    """One prompt of `prompt_tokens` tokens: text, <vision_start>, image pads, <vision_end>, text;
-    with random pixel values for an image of `image_tokens` merged tokens."""
+def bench_config(shape: ModelShape, processor):
+    """The transformers config of `shape` whose special token ids are the processor's."""
+    from lite_cpt.families.qwen2_5_vl import vision_token_ids
+
+    tokenizer = processor.tokenizer
+    if shape.vocab < len(tokenizer):
+        raise UserError(f"the bench needs a vocabulary of at least {len(tokenizer)} tokens, {shape.name} has {shape.vocab}")
+    config = hf_config_from_shape(shape)
+    for name, value in vision_token_ids(tokenizer).items():
+        setattr(config, name, value)
+    end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config.text_config.update({"bos_token_id": end_of_text, "pad_token_id": end_of_text,
+                               "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>")})
+    return config
+
+
+class BenchTask(Task):
+    """The synthetic task of the bench: the question is the whole prompt text, the reward a
+    hash of the answer (in [0, 1), so the G answers of a prompt differ in reward)."""
+
+    answer_instruction = ""
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return (zlib.crc32(prediction.encode()) % 1000) / 1000
+
+
+def _text_of(tokenizer, tokens: int, generator) -> str:
+    """Random tokens of the tokenizer's own vocabulary (past the special tokens and single
+    bytes), decoded: text that encodes to about `tokens` tokens."""
     import torch
 
-    vision = config.vision_config
-    ids = token_ids(config.text_config.vocab_size)
-    text_tokens = prompt_tokens - image_tokens - 2
-    if text_tokens < 2:
-        raise UserError(f"prompt_tokens ({prompt_tokens}) must exceed image_tokens ({image_tokens}) + 3")
-    generator = torch.Generator().manual_seed(seed)
-    text_vocab = min(config.text_config.vocab_size - 8, QWEN_TOKEN_IDS["pad"])
-    text = torch.randint(0, text_vocab, (text_tokens,), generator=generator)
-    head = text_tokens // 2
-    prompt = torch.cat([
-        text[:head], torch.tensor([ids["vision_start"]]), torch.full((image_tokens,), ids["image"]),
-        torch.tensor([ids["vision_end"]]), text[head:],
-    ]).unsqueeze(0)
-    grid_h, grid_w = _image_grid(image_tokens, vision.spatial_merge_size)
-    patch_values = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
-    pixels = torch.randn(grid_h * grid_w, patch_values, generator=generator)
-    return {
-        "input_ids": prompt.to(device),
-        "attention_mask": torch.ones_like(prompt).to(device),
-        "pixel_values": pixels.to(device=device, dtype=dtype or torch.bfloat16),
-        "image_grid_thw": torch.tensor([[1, grid_h, grid_w]]).to(device),
-    }
+    first = len(tokenizer.all_special_tokens) + 256
+    return tokenizer.decode(torch.randint(first, len(tokenizer), (max(1, tokens),), generator=generator).tolist())
 
 
-def _batch_of(inputs: dict, sequences) -> dict:
-    """The model inputs for `sequences` [B, T] that all carry the prompt's image."""
+def _prompt_tokens(processor, question: str, image) -> int:
+    from lite_cpt.batching import Prompt, encode_prompts
+
+    return int(encode_prompts(processor, [Prompt(question, (image,), "bench")])["attention_mask"].sum())
+
+
+def _question_of(processor, task: Task, image, prompt_tokens: int, generator) -> str:
+    """A random question whose longest prompt (chat scaffolding, image, text and the
+    chain-of-thought instruction) is at most `prompt_tokens` tokens, and close to it: drawn
+    long, then cut until it fits."""
+    tokenizer = processor.tokenizer
+
+    def length(question: str) -> int:
+        return _prompt_tokens(processor, task.prompt(Sample("bench", question, ""), cot=True), image)
+
+    room = prompt_tokens - length("")
+    if room < 1:
+        raise UserError(f"--prompt-tokens ({prompt_tokens}) leaves no room for text after the image and the "
+                        "chat scaffolding")
+    question = _text_of(tokenizer, room, generator)
+    while (excess := length(question) - prompt_tokens) > 0:
+        ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+        question = tokenizer.decode(ids[: max(0, len(ids) - excess)])
+    return question
+
+
+def bench_examples(recipe, processor, count: int, *, prompt_tokens: int, image_tokens: int, answer_tokens: int):
+    """`count` examples of the bench task: a random image of `image_tokens` tokens, a question
+    that makes the prompt about `prompt_tokens` tokens, an answer of `answer_tokens` tokens
+    (longer text, cut by the task's `max_answer_tokens`)."""
+    import numpy as np
     import torch
+    from PIL import Image
 
-    count = sequences.shape[0]
-    return {
-        "input_ids": sequences,
-        "attention_mask": torch.ones_like(sequences),
-        "pixel_values": inputs["pixel_values"].repeat(count, 1),
-        "image_grid_thw": inputs["image_grid_thw"].repeat(count, 1),
-    }
+    from lite_cpt.phase import examples_of
 
-
-def completion_logprobs(model, batch: dict, prompt_len: int, *, chunk: int | None, naive: bool,
-                        all_positions: bool = False):
-    """log p of every token after the prompt: [B, T - prompt_len] fp32.
-
-    fused: `fused_linear_logprob` over the completion positions' hidden states. naive: the
-    lm_head's logits, fp32 log_softmax and a gather; `all_positions` computes logits for every
-    position first, as a transformers forward with labels does.
-    """
-    import torch
-
-    from lite_cpt.kernels import fused_linear_logprob
-
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = inner.model(**batch, use_cache=False).last_hidden_state
-    targets = batch["input_ids"][:, prompt_len:]
-    head = inner.get_output_embeddings()
-    if naive:
-        start = 0 if all_positions else prompt_len - 1
-        logits = head(hidden[:, start:-1]).float()
-        logp = torch.log_softmax(logits, dim=-1)[:, prompt_len - 1 - start:]
-        return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return fused_linear_logprob(hidden[:, prompt_len - 1 : -1], head.weight, targets, chunk_size=chunk)
+    task = BenchTask("bench", config=recipe.tasks[0])
+    side = math.isqrt(image_tokens) * 28
+    generator = torch.Generator().manual_seed(BENCH_SEED)
+    image = Image.fromarray(np.random.default_rng(BENCH_SEED).integers(0, 256, (side, side, 3), dtype=np.uint8))
+    tokenizer = processor.tokenizer
+    samples = [Sample(id=f"bench-{i}", question=_question_of(processor, task, image, prompt_tokens, generator),
+                      answer=_text_of(tokenizer, answer_tokens, generator), images=(image,)) for i in range(count)]
+    return task, examples_of(task, samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +321,14 @@ def cuda_measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, float(torch.cuda.max_memory_allocated()), time.perf_counter() - start
 
 
-def _recorder(results: dict, measure: Measure, optimizer) -> Callable[[str, Callable[[], Any]], Any]:
+def cpu_measure(fn: Callable[[], Any]) -> tuple[Any, float | None, float]:
+    """(result, None, seconds) of `fn`: a CPU run times the phases; it has no device peak."""
+    start = time.perf_counter()
+    result = fn()
+    return result, None, time.perf_counter() - start
+
+
+def _recorder(results: dict, measure: Measure, model) -> Callable[[str, Callable[[], Any]], Any]:
     """`record(name, fn)`: run `fn` under `measure`, store {"bytes", "seconds"} (or the OOM) in results."""
     import torch
 
@@ -262,7 +336,7 @@ def _recorder(results: dict, measure: Measure, optimizer) -> Callable[[str, Call
         try:
             value, peak, seconds = measure(fn)
         except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             results[name] = {"bytes": None, "seconds": None, "error": "out of memory"}
             return None
         results[name] = {"bytes": peak, "seconds": seconds}
@@ -271,137 +345,176 @@ def _recorder(results: dict, measure: Measure, optimizer) -> Callable[[str, Call
     return record
 
 
-def run_step_phases(model, inputs: dict, *, group_size: int, answer_tokens: int, micro_batch_size: int,
-                    chunks: dict[str, int], measure: Measure, naive: bool = True) -> dict[str, dict[str, Any]]:
-    """Run and measure an SFT step and a GRPO step; returns {phase: {"bytes", "seconds"}}.
+# --------------------------------------------------------------------------------------------
+# The run's phases, measured
 
-    An unmeasured SFT step first creates AdamW's state, as in every step after the first. The
-    GRPO step: G rollouts (sampled to exactly `answer_tokens`), the old-policy and reference
-    (adapter disabled) log-prob passes, then the clipped loss with k3 KL, backward, AdamW step.
-    """
+
+@dataclass
+class BenchSetup:
+    """The random-weight model, its processor and the synthetic examples, with their recipe."""
+
+    recipe: Any
+    shape: ModelShape
+    model: Any
+    processor: Any
+    task: BenchTask
+    examples: list
+    image_tokens: int
+    build_seconds: float
+
+
+def tiny_bench_shape() -> ModelShape:
+    """The tiny model's shape (the default `model.tiny` section): the bench's CPU smoke size."""
+    from lite_cpt.families.qwen2_5_vl import tiny_shape
+    from lite_cpt.recipe import TinyModelConfig
+
+    return tiny_shape(TinyModelConfig())
+
+
+def bench_setup(model: str = "7b", shapes: BenchShapes | None = None, device=None) -> BenchSetup:
+    """Build the bench's model with random weights (NF4 for "7b" / "3b"; fp32 at the tiny
+    model's shape for "tiny") on `device` (CUDA when there is one), its processor and examples."""
     import torch
 
-    vocab = model.get_base_model().config.text_config.vocab_size
-    ids = token_ids(vocab)
-    prompt_len = inputs["input_ids"].shape[1]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    generator = torch.Generator().manual_seed(BENCH_SEED)
-    device = inputs["input_ids"].device
-    answer = torch.randint(0, min(vocab - 8, ids["pad"]), (1, answer_tokens), generator=generator).to(device)
-    sft_batch = _batch_of(inputs, torch.cat([inputs["input_ids"], answer], dim=1).repeat(micro_batch_size, 1))
+    allowed = (*KNOWN_SHAPES, "tiny")
+    if model not in allowed:
+        raise UserError(f"--model must be one of {', '.join(allowed)}, got '{model}'")
+    tiny = model == "tiny"
+    shapes = shapes or bench_shapes(model)
+    if shapes.group_size < 2:
+        raise UserError(f"--group-size must be at least 2, got {shapes.group_size}")
+    shape = tiny_bench_shape() if tiny else KNOWN_SHAPES[model]
+    recipe = bench_recipe(model, shapes, shape=shape)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    processor = bench_processor(shapes.image_tokens)
+    start = time.perf_counter()
+    peft_model = build_random_model(bench_config(shape, processor), device=device, quantize=not tiny,
+                                    dtype=torch.float32 if tiny else None)
+    build_seconds = time.perf_counter() - start
+    task, examples = bench_examples(recipe, processor, max(shapes.micro_batch_size, shapes.eval_batch),
+                                    prompt_tokens=shapes.prompt_tokens, image_tokens=shapes.image_tokens,
+                                    answer_tokens=shapes.answer_tokens)
+    return BenchSetup(recipe, shape, peft_model, processor, task, examples, shapes.image_tokens, build_seconds)
+
+
+def _arm(recipe, name: str):
+    return next(arm for arm in recipe.arms if arm.name == name)
+
+
+def run_bench_phases(setup: BenchSetup, measure: Measure) -> dict[str, dict[str, Any]]:
+    """Each phase by the function a run calls, under `measure`: {phase: {"bytes", "seconds",
+    "tokens" or "prompts"}}.
+
+    The SFT step is measured on its second call (the first compiles the kernels); a two-token
+    generate warms generation up before the rollouts. The GRPO update is `policy_update` whole:
+    its peak is that of its gradient passes, its seconds leave out its own log-prob passes.
+    """
     results: dict[str, dict[str, Any]] = {}
-    record = _recorder(results, measure, optimizer)
-
-    def sft_step(use_naive: bool) -> None:
-        logp = completion_logprobs(model, sft_batch, prompt_len, chunk=chunks["sft_step"], naive=use_naive,
-                                   all_positions=True)
-        (-logp.mean()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    model.train()
-    sft_step(False)  # warm-up: AdamW state exists from here on
-    record("sft_step", lambda: sft_step(False))
-    if naive:
-        record("sft_step_naive", lambda: sft_step(True))
-    _grpo_phases(model, inputs, optimizer, record, dict(group_size=group_size, answer_tokens=answer_tokens,
-                 micro_batch_size=micro_batch_size, chunk=chunks["grpo_step"], naive=naive, generator=generator))
+    record = _recorder(results, measure, setup.model)
+    _sft_phase(setup, record, results)
+    _rl_phases(setup, record, results)
+    _evaluation_phase(setup, record, results)
     return results
 
 
-def _grpo_phases(model, inputs: dict, optimizer, record, settings: dict) -> None:
-    """Rollouts, the old/reference log-prob passes and the GRPO update, each under `record`."""
+def _sft_phase(setup: BenchSetup, record, results: dict) -> None:
+    from lite_cpt.phase import Phase
+    from lite_cpt.sft import train_sft
+
+    arm = _arm(setup.recipe, "sft")
+    knobs = bench_knobs(setup.recipe, "sft", setup.shape)
+
+    def sft_step():
+        return train_sft(setup.model, setup.processor, setup.examples[: arm.batch_size], arm, Phase(knobs, epochs=1))
+
+    sft_step()
+    if (stats := record("sft_step", sft_step)) is not None:
+        results["sft_step"]["tokens"] = stats.trained_tokens
+
+
+def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
+    """Rollouts, the no-grad log-prob passes and one GRPO update, with the KL reference adapter
+    held as an RL phase holds it."""
+    from lite_cpt.phase import Phase, adamw
+    from lite_cpt.reference_adapter import hold_reference
+    from lite_cpt.rft import compute_advantages, generate_rollouts, policy_update, prepare_mini_batches
+
+    model, processor = setup.model, setup.processor
+    arm = _arm(setup.recipe, "rft")
+    rft, knobs = arm.rft, bench_knobs(setup.recipe, "rft", setup.shape)
+    hold_reference(model)
+    prompts = setup.examples[: rft.prompts_per_step]
+
+    def rollout(settings=rft):
+        return generate_rollouts(model, processor, prompts, settings, group_size=rft.group_size,
+                                 generator_seed=BENCH_SEED, rollout_batch_size=knobs.rollout_batch_size)
+
+    rollout(rft.model_copy(update={"max_new_tokens": 2}))
+    if (rollouts := record("rollout", rollout)) is None:
+        return
+    results["rollout"]["tokens"] = rollouts.generated_tokens
+    rows = list(range(len(rollouts.token_ids)))
+    parts = record("logprob_pass", lambda: prepare_mini_batches(
+        model, processor, rollouts, rows, compute_advantages(rollouts, rft), rft, knobs))
+    if parts is not None:
+        micro = [mb for part in parts for mb in part.micro_batches]
+        passes = sum((mb.old_logp is not None) + (mb.ref_logp is not None) for mb in micro)
+        results["logprob_pass"]["tokens"] = sum(int(mb.batch["attention_mask"].sum()) for mb in micro) * passes // max(
+            1, len(micro))
+    del parts
+    optimizer, _ = adamw(model, arm.lr, 0.0, "bench step")
+    update = record("grpo_step", lambda: policy_update(model, processor, optimizer, rollouts, arm, Phase(knobs, epochs=1)))
+    if update is not None:
+        results["grpo_step"]["tokens"] = update["trained_tokens"]
+        results["grpo_step"]["seconds"] -= update.get("logprob_seconds", 0.0)
+
+
+def _evaluation_phase(setup: BenchSetup, record, results: dict) -> None:
+    from lite_cpt.evaluate import EvalSet, evaluate_sets
+
+    generation = setup.recipe.evaluation.generation
+    evalset = EvalSet(setup.task, [example.sample for example in setup.examples[: generation.batch_size]])
+    if record("evaluation", lambda: evaluate_sets(setup.model, setup.processor, [evalset], generation)) is not None:
+        results["evaluation"]["prompts"] = len(evalset.samples)
+
+
+def _rate(row: dict, key: str) -> float | None:
+    amount, seconds = row.get(key), row.get("seconds")
+    return amount / seconds if amount is not None and seconds else None
+
+
+def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) -> dict:
+    """The bench's report: per phase measured vs planned GiB and seconds, and the throughputs."""
     import torch
 
-    from lite_cpt.kernels import grpo_advantages, grpo_loss
-
-    g, mb, chunk = settings["group_size"], settings["micro_batch_size"], settings["chunk"]
-    ids = token_ids(model.get_base_model().config.text_config.vocab_size)
-    prompt_len = inputs["input_ids"].shape[1]
-
-    def rollout():
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(
-                **inputs, do_sample=True, temperature=1.0, top_p=0.99, top_k=0,
-                max_new_tokens=settings["answer_tokens"], min_new_tokens=settings["answer_tokens"],
-                num_return_sequences=g, pad_token_id=ids["pad"], eos_token_id=ids["eos"],
-            )
-        model.train()
-        return out
-
-    sequences = record("rollout", rollout)
-    if sequences is None:
-        return
-    micro = [sequences[i : i + mb] for i in range(0, g, mb)]
-
-    def logprob_pass():
-        old, ref = [], []
-        with torch.no_grad():
-            for seqs in micro:
-                batch = _batch_of(inputs, seqs)
-                old.append(completion_logprobs(model, batch, prompt_len, chunk=chunk, naive=False))
-                with model.disable_adapter():
-                    ref.append(completion_logprobs(model, batch, prompt_len, chunk=chunk, naive=False))
-        return old, ref
-
-    passes = record("logprob_pass", logprob_pass)
-    if passes is None:
-        return
-    rewards = torch.rand(g, generator=settings["generator"]).to(sequences.device)
-    advantages = grpo_advantages(rewards, g).split(mb)
-
-    def grpo_step(use_naive: bool) -> None:
-        for seqs, old_mb, ref_mb, adv_mb in zip(micro, *passes, advantages):
-            logp = completion_logprobs(model, _batch_of(inputs, seqs), prompt_len, chunk=chunk, naive=use_naive)
-            loss, _ = grpo_loss(logp, old_mb, adv_mb, torch.ones_like(logp), ref_logp=ref_mb, beta=0.01)
-            (loss * seqs.shape[0] / g).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    record("grpo_step", lambda: grpo_step(False))
-    if settings["naive"]:
-        record("grpo_step_naive", lambda: grpo_step(True))
-
-
-# --------------------------------------------------------------------------------------------
-# The command
-
-
-def bench_step(json_path: str | Path | None = None, model: str = "7b", group_size: int = 8,
-               prompt_tokens: int = 1024, image_tokens: int = 256, answer_tokens: int = 512,
-               micro_batch_size: int = 1) -> dict:
-    """Measure one SFT and one GRPO step of the random-weight model on CUDA; print measured vs
-    planned per phase and fused vs naive log-prob; write JSON to `json_path` when given."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError("bench step needs a CUDA GPU (it measures real peak GPU memory)")
-    if group_size < 2:
-        raise UserError(f"--group-size must be at least 2, got {group_size}")
-    config = seven_b_config(model)
-    recipe = bench_recipe(model, group_size=group_size, prompt_tokens=prompt_tokens, image_tokens=image_tokens,
-                          answer_tokens=answer_tokens, micro_batch_size=micro_batch_size)
-    plan = planned(recipe)
-    device = torch.device("cuda")
-    start = time.perf_counter()
-    peft_model = build_random_model(config, device=device)
-    build_seconds = time.perf_counter() - start
-    inputs = bench_inputs(config, prompt_tokens=prompt_tokens, image_tokens=image_tokens, device=device)
-    measured = run_step_phases(
-        peft_model, inputs, group_size=group_size, answer_tokens=answer_tokens, micro_batch_size=micro_batch_size,
-        chunks={p: plan[p]["logprob_chunk"] for p in ("sft_step", "grpo_step")}, measure=cuda_measure,
-    )
-    properties = torch.cuda.get_device_properties(device)
+    plan = planned(setup.recipe, setup.shape)
+    device = torch.device(device)
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        name, gpu_gb = properties.name, properties.total_memory / GIB
+    else:
+        name, gpu_gb = f"cpu ({torch.get_num_threads()} threads)", None
+    rft = _arm(setup.recipe, "rft").rft
+    task = setup.recipe.tasks[0]
     result = {
-        "device": properties.name,
-        "gpu_gb": properties.total_memory / GIB,
-        "model": KNOWN_SHAPES[model].name,
-        "shapes": {"group_size": group_size, "prompt_tokens": prompt_tokens, "image_tokens": image_tokens,
-                   "answer_tokens": answer_tokens, "micro_batch_size": micro_batch_size,
-                   "lora_r": BENCH_LORA_R},
-        "build_seconds": build_seconds,
+        "device": name,
+        "gpu_gb": gpu_gb,
+        "model": setup.shape.name,
+        "weights": "fp32 (tiny shape)" if setup.shape.name == "tiny" else "NF4 + bf16",
+        "shapes": {"group_size": rft.group_size, "prompt_tokens": task.max_prompt_tokens,
+                   "image_tokens": setup.image_tokens,
+                   "answer_tokens": task.max_answer_tokens,
+                   "micro_batch_size": _arm(setup.recipe, "sft").micro_batch_size,
+                   "eval_batch": setup.recipe.evaluation.generation.batch_size, "lora_r": BENCH_LORA_R},
+        "build_seconds": setup.build_seconds,
         "phases": {},
+        "throughput": {
+            "sft_trained_tokens_per_s": _rate(measured.get("sft_step", {}), "tokens"),
+            "generated_tokens_per_s": _rate(measured.get("rollout", {}), "tokens"),
+            "logprob_tokens_per_s": _rate(measured.get("logprob_pass", {}), "tokens"),
+            "grpo_trained_tokens_per_s": _rate(measured.get("grpo_step", {}), "tokens"),
+            "eval_prompts_per_s": _rate(measured.get("evaluation", {}), "prompts"),
+        },
     }
     for phase in MEASURED_PHASES:
         got = measured.get(phase, {})
@@ -409,16 +522,34 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", group_siz
             "measured_gb": None if got.get("bytes") is None else got["bytes"] / GIB,
             "planned_gb": plan[phase]["allocated_gb"],
             "planned_peak_gb": plan[phase]["peak_gb"],
+            "naive_planned_gb": plan[phase]["naive_allocated_gb"],
             "seconds": got.get("seconds"),
         }
-        if f"{phase}_naive" in measured:
-            naive = measured[f"{phase}_naive"]
-            row["naive_measured_gb"] = None if naive.get("bytes") is None else naive["bytes"] / GIB
-            row["naive_planned_gb"] = plan[phase]["naive_allocated_gb"]
-            row["naive_seconds"] = naive.get("seconds")
+        if "error" in got:
+            row["error"] = got["error"]
         if row["measured_gb"]:
             row["planned_over_measured"] = row["planned_gb"] / row["measured_gb"]
         result["phases"][phase] = row
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def bench_step(json_path: str | Path | None = None, model: str = "7b", shapes: BenchShapes | None = None) -> dict:
+    """Run every phase of a run once on the random-weight model `model` (7b or 3b on CUDA; tiny
+    on a CPU too); measured vs planned per phase and the throughputs, written as JSON to
+    `json_path` when given."""
+    import torch
+
+    if model != "tiny" and not torch.cuda.is_available():
+        raise UserError("bench step needs a CUDA GPU (it measures real peak GPU memory); "
+                        "--model tiny runs the tiny shape on the CPU")
+    setup = bench_setup(model, shapes)
+    device = next(setup.model.parameters()).device
+    measured = run_bench_phases(setup, cuda_measure if device.type == "cuda" else cpu_measure)
+    result = step_result(setup, measured, device)
     if json_path is not None:
         from lite_cpt.io import atomic_write_json
 
@@ -427,6 +558,6 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", group_siz
 
 
 __all__ = [
-    "bench_inputs", "bench_recipe", "bench_step", "build_random_model", "completion_logprobs",
-    "planned", "run_step_phases",
+    "BenchSetup", "BenchShapes", "BenchTask", "TINY_SHAPES", "bench_shapes", "bench_config", "bench_examples", "bench_processor", "bench_recipe", "bench_setup",
+    "bench_step", "build_random_model", "planned", "run_bench_phases", "step_result",
 ]

@@ -1,10 +1,12 @@
 """Measure the throughputs the time plan needs on this machine, with the functions a run uses.
 
 The recipe's own model (base + LoRA, as `run` loads it) and its first task's evaluation
-prompts: `generate_completions` (the rollout and evaluation path) at two call sizes gives the
-fixed and per-sequence cost of a decode step, `token_logprobs` gives the no-grad forward
-(prefill, log-prob passes) and, with a backward, the training throughput; one AdamW step over
-the adapter gives the optimizer's time. The result is a `Calibration` for `--calibration`.
+prompts (or a given task's samples: the step benchmark's random-weight model and synthetic
+prompts): `generate_completions` (the rollout and evaluation path) at two call sizes gives the
+fixed and per-sequence cost of a decode step; `token_logprobs` at two batch sizes gives the
+no-grad forward (prefill, log-prob passes) and, with a backward, the training pass, each as a
+fixed cost per pass plus a throughput in tokens; one AdamW step over the adapter gives the
+optimizer's time. The result is a `Calibration` for `--calibration`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lite_cpt.planner.timeplan import Calibration
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype
 
 CALL_SIZES = (2, 16)  # sequences per generate call for the two-point decode fit
+PASS_SIZES = (2, 8)  # sequences per forward pass for the two-point fits of the log-prob passes
 REPEATS = 3
 
 
@@ -40,8 +43,8 @@ def _best_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> tuple[flo
 
 
 def decode_step_seconds(model, processor, prompts: list[Prompt], sequences: int, new_tokens: int,
-                        prefill_tokens_per_s: float) -> float:
-    """Seconds per decode step of one generate call of `sequences` (prefill time taken out)."""
+                        prefill: "PassCost") -> float:
+    """Seconds per decode step of one generate call of `sequences` (its prefill taken out)."""
     batch = [prompts[i % len(prompts)] for i in range(sequences)]
 
     def call():
@@ -51,7 +54,28 @@ def decode_step_seconds(model, processor, prompts: list[Prompt], sequences: int,
     seconds, out = _best_seconds(call)
     steps = max(1, max(len(ids) for ids in out.token_ids))
     prompt_tokens = sum(int(m.sum()) for m in _encoded(processor, batch)["attention_mask"])
-    return max(1e-9, (seconds - prompt_tokens / prefill_tokens_per_s) / steps)
+    return max(1e-9, (seconds - prefill.seconds(prompt_tokens)) / steps)
+
+
+class PassCost:
+    """Seconds of one forward pass: a fixed cost per pass (launches, the vision tower's setup,
+    Python) plus its tokens at a throughput."""
+
+    def __init__(self, pass_s: float, tokens_per_s: float):
+        self.pass_s, self.tokens_per_s = pass_s, tokens_per_s
+
+    @staticmethod
+    def fit(small: tuple[int, float], large: tuple[int, float]) -> "PassCost":
+        """From (tokens, seconds) of a small and a large pass; a non-increasing pair (noise)
+        falls back to the large pass's mean rate with no fixed cost."""
+        (tokens_a, seconds_a), (tokens_b, seconds_b) = small, large
+        if tokens_b <= tokens_a or seconds_b <= seconds_a:
+            return PassCost(0.0, tokens_b / seconds_b)
+        per_token = (seconds_b - seconds_a) / (tokens_b - tokens_a)
+        return PassCost(max(0.0, seconds_a - tokens_a * per_token), 1.0 / per_token)
+
+    def seconds(self, tokens: float) -> float:
+        return self.pass_s + tokens / self.tokens_per_s
 
 
 def _encoded(processor, prompts: list[Prompt], answers: list[str] | None = None):
@@ -61,8 +85,9 @@ def _encoded(processor, prompts: list[Prompt], answers: list[str] | None = None)
     return batch
 
 
-def forward_rates(model, processor, prompts: list[Prompt], answers: list[str]) -> tuple[float, float]:
-    """(no-grad forward tokens/s, forward + backward tokens/s) of the log-prob path."""
+def pass_seconds(model, processor, prompts: list[Prompt], answers: list[str]) -> tuple[int, float, float]:
+    """(tokens, no-grad forward seconds, forward + backward seconds) of the log-prob path on
+    one batch of `prompts` with `answers`."""
     encoded = _encoded(processor, prompts, answers)
     labels = encoded.pop("labels_").to(model_device(model))
     batch = to_device(encoded, model_device(model), model_dtype(model))
@@ -80,7 +105,15 @@ def forward_rates(model, processor, prompts: list[Prompt], answers: list[str]) -
     model.train()
     forward_s, _ = _best_seconds(forward)
     train_s, _ = _best_seconds(train)
-    return tokens / forward_s, tokens / train_s
+    return tokens, forward_s, train_s
+
+
+def forward_costs(model, processor, prompts: list[Prompt], answers: list[str]) -> tuple[PassCost, PassCost]:
+    """(no-grad forward, forward + backward) costs, fitted on passes of PASS_SIZES sequences."""
+    small, large = (pass_seconds(model, processor, [prompts[i % len(prompts)] for i in range(n)],
+                                 [answers[i % len(answers)] for i in range(n)]) for n in PASS_SIZES)
+    return (PassCost.fit((small[0], small[1]), (large[0], large[1])),
+            PassCost.fit((small[0], small[2]), (large[0], large[2])))
 
 
 def optimizer_step_seconds(model) -> float:
@@ -133,29 +166,42 @@ def _phases(method: str) -> tuple[str, ...]:
     return arm_class(method).phases
 
 
-def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 8) -> Calibration:
-    """Throughputs of `model` (the recipe's base + LoRA) on the recipe's first task's prompts."""
-    from lite_cpt.tasks.base import build_task
+def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 8, task=None,
+                        samples=None, data_rates: bool = True) -> Calibration:
+    """Throughputs of `model` (the recipe's base + LoRA) on the recipe's first task's prompts,
+    or on `samples` of `task` when given. `data_rates`: also the rates that depend on the data
+    (mean prompt and answer lengths, the SFT phase's and the evaluation's own rates); leave it
+    off for synthetic prompts, whose lengths are not the recipe's."""
+    if task is None:
+        from lite_cpt.tasks.base import build_task
 
-    task = build_task(recipe.tasks[0], recipe.data.root, recipe.seed)
-    samples = task.load(recipe.tasks[0].source.test_split, prompts)
+        task = build_task(recipe.tasks[0], recipe.data.root, recipe.seed)
+        split = recipe.tasks[0].source.test_split
+        samples, eval_samples = task.load(split, prompts), task.load(split, recipe.evaluation.generation.batch_size)
+    else:
+        samples, eval_samples = samples[:prompts], samples[: recipe.evaluation.generation.batch_size]
     batch = [Prompt(task.prompt(s), s.images, s.id) for s in samples]
-    prefill, train = forward_rates(model, processor, batch, [task.target(s) for s in samples])
+    answers = [task.target(s) for s in samples]
+    prefill, train = forward_costs(model, processor, batch, answers)
     small, large = CALL_SIZES
     step_small = decode_step_seconds(model, processor, batch, small, new_tokens, prefill)
     step_large = decode_step_seconds(model, processor, batch, large, new_tokens, prefill)
     per_sequence = max(0.0, (step_large - step_small) / (large - small))
-    prompt_len, answer_len = data_lengths(processor, batch, [task.target(s) for s in samples])
-    eval_samples = task.load(recipe.tasks[0].source.test_split, recipe.evaluation.generation.batch_size)
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
+    data: dict = {}
+    if data_rates:
+        prompt_len, answer_len = data_lengths(processor, batch, answers)
+        data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
+                    sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, samples, task),
+                    eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task))
+    weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
         decode_step_s=max(1e-9, step_small - small * per_sequence), decode_s_per_sequence=per_sequence,
-        prefill_tokens_per_s=prefill, train_tokens_per_s=train, optimizer_step_s=optimizer_step_seconds(model),
-        source=f"measured by lite-cpt bench gpu on {name}", prompt_tokens=prompt_len, answer_tokens=answer_len,
-        sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, samples, task),
-        eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task),
+        prefill_tokens_per_s=prefill.tokens_per_s, train_tokens_per_s=train.tokens_per_s,
+        optimizer_step_s=optimizer_step_seconds(model), prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
+        source=f"measured by lite-cpt bench gpu on {name}{weights}", **data,
     )
 
 

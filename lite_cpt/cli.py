@@ -417,14 +417,27 @@ def bench_kernels_command(
 @user_errors
 def bench_step_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
-    model: str = typer.Option("7b", help="Architecture to build with random weights: 7b or 3b."),
-    group_size: int = typer.Option(8, help="Rollouts per prompt (G)."),
+    model: str = typer.Option("7b", help="Architecture with random weights: 7b, 3b, or tiny (runs on a CPU: "
+                                         "times, no peaks)."),
+    group_size: Optional[int] = typer.Option(None, help="Rollouts per prompt (G); default 8 (tiny: its own)."),
+    prompt_tokens: Optional[int] = typer.Option(None, help="Prompt length in tokens, image included; default 1024 (tiny: its own)."),
+    image_tokens: Optional[int] = typer.Option(None, help="Image tokens per prompt (a square number); default 256 (tiny: its own)."),
+    answer_tokens: Optional[int] = typer.Option(None, help="SFT answer and rollout length (max_new_tokens); default 512 (tiny: its own)."),
+    micro_batch_size: Optional[int] = typer.Option(None, help="Sequences per forward/backward; default 1 (tiny: its own)."),
+    eval_batch: Optional[int] = typer.Option(None, help="Prompts per evaluation generate call; default 16 (tiny: its own)."),
 ):
-    """Measure real peak memory of one SFT and one GRPO step on 7B shapes (CUDA), vs the plan."""
-    from lite_cpt.bench_step import bench_step
+    """Run one SFT step, rollouts, log-prob passes, a GRPO update and an evaluation call with
+    the run's own functions on random 7B weights (CUDA): peaks vs the plan, and throughputs.
+
+    Example:  lite-cpt bench step --json step.json --group-size 5
+    """
+    from lite_cpt.bench_step import bench_shapes, bench_step
     from lite_cpt.cli_render import render_bench_step
 
-    render_bench_step(bench_step(json_path=json_path, model=model, group_size=group_size), console)
+    given = dict(group_size=group_size, prompt_tokens=prompt_tokens, image_tokens=image_tokens,
+                 answer_tokens=answer_tokens, micro_batch_size=micro_batch_size, eval_batch=eval_batch)
+    shapes = bench_shapes(model, **{name: value for name, value in given.items() if value is not None})
+    render_bench_step(bench_step(json_path=json_path, model=model, shapes=shapes), console)
 
 
 @bench_app.command("gpu")

@@ -116,25 +116,28 @@ def _fmt(value: float | None) -> str:
 
 
 def render_bench_step(result: dict, console) -> None:
-    """`lite-cpt bench step`: measured vs planned GiB per phase, fused vs naive log-prob."""
+    """`lite-cpt bench step`: measured vs planned GiB and seconds per phase, then throughputs."""
     from rich.table import Table
 
     shapes = result["shapes"]
     table = Table(title=(
-        f"{result['model']} (random weights, NF4 + LoRA r={shapes['lora_r']}) on {result['device']}: "
+        f"{result['model']} (random weights, {result['weights']}, LoRA r={shapes['lora_r']}) on {result['device']}: "
         f"G={shapes['group_size']}, prompt {shapes['prompt_tokens']} incl. {shapes['image_tokens']} image "
-        f"tokens, answers {shapes['answer_tokens']}"
+        f"tokens, answers {shapes['answer_tokens']}, micro-batch {shapes['micro_batch_size']}, "
+        f"evaluation {shapes['eval_batch']} prompts per call"
     ))
-    for column in ("phase", "measured GiB", "planned GiB", "planned/measured", "naive measured", "naive planned",
-                   "seconds"):
+    for column in ("phase", "measured GiB", "planned GiB", "planned/measured", "naive planned", "seconds"):
         table.add_column(column, justify="right" if column != "phase" else "left")
     for phase, row in result["phases"].items():
-        ratio = row.get("planned_over_measured")
-        table.add_row(phase, _fmt(row["measured_gb"]), _fmt(row["planned_gb"]), _fmt(ratio),
-                      _fmt(row.get("naive_measured_gb")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
+        table.add_row(phase, row.get("error") or _fmt(row["measured_gb"]), _fmt(row["planned_gb"]),
+                      _fmt(row.get("planned_over_measured")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
     console.print(table)
     console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
-                  "(without CUDA context and allocator slack).")
+                  "(without CUDA context and allocator slack); none on a CPU.")
+    rates = result["throughput"]
+    console.print("throughput: " + ", ".join(
+        f"{name.replace('_per_s', '').replace('_', ' ')} " + ("-" if value is None else f"{value:,.1f}/s")
+        for name, value in rates.items()))
 
 
 def render_bench_update(result: dict, console) -> None:

@@ -267,13 +267,9 @@ def test_bench_plan_uses_the_seven_b_shapes():
     from lite_cpt.bench_step import bench_recipe, planned
 
     estimate = planned(bench_recipe("7b"))
-    assert set(estimate) == {"sft_step", "rollout", "logprob_pass", "grpo_step"}
+    assert set(estimate) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
     assert 8 < estimate["sft_step"]["allocated_gb"] < 12
     assert estimate["sft_step"]["naive_allocated_gb"] > estimate["sft_step"]["allocated_gb"]
-
-
-def _measure(fn):
-    return fn(), 0.0, 0.0
 
 
 @pytest.fixture
@@ -285,47 +281,76 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_bench_phases_run_on_a_tiny_model_on_cpu(one_thread):
-    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs, run_step_phases
-    from lite_cpt.planner import hf_config_from_shape
+def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
+    """Every measured phase is the run's own function (spied on), on prompts of the asked
+    length and rollouts of the full answer length, with every rollout trained."""
+    import lite_cpt.evaluate
+    import lite_cpt.rft
+    import lite_cpt.sft
+    from lite_cpt.bench_step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
 
-    config = hf_config_from_shape(TEST_SHAPE)
-    model = build_random_model(config, device="cpu", quantize=False, lora_r=4, lora_alpha=8, dtype=torch.float32)
-    inputs = bench_inputs(config, prompt_tokens=20, image_tokens=4, device="cpu", dtype=torch.float32)
-    assert int((inputs["input_ids"] == config.image_token_id).sum()) == 4
-    results = run_step_phases(model, inputs, group_size=4, answer_tokens=5, micro_batch_size=2,
-                              chunks={"sft_step": 100, "grpo_step": 100}, measure=_measure, naive=False)
-    assert set(results) == {"sft_step", "rollout", "logprob_pass", "grpo_step"}
-    sequences = torch.cat([inputs["input_ids"], inputs["input_ids"][:, :5]], dim=1)
-    batch = {**inputs, "input_ids": sequences, "attention_mask": torch.ones_like(sequences)}
-    with torch.no_grad():
-        fused = completion_logprobs(model, batch, 20, chunk=100, naive=False)
-        naive = completion_logprobs(model, batch, 20, chunk=None, naive=True, all_positions=True)
-    assert fused.shape == (1, 5)
-    torch.testing.assert_close(fused, naive, atol=1e-4, rtol=0)
+    calls: dict[str, list] = {}
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            result = real(*args, **kwargs)
+            calls.setdefault(name, []).append(result)
+            return result
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((lite_cpt.sft, "train_sft"), (lite_cpt.rft, "generate_rollouts"),
+                         (lite_cpt.rft, "prepare_mini_batches"), (lite_cpt.rft, "policy_update"),
+                         (lite_cpt.evaluate, "evaluate_sets")):
+        spy(module, name)
+    setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))
+    results = run_bench_phases(setup, cpu_measure)
+    assert set(results) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
+    assert {name: len(made) for name, made in calls.items()} == {
+        "train_sft": 2, "generate_rollouts": 2, "prepare_mini_batches": 2, "policy_update": 1, "evaluate_sets": 1}
+    rollouts = calls["generate_rollouts"][-1]
+    assert rollouts.rewards.numel() == 4 and len(set(rollouts.rewards.tolist())) > 1  # the group has variance
+    assert results["rollout"]["tokens"] == rollouts.generated_tokens > 0
+    assert calls["policy_update"][0]["updated"] and results["grpo_step"]["tokens"] == sum(
+        len(ids) for ids in rollouts.token_ids)
+    assert results["evaluation"]["prompts"] == 3
+    from lite_cpt.batching import encode_prompts
+
+    lengths = [int(encode_prompts(setup.processor, [e.prompt(cot=True)])["attention_mask"].sum())
+               for e in setup.examples]
+    assert all(90 <= n <= 96 for n in lengths), lengths  # about the asked length, never over it
 
 
 def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    from lite_cpt.bench_step import bench_inputs, build_random_model, completion_logprobs
-    from lite_cpt.planner import hf_config_from_shape
+    from lite_cpt.batching import encode_sft, to_device
+    from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
+    from lite_cpt.logprob import token_logprobs
 
-    config = hf_config_from_shape(TEST_SHAPE)
+    processor = bench_processor(4)
+    config = bench_config(dataclasses.replace(TEST_SHAPE, vocab=1024), processor)
     plain = build_random_model(config, device="cpu", quantize=False, lora_r=4, gradient_checkpointing=False)
     nf4 = build_random_model(config, device="cpu", quantize=True, lora_r=4, gradient_checkpointing=False)
     modules = dict(nf4.named_modules())
     base = modules["base_model.model.model.language_model.layers.1.mlp.down_proj"].base_layer
     assert isinstance(base, bnb.nn.Linear4bit) and base.weight.quant_type == "nf4"
     assert not isinstance(modules["base_model.model.model.visual.blocks.0.mlp.down_proj"], bnb.nn.Linear4bit)
-    inputs = bench_inputs(config, prompt_tokens=20, image_tokens=4, device="cpu")
+    from PIL import Image
+
+    from lite_cpt.batching import Prompt
+
+    batch, labels = encode_sft(processor, [Prompt("what is it", (Image.new("RGB", (56, 56), "red"),), "x")],
+                               ["a red square"], max_prompt_tokens=256, max_answer_tokens=16)
     with torch.no_grad():
-        reference = completion_logprobs(plain, inputs, 10, chunk=None, naive=False)
-        quantised = completion_logprobs(nf4, inputs, 10, chunk=None, naive=False)
+        reference = token_logprobs(plain, to_device(batch, "cpu", torch.bfloat16), labels)
+        quantised = token_logprobs(nf4, to_device(batch, "cpu", torch.bfloat16), labels)
     # Same seed, same weights up to NF4 rounding: the log-probs agree closely, not exactly.
-    assert not torch.equal(reference, quantised)
-    torch.testing.assert_close(quantised, reference, atol=0.2, rtol=0)
+    assert not torch.equal(reference.logp, quantised.logp)
+    torch.testing.assert_close(quantised.logp, reference.logp, atol=0.2, rtol=0)
 
 
 def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():

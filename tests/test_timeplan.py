@@ -62,8 +62,9 @@ def test_rft_arm_phases_by_hand():
     p = prompt_tokens(work)
     knobs = Knobs(4, 1024, 2)  # two prompts (8 sequences) per generate call
     time = arm_time(work, knobs, cal, counts)
-    # updates: ceil(12 / 8) + ceil(16 / 8) = 4, so 32 prompts, 128 sequences, in 16 calls of 8.
-    rollout = 16 * (8 * p / 100 + 10 * (0.1 + 8 * 0.01))
+    # updates: ceil(12 / 8) + ceil(16 / 8) = 4, so 32 prompts, 128 sequences, in 16 calls of 8;
+    # each call prefills its 2 prompts once (their 4 samples share the prefill).
+    rollout = 16 * (2 * p / 100 + 10 * (0.1 + 8 * 0.01))
     tokens = 128 * (p + 10)
     evaluation = 2 * (2 * (4 * p / 100 + 7 * (0.1 + 4 * 0.01)) + (2 * p / 100 + 7 * (0.1 + 2 * 0.01)))  # 10 prompts
     assert time.seconds["rollout"] == pytest.approx(rollout)
@@ -71,6 +72,28 @@ def test_rft_arm_phases_by_hand():
     assert time.seconds["grpo_step"] == pytest.approx(tokens / 50 + 4 * 0.5)
     assert time.seconds["evaluation"] == pytest.approx(evaluation)
     assert time.hours == pytest.approx((rollout + tokens / 100 + tokens / 50 + 2 + evaluation) / 3600)
+
+
+def test_fixed_pass_costs_count_once_per_pass_by_hand():
+    """With a fixed cost per forward pass: one per generate call, per log-prob micro-batch and
+    pass, per training micro-batch (a fixed count, or a token budget's)."""
+    work, cal, counts = _setup("rft")
+    cal = dataclasses.replace(cal, prefill_pass_s=0.2, train_pass_s=0.3)
+    p = prompt_tokens(work)
+    tokens = 128 * (p + 10)
+    time = arm_time(work, Knobs(4, 1024, 2), cal, counts)
+    # 4 updates of 32 rollouts in micro-batches of 4: 32 micro-batches; 16 generate calls.
+    assert time.seconds["rollout"] == pytest.approx(16 * (0.2 + 2 * p / 100 + 10 * (0.1 + 8 * 0.01)))
+    assert time.seconds["logprob_pass"] == pytest.approx(tokens / 100 + 32 * 0.2)
+    assert time.seconds["grpo_step"] == pytest.approx(tokens / 50 + 32 * 0.3 + 4 * 0.5)
+    budget = Knobs(4, 1024, 2, micro_batch_tokens=int(16 * (p + 10)))  # 16 rollouts per micro-batch
+    packed = arm_time(work, budget, cal, counts)
+    assert packed.seconds["grpo_step"] == pytest.approx(tokens / 50 + 8 * 0.3 + 4 * 0.5)
+    work, cal, counts = _setup("sft")
+    cal = dataclasses.replace(cal, train_pass_s=0.3)
+    sft = arm_time(work, Knobs(2, 1024, 1), cal, counts)
+    # 7 steps of 4 rows in micro-batches of 2: 14 training passes.
+    assert sft.seconds["sft_step"] == pytest.approx(28 * (prompt_tokens(work) + 6) / 50 + 14 * 0.3 + 7 * 0.5)
 
 
 def test_sft_and_joint_arms_by_hand():
@@ -131,11 +154,12 @@ def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
     assert data["time"]["arms"]["rft"]["hours"] == pytest.approx(fast.arms["rft"].time.hours, abs=1e-3)
 
 
-def test_seven_task_recipe_rft_arm_within_a_day_on_24_gb():
+def test_seven_task_recipe_rft_arm_within_a_day_and_sft_arm_within_4_hours_on_24_gb():
     result = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24)
     data = result.to_json()
     assert data["fits"]
     assert data["time"]["arms"]["rft"]["hours"] <= 24
+    assert data["time"]["arms"]["sft"]["hours"] <= 4
     for task in load_recipe("recipes/seven_tasks.yaml", [], check_data=False).tasks:
         assert task.train_size >= 1000 and task.test_size >= 500
 
@@ -160,10 +184,16 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["kernels"]["results"] and "skipped" in data["step"]
+    assert data["kernels"]["results"]
+    step = data["step"]  # the step bench at the tiny shape: every phase timed, no device peak on a CPU
+    assert step["model"] == "tiny" and set(step["phases"]) == {"sft_step", "rollout", "logprob_pass", "grpo_step",
+                                                                 "evaluation"}
+    assert all(row["seconds"] > 0 and row["measured_gb"] is None for row in step["phases"].values())
+    assert all(rate > 0 for rate in step["throughput"].values())
     cal = load_calibration(out)
     assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
     assert cal.decode_step_s > 0 and cal.decode_s_per_sequence >= 0
+    assert cal.prefill_pass_s >= 0 and cal.train_pass_s >= 0
     assert 0 < cal.answer_tokens < cal.prompt_tokens  # the tiny data's own lengths
     work = workload_of(recipe_from_dict(RECIPE), recipe_from_dict(RECIPE).arms[0])
     assert prompt_tokens(work, cal) == min(work.prompt_tokens, cal.prompt_tokens) != prompt_tokens(work)

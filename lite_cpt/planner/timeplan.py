@@ -4,14 +4,17 @@ figures of the GPU (a calibration).
 Every phase is a count of work times a measured (or default) rate:
 
     rollout        calls · (prefill + decode);  calls = ceil(sequences / sequences_per_call)
-                   prefill = call_sequences · prompt_tokens / prefill_tokens_per_s
+                   prefill = prefill_pass_s + call_prompts · prompt_tokens / prefill_tokens_per_s
+                   (each prompt once: its G samples share its prefill)
                    decode  = new_tokens · (decode_step_s + call_sequences · decode_s_per_sequence)
     rif_rollout    the same, K sequences for each training row (offline filtering, once per task)
-    logprob_pass   sequences · (prompt + new) tokens · passes / prefill_tokens_per_s
+    logprob_pass   (sequences · (prompt + new) tokens / prefill_tokens_per_s
+                   + micro-batches · prefill_pass_s) · passes
                    (passes: the reference when the KL is on, the old policy when inner_epochs > 1)
-    grpo_step      sequences · (prompt + new) tokens · inner_epochs / train_tokens_per_s
-                   + updates · inner_epochs · optimizer_step_s
-    sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s + steps · optimizer_step_s
+    grpo_step      (sequences · (prompt + new) tokens / train_tokens_per_s
+                   + micro-batches · train_pass_s + updates · optimizer_step_s) · inner_epochs
+    sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s
+                   + steps · (micro-batches per step · train_pass_s + optimizer_step_s)
                    (or / sft_tokens_per_s, the measured rate of the run's SFT phase on this model)
     evaluation     (tasks trained, or 1 for a joint arm) · evaluation prompts, greedy, as rollout
                    with `evaluation_steps` decode steps per call (or / eval_prompts_per_s, the
@@ -67,6 +70,11 @@ class Calibration:
     # per-token figures above, which leave those costs out.
     sft_tokens_per_s: float | None = None
     eval_prompts_per_s: float | None = None
+    # Fixed seconds of one no-grad forward pass (a prefill, a log-prob pass) and of one
+    # forward + backward pass, whatever their size: launches, the vision tower's setup, Python.
+    # Small models and small passes are dominated by them. Not scaled with the parameter count.
+    prefill_pass_s: float = 0.0
+    train_pass_s: float = 0.0
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
@@ -192,14 +200,26 @@ def answer_tokens(work: Workload, cal: Calibration | None = None) -> float:
 # Seconds per phase
 
 
-def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, prompt: int, new_tokens: int) -> float:
-    """`sequences` generated in calls of `per_call`, each call decoding `new_tokens` steps."""
+def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, prompt: int, new_tokens: int,
+                       group_size: int = 1) -> float:
+    """`sequences` generated in calls of `per_call`, each call decoding `new_tokens` steps; the
+    `group_size` samples of a prompt share one prefill of it."""
     if sequences <= 0:
         return 0.0
     full, rest = divmod(sequences, per_call)
     calls = [per_call] * full + ([rest] if rest else [])
-    return sum(b * prompt / cal.prefill_tokens_per_s + new_tokens * (cal.decode_step_s + b * cal.decode_s_per_sequence)
-               for b in calls)
+    return sum(cal.prefill_pass_s + math.ceil(b / group_size) * prompt / cal.prefill_tokens_per_s
+               + new_tokens * (cal.decode_step_s + b * cal.decode_s_per_sequence) for b in calls)
+
+
+def micro_batch_count(sequences: int, length: float, knobs: Knobs) -> int:
+    """Micro-batches of `sequences` of about `length` tokens: by the knobs' token budget, or
+    their fixed count."""
+    if knobs.micro_batch_tokens:
+        per = max(1, min(knobs.packed_sequences or sequences, int(knobs.micro_batch_tokens // max(1.0, length))))
+    else:
+        per = max(1, knobs.micro_batch_size)
+    return math.ceil(sequences / per)
 
 
 def training_phases(counts: Counts) -> list[TaskCounts] | None:
@@ -226,18 +246,20 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
-    out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt, new_tokens=new)}
+    out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt, new_tokens=new,
+                                         group_size=g)}
     if counts.remax:  # one greedy baseline answer per prompt
         out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt, new_tokens=new)
     if counts.rif:
         k = work.rif_rollouts
         out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=max(1, knobs.rollout_batch_size) * k,
-                                                prompt=prompt, new_tokens=new)
+                                                prompt=prompt, new_tokens=new, group_size=k)
     tokens = prompts * g * (prompt + new)
     passes = int(counts.kl) + int(counts.inner_epochs > 1)
-    out["logprob_pass"] = tokens * passes / cal.prefill_tokens_per_s
-    out["grpo_step"] = (tokens * counts.inner_epochs / cal.train_tokens_per_s
-                        + updates * counts.inner_epochs * cal.optimizer_step_s)
+    micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + new, knobs)
+    out["logprob_pass"] = (tokens / cal.prefill_tokens_per_s + micro * cal.prefill_pass_s) * passes
+    out["grpo_step"] = (tokens / cal.train_tokens_per_s + micro * cal.train_pass_s
+                        + updates * cal.optimizer_step_s) * counts.inner_epochs
     return out
 
 
@@ -246,12 +268,14 @@ def measured_here(work: Workload, cal: Calibration) -> bool:
     return cal.model == work.shape.name
 
 
-def sft_seconds(work: Workload, cal: Calibration, task: TaskCounts) -> dict[str, float]:
+def sft_seconds(work: Workload, knobs: Knobs, cal: Calibration, task: TaskCounts) -> dict[str, float]:
     steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
-    tokens = task.train_rows * task.epochs * (prompt_tokens(work, cal) + answer_tokens(work, cal))
+    length = prompt_tokens(work, cal) + answer_tokens(work, cal)
+    tokens = task.train_rows * task.epochs * length
     if cal.sft_tokens_per_s and measured_here(work, cal):
         return {"sft_step": tokens / cal.sft_tokens_per_s}
-    return {"sft_step": tokens / cal.train_tokens_per_s + steps * cal.optimizer_step_s}
+    micro = micro_batch_count(work.batch_size, length, knobs)
+    return {"sft_step": tokens / cal.train_tokens_per_s + steps * (micro * cal.train_pass_s + cal.optimizer_step_s)}
 
 
 #: Decode steps of a generate call whose answers are short (option letters, numbers, VQA answers
@@ -297,7 +321,7 @@ def phase_predictions(work: Workload, knobs: Knobs, cal: Calibration, counts: Co
         return None
     out = []
     for task in phases:
-        train = rl_seconds(work, knobs, cal, counts, task) if work.is_rft else sft_seconds(work, cal, task)
+        train = rl_seconds(work, knobs, cal, counts, task) if work.is_rft else sft_seconds(work, knobs, cal, task)
         out.append({"task": task.name, **train, "evaluation": evaluation})
     return out
 
