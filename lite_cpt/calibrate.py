@@ -148,6 +148,41 @@ def sft_tokens_per_s(recipe, model, processor, samples, task, steps: int = 2) ->
     return tokens * steps / seconds
 
 
+def rl_rates(recipe, model, processor, samples, task) -> dict:
+    """Seconds per rollout of `generate_rollouts` and per rollout and no-grad pass of
+    `prepare_mini_batches` (encoding and the old/reference passes), the run's own rollout and
+    log-prob phases, on one update's prompts at the first RL arm's settings, with the settings
+    they were measured at ([G, max_new_tokens, prompts per generate call]): the plan uses them
+    for arms with the same settings on this model. Empty without an RL arm. Run last: it holds
+    the KL reference adapter on the model."""
+    from lite_cpt.phase import examples_of
+    from lite_cpt.planner import resolve_knobs
+    from lite_cpt.reference_adapter import hold_reference
+    from lite_cpt.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
+
+    arm = next((a for a in recipe.arms if "rollout" in _phases(a.method)), None)
+    if arm is None:
+        return {}
+    rft, knobs = arm.rft, resolve_knobs(recipe, arm.name)
+    examples = examples_of(task, samples)
+    examples = (examples * -(-rft.prompts_per_step // len(examples)))[: rft.prompts_per_step]
+    seconds, rollouts = _best_seconds(lambda: generate_rollouts(
+        model, processor, examples, rft, group_size=rft.group_size, generator_seed=0,
+        rollout_batch_size=knobs.rollout_batch_size), repeats=2)
+    rows = list(range(len(rollouts.token_ids)))
+    rates = {"rollout_s_per_sequence": seconds / len(rows),
+             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)]}
+    passes = int(rft.kl and rft.kl_beta > 0) + int(steps_per_rollout(rft) > 1)
+    if passes:
+        if rft.kl and rft.kl_reference == "previous_task":
+            hold_reference(model)
+        advantages = compute_advantages(rollouts, rft)
+        seconds, _ = _best_seconds(lambda: prepare_mini_batches(model, processor, rollouts, rows, advantages, rft,
+                                                                knobs), repeats=2)
+        rates["logprob_s_per_sequence"] = seconds / len(rows) / passes
+    return rates
+
+
 def eval_prompts_per_s(recipe, model, processor, samples, task) -> float:
     """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, on `samples` at
     the recipe's generation settings (answers of the model's own length, scoring included),
@@ -195,12 +230,15 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
         data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
                     sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, samples, task),
                     eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task))
+    optimizer_s = optimizer_step_seconds(model)
+    if data_rates:
+        data.update(rl_rates(recipe, model, processor, samples, task))
     weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
         decode_step_s=max(1e-9, step_small - small * per_sequence), decode_s_per_sequence=per_sequence,
         prefill_tokens_per_s=prefill.tokens_per_s, train_tokens_per_s=train.tokens_per_s,
-        optimizer_step_s=optimizer_step_seconds(model), prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
+        optimizer_step_s=optimizer_s, prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
         source=f"measured by lite-cpt bench gpu on {name}{weights}", **data,
     )
 

@@ -96,6 +96,23 @@ def test_fixed_pass_costs_count_once_per_pass_by_hand():
     assert sft.seconds["sft_step"] == pytest.approx(28 * (prompt_tokens(work) + 6) / 50 + 14 * 0.3 + 7 * 0.5)
 
 
+def test_measured_rollout_and_logprob_rates_apply_only_at_their_settings():
+    """Seconds per rollout (and per rollout and pass) measured by the run's own phases replace the
+    generation and prefill model for arms of the same model, G, length and call size only."""
+    work, cal, counts = _setup("rft")
+    rates = dataclasses.replace(cal, rollout_s_per_sequence=0.05, logprob_s_per_sequence=0.02,
+                                rl_measured_at=[4, 10, 2])
+    modelled = arm_time(work, Knobs(4, 1024, 2), cal, counts)
+    measured = arm_time(work, Knobs(4, 1024, 2), rates, counts)
+    assert measured.seconds["rollout"] == pytest.approx(128 * 0.05)  # 128 rollouts
+    assert measured.seconds["logprob_pass"] == pytest.approx(128 * 1 * 0.02)  # one pass: the KL reference
+    assert measured.seconds["grpo_step"] == pytest.approx(modelled.seconds["grpo_step"])
+    other_call = arm_time(work, Knobs(4, 1024, 1), rates, counts)  # one prompt per generate call
+    assert other_call.seconds["rollout"] == pytest.approx(arm_time(work, Knobs(4, 1024, 1), cal, counts).seconds["rollout"])
+    elsewhere = dataclasses.replace(rates, model="another model")
+    assert arm_time(work, Knobs(4, 1024, 2), elsewhere, counts).seconds["logprob_pass"] != pytest.approx(128 * 0.02)
+
+
 def test_sft_and_joint_arms_by_hand():
     work, cal, counts = _setup("sft")
     p = prompt_tokens(work)
@@ -194,6 +211,8 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
     assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
     assert cal.decode_step_s > 0 and cal.decode_s_per_sequence >= 0
     assert cal.prefill_pass_s >= 0 and cal.train_pass_s >= 0
+    # the run's rollout and log-prob phases at the rft arm's G, length and call size (all 8 prompts on a CPU)
+    assert cal.rl_measured_at == [4, 10, 8] and cal.rollout_s_per_sequence > 0 and cal.logprob_s_per_sequence > 0
     assert 0 < cal.answer_tokens < cal.prompt_tokens  # the tiny data's own lengths
     work = workload_of(recipe_from_dict(RECIPE), recipe_from_dict(RECIPE).arms[0])
     assert prompt_tokens(work, cal) == min(work.prompt_tokens, cal.prompt_tokens) != prompt_tokens(work)

@@ -11,6 +11,8 @@ Every phase is a count of work times a measured (or default) rate:
     logprob_pass   (sequences · (prompt + new) tokens / prefill_tokens_per_s
                    + micro-batches · prefill_pass_s) · passes
                    (passes: the reference when the KL is on, the old policy when inner_epochs > 1)
+    (rollout and logprob_pass: sequences · the measured seconds per rollout (and pass) of the
+    run's own phases, when the calibration measured them on this model at the arm's settings)
     grpo_step      (sequences · (prompt + new) tokens / train_tokens_per_s
                    + micro-batches · train_pass_s + updates · optimizer_step_s) · inner_epochs
     sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s
@@ -75,6 +77,13 @@ class Calibration:
     # Small models and small passes are dominated by them. Not scaled with the parameter count.
     prefill_pass_s: float = 0.0
     train_pass_s: float = 0.0
+    # Rates of the run's own rollout and log-prob phases on the calibrated recipe's model and
+    # data (seconds per rollout; per rollout and no-grad pass, encoding included), measured at
+    # the settings `rl_measured_at` = [G, max_new_tokens, prompts per generate call]: used for
+    # that model's arms with those settings instead of the generation and prefill model above.
+    rollout_s_per_sequence: float | None = None
+    logprob_s_per_sequence: float | None = None
+    rl_measured_at: list[int] | None = None
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
@@ -246,8 +255,12 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
-    out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt, new_tokens=new,
-                                         group_size=g)}
+    measured = rl_measured_here(work, knobs, cal)
+    if measured and cal.rollout_s_per_sequence:
+        out = {"rollout": prompts * g * cal.rollout_s_per_sequence}
+    else:
+        out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt,
+                                             new_tokens=new, group_size=g)}
     if counts.remax:  # one greedy baseline answer per prompt
         out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt, new_tokens=new)
     if counts.rif:
@@ -257,10 +270,20 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     tokens = prompts * g * (prompt + new)
     passes = int(counts.kl) + int(counts.inner_epochs > 1)
     micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + new, knobs)
-    out["logprob_pass"] = (tokens / cal.prefill_tokens_per_s + micro * cal.prefill_pass_s) * passes
+    if measured and cal.logprob_s_per_sequence:
+        out["logprob_pass"] = prompts * g * passes * cal.logprob_s_per_sequence
+    else:
+        out["logprob_pass"] = (tokens / cal.prefill_tokens_per_s + micro * cal.prefill_pass_s) * passes
     out["grpo_step"] = (tokens / cal.train_tokens_per_s + micro * cal.train_pass_s
                         + updates * cal.optimizer_step_s) * counts.inner_epochs
     return out
+
+
+def rl_measured_here(work: Workload, knobs: Knobs, cal: Calibration) -> bool:
+    """Whether `cal` measured the run's rollout and log-prob phases on this model at this arm's
+    G, max_new_tokens and prompts per generate call."""
+    settings = [work.group_size, work.new_tokens, max(1, knobs.rollout_batch_size)]
+    return measured_here(work, cal) and cal.rl_measured_at is not None and list(cal.rl_measured_at) == settings
 
 
 def measured_here(work: Workload, cal: Calibration) -> bool:
