@@ -446,9 +446,10 @@ def bench_gpu_command(
     json_path: Path = typer.Option(..., "--json", help="Write every result (and the calibration) to this JSON file."),
     recipe: Path = typer.Option(Path("recipes/tiny.yaml"), help="Recipe whose model is calibrated."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
-    tiny: bool = typer.Option(False, "--tiny", help="A small kernel shape (a quick CPU run)."),
+    tiny: bool = typer.Option(False, "--tiny", help="Small shapes: a kernel shape and the step bench at the tiny "
+                                                    "model's shape (a quick CPU run)."),
 ):
-    """Kernel bench, step bench (CUDA) and throughput calibration in one call.
+    """Kernel bench, step bench and throughput calibration in one call.
 
     Example:  lite-cpt bench gpu --json gpu.json --recipe recipes/seven_tasks.yaml &&
     lite-cpt plan recipes/seven_tasks.yaml --calibration gpu.json
@@ -456,7 +457,11 @@ def bench_gpu_command(
     from lite_cpt.bench_gpu import bench_gpu
     from lite_cpt.recipe import load_recipe
 
+    from lite_cpt.cli_render import render_bench_step
+
     result = bench_gpu(load_recipe(recipe, overrides, check_data=False), json_path, tiny=tiny)
+    if "phases" in result["step"]:
+        render_bench_step(result["step"], console)
     cal = result["calibration"]
     console.print(f"calibration on {cal['device']}: decode {cal['decode_step_s'] * 1e3:.2f} ms/step + "
                   f"{cal['decode_s_per_sequence'] * 1e3:.3f} ms/sequence, prefill {cal['prefill_tokens_per_s']:,.0f} "
