@@ -353,32 +353,51 @@ def plan(
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="Throughputs measured by `lite-cpt bench gpu --json F` (default: a reference 24 GB card)."),
+    hours: Optional[float] = typer.Option(
+        None, "--hours", help="Also say how many training rows per task fit each arm (or --arm) into this many hours."),
+    arms: Optional[list[str]] = typer.Option(None, "--arm", help="With --hours: the arm (repeatable; default all)."),
 ):
     """Estimate peak GPU memory and wall time per phase and arm; pick micro-batch / chunk sizes that fit.
 
     Exits 1 when the recipe does not fit.
 
-    Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24 --calibration bench.json
+    Example:  lite-cpt plan recipes/seven_tasks.yaml --gpu-gb 24 --calibration bench.json --hours 12 --arm rft
     """
-    raise typer.Exit(plan_recipe_file(recipe, recipe_overrides(positional, overrides), gpu_gb, as_json, calibration))
+    raise typer.Exit(plan_recipe_file(recipe, recipe_overrides(positional, overrides), gpu_gb, as_json, calibration,
+                                      hours=hours, arms=arms))
 
 
 def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_json: bool,
-                     calibration: Path | None = None) -> int:
+                     calibration: Path | None = None, *, hours: float | None = None,
+                     arms: list[str] | None = None) -> int:
     """`lite-cpt plan`: load a recipe, print its plan (table or JSON); exit code 1 if it won't fit."""
     import json
 
-    from lite_cpt.cli_render import render_plan
+    from lite_cpt.cli_render import render_budgets, render_plan
     from lite_cpt.planner import plan as plan_recipe
     from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.recipe import load_recipe
 
     cal = load_calibration(calibration) if calibration else None
-    result = plan_recipe(load_recipe(path, overrides or [], check_data=False), gpu_gb, calibration=cal)
+    recipe = load_recipe(path, overrides or [], check_data=False)
+    result = plan_recipe(recipe, gpu_gb, calibration=cal)
+    budgets = []
+    if hours is not None:
+        from lite_cpt.planner.budget import rows_for_hours
+
+        known = [arm.name for arm in recipe.arms]
+        unknown = [name for name in arms or [] if name not in known]
+        if unknown:
+            raise UserError(f"unknown arm {', '.join(unknown)}; allowed values: {', '.join(known)}")
+        budgets = [rows_for_hours(recipe, hours, name, gpu_gb, cal) for name in arms or known]
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        data = result.to_json()
+        if budgets:
+            data["budget"] = [budget.to_json() for budget in budgets]
+        print(json.dumps(data, indent=2))
     else:
         render_plan(result, console)
+        render_budgets(budgets, console)
     return 0 if result.fits else 1
 
 

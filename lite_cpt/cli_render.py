@@ -115,6 +115,18 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def render_budgets(budgets: list, console) -> None:
+    """`plan --hours H`: per arm, the training rows per task that fit H hours."""
+    for budget in budgets:
+        if budget.train_rows_per_task is None:
+            console.print(f"{budget.arm}: no training fits {budget.hours:g} h: its evaluations alone take "
+                          f"{budget.evaluation_hours:.1f} h (lower tasks.*.test_size or the general benchmarks' size)")
+        else:
+            console.print(f"{budget.arm}: {budget.train_rows_per_task:,} training rows per task fit {budget.hours:g} h "
+                          f"(predicted {budget.predicted_hours:.1f} h; the recipe's sizes: {budget.recipe_hours:.1f} h): "
+                          f"--set {budget.override()}")
+
+
 def render_bench_step(result: dict, console) -> None:
     """`lite-cpt bench step`: measured vs planned GiB and seconds per phase, then throughputs."""
     from rich.table import Table

@@ -3,6 +3,7 @@ prediction for the shipped seven-task recipe."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +243,31 @@ def test_evaluation_calls_last_as_long_as_their_longest_answer():
     assert time.seconds["sft_step"] == pytest.approx(28 * (prompt_tokens(sft_work, rates) + 6) / 20.0)
     assert evaluation_seconds(sft_work, rates, counts_of(recipe, sft)) == pytest.approx(10 / 4.0)
     assert time.seconds["evaluation"] == pytest.approx(2 * 10 / 4.0)
+
+
+def test_hours_budget_is_the_most_rows_per_task_that_fit():
+    """`plan --hours H`: every task at N training rows fits H, at N + 1 it does not; a budget
+    the evaluations alone exceed says so."""
+    from lite_cpt.planner.budget import arm_hours, rows_for_hours, with_rows
+
+    recipe = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    for arm, hours in (("rft", 12), ("rft", 24), ("sft", 4)):
+        budget = rows_for_hours(recipe, hours, arm, 24)
+        rows = budget.train_rows_per_task
+        assert arm_hours(with_rows(recipe, rows), arm, 24, None)[0] == pytest.approx(budget.predicted_hours)
+        assert budget.predicted_hours <= hours < arm_hours(with_rows(recipe, rows + 1), arm, 24, None)[0]
+        assert budget.override() == f"tasks.*.train_size={rows}"
+    assert rows_for_hours(recipe, 24, "rft", 24).train_rows_per_task >= 1000  # the recipe's own sizes fit a day
+    assert rows_for_hours(recipe, 12, "rft", 24).train_rows_per_task < 1000
+    tight = rows_for_hours(recipe, 1, "rft", 24)
+    assert tight.train_rows_per_task is None and tight.evaluation_hours > 1
+
+
+def test_plan_hours_on_the_command_line(capsys):
+    from lite_cpt.cli import plan_recipe_file
+
+    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True, hours=12, arms=["rft"]) == 0
+    budget = json.loads(capsys.readouterr().out)["budget"]
+    assert [b["arm"] for b in budget] == ["rft"] and budget[0]["predicted_hours"] <= 12
+    with pytest.raises(UserError, match="unknown arm nope; allowed values: sft, rft"):
+        plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True, hours=12, arms=["nope"])
