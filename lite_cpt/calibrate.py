@@ -48,9 +48,10 @@ def decode_step_seconds(model, processor, prompts: list[Prompt], sequences: int,
     batch = [prompts[i % len(prompts)] for i in range(sequences)]
 
     def call():
-        return generate_completions(model, processor, batch, Sampling(max_new_tokens=new_tokens, temperature=1.0),
-                                    prompts_per_call=sequences, generator_seed=0)
+        sampling = Sampling(max_new_tokens=new_tokens, temperature=1.0, min_new_tokens=new_tokens)
+        return generate_completions(model, processor, batch, sampling, prompts_per_call=sequences, generator_seed=0)
 
+    # Every sequence decodes exactly `new_tokens` steps: a short answer's end of turn waits.
     seconds, out = _best_seconds(call)
     steps = max(1, max(len(ids) for ids in out.token_ids))
     prompt_tokens = sum(int(m.sum()) for m in _encoded(processor, batch)["attention_mask"])
@@ -201,7 +202,7 @@ def _phases(method: str) -> tuple[str, ...]:
     return arm_class(method).phases
 
 
-def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 8, task=None,
+def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, task=None,
                         samples=None, data_rates: bool = True) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on the recipe's first task's prompts,
     or on `samples` of `task` when given. `data_rates`: also the rates that depend on the data

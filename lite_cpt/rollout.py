@@ -35,7 +35,8 @@ class Completions:
 class Sampling:
     """How answers are drawn: `group_size` per prompt, at most `max_new_tokens` each, greedy
     when `temperature` == 0 (else sampling with nucleus `top_p` and `top_k`, 0 = off); the
-    repetition penalty (1.0 = off) applies to both."""
+    repetition penalty (1.0 = off) applies to both. `min_new_tokens` holds the end of turn back
+    until that many tokens (a measurement's fixed length; 0 = off)."""
 
     group_size: int = 1
     max_new_tokens: int = 32
@@ -43,6 +44,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    min_new_tokens: int = 0
 
 
 def model_device(model) -> torch.device:
@@ -82,6 +84,8 @@ def generate_completions(
     settings = dict(sampling_settings(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty),
                     max_new_tokens=sampling.max_new_tokens, pad_token_id=stops.pad_id, eos_token_id=sorted(stops.end_ids),
                     suppress_tokens=vision_token_ids(tokenizer_of(processor)) or None)
+    if sampling.min_new_tokens:
+        settings["min_new_tokens"] = sampling.min_new_tokens
     per_prompt: list[list[list[int]]] = [[] for _ in prompts]
     calls = (fixed_calls if expand_before_prefill else length_sorted_calls)(processor, prompts, prompts_per_call,
                                                                            max_prompt_tokens)

@@ -115,6 +115,23 @@ def test_length_sorted_calls_keep_each_answer_with_its_prompt(tiny):
     assert copies.token_ids == [row for row in alone for _ in range(3)]
 
 
+def test_min_new_tokens_holds_the_end_of_turn_back(tiny):
+    """A measurement's fixed length: with min_new_tokens every answer decodes that many tokens."""
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    end, word = processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), 300
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features)
+    with torch.no_grad():  # logits that favour the end of turn first, then one ordinary token
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[end], head.bias[word] = 10.0, 5.0
+    model.lm_head = head
+    prompts = mixed_prompts()
+    free = generate_completions(model, processor, prompts, Sampling(max_new_tokens=12))
+    assert all(ids == [end] for ids in free.token_ids)  # the answers end at once on their own
+    held = generate_completions(model, processor, prompts, Sampling(max_new_tokens=12, min_new_tokens=12))
+    assert all(ids == [word] * 12 for ids in held.token_ids)
+
+
 def test_calls_group_prompts_of_similar_length(tiny):
     _, processor = tiny
     prompts = mixed_prompts() * 2
