@@ -6,10 +6,11 @@
    (`lite_cpt.bench_step`; `tiny`: the tiny shape, on a CPU times only);
 3. the calibration: throughputs measured with the run's generation, log-prob, SFT and
    evaluation functions (`lite_cpt.calibrate`), which `lite-cpt plan --calibration` and
-   `lite-cpt run --calibration` read from the same file. It measures the recipe's own model
-   when it can be loaded here (the tiny model, or a local directory); otherwise the step
-   benchmark's random-weight model of the same architecture, so a GPU without the weights
-   (or without network) still calibrates the plan.
+   `lite-cpt run --calibration` read from the same file. It measures the given recipe's own
+   model when it can be loaded here (the tiny model, or a local directory); otherwise, and
+   by default on a GPU, the step benchmark's random-weight 7B, so a GPU without the weights
+   (or without network) still calibrates the plan. Without a GPU nor a recipe, the tiny
+   recipe's model.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def loadable_here(recipe) -> bool:
     return name == "tiny" or (Path(name).expanduser() / "config.json").is_file()
 
 
-def bench_gpu(recipe, json_path: str | Path | None = None, *, tiny: bool = False) -> dict:
-    """Run the three benchmarks; `tiny` uses small shapes (CPU tests)."""
+def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = False) -> dict:
+    """Run the three benchmarks; `tiny` uses small shapes (CPU tests); `recipe`: the recipe
+    whose model to calibrate (None: see the module's docstring)."""
     from lite_cpt.bench_kernels import bench_kernels
     from lite_cpt.bench_step import bench_setup, cpu_measure, cuda_measure, run_bench_phases, step_result
     from lite_cpt.calibrate import measure_calibration
@@ -46,7 +48,11 @@ def bench_gpu(recipe, json_path: str | Path | None = None, *, tiny: bool = False
         result["step"] = step_result(setup, measured, device)
     else:
         result["step"] = {"skipped": "the step benchmark measures CUDA memory: run it on a GPU (or --tiny)"}
-    if loadable_here(recipe) or setup is None:
+    if setup is None and recipe is None:
+        from lite_cpt.recipe import load_recipe
+
+        recipe = load_recipe("recipes/tiny.yaml", [], check_data=False)
+    if recipe is not None and (setup is None or loadable_here(recipe)):
         from lite_cpt.models import add_lora, load_base
 
         setup = None  # one model on the device at a time

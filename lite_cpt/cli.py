@@ -463,22 +463,24 @@ def bench_step_command(
 @user_errors
 def bench_gpu_command(
     json_path: Path = typer.Option(..., "--json", help="Write every result (and the calibration) to this JSON file."),
-    recipe: Path = typer.Option(Path("recipes/tiny.yaml"), help="Recipe whose model is calibrated."),
+    recipe: Optional[Path] = typer.Option(
+        None, help="Recipe whose model is calibrated when it is here (tiny, a local directory); default: the step "
+                   "bench's random-weight 7B on a GPU, recipes/tiny.yaml without one."),
     overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     tiny: bool = typer.Option(False, "--tiny", help="Small shapes: a kernel shape and the step bench at the tiny "
                                                     "model's shape (a quick CPU run)."),
 ):
     """Kernel bench, step bench and throughput calibration in one call.
 
-    Example:  lite-cpt bench gpu --json gpu.json --recipe recipes/seven_tasks.yaml &&
-    lite-cpt plan recipes/seven_tasks.yaml --calibration gpu.json
+    Example:  lite-cpt bench gpu --json gpu.json && lite-cpt plan recipes/seven_tasks.yaml --calibration gpu.json
     """
     from lite_cpt.bench_gpu import bench_gpu
     from lite_cpt.recipe import load_recipe
 
     from lite_cpt.cli_render import render_bench_step
 
-    result = bench_gpu(load_recipe(recipe, overrides, check_data=False), json_path, tiny=tiny)
+    loaded = load_recipe(recipe, overrides, check_data=False) if recipe is not None else None
+    result = bench_gpu(loaded, json_path, tiny=tiny)
     if "phases" in result["step"]:
         render_bench_step(result["step"], console)
     cal = result["calibration"]

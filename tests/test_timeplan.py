@@ -271,3 +271,17 @@ def test_plan_hours_on_the_command_line(capsys):
     assert [b["arm"] for b in budget] == ["rft"] and budget[0]["predicted_hours"] <= 12
     with pytest.raises(UserError, match="unknown arm nope; allowed values: sft, rft"):
         plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True, hours=12, arms=["nope"])
+
+
+def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
+    """The tiny model and a local checkpoint are calibrated themselves; a hub id (no download on
+    a borrowed GPU) is calibrated through the step bench's random weights of its architecture."""
+    from lite_cpt.bench_gpu import loadable_here
+
+    def recipe_of(name):
+        return recipe_from_dict({**RECIPE, "model": {"name": name}})
+
+    assert loadable_here(recipe_of("tiny"))
+    (tmp_path / "config.json").write_text("{}")
+    assert loadable_here(recipe_of(str(tmp_path)))
+    assert not loadable_here(recipe_of("Qwen/Qwen2.5-VL-7B-Instruct"))
