@@ -206,7 +206,6 @@ def build_random_model(config, *, device, quantize: bool = True, lora_r: int = B
     return peft_model
 
 
-
 def bench_processor(image_tokens: int):
     """The tiny model's offline tokenizer in a Qwen2.5-VL processor whose images become exactly
     `image_tokens` merged tokens (a square of 28-pixel cells)."""
