@@ -277,6 +277,30 @@ def test_custom_reward_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, re
     assert "tasks.0.custom.reward: " + message in str(info.value)
 
 
+@pytest.mark.parametrize("functions, shown", [
+    (0, "(its functions: none)"),
+    (12, "(its functions: f01, f02, f03, f04, f05, f06, f07, f08, f09, f10, ...)"),
+])
+def test_a_missing_reward_lists_at_most_ten_of_the_modules_functions(tmp_path, monkeypatch, functions, shown):
+    body = "".join(f"def f{k:02d}(prediction, sample):\n    return 1.0\n" for k in range(1, functions + 1))
+    (tmp_path / "many_rewards.py").write_text(body + "LIMIT = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "many_rewards", raising=False)
+    with pytest.raises(UserError) as info:
+        recipe_from_dict(custom_recipe({"reward": "many_rewards:score"}), "r.yaml")
+    assert f"module 'many_rewards' has no attribute 'score' {shown}" in str(info.value)
+
+
+def test_a_choice_answer_written_as_a_one_character_option_gives_that_options_letter():
+    recipe = recipe_from_dict(custom_recipe({"metric": "choice", "columns": {"choices": "options", "images": []}}))
+    task = build_task(recipe.tasks[0])
+    row = {"question": "How many legs has a tripod?", "options": ["2", "3", "4"], "answer": "3"}
+    assert task.to_sample(row, "s1", ()).answer == "B"
+    assert task.to_sample({**row, "answer": "c"}, "s2", ()).answer == "C"  # a letter, any case
+    with pytest.raises(UserError, match="answer 'E' is neither an option letter"):
+        task.to_sample({**row, "answer": "E"}, "s3", ())
+
+
 def test_a_reward_that_returns_no_number_is_a_clear_error(tmp_path, monkeypatch):
     write_reward_module(tmp_path, monkeypatch)
     task = build_task(recipe_from_dict(custom_recipe({"reward": "user_rewards:returns_text"})).tasks[0])
@@ -327,6 +351,31 @@ def test_answers_a_metric_cannot_match_are_an_error(fixture_root, metric, messag
     with pytest.raises(UserError) as info:
         task.load("test", None)
     assert message in str(info.value) and "task 'pathvqa', sample pathvqa/test/" in str(info.value)
+
+
+def test_a_yes_no_task_accepts_yes_and_no_in_any_case_and_prompts_any_sample(tmp_path):
+    (tmp_path / "mine").mkdir()
+    rows = [{"question": "Is the lesion malignant?", "answer": "Yes", "image": "a.png"},
+            {"question": "Is there a mitosis?", "answer": "no", "image": "b.png"}]
+    (tmp_path / "mine" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = recipe_from_dict(custom_recipe({"metric": "yes_no"}, source={"path": str(tmp_path / "mine")}))
+    task = build_task(recipe.tasks[0])
+    samples = task.load("test", None)
+    assert [(s.answer, s.answers) for s in samples] == [("Yes", ["Yes"]), ("no", ["no"])]
+    assert task.score("yes, it is", samples[0]) == 1.0 and task.score("No.", samples[0]) == 0.0
+    # a sample built by hand (no row fields) is prompted from its question
+    hand_made = Sample(id="h", question="Is it round?", answer="yes")
+    assert task.prompt(hand_made) == "Is it round?\nAnswer yes or no."
+
+
+def test_every_image_column_of_a_custom_task_gives_its_images_in_order(tmp_path):
+    (tmp_path / "mine").mkdir()
+    row = {"question": "What changed?", "answer": "the door", "before": "before.png", "after": ["after1.png", "after2.png"]}
+    (tmp_path / "mine" / "test.jsonl").write_text(json.dumps(row) + "\n")
+    custom = {"metric": "exact", "columns": {"images": ["before", "after"]}}
+    task = build_task(recipe_from_dict(custom_recipe(custom, source={"path": str(tmp_path / "mine")})).tasks[0])
+    [sample] = task.load("test", None)
+    assert [ref.describe() for ref in sample.images] == ["before.png", "after1.png", "after2.png"]
 
 
 def test_template_placeholders_read_row_columns(fixture_root):

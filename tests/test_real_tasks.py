@@ -179,6 +179,7 @@ def test_vqa_normalisation_follows_the_official_rules():
     assert normalize_vqa_answer("Two") == "2"
     assert normalize_vqa_answer("dont know") == "don't know"
     assert normalize_vqa_answer("coca-cola") == "coca cola"
+    assert normalize_vqa_answer("- t-shirt") == "tshirt"  # a mark beside a space goes everywhere
     assert normalize_vqa_answer("3.5") == "3.5"
     assert normalize_vqa_answer("1,000") == "1000"
     assert vqa_accuracy("an apple", ["apple"] * 10) == 1.0
@@ -462,3 +463,23 @@ def test_a_split_placeholder_in_the_path_picks_one_file_per_split(fixture_root):
     train, test = task.load("train", None), task.load("val", None)
     assert len(train) == len(test) == N and not {s.id for s in train} & {s.id for s in test}
     assert all(pictures(s) for s in test)  # <split>/ beside the file
+
+
+def test_a_keyed_json_file_is_read_entry_by_entry_whatever_the_chunk_size(tmp_path):
+    """GQA's official questions: one JSON object keyed by question id, read without holding it whole."""
+    questions = {
+        "201307251": {"imageId": "n161313", "question": "Is it overcast?", "answer": "no", "fullAnswer": "No, it is clear."},
+        "201640614": {"imageId": "n235859", "question": "Who is wearing a \"hat\"?", "answer": "man",
+                      "fullAnswer": "The man is wearing a hat, {not} [the] woman: yes."},
+        "20": {"imageId": "n1", "question": "What is it?", "answer": "\u00e9clair", "fullAnswer": None},
+    }
+    path = tmp_path / "testdev_balanced_questions.json"
+    path.write_text(json.dumps(questions, indent=1), encoding="utf-8")
+    for chunk_size in (1, 7, 64, 1 << 20):
+        assert list(loaders.iter_keyed_json(path, chunk_size)) == list(questions.items()), chunk_size
+    path.write_text(json.dumps(list(questions.values())))
+    with pytest.raises(UserError, match="does not hold a JSON object"):
+        list(loaders.iter_keyed_json(path))
+    path.write_text(json.dumps(questions)[:-40])  # cut short by an interrupted download
+    with pytest.raises(json.JSONDecodeError):
+        list(loaders.iter_keyed_json(path, 16))
