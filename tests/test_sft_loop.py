@@ -70,6 +70,7 @@ def test_steps_cover_each_example_once_per_epoch_in_a_seeded_order(steps):
     assert all(r["tokens"] == 4 and r["seconds"] >= 0 for r in records)
     assert progress == [(k, total) for k in range(1, total + 1)]
     assert stats.seconds > 0
+    assert stats.extra["phase_seconds"]["sft_step"] == pytest.approx(stats.seconds, abs=1e-4), "the time breakdown"
 
     first = [step["ids"] for step in steps]
     steps.clear()

@@ -17,15 +17,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lite_cpt.batching import IGNORE_INDEX, append_tokens, encode_prompts, encode_sft, tokenizer_of
+from lite_cpt.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
 from lite_cpt.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig
 from lite_cpt.rft import Rollouts, policy_update, rft_reward, train_rft
 from lite_cpt.arms.rif import band_selector, filter_instances
 from lite_cpt.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
-from lite_cpt.sft import train_sft
+from lite_cpt.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
@@ -122,11 +122,11 @@ def full_logits_logp(model, batch: dict, labels: torch.Tensor, temperature: floa
 # ----------------------------------------------------------------------------- SFT
 
 
-def sft_nll(model, processor, batch_examples: list[Example]) -> torch.Tensor:
+def sft_nll(model, processor, batch_examples: list[Example], max_answer_tokens: int = 64) -> torch.Tensor:
     """Token-mean NLL of the answers over the whole batch, from full logits."""
     batch, labels = encode_sft(processor, [e.prompt() for e in batch_examples],
                                [e.task.target(e.sample) for e in batch_examples],
-                               max_prompt_tokens=1024, max_answer_tokens=64)
+                               max_prompt_tokens=1024, max_answer_tokens=max_answer_tokens)
     logp, mask = full_logits_logp(model, batch, labels)
     return -logp.sum() / mask.sum()
 
@@ -151,6 +151,71 @@ def test_sft_lowers_the_training_nll(model):
     with torch.no_grad():
         after = float(sft_nll(model, processor, batch))
     assert after < 0.7 * before, (before, after)
+
+
+def one_logged_step(model, processor, batch_examples: list[Example], hooks: SFTHooks | None = None) -> dict:
+    """The record of one SFT step over the whole batch that leaves the weights as they were."""
+    records = []
+    arm = ArmConfig(name="sft", batch_size=len(batch_examples), max_steps_per_task=1).model_copy(update={"lr": 0.0})
+    train_sft(model, processor, batch_examples, arm, Phase(Knobs(3, None, 8), on_step=records.append), hooks)
+    [record] = records
+    return record
+
+
+def test_sft_trains_on_answers_cut_to_the_tasks_limit(model):
+    model, processor = model
+    task = FixedAnswerTask("fixed", config=TaskConfig(name="fixed", type="textvqa", max_answer_tokens=2))
+    batch = examples(task, 8)
+    record = one_logged_step(model, processor, batch)
+    answer_lengths = [len(tokenizer_of(processor)(e.sample.answer)["input_ids"]) for e in batch]
+    assert max(answer_lengths) > 2
+    assert record["tokens"] == sum(min(n, 2) + 1 for n in answer_lengths), "each answer cut to 2, then end of turn"
+    with torch.no_grad():
+        assert record["loss"] == pytest.approx(float(sft_nll(model, processor, batch, max_answer_tokens=2)), rel=1e-4)
+
+
+def test_sft_step_loss_is_the_answer_nll_plus_the_hooks_penalty(model):
+    model, processor = model
+    batch = examples(FixedAnswerTask("fixed"), 4)
+    plain = one_logged_step(model, processor, batch)["loss"]
+    penalised = one_logged_step(model, processor, batch,
+                                SFTHooks(extra_loss=lambda: torch.tensor(0.25, requires_grad=True)))["loss"]
+    with torch.no_grad():
+        assert plain == pytest.approx(float(sft_nll(model, processor, batch)), rel=1e-4)
+    assert penalised == pytest.approx(plain + 0.25, rel=1e-5)
+
+
+def test_sft_loss_of_a_task_without_limits_reads_the_last_1024_prompt_tokens(model):
+    """A task built without a config (no max_prompt_tokens) keeps the recipe's default window:
+    two prompts that differ only before their last 1024 tokens score the same."""
+    model, processor = model
+    task = FixedAnswerTask("fixed")
+
+    def nll(head: str, clauses: int) -> float:
+        question = head + ", then more" * clauses + ". Describe item 3."
+        with torch.no_grad():
+            total, n_tokens = sft_loss_sum(model, processor, [Example(task, Sample(id="0", question=question,
+                                                                                   answer="red square"))])
+        return float(total) / n_tokens
+
+    assert len(tokenizer_of(processor)(", then more" * 200)["input_ids"]) > 1024
+    assert nll("Zebra", 10) != pytest.approx(nll("Apple", 10), rel=1e-6), "a short prompt's head matters"
+    assert nll("Zebra", 200) == pytest.approx(nll("Apple", 200), rel=1e-6)
+
+
+@pytest.mark.parametrize("cot", [False, True])
+def test_sft_rows_are_the_batch_encoding_of_the_prompts_and_targets(tiny, cot):
+    """The rows an SFT step packs hold what the batch loss encodes: the prompt and target of
+    each example, chain-of-thought ones when asked."""
+    _, processor = tiny
+    batch = examples(FixedAnswerTask("fixed"), 3)
+    for example in batch:
+        example.sample.meta["rationale"] = "count the items"
+    got, labels = collate(encode_examples(processor, batch, cot=cot), tokenizer_of(processor).pad_token_id)
+    want, want_labels = encode_sft(processor, [e.prompt(cot) for e in batch], [e.task.target(e.sample, cot) for e in batch],
+                                   max_prompt_tokens=1024, max_answer_tokens=64)
+    assert torch.equal(labels, want_labels)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 # ----------------------------------------------------------------------------- GRPO
