@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from lite_cpt.data.loaders import split_range, subsample
@@ -192,6 +192,7 @@ def test_percentage_slices_tile_the_split(n, percents):
 
 
 @given(st.integers(0, 200), bound, bound)
+@example(n=123, start="-101%", stop=None)
 def test_a_slice_is_a_contiguous_range_inside_the_split(n, start, stop):
     rows = split_range(f"val[{start or ''}:{stop or ''}]", n)
     assert rows.step == 1 and 0 <= rows.start and rows.stop <= n
@@ -202,7 +203,9 @@ def _python_bound(text: str | None, n: int) -> int | None:
     if text is None or not text.endswith("%"):
         return None if text is None else int(text)
     p = int(text[:-1])
-    return n * p // 100 if p >= 0 else n - n * -p // 100
+    # a percentage is a position counted from the start (or, negative, from the end), held
+    # within the split: -101 % is the start, as Python holds an index below -n at the start
+    return min(max(n * p // 100 if p >= 0 else n - n * -p // 100, 0), n)
 
 
 @given(st.lists(st.integers(0, 10_000), unique=True, max_size=60), st.integers(0, 60), st.integers(0, 60),
