@@ -507,6 +507,9 @@ def iter_keyed_json(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[str
         while peek() not in ("}", ""):
             key = value()
             yield str(key), value()
+        if peek() != "}":  # every entry so far was whole, but the object never closes
+            raise UserError(f"{path} ends before the object it holds is closed: the file is cut short; "
+                            "download it again")
 
 
 def _keyed_rows(path: str, key_column: str, fields: str, stamp: str) -> Iterator[dict]:
@@ -524,6 +527,7 @@ def open_keyed_json(path: Path, split: str, key_column: str, fields: tuple[str, 
     file in `$HF_DATASETS_CACHE` and memory-mapped; `key_column` holds each key, and `fields`
     are kept as strings."""
     from datasets import Dataset, Features, Value
+    from datasets.exceptions import DatasetGenerationError
 
     stat = path.stat()
     features = Features({name: Value("string") for name in (key_column, *fields)})
@@ -536,6 +540,9 @@ def open_keyed_json(path: Path, split: str, key_column: str, fields: tuple[str, 
                 features=features,
                 cache_dir=str(hf_datasets_cache()),
             )
+        except DatasetGenerationError as error:  # what went wrong while reading the file, said plainly
+            cause = error.__cause__ or error
+            raise (cause if isinstance(cause, UserError) else UserError(f"cannot read {path}: {cause}")) from None
         except (ValueError, json.JSONDecodeError) as error:
             raise UserError(f"cannot read {path}: {error}") from None
     return SplitTable(dataset, split_range(split, len(dataset)), path.parent.absolute(), str(path),
