@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -388,6 +389,9 @@ def test_hf_id_reads_arrow_files_prepared_by_load_dataset(tmp_path):
     samples = task.load("test", None)
     assert [s.answer for s in samples] == ["yes", "no", "no"]
     assert pictures(samples[0])[0].size == (28, 28)
+    with pytest.raises(UserError, match=r"split 'validation' of config default of lmms-lab/POPE is not in the "
+                                        r"datasets cache .*lmms-lab___pope; run `hf download lmms-lab/POPE"):
+        make("pope", None, hf_id="lmms-lab/POPE", hf_config="default").load("validation", None)
 
 
 def test_missing_local_path_names_the_path(tmp_path):
@@ -405,6 +409,60 @@ def test_uncached_hf_id_says_how_to_provide_it(tmp_path):
     assert "flaviagiammarino/path-vqa" in message
     assert f"hf download flaviagiammarino/path-vqa --repo-type dataset --cache-dir {tmp_path / 'data'}/hub" in message
     assert "source.path" in message
+
+
+def test_an_uncached_hf_id_names_the_hub_caches_searched(tmp_path):
+    """<data.root>/hub when it exists, then the default cache."""
+    default = tmp_path / "hf_home" / "hub"
+    (tmp_path / "data").mkdir()
+    with pytest.raises(UserError) as error:
+        make("pathvqa", tmp_path / "data").load("train", 4)
+    assert f"flaviagiammarino/path-vqa is not in a Hugging Face hub cache ({default})" in str(error.value)
+    (tmp_path / "data" / "hub").mkdir()
+    with pytest.raises(UserError) as error:
+        make("pathvqa", tmp_path / "data").load("train", 4)
+    assert (f"flaviagiammarino/path-vqa is not in a Hugging Face hub cache ({tmp_path / 'data' / 'hub'} or "
+            f"{default})") in str(error.value)
+
+
+def test_a_missing_split_of_a_saved_dataset_dict_lists_its_splits(tmp_path):
+    """`DatasetDict.save_to_disk`: one folder per split, holding data-*.arrow, state.json, dataset_info.json."""
+    from datasets import Dataset, DatasetDict
+
+    rows = {"question": ["Is this a tumour?"], "answer": ["yes"]}
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "mine"))
+    location = loaders.resolve_location(SimpleNamespace(path="mine"), tmp_path)
+    assert len(loaders.open_split(location, "test").dataset) == 1
+    with pytest.raises(UserError, match=r"no data files for split 'validation' .*; splits found: test, train$"):
+        loaders.open_split(location, "validation")
+
+
+def test_the_default_caches_follow_hf_home_then_xdg_cache_home_then_the_home_directory(tmp_path, monkeypatch):
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert loaders.hf_hub_cache() == tmp_path / "me" / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert loaders.hf_datasets_cache() == tmp_path / "xdg" / "huggingface" / "datasets"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert loaders.hf_hub_cache() == tmp_path / "hf" / "hub"
+
+
+def test_an_unreadable_data_file_is_named_with_its_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "test.parquet").write_bytes(b"not a parquet file")
+    location = loaders.resolve_location(SimpleNamespace(path="mine"), tmp_path)
+    with pytest.raises(UserError, match=rf"cannot read {re.escape(str(tmp_path / 'mine'))} \(test.parquet\): "):
+        loaders.open_split(location, "test")
+
+
+def test_a_required_column_the_split_lacks_is_named_with_the_columns_it_has():
+    from datasets import Dataset
+
+    table = loaders.SplitTable(Dataset.from_dict({"question": ["q"], "answer": ["a"]}), range(1), Path("."),
+                               "data/scienceqa", "train")
+    with pytest.raises(UserError, match=r"^data/scienceqa: split 'train' has no column 'image' \(has: question, answer\)$"):
+        loaders.non_null_rows(table, ("image",))
 
 
 def test_missing_split_lists_the_splits_there_are(fixture_root):
@@ -480,6 +538,29 @@ def test_a_keyed_json_file_is_read_entry_by_entry_whatever_the_chunk_size(tmp_pa
     path.write_text(json.dumps(list(questions.values())))
     with pytest.raises(UserError, match="does not hold a JSON object"):
         list(loaders.iter_keyed_json(path))
-    path.write_text(json.dumps(questions)[:-40])  # cut short by an interrupted download
+    whole = json.dumps(questions)
+    path.write_text(whole[:-40])  # cut short by an interrupted download, inside an entry
     with pytest.raises(json.JSONDecodeError):
         list(loaders.iter_keyed_json(path, 16))
+    with pytest.raises(UserError, match=r"cannot read .*testdev_balanced_questions.json: .*char"):
+        loaders.open_keyed_json(path, "testdev", "id", ("question",))
+    path.write_text(whole[: whole.index(', "20"')])  # cut short between two entries
+    with pytest.raises(UserError, match="ends before the object it holds is closed: the file is cut short"):
+        list(loaders.iter_keyed_json(path, 16))
+    with pytest.raises(UserError, match="testdev_balanced_questions.json ends before the object"):
+        loaders.open_keyed_json(path, "testdev", "id", ("question",))
+
+
+def test_a_keyed_json_file_whose_first_entries_lack_a_field_reads_every_entry(tmp_path):
+    """Official GQA files leave out fields (the test questions have no answers): the columns stay
+    strings however far into the file a field first appears."""
+    questions = {str(i): {"imageId": f"n{i}", "question": "Is it day?",
+                          **({"answer": "yes", "fullAnswer": "Yes, it is day."} if i >= 1200 else {})}
+                 for i in range(1300)}
+    path = tmp_path / "val_balanced_questions.json"
+    path.write_text(json.dumps(questions))
+    table = loaders.open_keyed_json(path, "val", "id", ("imageId", "question", "answer", "fullAnswer"))
+    rows = loaders.read_text_rows(table, [0, 1250])
+    assert rows == [{"id": "0", "imageId": "n0", "question": "Is it day?", "answer": None, "fullAnswer": None},
+                    {"id": "1250", "imageId": "n1250", "question": "Is it day?", "answer": "yes",
+                     "fullAnswer": "Yes, it is day."}]
