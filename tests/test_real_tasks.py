@@ -547,8 +547,9 @@ def test_a_keyed_json_file_is_read_entry_by_entry_whatever_the_chunk_size(tmp_pa
     path.write_text(whole[: whole.index(', "20"')])  # cut short between two entries
     with pytest.raises(UserError, match="ends before the object it holds is closed: the file is cut short"):
         list(loaders.iter_keyed_json(path, 16))
-    with pytest.raises(UserError, match="testdev_balanced_questions.json ends before the object"):
+    with pytest.raises(UserError) as error:
         loaders.open_keyed_json(path, "testdev", "id", ("question",))
+    assert str(error.value).startswith(f"{path} ends before the object")  # said once, not wrapped
 
 
 def test_a_keyed_json_file_whose_first_entries_lack_a_field_reads_every_entry(tmp_path):
@@ -559,7 +560,8 @@ def test_a_keyed_json_file_whose_first_entries_lack_a_field_reads_every_entry(tm
                  for i in range(1300)}
     path = tmp_path / "val_balanced_questions.json"
     path.write_text(json.dumps(questions))
-    table = loaders.open_keyed_json(path, "val", "id", ("imageId", "question", "answer", "fullAnswer"))
+    table = loaders.open_keyed_json(path, "val[1200:]", "id", ("imageId", "question", "answer", "fullAnswer"))
+    assert table.split == "val" and table.rows == range(1200, 1300)
     rows = loaders.read_text_rows(table, [0, 1250])
     assert rows == [{"id": "0", "imageId": "n0", "question": "Is it day?", "answer": None, "fullAnswer": None},
                     {"id": "1250", "imageId": "n1250", "question": "Is it day?", "answer": "yes",
