@@ -39,7 +39,7 @@ MODULE_TESTS = {
     "lite_cpt/arms/": ["tests/test_training_behaviour.py", "tests/test_baselines.py", "tests/test_rif.py", "tests/test_structure.py"],
     "lite_cpt/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py"],
     "lite_cpt/arms/rif.py": ["tests/test_rif.py"],
-    "lite_cpt/continual.py": ["tests/test_continual.py", "tests/test_resume.py"],
+    "lite_cpt/continual.py": ["tests/test_run_files.py", "tests/test_continual.py", "tests/test_resume.py"],
     "lite_cpt/data/loaders.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_properties.py",
                                  "tests/test_custom_tasks.py", "tests/test_bad_data.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",

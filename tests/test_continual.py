@@ -1,9 +1,12 @@
+import io
 import json
+import re
 
 import pytest
 import torch
 import yaml
 from peft import PeftModel
+from rich.console import Console
 from transformers import AutoModelForImageTextToText
 
 from lite_cpt import continual
@@ -137,9 +140,19 @@ def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_pa
     partial = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert len(partial["R"]) == 3, "base row + two finished tasks"
     monkeypatch.setattr(SequentialSFT, "train", original_train)
-    run_recipe(recipe)
+    console = Console(file=io.StringIO(), width=300)
+    run_recipe(recipe, console=console)
     resumed = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert resumed == reference, "seed 0 alone gives the numbers of seed 0 in a two-seed run"
+    said = console.file.getvalue()
+    assert "sft: resuming after task 2 (geometry)" in said
+    scores = " ".join(f"{t}={s:.2f}" for t, s in zip(resumed["tasks"], resumed["R"][3]))
+    assert f"sft · pathvqa: {scores}" in said
+    assert re.search(r"sft: time plan on the reference 24 GB card: \d+\.\d\d h \(sft_step \d+\.\d\d, "
+                     r"evaluation \d+\.\d\d\)", said)
+    console = Console(file=io.StringIO(), width=300)
+    run_recipe(recipe, console=console)
+    assert "sft: finished earlier, skipping" in console.file.getvalue()
 
 
 def test_rerun_with_a_different_recipe_is_refused_but_seeds_can_be_added(finished_run):
