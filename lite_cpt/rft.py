@@ -437,6 +437,8 @@ class ExampleStream:
         self.queue: list[Example] = []
 
     def take(self, n: int) -> list[Example]:
+        if not self.examples:
+            raise ValueError("no examples to draw prompts from")  # shuffling nothing would loop forever
         while len(self.queue) < n:
             shuffled = self.examples[:]
             self.rng.shuffle(shuffled)

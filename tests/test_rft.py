@@ -207,8 +207,15 @@ def test_update_count_records_and_arms(policy):
     assert len(records) == math.ceil(5 * 1.5 / 2)  # ceil(n * epochs / prompts_per_step)
     assert {"loss", "reward_mean", "reward_std", "zero_variance_fraction", "kl", "clip_fraction", "entropy",
             "generated_tokens", "trained_tokens", "seconds"} <= set(records[0])
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    assert all(0 < r["step_seconds"] <= r["seconds"] <= stats.seconds for r in records)
     assert stats.generated_tokens == sum(r["generated_tokens"] for r in records)
     assert stats.trained_tokens == sum(r["trained_tokens"] for r in records)
+    # the time breakdown the task_end record compares with the time plan, to 0.1 ms
+    measured = stats.extra["phase_seconds"]
+    assert set(measured) == {"rollout", "logprob_pass", "grpo_step"}
+    assert measured["rollout"] > 0 and measured["grpo_step"] > 0 and measured["logprob_pass"] >= 0
+    assert sum(measured.values()) <= stats.seconds + 1e-3
     capped = ArmConfig(name="rft", max_steps_per_task=2, rft=arm.rft)
     assert len(_records_of(model, processor, capped, vowel_examples(5))) == 2
 
@@ -218,6 +225,41 @@ def test_update_count_records_and_arms(policy):
         method = build_arm(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])
         assert type(method) is cls and method.joint is joint
     assert method.train(vowel_examples(2), phase).steps <= 1
+
+
+def test_a_step_of_one_prompt_trains_on_that_prompts_group(policy):
+    model, processor = policy
+    records: list[dict] = []
+    stats = train_rft(model, processor, vowel_examples(3), arm_config(prompts_per_step=1, max_new_tokens=1),
+                      Phase(KNOBS, on_step=records.append), updates=2)
+    assert len(records) == 2 and stats.generated_tokens == sum(r["generated_tokens"] for r in records) >= 2 * 4
+
+
+def test_a_phase_without_examples_makes_no_update(policy):
+    model, processor = policy
+    before = lora_snapshot(model)
+    records: list[dict] = []
+    stats = train_rft(model, processor, [], arm_config(), Phase(KNOBS, on_step=records.append), updates=3)
+    assert (stats.steps, stats.generated_tokens, records) == (0, 0, [])
+    assert all(torch.equal(p, before[n]) for n, p in lora_params(model).items())
+
+
+def test_rollouts_read_only_the_tasks_last_prompt_tokens(policy):
+    """Rollouts are sampled from prompts cut (on the left) to the task's max_prompt_tokens: two
+    prompts that differ only before that window give the same answers under one seed."""
+    from lite_cpt.recipe import TaskConfig
+
+    model, processor = policy
+    rft = arm_config(max_new_tokens=4).rft
+
+    def answers(head: str, limit: int) -> list[list[int]]:
+        task = VowelTask("vowel", config=TaskConfig(name="vowel", type="textvqa", max_prompt_tokens=limit))
+        question = head + ", then more" * 8 + ". Say something about item 3."
+        example = Example(task, Sample(id="3", question=question, answer="a"))
+        return generate_rollouts(model, processor, [example], rft, group_size=4, generator_seed=11).token_ids
+
+    assert answers("Zebra", 1024) != answers("Apple", 1024), "the whole prompt is read when it fits"
+    assert answers("Zebra", 24) == answers("Apple", 24)
 
 
 def _records_of(model, processor, arm, examples) -> list[dict]:

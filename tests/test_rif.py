@@ -216,6 +216,7 @@ def test_online_filtering_refills_batches_and_counts_rollouts(scripted_policy, t
     assert stats.generated_tokens == drawn * 4 * TOKENS_PER_ANSWER
     assert stats.extra["rif_generated_tokens"] == (drawn - 12) * 4 * TOKENS_PER_ANSWER
     assert stats.extra["kept_fraction"] == pytest.approx(12 / drawn)
+    assert 0 <= stats.extra["rif_seconds"] <= stats.seconds, "the generation time of the dropped groups"
     assert all(r["generated_tokens"] == r["drawn_groups"] * 4 * TOKENS_PER_ANSWER for r in records)
 
     # filtered: one pass over the instances is drawn, so each learnable one is trained once.

@@ -345,7 +345,7 @@ def rollout_cuts(draw):
 
 
 def labelled_rollouts(groups: int, size: int, offset: int = 0) -> Rollouts:
-    """Row (g, k) says who it is in its text, tokens, reward and baseline."""
+    """Row (g, k) says who it is in its text, tokens, reward, accuracy and baseline."""
     task = FixedAnswerTask("t")
     rows = [(offset + g, k) for g in range(groups) for k in range(size)]
     return Rollouts(
@@ -354,6 +354,7 @@ def labelled_rollouts(groups: int, size: int, offset: int = 0) -> Rollouts:
         token_ids=[[g, k] for g, k in rows],
         texts=[f"{g}:{k}" for g, k in rows],
         rewards=torch.tensor([g * 10.0 + k for g, k in rows]),
+        accuracies=torch.tensor([(g * 10.0 + k) / 4 for g, k in rows]),  # the reward's accuracy part
         baseline=torch.tensor([offset + g * 1.0 for g in range(groups)]),
         baseline_tokens=[offset + g for g in range(groups)],
     )
@@ -366,6 +367,7 @@ def assert_rows_consistent(rollouts: Rollouts) -> None:
         g, k = map(int, text.split(":"))
         assert rollouts.examples[row // rollouts.group_size].sample.id == str(g)
         assert rollouts.token_ids[row] == [g, k] and rollouts.rewards[row] == g * 10.0 + k
+        assert rollouts.accuracies[row] == (g * 10.0 + k) / 4
     for group, example in enumerate(rollouts.examples):
         assert rollouts.baseline[group] == float(example.sample.id) == rollouts.baseline_tokens[group]
 
