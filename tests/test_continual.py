@@ -1,5 +1,6 @@
 import io
 import json
+import logging
 import re
 
 import pytest
@@ -34,6 +35,7 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_matrix_logs_adapters_and_report(finished_run):
     recipe, run_dir = finished_run
+    assert sorted(p.name for p in run_dir.glob("seed_*")) == ["seed_0", "seed_1"], "each seed its own directory"
     seed_dir = run_dir / "seed_0"
     matrix = json.loads((seed_dir / "sft" / "matrix.json").read_text())
     assert matrix["tasks"] == ["clevr", "geometry", "pathvqa"]
@@ -210,3 +212,82 @@ def test_eval_command_scores_a_saved_adapter(finished_run, tmp_path):
     assert scores == {"clevr": matrix["R"][3][0], "pope": general["G"][3][0]}
     missing = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "no PEFT adapter" in missing.output
+
+
+def test_a_worker_writes_the_base_row_once_and_trains_only_its_own_arm(tmp_path, caplog):
+    """What a worker of a parallel sweep runs: row 0 of its seed, then one arm of that seed."""
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS, tasks=("mini_clevr",)))
+    screen = Console(file=io.StringIO(), width=200, force_terminal=True)
+    seed_dir = continual.ensure_base_row(recipe, console=screen)
+    assert seed_dir == recipe.run_dir / "seed_0"
+    assert "evaluating the base model" in screen.file.getvalue()
+    # the bar counts the evaluation sets done (a task, a benchmark)
+    assert re.search(r"evaluating the base model[^\n]*2/2", screen.file.getvalue())
+    written = (seed_dir / continual.BASE_SCORES).stat().st_mtime_ns
+    assert continual.ensure_base_row(recipe) == seed_dir
+    assert (seed_dir / continual.BASE_SCORES).stat().st_mtime_ns == written, "row 0 is computed once"
+    assert continual.run_seed_arms(recipe, ["multitask_sft"], console=screen) == seed_dir
+    assert continual.arm_finished(recipe, "multitask_sft") and not (seed_dir / "sft").exists()
+    assert "multitask_sft: time plan" in screen.file.getvalue()
+    # killed while rewriting its matrix and mid-append of a log line: the same command repairs both
+    arm_dir = seed_dir / "multitask_sft"
+    matrix = json.loads((arm_dir / "matrix.json").read_text())
+    (arm_dir / "matrix.json").write_text((arm_dir / "matrix.json").read_text()[:20])
+    with open(arm_dir / "metrics.jsonl", "a") as log_file:
+        log_file.write('{"event": "st')
+    with caplog.at_level(logging.WARNING):
+        continual.run_seed_arms(recipe, ["multitask_sft"])
+    assert json.loads((arm_dir / "matrix.json").read_text()) == matrix
+    assert f"{arm_dir / 'metrics.jsonl'}: dropped 1 unreadable line(s)" in caplog.text
+    assert all(json.loads(line) for line in (arm_dir / "metrics.jsonl").read_text().splitlines())
+
+
+def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initialisation():
+    """Each arm (and each seed reusing the loaded model) starts from a fresh adapter, never from
+    the weights the previous arm trained."""
+    from lite_cpt.models import add_lora
+    from lite_cpt.recipe import LoraConfig, TinyModelConfig
+    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+
+    model = add_lora(build_tiny_model(TinyModelConfig(), tiny_corpus(0))[0], LoraConfig(r=4, alpha=8))
+
+    def adapter() -> dict:
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+    continual.reset_adapter(model, seed=7)
+    fresh = adapter()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(1.0)  # what training an arm leaves behind
+    continual.reset_adapter(model, seed=7)
+    after = adapter()
+    assert fresh and all(torch.equal(after[n], fresh[n]) for n in fresh)
+    assert all(not p.any() for n, p in after.items() if "lora_B" in n), "B = 0: the adapted model is the base"
+    continual.reset_adapter(model, seed=8)
+    assert any(not torch.equal(p, fresh[n]) for n, p in adapter().items() if "lora_A" in n)
+
+
+def test_a_run_killed_while_evaluating_a_saved_task_evaluates_it_on_resume_with_the_arms_state(tmp_path, monkeypatch):
+    """The replay arm's buffer of the finished tasks is rebuilt for a phase saved before the kill."""
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, tasks=("mini_clevr", "mini_geometry"),
+                                          arms=[{"name": "replay", "lr": 5e-3, "batch_size": 8}]))
+    evaluate = continual.evaluate_sets_items
+    calls = []
+
+    def killed_evaluating_task_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # row 0, task 1, then task 2
+            raise KeyboardInterrupt("killed")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(continual, "evaluate_sets_items", killed_evaluating_task_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe)
+    arm_dir = recipe.run_dir / "seed_0" / "replay"
+    assert (arm_dir / "task_2" / continual.PHASE_STATS).exists()
+    monkeypatch.setattr(continual, "evaluate_sets_items", evaluate)
+    screen = Console(file=io.StringIO(), width=300)
+    run_recipe(recipe, console=screen)
+    assert "replay: task 2 (geometry) was trained and saved earlier; evaluating it" in screen.file.getvalue()
+    assert len(json.loads((arm_dir / "matrix.json").read_text())["R"]) == 3

@@ -111,11 +111,13 @@ def test_a_rerun_may_change_where_it_logs_and_checkpoints_and_a_damaged_saved_re
     changed = recipe.model_copy(update={"logging": recipe.logging.model_copy(update={"tensorboard": True}),
                                         "checkpoint": recipe.checkpoint.model_copy(update={"every_updates": 7})})
     assert continual.prepare_run_dir(changed) == run_dir
-    (run_dir / "recipe.yaml").write_text(":\n  - [unclosed")
-    with caplog.at_level(logging.WARNING):
-        continual.prepare_run_dir(recipe)
-    assert f"{run_dir / 'recipe.yaml'} is damaged; it is written again from this recipe" in caplog.text
-    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == recipe.name
+    for damage in (b":\n  - [unclosed", b"\xff\xfe\x00[garbage"):  # unparsable; not even UTF-8
+        (run_dir / "recipe.yaml").write_bytes(damage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            continual.prepare_run_dir(recipe)
+        assert f"{run_dir / 'recipe.yaml'} is damaged; it is written again from this recipe" in caplog.text
+        assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == recipe.name
 
 
 def test_an_arm_is_finished_when_its_matrix_holds_every_row(tmp_path):
