@@ -49,6 +49,13 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
     events = [json.loads(l) for l in (seed_dir / "sft" / "metrics.jsonl").read_text().splitlines()]
     ends = [e for e in events if e["event"] == "task_end"]
     assert [e["task_index"] for e in ends] == [1, 2, 3]
+    assert {(e["task_index"], e["task"]) for e in events if e["event"] == "step"} == {
+        (1, "clevr"), (2, "geometry"), (3, "pathvqa")}
+    for e in ends:
+        saved = json.loads((seed_dir / "sft" / f"task_{e['task_index']}" / continual.PHASE_STATS).read_text())
+        assert e["train_seconds"] == round(saved["train_seconds"], 3) and e["policy_updates"] == saved["steps"]
+        assert 0 < e["eval_seconds"] < 600, "seconds the evaluation took"
+        assert row_predictions_path(seed_dir / "sft", e["task_index"]).is_file()
     assert all(e["policy_updates"] == 2 and e["trained_tokens"] > 0 for e in ends)
     # The time plan's prediction for each task sits beside the measured seconds.
     for e in ends:
@@ -133,6 +140,7 @@ def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_pa
 
     def killed_on_task_3(self, examples, phase):
         if phase.index == 3:
+            phase.on_step({"step": 1, "loss": 99.0})  # logged by the attempt the kill cuts short
             raise KeyboardInterrupt("killed")
         return original_train(self, examples, phase)
 
@@ -142,11 +150,14 @@ def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_pa
     partial = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert len(partial["R"]) == 3, "base row + two finished tasks"
     monkeypatch.setattr(SequentialSFT, "train", original_train)
-    console = Console(file=io.StringIO(), width=300)
+    console = Console(file=io.StringIO(), width=300, force_terminal=True)
     run_recipe(recipe, console=console)
     resumed = json.loads((recipe.run_dir / "seed_0" / "sft" / "matrix.json").read_text())
     assert resumed == reference, "seed 0 alone gives the numbers of seed 0 in a two-seed run"
-    said = console.file.getvalue()
+    logged = [json.loads(line) for line in (recipe.run_dir / "seed_0" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in logged if r.get("loss") == 99.0], "the killed attempt's records are cut"
+    said = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())
+    assert "sft · task 3/3 pathvqa" in said, "the training bar"
     assert "sft: resuming after task 2 (geometry)" in said
     scores = " ".join(f"{t}={s:.2f}" for t, s in zip(resumed["tasks"], resumed["R"][3]))
     assert f"sft · pathvqa: {scores}" in said
@@ -271,7 +282,8 @@ def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initiali
 def test_a_run_killed_while_evaluating_a_saved_task_evaluates_it_on_resume_with_the_arms_state(tmp_path, monkeypatch):
     """The replay arm's buffer of the finished tasks is rebuilt for a phase saved before the kill."""
     recipe = recipe_from_dict(tiny_recipe(tmp_path, tasks=("mini_clevr", "mini_geometry"),
-                                          arms=[{"name": "replay", "lr": 5e-3, "batch_size": 8}]))
+                                          arms=[{"name": "replay", "lr": 5e-3, "batch_size": 8}],
+                                          checkpoint={"every_updates": 1, "every_minutes": None}))
     evaluate = continual.evaluate_sets_items
     calls = []
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import lite_cpt.continual as continual
 from lite_cpt.continual import run_recipe
+from lite_cpt.io import read_jsonl
 from lite_cpt.metrics import summarize
 from lite_cpt.recipe import recipe_from_dict
 from tests.helpers import tiny_recipe
@@ -94,6 +95,8 @@ def test_a_kill_between_the_two_writes_of_a_row_leaves_no_marker_and_resume_matc
     monkeypatch.setattr(continual, "atomic_write_json", write)
     run_recipe(recipe)
     assert read(arm_dir / "matrix.json") == read(reference_run / "matrix.json")
+    ends = [r["task_index"] for r in read_jsonl(arm_dir / "metrics.jsonl") if r["event"] == "task_end"]
+    assert ends == [1, 2, 3], "task 2's record of the killed attempt is replaced, not repeated"
     assert read(arm_dir / "general.json") == read(reference_run / "general.json")
     resumed, reference = adapters(arm_dir), adapters(reference_run)
     for task in (1, 2, 3):
