@@ -279,17 +279,28 @@ def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initiali
     assert any(not torch.equal(p, fresh[n]) for n, p in adapter().items() if "lora_A" in n)
 
 
-def test_a_run_killed_while_evaluating_a_saved_task_evaluates_it_on_resume_with_the_arms_state(tmp_path, monkeypatch):
-    """The replay arm's buffer of the finished tasks is rebuilt for a phase saved before the kill."""
+def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_state(tmp_path, monkeypatch):
+    """Killed after a mid-phase checkpoint, the phase resumes from it; killed while evaluating a saved
+    phase, the replay arm's buffer of the finished tasks is rebuilt and the phase is evaluated."""
     recipe = recipe_from_dict(tiny_recipe(tmp_path, tasks=("mini_clevr", "mini_geometry"),
                                           arms=[{"name": "replay", "lr": 5e-3, "batch_size": 8}],
                                           checkpoint={"every_updates": 1, "every_minutes": None}))
-    evaluate = continual.evaluate_sets_items
+    log_event, evaluate = continual.log_event, continual.evaluate_sets_items
+
+    def killed_after_logging_step_2(ws, arm_dir, record):
+        log_event(ws, arm_dir, record)
+        if record["event"] == "step" and record["step"] == 2:  # update 1 is checkpointed
+            raise KeyboardInterrupt("killed mid-phase")
+
+    monkeypatch.setattr(continual, "log_event", killed_after_logging_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe)
+    monkeypatch.setattr(continual, "log_event", log_event)
     calls = []
 
     def killed_evaluating_task_2(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # row 0, task 1, then task 2
+        if len(calls) == 2:  # (row 0 was saved before) task 1, then task 2
             raise KeyboardInterrupt("killed")
         return evaluate(*args, **kwargs)
 
@@ -303,3 +314,6 @@ def test_a_run_killed_while_evaluating_a_saved_task_evaluates_it_on_resume_with_
     run_recipe(recipe, console=screen)
     assert "replay: task 2 (geometry) was trained and saved earlier; evaluating it" in screen.file.getvalue()
     assert len(json.loads((arm_dir / "matrix.json").read_text())["R"]) == 3
+    logged = [json.loads(line) for line in (arm_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [(r["task_index"], r["step"]) for r in logged if r["event"] == "step"]
+    assert steps == [(1, 1), (1, 2), (2, 1), (2, 2)], "the step logged after the checkpoint is redone once"
