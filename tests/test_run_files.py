@@ -55,8 +55,9 @@ def test_a_damaged_matrix_is_rebuilt_from_the_rows_the_log_carries(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         rows, general = continual.resume_rows(ws, arm_dir)
     assert rows == [R0, *ROWS] and general == [G0, *GENERAL]
-    assert f"{arm_dir / 'matrix.json'} is damaged; what it held is computed again" in caplog.text
-    assert f"{arm_dir / 'matrix.json'} is damaged; its rows are rebuilt from {arm_dir / 'metrics.jsonl'}" in caplog.text
+    said = [record.getMessage() for record in caplog.records]
+    assert f"{arm_dir / 'matrix.json'} is damaged; what it held is computed again" in said
+    assert f"{arm_dir / 'matrix.json'} is damaged; its rows are rebuilt from {arm_dir / 'metrics.jsonl'}" in said
 
 
 def test_a_damaged_general_json_is_rebuilt_and_a_row_the_marker_lacks_is_not_trusted(tmp_path, caplog):
