@@ -317,3 +317,14 @@ def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_
     logged = [json.loads(line) for line in (arm_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [(r["task_index"], r["step"]) for r in logged if r["event"] == "step"]
     assert steps == [(1, 1), (1, 2), (2, 1), (2, 2)], "the step logged after the checkpoint is redone once"
+
+
+def test_general_benchmarks_read_their_data_under_the_data_root(tmp_path, monkeypatch, private_hf_home):
+    from lite_cpt.data.fixtures import write_fixtures
+
+    root = write_fixtures(tmp_path / "data", n=4, seed=0)
+    raw = tiny_recipe(tmp_path, tasks=("mini_clevr",), data={"root": str(root)})
+    raw["evaluation"]["general"] = [{"name": "pope", "type": "pope", "size": 4}]
+    monkeypatch.chdir(tmp_path)  # nothing is found relative to the working directory
+    ws = continual.build_workspace(recipe_from_dict(raw))
+    assert [s.task.name for s in ws.general] == ["pope"] and len(ws.general[0].samples) == 4

@@ -137,3 +137,14 @@ def test_an_arm_is_finished_when_its_matrix_holds_every_row(tmp_path):
     atomic_write_json(joint_dir / "matrix.json", {"tasks": [], "R": [[0.0]] * 2, "joint": True})
     assert continual.arm_finished(recipe, "multitask_sft")
     assert json.loads((joint_dir / "matrix.json").read_text())["joint"] is True
+
+
+def test_a_run_saved_with_a_single_seed_keeps_it_when_seeds_are_added(tmp_path):
+    """A recipe.yaml written by an earlier version holds `seed` and no `seeds`."""
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, seed=3))
+    saved = recipe.model_dump(mode="json")
+    saved.pop("seeds", None)
+    recipe.run_dir.mkdir(parents=True)
+    (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    continual.prepare_run_dir(recipe.model_copy(update={"seed": 5}))
+    assert yaml.safe_load((recipe.run_dir / "recipe.yaml").read_text())["seeds"] == [3, 5]
