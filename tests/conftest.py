@@ -46,14 +46,17 @@ def _mutated_kernels_under_mutmut() -> None:
 
     lite_cpt/ is found there through sys.path, but lite_cpt.kernels comes from kernels/ through
     the package-dir mapping of the editable install, which would import the unmutated original.
+    tests/mutate.py mutates the kernels at lite_cpt/kernels/ (the name the tests import them by,
+    which is the name mutmut expects): that copy wins when it is there.
     """
     import importlib.abc
     import importlib.util
     import sys
 
-    kernels = Path.cwd() / "kernels"
-    if not UNDER_MUTMUT or not (kernels / "__init__.py").exists():
+    found = [k for k in (Path.cwd() / "lite_cpt" / "kernels", Path.cwd() / "kernels") if (k / "__init__.py").exists()]
+    if not UNDER_MUTMUT or not found:
         return
+    kernels = found[0]
 
     class MutatedKernels(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):

@@ -48,6 +48,11 @@ MODULE_TESTS = {
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
 
+# kernels/ ships as lite_cpt.kernels (pyproject's package-dir), and the tests import it by that name:
+# the scratch copy holds it at lite_cpt/kernels/ too and mutmut mutates it there, so that the module
+# name mutmut derives from the file path is the one the tests import.
+PACKAGE_DIRS = {"kernels/": "lite_cpt/kernels/"}
+
 CONFIG = """\
 [tool.mutmut]
 source_paths = ["lite_cpt/", "kernels/"]
@@ -77,9 +82,21 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(source, work / name)
+    for folder, package in PACKAGE_DIRS.items():
+        shutil.copytree(ROOT / folder, work / package, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    module = as_imported(module)
     only = [module + "*"] if module.endswith("/") else [module]
     (work / "pyproject.toml").write_text(CONFIG.format(only=json.dumps(only), tests=json.dumps(tests)))
     return work
+
+
+def as_imported(module: str) -> str:
+    """The module's path where the package that imports it lays it out (kernels/x.py: lite_cpt/kernels/x.py)."""
+    for folder, package in PACKAGE_DIRS.items():
+        if module.startswith(folder):
+            return package + module.removeprefix(folder)
+    return module
 
 
 def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:

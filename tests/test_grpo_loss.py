@@ -304,5 +304,26 @@ def test_rejects_bad_arguments():
         grpo_loss(logp, old, adv, mask, aggregation="sum")
     with pytest.raises(ValueError, match="advantages"):
         grpo_loss(logp, old, adv[:-1], mask)
+    with pytest.raises(ValueError, match=r"ref_logp must be \[B, T\] like logp"):
+        grpo_loss(logp, old, adv, mask, ref_logp=logp[:, :-1], beta=0.1)
     with pytest.raises(ValueError, match="scale"):
         grpo_advantages(torch.ones(4), 2, scale="max")
+
+
+class _CudaTensor:
+    """What the backend choice reads of a CUDA tensor (none is needed to check the choice)."""
+
+    is_cuda = True
+
+
+@pytest.mark.skipif(loss_module.triton is None, reason="needs triton")
+def test_compiled_kernel_runs_on_cuda_tensors_and_the_torch_path_on_cpu_ones(monkeypatch):
+    """With Triton compiled (not interpreted), `auto` takes the kernel for CUDA tensors and the
+    torch path for CPU ones; asking for `triton` on a CPU tensor says how to run it there."""
+    monkeypatch.setattr(loss_module, "_KERNELS_INTERPRETED", False)
+    assert loss_module._choose_triton("auto", _CudaTensor()) is True
+    assert loss_module._choose_triton("auto", torch.zeros(1)) is False
+    assert loss_module._choose_triton("torch", _CudaTensor()) is False
+    assert loss_module._choose_triton("triton", _CudaTensor()) is True
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        loss_module._choose_triton("triton", torch.zeros(1))
