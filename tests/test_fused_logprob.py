@@ -75,6 +75,7 @@ CASES = [
     pytest.param(37, 40, 70, 32, 0.7, True, True, True, id="odd-ignore-entropy-T0.7"),
     pytest.param(20, 48, 96, 16, 1.3, True, False, False, id="frozen-head-T1.3"),
     pytest.param(33, 24, 130, None, 1.0, False, False, True, id="one-chunk-ignore"),
+    pytest.param(9, 16, 40, 16, 0.5, True, True, False, id="T0.5"),
 ]
 
 
@@ -193,6 +194,12 @@ def test_rejects_bad_targets_and_arguments():
         fused_linear_logprob(hidden, weight, targets, _backend="cuda")
     with pytest.raises(ValueError, match="weight"):
         fused_linear_logprob(hidden, weight.T, targets)
+    with pytest.raises(ValueError, match=r"weight \(8, 10\) must be \[V, 8\]"):  # by the hidden size
+        fused_linear_logprob(hidden.detach().view(2, 2, 8), weight.T, targets.view(2, 2))
+    with pytest.raises(ValueError, match=r"hidden \(4, 8\) and targets \(3,\) disagree"):
+        fused_linear_logprob(hidden, weight, targets[:3])
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        fused_linear_logprob(hidden, weight, targets, chunk_size=0)
 
 
 class _LargestOutput(TorchDispatchMode):
@@ -243,3 +250,49 @@ def test_imports_and_runs_without_triton():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_vocab_chunks_smaller_than_the_vocabulary_match_the_reference(backend, monkeypatch):
+    """Many tokens shrink the default vocab chunk below the vocabulary (here: budgets that are
+    no multiple of the token count, as on a real batch)."""
+    monkeypatch.setattr(fused_module, "_TORCH_CHUNK_ELEMENTS", 5 * 300 + 3)
+    monkeypatch.setattr(fused_module, "_TRITON_CHUNK_ELEMENTS", 5 * 200 + 2)
+    hidden, weight, targets = _inputs(5, 16, 700, torch.float32, seed=3)
+    got, _, (gh, gw) = _forward_backward(fused_linear_logprob, hidden, weight, targets, entropy=False, seed=3,
+                                         _backend=backend)
+    want, _, (ref_gh, ref_gw) = _forward_backward(reference_linear_logprob, hidden, weight, targets,
+                                                  entropy=False, seed=3)
+    _close(got, want, TOLERANCE[torch.float32]["value"], "logp")
+    _close(gh, ref_gh, TOLERANCE[torch.float32]["grad"], "grad hidden")
+    _close(gw, ref_gw, TOLERANCE[torch.float32]["grad"], "grad weight")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_gradient_with_frozen_hidden_states(backend):
+    hidden, weight, targets = _inputs(6, 16, 40, torch.float32, seed=4)
+    hidden = hidden.detach()
+    fused_linear_logprob(hidden, weight, targets, _backend=backend).sum().backward()
+    got = weight.grad.clone()
+    weight.grad = None
+    reference_linear_logprob(hidden, weight, targets).sum().backward()
+    _close(got, weight.grad, TOLERANCE[torch.float32]["grad"], "grad weight")
+
+
+class _CudaTensor:
+    """What the backend choice reads of a CUDA tensor (none is needed to check the choice)."""
+
+    is_cuda = True
+
+
+@pytest.mark.skipif(fused_module.triton is None, reason="needs triton")
+def test_compiled_kernels_run_on_cuda_tensors_and_the_torch_path_on_cpu_ones(monkeypatch):
+    """With Triton compiled (not interpreted), `auto` takes the kernels for CUDA tensors and the
+    torch path for CPU ones; asking for `triton` on a CPU tensor says how to run it there."""
+    monkeypatch.setattr(fused_module, "_KERNELS_INTERPRETED", False)
+    assert fused_module._choose_triton("auto", _CudaTensor()) is True
+    assert fused_module._choose_triton("auto", torch.zeros(1)) is False
+    assert fused_module._choose_triton("torch", _CudaTensor()) is False
+    assert fused_module._choose_triton("triton", _CudaTensor()) is True
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        fused_module._choose_triton("triton", torch.zeros(1))
