@@ -296,3 +296,21 @@ def test_compiled_kernels_run_on_cuda_tensors_and_the_torch_path_on_cpu_ones(mon
     assert fused_module._choose_triton("triton", _CudaTensor()) is True
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         fused_module._choose_triton("triton", torch.zeros(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gpu_tiles_are_powers_of_two_and_fp32_products_stay_exact(dtype):
+    """What the GPU launch is given (checked without a GPU): tl.dot needs every block dim a power
+    of two >= 16, and fp32 inputs are multiplied in IEEE fp32 as torch does, not in TF32."""
+    cuda = torch.device("cuda")
+    tiles = fused_module._block_config(dtype, cuda)
+    for name in ("BLOCK_N", "BLOCK_V", "BLOCK_H"):
+        assert isinstance(tiles[name], int) and tiles[name] >= 16 and tiles[name] & (tiles[name] - 1) == 0, name
+    options = fused_module._dot_options(dtype, cuda)
+    assert options["PRECISION"] == ("ieee" if dtype == torch.float32 else "tf32") and not options["DOT_FP32"]
+
+
+def test_the_cpu_forward_splits_each_row_blocks_vocab_so_the_combine_step_runs():
+    cpu = torch.device("cpu")
+    assert fused_module._forward_splits(3, 10, cpu) == 2
+    assert fused_module._forward_splits(3, 1, cpu) == 1  # never more splits than vocab tiles
