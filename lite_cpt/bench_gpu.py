@@ -62,8 +62,7 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
         model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
         calibration = measure_calibration(recipe, model, processor)
     else:
-        calibration = measure_calibration(setup.recipe, setup.model, setup.processor, task=setup.task,
-                                          samples=[example.sample for example in setup.examples],
+        calibration = measure_calibration(setup.recipe, setup.model, setup.processor, examples=setup.examples,
                                           data_rates=False)
     result["calibration"] = calibration.to_json()
     if json_path is not None:

@@ -130,33 +130,31 @@ def optimizer_step_seconds(model) -> float:
     return seconds
 
 
-def sft_tokens_per_s(recipe, model, processor, samples, task, steps: int = 2) -> float:
+def sft_tokens_per_s(recipe, model, processor, examples, steps: int = 2) -> float:
     """Sequence tokens (prompt + answer) per second of `train_sft`, the run's SFT phase, over
-    `steps` batches of the first SFT arm's size (lr 1e-30: the adapter does not move), fastest
-    of REPEATS after a warm-up; encoding, micro-batching and the optimizer step included."""
-    from lite_cpt.phase import Phase, examples_of
+    `steps` batches of the first SFT arm's size drawn from `examples` (lr 1e-30: the adapter
+    does not move), fastest of REPEATS after a warm-up; encoding, micro-batching and the
+    optimizer step included."""
+    from lite_cpt.phase import Phase
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.sft import encode_examples, train_sft
 
     arm = next((a for a in recipe.arms if "sft_step" in _phases(a.method)), recipe.arms[0])
     arm = arm.model_copy(update={"lr": 1e-30, "max_steps_per_task": None})
-    examples = examples_of(task, samples)
-    batch = examples[: arm.batch_size] * max(1, -(-arm.batch_size // len(examples)))
-    batch = batch[: arm.batch_size]
+    batch = (examples * -(-arm.batch_size // len(examples)))[: arm.batch_size]
     tokens = sum(row.length for row in encode_examples(processor, batch))
     knobs = resolve_knobs(recipe, arm.name)
     seconds, _ = _best_seconds(lambda: train_sft(model, processor, batch * steps, arm, Phase(knobs, epochs=1)))
     return tokens * steps / seconds
 
 
-def rl_rates(recipe, model, processor, samples, task) -> dict:
+def rl_rates(recipe, model, processor, examples) -> dict:
     """Seconds per rollout of `generate_rollouts` and per rollout and no-grad pass of
     `prepare_mini_batches` (encoding and the old/reference passes), the run's own rollout and
     log-prob phases, on one update's prompts at the first RL arm's settings, with the settings
     they were measured at ([G, max_new_tokens, prompts per generate call]): the plan uses them
     for arms with the same settings on this model. Empty without an RL arm. Run last: it holds
     the KL reference adapter on the model."""
-    from lite_cpt.phase import examples_of
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.reference_adapter import hold_reference
     from lite_cpt.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
@@ -165,7 +163,6 @@ def rl_rates(recipe, model, processor, samples, task) -> dict:
     if arm is None:
         return {}
     rft, knobs = arm.rft, resolve_knobs(recipe, arm.name)
-    examples = examples_of(task, samples)
     examples = (examples * -(-rft.prompts_per_step // len(examples)))[: rft.prompts_per_step]
     seconds, rollouts = _best_seconds(lambda: generate_rollouts(
         model, processor, examples, rft, group_size=rft.group_size, generator_seed=0,
@@ -186,12 +183,12 @@ def rl_rates(recipe, model, processor, samples, task) -> dict:
 
 def eval_prompts_per_s(recipe, model, processor, samples, task) -> float:
     """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, on `samples` at
-    the recipe's generation settings (answers of the model's own length, scoring included),
-    fastest of REPEATS after a warm-up."""
-    from lite_cpt.evaluate import EvalSet, evaluate_sets
+    the recipe's generation settings (its planned batch; answers of the model's own length,
+    scoring included), fastest of REPEATS after a warm-up."""
+    from lite_cpt.evaluate import EvalSet, evaluate_sets, planned_generation
 
     sets = [EvalSet(task, samples)]
-    seconds, _ = _best_seconds(lambda: evaluate_sets(model, processor, sets, recipe.evaluation.generation,
+    seconds, _ = _best_seconds(lambda: evaluate_sets(model, processor, sets, planned_generation(recipe),
                                                      cot=recipe.evaluation.cot))
     return len(samples) / seconds
 
@@ -202,22 +199,34 @@ def _phases(method: str) -> tuple[str, ...]:
     return arm_class(method).phases
 
 
-def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, task=None,
-                        samples=None, data_rates: bool = True) -> Calibration:
-    """Throughputs of `model` (the recipe's base + LoRA) on the recipe's first task's prompts,
-    or on `samples` of `task` when given. `data_rates`: also the rates that depend on the data
-    (mean prompt and answer lengths, the SFT phase's and the evaluation's own rates); leave it
-    off for synthetic prompts, whose lengths are not the recipe's."""
-    if task is None:
-        from lite_cpt.tasks.base import build_task
+def recipe_examples(recipe, count: int) -> list:
+    """About `count` test examples drawn from every task of the recipe in turn (task 1's first,
+    task 2's first, ...): the mix of prompt and answer lengths a run trains on."""
+    from lite_cpt.phase import Example
+    from lite_cpt.tasks.base import build_task
 
-        task = build_task(recipe.tasks[0], recipe.data.root, recipe.seed)
-        split = recipe.tasks[0].source.test_split
-        samples, eval_samples = task.load(split, prompts), task.load(split, recipe.evaluation.generation.batch_size)
-    else:
-        samples, eval_samples = samples[:prompts], samples[: recipe.evaluation.generation.batch_size]
-    batch = [Prompt(task.prompt(s), s.images, s.id) for s in samples]
-    answers = [task.target(s) for s in samples]
+    per_task = []
+    for config in recipe.tasks:
+        task = build_task(config, recipe.data.root, recipe.seed)
+        per_task.append([Example(task, s) for s in task.load(config.source.test_split, -(-count // len(recipe.tasks)))])
+    return [row[i] for i in range(max(map(len, per_task))) for row in per_task if i < len(row)]
+
+
+def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, examples=None,
+                        data_rates: bool = True) -> Calibration:
+    """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
+    recipe, or on `examples` (`lite_cpt.phase.Example`) when given. `data_rates`: also the
+    rates that depend on the data (mean prompt and answer lengths, the SFT, rollout, log-prob
+    and evaluation phases' own rates); leave it off for synthetic prompts, whose lengths are not
+    the recipe's. The evaluation rate is measured on one call of the first task's test items."""
+    from lite_cpt.evaluate import planned_generation
+
+    generation = planned_generation(recipe)
+    if examples is None:
+        examples = recipe_examples(recipe, max(prompts, len(recipe.tasks)))
+    mixed = examples[: max(prompts, len(recipe.tasks))]
+    batch = [example.prompt() for example in mixed]
+    answers = [example.task.target(example.sample) for example in mixed]
     prefill, train = forward_costs(model, processor, batch, answers)
     small, large = CALL_SIZES
     step_small = decode_step_seconds(model, processor, batch, small, new_tokens, prefill)
@@ -227,13 +236,15 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     data: dict = {}
     if data_rates:
+        task = examples[0].task
+        eval_samples = task.load(task.config.source.test_split, generation.batch_size)
         prompt_len, answer_len = data_lengths(processor, batch, answers)
         data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
-                    sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, samples, task),
+                    sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, mixed),
                     eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task))
     optimizer_s = optimizer_step_seconds(model)
     if data_rates:
-        data.update(rl_rates(recipe, model, processor, samples, task))
+        data.update(rl_rates(recipe, model, processor, mixed))
     weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
