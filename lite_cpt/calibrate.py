@@ -130,11 +130,11 @@ def optimizer_step_seconds(model) -> float:
     return seconds
 
 
-def sft_tokens_per_s(recipe, model, processor, examples, steps: int = 2) -> float:
-    """Sequence tokens (prompt + answer) per second of `train_sft`, the run's SFT phase, over
-    `steps` batches of the first SFT arm's size drawn from `examples` (lr 1e-30: the adapter
-    does not move), fastest of REPEATS after a warm-up; encoding, micro-batching and the
-    optimizer step included."""
+def sft_work(recipe, model, processor, examples, steps: int = 4) -> tuple[int, float]:
+    """(sequence tokens, seconds) of `train_sft`, the run's SFT phase, over `steps` batches of
+    the first SFT arm's size drawn from `examples` (lr 1e-30: the adapter does not move),
+    fastest of REPEATS after a warm-up; encoding, micro-batching and the optimizer step
+    included."""
     from lite_cpt.phase import Phase
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.sft import encode_examples, train_sft
@@ -145,16 +145,21 @@ def sft_tokens_per_s(recipe, model, processor, examples, steps: int = 2) -> floa
     tokens = sum(row.length for row in encode_examples(processor, batch))
     knobs = resolve_knobs(recipe, arm.name)
     seconds, _ = _best_seconds(lambda: train_sft(model, processor, batch * steps, arm, Phase(knobs, epochs=1)))
-    return tokens * steps / seconds
+    return tokens * steps, seconds
 
 
-def rl_rates(recipe, model, processor, examples) -> dict:
+def _batch_rows(recipe) -> int:
+    """The most rows one training batch of the recipe's arms takes (an SFT batch, an RL update's prompts)."""
+    return max(arm.rft.prompts_per_step if "rollout" in _phases(arm.method) else arm.batch_size for arm in recipe.arms)
+
+
+def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
     """Seconds per rollout of `generate_rollouts` and per rollout and no-grad pass of
     `prepare_mini_batches` (encoding and the old/reference passes), the run's own rollout and
-    log-prob phases, on one update's prompts at the first RL arm's settings, with the settings
-    they were measured at ([G, max_new_tokens, prompts per generate call]): the plan uses them
-    for arms with the same settings on this model. Empty without an RL arm. Run last: it holds
-    the KL reference adapter on the model."""
+    log-prob phases, on one update's prompts of each group (task) at the first RL arm's
+    settings, with the settings they were measured at ([G, max_new_tokens, prompts per generate
+    call]): the plan uses them for arms with the same settings on this model. Empty without an
+    RL arm. Run last: it holds the KL reference adapter on the model."""
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.reference_adapter import hold_reference
     from lite_cpt.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
@@ -163,21 +168,26 @@ def rl_rates(recipe, model, processor, examples) -> dict:
     if arm is None:
         return {}
     rft, knobs = arm.rft, resolve_knobs(recipe, arm.name)
-    examples = (examples * -(-rft.prompts_per_step // len(examples)))[: rft.prompts_per_step]
-    seconds, rollouts = _best_seconds(lambda: generate_rollouts(
-        model, processor, examples, rft, group_size=rft.group_size, generator_seed=0,
-        rollout_batch_size=knobs.rollout_batch_size), repeats=2)
-    rows = list(range(len(rollouts.token_ids)))
-    rates = {"rollout_s_per_sequence": seconds / len(rows),
-             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)]}
     passes = int(rft.kl and rft.kl_beta > 0) + int(steps_per_rollout(rft) > 1)
+    if passes and rft.kl and rft.kl_reference == "previous_task":
+        hold_reference(model)
+    rollout_s = logprob_s = 0.0
+    sequences = 0
+    for examples in groups:
+        examples = (examples * -(-rft.prompts_per_step // len(examples)))[: rft.prompts_per_step]
+        seconds, rollouts = _best_seconds(lambda: generate_rollouts(
+            model, processor, examples, rft, group_size=rft.group_size, generator_seed=0,
+            rollout_batch_size=knobs.rollout_batch_size), repeats=2)
+        rows = list(range(len(rollouts.token_ids)))
+        rollout_s, sequences = rollout_s + seconds, sequences + len(rows)
+        if passes:
+            advantages = compute_advantages(rollouts, rft)
+            logprob_s += _best_seconds(lambda: prepare_mini_batches(model, processor, rollouts, rows, advantages, rft,
+                                                                    knobs), repeats=2)[0]
+    rates = {"rollout_s_per_sequence": rollout_s / sequences,
+             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)]}
     if passes:
-        if rft.kl and rft.kl_reference == "previous_task":
-            hold_reference(model)
-        advantages = compute_advantages(rollouts, rft)
-        seconds, _ = _best_seconds(lambda: prepare_mini_batches(model, processor, rollouts, rows, advantages, rft,
-                                                                knobs), repeats=2)
-        rates["logprob_s_per_sequence"] = seconds / len(rows) / passes
+        rates["logprob_s_per_sequence"] = logprob_s / sequences / passes
     return rates
 
 
@@ -199,32 +209,41 @@ def _phases(method: str) -> tuple[str, ...]:
     return arm_class(method).phases
 
 
-def recipe_examples(recipe, count: int) -> list:
-    """About `count` test examples drawn from every task of the recipe in turn (task 1's first,
-    task 2's first, ...): the mix of prompt and answer lengths a run trains on."""
+def recipe_examples(recipe, per_task: int) -> list[list]:
+    """`per_task` test examples of every task of the recipe, one list per task: a run trains on
+    one task at a time, so its batches hold one task's lengths."""
     from lite_cpt.phase import Example
     from lite_cpt.tasks.base import build_task
 
-    per_task = []
+    groups = []
     for config in recipe.tasks:
         task = build_task(config, recipe.data.root, recipe.seed)
-        per_task.append([Example(task, s) for s in task.load(config.source.test_split, -(-count // len(recipe.tasks)))])
-    return [row[i] for i in range(max(map(len, per_task))) for row in per_task if i < len(row)]
+        groups.append([Example(task, s) for s in task.load(config.source.test_split, per_task)])
+    return [group for group in groups if group]
+
+
+def _interleaved(groups: list[list]) -> list:
+    return [group[i] for i in range(max(map(len, groups))) for group in groups if i < len(group)]
+
+
+def _per_task_rate(groups: list[list], measure) -> float:
+    """Work per second over the groups: `measure(group)` gives (work, seconds) of one."""
+    done = [measure(group) for group in groups]
+    return sum(work for work, _ in done) / sum(seconds for _, seconds in done)
 
 
 def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, examples=None,
                         data_rates: bool = True) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
     recipe, or on `examples` (`lite_cpt.phase.Example`) when given. `data_rates`: also the
-    rates that depend on the data (mean prompt and answer lengths, the SFT, rollout, log-prob
-    and evaluation phases' own rates); leave it off for synthetic prompts, whose lengths are not
-    the recipe's. The evaluation rate is measured on one call of the first task's test items."""
+    rates that depend on the data (mean prompt and answer lengths; the SFT, rollout and log-prob
+    phases' own rates, each on every task's own batch; the evaluation's on one call of the
+    first task); leave it off for synthetic prompts, whose lengths are not the recipe's."""
     from lite_cpt.evaluate import planned_generation
 
     generation = planned_generation(recipe)
-    if examples is None:
-        examples = recipe_examples(recipe, max(prompts, len(recipe.tasks)))
-    mixed = examples[: max(prompts, len(recipe.tasks))]
+    groups = [examples] if examples is not None else recipe_examples(recipe, max(prompts, _batch_rows(recipe)))
+    mixed = _interleaved(groups)[: max(prompts, len(groups))]
     batch = [example.prompt() for example in mixed]
     answers = [example.task.target(example.sample) for example in mixed]
     prefill, train = forward_costs(model, processor, batch, answers)
@@ -236,15 +255,17 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     data: dict = {}
     if data_rates:
-        task = examples[0].task
+        task = groups[0][0].task
         eval_samples = task.load(task.config.source.test_split, generation.batch_size)
-        prompt_len, answer_len = data_lengths(processor, batch, answers)
+        every = [example for group in groups for example in group]
+        prompt_len, answer_len = data_lengths(processor, [e.prompt() for e in every],
+                                              [e.task.target(e.sample) for e in every])
         data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
-                    sft_tokens_per_s=sft_tokens_per_s(recipe, model, processor, mixed),
+                    sft_tokens_per_s=_per_task_rate(groups, lambda g: sft_work(recipe, model, processor, g)),
                     eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task))
     optimizer_s = optimizer_step_seconds(model)
     if data_rates:
-        data.update(rl_rates(recipe, model, processor, mixed))
+        data.update(rl_rates(recipe, model, processor, groups))
     weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
