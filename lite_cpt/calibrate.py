@@ -191,16 +191,27 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
     return rates
 
 
-def eval_prompts_per_s(recipe, model, processor, samples, task) -> float:
-    """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, on `samples` at
-    the recipe's generation settings (its planned batch; answers of the model's own length,
-    scoring included), fastest of REPEATS after a warm-up."""
+def eval_prompts_per_s(recipe, model, processor) -> float:
+    """Evaluation prompts per second of `evaluate_sets`, the run's evaluation, at the recipe's
+    generation settings (its planned batch; answers of the model's own length, scoring
+    included): one call of each task's and general benchmark's test items, after one warm-up
+    call, as an evaluation after each task runs them."""
     from lite_cpt.evaluate import EvalSet, evaluate_sets, planned_generation
+    from lite_cpt.tasks.base import build_task
 
-    sets = [EvalSet(task, samples)]
-    seconds, _ = _best_seconds(lambda: evaluate_sets(model, processor, sets, planned_generation(recipe),
-                                                     cot=recipe.evaluation.cot))
-    return len(samples) / seconds
+    generation = planned_generation(recipe)
+    sets = [EvalSet(task, task.load(config.source.test_split, generation.batch_size))
+            for config in recipe.tasks for task in [build_task(config, recipe.data.root, recipe.seed)]]
+    sets += [EvalSet(task, task.load(config.source.test_split, min(generation.batch_size, config.size or 10**9)))
+             for config in recipe.evaluation.general
+             for task in [build_task(config, recipe.data.root, recipe.seed, benchmark=True)]]
+    sets = [evalset for evalset in sets if evalset.samples]
+
+    def evaluate():
+        return evaluate_sets(model, processor, sets, generation, cot=recipe.evaluation.cot)
+
+    seconds, _ = _best_seconds(evaluate, repeats=1)
+    return sum(len(evalset.samples) for evalset in sets) / seconds
 
 
 def _phases(method: str) -> tuple[str, ...]:
@@ -237,11 +248,8 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
     recipe, or on `examples` (`lite_cpt.phase.Example`) when given. `data_rates`: also the
     rates that depend on the data (mean prompt and answer lengths; the SFT, rollout and log-prob
-    phases' own rates, each on every task's own batch; the evaluation's on one call of the
-    first task); leave it off for synthetic prompts, whose lengths are not the recipe's."""
-    from lite_cpt.evaluate import planned_generation
-
-    generation = planned_generation(recipe)
+    phases' own rates, each on every task's own batch; the evaluation's on one call of every
+    task and general benchmark); leave it off for synthetic prompts, whose lengths are not the recipe's."""
     groups = [examples] if examples is not None else recipe_examples(recipe, max(prompts, _batch_rows(recipe)))
     mixed = _interleaved(groups)[: max(prompts, len(groups))]
     batch = [example.prompt() for example in mixed]
@@ -255,14 +263,12 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     data: dict = {}
     if data_rates:
-        task = groups[0][0].task
-        eval_samples = task.load(task.config.source.test_split, generation.batch_size)
         every = [example for group in groups for example in group]
         prompt_len, answer_len = data_lengths(processor, [e.prompt() for e in every],
                                               [e.task.target(e.sample) for e in every])
         data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
                     sft_tokens_per_s=_per_task_rate(groups, lambda g: sft_work(recipe, model, processor, g)),
-                    eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor, eval_samples, task))
+                    eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor))
     optimizer_s = optimizer_step_seconds(model)
     if data_rates:
         data.update(rl_rates(recipe, model, processor, groups))
