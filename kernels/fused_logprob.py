@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .backend import choose_triton
+
 try:  # triton is optional: without it every call takes the torch path
     import triton
     import triton.language as tl
@@ -96,7 +98,8 @@ def fused_linear_logprob(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    use_triton = _choose_triton(_backend, hidden)
+    use_triton = choose_triton(_backend, hidden, triton_installed=triton is not None,
+                               interpreted=_KERNELS_INTERPRETED)
     outputs = _FusedLinearLogprob.apply(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
@@ -111,22 +114,6 @@ def fused_linear_logprob(
         logp, entropy = outputs
         return logp.view(targets.shape), entropy.view(targets.shape)
     return outputs.view(targets.shape)
-
-
-def _choose_triton(backend: str, hidden: torch.Tensor) -> bool:
-    if backend == "torch":
-        return False
-    if backend == "auto":
-        return hidden.is_cuda and triton is not None and not _KERNELS_INTERPRETED
-    if backend == "triton":
-        if triton is None:
-            raise RuntimeError("the triton backend was requested but triton is not installed")
-        if not hidden.is_cuda and not _KERNELS_INTERPRETED:
-            raise RuntimeError(
-                "the triton backend on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
-            )
-        return True
-    raise ValueError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
 
 
 class _FusedLinearLogprob(torch.autograd.Function):

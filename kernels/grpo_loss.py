@@ -44,6 +44,8 @@ from typing import Callable
 
 import torch
 
+from .backend import choose_triton
+
 try:  # triton is optional: without it every call takes the torch path
     import triton
     import triton.language as tl
@@ -265,7 +267,8 @@ def grpo_loss(
     else:
         weight = mask32 / (mask32.sum(dim=1, keepdim=True).clamp(min=1) * n_seq)
     use_kl = ref_logp is not None and beta > 0
-    use_triton = _choose_triton(_backend, logp)
+    use_triton = choose_triton(_backend, logp, triton_installed=triton is not None,
+                               interpreted=_KERNELS_INTERPRETED)
     clip = _Clip(1.0 - eps_low, 1.0 + eps_high, dual_clip)
     loss, sums = _GrpoLoss.apply(
         logp, old_logp.detach(), advantages.detach(), mask32, weight,
@@ -282,22 +285,6 @@ class _Clip:
     low: float  # 1 - eps_low
     high: float  # 1 + eps_high
     dual: float | None  # C, or None for no dual clip
-
-
-def _choose_triton(backend: str, tensor: torch.Tensor) -> bool:
-    if backend == "torch":
-        return False
-    if backend == "auto":
-        return tensor.is_cuda and triton is not None and not _KERNELS_INTERPRETED
-    if backend == "triton":
-        if triton is None:
-            raise RuntimeError("the triton backend was requested but triton is not installed")
-        if not tensor.is_cuda and not _KERNELS_INTERPRETED:
-            raise RuntimeError(
-                "the triton backend on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
-            )
-        return True
-    raise ValueError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
 
 
 class _GrpoLoss(torch.autograd.Function):

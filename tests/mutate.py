@@ -30,6 +30,7 @@ COPIED = ("lite_cpt", "kernels", "tests", "recipes", "README.md")
 MODULE_TESTS = {
     "kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
     "kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
+    "kernels/backend.py": ["tests/test_fused_logprob.py", "tests/test_grpo_loss.py"],
     "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
     "lite_cpt/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py",
                         "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor",

@@ -285,17 +285,34 @@ class _CudaTensor:
     is_cuda = True
 
 
-@pytest.mark.skipif(fused_module.triton is None, reason="needs triton")
-def test_compiled_kernels_run_on_cuda_tensors_and_the_torch_path_on_cpu_ones(monkeypatch):
+def test_compiled_kernels_run_on_cuda_tensors_and_the_torch_path_on_cpu_ones():
     """With Triton compiled (not interpreted), `auto` takes the kernels for CUDA tensors and the
     torch path for CPU ones; asking for `triton` on a CPU tensor says how to run it there."""
-    monkeypatch.setattr(fused_module, "_KERNELS_INTERPRETED", False)
-    assert fused_module._choose_triton("auto", _CudaTensor()) is True
-    assert fused_module._choose_triton("auto", torch.zeros(1)) is False
-    assert fused_module._choose_triton("torch", _CudaTensor()) is False
-    assert fused_module._choose_triton("triton", _CudaTensor()) is True
+    from lite_cpt.kernels.backend import choose_triton
+
+    compiled = dict(triton_installed=True, interpreted=False)
+    assert choose_triton("auto", _CudaTensor(), **compiled) is True
+    assert choose_triton("auto", torch.zeros(1), **compiled) is False
+    assert choose_triton("torch", _CudaTensor(), **compiled) is False
+    assert choose_triton("triton", _CudaTensor(), **compiled) is True
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        fused_module._choose_triton("triton", torch.zeros(1))
+        choose_triton("triton", torch.zeros(1), **compiled)
+    # Interpreted kernels: `auto` keeps the faster torch path, `triton` runs them on a CPU tensor.
+    assert choose_triton("auto", _CudaTensor(), triton_installed=True, interpreted=True) is False
+    assert choose_triton("triton", torch.zeros(1), triton_installed=True, interpreted=True) is True
+    assert choose_triton("auto", _CudaTensor(), triton_installed=False, interpreted=False) is False
+    with pytest.raises(RuntimeError, match="triton is not installed"):
+        choose_triton("triton", _CudaTensor(), triton_installed=False, interpreted=False)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        choose_triton("cuda", _CudaTensor(), **compiled)
+
+
+@pytest.mark.skipif(fused_module.triton is None, reason="needs triton")
+def test_the_kernel_chooses_its_path_by_whether_its_own_kernels_are_compiled(monkeypatch):
+    monkeypatch.setattr(fused_module, "_KERNELS_INTERPRETED", False)
+    hidden, weight, targets = torch.randn(3, 8), torch.randn(16, 8), torch.randint(0, 16, (3,))
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        fused_linear_logprob(hidden, weight, targets, _backend="triton")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

@@ -310,20 +310,11 @@ def test_rejects_bad_arguments():
         grpo_advantages(torch.ones(4), 2, scale="max")
 
 
-class _CudaTensor:
-    """What the backend choice reads of a CUDA tensor (none is needed to check the choice)."""
-
-    is_cuda = True
-
-
 @pytest.mark.skipif(loss_module.triton is None, reason="needs triton")
-def test_compiled_kernel_runs_on_cuda_tensors_and_the_torch_path_on_cpu_ones(monkeypatch):
-    """With Triton compiled (not interpreted), `auto` takes the kernel for CUDA tensors and the
-    torch path for CPU ones; asking for `triton` on a CPU tensor says how to run it there."""
+def test_the_loss_chooses_its_path_by_whether_its_own_kernel_is_compiled(monkeypatch):
+    """Compiled (not interpreted), the loss asked for its Triton kernel on a CPU tensor says how
+    to run it there (the choice itself: `lite_cpt.kernels.backend`, tested with the log-prob)."""
     monkeypatch.setattr(loss_module, "_KERNELS_INTERPRETED", False)
-    assert loss_module._choose_triton("auto", _CudaTensor()) is True
-    assert loss_module._choose_triton("auto", torch.zeros(1)) is False
-    assert loss_module._choose_triton("torch", _CudaTensor()) is False
-    assert loss_module._choose_triton("triton", _CudaTensor()) is True
+    logp = torch.zeros(2, 3)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        loss_module._choose_triton("triton", torch.zeros(1))
+        grpo_loss(logp, logp, torch.ones(2), torch.ones(2, 3), _backend="triton")
