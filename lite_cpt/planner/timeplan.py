@@ -40,6 +40,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lite_cpt.errors import UserError
+from lite_cpt.phase import micro_batches
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
 
@@ -222,13 +223,9 @@ def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, promp
 
 
 def micro_batch_count(sequences: int, length: float, knobs: Knobs) -> int:
-    """Micro-batches of `sequences` of about `length` tokens: by the knobs' token budget, or
-    their fixed count."""
-    if knobs.micro_batch_tokens:
-        per = max(1, min(knobs.packed_sequences or sequences, int(knobs.micro_batch_tokens // max(1.0, length))))
-    else:
-        per = max(1, knobs.micro_batch_size)
-    return math.ceil(sequences / per)
+    """Micro-batches of `sequences` of about `length` tokens, as the run packs them
+    (`lite_cpt.phase.micro_batches`: by the knobs' token budget, or their fixed count)."""
+    return len(micro_batches([length] * sequences, knobs))
 
 
 def training_phases(counts: Counts) -> list[TaskCounts] | None:
