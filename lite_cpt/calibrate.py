@@ -196,15 +196,10 @@ def eval_prompts_per_s(recipe, model, processor) -> float:
     generation settings (its planned batch; answers of the model's own length, scoring
     included): one call of each task's and general benchmark's test items, after one warm-up
     call, as an evaluation after each task runs them."""
-    from lite_cpt.evaluate import EvalSet, evaluate_sets, planned_generation
-    from lite_cpt.tasks.base import build_task
+    from lite_cpt.evaluate import evaluate_sets, planned_generation, recipe_eval_sets
 
     generation = planned_generation(recipe)
-    sets = [EvalSet(task, task.load(config.source.test_split, generation.batch_size))
-            for config in recipe.tasks for task in [build_task(config, recipe.data.root, recipe.seed)]]
-    sets += [EvalSet(task, task.load(config.source.test_split, min(generation.batch_size, config.size or 10**9)))
-             for config in recipe.evaluation.general
-             for task in [build_task(config, recipe.data.root, recipe.seed, benchmark=True)]]
+    sets = recipe_eval_sets(recipe, most=generation.batch_size)
     sets = [evalset for evalset in sets if evalset.samples]
 
     def evaluate():

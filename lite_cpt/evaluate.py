@@ -50,6 +50,22 @@ def planned_generation(recipe):
     return generation.model_copy(update={"batch_size": resolve_eval_batch(recipe)})
 
 
+def recipe_eval_sets(recipe, most: int | None = None) -> list[EvalSet]:
+    """Every task's and general benchmark's evaluation set at the recipe's sizes (None: the
+    whole split), or at most `most` items each."""
+    from lite_cpt.tasks.base import build_task
+
+    def size(stated: int | None) -> int | None:
+        return stated if most is None else most if stated is None else min(stated, most)
+
+    root = recipe.data.root
+    sets = [EvalSet(t, t.load(c.source.test_split, size(c.test_size)))
+            for c in recipe.tasks for t in [build_task(c, root, recipe.seed)]]
+    sets += [EvalSet(b, b.load(c.source.test_split, size(c.size)))
+             for c in recipe.evaluation.general for b in [build_task(c, root, recipe.seed, benchmark=True)]]
+    return sets
+
+
 def mean_score(items: list[dict]) -> float:
     return sum(item["score"] for item in items) / len(items) if items else 0.0
 
@@ -78,7 +94,6 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
     from lite_cpt.errors import UserError
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
-    from lite_cpt.tasks.base import build_task
 
     recipe = load_recipe(recipe_path, overrides)
     model, processor = load_base(recipe, console=console)
@@ -90,11 +105,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if not (Path(adapter) / "adapter_config.json").exists():
             raise UserError(f"no PEFT adapter at {adapter} (adapter_config.json is missing)")
         model = PeftModel.from_pretrained(model, str(adapter))
-    root = recipe.data.root
-    sets = [EvalSet(t, t.load(c.source.test_split, c.test_size))
-            for c in recipe.tasks for t in [build_task(c, root, recipe.seed)]]
-    sets += [EvalSet(b, b.load(c.source.test_split, c.size))
-             for c in recipe.evaluation.general for b in [build_task(c, root, recipe.seed, benchmark=True)]]
+    sets = recipe_eval_sets(recipe)
     if task_names:
         known = {s.task.name for s in sets}
         unknown = [n for n in task_names if n not in known]
