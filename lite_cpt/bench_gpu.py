@@ -35,7 +35,7 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
     """Run the three benchmarks; `tiny` uses small shapes (CPU tests); `recipe`: the recipe
     whose model to calibrate (None: see the module's docstring)."""
     from lite_cpt.bench_kernels import bench_kernels
-    from lite_cpt.bench_step import bench_setup, cpu_measure, cuda_measure, run_bench_phases, step_result
+    from lite_cpt.bench_step import bench_setup, measure_step
     from lite_cpt.calibrate import measure_calibration
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -44,8 +44,7 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
     setup = None
     if device == "cuda" or tiny:
         setup = bench_setup("tiny" if tiny else "7b")
-        measured = run_bench_phases(setup, cuda_measure if device == "cuda" else cpu_measure)
-        result["step"] = step_result(setup, measured, device)
+        result["step"] = measure_step(setup)
     else:
         result["step"] = {"skipped": "the step benchmark measures CUDA memory: run it on a GPU (or --tiny)"}
     if setup is None and recipe is None:

@@ -532,6 +532,13 @@ def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) 
     return result
 
 
+def measure_step(setup: BenchSetup) -> dict:
+    """Run the phases on the setup's device (peaks on CUDA, times only on a CPU) and report them."""
+    device = next(setup.model.parameters()).device
+    measured = run_bench_phases(setup, cuda_measure if device.type == "cuda" else cpu_measure)
+    return step_result(setup, measured, device)
+
+
 # --------------------------------------------------------------------------------------------
 # The command
 
@@ -545,10 +552,7 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", shapes: B
     if model != "tiny" and not torch.cuda.is_available():
         raise UserError("bench step needs a CUDA GPU (it measures real peak GPU memory); "
                         "--model tiny runs the tiny shape on the CPU")
-    setup = bench_setup(model, shapes)
-    device = next(setup.model.parameters()).device
-    measured = run_bench_phases(setup, cuda_measure if device.type == "cuda" else cpu_measure)
-    result = step_result(setup, measured, device)
+    result = measure_step(bench_setup(model, shapes))
     if json_path is not None:
         from lite_cpt.io import atomic_write_json
 
@@ -557,6 +561,7 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", shapes: B
 
 
 __all__ = [
-    "BenchSetup", "BenchShapes", "BenchTask", "TINY_SHAPES", "bench_shapes", "bench_config", "bench_examples", "bench_processor", "bench_recipe", "bench_setup",
-    "bench_step", "build_random_model", "planned", "run_bench_phases", "step_result",
+    "BenchSetup", "BenchShapes", "BenchTask", "TINY_SHAPES", "bench_config", "bench_examples", "bench_processor",
+    "bench_recipe", "bench_setup", "bench_shapes", "bench_step", "build_random_model", "measure_step", "planned",
+    "run_bench_phases", "step_result",
 ]
