@@ -256,6 +256,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     per_sequence = max(0.0, (step_large - step_small) / (large - small))
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
+    optimizer_s = optimizer_step_seconds(model)
     data: dict = {}
     if data_rates:
         every = [example for group in groups for example in group]
@@ -263,10 +264,8 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
                                               [e.task.target(e.sample) for e in every])
         data = dict(prompt_tokens=prompt_len, answer_tokens=answer_len,
                     sft_tokens_per_s=_per_task_rate(groups, lambda g: sft_work(recipe, model, processor, g)),
-                    eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor))
-    optimizer_s = optimizer_step_seconds(model)
-    if data_rates:
-        data.update(rl_rates(recipe, model, processor, groups))
+                    eval_prompts_per_s=eval_prompts_per_s(recipe, model, processor),
+                    **rl_rates(recipe, model, processor, groups))  # last: it holds the reference adapter
     weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
