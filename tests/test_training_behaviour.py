@@ -247,6 +247,13 @@ def grpo_reference_loss(model, processor, rollouts: Rollouts, aggregation: str) 
     return (per_token.sum(dim=1) / mask.sum(dim=1)).mean()
 
 
+def grpo_arm(aggregation: str) -> ArmConfig:
+    """An rft arm of 4 prompts x G=4 with no KL and no clipping of the gradient."""
+    return ArmConfig(name="rft", lr=1e-3, grad_clip=1e9,
+                     rft={"group_size": 4, "prompts_per_step": 4, "cot": False, "kl": False, "temperature": 1.0,
+                          "aggregation": aggregation})
+
+
 GRPO_REWARDS = [1, 0, 0, 1,  1, 1, 1, 1,  0, 0, 1, 0,  0, 0, 0, 0]  # groups 2 and 4 carry no signal
 
 
@@ -254,9 +261,7 @@ GRPO_REWARDS = [1, 0, 0, 1,  1, 1, 1, 1,  0, 0, 1, 0,  0, 0, 0, 0]  # groups 2 a
 @pytest.mark.parametrize("micro_batch_size", [1, 3, 16])
 def test_policy_update_gradient_is_the_whole_batch_grpo_loss(model, stepped_grads, aggregation, micro_batch_size):
     model, processor = model
-    arm = ArmConfig(name="rft", lr=1e-3, grad_clip=1e9,
-                    rft={"group_size": 4, "prompts_per_step": 4, "cot": False, "kl": False, "temperature": 1.0,
-                         "aggregation": aggregation})
+    arm = grpo_arm(aggregation)
     rollouts = scripted_rollouts(processor, examples(FixedAnswerTask("fixed"), 4), GRPO_REWARDS, 4)
     want = reference_grad(model, lambda: grpo_reference_loss(model, processor, rollouts, aggregation))
     params = list(trainable(model).values())
@@ -304,9 +309,7 @@ def test_sft_token_budget_micro_batches_give_the_whole_batch_gradient(model, ste
 def test_policy_update_token_budget_micro_batches_give_the_whole_batch_gradient(model, stepped_grads,
                                                                                 aggregation, budget):
     model, processor = model
-    arm = ArmConfig(name="rft", lr=1e-3, grad_clip=1e9,
-                    rft={"group_size": 4, "prompts_per_step": 4, "cot": False, "kl": False, "temperature": 1.0,
-                         "aggregation": aggregation})
+    arm = grpo_arm(aggregation)
     rollouts = scripted_rollouts(processor, mixed_length_examples(FixedAnswerTask("fixed"), 4), GRPO_REWARDS, 4)
     want = reference_grad(model, lambda: grpo_reference_loss(model, processor, rollouts, aggregation))
     optimizer = torch.optim.SGD(list(trainable(model).values()), lr=0.0)
