@@ -7,7 +7,8 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -110,22 +111,56 @@ def test_ray_sweep_gives_the_serial_matrices_and_one_base_row_per_seed(local_clu
     assert (recipe.run_dir / "report.md").exists()
 
 
+def unit_worker() -> "psutil.Process | None":
+    """The Ray worker process running a unit: Ray titles a busy worker after its task."""
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if "ray::_unit_task" in " ".join(process.cmdline()):
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
+def kill_when_task_saved(matrix_path: Path, task: int, killed: list, give_up: threading.Event) -> None:
+    """Stop the unit's worker the moment matrix.json holds `task`'s row (task `task` saved, the
+    next one starting), check it is still there, then SIGKILL it: polled every few
+    milliseconds, against a next task that takes about a second, so the kill lands in it."""
+    while not give_up.is_set():
+        rows = (json.loads(matrix_path.read_text()).get("R") or []) if matrix_path.exists() else []
+        if len(rows) > task:
+            worker = unit_worker()
+            if worker is None:
+                continue
+            worker.suspend()
+            killed.append((worker.pid, len(json.loads(matrix_path.read_text())["R"])))
+            worker.kill()
+            return
+        time.sleep(0.005)
+
+
 def test_killed_worker_is_retried_and_resumes_to_the_same_result(local_cluster, serial_run, tmp_path):
+    pytest.importorskip("psutil")
     recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1], tasks=TASKS, name="killed"))  # seed 0
-    events, killed = [], []
+    events, killed, give_up = [], [], threading.Event()
+    # SIGKILL from outside, while the unit trains task 2 (task 1 saved).
+    killer = threading.Thread(target=kill_when_task_saved, daemon=True,
+                              args=(recipe.run_dir / "seed_0" / "sft" / "matrix.json", 1, killed, give_up))
+    killer.start()
+    try:
+        [outcome] = ray_backend.run_on_ray(plan_units([recipe]), on_event=events.append)
+    finally:
+        give_up.set()
+        killer.join()
 
-    def kill_after_first_task(event):
-        events.append(event)
-        # The unit has saved task 1 and is training task 2: kill its worker from outside.
-        if event.kind == "line" and "sft · clevr" in event.text and not killed:
-            os.kill(event.pid, signal.SIGKILL)
-            killed.append(event.pid)
-
-    [outcome] = ray_backend.run_on_ray(plan_units([recipe]), on_event=kill_after_first_task)
-
-    assert killed and outcome.ok and outcome.attempts == 2
+    assert killed and killed[0][1] == 2, f"not killed in task 2: {killed}"  # base row + task 1
+    killed_pid = killed[0][0]
+    assert outcome.ok and outcome.attempts == 2
     retry = [e for e in events if e.kind == "retry"]
-    assert len(retry) == 1 and retry[0].pid != killed[0]
+    assert len(retry) == 1 and retry[0].pid != killed_pid
+    assert any(e.kind == "start" and e.pid == killed_pid for e in events)
     assert any(e.kind == "line" and e.pid == retry[0].pid and "resuming after task 1" in e.text for e in events)
     assert arm_files(recipe.run_dir, "sft") == arm_files(serial_run, "sft")
     task_ends = [json.loads(line) for line in (recipe.run_dir / "seed_0" / "sft" / "metrics.jsonl").read_text().splitlines()
