@@ -130,10 +130,8 @@ def kill_when_task_saved(matrix_path: Path, task: int, killed: list, give_up: th
     milliseconds, against a next task that takes about a second, so the kill lands in it."""
     while not give_up.is_set():
         rows = (json.loads(matrix_path.read_text()).get("R") or []) if matrix_path.exists() else []
-        if len(rows) > task:
-            worker = unit_worker()
-            if worker is None:
-                continue
+        worker = unit_worker() if len(rows) > task else None
+        if worker is not None:
             worker.suspend()
             killed.append((worker.pid, len(json.loads(matrix_path.read_text())["R"])))
             worker.kill()
