@@ -295,13 +295,15 @@ def test_compiled_kernels_run_on_cuda_tensors_and_the_torch_path_on_cpu_ones():
     assert choose_triton("auto", torch.zeros(1), **compiled) is False
     assert choose_triton("torch", _CudaTensor(), **compiled) is False
     assert choose_triton("triton", _CudaTensor(), **compiled) is True
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    # The whole message, as a user reads it: what is missing and how to get it.
+    with pytest.raises(RuntimeError, match="^the triton backend on CPU tensors needs TRITON_INTERPRET=1 set "
+                                           "before triton is imported$"):
         choose_triton("triton", torch.zeros(1), **compiled)
     # Interpreted kernels: `auto` keeps the faster torch path, `triton` runs them on a CPU tensor.
     assert choose_triton("auto", _CudaTensor(), triton_installed=True, interpreted=True) is False
     assert choose_triton("triton", torch.zeros(1), triton_installed=True, interpreted=True) is True
     assert choose_triton("auto", _CudaTensor(), triton_installed=False, interpreted=False) is False
-    with pytest.raises(RuntimeError, match="triton is not installed"):
+    with pytest.raises(RuntimeError, match="^the triton backend was requested but triton is not installed$"):
         choose_triton("triton", _CudaTensor(), triton_installed=False, interpreted=False)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         choose_triton("cuda", _CudaTensor(), **compiled)
