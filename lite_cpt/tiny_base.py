@@ -33,9 +33,11 @@ def tiny_family(recipe: Recipe) -> str:
 def tiny_base_key(recipe: Recipe) -> str:
     model = recipe.model
     parts = {"tiny": model.tiny.model_dump(), "base": model.base_training.model_dump(), "version": BASE_VERSION}
-    family = tiny_family(recipe)
-    if family != DEFAULT_FAMILY:  # the default family's key predates families: its cache stays valid
-        parts["family"] = family
+    family = resolve_family(recipe.model)
+    if family.name != DEFAULT_FAMILY:  # the default family's key predates families: its cache stays valid
+        parts["family"] = family.name
+    if family.tiny_build != 1:
+        parts["family_build"] = family.tiny_build
     return config_hash(parts)
 
 

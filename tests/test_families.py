@@ -232,3 +232,31 @@ def test_tiny_recipe_runs_end_to_end_on_the_familys_tiny_model(family, tmp_path)
         adapter = json.loads((arm_dir / "task_2" / "adapter_config.json").read_text())
         assert adapter["target_modules"] == FAMILIES[family].lora_targets
     assert (run_dir / "report.md").exists()
+
+
+#: The prompt each released model's own chat template gives a question with one image (none for
+#: the text model): Qwen2.5-VL-Instruct and Qwen2.5-Instruct open with their default system
+#: prompts, Qwen3-VL-Instruct has none.
+RELEASED_PROMPTS = {
+    "qwen2_5_vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                  "<|vision_start|><|image_pad|><|vision_end|>How many cubes?<|im_end|>\n<|im_start|>assistant\n",
+    "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>How many cubes?<|im_end|>\n"
+                "<|im_start|>assistant\n",
+    "text": "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHow many cubes?<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+def test_tiny_models_prompt_in_their_released_models_chat_format(tiny):
+    from lite_cpt.batching import chat_text
+
+    name, _, processor = tiny
+    images = () if name == "text" else ("an image",)
+    assert chat_text(processor, Prompt("How many cubes?", images)) == RELEASED_PROMPTS[name]
+    # A system turn given by the caller replaces the default and carries no images.
+    system = [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]},
+              {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    if name == "text":
+        system = [{"role": m["role"], "content": m["content"][0]["text"]} for m in system]
+    assert processor.apply_chat_template(system, add_generation_prompt=False, tokenize=False) == (
+        "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n")

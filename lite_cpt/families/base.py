@@ -102,6 +102,7 @@ class Family:
     known_shapes: Mapping[str, ModelShape] = field(default_factory=dict)
     default_max_pixels: int = 0  # processor's image budget when model.max_pixels is unset
     processor_class: str = ""  # the processor class name `AutoProcessor` gives for the family
+    tiny_build: int = 1  # bump when build_tiny changes: the family's cached tiny bases are rebuilt
 
     @property
     def lora_targets(self) -> str:

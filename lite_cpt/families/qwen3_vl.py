@@ -22,7 +22,7 @@ from lite_cpt.families.qwen2_5_vl import (
     tiny_text_config,
     vision_token_ids,
 )
-from lite_cpt.families.qwen_tokenizer import CHAT_TEMPLATE, build_tokenizer
+from lite_cpt.families.qwen_tokenizer import QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
 
 
 def shape_from_config(data: dict, name: str | None = None) -> ModelShape:
@@ -154,7 +154,7 @@ def build_processor(tokenizer, image_size: int):
     image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, **sizes)
     video_processor = Qwen3VLVideoProcessor(min_pixels=pixels, max_pixels=pixels, **sizes)
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+                            video_processor=video_processor, chat_template=QWEN3_VL_CHAT_TEMPLATE)
 
 
 def build_config(tokenizer, cfg):
@@ -173,7 +173,7 @@ def build_tiny(cfg, corpus: list[str]):
     """(model, processor) of a random tiny Qwen3-VL, deterministic from `cfg.seed`."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    tokenizer = build_tokenizer(corpus, cfg.vocab_size)
+    tokenizer = build_tokenizer(corpus, cfg.vocab_size, QWEN3_VL_CHAT_TEMPLATE)
     processor = build_processor(tokenizer, cfg.image_size)
     model = seeded_model(Qwen3VLForConditionalGeneration, build_config(tokenizer, cfg), tokenizer, cfg.seed)
     return model, processor
@@ -196,4 +196,5 @@ FAMILY = Family(
     known_shapes={"8b": QWEN3_VL_8B},
     default_max_pixels=16777216,  # Qwen3-VL's image processor: longest_edge 16384 * 32 * 32
     processor_class="Qwen3VLProcessor",
+    tiny_build=2,  # 2: Qwen3-VL's own chat format (no default system prompt)
 )

@@ -94,4 +94,5 @@ FAMILY = Family(
     linear_modules=linear_modules,
     vision_parameters=lambda shape: 0,
     known_shapes={"7b": QWEN25_7B},
+    tiny_build=2,  # 2: Qwen2.5-Instruct's own default system prompt
 )
