@@ -98,9 +98,9 @@ def test_bad_matrix_shape_is_a_clear_error(bad, message):
 
 def test_a_missing_score_is_a_clear_error():
     # A score never written (None, e.g. read from a JSON null) reads as NaN and is refused by name.
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="^accuracy matrix contains NaN or infinite scores$"):
         accuracy_matrix([[0.1, None], [0.2, 0.3], [0.4, 0.5]])
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="^accuracy matrix contains NaN or infinite scores$"):
         summarize([[0.1, 0.2], [None, 0.3]])
 
 
@@ -127,9 +127,9 @@ def test_general_deltas_edge_cases():
     # Two rows (base + one task) already give a change; a missing score is a clear error.
     assert general_deltas([[0.5, 0.25], [0.75, 0.0]]) == [0.25, -0.25]
     assert general_deltas([[1, 0], [0, 1]]) == [-1.0, 1.0]
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="^general-benchmark matrix contains NaN or infinite scores$"):
         general_deltas([[0.5], [None]])
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="^general-benchmark matrix contains NaN or infinite scores$"):
         general_deltas([[0.5], [float("inf")]])
     with pytest.raises(ValueError, match="must be 2-D"):
         general_deltas([0.5, 0.6])
