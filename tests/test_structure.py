@@ -1,10 +1,15 @@
 """The package's shape stays as the README describes it: no import cycle among its modules,
-no function over 60 lines or 8 parameters outside the kernels, one arm registry."""
+no function over 60 lines or 8 parameters outside the kernels, one arm registry, and no runtime
+dependency that nothing uses."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 from pathlib import Path
+
+import pytest
 
 import lite_cpt
 from lite_cpt.arms import ARMS, KINDS, arm_names
@@ -161,3 +166,45 @@ def test_every_subpackage_is_listed_for_installation():
     found = {".".join(["lite_cpt", *init.parent.relative_to(PACKAGE).parts])
              for init in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"
+
+
+#: Runtime dependencies no module imports by name, and who needs them.
+NEEDED_BY_A_DEPENDENCY = {
+    "torchvision": "transformers' Qwen2-VL image processors",
+    "accelerate": "transformers, to load a model with a device_map (lite_cpt/models.py)",
+    "sympy": "mathruler's grader, which does not declare it",
+    "pylatexenc": "mathruler's grader, which does not declare it",
+    "tqdm": "mathruler's grader, which does not declare it",
+}
+IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL"}
+
+
+def _top_level_imports() -> set[str]:
+    names = set()
+    for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "kernels").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower().replace("-", "_")
+
+
+def test_every_runtime_dependency_is_imported_by_the_package_or_needed_by_one_that_is():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    runtime = {_requirement_name(r) for r in project["dependencies"]}
+    imported = _top_level_imports()
+    unused = sorted(name for name in runtime
+                    if IMPORT_NAMES.get(name, name) not in imported and name not in NEEDED_BY_A_DEPENDENCY)
+    assert unused == [], f"runtime dependencies nothing uses: {unused} (a test-only one belongs in the dev extra)"
+    assert "trl" in {_requirement_name(r) for r in project["optional-dependencies"]["dev"]}
+    # The grader really imports what it leaves undeclared.
+    grader = importlib.util.find_spec("mathruler.grader")
+    source = Path(grader.origin).read_text(encoding="utf-8")
+    for name in ("sympy", "pylatexenc", "tqdm"):
+        assert re.search(rf"^\s*(import|from) {name}\b", source, re.M), name
