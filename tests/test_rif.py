@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -188,7 +189,44 @@ def test_nothing_learnable_skips_the_task(scripted_policy, trained_batches, mode
     assert trained_batches == [] and stats.steps == 0
     assert stats.extra["kept_fraction"] == 0.0
     assert stats.generated_tokens == stats.extra["rif_generated_tokens"] == 4 * 4 * TOKENS_PER_ANSWER
-    assert "task scripted" in caplog.text and "(0.0, 1.0)" in caplog.text, "the warning names the task and band"
+    said = {"offline": "rif_rft: rollout filtering kept no instance of task scripted (band (0.0, 1.0)); "
+                       "skipping its training",
+            "online": "rif_rft: online filtering found no instance of task scripted inside (0.0, 1.0); "
+                      "no update was made"}
+    assert [r.getMessage() for r in caplog.records] == [said[mode]], "the warning names the arm, task and band"
+
+
+class MemoCheckpoint:
+    """The part of a mid-phase checkpoint the offline estimate uses: `memo`, holding `saved`
+    (a checkpoint written after the estimate) or computing it (a fresh phase)."""
+
+    def __init__(self, saved: dict | None = None):
+        self.saved, self.keys = saved, []
+
+    def memo(self, key, compute):
+        self.keys.append(key)
+        return self.saved if self.saved is not None else compute()
+
+
+def test_a_resumed_offline_phase_takes_its_estimate_from_the_checkpoint(scripted_policy, trained_batches):
+    """Resumed mid-task, the estimate is the one made before the task (saved with the checkpoint),
+    not a new measurement of the half-trained policy: here it kept nothing, so nothing trains,
+    although the policy as it is now would find every instance learnable."""
+    examples = scripted_policy.register(scripted_examples([0.5, 0.5, 0.5, 0.5]))
+    saved = {"rates": [0.0, 1.0, 0.0, 1.0], "generated_tokens": 123, "seconds": 1.5, "varied": [False] * 4}
+    checkpoint = MemoCheckpoint(saved)
+    run = dataclasses.replace(phase(), checkpoint=checkpoint)
+    stats = RIFRFT(rif_arm(mode="offline"), torch.nn.Linear(2, 2), None, lambda _: []).train(examples, run)
+    assert checkpoint.keys == ["rif_offline"]
+    assert scripted_policy.calls == [] and trained_batches == []
+    assert stats.extra == {"kept_fraction": 0.0, "rif_generated_tokens": 123, "rif_seconds": 1.5}
+    # A fresh phase with a checkpointer measures (once), as a phase without one does.
+    unlearnable = scripted_policy.register(scripted_examples([0.0, 1.0]))
+    fresh = MemoCheckpoint()
+    measured = RIFRFT(rif_arm(mode="offline"), torch.nn.Linear(2, 2), None, lambda _: []).train(
+        unlearnable, dataclasses.replace(phase(), checkpoint=fresh))
+    assert fresh.keys == ["rif_offline"] and scripted_policy.calls != []
+    assert measured.extra["kept_fraction"] == 0.0 and measured.extra["rif_generated_tokens"] == 2 * 4 * TOKENS_PER_ANSWER
 
 
 def test_a_task_with_no_instances_keeps_nothing(scripted_policy, trained_batches):
