@@ -1,7 +1,8 @@
 """Fault injection on the tiny pipeline: SIGKILL at many points of `lite-cpt run`, damaged files,
 non-finite losses; then the same command again must end with the numbers of an uninterrupted run.
 
-Two arms (sft, rft) x two tasks, a checkpoint after every update. By default one kill per kind
+Two arms (sft, rft) x two tasks, a checkpoint after every update; a RIF-RFT arm killed mid-task
+on its own. By default one kill per kind
 of point and a sample of the corruptions run (about a minute and a half on 2 cores);
 LITE_CPT_FAULT_SWEEP=full runs every call index of every point and every corruption. The
 session's terminal summary reports kills survived / tried and corruptions detected / tried.
@@ -17,6 +18,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 import lite_cpt.kernels
 from tests.faults import TALLY, KillPoint, differences, exit_code, finished, killed, run_child, run_fingerprint
@@ -229,3 +231,49 @@ def test_sigterm_mid_rft_phase_checkpoints_exits_75_and_the_same_command_resumes
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     assert differences(reference, run_fingerprint(tmp_path / "runs" / "t", ARM_NAMES)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# RIF-RFT's offline estimate across a kill: the resumed phase must filter with the estimate made
+# before the task (saved with the mid-phase checkpoint), never re-measure the half-trained policy.
+
+RIF_ARM = {"name": "rif_rft", "lr": 1e-3,
+           "rft": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 3, "cot": False},
+           "rif": {"rollouts": 4, "mode": "offline", "budget": "matched"}}
+
+
+def _measuring_fails():
+    import lite_cpt.arms.rif as rif_module
+
+    def measure_success(*args, **kwargs):
+        raise AssertionError("the resumed phase measured the success rates again")
+
+    rif_module.measure_success = measure_success
+
+
+def rif_recipe(tmp_path):
+    """One CLEVR task of 8 rows: the tiny base answers 1 of them neither always nor never right."""
+    path = fault_recipe(tmp_path, arms=[RIF_ARM], tasks=("mini_clevr",))
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"][0]["train_size"] = 8
+    return write_recipe(path, raw)
+
+
+def test_sigkill_mid_rif_phase_resumes_with_the_estimate_made_before_the_task(tmp_path):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference_dir.mkdir(), killed_dir.mkdir()
+    assert finished(run_child(rif_recipe(reference_dir)))
+    reference = run_fingerprint(reference_dir / "runs" / "t", ["rif_rft"])
+    [task_end] = [r for r in reference["rif_rft/metrics"] if r["event"] == "task_end"]
+    # Something kept, and RFT's update count (matched budget) to cut between.
+    assert task_end["kept_fraction"] > 0 and task_end["policy_updates"] == 4, task_end
+
+    recipe = rif_recipe(killed_dir)
+    # The second gradient pass: after update 1 and its checkpoint.
+    point = KillPoint("mid-rif-update#2", "lite_cpt.rft.accumulate_policy_gradient", 2, after=True)
+    TALLY["kills tried"] += 1
+    assert killed(run_child(recipe, kill=point))
+    assert sorted(p.name for p in (killed_dir / "runs" / "t" / "seed_0" / "rif_rft" / "checkpoints").iterdir())
+    assert finished(run_child(recipe, setup=_measuring_fails, log_file=killed_dir / "warnings.log"))
+    assert differences(reference, run_fingerprint(killed_dir / "runs" / "t", ["rif_rft"])) == []
+    TALLY["kills survived"] += 1
