@@ -2,10 +2,10 @@
 non-finite losses; then the same command again must end with the numbers of an uninterrupted run.
 
 Two arms (sft, rft) x two tasks, a checkpoint after every update; a RIF-RFT arm killed mid-task
-on its own. By default one kill per kind
-of point and a sample of the corruptions run (about a minute and a half on 2 cores);
-LITE_CPT_FAULT_SWEEP=full runs every call index of every point and every corruption. The
-session's terminal summary reports kills survived / tried and corruptions detected / tried.
+on its own. By default one kill per kind of point and a sample of the corruptions run (about a
+minute and a half on 2 cores); LITE_CPT_FAULT_SWEEP=full runs every call index of every point
+and every corruption. The session's terminal summary reports kills survived / tried and
+corruptions detected / tried.
 """
 
 from __future__ import annotations
