@@ -41,36 +41,6 @@ def private_hf_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-def _mutated_kernels_under_mutmut() -> None:
-    """mutmut runs the tests inside mutants/, which holds mutated copies of lite_cpt/ and kernels/.
-
-    lite_cpt/ is found there through sys.path, but lite_cpt.kernels comes from kernels/ through
-    the package-dir mapping of the editable install, which would import the unmutated original.
-    tests/mutate.py mutates the kernels at lite_cpt/kernels/ (the name the tests import them by,
-    which is the name mutmut expects): that copy wins when it is there.
-    """
-    import importlib.abc
-    import importlib.util
-    import sys
-
-    found = [k for k in (Path.cwd() / "lite_cpt" / "kernels", Path.cwd() / "kernels") if (k / "__init__.py").exists()]
-    if not UNDER_MUTMUT or not found:
-        return
-    kernels = found[0]
-
-    class MutatedKernels(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name != "lite_cpt.kernels":
-                return None  # submodules follow the package's __path__, i.e. mutants/kernels
-            return importlib.util.spec_from_file_location(
-                name, kernels / "__init__.py", submodule_search_locations=[str(kernels)])
-
-    sys.meta_path.insert(0, MutatedKernels())
-
-
-_mutated_kernels_under_mutmut()
-
-
 def pytest_terminal_summary(terminalreporter):
     """The fault-injection figures (tests/test_faults.py), when those tests ran."""
     import sys

@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("lite_cpt", "kernels", "tests", "recipes", "README.md")
+COPIED = ("lite_cpt", "tests", "recipes", "README.md")
 
 # The tests that exercise each module; a module not listed runs the whole suite.
 MODULE_TESTS = {
-    "kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
-    "kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
-    "kernels/backend.py": ["tests/test_fused_logprob.py", "tests/test_grpo_loss.py"],
+    "lite_cpt/kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
+    "lite_cpt/kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
+    "lite_cpt/kernels/backend.py": ["tests/test_fused_logprob.py", "tests/test_grpo_loss.py"],
     "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
     "lite_cpt/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py",
                         "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor",
@@ -49,14 +49,9 @@ MODULE_TESTS = {
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
 
-# kernels/ ships as lite_cpt.kernels (pyproject's package-dir), and the tests import it by that name:
-# the scratch copy holds it at lite_cpt/kernels/ too and mutmut mutates it there, so that the module
-# name mutmut derives from the file path is the one the tests import.
-PACKAGE_DIRS = {"kernels/": "lite_cpt/kernels/"}
-
 CONFIG = """\
 [tool.mutmut]
-source_paths = ["lite_cpt/", "kernels/"]
+source_paths = ["lite_cpt/"]
 only_mutate = {only}
 also_copy = ["recipes/", "README.md"]
 pytest_add_cli_args_test_selection = {tests}
@@ -83,21 +78,9 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(source, work / name)
-    for folder, package in PACKAGE_DIRS.items():
-        shutil.copytree(ROOT / folder, work / package, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    module = as_imported(module)
     only = [module + "*"] if module.endswith("/") else [module]
     (work / "pyproject.toml").write_text(CONFIG.format(only=json.dumps(only), tests=json.dumps(tests)))
     return work
-
-
-def as_imported(module: str) -> str:
-    """The module's path where the package that imports it lays it out (kernels/x.py: lite_cpt/kernels/x.py)."""
-    for folder, package in PACKAGE_DIRS.items():
-        if module.startswith(folder):
-            return package + module.removeprefix(folder)
-    return module
 
 
 def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:
