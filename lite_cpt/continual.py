@@ -218,7 +218,8 @@ def arm_finished(recipe: Recipe, arm: str) -> bool:
 def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
     """Compute and save row 0 of seed `recipe.seed` unless it is there; the seed directory."""
     directory = seed_dir(recipe.run_dir, recipe.seed)
-    if not (directory / BASE_SCORES).exists():
+    # A damaged file counts as missing: base_row names it and computes the row again.
+    if _read_json(directory / BASE_SCORES, ("R0", "G0"), quiet=True) is None:
         ws = build_workspace(recipe, console)
         try:
             base_row(ws)
@@ -266,9 +267,9 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
     return tasks_row, general_row
 
 
-def _read_json(path: Path, keys: tuple[str, ...]) -> dict | None:
+def _read_json(path: Path, keys: tuple[str, ...], quiet: bool = False) -> dict | None:
     """A JSON object with `keys` from `path`; None when it is absent, or damaged (named in the
-    log: what it held is computed again)."""
+    log unless `quiet`: what it held is computed again)."""
     if not path.exists():
         return None
     try:
@@ -277,7 +278,8 @@ def _read_json(path: Path, keys: tuple[str, ...]) -> dict | None:
             return saved
     except (UnicodeDecodeError, ValueError):
         pass
-    log.warning("%s is damaged; what it held is computed again", path)
+    if not quiet:
+        log.warning("%s is damaged; what it held is computed again", path)
     return None
 
 

@@ -135,7 +135,9 @@ CORRUPTIONS = {
     "matrix.json truncated": (lambda s: _truncate(s / "sft" / "matrix.json"), "matrix.json is damaged"),
     "general.json garbage": (lambda s: (s / "rft" / "general.json").write_text("\x00\x00"), "general.json is damaged"),
     "metrics.jsonl half line": (lambda s: _half_line(s / "rft" / "metrics.jsonl"), "metrics.jsonl"),
-    "base_scores.json truncated": (lambda s: _truncate(s / "base_scores.json"), "base_scores.json is damaged"),
+    # row 0 is read by an arm that starts: the rft arm here, started again from nothing
+    "base_scores.json truncated": (lambda s: (_truncate(s / "base_scores.json"), shutil.rmtree(s / "rft")),
+                                   "base_scores.json is damaged"),
     "recipe.yaml garbage": (lambda s: (s.parent / "recipe.yaml").write_text(":\n  - [unclosed"),
                             "recipe.yaml is damaged"),
 }

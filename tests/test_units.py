@@ -113,3 +113,22 @@ def ray_backend_env_keys() -> tuple[str, ...]:
     from lite_cpt.ray_backend import LOCAL_CLUSTER_ENV
 
     return tuple(LOCAL_CLUSTER_ENV)
+
+
+def test_a_damaged_base_row_is_named_and_computed_again_by_the_base_task(tmp_path, caplog):
+    """The base task of a sweep (compute_base_row) skips a saved row 0 but not a damaged one: it
+    is named in the log and computed again, so the units read a whole row."""
+    from lite_cpt.units import compute_base_row
+
+    [unit] = plan_units([recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1], tasks=("mini_clevr",), name="b"))])
+    seed_dir = compute_base_row(unit)
+    saved = (seed_dir / "base_scores.json").read_text()
+    (seed_dir / "base_scores.json").write_text(saved[: len(saved) // 2])
+    caplog.set_level("WARNING", logger="lite_cpt.continual")
+    assert compute_base_row(unit) == seed_dir
+    ours = lambda: [r.getMessage() for r in caplog.records if r.name == "lite_cpt.continual"]  # noqa: E731
+    assert ours() == [f"{seed_dir / 'base_scores.json'} is damaged; what it held is computed again"]
+    assert (seed_dir / "base_scores.json").read_text() == saved
+    caplog.clear()
+    compute_base_row(unit)  # whole again: read, not computed
+    assert ours() == []
