@@ -25,11 +25,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("LITE_CPT_CACHE", Path.home() / ".cache" / "lite-cpt"))
 
 
-def tiny_family(recipe: Recipe) -> str:
-    """The family of the recipe's tiny model (`model.family`, Qwen2.5-VL when auto)."""
-    return resolve_family(recipe.model).name
-
-
 def tiny_base_key(recipe: Recipe) -> str:
     model = recipe.model
     parts = {"tiny": model.tiny.model_dump(), "base": model.base_training.model_dump(), "version": BASE_VERSION}
