@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from lite_cpt.batching import Prompt, encode_prompts, encode_sft
+from lite_cpt.batching import Prompt, chat_text, encode_prompts, encode_sft
 from lite_cpt.continual import run_recipe
 from lite_cpt.data.synthetic import generate
 from lite_cpt.errors import UserError
@@ -16,7 +16,7 @@ from lite_cpt.families import FAMILIES, family_of_model, resolve_family
 from lite_cpt.families.qwen3_vl import QWEN3_VL_8B, QWEN3_VL_8B_CONFIG
 from lite_cpt.families.text import QWEN25_7B
 from lite_cpt.logprob import token_logprobs
-from lite_cpt.models import add_lora
+from lite_cpt.models import add_lora, load_processor
 from lite_cpt.planner import parameter_counts, plan, resolve_shape, total_parameters
 from lite_cpt.planner.shapes import linear_module_names, lora_layout, shape_from_hf_config
 from lite_cpt.recipe import LoraConfig, ModelConfig, TinyModelConfig, load_recipe, recipe_from_dict
@@ -224,6 +224,10 @@ def test_tiny_recipe_runs_end_to_end_on_the_familys_tiny_model(family, tmp_path)
     run_dir = run_recipe(recipe)
     base = json.loads((ensure_tiny_base(recipe) / "config.json").read_text())
     assert base["model_type"] == spec["model_type"]
+    # The cached base the run loaded prompts in its released model's chat format.
+    processor = load_processor(FAMILIES[family], str(ensure_tiny_base(recipe)), recipe.model)
+    images = () if family == "text" else ("an image",)
+    assert chat_text(processor, Prompt("How many cubes?", images)) == RELEASED_PROMPTS[family]
     for arm in ("sft", "rft"):
         arm_dir = run_dir / arm if (run_dir / arm).is_dir() else run_dir / "seed_0" / arm
         matrix = json.loads((arm_dir / "matrix.json").read_text())
@@ -248,8 +252,6 @@ RELEASED_PROMPTS = {
 
 
 def test_tiny_models_prompt_in_their_released_models_chat_format(tiny):
-    from lite_cpt.batching import chat_text
-
     name, _, processor = tiny
     images = () if name == "text" else ("an image",)
     assert chat_text(processor, Prompt("How many cubes?", images)) == RELEASED_PROMPTS[name]
