@@ -10,7 +10,7 @@ import torch
 
 from lite_cpt.batching import Prompt
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.rollout import Sampling, generate_completions
+from lite_cpt.rollout import Sampling, StopTokens, generate_completions, sampling_settings
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
 
@@ -48,3 +48,25 @@ def test_shipped_generation_config_does_not_leak_into_generation(tiny, temperatu
         assert model.generation_config.repetition_penalty == 1.05  # the model's own config is left as it was
     finally:
         model.generation_config = shipped
+
+
+def test_a_generated_row_ends_at_its_first_end_token_or_loses_its_trailing_padding():
+    stop = StopTokens(frozenset({2, 3}), pad_id=0)
+    assert stop.cut([5, 6, 2, 7, 3, 0]) == [5, 6, 2]  # the first end of turn, kept
+    assert stop.cut([5, 6, 7, 0, 0, 0]) == [5, 6, 7]  # ran to the length limit: padding dropped
+    assert stop.cut([0, 5, 0, 0]) == [0, 5]  # only the trailing padding
+    assert stop.cut([0, 0]) == [] and stop.cut([]) == []
+
+
+def test_stop_tokens_of_a_qwen_tokenizer_are_its_end_of_turn_and_eos(tiny):
+    tokenizer = tiny[1].tokenizer
+    stop = StopTokens.of(tokenizer)
+    assert stop.end_ids == {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+    assert stop.pad_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_sampling_settings_pass_every_knob_to_generate():
+    assert sampling_settings(0.7, 0.9, 5, 1.1) == dict(do_sample=True, temperature=0.7, top_p=0.9, top_k=5,
+                                                       repetition_penalty=1.1)
+    # Greedy: no sampling knob reaches generate (they would only draw warnings), the penalty does.
+    assert sampling_settings(0.0, 0.9, 5, 1.1) == dict(do_sample=False, repetition_penalty=1.1)
