@@ -4,13 +4,16 @@ a damaged newest checkpoint falls back to the one before; a failed save keeps th
 from __future__ import annotations
 
 import errno
+import json
 import random
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer, load_lora_state, restore_phase
 from lite_cpt.errors import UserError
 from lite_cpt.io import append_jsonl, read_jsonl
 
@@ -78,6 +81,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, victim, 
     _, optimizer2, ckpt2 = _setup(tmp_path)
     assert ckpt2.restore(optimizer2) == {"step": 1}
     assert ckpt2.damaged == [newest] and victim in caplog.text
+    assert f"checkpoint {newest} is damaged (" in caplog.text  # which checkpoint, then what is wrong
 
 
 def test_only_keep_checkpoints_remain_and_clear_removes_them(tmp_path):
@@ -114,5 +118,58 @@ def test_due_by_updates_or_minutes(tmp_path):
     ckpt = PhaseCheckpointer(tmp_path, 1, CheckpointPolicy(every_updates=3, every_minutes=1.0), None,
                              clock=lambda: now[0])
     assert not ckpt.due(2) and ckpt.due(3)
+    now[0] = 59.0
+    assert not ckpt.due(1)  # a minute is 60 seconds
     now[0] = 61.0
     assert ckpt.due(1)
+
+
+def test_a_fresh_checkpointer_reads_a_memo_from_the_newest_checkpoint_before_any_restore(tmp_path):
+    # The offline RIF estimate is asked for before the phase's loop restores its state.
+    model, optimizer, ckpt = _setup(tmp_path)
+    ckpt.memo("rif_offline", lambda: {"rates": [0.5]})
+    _step(model, optimizer)
+    ckpt.save(1, optimizer, {"step": 1})
+    _, _, fresh = _setup(tmp_path)
+    assert fresh.memo("rif_offline", lambda: pytest.fail("memo recomputed")) == {"rates": [0.5]}
+    assert fresh.memo("other", lambda: 7) == 7  # a key the checkpoint never held is computed
+
+
+def test_meta_records_the_phase_update_and_log_length(tmp_path):
+    model, optimizer, ckpt = _setup(tmp_path)
+    append_jsonl(tmp_path / "arm" / "metrics.jsonl", {"step": 1})
+    _step(model, optimizer)
+    meta = json.loads((ckpt.save(1, optimizer, {"step": 1}) / "meta.json").read_text(encoding="utf-8"))
+    assert {k: meta[k] for k in ("phase", "update", "metrics_lines")} == {"phase": 2, "update": 1, "metrics_lines": 1}
+    assert abs(meta["saved_at"] - time.time()) < 60
+
+
+def test_a_learning_rate_schedule_is_restored_with_its_step_and_the_resume_is_logged(tmp_path, caplog):
+    model, optimizer, ckpt = _setup(tmp_path)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    for _ in range(3):
+        _step(model, optimizer)
+        scheduler.step()
+    path = ckpt.save(3, optimizer, {"step": 3}, scheduler=scheduler)
+    _, optimizer2, ckpt2 = _setup(tmp_path)
+    scheduler2 = torch.optim.lr_scheduler.LambdaLR(optimizer2, lambda step: 1.0 / (1 + step))
+    caplog.set_level("INFO", logger="lite_cpt.checkpoint")
+    assert ckpt2.restore(optimizer2, scheduler2) == {"step": 3}
+    assert scheduler2.last_epoch == 3 and optimizer2.param_groups[0]["lr"] == pytest.approx(0.1 / 4)
+    assert f"resuming phase 2 from {path}" in caplog.text
+
+
+def test_restore_phase_without_a_checkpointer_starts_the_phase_from_its_beginning(tmp_path):
+    model, optimizer, ckpt = _setup(tmp_path)
+    _step(model, optimizer)
+    ckpt.save(1, optimizer, {"step": 1})
+    assert restore_phase(SimpleNamespace(checkpoint=None), optimizer) is None
+    assert restore_phase(SimpleNamespace(), optimizer) is None
+    _, optimizer2, ckpt2 = _setup(tmp_path)
+    assert restore_phase(SimpleNamespace(checkpoint=ckpt2), optimizer2) == {"step": 1}
+
+
+def test_a_checkpoint_missing_an_adapter_tensor_names_it():
+    model = Adapted()
+    with pytest.raises(ValueError, match=r"^checkpoint lacks 1 adapter tensors, e\.g\. lora_B$"):
+        load_lora_state(model, {"lora_A": torch.zeros(4, 3)})
