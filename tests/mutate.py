@@ -49,7 +49,7 @@ MODULE_TESTS = {
                             "tests/test_rft.py", "tests/test_oom.py"],
     "lite_cpt/logprob.py": ["tests/test_families.py", "tests/test_reference_adapter.py", "tests/test_rft.py",
                             "tests/test_no_full_logits.py"],
-    "lite_cpt/batching.py": ["tests/test_generation_path.py", "tests/test_sampling.py", "tests/test_no_full_logits.py",
+    "lite_cpt/batching.py": ["tests/test_batching.py", "tests/test_generation_path.py", "tests/test_sampling.py", "tests/test_no_full_logits.py",
                              "tests/test_training_behaviour.py", "tests/test_sft_loop.py", "tests/test_families.py"],
     "lite_cpt/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_midphase.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",

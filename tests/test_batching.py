@@ -1,0 +1,67 @@
+"""Prompt batches: length-sorted calls hold exactly the tensors the processor gives for their
+prompts together; a prompt over its token budget keeps its last tokens, never cutting an
+image; an image that cannot be decoded names its sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from lite_cpt.batching import Prompt, encode_prompts, length_sorted_calls, tokenizer_of
+from lite_cpt.data.images import FileImage, ImageDecodeError
+from lite_cpt.recipe import TinyModelConfig
+from lite_cpt.tiny import build_tiny_model, tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_tiny_model(TinyModelConfig(), tiny_corpus(0))[1]
+
+
+def _image(shade: int) -> Image.Image:
+    return Image.new("RGB", (56, 56), (shade, 255 - shade, 128))
+
+
+#: Prompts of many lengths, some with an image, in an order no call keeps.
+PROMPTS = [Prompt("Count the objects. " * n, (_image(20 * n),) if n % 2 else (), f"s{n}")
+           for n in (5, 1, 9, 3, 12, 2, 7, 4, 11)]
+
+
+def test_length_sorted_calls_hold_the_processors_own_batches_of_their_prompts(processor):
+    calls = list(length_sorted_calls(processor, PROMPTS, per_call=3, window_calls=2))
+    assert sorted(i for indices, _ in calls for i in indices) == list(range(len(PROMPTS)))
+    pad_id = tokenizer_of(processor).pad_token_id
+    for indices, batch in calls:
+        together = encode_prompts(processor, [PROMPTS[i] for i in indices])
+        assert batch.keys() == together.keys()
+        for key in together:
+            assert torch.equal(batch[key], together[key]), key
+        first = batch["attention_mask"][:, 0] == 0
+        assert (batch["input_ids"][first, 0] == pad_id).all()  # left padding is the pad token
+    # Within a window, calls go from short prompts to long ones.
+    widths = [batch["input_ids"].shape[1] for _, batch in calls[:2]]
+    assert widths == sorted(widths)
+
+
+def test_a_prompt_over_its_budget_keeps_its_last_tokens(processor):
+    prompt = Prompt("one two three four five six seven eight nine ten " * 4)
+    whole = encode_prompts(processor, [prompt])
+    cut = encode_prompts(processor, [prompt], max_prompt_tokens=12)
+    assert cut["input_ids"].shape == (1, 12)
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(cut[key], whole[key][:, -12:]), key
+    assert torch.equal(encode_prompts(processor, [prompt], max_prompt_tokens=10_000)["input_ids"], whole["input_ids"])
+
+
+def test_a_cut_through_the_image_is_refused_with_the_knobs(processor):
+    prompt = Prompt("What is in the picture? " * 6, (_image(40),))
+    with pytest.raises(ValueError, match=r"^prompt longer than max_prompt_tokens=20 and the cut would drop image "
+                                         r"tokens; raise tasks\.\*\.max_prompt_tokens or lower model\.max_pixels$"):
+        encode_prompts(processor, [prompt], max_prompt_tokens=20)
+
+
+def test_an_image_that_cannot_be_found_names_its_sample(processor, tmp_path):
+    missing = FileImage("gone.jpg", (tmp_path,))
+    with pytest.raises(ImageDecodeError, match="image of sample clevr-17 not found: gone.jpg"):
+        encode_prompts(processor, [Prompt("How many?", (missing,), "clevr-17")])
