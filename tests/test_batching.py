@@ -1,14 +1,17 @@
-"""Prompt batches: length-sorted calls hold exactly the tensors the processor gives for their
-prompts together; a prompt over its token budget keeps its last tokens, never cutting an
-image; an image that cannot be decoded names its sample."""
+"""Prompt batches: length-sorted calls, and training rows encoded one at a time, hold exactly the
+tensors the processor gives for them together; a prompt over its token budget keeps its last
+tokens, never cutting an image; an image that cannot be decoded names its sample."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import Prompt, encode_prompts, length_sorted_calls, tokenizer_of
+from lite_cpt.batching import (IGNORE_INDEX, Prompt, append_tokens, collate, encode_prompts, encode_rows,
+                               length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
 from lite_cpt.recipe import TinyModelConfig
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
@@ -16,7 +19,12 @@ from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
 @pytest.fixture(scope="module")
 def processor():
-    return build_tiny_model(TinyModelConfig(), tiny_corpus(0))[1]
+    """The tiny processor with a pad token other than id 0 (the tiny tokenizer's <|endoftext|>
+    is 0, and Qwen's is 151643): padding filled with zeros instead would show."""
+    processor = copy.deepcopy(build_tiny_model(TinyModelConfig(), tiny_corpus(0))[1])
+    processor.tokenizer.pad_token = "<think>"  # a token no prompt holds
+    assert processor.tokenizer.pad_token_id != 0
+    return processor
 
 
 def _image(shade: int) -> Image.Image:
@@ -65,3 +73,18 @@ def test_an_image_that_cannot_be_found_names_its_sample(processor, tmp_path):
     missing = FileImage("gone.jpg", (tmp_path,))
     with pytest.raises(ImageDecodeError, match="image of sample clevr-17 not found: gone.jpg"):
         encode_prompts(processor, [Prompt("How many?", (missing,), "clevr-17")])
+
+
+def test_training_rows_encoded_one_at_a_time_collate_to_the_batch_encoded_together(processor):
+    prompts = PROMPTS[:5]
+    completions = [[40, 41, 42], [43], [44, 45, 46, 47, 48], [49, 50], [51]]
+    pad_id = tokenizer_of(processor).pad_token_id
+    batch, labels = collate(encode_rows(processor, prompts, completions, None), pad_id)
+    together, expected_labels = append_tokens(encode_prompts(processor, prompts), completions, pad_id)
+    assert batch.keys() == together.keys()
+    for key in together:
+        assert torch.equal(batch[key], together[key]), key
+    assert torch.equal(labels, expected_labels)
+    # Each row's labels are its completion, at the end; everything before is ignored.
+    for row, completion in zip(labels.tolist(), completions):
+        assert row[-len(completion):] == completion and set(row[: -len(completion)]) == {IGNORE_INDEX}
