@@ -11,11 +11,14 @@ from lite_cpt.errors import UserError
 from lite_cpt.planner import Knobs, plan, workload_of
 from lite_cpt.planner.timeplan import (
     REFERENCE_24GB,
+    ArmTime,
     Calibration,
     arm_time,
     counts_of,
     generation_seconds,
     load_calibration,
+    predicted_phases,
+    predicted_record,
     prompt_tokens,
 )
 from lite_cpt.recipe import load_recipe, recipe_from_dict
@@ -114,6 +117,72 @@ def test_measured_rollout_and_logprob_rates_apply_only_at_their_settings():
     assert arm_time(work, Knobs(4, 1024, 2), elsewhere, counts).seconds["logprob_pass"] != pytest.approx(128 * 0.02)
 
 
+def _rl_arm(name: str, **rft_and_rif):
+    """The rft arm of RECIPE, named `name`, with `rft_and_rif`'s keys changed."""
+    recipe_raw = json.loads(json.dumps(RECIPE))
+    arm = {"name": name, "rft": {"group_size": 4, "prompts_per_step": 8, "max_new_tokens": 10, "kl": True,
+                                 **rft_and_rif.pop("rft", {})}, **rft_and_rif}
+    recipe_raw["arms"] = [arm]
+    recipe = recipe_from_dict(recipe_raw)
+    work = workload_of(recipe, recipe.arms[0])
+    return recipe, work, dataclasses.replace(CAL, parameters=_params(work)), counts_of(recipe, recipe.arms[0])
+
+
+def test_rl_options_by_hand():
+    """Offline RIF adds K rollouts per training row once per task; online RIF none; the ReMax
+    baseline one greedy answer per prompt; a second PPO epoch a log-prob pass and a second
+    update pass."""
+    knobs = Knobs(4, 1024, 2)  # two prompts per generate call
+    _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "mode": "offline"})
+    p = prompt_tokens(work)
+    # 12 + 8 rows x K = 4: 80 sequences in calls of 2 prompts (8 sequences): 10 calls.
+    assert arm_time(work, knobs, cal, counts).seconds["rif_rollout"] == pytest.approx(10 * (2 * p / 100 + 10 * 0.18))
+    _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "mode": "online"})
+    assert arm_time(work, knobs, cal, counts).seconds.get("rif_rollout", 0.0) == 0.0
+
+    _, work, cal, counts = _rl_arm("rft")
+    plain = arm_time(work, knobs, cal, counts).seconds
+    _, work, cal, counts = _rl_arm("rft", rft={"advantage": "remax"})
+    # 32 prompts, one greedy answer each, in calls of 8 prompts: 4 calls.
+    greedy = 4 * (8 * p / 100 + 10 * (0.1 + 8 * 0.01))
+    assert arm_time(work, knobs, cal, counts).seconds["rollout"] == pytest.approx(plain["rollout"] + greedy)
+
+    _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2})
+    twice = arm_time(work, knobs, cal, counts).seconds
+    tokens = 128 * (p + 10)
+    assert twice["logprob_pass"] == pytest.approx(2 * tokens / 100)  # the reference and the old policy
+    assert twice["grpo_step"] == pytest.approx(2 * (tokens / 50 + 4 * 0.5))
+    rates = dataclasses.replace(cal, rollout_s_per_sequence=0.05, logprob_s_per_sequence=0.02, rl_measured_at=[4, 10, 2])
+    assert arm_time(work, knobs, rates, counts).seconds["logprob_pass"] == pytest.approx(128 * 2 * 0.02)
+    _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2, "kl": False})
+    assert arm_time(work, knobs, cal, counts).seconds["logprob_pass"] == pytest.approx(tokens / 100)  # old policy only
+
+
+def test_a_run_logs_each_tasks_predicted_phases_and_their_training_total():
+    recipe, _, cal, _ = _rl_arm("rft")
+    knobs = Knobs(4, 1024, 2)
+    predictions = predicted_phases(recipe, recipe.arms[0], knobs, cal)
+    assert [p["task"] for p in predictions] == ["a", "b"]
+    first = predictions[0]
+    assert set(first) == {"task", "rollout", "logprob_pass", "grpo_step", "evaluation"}
+    record = predicted_record(first)
+    assert record == {k: round(first[k], 6) for k in ("rollout", "logprob_pass", "grpo_step", "evaluation")} | {
+        "train": round(first["rollout"] + first["logprob_pass"] + first["grpo_step"], 6)}
+    # The default calibration is the reference card's.
+    assert predicted_phases(recipe, recipe.arms[0], knobs) == predicted_phases(recipe, recipe.arms[0], knobs,
+                                                                                REFERENCE_24GB)
+
+
+def test_an_sft_arm_reads_its_prompt_length_from_a_calibration_of_its_model():
+    work, cal, counts = _setup("sft")
+    measured = dataclasses.replace(cal, prompt_tokens=33.0)
+    assert prompt_tokens(work, measured) == min(work.prompt_tokens, 33.0) != prompt_tokens(work)
+    time = arm_time(work, Knobs(4, 1024, 1), measured, counts)
+    assert time.seconds["sft_step"] == pytest.approx(28 * (prompt_tokens(work, measured) + 6) / 50 + 7 * 0.5)
+    other = dataclasses.replace(measured, model="another model")
+    assert prompt_tokens(work, other) == prompt_tokens(work)
+
+
 def test_sft_and_joint_arms_by_hand():
     work, cal, counts = _setup("sft")
     p = prompt_tokens(work)
@@ -133,7 +202,11 @@ def test_unstated_split_sizes_give_no_prediction_and_say_why():
     result = plan(recipe_from_dict(raw), 24)
     assert result.arms["rft"].time.hours is None
     assert "train_size" in result.arms["rft"].time.unknown
-    assert result.to_json()["time"]["arms"]["rft"]["hours"] is None
+    rft = result.to_json()["time"]["arms"]["rft"]
+    assert rft["hours"] is None and rft["unknown"] == result.arms["rft"].time.unknown
+    # As `plan --json` prints an arm: hours to 3 places, each phase's to 4 (1,234.5 s = 0.34292 h).
+    assert ArmTime("sft", {"sft_step": 1234.5}, None).to_json() == {
+        "hours": 0.343, "phases_hours": {"sft_step": 0.3429}, "unknown": None}
 
 
 def test_calibration_scales_with_model_size_and_loads_from_bench_json(tmp_path):
