@@ -334,6 +334,17 @@ def test_hours_budget_is_the_most_rows_per_task_that_fit():
     assert rows_for_hours(recipe, 12, "rft", 24).train_rows_per_task < 1000
     tight = rows_for_hours(recipe, 1, "rft", 24)
     assert tight.train_rows_per_task is None and tight.evaluation_hours > 1
+    # What the budget reports beside N: the recipe's own hours and the evaluations' share.
+    seconds = plan(recipe, 24, arm="rft").arms["rft"].time.seconds
+    assert tight.recipe_hours == pytest.approx(sum(seconds.values()) / 3600)
+    assert tight.evaluation_hours == pytest.approx(seconds["evaluation"] / 3600)
+    assert tight.to_json() == {"arm": "rft", "hours": 1, "train_rows_per_task": None, "predicted_hours": None,
+                               "recipe_hours": tight.recipe_hours, "evaluation_hours": tight.evaluation_hours,
+                               "override": None}
+    unsized = recipe.model_copy(update={"tasks": [recipe.tasks[0].model_copy(update={"train_size": None})]})
+    with pytest.raises(UserError, match=r"^--hours needs every task's train_size \(a task has null: all rows, "
+                                        r"whose count the plan does not know\)$"):
+        rows_for_hours(unsized, 12, "rft", 24)
 
 
 def test_plan_hours_on_the_command_line(capsys):
