@@ -54,6 +54,12 @@ MODULE_TESTS = {
     "lite_cpt/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_midphase.py"],
     "lite_cpt/planner/timeplan.py": ["tests/test_timeplan.py", "tests/test_planner.py", "tests/test_estimates.py"],
     "lite_cpt/planner/budget.py": ["tests/test_timeplan.py", "tests/test_planner.py"],
+    "lite_cpt/phase.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py", "tests/test_rft.py",
+                          "tests/test_no_full_logits.py", "tests/test_midphase.py"],
+    "lite_cpt/integrity.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py"],
+    "lite_cpt/io.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py",
+                       "tests/test_resume.py"],
+    "lite_cpt/reference_adapter.py": ["tests/test_reference_adapter.py", "tests/test_rft.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
