@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from lite_cpt.integrity import (MANIFEST, remove_stale_temporaries, sealed_directory, verify_directory,
                                 write_manifest)
-from lite_cpt.io import append_jsonl, read_jsonl, truncate_jsonl
+from lite_cpt.io import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
 
 
 def _saved(tmp_path):
@@ -80,3 +82,37 @@ def test_half_written_jsonl_line_is_dropped_and_appends_continue_cleanly(tmp_pat
     assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3, 4]
     assert truncate_jsonl(log, keep=2) == 2
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_every_damaged_file_of_a_directory_is_named(tmp_path):
+    saved = _saved(tmp_path)
+    (saved / "sub" / "state.json").unlink()
+    (saved / "weights.bin").write_bytes(bytes(2048))  # same size, other bytes
+    # In the manifest's order: a missing file does not end the check.
+    assert verify_directory(saved) == [f"{saved / 'sub' / 'state.json'} is missing",
+                                       f"{saved / 'weights.bin'} is corrupted: its sha256 differs from the manifest"]
+
+
+def test_an_atomic_write_renames_a_temporary_of_the_same_directory(tmp_path, monkeypatch):
+    """A rename is atomic only within one file system: the temporary sits beside the target."""
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr("lite_cpt.io.os.replace", lambda src, dst: (renames.append((src, dst)), real_replace(src, dst)))
+    target = tmp_path / "run" / "matrix.json"
+    atomic_write_json(target, {"R": [[0.5]]})
+    [(source, destination)] = renames
+    assert Path(source).parent == target.parent and Path(source).name.startswith(".matrix.json.")
+    assert Path(destination) == target
+    # Indented, one trailing newline: a person reads these files.
+    assert target.read_text() == '{\n  "R": [\n    [\n      0.5\n    ]\n  ]\n}\n'
+    assert [p.name for p in target.parent.iterdir()] == ["matrix.json"]
+
+
+def test_a_log_line_torn_through_a_multibyte_character_is_dropped(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    append_jsonl(log, {"event": "step", "task": "é"})
+    line = json.dumps({"event": "step", "task": "€"}, ensure_ascii=False).encode()
+    with open(log, "ab") as handle:
+        handle.write(line[: line.index("€".encode()) + 1])  # cut inside the euro sign's three bytes
+    assert truncate_jsonl(log) == 1
+    assert read_jsonl(log) == [{"event": "step", "task": "é"}]
