@@ -60,6 +60,12 @@ MODULE_TESTS = {
     "lite_cpt/io.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py",
                        "tests/test_resume.py"],
     "lite_cpt/reference_adapter.py": ["tests/test_reference_adapter.py", "tests/test_rft.py"],
+    "lite_cpt/stats.py": ["tests/test_stats.py", "tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/compare.py": ["tests/test_compare.py"],
+    "lite_cpt/predictions.py": ["tests/test_estimates.py", "tests/test_continual.py"],
+    "lite_cpt/numerics.py": ["tests/test_numerics.py"],
+    "lite_cpt/locks.py": ["tests/test_locks.py"],
+    "lite_cpt/preemption.py": ["tests/test_preemption.py", "tests/test_midphase.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
