@@ -6,7 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lite_cpt.cli import app
-from lite_cpt.compare import compare_runs, flatten_recipe, recipe_differences
+from lite_cpt.compare import _table, compare_runs, flatten_recipe, recipe_differences, render_comparison, write_comparison
 from lite_cpt.recipe import recipe_from_dict, recipe_to_yaml
 from tests.helpers import tiny_recipe
 from tests.test_estimates import BASE, RFT, SFT, write_unit
@@ -79,3 +79,54 @@ def test_compare_command_prints_the_table_and_writes_markdown_and_plot(tmp_path)
     assert bad.exit_code == 1 and "unknown metric 'nope'; allowed values: ACC, BWT" in bad.output
     unknown_arm = CliRunner().invoke(app, ["compare", str(kl), "--arms", "ewc"])
     assert unknown_arm.exit_code == 1 and "no run has arm ewc" in unknown_arm.output
+
+
+#: compare.md for the two runs' rft arms, every figure checked by hand: with KL, rft's rows are
+#: a = 0, 0.5, 0.5 and b = 0.5, 0.5, 0.75 on each seed (ACC 0.625, BWT 0, FWT 0, Δ g 0.75 - 0.75);
+#: without KL, a and b end at 1.0 on the two finished seeds (ACC 1, BWT 0.5, forgetting -0.5).
+EXPECTED_MARKDOWN = """# lite-cpt compare: tiny, tiny-nokl
+
+## Recipe differences
+
+| key | tiny | tiny-nokl |
+|---|---|---|
+| arms.rft.rft.kl | `True` | `False` |
+
+## Metrics (95 % intervals)
+
+| run | arm | seeds | ACC | BWT | forgetting | FWT | Δ g | interval |
+|---|---|---|---|---|---|---|---|---|
+| tiny | rft | 3/3 | 0.625 [0.625, 0.625] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | t, 3 seeds |
+| tiny-nokl | rft | 2/3 | 1.000 [1.000, 1.000] | 0.500 [0.500, 0.500] | -0.500 [-0.500, -0.500] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | t, 2 seeds |
+
+## Differences in BWT
+
+| difference | BWT | interval | excludes 0 |
+|---|---|---|---|
+| tiny-nokl/rft − tiny/rft | +0.500 [+0.500, +0.500] | paired t, 2 seeds | yes |
+
+Missing (left out of the intervals): tiny-nokl/rft seed 2 (1/2 tasks).
+
+![BWT per run and arm](compare.png)
+"""
+
+
+def test_compare_markdown_whole_and_a_plot_row_per_run_and_arm(tmp_path):
+    kl, no_kl = two_runs(tmp_path)
+    path, text = write_comparison([kl, no_kl], tmp_path / "cmp", arms=["rft"])
+    assert path == tmp_path / "cmp" / "compare.md" and path.read_text() == text == EXPECTED_MARKDOWN
+    # One run: no recipe section; one (run, arm): nothing to difference, said so.
+    alone = render_comparison(compare_runs([kl], ["rft"]))
+    assert "## Recipe differences" not in alone and "Nothing to difference: one (run, arm) only." in alone
+    same = render_comparison(compare_runs([kl, kl], ["rft"]))
+    assert "The runs' recipes are the same (apart from name, output directory and logging)." in same
+    # The plot grows a row per (run, arm) and carries no software stamp (same bytes every time).
+    write_comparison([kl, no_kl], tmp_path / "both")
+    with Image.open(tmp_path / "cmp" / "compare.png") as two, Image.open(tmp_path / "both" / "compare.png") as four:
+        assert four.height > two.height and "Software" not in four.info
+    write_comparison([kl, no_kl], tmp_path / "again")
+    assert (tmp_path / "again" / "compare.png").read_bytes() == (tmp_path / "both" / "compare.png").read_bytes()
+
+
+def test_a_table_cell_with_a_pipe_stays_in_its_column():
+    assert _table(["key", "value"], [["a|b", "c"]]) == ["| key | value |", "|---|---|", "| a\\|b | c |"]

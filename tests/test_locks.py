@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_other_process_is_refused_and_its_death_releases_the_lock(tmp_path):
             with unit_lock(unit):
                 pass
         assert f"process {child.pid}" in str(refused.value)
+        assert re.search(r"\(since \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}: ", str(refused.value)), str(refused.value)
         assert "run the same command again" in str(refused.value)
     finally:
         os.kill(child.pid, signal.SIGKILL)

@@ -64,3 +64,41 @@ def test_run_command_turns_preempted_into_exit_75_and_the_resume_command(tmp_pat
     assert result.exit_code == PREEMPTED_EXIT_CODE
     assert "SIGTERM outside training" in result.output
     assert f"lite-cpt run {recipe}" in " ".join(result.output.split())
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_the_second_signal_exits_with_128_plus_its_number(monkeypatch):
+    """In process (the forked version above is out of reach of coverage tools): the first
+    SIGTERM is deferred, the second exits with 143 through os._exit (no cleanup to wait for)."""
+    import lite_cpt.preemption as preemption
+
+    class QuietOs:  # the module's os, whose exit is caught and whose messages go nowhere
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            return len(data)
+
+        def _exit(self, code):
+            raise _Exited(code)
+
+    monkeypatch.setattr(preemption, "os", QuietOs())
+    monkeypatch.setattr(preemption, "_state", preemption._State())
+    with stop_deferred():
+        preemption._handle(signal.SIGTERM, None)
+        assert requested_by() == "SIGTERM"
+        with pytest.raises(_Exited) as exited:
+            preemption._handle(signal.SIGTERM, None)
+    assert exited.value.args == (128 + signal.SIGTERM,)
+
+
+@pytest.mark.parametrize("argv0, program", [("/venv/bin/lite-cpt", "lite-cpt"), ("/src/lite_cpt/cli.py", "lite-cpt"),
+                                            ("/usr/lib/python3/lite_cpt/__main__.py", "lite-cpt"), ("lcpt", "lcpt")])
+def test_the_resume_command_is_the_command_that_was_run(monkeypatch, argv0, program):
+    from lite_cpt.preemption import resume_command
+
+    monkeypatch.setattr("sys.argv", [argv0, "run", "recipes/my run.yaml", "--arm", "rft"])
+    assert resume_command() == f"{program} run 'recipes/my run.yaml' --arm rft"

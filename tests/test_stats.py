@@ -88,3 +88,10 @@ def test_bootstrap_intervals_share_one_resample_and_keep_their_order():
     assert both[1] == bootstrap_interval(columns, last, seed=7)
     assert both[1].value == pytest.approx(columns[1][0].mean())
     assert all(i.low <= i.value <= i.high for i in both)
+
+
+@pytest.mark.parametrize("columns", [[], [np.zeros(4)], [np.zeros((2, 0))], [np.zeros((2, 3)), np.zeros(3)]],
+                         ids=["none", "one-dimensional", "no items", "one of two one-dimensional"])
+def test_bootstrap_refuses_columns_that_are_not_stages_by_items(columns):
+    with pytest.raises(ValueError, match=r"^bootstrap needs one non-empty \(stages, items\) array per column$"):
+        bootstrap_intervals(columns, [lambda M: M[-1].mean()])
