@@ -1,5 +1,6 @@
 """`lite-cpt compare`: recipe differences from saved recipes, the table, partial runs."""
 
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -130,3 +131,16 @@ def test_compare_markdown_whole_and_a_plot_row_per_run_and_arm(tmp_path):
 
 def test_a_table_cell_with_a_pipe_stays_in_its_column():
     assert _table(["key", "value"], [["a|b", "c"]]) == ["| key | value |", "|---|---|", "| a\\|b | c |"]
+
+
+def test_one_seed_runs_without_item_scores_have_no_interval_and_say_so(tmp_path):
+    """One seed and no per-item predictions (a run saved before they were written): neither a
+    t interval nor an item bootstrap exists, and the tables say so instead of inventing one."""
+    one = saved_run(tmp_path, "one", True, {0: {"sft": SFT, "rft": RFT}})
+    other = saved_run(tmp_path, "other", False, {0: {"sft": SFT, "rft": RFT}})
+    for run in (one, other):
+        for predictions in [*run.rglob("predictions"), *run.rglob("base_predictions*")]:
+            shutil.rmtree(predictions) if predictions.is_dir() else predictions.unlink()
+    text = render_comparison(compare_runs([one, other], ["rft"]))
+    assert "| one | rft | 1/1 | 0.625 | 0.000 | 0.000 | 0.000 | 0.000 | none |" in text
+    assert "| other/rft − one/rft | +0.000 | none | n/a |" in text
