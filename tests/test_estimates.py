@@ -110,3 +110,16 @@ def test_report_lists_items_that_flipped_from_right_to_wrong(tmp_path):
     # task a: items 1 and 2 were right after training a, wrong at the end; item 0 stayed right
     assert "## Forgotten items" in text and "### sft (seed 0)" in text
     assert "| a | 2/4 | a/1: '1' → '0'; a/2: '1' → '0' |" in text
+
+
+def test_flipped_items_are_right_before_and_wrong_after_in_order_up_to_the_limit():
+    from lite_cpt.predictions import flipped_items
+
+    before = {"a": [{"id": "1", "score": 1.0}, {"id": "2", "score": 0.0}, {"id": "3", "score": 1.0},
+                    {"id": "4", "score": 1.0}]}
+    after = {"a": [{"id": "4", "score": 0.0}, {"id": "3", "score": 0.0}, {"id": "2", "score": 1.0},
+                   {"id": "1", "score": 1.0}]}
+    flips = flipped_items(before, after, "a")
+    assert [(b["id"], a["id"]) for b, a in flips] == [("3", "3"), ("4", "4")]  # before's order
+    assert [b["id"] for b, _ in flipped_items(before, after, "a", limit=1)] == ["3"]
+    assert flipped_items(before, after, "b") == [] and flipped_items({}, after, "a") == []
