@@ -66,6 +66,9 @@ MODULE_TESTS = {
     "lite_cpt/numerics.py": ["tests/test_numerics.py"],
     "lite_cpt/locks.py": ["tests/test_locks.py"],
     "lite_cpt/preemption.py": ["tests/test_preemption.py", "tests/test_midphase.py"],
+    "lite_cpt/recipe.py": ["tests/test_recipe.py", "tests/test_cli.py", "tests/test_properties.py"],
+    "lite_cpt/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
+    "lite_cpt/oom.py": ["tests/test_oom.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
