@@ -133,3 +133,24 @@ def test_an_sft_step_reaches_the_explainer_as_sft_step(monkeypatch):
     with pytest.raises(UserError, match=r"^out of GPU memory during sft_step \(arm sft\)\."):
         sft_module.train_sft(torch.nn.Linear(2, 2), None, list(range(8)), RECIPE.arms[0],
                              Phase(Knobs(4, None, 1), guard=_guard("sft")))
+
+
+def test_a_fixed_micro_batch_that_runs_out_is_halved_first():
+    arms = [a.model_copy(update={"micro_batch_size": 4, "micro_batch_tokens": "off"}) for a in RECIPE.arms]
+    fixed = plan(RECIPE.model_copy(update={"arms": arms}), 80)
+    for phase in ("grpo_step", "logprob_pass"):
+        message = oom_advice(fixed, phase, torch.cuda.OutOfMemoryError("CUDA out of memory."), arm="rft")
+        tried = message.splitlines()[-1]
+        assert tried.startswith("Try: set arms.rft.micro_batch_size: 2 (the plan chose 4); "), tried
+        assert tried.endswith("; set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to cut allocator fragmentation.")
+
+
+def test_without_a_plan_the_advice_is_the_phases_own_knobs_for_the_arm():
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory.")
+    hint = "set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to cut allocator fragmentation."
+    assert oom_advice(None, "sft_step", oom, arm="sft") == (
+        "out of GPU memory during sft_step (arm sft).\n"
+        "No memory plan was available; `lite-cpt plan RECIPE --gpu-gb N` shows one.\n"
+        "Try: lower arms.sft.micro_batch_size; lower tasks.*.max_answer_tokens; lower model.max_pixels; " + hint)
+    assert oom_advice(None, "grpo_step", oom).splitlines()[-1] == (
+        "Try: lower arms.<arm>.micro_batch_size; reduce rft.group_size; lower rft.max_new_tokens; " + hint)
