@@ -123,3 +123,102 @@ def test_flipped_items_are_right_before_and_wrong_after_in_order_up_to_the_limit
     assert [(b["id"], a["id"]) for b, a in flips] == [("3", "3"), ("4", "4")]  # before's order
     assert [b["id"] for b, _ in flipped_items(before, after, "a", limit=1)] == ["3"]
     assert flipped_items(before, after, "b") == [] and flipped_items({}, after, "a") == []
+
+
+#: report.md of two seeds of sft and rft (the rows of SFT and RFT above), down to its reading
+#: guide, every figure checked by hand: sft ends at a = 0.25, b = 1.0 (ACC 0.625), a fell from
+#: 0.75 (BWT -0.5, forgetting 0.5), g from 0.75 to 0.25 (Δ g -0.5); rft ends at a = 0.5, b = 0.75
+#: with a unchanged (BWT 0) and g unchanged; sft's items a/1 and a/2 were right after task a and
+#: wrong at the end.
+EXPECTED_REPORT = """# lite-cpt report: run
+
+Seeds: 0, 1. Arms: sft (2/2 seeds finished), rft (2/2 seeds finished).
+
+## Continual-learning metrics
+
+| arm | seeds | tasks done | ACC | BWT | forgetting | FWT | Δ g | interval |
+|---|---|---|---|---|---|---|---|---|
+| sft | 2/2 | 2/2 | 0.625 [0.625, 0.625] | -0.500 [-0.500, -0.500] | 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] | -0.500 [-0.500, -0.500] | t, 2 seeds |
+| rft | 2/2 | 2/2 | 0.625 [0.625, 0.625] | +0.000 [+0.000, +0.000] | 0.000 [0.000, 0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | t, 2 seeds |
+
+### Every seed's value
+
+| arm | metric | seed 0 | seed 1 |
+|---|---|---|---|
+| sft | ACC | 0.625 | 0.625 |
+| sft | BWT | -0.500 | -0.500 |
+| sft | forgetting | 0.500 | 0.500 |
+| sft | FWT | +0.000 | +0.000 |
+| sft | Δ g | -0.500 | -0.500 |
+| rft | ACC | 0.625 | 0.625 |
+| rft | BWT | +0.000 | +0.000 |
+| rft | forgetting | 0.000 | 0.000 |
+| rft | FWT | +0.000 | +0.000 |
+| rft | Δ g | +0.000 | +0.000 |
+
+## Paired differences against sft
+
+Each cell: metric(arm) − metric(sft) [95 % interval]; `*` = the interval excludes 0.
+
+| difference | ACC | BWT | forgetting | FWT | Δ g | interval |
+|---|---|---|---|---|---|---|
+| rft − sft | +0.000 [+0.000, +0.000] | +0.500 [+0.500, +0.500] * | -0.500 [-0.500, -0.500] * | +0.000 [+0.000, +0.000] | +0.500 [+0.500, +0.500] * | paired t, 2 seeds |
+
+## Compute cost (per seed)
+
+| arm | wall time (train + eval, s) | time plan (s) | generated tokens | trained tokens | policy updates | kept fraction (mean) |
+|---|---|---|---|---|---|---|
+| sft | n/a | n/a | n/a | n/a | n/a | n/a |
+| rft | n/a | n/a | n/a | n/a | n/a | n/a |
+
+## Mean accuracy on seen tasks
+
+![mean seen-task accuracy per arm](seen_task_average.png)
+
+## Forgotten items
+
+Test items answered right just after their task was trained and wrong at the end (lowest finished seed; every item is in `seed_<k>/<arm>/predictions/`).
+
+### sft (seed 0)
+
+| task | right → wrong | examples (then → at the end) |
+|---|---|---|
+| a | 2/4 | a/1: '1' → '0'; a/2: '1' → '0' |
+
+### rft (seed 0)
+
+| task | right → wrong | examples (then → at the end) |
+|---|---|---|
+| a | 0/4 | – |
+
+## Accuracy matrix: sft (mean over seeds 0, 1)
+
+![accuracy heatmap of sft](heatmap_sft.png)
+
+| stage \\ task | a | b |
+|---|---|---|
+| base | 0.000 | 0.500 |
+| after a | 0.750 | 0.500 |
+| after b | 0.250 | 1.000 |
+
+## Accuracy matrix: rft (mean over seeds 0, 1)
+
+![accuracy heatmap of rft](heatmap_rft.png)
+
+| stage \\ task | a | b |
+|---|---|---|
+| base | 0.000 | 0.500 |
+| after a | 0.500 | 0.500 |
+| after b | 0.500 | 0.750 |
+
+"""
+
+
+def test_report_markdown_whole_for_two_seeds(tmp_path):
+    run = make_seeded_run(tmp_path, seeds=(0, 1))
+    for seed in (0, 1):
+        write_unit(run / f"seed_{seed}", "sft", SFT)
+        write_unit(run / f"seed_{seed}", "rft", RFT)
+    write_report(run)
+    text = (run / "report.md").read_text()
+    assert text.startswith(EXPECTED_REPORT + "## How to read this\n"), text
