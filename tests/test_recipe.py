@@ -142,3 +142,67 @@ def test_rl_defaults_follow_easyr1():
     assert (rft.top_k, rft.repetition_penalty, rft.mini_batches_per_rollout) == (0, 1.0, 1)
     with pytest.raises(UserError, match="mini_batches_per_rollout"):
         recipe_from_dict(minimal(arms=[{"name": "rft", "rft": {"prompts_per_step": 6, "mini_batches_per_rollout": 4}}]))
+
+
+def test_every_kind_of_recipe_error_reads_whole(tmp_path):
+    """Each message as a user sees it: where, what, what was given or allowed."""
+    def error(raw=None, overrides=(), path=None) -> str:
+        with pytest.raises(UserError) as info:
+            load_recipe(path or write(tmp_path, raw or minimal()), list(overrides), check_data=False)
+        return str(info.value)
+
+    path = write(tmp_path, minimal(arms=[{"name": "sft"}, {"name": "rft"}]))
+    assert error(path=path, overrides=["arms.ewc.lr=1"]) == "override 'arms.ewc': no item named 'ewc' (have: sft, rft)"
+    assert error(path=path, overrides=["tasks.3.epochs=2"]) == "override 'tasks.3': index out of range (list has 1 items)"
+    assert error(path=path, overrides=["name.x=1"]) == "override 'name.x': 'name' is not a section"
+    assert error(path=path, overrides=["=3"]) == "override '=3' has an empty key"
+    # A value may hold '=': only the first one splits key from value.
+    assert load_recipe(path, ["name=a=b"], check_data=False).name == "a=b"
+    missing = minimal()
+    del missing["tasks"][0]["type"]
+    assert error(missing) == f"invalid recipe {tmp_path / 'r.yaml'}:\n  tasks.0.type: required key is missing"
+    wrong = minimal()
+    wrong["tasks"][0]["epochs"] = "many"
+    assert error(wrong).splitlines()[1].startswith("  tasks.0.epochs: ") and error(wrong).endswith("(got 'many')")
+    assert error(minimal(model={"quantization": "nf5"})).splitlines()[1] == (
+        "  model.quantization: got 'nf5'; allowed values: 'auto', 'none', 'nf4' or 'int8'")
+    assert error(minimal(tiny=1)).splitlines()[1].startswith("  tiny: unknown key; allowed keys: name, seed, ")
+    assert error(minimal(arm_defaults=[1])) == "arm_defaults must be a mapping of arm settings"
+
+
+def test_arm_defaults_fill_every_arm_and_extends_chains_refuse_cycles(tmp_path):
+    path = write(tmp_path, minimal(arms=[{"name": "sft"}, {"name": "rft", "lr": 0.5}], arm_defaults={"lr": 0.1}))
+    assert [a.lr for a in load_recipe(path, check_data=False).arms] == [0.1, 0.5]
+    # Two levels of extends: the grandparent's keys arrive through the parent.
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(minimal(seed=5)))
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nname: mid\n")
+    (tmp_path / "leaf.yaml").write_text("extends: mid.yaml\nname: leaf\n")
+    leaf = load_recipe(tmp_path / "leaf.yaml", check_data=False)
+    assert (leaf.name, leaf.seed) == ("leaf", 5)
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(UserError, match=r"^recipe .*/a\.yaml: `extends` forms a cycle through .*/b\.yaml$"):
+        load_recipe(tmp_path / "a.yaml", check_data=False)
+
+
+def test_a_recipe_under_recipes_is_found_in_the_package_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("recipes/tiny.yaml", check_data=False).name == "tiny"
+
+
+def test_a_source_given_a_path_or_hub_id_takes_no_location_from_its_type():
+    from lite_cpt.recipe import DataSourceConfig, fill_source
+
+    typed = fill_source(DataSourceConfig(), "clevr", benchmark=False)
+    assert typed.hf_id  # the type's published dataset
+    by_path = fill_source(DataSourceConfig(path="/data/clevr"), "clevr", benchmark=False)
+    assert by_path.path == "/data/clevr" and by_path.hf_id is None and by_path.hf_config is None
+    by_id = fill_source(DataSourceConfig(hf_id="me/clevr"), "clevr", benchmark=False)
+    assert by_id.hf_id == "me/clevr" and by_id.path is None
+
+
+def test_config_hash_ignores_key_order():
+    from lite_cpt.recipe import config_hash
+
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
