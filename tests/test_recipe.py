@@ -206,3 +206,9 @@ def test_config_hash_ignores_key_order():
 
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_an_arm_that_is_not_a_mapping_is_named_even_with_arm_defaults(tmp_path):
+    path = write(tmp_path, minimal(arms=["sft"], arm_defaults={"lr": 0.1}))
+    with pytest.raises(UserError, match=r"arms\.0: Input should be a valid dictionary or instance of ArmConfig"):
+        load_recipe(path, check_data=False)
