@@ -129,7 +129,8 @@ def test_flipped_items_are_right_before_and_wrong_after_in_order_up_to_the_limit
 #: guide, every figure checked by hand: sft ends at a = 0.25, b = 1.0 (ACC 0.625), a fell from
 #: 0.75 (BWT -0.5, forgetting 0.5), g from 0.75 to 0.25 (Δ g -0.5); rft ends at a = 0.5, b = 0.75
 #: with a unchanged (BWT 0) and g unchanged; sft's items a/1 and a/2 were right after task a and
-#: wrong at the end.
+#: wrong at the end. rft's logs (`_task_ends`): wall time 2 x (10 + 2) and 2 x (20 + 2) s, mean 34;
+#: plan 2 x (9 + 1) = 20 s; rollout predicted 2 x 6 = 12 s against a mean of 10 and 20 s measured.
 EXPECTED_REPORT = """# lite-cpt report: run
 
 Seeds: 0, 1. Arms: sft (2/2 seeds finished), rft (2/2 seeds finished).
@@ -169,7 +170,17 @@ Each cell: metric(arm) − metric(sft) [95 % interval]; `*` = the interval exclu
 | arm | wall time (train + eval, s) | time plan (s) | generated tokens | trained tokens | policy updates | kept fraction (mean) |
 |---|---|---|---|---|---|---|
 | sft | n/a | n/a | n/a | n/a | n/a | n/a |
-| rft | n/a | n/a | n/a | n/a | n/a | n/a |
+| rft | 34.0 | 20.0 | 200 | 800 | 4 | n/a |
+
+### Time plan vs measured, per phase
+
+Seconds summed over the arm's tasks (`predicted_seconds` and `phase_seconds` of metrics.jsonl).
+
+| arm | phase | predicted (s) | measured (s) | predicted / measured |
+|---|---|---|---|---|
+| rft | rollout | 12.0 | 15.0 | 0.80 |
+| rft | grpo_step | 6.0 | 8.0 | 0.75 |
+| rft | evaluation | 2.0 | 4.0 | 0.50 |
 
 ## Mean accuracy on seen tasks
 
@@ -214,11 +225,21 @@ Test items answered right just after their task was trained and wrong at the end
 """
 
 
+def _task_ends(seed: int) -> list[dict]:
+    """rft's two task_end records of a seed: seed 1 took twice seed 0's rollout seconds."""
+    return [{"event": "task_end", "task_index": index, "train_seconds": 10.0 * (1 + seed), "eval_seconds": 2.0,
+             "generated_tokens": 100, "trained_tokens": 400, "policy_updates": 2,
+             "predicted_seconds": {"rollout": 6.0, "grpo_step": 3.0, "evaluation": 1.0, "train": 9.0},
+             "phase_seconds": {"rollout": 5.0 * (1 + seed), "grpo_step": 4.0}} for index in (1, 2)]
+
+
 def test_report_markdown_whole_for_two_seeds(tmp_path):
     run = make_seeded_run(tmp_path, seeds=(0, 1))
     for seed in (0, 1):
         write_unit(run / f"seed_{seed}", "sft", SFT)
         write_unit(run / f"seed_{seed}", "rft", RFT)
+        log = run / f"seed_{seed}" / "rft" / "metrics.jsonl"
+        log.write_text("".join(json.dumps(record) + "\n" for record in _task_ends(seed)))
     write_report(run)
     text = (run / "report.md").read_text()
     assert text.startswith(EXPECTED_REPORT + "## How to read this\n"), text
