@@ -243,3 +243,30 @@ def test_report_markdown_whole_for_two_seeds(tmp_path):
     write_report(run)
     text = (run / "report.md").read_text()
     assert text.startswith(EXPECTED_REPORT + "## How to read this\n"), text
+
+
+def test_the_report_plots_draw_each_arms_curve_and_the_matrix_on_a_fixed_scale(tmp_path, monkeypatch):
+    """What the figures hold (not their pixels): a line per sequential arm through its mean
+    seen-task accuracy, y from 0 to 1 with each step labelled by its task; the heatmap coloured on
+    [0, 1] whatever the scores."""
+    import lite_cpt.report as report_module
+    from lite_cpt.metrics import seen_task_average
+
+    drawn = {}
+    monkeypatch.setattr(report_module, "_png_bytes", lambda figure: drawn.setdefault(len(drawn), figure) and b"png")
+    run = make_seeded_run(tmp_path, seeds=(0,))
+    write_unit(run / "seed_0", "sft", SFT)
+    write_unit(run / "seed_0", "rft", RFT)
+    write_report(run)
+    by_kind = {figure.axes[0].get_ylabel(): figure for figure in drawn.values()}
+    seen = by_kind["mean accuracy on seen tasks"].axes[0]
+    expected = {"sft": seen_task_average([[0.0, 0.5], [0.75, 0.5], [0.25, 1.0]]),
+                "rft": seen_task_average([[0.0, 0.5], [0.5, 0.5], [0.5, 0.75]])}
+    assert {line.get_label(): list(line.get_ydata()) for line in seen.lines} == expected
+    assert len({line.get_color() for line in seen.lines}) == 2  # one colour per arm
+    assert seen.get_ylim() == (-0.02, 1.02)
+    assert [tick.get_text() for tick in seen.get_xticklabels()] == ["1\na", "2\nb"]
+    heatmaps = [f for f in drawn.values() if f.axes[0].images]
+    assert len(heatmaps) == 2 and all(f.axes[0].images[0].get_clim() == (0.0, 1.0) for f in heatmaps)
+    # Sized per cell: 0.9 in per task and 0.45 in per row beside the margins (2 tasks, 3 rows).
+    assert all(tuple(f.get_size_inches()) == pytest.approx((2.2 + 0.9 * 2, 1.6 + 0.45 * 3)) for f in heatmaps)
