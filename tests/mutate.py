@@ -70,6 +70,11 @@ MODULE_TESTS = {
                            "tests/test_custom_tasks.py", "tests/test_real_tasks.py", "tests/test_tiny.py"],
     "lite_cpt/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
     "lite_cpt/oom.py": ["tests/test_oom.py"],
+    "lite_cpt/estimates.py": ["tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/results.py": ["tests/test_estimates.py", "tests/test_report.py", "tests/test_compare.py"],
+    "lite_cpt/seeding.py": ["tests/test_resume.py", "tests/test_rif.py", "tests/test_training_behaviour.py"],
+    "lite_cpt/data/images.py": ["tests/test_batching.py", "tests/test_lazy_images.py", "tests/test_real_tasks.py",
+                                "tests/test_bad_data.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
