@@ -270,3 +270,57 @@ def test_the_report_plots_draw_each_arms_curve_and_the_matrix_on_a_fixed_scale(t
     assert len(heatmaps) == 2 and all(f.axes[0].images[0].get_clim() == (0.0, 1.0) for f in heatmaps)
     # Sized per cell: 0.9 in per task and 0.45 in per row beside the margins (2 tasks, 3 rows).
     assert all(tuple(f.get_size_inches()) == pytest.approx((2.2 + 0.9 * 2, 1.6 + 0.45 * 3)) for f in heatmaps)
+
+
+def _arm(R, G=None, joint=False, benchmarks=("g",)) -> "ArmResult":
+    from lite_cpt.results import ArmResult
+
+    R = np.asarray(R, dtype=float)
+    return ArmResult("x", [f"t{j}" for j in range(R.shape[1])], R, {}, list(benchmarks),
+                     [list(row) for row in (G if G is not None else [[0.5]] * R.shape[0])], joint)
+
+
+def test_unit_values_of_joint_partial_and_base_only_arms_by_hand():
+    from lite_cpt.estimates import unit_value
+
+    joint = _arm([[0.0, 0.5], [0.5, 1.0]], G=[[0.5], [0.25]], joint=True)
+    assert unit_value(joint, "ACC") == 0.75 and unit_value(joint, "BWT") is None  # the joint row's mean
+    assert unit_value(joint, "Δ g") == -0.25
+    base_only = _arm([[0.0, 0.5]], G=[[0.5]])
+    assert unit_value(base_only, "Δ g") is None and unit_value(base_only, "ACC") is None
+    # general.json a row short (a run killed between its two writes): Δ g unknown, not a crash
+    short = _arm([[0.0, 0.5], [0.5, 0.5], [0.5, 1.0]], G=[[0.5], [0.5]])
+    assert unit_value(short, "Δ g") is None and unit_value(short, "ACC") == 0.75
+
+
+def test_with_no_finished_seed_the_most_advanced_unit_is_shown_with_its_seed():
+    from lite_cpt.estimates import arm_estimates, units_for_estimates
+
+    behind = _arm([[0.0, 0.5, 0.5]])
+    ahead = _arm([[0.0, 0.5, 0.5], [1.0, 0.5, 0.5]])
+    assert list(units_for_estimates({0: behind, 3: ahead})) == [3]
+    estimates = arm_estimates({0: behind, 3: ahead}, ["Δ g"])
+    assert estimates["Δ g"].value == 0.0 and estimates["Δ g"].per_seed == {3: 0.0}
+
+
+def test_saved_matrices_and_recipes_are_read_strictly(tmp_path):
+    from lite_cpt.errors import UserError
+    from lite_cpt.results import load_accuracy_matrix, recipe_seeds
+
+    path = tmp_path / "matrix.json"
+    path.write_text(json.dumps({"tasks": ["a", 2], "R": [[0.0, 0.0]]}))
+    with pytest.raises(UserError, match=r"'tasks' must be a non-empty list of task names$"):
+        load_accuracy_matrix(path)
+    assert recipe_seeds({"seed": 3}) == [3] and recipe_seeds({"seeds": [1, 2], "seed": 3}) == [1, 2]
+    assert recipe_seeds({}) == [] and recipe_seeds({"name": "x"}) == [0]
+
+
+def test_a_seed_the_recipe_asks_for_and_never_started_is_missing(tmp_path):
+    from lite_cpt.results import load_run
+
+    run = make_seeded_run(tmp_path, seeds=(0, 4))
+    write_unit(run / "seed_0", "sft", SFT)
+    write_unit(run / "seed_0", "rft", RFT)
+    loaded = load_run(run)
+    assert loaded.seeds == [0, 4]
+    assert loaded.missing_units() == [("sft", 4, "not started"), ("rft", 4, "not started")]
