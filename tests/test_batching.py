@@ -88,3 +88,15 @@ def test_training_rows_encoded_one_at_a_time_collate_to_the_batch_encoded_togeth
     # Each row's labels are its completion, at the end; everything before is ignored.
     for row, completion in zip(labels.tolist(), completions):
         assert row[-len(completion):] == completion and set(row[: -len(completion)]) == {IGNORE_INDEX}
+
+
+def test_a_corrupt_embedded_image_is_named_by_sample_and_file_or_cell():
+    import pyarrow as pa
+
+    from lite_cpt.data.images import TableImage, decode_image
+
+    table = pa.table({"image": [{"bytes": b"not a jpeg", "path": "cat_17.jpg"}, {"bytes": b"not a png", "path": None}]})
+    with pytest.raises(ImageDecodeError, match=r"^image of sample s1 cannot be opened: embedded bytes \(cat_17\.jpg\) "):
+        decode_image(TableImage(table, 0, "image"), "s1")
+    with pytest.raises(ImageDecodeError, match=r"^image of sample s2 cannot be opened: embedded bytes \(row 1, column image\) "):
+        decode_image(TableImage(table, 1, "image"), "s2")
