@@ -75,6 +75,8 @@ MODULE_TESTS = {
     "lite_cpt/seeding.py": ["tests/test_resume.py", "tests/test_rif.py", "tests/test_training_behaviour.py"],
     "lite_cpt/data/images.py": ["tests/test_batching.py", "tests/test_lazy_images.py", "tests/test_real_tasks.py",
                                 "tests/test_bad_data.py"],
+    "lite_cpt/units.py": ["tests/test_units.py", "tests/test_ray_backend.py"],
+    "lite_cpt/evaluate.py": ["tests/test_planner.py", "tests/test_continual.py", "tests/test_generation_path.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
