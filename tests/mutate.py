@@ -111,7 +111,12 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
         else:
             shutil.copy2(source, work / name)
     only = [module + "*"] if module.endswith("/") else [module]
-    (work / "pyproject.toml").write_text(CONFIG.format(only=json.dumps(only), tests=json.dumps(tests)))
+    # The scratch pyproject is mutmut's configuration plus the project's own tables, which the
+    # structure tests read (the runtime dependencies, the packages to install).
+    original = (ROOT / "pyproject.toml").read_text()
+    project = original[original.index("[project]"):original.index("\n[tool.pytest")]
+    config = CONFIG.format(only=json.dumps(only), tests=json.dumps(tests))
+    (work / "pyproject.toml").write_text(config + "\n" + project + "\n")
     return work
 
 
