@@ -223,6 +223,10 @@ def test_eval_command_scores_a_saved_adapter(finished_run, tmp_path):
     assert scores == {"clevr": matrix["R"][3][0], "pope": general["G"][3][0]}
     missing = CliRunner().invoke(app, ["eval", str(path), "--adapter", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "no PEFT adapter" in missing.output
+    names = sorted([t.name for t in recipe.tasks] + [b.name for b in recipe.evaluation.general])
+    unknown = CliRunner().invoke(app, ["eval", str(path), "--task", "nope", "--task", "clevr"])
+    assert unknown.exit_code == 1
+    assert f"unknown task nope; allowed values: {', '.join(names)}" in " ".join(unknown.output.split())
 
 
 def test_a_worker_writes_the_base_row_once_and_trains_only_its_own_arm(tmp_path, caplog):
@@ -328,3 +332,41 @@ def test_general_benchmarks_read_their_data_under_the_data_root(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # nothing is found relative to the working directory
     ws = continual.build_workspace(recipe_from_dict(raw))
     assert [s.task.name for s in ws.general] == ["pope"] and len(ws.general[0].samples) == 4
+
+
+def test_evaluation_sets_of_a_recipe_read_under_its_data_root_at_its_sizes_or_fewer(tmp_path, monkeypatch,
+                                                                                    private_hf_home):
+    """What `lite-cpt eval` and the calibration evaluate: each task's and benchmark's test split
+    at the recipe's size, or at most `most` items, read under data.root wherever the command runs."""
+    from lite_cpt.data.fixtures import write_fixtures
+    from lite_cpt.evaluate import recipe_eval_sets
+
+    root = write_fixtures(tmp_path / "data", n=6, seed=0)
+    raw = tiny_recipe(tmp_path, tasks=("mini_clevr",), data={"root": str(root)})
+    raw["tasks"][0]["test_size"] = 5
+    raw["evaluation"]["general"] = [{"name": "pope", "type": "pope", "size": 4}]
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict(raw)
+    assert [(s.task.name, len(s.samples)) for s in recipe_eval_sets(recipe)] == [("clevr", 5), ("pope", 4)]
+    assert [len(s.samples) for s in recipe_eval_sets(recipe, most=3)] == [3, 3]
+    assert [len(s.samples) for s in recipe_eval_sets(recipe, most=10)] == [5, 4]
+
+
+def test_evaluation_prompts_keep_the_tasks_last_prompt_tokens(monkeypatch):
+    from types import SimpleNamespace
+
+    from lite_cpt import evaluate
+    from lite_cpt.recipe import GenerationConfig, TaskConfig
+    from lite_cpt.tasks import build_task
+
+    seen = {}
+
+    def fake_generate(model, processor, prompts, sampling, **settings):
+        seen.update(settings)
+        return SimpleNamespace(texts=["x"] * len(prompts))
+
+    monkeypatch.setattr(evaluate, "generate_completions", fake_generate)
+    task = build_task(TaskConfig(name="clevr", type="mini_clevr", max_prompt_tokens=77), None, 0)
+    evalset = evaluate.EvalSet(task, task.load("test", 2))
+    items = evaluate.score_items(None, None, evalset, GenerationConfig(batch_size=2))
+    assert seen["max_prompt_tokens"] == 77 and seen["prompts_per_call"] == 2 and len(items) == 2
