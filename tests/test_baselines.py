@@ -237,3 +237,54 @@ def test_resumed_method_trains_like_an_uninterrupted_one(model, tiny, data, tmp_
     run_task(resumed, 2)
     assert not all(torch.equal(after_first[n], expected[n]) for n in expected), "task 2 trained"
     assert all(torch.equal(p, expected[n]) for n, p in trainable_parameters(model).items())
+
+
+def test_replay_replaces_even_one_item_and_draws_with_replacement_from_a_small_buffer(tiny, data):
+    method = make(Replay, tiny[0], tiny[1], data, replay={"fraction": 0.25, "buffer_per_task": 2})
+    method.buffer = {"clevr": data["clevr"][:2]}
+    batch = data["geometry"][:4]
+    mixed = method.mix_in_replay(random.Random(0), batch)
+    assert mixed[:3] == batch[:3] and mixed[3] in data["clevr"][:2]  # round(0.25 x 4) = 1 item
+    method.arm.replay.fraction = 1.0
+    mixed = method.mix_in_replay(random.Random(0), batch)
+    assert len(mixed) == 4 and all(e in data["clevr"][:2] for e in mixed)  # 4 draws from 2
+
+
+def test_fisher_is_the_mean_over_examples_and_a_state_without_its_task_count_still_resumes(model, tiny, data,
+                                                                                               tmp_path):
+    from lite_cpt.arms.baselines import diagonal_fisher
+
+    first, second = data["clevr"][:1], data["clevr"][1:2]
+    one, two = diagonal_fisher(model, tiny[1], first), diagonal_fisher(model, tiny[1], second)
+    both = diagonal_fisher(model, tiny[1], first + second)
+    assert all(torch.allclose(both[n], (one[n] + two[n]) / 2, rtol=1e-5, atol=1e-12) for n in both)
+    method = make(EWC, model, tiny[1], data)
+    # A state saved before the Fisher counted its tasks reads that count from the finished tasks.
+    method.after_task(data["clevr"][:2], phase(1, "clevr"))
+    method.save_state(tmp_path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(tmp_path / EWC_STATE), framework="pt") as handle:
+        assert handle.metadata()["tasks_in_fisher"] == "1"
+    save_file(load_file(str(tmp_path / EWC_STATE)), str(tmp_path / EWC_STATE))  # no metadata
+    resumed = make(EWC, model, tiny[1], data)
+    resumed.load_state(tmp_path, ["clevr", "geometry"])
+    assert resumed.tasks_in_fisher == 2
+
+
+def test_an_arm_class_declared_wrongly_is_refused_by_name():
+    from lite_cpt.arms.base import ArmMethod, register_arm
+
+    def declared(**attributes):
+        return type("Mine", (ArmMethod,), attributes)
+
+    with pytest.raises(TypeError, match="^Mine needs a `name` to be registered as an arm$"):
+        register_arm(declared(kind="sft", phases=("sft_step", "evaluation")))
+    with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got 'other'$"):
+        register_arm(declared(name="mine", kind="other", phases=("sft_step",)))
+    with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \('warmup',\)$"):
+        register_arm(declared(name="mine", kind="sft", phases=("warmup",)))
+    with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \(\)$"):
+        register_arm(declared(name="mine", kind="sft", phases=()))
+    assert "mine" not in ARMS

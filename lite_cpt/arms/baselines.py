@@ -277,5 +277,5 @@ class EWC(SequentialSFT):
             for name, p in params.items():
                 self.fisher[name] = handle.get_tensor(f"fisher/{name}").to(p.device)
                 self.anchor[name] = handle.get_tensor(f"anchor/{name}").to(p.device)
-            self.tasks_in_fisher = int(handle.metadata().get("tasks_in_fisher", len(finished_tasks)))
+            self.tasks_in_fisher = int((handle.metadata() or {}).get("tasks_in_fisher", len(finished_tasks)))
 
