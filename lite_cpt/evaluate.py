@@ -19,12 +19,6 @@ class EvalSet:
     samples: list[Sample]
 
 
-def evaluate_set(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> tuple[float, list[str]]:
-    """Mean score of the model's answers on one evaluation set, and the answers themselves."""
-    items = score_items(model, processor, evalset, generation, cot=cot)
-    return mean_score(items), [item["answer"] for item in items]
-
-
 def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> list[dict]:
     """Each sample's id, generated answer and score, in the order of the evaluation set."""
     task = evalset.task

@@ -283,6 +283,8 @@ def test_an_arm_class_declared_wrongly_is_refused_by_name():
         register_arm(declared(kind="sft", phases=("sft_step", "evaluation")))
     with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got 'other'$"):
         register_arm(declared(name="mine", kind="other", phases=("sft_step",)))
+    with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got None$"):
+        register_arm(declared(name="mine", phases=("sft_step",)))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \('warmup',\)$"):
         register_arm(declared(name="mine", kind="sft", phases=("warmup",)))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \(\)$"):
