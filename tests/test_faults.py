@@ -18,7 +18,6 @@ import sys
 import time
 
 import pytest
-import yaml
 
 import lite_cpt.kernels
 from tests.faults import TALLY, KillPoint, differences, exit_code, finished, killed, run_child, run_fingerprint
@@ -244,6 +243,17 @@ RIF_ARM = {"name": "rif_rft", "lr": 1e-3,
            "rif": {"rollouts": 4, "mode": "offline", "budget": "matched"}}
 
 
+def _estimating_half():
+    """Every instance at success rate 0.5 with varied rewards (all kept): the estimate, and so
+    the updates to cut between, do not depend on what the tiny model happens to answer."""
+    import lite_cpt.arms.rif as rif_module
+
+    def measure_success(model, processor, examples, *args, **kwargs):
+        return rif_module.SuccessEstimate([0.5] * len(examples), 123, 0.0, [True] * len(examples))
+
+    rif_module.measure_success = measure_success
+
+
 def _measuring_fails():
     import lite_cpt.arms.rif as rif_module
 
@@ -253,28 +263,20 @@ def _measuring_fails():
     rif_module.measure_success = measure_success
 
 
-def rif_recipe(tmp_path):
-    """One CLEVR task of 8 rows: the tiny base answers 1 of them neither always nor never right."""
-    path = fault_recipe(tmp_path, arms=[RIF_ARM], tasks=("mini_clevr",))
-    raw = yaml.safe_load(path.read_text())
-    raw["tasks"][0]["train_size"] = 8
-    return write_recipe(path, raw)
-
-
 def test_sigkill_mid_rif_phase_resumes_with_the_estimate_made_before_the_task(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir(), killed_dir.mkdir()
-    assert finished(run_child(rif_recipe(reference_dir)))
+    recipe = fault_recipe(reference_dir, arms=[RIF_ARM], tasks=("mini_clevr",))
+    assert finished(run_child(recipe, setup=_estimating_half))
     reference = run_fingerprint(reference_dir / "runs" / "t", ["rif_rft"])
     [task_end] = [r for r in reference["rif_rft/metrics"] if r["event"] == "task_end"]
-    # Something kept, and RFT's update count (matched budget) to cut between.
-    assert task_end["kept_fraction"] > 0 and task_end["policy_updates"] == 4, task_end
+    assert task_end["kept_fraction"] == 1.0 and task_end["policy_updates"] == 2, task_end  # two updates to cut between
 
-    recipe = rif_recipe(killed_dir)
+    recipe = fault_recipe(killed_dir, arms=[RIF_ARM], tasks=("mini_clevr",))
     # The second gradient pass: after update 1 and its checkpoint.
     point = KillPoint("mid-rif-update#2", "lite_cpt.rft.accumulate_policy_gradient", 2, after=True)
     TALLY["kills tried"] += 1
-    assert killed(run_child(recipe, kill=point))
+    assert killed(run_child(recipe, kill=point, setup=_estimating_half))
     assert sorted(p.name for p in (killed_dir / "runs" / "t" / "seed_0" / "rif_rft" / "checkpoints").iterdir())
     assert finished(run_child(recipe, setup=_measuring_fails, log_file=killed_dir / "warnings.log"))
     assert differences(reference, run_fingerprint(killed_dir / "runs" / "t", ["rif_rft"])) == []
