@@ -1,7 +1,7 @@
 """Recipe schema: the one configuration surface of lite-cpt.
 
 A recipe is a YAML file validated into `Recipe`. Every field is typed, defaulted and documented
-(the `description` of each field is the reference the README prints). Unknown keys are errors.
+(the `description` of each field is the reference docs/recipes.md prints). Unknown keys are errors.
 Command-line overrides use dotted paths, `a.b=c`, parsed as YAML scalars; list items are addressed
 by index, by name for tasks and arms, or all at once: `arms.sft.lr=1e-4`, `tasks.0.train_size=64`,
 `tasks.*.test_size=100`.

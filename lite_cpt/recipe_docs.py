@@ -1,4 +1,4 @@
-"""The recipe reference table (README's "Recipe reference"), generated from the schema itself."""
+"""The recipe reference table (docs/recipes.md, "Recipe reference"), generated from the schema itself."""
 
 from __future__ import annotations
 
@@ -50,15 +50,15 @@ START, END = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
 
 
 def with_reference(readme: str) -> str:
-    """README text with the table between its recipe-reference markers regenerated."""
+    """Markdown text with the table between its recipe-reference markers regenerated."""
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{recipe_reference_markdown()}{END}{tail}"
 
 
-if __name__ == "__main__":  # python -m lite_cpt.recipe_docs README.md  (rewrites the table)
+if __name__ == "__main__":  # python -m lite_cpt.recipe_docs docs/recipes.md  (rewrites the table)
     import sys
     from pathlib import Path
 
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/recipes.md")
     path.write_text(with_reference(path.read_text(encoding="utf-8")), encoding="utf-8")

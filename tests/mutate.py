@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("lite_cpt", "tests", "recipes", "README.md")
+COPIED = ("lite_cpt", "tests", "recipes", "README.md", "docs")
 
 # The tests that exercise each module; a module not listed runs the whole suite.
 MODULE_TESTS = {
@@ -85,7 +85,7 @@ CONFIG = """\
 [tool.mutmut]
 source_paths = ["lite_cpt/"]
 only_mutate = {only}
-also_copy = ["recipes/", "README.md"]
+also_copy = ["recipes/", "README.md", "docs/"]
 pytest_add_cli_args_test_selection = {tests}
 # torch is not fork-safe after a test session: fork each mutant from a clean server process.
 process_isolation = "forkserver"

@@ -414,8 +414,8 @@ def test_the_example_recipe_runs_end_to_end_on_the_fixtures(fixture_root, tmp_pa
 
 
 def readme_block(marker: str) -> str:
-    """The fenced code block that follows `<!-- custom-task-example:MARKER -->` in the README."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The fenced code block that follows `<!-- custom-task-example:MARKER -->` in docs/extending.md."""
+    text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
     after = text.split(f"<!-- custom-task-example:{marker} -->", 1)[1]
     return after.split("```", 2)[1].split("\n", 1)[1]
 

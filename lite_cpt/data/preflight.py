@@ -65,7 +65,7 @@ def check_section(recipe: Any, key: str, cfg: Any, benchmark: bool) -> list[Data
 
 
 def _split_fix(key: str, split: str) -> str:
-    return (f"download the split '{split}' (see the README's data section), or point {key}.source "
+    return (f"download the split '{split}' (see docs/data.md), or point {key}.source "
             f"at a dataset that has it")
 
 
