@@ -22,6 +22,7 @@ import torch
 from lite_cpt.batching import Prompt, encode_prompts, tokenizer_of
 from lite_cpt.kernels import fused_linear_logprob
 from lite_cpt.logprob import TokenLogprobs, decoder_and_head, unwrap
+from lite_cpt.phase import Knobs, pack_by_tokens
 
 
 @dataclass
@@ -186,3 +187,23 @@ def packed_token_logprobs(model, packed: PackedBatch, *, temperature: float = 1.
     if entropy_sel is not None:
         entropy = flat.new_zeros(shape, dtype=torch.float32).masked_scatter(packed.mask, entropy_sel.float())
     return TokenLogprobs(logp=logp, mask=packed.mask.float(), entropy=entropy)
+
+
+def packed_micro_batches(groups: list[PromptGroup], knobs: Knobs) -> list[list[PromptGroup]]:
+    """Micro-batches of packed rows under `knobs`: with a token budget, rows of at most the budget
+    (a group cut where it would exceed it) packed by `pack_by_tokens` over their packed lengths,
+    so a prompt counts once; else rows holding `micro_batch_size` answers at most in all."""
+    if knobs.micro_batch_tokens is not None:
+        budget = knobs.micro_batch_tokens
+        units = [part for g in groups for part in split_group(g, lambda length, _: length <= budget)]
+        limit = knobs.packed_sequences or max(1, len(units))
+        return [[units[i] for i in chunk] for chunk in pack_by_tokens([u.length for u in units], budget, limit)]
+    size = max(1, knobs.micro_batch_size)
+    units = [part for g in groups for part in split_group(g, lambda _, answers: answers <= size)]
+    batches: list[list[PromptGroup]] = []
+    for unit in units:
+        if batches and sum(len(u.rows) for u in batches[-1]) + len(unit.rows) <= size:
+            batches[-1].append(unit)
+        else:
+            batches.append([unit])
+    return batches

@@ -7,9 +7,12 @@ import torch
 from PIL import Image
 
 from lite_cpt.batching import Prompt, collate, encode_rows, tokenizer_of
+from lite_cpt.continual import reset_adapter
 from lite_cpt.logprob import token_logprobs
 from lite_cpt.models import add_lora
+from lite_cpt.phase import Knobs, Phase
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.rft import policy_update
 from lite_cpt.shared_prefix import (encode_groups, pack_groups, packed_token_logprobs, shared_prefix_mask,
                                     split_group)
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
@@ -118,3 +121,37 @@ def test_the_mask_shows_each_answer_the_prompt_and_its_own_past_only():
         [0, 0, 0, 0, 0, 1],  # padding sees only itself
     ], dtype=torch.bool)
     assert torch.equal(allowed, expected)
+
+
+@pytest.mark.parametrize("knobs", [Knobs(3, None, 8), Knobs(8, None, 8, micro_batch_tokens=60)],
+                         ids=["fixed-count", "token-budget"])
+def test_a_policy_update_with_shared_prefixes_equals_the_expanded_one(knobs):
+    """Two mini-batches (old policy scored), the KL on (reference scored), uneven answers: the
+    adapter after the update is the same either way."""
+    from tests.test_rft import arm_config, scripted_rollouts, vowel_examples
+
+    model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
+    model = add_lora(model.float(), LoraConfig(r=4, alpha=8))
+    after = {}
+    for shared in (False, True):
+        reset_adapter(model, seed=0)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(3)))
+        arm = arm_config(kl=True, kl_beta=0.1, kl_reference="base", prompts_per_step=2, mini_batches_per_rollout=2,
+                         shared_prefix=shared)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=1.0)  # Adam's first step is about sign(grad): noise-level grads would flip
+        rollouts = scripted_rollouts(processor, vowel_examples(4, image=True),
+                                     [1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0, 0], group_size=4)
+        rollouts.token_ids[1] = rollouts.token_ids[1] * 3  # uneven answer lengths
+        result = policy_update(model, processor, optimizer, rollouts, arm, Phase(knobs))
+        assert result["optimizer_steps"] == 2
+        after[shared] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                         result)
+    (expanded, r_expanded), (shared, r_shared) = after[False], after[True]
+    for name in expanded:
+        torch.testing.assert_close(shared[name], expanded[name], atol=1e-5, rtol=1e-4, msg=name)
+    for key in ("loss", "kl", "clip_fraction", "trained_tokens"):
+        assert r_shared[key] == pytest.approx(r_expanded[key], rel=1e-4, abs=1e-6), key
