@@ -458,3 +458,16 @@ def test_the_plan_states_its_answer_length_assumptions(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "answer lengths (rft, cap" in out and "shared-prefix scoring passes" in out
     assert "geometry3k: mean 400 tokens (cv 0.80)" in out and "% cut at" in out
+
+
+def test_a_calibrations_answer_lengths_are_the_plans_for_its_model():
+    from lite_cpt.planner.lengths import measured_lengths
+    from lite_cpt.planner.timeplan import task_answer_lengths
+
+    fit = measured_lengths([10, 20, 30], "calibration")
+    assert fit.mean == pytest.approx(20.0) and fit.cv == pytest.approx(10.0 / 20.0)
+    recipe = recipe_from_dict(RECIPE)
+    cal = dataclasses.replace(CAL, answer_lengths={"a": [20.0, 0.5]})
+    assert task_answer_lengths(recipe.tasks[0], cal, "tiny").mean == 20.0
+    assert task_answer_lengths(recipe.tasks[1], cal, "tiny") is None  # no figure, a synthetic type: at the cap
+    assert task_answer_lengths(recipe.tasks[0], cal, "another") is None

@@ -80,3 +80,11 @@ def default_lengths(task_type: str) -> AnswerLengths | None:
     testbed's random model answers."""
     mean = DEFAULT_COT_LENGTHS.get(task_type)
     return None if mean is None else AnswerLengths(mean, DEFAULT_CV, DEFAULT_SOURCE)
+
+
+def measured_lengths(lengths: list[int], source: str) -> AnswerLengths:
+    """The distribution of answers a calibration rollout produced (cut at its cap: the tail
+    beyond it is not seen, so the spread is a lower bound)."""
+    mean = sum(lengths) / len(lengths)
+    var = sum((n - mean) ** 2 for n in lengths) / max(1, len(lengths) - 1)
+    return AnswerLengths(max(1.0, mean), max(0.05, math.sqrt(var) / max(1.0, mean)), source)
