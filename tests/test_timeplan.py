@@ -444,8 +444,7 @@ def test_a_calibration_of_another_model_size_or_a_cpu_or_impossible_rates_is_ref
     with pytest.raises(UserError, match="measured on a CPU"):
         plan(seven, 24, calibration=cpu_7b)
     impossible = dataclasses.replace(REFERENCE_24GB, device="NVIDIA X", train_tokens_per_s=9000.0)
-    with pytest.raises(UserError, match="faster than a forward"):
-        plan(seven, 24, calibration=impossible)
+    assert any("physically impossible" in note for note in plan(seven, 24, calibration=impossible).notes)
     # the tiny model's CPU calibration plans the tiny testbed; the reference card scales, with a note
     assert check_calibration(tiny_cal, "tiny", 288_992) == []
     assert "scaled by parameter count" in check_calibration(REFERENCE_24GB, "Qwen/Qwen2.5-VL-3B-Instruct", 3_754_622_976)[0]
