@@ -10,7 +10,8 @@ in order, the readings that are least ambiguous and keeps only letters of existi
 2. a revised answer: after the last revision marker ("wait", "actually", "on second thought",
    "correction", "I mean", "scratch that", "let me reconsider"), an explicit letter there
    (readings 1, 3, 4, 7, 8) wins: "A... wait, actually the answer is C" is C;
-3. the last explicit statement: `answer is (B)`, `Answer: C`, `option B`, `choice is D`;
+3. the last explicit statement: `answer is (B)`, `Answer: C`, else the last `option B`,
+   `choice is D` (an explanation after "Answer: B" may name options it rules out);
 4. a letter that opens the answer as a label: `B. blue`, `(B) blue`, `B) blue`, `B: blue`;
 5. the whole answer is exactly one option's text;
 6. a numbered option, counted from 1: `option 3`, `choice #2`, `the second option` (a model
@@ -32,10 +33,14 @@ from lite_cpt.data.sample import LETTERS
 
 _BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*([^{}]*?)\s*\}?\s*\}")
 _ALONE = re.compile(r"^\W*([A-Ja-j])\W*$")
-_STATED = re.compile(
-    r"(?:answer|option|choice)\s*(?:is|would be|should be|will be)?\s*(?:option|choice)?\s*[:\-]?\s*"
-    r"(?:\(([A-Ja-j])\)|\[([A-Ja-j])\]|(?-i:\b([A-J])\b)|(?-i:\b([a-j]))(?=\W*$))",
-    re.IGNORECASE,
+_STATED_LETTER = r"(?:\(([A-J])\)|\[([A-J])\]|(?-i:\b([A-J])\b)|(?-i:\b([a-j]))(?=\W*$))"
+# "the answer is (B)", "Answer: C", "answer would be option D": what the answer says it is
+_ANSWER_STATED = re.compile(
+    r"answer\s*(?:is|would be|should be|will be)?\s*(?:option|choice)?\s*[:\-]?\s*" + _STATED_LETTER, re.IGNORECASE
+)
+# "option B", "choice is D": weaker, since an explanation names options it rules out
+_OPTION_STATED = re.compile(
+    r"(?:option|choice)\s*(?:is|would be|should be|will be)?\s*[:\-]?\s*" + _STATED_LETTER, re.IGNORECASE
 )
 _LABEL = re.compile(r"^\s*[\(\[]?([A-J])(?:[\)\]]|[.:,](?=\s|$))")
 _BRACKETED = re.compile(r"(?:\(([A-J])\)|\[([A-J])\]|\b([A-J])\))")
@@ -90,9 +95,10 @@ def _stated_letter(body: str, valid: str) -> str | None:
     alone = _ALONE.match(body)
     if alone and alone.group(1).upper() in valid:
         return alone.group(1).upper()
-    stated = _last_valid(["".join(m) for m in _STATED.findall(body)], valid)
-    if stated:
-        return stated
+    for pattern in (_ANSWER_STATED, _OPTION_STATED):
+        stated = _last_valid(["".join(m) for m in pattern.findall(body)], valid)
+        if stated:
+            return stated
     label = _LABEL.match(body)
     return label.group(1) if label and label.group(1) in valid else None
 
