@@ -61,6 +61,8 @@ CASES = [
     ("The cow, since it chews grass. (B)", ANIMALS, "B", None),
     ("Not the leopard; the answer is (B) cow.", ANIMALS, "B", None),
     ("Blue is close, but (C) navy blue matches better.", COLORS, "C", None),
+    ("Not the cow; (C).", ANIMALS, "C", None),  # the bracketed letter over the option text it names
+    ("The horse is bigger, but I pick C.", ANIMALS, "C", None),  # the final letter over option text
     ("The answer is a bird.", COLORS, None, None),
     ("\\boxed{C}", ANIMALS, "C", None),
     ("**Answer:** D", ANIMALS, "D", None),
