@@ -6,7 +6,7 @@ uses exists, the split has enough rows for the recipe's budget (`train_size`, `t
 at most `faults.max_bad_data_fraction` of them may not be) and one renders (its prompt). Every problem is
 collected, each with its fix, and reported at once, so nothing trains until all data is there.
 
-`lite-cpt data check` reads the same verdict (`inspect_recipe`): a recipe the preflight refuses
+`lite-cpt data check` reads the same verdict (`inspect_section`): a recipe the preflight refuses
 makes it print the same problems and exit non-zero. Unusable items within the allowed share are
 named (split, count, example ids with the reason) by both, and skipped by the run.
 """
