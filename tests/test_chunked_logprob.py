@@ -33,7 +33,7 @@ TOLERANCES = {**TOLERANCE, torch.float16: {"value": 2e-6, "grad": 4e-3}}
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("n,h,v,chunk,temperature,entropy,weight_grad,ignore", CASES)
 def test_matches_reference(backend, dtype, n, h, v, chunk, temperature, entropy, weight_grad, ignore):
-    """Row chunks of N x chunk / V rows: 16+16+5 of 37, 3 x 6 + 2 of 20, one chunk of 33, N = 1;
+    """Row chunks of N x chunk / 3V rows: 7 x 5 + 2 of 37, single rows, one chunk of 33, N = 1;
     vocabularies of 50, 70, 130, 40 are no multiple of the interpreter's 32-wide block."""
     seed = n * 1000 + v
     hidden, weight, targets = _inputs(n, h, v, dtype, seed, ignore=ignore, weight_grad=weight_grad)
@@ -62,23 +62,25 @@ def test_matches_reference(backend, dtype, n, h, v, chunk, temperature, entropy,
 
 
 def test_the_chunks_are_the_ones_the_budget_gives():
-    assert chunked_module.rows_per_chunk(37, 70, 32) == 16  # 37 x 32 elements of a [rows, 70] buffer
+    """The tile path's bf16 [N, chunk] buffer (2 bytes an element) holds as many bytes as the
+    fp32 [rows, V] buffer and its bf16 copy (6 bytes an element)."""
+    assert chunked_module.rows_per_chunk(37, 70, 32) == 5  # 37 x 32 x 2 // (70 x 6)
     assert chunked_module.rows_per_chunk(5, 700, 3) == 1  # at least one row
-    assert chunked_module.rows_per_chunk(33, 130, None) == 33  # the default budget: all rows here
-    assert chunked_module.rows_per_chunk(16384, 152064, None) == (1 << 26) // 152064  # 441 rows of 152k
+    assert chunked_module.rows_per_chunk(33, 130, None) == 33  # the default 256 MiB: all rows here
+    assert chunked_module.rows_per_chunk(16384, 152064, None) == 294  # 2^28 B // (152064 x 6 B)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("weight_grad", [False, True], ids=["frozen-head", "trained-head"])
 def test_never_builds_the_full_logits(backend, weight_grad):
-    n, h, v, chunk = 24, 16, 400, 64  # rows per chunk: 24 x 64 // 400 = 3
+    n, h, v, chunk = 24, 3, 400, 200  # rows per chunk: 24 x 200 // (3 x 400) = 4; H < 4, so [V, H] < [4, V]
     hidden, weight, targets = _inputs(n, h, v, torch.float32, seed=2, weight_grad=weight_grad)
     with _LargestOutput() as tracker:
         logp, ent = chunked_linear_logprob(hidden, weight, targets, return_entropy=True, chunk_size=chunk,
                                            _backend=backend)
         (logp.sum() + ent.sum()).backward()
-    # the largest tensors: the gradient of W [V, H] and one [3, V] logits chunk
-    assert tracker.largest <= max(v * h, 3 * v) < n * v
+    # the largest tensors: one [4, V] logits chunk (W [V, H] and its views and gradient are smaller)
+    assert tracker.largest == 4 * v < n * v
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -89,7 +91,7 @@ def test_a_frozen_head_gets_its_gradient_in_the_forward(backend, monkeypatch):
     real_mm = chunked_module.mm_fp32
     monkeypatch.setattr(chunked_module, "mm_fp32", lambda a, b: calls.append(1) or real_mm(a, b))
     hidden, weight, targets = _inputs(10, 16, 60, torch.float32, seed=6, weight_grad=False)
-    logp = chunked_linear_logprob(hidden, weight, targets, chunk_size=24, _backend=backend)  # 4 + 4 + 2 rows
+    logp = chunked_linear_logprob(hidden, weight, targets, chunk_size=72, _backend=backend)  # 4 + 4 + 2 rows
     assert len(calls) == 2 * 3
     calls.clear()
     (gh,) = torch.autograd.grad(logp.sum(), hidden)
@@ -97,11 +99,11 @@ def test_a_frozen_head_gets_its_gradient_in_the_forward(backend, monkeypatch):
     (ref_gh,) = torch.autograd.grad(reference_linear_logprob(hidden, weight, targets).sum(), hidden)
     _close(gh, ref_gh, TOLERANCE[torch.float32]["grad"], "grad hidden")
     with torch.no_grad():
-        chunked_linear_logprob(hidden, weight, targets, chunk_size=24, _backend=backend)
+        chunked_linear_logprob(hidden, weight, targets, chunk_size=72, _backend=backend)
     assert len(calls) == 3
     calls.clear()
     weight.requires_grad_(True)
-    chunked_linear_logprob(hidden, weight, targets, chunk_size=24, _backend=backend).sum().backward()
+    chunked_linear_logprob(hidden, weight, targets, chunk_size=72, _backend=backend).sum().backward()
     assert len(calls) == 3 + 3 * 3  # forward; backward: logits again, dh, dW
 
 

@@ -11,9 +11,10 @@ cross-entropy does):
 
 The matmuls run on the tensor cores through cuBLAS; the Triton work is two memory-bound passes
 over the buffer, so no kernel holds a [block, block] accumulator tile (the "tile" path's kernels
-do, and spill registers). Memory: one [rows, V] fp32 buffer (plus its bf16 copy for bf16
-matmuls), rows chosen so it holds about `_CHUNK_ELEMENTS` (or N x chunk_size when a vocab chunk
-is given: the same budget the tile path's buffer has).
+do, and spill registers). Memory: one [rows, V] fp32 buffer plus its bf16 copy (6 bytes an
+element), rows chosen so both fit the bytes of the tile path's bf16 [N, chunk] gradient buffer,
+the one the planner counts: N x chunk_size x 2 bytes, or 2^27 x 2 bytes (256 MiB) by default.
+Unlike the tile path, a no-grad pass holds that buffer too.
 
 Frozen head (LoRA): d logp_n / d h_n depends on row n alone, so the forward already writes it
 (g = 1) and the backward only scales it by the upstream grad: two matmuls per chunk instead of
@@ -38,18 +39,20 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
     triton = None
     tl = None
 
-# Elements of the [rows, V] fp32 logits buffer by default (256 MiB): about 440 rows of a
-# 152k vocabulary, a matmul large enough to run near the tensor cores' peak.
-_CHUNK_ELEMENTS = 1 << 26
+# The tile path's default gradient buffer, in bf16 elements (`_TRITON_CHUNK_ELEMENTS` there,
+# `KERNEL_CHUNK_ELEMENTS` in the planner): 256 MiB, about 290 rows of a 152k vocabulary here.
+_BUDGET_ELEMENTS = 1 << 27
+_BUDGET_BYTES_PER_ELEMENT = 2  # the tile path's bf16 dz
+_BUFFER_BYTES_PER_ELEMENT = 6  # fp32 logits / gradient + its bf16 copy
 # Rows (of the vocabulary or of H) widened to fp32 at a time where operands' dtypes differ.
 _WIDEN_BLOCK = 1 << 14
 
 
 def rows_per_chunk(n_tokens: int, vocab: int, chunk_size: int | None) -> int:
-    """Rows per logits chunk: the buffer holds about N x chunk_size elements when a vocab chunk
-    is given (the tile path's budget), else about _CHUNK_ELEMENTS."""
-    budget = n_tokens * chunk_size if chunk_size else _CHUNK_ELEMENTS
-    return max(1, min(n_tokens, budget // vocab))
+    """Rows per logits chunk, so that its buffers take the bytes the tile path's [N, chunk_size]
+    bf16 buffer takes (its default size when chunk_size is None)."""
+    budget = (n_tokens * chunk_size if chunk_size else _BUDGET_ELEMENTS) * _BUDGET_BYTES_PER_ELEMENT
+    return max(1, min(n_tokens, budget // (_BUFFER_BYTES_PER_ELEMENT * vocab)))
 
 
 def row_config(device: torch.device) -> dict:
