@@ -85,6 +85,9 @@ class Calibration:
     rollout_s_per_sequence: float | None = None
     logprob_s_per_sequence: float | None = None
     rl_measured_at: list[int] | None = None
+    # The faster fused log-prob path on this device ("tile" or "chunked", as `bench kernels`
+    # timed them); a run given this calibration uses it. None: not measured, the run uses "tile".
+    logprob_path: str | None = None
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
