@@ -458,7 +458,7 @@ def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
     if parts is not None:
         micro = [mb for part in parts for mb in part.micro_batches]
         passes = sum((mb.old_logp is not None) + (mb.ref_logp is not None) for mb in micro)
-        results["logprob_pass"]["tokens"] = sum(int(mb.batch["attention_mask"].sum()) for mb in micro) * passes // max(
+        results["logprob_pass"]["tokens"] = sum(mb.input_tokens for mb in micro) * passes // max(
             1, len(micro))
     del parts
     optimizer, _ = adamw(model, arm.lr, 0.0, "bench step")

@@ -173,6 +173,7 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
         hold_reference(model)
     rollout_s = logprob_s = 0.0
     sequences = 0
+    lengths: dict[str, list[int]] = {}
     for examples in groups:
         examples = (examples * -(-rft.prompts_per_step // len(examples)))[: rft.prompts_per_step]
         seconds, rollouts = _best_seconds(lambda: generate_rollouts(
@@ -180,15 +181,26 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
             rollout_batch_size=knobs.rollout_batch_size), repeats=2)
         rows = list(range(len(rollouts.token_ids)))
         rollout_s, sequences = rollout_s + seconds, sequences + len(rows)
+        lengths.setdefault(examples[0].task.name, []).extend(len(ids) for ids in rollouts.token_ids)
         if passes:
             advantages = compute_advantages(rollouts, rft)
             logprob_s += _best_seconds(lambda: prepare_mini_batches(model, processor, rollouts, rows, advantages, rft,
                                                                     knobs), repeats=2)[0]
     rates = {"rollout_s_per_sequence": rollout_s / sequences,
-             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)]}
+             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)],
+             # the user's model's own answers on each task: the plan's expected lengths for it
+             "answer_lengths": {name: _length_figures(ns) for name, ns in lengths.items()}}
     if passes:
         rates["logprob_s_per_sequence"] = logprob_s / sequences / passes
     return rates
+
+
+def _length_figures(lengths: list[int]) -> list[float]:
+    """[mean, cv] of a task's calibration answers (cut at the recipe's cap)."""
+    from lite_cpt.planner.lengths import measured_lengths
+
+    fit = measured_lengths(lengths, "calibration")
+    return [round(fit.mean, 2), round(fit.cv, 4)]
 
 
 def eval_prompts_per_s(recipe, model, processor) -> float:

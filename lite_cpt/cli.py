@@ -516,6 +516,33 @@ def bench_update_command(
     render_bench_update(result, console)
 
 
+@bench_app.command("prefix")
+@user_errors
+def bench_prefix_command(
+    recipe: Path = typer.Option(Path("recipes/tiny.yaml"), help="Recipe whose model, tasks and GRPO arm are used."),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    prompts: int = typer.Option(8, help="Prompts in the rollout batch."),
+    group_size: int = typer.Option(5, help="Answers per prompt (G)."),
+    answer_ratio: float = typer.Option(0.37, help="Mean answer length / mean prompt length (0.37: the seven tasks)."),
+    budget_tokens: int = typer.Option(4096, help="Token budget of a micro-batch, the same on both sides."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results to this JSON file."),
+):
+    """The GRPO update with each prompt scored once per group (shared prefix) vs once per answer.
+
+    Example:  lite-cpt bench prefix --recipe recipes/tiny.yaml --json prefix.json
+    """
+    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.cli_render import render_bench_prefix
+    from lite_cpt.io import atomic_write_json
+    from lite_cpt.recipe import load_recipe
+
+    result = bench_prefix(load_recipe(recipe, overrides, check_data=False), prompts=prompts, group_size=group_size,
+                          answer_ratio=answer_ratio, budget_tokens=budget_tokens)
+    if json_path is not None:
+        atomic_write_json(json_path, result)
+    render_bench_prefix(result, console)
+
+
 @bench_app.command("rollout")
 @user_errors
 def bench_rollout_command(

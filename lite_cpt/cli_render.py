@@ -169,3 +169,20 @@ def render_bench_update(result: dict, console) -> None:
                       f"{side['trained_tokens_per_s']:,.0f}")
     console.print(table)
     console.print(f"token budget / fixed count: {result['ratio']:.2f}x trained tokens/s")
+
+
+def render_bench_prefix(result: dict, console) -> None:
+    """Shared prefix vs expanded: tokens per scoring pass and seconds per policy update."""
+    from rich.table import Table
+
+    table = Table(title=f"GRPO update, {result['prompts']} prompts x G={result['group_size']}: prompts "
+                        f"{result['mean_prompt_tokens']:.0f} tokens, answers {result['mean_answer_tokens']:.0f} "
+                        f"on average, budget {result['budget_tokens']} tokens, {result['threads']} threads")
+    for column in ("layout", "tokens per pass", "with padding", "micro-batches", "seconds per update"):
+        table.add_column(column)
+    for name, side in result["sides"].items():
+        table.add_row(name, f"{side['tokens']:,}", f"{side['padded_tokens']:,}", str(side["micro_batches"]),
+                      f"{side['seconds']:.2f}")
+    console.print(table)
+    console.print(f"expanded / shared prefix: {result['token_ratio']:.2f}x tokens per pass, "
+                  f"{result['speedup']:.2f}x seconds per update")

@@ -347,6 +347,11 @@ class RFTConfig(Section):
     advantage: Literal["grpo", "rloo", "remax"] = Field("grpo", description="Advantage estimator.")
     scale_rewards: bool = Field(True, description="Divide group-centred rewards by their std (GRPO).")
     aggregation: Literal["token-mean", "seq-mean"] = Field("token-mean", description="Loss aggregation.")
+    shared_prefix: bool = Field(
+        True, description="Score each prompt once for its group's answers (one packed row [prompt, "
+        "answers] with a shared-prefix mask: P + G·R tokens instead of G·(P + R), the same log-probs "
+        "and gradients) in the reference, old-policy and update passes; false = one row per answer.",
+    )
     cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
     format_weight: float = Field(
         0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "

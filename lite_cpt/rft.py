@@ -44,7 +44,9 @@ import torch
 from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.logprob import TokenLogprobs, token_logprobs
+from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
+                                    packed_token_logprobs)
 from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.phase import micro_batches as micro_batches_of
@@ -221,14 +223,32 @@ def compute_advantages(rollouts: Rollouts, rft: RFTConfig) -> torch.Tensor:
 
 @dataclass
 class MicroBatch:
-    """Encoded rollouts scored together, with what their loss compares against."""
+    """Encoded rollouts scored together, with what their loss compares against: one row per
+    rollout (`batch`, `labels`), or packed rows of prompts shared by their answers (`packed`)."""
 
     rows: list[int]
-    batch: dict
-    labels: torch.Tensor
+    batch: dict | None
+    labels: torch.Tensor | None
     advantages: torch.Tensor  # [len(rows)]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    packed: PackedBatch | None = None
+
+    @property
+    def input_tokens(self) -> int:
+        """Tokens a pass over the micro-batch runs, padding left out."""
+        if self.packed is not None:
+            return int((self.packed.segments >= 0).sum())
+        return int(self.batch["attention_mask"].sum())
+
+    def score(self, model, *, temperature: float, return_entropy: bool = False,
+              logprob_chunk: int | None = None) -> TokenLogprobs:
+        """Per-token log-probs of the micro-batch's answers, a row per rollout of `rows`."""
+        if self.packed is not None:
+            return packed_token_logprobs(model, self.packed, temperature=temperature,
+                                         return_entropy=return_entropy, logprob_chunk=logprob_chunk)
+        return token_logprobs(model, self.batch, self.labels, temperature=temperature,
+                              return_entropy=return_entropy, logprob_chunk=logprob_chunk)
 
 
 def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool) -> list[EncodedRow]:
@@ -245,8 +265,30 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
     lengths, or a fixed count) and attach the no-grad log-probs the loss compares against:
     the old policy's (only when one rollout batch makes several optimizer steps) and the
     reference's (only with the KL on). Both passes run in eval mode: no dropout."""
-    device, dtype = model_device(model), model_dtype(model)
     use_kl = rft.kl and rft.kl_beta > 0
+    make = shared_prefix_micro_batches if rft.shared_prefix else expanded_micro_batches
+    micro_batches = make(model, processor, rollouts, rows, advantages, rft, knobs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for mb in micro_batches:
+                if steps_per_rollout(rft) > 1:
+                    # With one step per rollout batch the old policy is the current one: old_logp = logp.detach().
+                    mb.old_logp = mb.score(model, temperature=rft.temperature, logprob_chunk=knobs.logprob_chunk).logp
+                if use_kl:
+                    with reference_policy(model, rft.kl_reference):
+                        mb.ref_logp = mb.score(model, temperature=rft.temperature,
+                                               logprob_chunk=knobs.logprob_chunk).logp
+    finally:
+        model.train(was_training)
+    return micro_batches
+
+
+def expanded_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
+                           rft: RFTConfig, knobs: Knobs) -> list[MicroBatch]:
+    """One row per rollout, its prompt repeated: micro-batches of `knobs` over their lengths."""
+    device, dtype = model_device(model), model_dtype(model)
     encoded = encode_rollouts(processor, rollouts, rows, cot=rft.cot)
     pad_id = tokenizer_of(processor).pad_token_id
     micro_batches = []
@@ -255,21 +297,22 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
         batch, labels = collate([encoded[i] for i in indices], pad_id)
         micro_batches.append(MicroBatch(chunk, to_device(batch, device, dtype), labels.to(device),
                                         advantages[chunk].to(device)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for mb in micro_batches:
-                if steps_per_rollout(rft) > 1:
-                    # With one step per rollout batch the old policy is the current one: old_logp = logp.detach().
-                    mb.old_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                                 logprob_chunk=knobs.logprob_chunk).logp
-                if use_kl:
-                    with reference_policy(model, rft.kl_reference):
-                        mb.ref_logp = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                                     logprob_chunk=knobs.logprob_chunk).logp
-    finally:
-        model.train(was_training)
+    return micro_batches
+
+
+def shared_prefix_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
+                                rft: RFTConfig, knobs: Knobs) -> list[MicroBatch]:
+    """One packed row per prompt and its answers among `rows`; a token budget counts each
+    prompt once (a group too long for it is cut into parts that each repeat the prompt)."""
+    device, dtype = model_device(model), model_dtype(model)
+    prompts = [rollouts.examples[g].prompt(rft.cot) for g in range(rollouts.num_groups)]
+    groups = encode_groups(processor, [prompts[r // rollouts.group_size] for r in rows],
+                           [rollouts.token_ids[r] for r in rows], rows, max_prompt_tokens(rollouts.examples))
+    micro_batches = []
+    for parts in packed_micro_batches(groups, knobs):
+        packed = pack_groups(model, processor, parts).to(device, dtype)
+        micro_batches.append(MicroBatch(packed.rows, None, None, advantages[packed.rows].to(device),
+                                        packed=packed))
     return micro_batches
 
 
@@ -293,8 +336,8 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None, "tokens": 0}
     entropy_sum, entropy_tokens = 0.0, 0.0
     for mb in micro_batches:
-        scored = token_logprobs(model, mb.batch, mb.labels, temperature=rft.temperature,
-                                return_entropy=with_entropy, logprob_chunk=logprob_chunk)
+        scored = mb.score(model, temperature=rft.temperature, return_entropy=with_entropy,
+                          logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
         loss, stats = grpo_loss(
             scored.logp, old_logp, mb.advantages, scored.mask,

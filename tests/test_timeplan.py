@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lite_cpt.errors import UserError
-from lite_cpt.planner import Knobs, plan, workload_of
+from lite_cpt.planner import Knobs, plan, resolve_shape, total_parameters, workload_of
 from lite_cpt.planner.timeplan import (
     REFERENCE_24GB,
     ArmTime,
@@ -40,11 +40,15 @@ RECIPE = {
 }
 
 
-def _setup(arm_name: str):
+def _setup(arm_name: str, *, lengths: bool = False):
+    """The arm's workload, calibration and counts; by default every answer runs to the cap and
+    each pass holds a row per answer (the by-hand formulas of the tests below), `lengths`: the
+    expected answer lengths and shared-prefix passes a plan uses."""
     recipe = recipe_from_dict(RECIPE)
     arm = next(a for a in recipe.arms if a.name == arm_name)
     work = workload_of(recipe, arm)
-    return work, dataclasses.replace(CAL, parameters=_params(work)), counts_of(recipe, arm)
+    counts = counts_of(recipe, arm)
+    return work, dataclasses.replace(CAL, parameters=_params(work)), counts if lengths else _at_cap(counts)
 
 
 def _params(work) -> int:
@@ -125,7 +129,13 @@ def _rl_arm(name: str, **rft_and_rif):
     recipe_raw["arms"] = [arm]
     recipe = recipe_from_dict(recipe_raw)
     work = workload_of(recipe, recipe.arms[0])
-    return recipe, work, dataclasses.replace(CAL, parameters=_params(work)), counts_of(recipe, recipe.arms[0])
+    return recipe, work, dataclasses.replace(CAL, parameters=_params(work)), _at_cap(counts_of(recipe, recipe.arms[0]))
+
+
+def _at_cap(counts):
+    """Every answer at the cap and a row per answer in each pass: the by-hand formulas."""
+    return dataclasses.replace(counts, shared_prefix=False,
+                               tasks=tuple(dataclasses.replace(t, answers=None) for t in counts.tasks))
 
 
 def test_rl_options_by_hand():
@@ -226,8 +236,11 @@ def test_calibration_scales_with_model_size_and_loads_from_bench_json(tmp_path):
 def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
     from lite_cpt.cli import plan_recipe_file
 
-    slow = plan(recipe_from_dict(RECIPE), 24)
-    fast_cal = dataclasses.replace(REFERENCE_24GB, decode_step_s=REFERENCE_24GB.decode_step_s / 2,
+    # a card's figures for the recipe's own model (a calibration of another model is refused)
+    params = total_parameters(resolve_shape(recipe_from_dict(RECIPE).model))
+    slow_cal = dataclasses.replace(REFERENCE_24GB, device="a GPU", model="tiny", parameters=params)
+    slow = plan(recipe_from_dict(RECIPE), 24, calibration=slow_cal)
+    fast_cal = dataclasses.replace(slow_cal, decode_step_s=REFERENCE_24GB.decode_step_s / 2,
                                    decode_s_per_sequence=REFERENCE_24GB.decode_s_per_sequence / 2,
                                    prefill_tokens_per_s=REFERENCE_24GB.prefill_tokens_per_s * 2,
                                    train_tokens_per_s=REFERENCE_24GB.train_tokens_per_s * 2,
@@ -370,3 +383,91 @@ def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert loadable_here(recipe_of(str(tmp_path)))
     assert not loadable_here(recipe_of("Qwen/Qwen2.5-VL-7B-Instruct"))
+
+
+def test_answer_length_distribution_against_sampling():
+    """The log-normal's capped mean, expected longest of n and cut fraction agree with a large
+    sample drawn from the same distribution."""
+    import numpy as np
+
+    from lite_cpt.planner.lengths import AnswerLengths
+
+    lengths = AnswerLengths(200.0, 0.8, "test")
+    sigma = np.sqrt(np.log1p(0.8**2))
+    rng = np.random.default_rng(0)
+    draws = rng.lognormal(np.log(200.0) - sigma**2 / 2, sigma, size=(20000, 16))
+    capped = np.minimum(draws, 512)
+    assert lengths.mean_capped(10**6) == pytest.approx(200.0, rel=1e-3)
+    assert lengths.mean_capped(512) == pytest.approx(capped.mean(), rel=0.02)
+    assert lengths.expected_longest(16, 512) == pytest.approx(capped.max(axis=1).mean(), rel=0.02)
+    assert lengths.expected_longest(1, 512) == pytest.approx(lengths.mean_capped(512))
+    assert lengths.truncated_fraction(512) == pytest.approx((draws > 512).mean(), abs=0.005)
+    assert lengths.mean_capped(512) < lengths.expected_longest(16, 512) < 512
+
+
+def test_rl_phases_with_answer_lengths_and_shared_prefixes_by_hand():
+    """Expected answer lengths instead of the cap: a static call decodes its expected longest
+    answer, scoring and training count each group's prompt once and its answers at their capped
+    mean; a continuous-batching backend decodes the mean per slot plus one drain of the tail."""
+    import math
+
+    from lite_cpt.planner.lengths import AnswerLengths
+    from lite_cpt.planner.timeplan import rl_seconds
+
+    work, cal, counts = _setup("rft", lengths=True)
+    answers = AnswerLengths(4.0, 0.5, "test")
+    task = dataclasses.replace(counts.tasks[0], answers=answers)  # 12 rows, 1 epoch: 2 updates of 8 prompts
+    knobs = Knobs(4, 1024, 2)  # 2 prompts (8 answers) per generate call
+    p, g, cap = prompt_tokens(work), 4, 10
+    mean, longest = answers.mean_capped(cap), answers.expected_longest(8, cap)
+    seconds = rl_seconds(work, knobs, cal, counts, task)
+    assert seconds["rollout"] == pytest.approx(8 * (2 * p / 100 + longest * (0.1 + 8 * 0.01)))
+    tokens = 16 * (p + g * mean)  # 16 prompts, each once, with its 4 answers
+    micro = 2 * math.ceil(8 / 4)  # micro_batch_size 4 rows of the 8 packed rows per update
+    assert seconds["logprob_pass"] == pytest.approx(tokens / 100)
+    assert seconds["grpo_step"] == pytest.approx(tokens / 50 + 2 * 0.5)
+    expanded = rl_seconds(work, knobs, cal, dataclasses.replace(counts, shared_prefix=False), task)
+    assert expanded["logprob_pass"] == pytest.approx(16 * g * (p + mean) / 100)
+    continuous = rl_seconds(work, knobs, cal, dataclasses.replace(counts, continuous=True), task)
+    drain = (longest - mean) * (0.1 + 8 * 0.01)
+    assert continuous["rollout"] == pytest.approx(8 * (2 * p / 100 + mean * (0.1 + 8 * 0.01)) + drain)
+    assert micro == 4
+
+
+def test_a_calibration_of_another_model_size_or_a_cpu_or_impossible_rates_is_refused():
+    from lite_cpt.planner.timeplan import check_calibration
+
+    seven = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    tiny_cal = dataclasses.replace(CAL, device="cpu (2 threads)", parameters=288_992)
+    with pytest.raises(UserError, match="0.00 B parameters.*8.29 B.*bench gpu --recipe"):
+        plan(seven, 24, calibration=tiny_cal)
+    cpu_7b = dataclasses.replace(REFERENCE_24GB, device="cpu (16 threads)")
+    with pytest.raises(UserError, match="measured on a CPU"):
+        plan(seven, 24, calibration=cpu_7b)
+    impossible = dataclasses.replace(REFERENCE_24GB, device="NVIDIA X", train_tokens_per_s=9000.0)
+    assert any("physically impossible" in note for note in plan(seven, 24, calibration=impossible).notes)
+    # the tiny model's CPU calibration plans the tiny testbed; the reference card scales, with a note
+    assert check_calibration(tiny_cal, "tiny", 288_992) == []
+    assert "scaled by parameter count" in check_calibration(REFERENCE_24GB, "Qwen/Qwen2.5-VL-3B-Instruct", 3_754_622_976)[0]
+
+
+def test_the_plan_states_its_answer_length_assumptions(capsys):
+    from lite_cpt.cli import plan_recipe_file
+
+    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, False, None) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "answer lengths (rft, cap" in out and "shared-prefix scoring passes" in out
+    assert "geometry3k: mean 400 tokens (cv 0.80)" in out and "% cut at" in out
+
+
+def test_a_calibrations_answer_lengths_are_the_plans_for_its_model():
+    from lite_cpt.planner.lengths import measured_lengths
+    from lite_cpt.planner.timeplan import task_answer_lengths
+
+    fit = measured_lengths([10, 20, 30], "calibration")
+    assert fit.mean == pytest.approx(20.0) and fit.cv == pytest.approx(10.0 / 20.0)
+    recipe = recipe_from_dict(RECIPE)
+    cal = dataclasses.replace(CAL, answer_lengths={"a": [20.0, 0.5]})
+    assert task_answer_lengths(recipe.tasks[0], cal, "tiny").mean == 20.0
+    assert task_answer_lengths(recipe.tasks[1], cal, "tiny") is None  # no figure, a synthetic type: at the cap
+    assert task_answer_lengths(recipe.tasks[0], cal, "another") is None

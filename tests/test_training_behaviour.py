@@ -494,3 +494,19 @@ def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_pat
     assert budget["knobs"]["micro_batch_tokens"] >= 2 * result["response_tokens"]["max"]
     assert result["ratio"] == pytest.approx(budget["trained_tokens_per_s"] / fixed["trained_tokens_per_s"])
     assert 1 <= result["response_tokens"]["min"] < result["response_tokens"]["max"] <= 12
+
+
+def test_bench_prefix_scores_each_prompt_once_per_group(tmp_path):
+    """`lite-cpt bench prefix` at a small size: the shared layout runs each prompt once per group,
+    so a pass holds (G - 1) x the prompts' tokens fewer than the expanded one."""
+    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+
+    raw = tiny_recipe(tmp_path, arms=[{"name": "rft", "rft": {"group_size": 3, "prompts_per_step": 2, "cot": False}}])
+    result = bench_prefix(recipe_from_dict(raw), prompts=3, group_size=3, answer_ratio=0.5, repeats=1)
+    expanded, shared = result["sides"]["expanded"], result["sides"]["shared prefix"]
+    prompt_tokens = result["mean_prompt_tokens"] * result["prompts"]
+    assert expanded["tokens"] - shared["tokens"] == pytest.approx((3 - 1) * prompt_tokens)
+    assert result["token_ratio"] == pytest.approx(expanded["tokens"] / shared["tokens"]) and result["token_ratio"] > 1
+    assert expanded["seconds"] > 0 and shared["seconds"] > 0

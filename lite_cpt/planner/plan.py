@@ -30,9 +30,10 @@ from lite_cpt.planner.timeplan import (
     Calibration,
     arm_time,
     base_evaluation_seconds,
+    check_calibration,
     counts_of,
 )
-from lite_cpt.planner.workload import PHASES, Knobs, Workload, image_tokens_of, workload_of
+from lite_cpt.planner.workload import PHASES, Knobs, Workload, arm_phases, image_tokens_of, workload_of
 
 
 @dataclass
@@ -211,11 +212,14 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         notes.append("adapters on the vision tower or lm_head: their activations are not modelled")
     parameters = {**parameter_counts(shape), "total": total_parameters(shape), "lora": layout.parameters}
     calibration = calibration or REFERENCE_24GB
+    notes += check_calibration(calibration, recipe.model.name, parameters["total"])
     arm_plans = {}
     for config, work in zip(arms, works):
+        counts = counts_of(recipe, config, calibration)
         arm_plans[work.arm] = plan_workload(work, gpu_gb)
-        arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, counts_of(recipe, config))
-    base_eval = base_evaluation_seconds(works[0], calibration, counts_of(recipe, arms[0]))
+        arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, counts)
+    base_eval = base_evaluation_seconds(works[0], calibration, counts_of(recipe, arms[0], calibration))
+    notes += answer_length_notes(recipe, arms, calibration)
     return Plan(
         model=shape.name,
         gpu_gb=gpu_gb,
@@ -227,6 +231,19 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         calibration=calibration,
         base_evaluation_hours=None if base_eval is None else base_eval / 3600,
     )
+
+
+def answer_length_notes(recipe, arms, calibration) -> list[str]:
+    """What the time plan assumes about sampled answers, per task, for the first RL arm."""
+    rl = next((a for a in arms if "rollout" in arm_phases(a.method)), None)
+    if rl is None:
+        return []
+    counts = counts_of(recipe, rl, calibration)
+    cap = rl.rft.max_new_tokens
+    how = "shared-prefix" if counts.shared_prefix else "expanded"
+    lines = [f"answer lengths ({rl.name}, cap {cap}; {how} scoring passes):"]
+    lines += [f"  {t.name}: {t.answers.describe(cap)}" for t in counts.tasks if t.answers is not None]
+    return ["\n".join(lines)]
 
 
 def gpu_memory_gb() -> float | None:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from lite_cpt.errors import UserError
 from lite_cpt.phase import micro_batches
+from lite_cpt.planner.lengths import AnswerLengths, default_lengths
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
 
@@ -88,6 +89,13 @@ class Calibration:
     # The faster fused log-prob path on this device ("tile" or "chunked", as `bench kernels`
     # timed them); a run given this calibration uses it. None: not measured, the run uses "tile".
     logprob_path: str | None = None
+    # Answer lengths of the calibration rollout per task: {task name: [mean tokens, cv]}, from
+    # the user's model on the recipe's own prompts (the plan's expected lengths for that model).
+    answer_lengths: dict[str, list[float]] | None = None
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device.startswith("cpu")
 
     def scaled_to(self, parameters: int) -> "Calibration":
         """The figures for a model of `parameters`: work per token grows with the parameter count."""
@@ -135,6 +143,38 @@ REFERENCE_24GB = Calibration(
 )
 
 
+#: How far a calibration's parameter count may be from the planned model's (the same model
+#: counted with or without its tied embeddings, say) before it is another model.
+SAME_SIZE_TOLERANCE = 0.05
+
+
+def check_calibration(cal: Calibration, model: str, parameters: int) -> list[str]:
+    """Refuse throughputs that cannot describe a run of `model` (`parameters`) on a GPU: from
+    another model size, or measured on a CPU (unless the model is the CPU testbed's tiny one).
+    Returns notes: rates that are physically impossible (training, a forward and a backward,
+    faster than a forward alone) are flagged, and what the plan assumes."""
+    where = f"calibration '{cal.model}' on {cal.device}"
+    notes = []
+    if cal.train_tokens_per_s > cal.prefill_tokens_per_s:
+        # A fit over passes dominated by their fixed cost (a tiny model on a CPU) can do this;
+        # on a real model it means the figures are not from one run.
+        notes.append(f"{where}: training at {cal.train_tokens_per_s:,.0f} tokens/s is faster than a forward pass "
+                     f"({cal.prefill_tokens_per_s:,.0f} tokens/s), which it contains: physically impossible, so "
+                     "the hours below are suspect; measure again with `lite-cpt bench gpu --json F`")
+    if cal is REFERENCE_24GB:
+        if abs(parameters - cal.parameters) > SAME_SIZE_TOLERANCE * cal.parameters:
+            notes.append(f"the reference card's figures are derived for {cal.model} and scaled by parameter count "
+                         f"to {model}: measure it with `lite-cpt bench gpu --recipe RECIPE --json F`")
+        return notes
+    if abs(parameters - cal.parameters) > SAME_SIZE_TOLERANCE * parameters:
+        raise UserError(f"{where} measured a model of {cal.parameters / 1e9:.2f} B parameters; {model} has "
+                        f"{parameters / 1e9:.2f} B. Measure this model: `lite-cpt bench gpu --recipe RECIPE --json F`")
+    if cal.on_cpu and model != "tiny":
+        raise UserError(f"{where} was measured on a CPU; a plan for {model} on a GPU needs a GPU's figures: "
+                        "`lite-cpt bench gpu --recipe RECIPE --json F` on the card")
+    return notes
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """A calibration JSON as `lite-cpt bench gpu` writes it (its `calibration` entry or the
     figures at the top level)."""
@@ -163,6 +203,7 @@ class TaskCounts:
     train_rows: int | None  # None: the whole split, whose size the recipe does not state
     epochs: float
     test_rows: int | None
+    answers: AnswerLengths | None = None  # sampled answers' lengths (None: every answer at the cap)
 
 
 @dataclass(frozen=True)
@@ -177,10 +218,30 @@ class Counts:
     inner_epochs: int
     remax: bool
     eval_cot: bool = False  # evaluation prompts ask for a chain of thought
+    shared_prefix: bool = True  # scoring passes hold each prompt once per group (rft.shared_prefix)
+    continuous: bool = False  # the rollout backend refills finished answers' slots (decode tracks the mean)
+
+    def pooled_answers(self) -> AnswerLengths | None:
+        """One distribution for calls that mix every task (evaluation): the tasks' mean length,
+        the largest spread."""
+        known = [t.answers for t in self.tasks if t.answers is not None]
+        if not known:
+            return None
+        return AnswerLengths(sum(a.mean for a in known) / len(known), max(a.cv for a in known), known[0].source)
 
 
-def counts_of(recipe, arm) -> Counts:
-    tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size) for t in recipe.tasks)
+def task_answer_lengths(task, cal: Calibration | None, model: str) -> AnswerLengths | None:
+    """A task's expected answer lengths: the calibration rollout's on this model, else the
+    task type's default (None: at the cap)."""
+    if cal is not None and cal.answer_lengths and cal.model == model and task.name in cal.answer_lengths:
+        mean, cv = cal.answer_lengths[task.name][:2]
+        return AnswerLengths(mean, cv, f"measured on {cal.device}")
+    return default_lengths(task.type)
+
+
+def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
+    tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size,
+                             task_answer_lengths(t, cal, recipe.model.name)) for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     return Counts(
         tasks=tasks,
@@ -191,6 +252,7 @@ def counts_of(recipe, arm) -> Counts:
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
         eval_cot=recipe.evaluation.cot,
+        shared_prefix=arm.rft.shared_prefix,
     )
 
 
@@ -214,15 +276,29 @@ def answer_tokens(work: Workload, cal: Calibration | None = None) -> float:
 
 
 def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, prompt: int, new_tokens: int,
-                       group_size: int = 1) -> float:
-    """`sequences` generated in calls of `per_call`, each call decoding `new_tokens` steps; the
-    `group_size` samples of a prompt share one prefill of it."""
+                       group_size: int = 1, answers: AnswerLengths | None = None, continuous: bool = False) -> float:
+    """`sequences` generated in calls of `per_call`; the `group_size` samples of a prompt share
+    one prefill of it. A call decodes until its longest answer ends: `new_tokens` steps, or with
+    `answers` the expected longest of its answers (cut at new_tokens). `continuous`: finished
+    answers' slots are refilled, so the calls' steps add up to the mean answer per slot."""
     if sequences <= 0:
         return 0.0
     full, rest = divmod(sequences, per_call)
     calls = [per_call] * full + ([rest] if rest else [])
-    return sum(cal.prefill_pass_s + math.ceil(b / group_size) * prompt / cal.prefill_tokens_per_s
-               + new_tokens * (cal.decode_step_s + b * cal.decode_s_per_sequence) for b in calls)
+
+    def steps(b: int) -> float:
+        if answers is None:
+            return new_tokens
+        if continuous:
+            return answers.mean_capped(new_tokens)
+        return answers.expected_longest(b, new_tokens)
+
+    seconds = sum(cal.prefill_pass_s + math.ceil(b / group_size) * prompt / cal.prefill_tokens_per_s
+                  + steps(b) * (cal.decode_step_s + b * cal.decode_s_per_sequence) for b in calls)
+    if continuous and answers is not None:  # the last slots drain: the tail past the mean, once
+        seconds += (answers.expected_longest(per_call, new_tokens) - answers.mean_capped(new_tokens)) * (
+            cal.decode_step_s + per_call * cal.decode_s_per_sequence)
+    return seconds
 
 
 def micro_batch_count(sequences: int, length: float, knobs: Knobs) -> int:
@@ -256,20 +332,27 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
     measured = rl_measured_here(work, knobs, cal)
+    decode = dict(answers=task.answers, continuous=counts.continuous)
     if measured and cal.rollout_s_per_sequence:
         out = {"rollout": prompts * g * cal.rollout_s_per_sequence}
     else:
         out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt,
-                                             new_tokens=new, group_size=g)}
+                                             new_tokens=new, group_size=g, **decode)}
     if counts.remax:  # one greedy baseline answer per prompt
-        out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt, new_tokens=new)
+        out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt,
+                                             new_tokens=new, **decode)
     if counts.rif:
         k = work.rif_rollouts
         out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=max(1, knobs.rollout_batch_size) * k,
-                                                prompt=prompt, new_tokens=new, group_size=k)
-    tokens = prompts * g * (prompt + new)
+                                                prompt=prompt, new_tokens=new, group_size=k, **decode)
+    answer = task.answers.mean_capped(new) if task.answers is not None else new
+    if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
+        tokens = prompts * (prompt + g * answer)
+        micro = updates * micro_batch_count(work.prompts_per_step, prompt + g * answer, knobs)
+    else:
+        tokens = prompts * g * (prompt + answer)
+        micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + answer, knobs)
     passes = int(counts.kl) + int(counts.inner_epochs > 1)
-    micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + new, knobs)
     if measured and cal.logprob_s_per_sequence:
         out["logprob_pass"] = prompts * g * passes * cal.logprob_s_per_sequence
     else:
@@ -312,7 +395,10 @@ def evaluation_steps(work: Workload, cal: Calibration, counts: Counts, *, traine
     max_new_tokens; an SFT-trained adapter answers as its targets do (no reasoning): the data's
     mean answer (+ end of turn) when calibrated, else SHORT_ANSWER_STEPS."""
     if counts.eval_cot and (work.is_rft or not trained):
-        return work.eval_new_tokens
+        answers = counts.pooled_answers()
+        if answers is None:
+            return work.eval_new_tokens
+        return math.ceil(answers.expected_longest(work.eval_batch, work.eval_new_tokens))
     if cal.answer_tokens and measured_here(work, cal):
         return min(work.eval_new_tokens, math.ceil(cal.answer_tokens) + 1)
     return min(work.eval_new_tokens, SHORT_ANSWER_STEPS)
@@ -384,7 +470,8 @@ def base_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) ->
 
 def predicted_phases(recipe, arm, knobs: Knobs, calibration: Calibration | None = None) -> list[dict] | None:
     """`phase_predictions` for `arm` (an ArmConfig) of `recipe` at the knobs a run uses."""
-    return phase_predictions(workload_of(recipe, arm), knobs, calibration or REFERENCE_24GB, counts_of(recipe, arm))
+    cal = calibration or REFERENCE_24GB
+    return phase_predictions(workload_of(recipe, arm), knobs, cal, counts_of(recipe, arm, cal))
 
 
 def predicted_record(prediction: dict) -> dict[str, float]:

@@ -1,0 +1,90 @@
+"""Expected answer lengths: what the time plan assumes about how long a sampled answer runs.
+
+An answer's length is long-tailed (most chains of thought are short, a few run to the cap), so
+the plan holds a distribution per task, not the cap: a log-normal with the task's mean and
+coefficient of variation, cut at the recipe's `max_new_tokens`. From it:
+
+    mean_capped(cap)            E[min(L, cap)]                 tokens trained and scored per answer
+    expected_longest(n, cap)    E[min(max(L_1..L_n), cap)]     decode steps of a static generate call
+                                = ∫_0^cap 1 − F(x)^n dx        of n answers (it ends with its longest)
+    truncated_fraction(cap)     P(L > cap)                     answers cut at the cap
+
+A continuous-batching backend refills a finished answer's slot at once, so its decode steps
+track the mean instead of the longest.
+
+The figures come from a calibration rollout of the user's model on each task (`lite-cpt bench
+gpu --recipe R`), else from DEFAULT_COT_LENGTHS below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from scipy import integrate, stats
+
+
+@dataclass(frozen=True)
+class AnswerLengths:
+    """A task's answer-length distribution: mean tokens, coefficient of variation, and where the
+    figures come from."""
+
+    mean: float
+    cv: float
+    source: str
+
+    def _dist(self):
+        sigma = math.sqrt(math.log1p(self.cv**2))
+        return stats.lognorm(s=sigma, scale=self.mean * math.exp(-sigma**2 / 2))
+
+    def truncated_fraction(self, cap: int) -> float:
+        return float(self._dist().sf(cap))
+
+    def mean_capped(self, cap: int) -> float:
+        return _capped_integral(self.mean, self.cv, cap, 1)
+
+    def expected_longest(self, n: int, cap: int) -> float:
+        return _capped_integral(self.mean, self.cv, cap, max(1, n))
+
+    def describe(self, cap: int) -> str:
+        return (f"mean {self.mean:.0f} tokens (cv {self.cv:.2f}), {100 * self.truncated_fraction(cap):.1f} % cut "
+                f"at {cap}; {self.source}")
+
+
+@lru_cache(maxsize=4096)
+def _capped_integral(mean: float, cv: float, cap: int, n: int) -> float:
+    """∫_0^cap 1 − F(x)^n dx for the log-normal of (mean, cv)."""
+    dist = AnswerLengths(mean, cv, "")._dist()
+    value, _ = integrate.quad(lambda x: 1.0 - float(dist.cdf(x)) ** n, 0.0, float(cap), limit=200)
+    return min(float(cap), value)
+
+
+#: Chains of thought of Qwen2.5-VL-7B-Instruct under the R1-V / EasyR1 prompt, per task type.
+#: An assumption, not a measurement: no per-task response-length log of this model on these
+#: tasks was found published. Short-answer VQA tasks (one word after a short reasoning) are put
+#: at ~150 tokens, ScienceQA's option reasoning at ~200 and Geometry3K's derivations at ~400,
+#: each long-tailed (cv 0.8: about 1 answer in 50 runs past 3x the mean). A calibration
+#: (`lite-cpt bench gpu --recipe R`) replaces them with the user's model's own answers.
+DEFAULT_SOURCE = "assumed default (calibrate with `lite-cpt bench gpu --recipe R`)"
+DEFAULT_COT_LENGTHS = {
+    "scienceqa": 200.0, "textvqa": 150.0, "vizwiz": 150.0, "gqa": 150.0, "geometry3k": 400.0,
+    "pathvqa": 150.0, "clevr": 150.0, "mmmu": 300.0, "mmlu_pro": 300.0, "pope": 120.0,
+}
+DEFAULT_CV = 0.8
+
+
+def default_lengths(task_type: str) -> AnswerLengths | None:
+    """The assumed distribution of a task type's answers; None for a type without one (a
+    synthetic or custom task): the plan then takes every answer at the cap, as the tiny
+    testbed's random model answers."""
+    mean = DEFAULT_COT_LENGTHS.get(task_type)
+    return None if mean is None else AnswerLengths(mean, DEFAULT_CV, DEFAULT_SOURCE)
+
+
+def measured_lengths(lengths: list[int], source: str) -> AnswerLengths:
+    """The distribution of answers a calibration rollout produced (cut at its cap: the tail
+    beyond it is not seen, so the spread is a lower bound)."""
+    mean = sum(lengths) / len(lengths)
+    var = sum((n - mean) ** 2 for n in lengths) / max(1, len(lengths) - 1)
+    return AnswerLengths(max(1.0, mean), max(0.05, math.sqrt(var) / max(1.0, mean)), source)
