@@ -1,6 +1,8 @@
 """`lite-cpt bench gpu`: every measurement a borrowed GPU should give, in one call and one JSON.
 
-1. the kernel benchmark (naive vs fused log-prob, and Liger when installed on CUDA);
+1. the kernel benchmark (naive vs both fused log-prob paths, and Liger when installed on CUDA);
+   the faster fused path is used for the rest of the call and written into the calibration
+   (`logprob_path`), so a run given the calibration uses it;
 2. the step benchmark: one SFT step, rollouts, log-prob passes, a GRPO update and an evaluation
    call by the run's own functions on random 7B weights, peaks vs the plan and throughputs
    (`lite_cpt.bench_step`; `tiny`: the tiny shape, on a CPU times only);
@@ -35,12 +37,25 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
     """Run the three benchmarks; `tiny` uses small shapes (CPU tests); `recipe`: the recipe
     whose model to calibrate (None: see the module's docstring)."""
     from lite_cpt.bench_kernels import bench_kernels
-    from lite_cpt.bench_step import bench_setup, measure_step
-    from lite_cpt.calibrate import measure_calibration
+    from lite_cpt.kernels import using_logprob_path
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result: dict = {"device": device}
     result["kernels"] = bench_kernels(device=device, shapes=[TINY_KERNEL_SHAPE] if tiny else None)
+    with using_logprob_path(result["kernels"]["logprob_path"]) as path:
+        result.update(_step_and_calibration(recipe, device, tiny))
+    result["calibration"]["logprob_path"] = path
+    if json_path is not None:
+        atomic_write_json(Path(json_path), result)
+    return result
+
+
+def _step_and_calibration(recipe, device: str, tiny: bool) -> dict:
+    """The step benchmark and the calibration, on the log-prob path now in use."""
+    from lite_cpt.bench_step import bench_setup, measure_step
+    from lite_cpt.calibrate import measure_calibration
+
+    result: dict = {}
     setup = None
     if device == "cuda" or tiny:
         setup = bench_setup("tiny" if tiny else "7b")
@@ -64,6 +79,4 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
         calibration = measure_calibration(setup.recipe, setup.model, setup.processor, examples=setup.examples,
                                           data_rates=False)
     result["calibration"] = calibration.to_json()
-    if json_path is not None:
-        atomic_write_json(Path(json_path), result)
     return result

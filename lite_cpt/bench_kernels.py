@@ -3,9 +3,14 @@
 For each shape (N tokens, H hidden, V vocab) every method computes logp = log_softmax(h W^T)[t]
 and backpropagates loss = -sum(logp) into h and W:
 
-    naive : logits = h @ W.T -> log_softmax -> gather  (builds [N, V] logits and their grads)
-    fused : lite_cpt.kernels.fused_linear_logprob      (vocab chunks, never [N, V])
-    liger : LigerFusedLinearCrossEntropyLoss            (CUDA only, when liger_kernel imports)
+    naive   : logits = h @ W.T -> log_softmax -> gather  (builds [N, V] logits and their grads)
+    fused   : fused_linear_logprob, the "tile" path      (Triton logits tiles; vocab chunks on CPU)
+    chunked : fused_linear_logprob, the "chunked" path   (row chunks: [rows, V] logits by matmul,
+              softmax and gradient in Triton; torch ops on CPU)
+    liger   : LigerFusedLinearCrossEntropyLoss            (CUDA only, when liger_kernel imports)
+
+The faster of the two fused paths (total time over the shapes) is the report's `logprob_path`;
+`lite-cpt bench gpu` puts it into the calibration, and a run given that calibration uses it.
 
 Peak memory is the most bytes allocated above what existed before the method started (inputs
 excluded; the gradients of h and W count, since every method must produce them). On CUDA it
@@ -32,6 +37,7 @@ import torch
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_json
 from lite_cpt.kernels import fused_linear_logprob
+from lite_cpt.kernels.logprob_shared import LOGPROB_PATHS
 
 # N=2048 keeps the default CPU run under a minute on 2 cores; --shape 4096,896,151936 for more.
 CPU_DEFAULT_SHAPES = [(2048, 896, 151936)]
@@ -62,7 +68,7 @@ def bench_kernels(
     target = _parse_device(device)
     dtype = _parse_dtype(dtype, target)
     shapes = [tuple(int(x) for x in s) for s in (shapes or (CUDA_DEFAULT_SHAPES if target.type == "cuda" else CPU_DEFAULT_SHAPES))]
-    liger_loss = _liger_loss_class() if target.type == "cuda" else None
+    liger_loss, liger_note = _liger(target)
 
     results = [_bench_shape(shape, target, dtype, liger_loss, train_head) for shape in shapes]
     report = {
@@ -71,7 +77,10 @@ def bench_kernels(
         "train_head": train_head,
         "machine": _machine_description(target),
         "results": results,
+        "logprob_path": winning_path(results),
     }
+    if liger_note:
+        report["liger"] = liger_note
     _print_table(report, console)
     if json_path is not None:
         atomic_write_json(json_path, report)
@@ -109,15 +118,28 @@ def _naive_logprob(hidden, weight, targets):
 
 
 def _fused_logprob(hidden, weight, targets):
-    return fused_linear_logprob(hidden, weight, targets)
+    return fused_linear_logprob(hidden, weight, targets, _path="tile")
 
 
-def _liger_loss_class():
+def _chunked_logprob(hidden, weight, targets):
+    return fused_linear_logprob(hidden, weight, targets, _path="chunked")
+
+
+def _liger(target: torch.device):
+    """(Liger's loss class or None, a note saying why its column is missing)."""
+    if target.type != "cuda":
+        return None, "liger skipped: its kernels run on CUDA only"
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-    except Exception:  # any import failure just drops the column
-        return None
-    return LigerFusedLinearCrossEntropyLoss
+    except Exception as err:  # any import failure just drops the column
+        return None, f"liger skipped: liger_kernel does not import ({type(err).__name__}); pip install liger-kernel"
+    return LigerFusedLinearCrossEntropyLoss, None
+
+
+def winning_path(results: list[dict]) -> str:
+    """The fused path with the least total time over the shapes: "tile" or "chunked"."""
+    totals = {path: sum(r[f"{key}_ms"] for r in results) for path, key in zip(LOGPROB_PATHS, ("fused", "chunked"))}
+    return min(LOGPROB_PATHS, key=totals.__getitem__)
 
 
 def _clear_grads(*tensors: torch.Tensor) -> None:
@@ -155,7 +177,7 @@ def _bench_shape(shape, target, dtype, liger_loss, train_head: bool = False) -> 
 
     outcome: dict[str, Any] = {"shape": [n_tokens, hidden_size, vocab]}
     outputs = {}
-    methods = {"naive": _naive_logprob, "fused": _fused_logprob}
+    methods = {"naive": _naive_logprob, "fused": _fused_logprob, "chunked": _chunked_logprob}
     for name, method in methods.items():
         run = lambda m=method: _run_backward(m, hidden, weight, targets)  # noqa: E731
         seconds, peak, logp, cpu_seconds = _measure(run, lambda: _clear_grads(hidden, weight), target)
@@ -185,15 +207,21 @@ def _bench_shape(shape, target, dtype, liger_loss, train_head: bool = False) -> 
         except Exception as err:  # a Liger API change must not sink the whole benchmark
             outcome["liger_error"] = f"{type(err).__name__}: {err}"
 
-    naive, fused = outputs["naive"], outputs["fused"]
-    outcome["time_ratio"] = outcome["naive_ms"] / outcome["fused_ms"]
-    if "fused_cpu_ms" in outcome:
-        outcome["cpu_time_ratio"] = outcome["naive_cpu_ms"] / outcome["fused_cpu_ms"]
-    outcome["peak_memory_ratio"] = outcome["naive_peak_mb"] / max(outcome["fused_peak_mb"], 1e-9)
-    outcome["max_abs_diff_logp"] = _max_diff(fused[0], naive[0])
-    outcome["max_abs_diff_grad_hidden"] = _max_diff(fused[1], naive[1])
-    outcome["max_abs_diff_grad_weight"] = _max_diff(fused[2], naive[2])
+    _compare(outcome, outputs, "fused", "")
+    _compare(outcome, outputs, "chunked", "chunked_")
     return outcome
+
+
+def _compare(outcome: dict, outputs: dict, name: str, prefix: str) -> None:
+    """Ratios naive / `name` and differences from naive, under keys starting with `prefix`."""
+    naive, method = outputs["naive"], outputs[name]
+    outcome[f"{prefix}time_ratio"] = outcome["naive_ms"] / outcome[f"{name}_ms"]
+    if f"{name}_cpu_ms" in outcome:
+        outcome[f"{prefix}cpu_time_ratio"] = outcome["naive_cpu_ms"] / outcome[f"{name}_cpu_ms"]
+    outcome[f"{prefix}peak_memory_ratio"] = outcome["naive_peak_mb"] / max(outcome[f"{name}_peak_mb"], 1e-9)
+    outcome[f"{prefix}max_abs_diff_logp"] = _max_diff(method[0], naive[0])
+    outcome[f"{prefix}max_abs_diff_grad_hidden"] = _max_diff(method[1], naive[1])
+    outcome[f"{prefix}max_abs_diff_grad_weight"] = _max_diff(method[2], naive[2])
 
 
 def _max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
@@ -300,37 +328,47 @@ def _machine_description(target: torch.device) -> dict:
     return info
 
 
+_TABLE_METHODS = (("naive", "naive", ""), ("fused", "fused (tile)", ""), ("chunked", "fused (chunked)", "chunked_"),
+                  ("liger", "liger", "liger_"))
+
+
+def _method_row(r: dict, name: str, label: str, prefix: str) -> list[str]:
+    if name == "naive":
+        return [label, f"{r['naive_ms']:.0f}", "1.00", f"{r['naive_peak_mb']:.0f}", "1.0", "-", "-"]
+    grad = max(r.get(f"{prefix}max_abs_diff_grad_hidden", 0.0), r.get(f"{prefix}max_abs_diff_grad_weight", 0.0))
+    if name == "liger":
+        grad = r["liger_max_abs_diff_grad"]
+    return [label, f"{r[f'{name}_ms']:.0f}", f"{r[f'{prefix}time_ratio']:.2f}", f"{r[f'{name}_peak_mb']:.0f}",
+            f"{r[f'{prefix}peak_memory_ratio']:.1f}", f"{r[f'{prefix}max_abs_diff_logp']:.2e}", f"{grad:.2e}"]
+
+
 def _print_table(report: dict, console: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(width=160)
-    has_liger = any("liger_ms" in r for r in report["results"])
     table = Table(title=f"fused linear log-prob vs naive, forward + backward ({report['device']}, {report['dtype']})")
-    columns = ["N x H x V", "naive ms", "fused ms", "time ratio", "naive peak MB", "fused peak MB",
-               "memory ratio", "max |d logp|", "max |d grad|"]
-    if has_liger:
-        columns += ["liger ms", "liger peak MB"]
-    for column in columns:
+    for column in ("N x H x V", "method", "ms", "time ratio", "peak MB", "memory ratio", "max |d logp|",
+                   "max |d grad|"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in report["results"]:
-        row = [
-            "x".join(str(x) for x in r["shape"]),
-            f"{r['naive_ms']:.0f}", f"{r['fused_ms']:.0f}", f"{r['time_ratio']:.2f}",
-            f"{r['naive_peak_mb']:.0f}", f"{r['fused_peak_mb']:.0f}", f"{r['peak_memory_ratio']:.1f}",
-            f"{r['max_abs_diff_logp']:.2e}",
-            f"{max(r['max_abs_diff_grad_hidden'], r['max_abs_diff_grad_weight']):.2e}",
-        ]
-        if has_liger:
-            row += [f"{r['liger_ms']:.0f}", f"{r['liger_peak_mb']:.0f}"] if "liger_ms" in r else ["-", "-"]
-        table.add_row(*row)
+        shape = "x".join(str(x) for x in r["shape"])
+        for name, label, prefix in _TABLE_METHODS:
+            if f"{name}_ms" in r:
+                table.add_row(shape, *_method_row(r, name, label, prefix))
+                shape = ""
     console.print(table)
-    console.print("ratios are naive / fused (above 1: fused is faster or smaller); peak = bytes allocated "
+    console.print("ratios are naive / method (above 1: the method is faster or smaller); peak = bytes allocated "
                   "above the inputs, gradients included")
     for r in report["results"]:
         if "cpu_time_ratio" in r:
             console.print(f"{'x'.join(map(str, r['shape']))}: process CPU time naive {r['naive_cpu_ms']:.0f} ms, "
-                          f"fused {r['fused_cpu_ms']:.0f} ms, ratio {r['cpu_time_ratio']:.2f}")
+                          f"tile {r['fused_cpu_ms']:.0f} ms (ratio {r['cpu_time_ratio']:.2f}), chunked "
+                          f"{r['chunked_cpu_ms']:.0f} ms (ratio {r['chunked_cpu_time_ratio']:.2f})")
     for r in report["results"]:
         if "liger_error" in r:
             console.print(f"liger skipped at {r['shape']}: {r['liger_error']}")
+    if "liger" in report:
+        console.print(report["liger"])
+    console.print(f"faster fused path here: {report['logprob_path']} (`lite-cpt bench gpu` writes it into the "
+                  "calibration as logprob_path)")

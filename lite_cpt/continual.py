@@ -39,6 +39,7 @@ from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
+from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
@@ -197,10 +198,11 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
 
 
 def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
-    try:
-        for arm in ws.recipe.arms:
-            if arms is None or arm.name in arms:
-                run_arm(ws, arm)
+    try:  # the log-prob path the calibration found faster on this device (none: the tile kernel)
+        with using_logprob_path(ws.calibration.logprob_path if ws.calibration else None):
+            for arm in ws.recipe.arms:
+                if arms is None or arm.name in arms:
+                    run_arm(ws, arm)
     finally:
         ws.tracker.close()
 

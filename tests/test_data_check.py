@@ -180,3 +180,34 @@ def test_preflight_finds_a_split_the_dataset_does_not_publish(fixture_root):
     recipe.tasks[2].source.hf_id = "lmms-lab/VizWiz-VQA"
     problems = preflight(recipe)
     assert len(problems) == 1 and problems[0].key == "tasks.2 (vizwiz)"
+
+
+def test_data_check_and_the_preflight_share_one_verdict_on_a_budget(fixture_root, tmp_path, monkeypatch):
+    """A split with fewer rows than `train_size`: the run's preflight refuses, so `data check`
+    prints the same problem and fix and exits non-zero (it used to print '6 of 6' and exit 0)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import lite_cpt.cli as cli
+
+    raw = {
+        "name": "short",
+        "data": {"root": str(fixture_root)},
+        "tasks": [{"name": "pathvqa", "type": "pathvqa", "train_size": 1000, "test_size": 2}],
+        "arms": [{"name": "sft"}],
+        "evaluation": {"general": []},
+    }
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError) as refused:
+        require_data(recipe_from_dict(raw))
+    problem_lines = [line.strip() for line in str(refused.value).splitlines()[1:]]
+    assert problem_lines == ["tasks.0 (pathvqa): split 'train' has 6 usable rows, fewer than tasks.0.train_size=1000",
+                             "to fix: set tasks.0.train_size=6 (or lower), or null to use the whole split"]
+    monkeypatch.setattr(cli, "console", Console(width=300, color_system=None))
+    result = CliRunner().invoke(cli.app, ["data", "check", str(path)])
+    assert result.exit_code == 1, result.output
+    printed = [line.strip() for line in result.output.splitlines()]
+    assert problem_lines[0] in printed and problem_lines[1] in printed
+    row = data_check(recipe_from_dict(raw))[0]
+    assert row["status"] == "error" and (row["train"], row["train_available"]) == (6, 6)

@@ -58,12 +58,18 @@ def test_data_check_on_fixtures_and_on_missing_root(tmp_path, private_hf_home):
     written = CliRunner().invoke(app, ["data", "fixtures", str(tmp_path / "data"), "--n", "4"])
     assert written.exit_code == 0, written.output
     fixtures = tmp_path / "data"
-    ok = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set", f"data.root={fixtures}"])
+    # the recipe's own budgets (1,000 rows) exceed the fixtures' 4: the preflight's verdict
+    short = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set", f"data.root={fixtures}"])
+    assert short.exit_code == 1, short.output
+    assert "fewer than tasks.0.train_size=1000" in " ".join(short.output.split())
+    shrunk = ["tasks.*.train_size=4", "evaluation.general.*.size=4"]
+    ok = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", *shrunk, "--set",
+                                  f"data.root={fixtures}", "--set", "tasks.*.test_size=1"])
     assert ok.exit_code == 0, ok.output
     positional = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", f"data.root={fixtures}",
-                                          "--set", "tasks.*.test_size=3"])  # both override forms
+                                          *shrunk, "--set", "tasks.*.test_size=2"])  # both override forms
     assert positional.exit_code == 0, positional.output
-    assert "3 of 4" in positional.output
+    assert "2 of 4" in positional.output  # CLEVR's 20 % test slice of 8 rows has 2
     missing = CliRunner().invoke(app, ["data", "check", "recipes/seven_tasks.yaml", "--set",
                                        f"data.root={tmp_path / 'nothing'}"])
     assert missing.exit_code == 1

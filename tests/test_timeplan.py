@@ -296,6 +296,7 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
     assert all(rate > 0 for rate in step["throughput"].values())
     cal = load_calibration(out)
     assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
+    assert cal.logprob_path == data["kernels"]["logprob_path"] in ("tile", "chunked")  # the run takes it from here
     assert cal.decode_step_s > 0 and cal.decode_s_per_sequence >= 0
     assert cal.prefill_pass_s >= 0 and cal.train_pass_s >= 0
     # the run's rollout and log-prob phases at the rft arm's G, length and call size (all 8 prompts on a CPU)

@@ -10,9 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lite_cpt.data.preflight import recipe_sections
-from lite_cpt.data.quality import describe_bad, screen
-from lite_cpt.errors import UserError
+from lite_cpt.data.preflight import inspect_section, recipe_sections
 from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES, build_task
 from lite_cpt.tasks.real import RealTask, is_real_task_type
 
@@ -40,8 +38,9 @@ def check_sources(recipe: Any) -> list[str]:
 
 def data_check(recipe: Any) -> list[dict]:
     """For each task and general benchmark: where its data is (`status` found / missing /
-    error / synthetic), how many samples each split has and how many the recipe uses, one
-    rendered prompt, and for missing data the expected location and how to provide it."""
+    error / synthetic), how many samples each split has and how many the recipe uses, how many
+    of those are unusable (skipped), one rendered prompt, and every problem with its fix. The
+    verdict is the preflight's (`inspect_section`): status `error` exactly where a run would stop."""
     return [_check_one(recipe, key, cfg, benchmark) for key, cfg, benchmark in recipe_sections(recipe)]
 
 
@@ -49,83 +48,38 @@ def _check_one(recipe: Any, key: str, cfg: Any, benchmark: bool) -> dict:
     train_size = None if benchmark else cfg.train_size
     test_size = cfg.size if benchmark else cfg.test_size
     row: dict[str, Any] = {
-        "key": key,
-        "name": cfg.name,
-        "type": cfg.type,
-        "kind": "benchmark" if benchmark else "task",
-        "status": "found",
-        "source": "",
-        "train": None,
-        "train_available": None,
-        "test": None,
-        "test_available": None,
-        "train_bad": None,
-        "test_bad": None,
-        "prompt": None,
-        "expected": None,
-        "problem": None,
-        "fix": None,
+        "key": key, "name": cfg.name, "type": cfg.type, "kind": "benchmark" if benchmark else "task",
+        "status": "found", "source": "", "train": None, "train_available": None, "test": None,
+        "test_available": None, "train_bad": None, "test_bad": None, "prompt": None, "expected": None,
+        "problem": None, "fix": None,
     }
-    task = build_task(cfg, recipe.data.root, recipe.seed, benchmark=benchmark)
+    check = inspect_section(recipe, key, cfg, benchmark)
+    task = check.task
     if not isinstance(task, RealTask):
         sample = task.load(cfg.source.test_split, 1)[0]
-        row.update(
-            status="synthetic",
-            source="generated",
-            train=train_size,
-            test=test_size,
-            prompt=task.prompt(sample),
-        )
+        row.update(status="synthetic", source="generated", train=train_size, test=test_size,
+                   prompt=task.prompt(sample))
         return row
     location = task.location()
-    available = location.available()
-    if available is None:
-        message = location.missing_message()
-        problem, _, fix = message.partition(". To fix: ")
-        row.update(
-            status="missing",
-            source=location.describe(),
-            expected=location.describe(),
-            problem=problem,
-            fix=fix,
-        )
+    if check.missing is not None:
+        row.update(status="missing", source=location.describe(), expected=location.describe(),
+                   problem=check.missing.problem, fix=check.missing.fix)
         return row
-    row["source"] = str(location.path) if available == "local" else f"hf cache: {location.hf_id}"
-    try:
-        if not benchmark:
-            row["train_available"] = task.count(cfg.source.train_split)
-            row["train"] = _used(train_size, row["train_available"])
-        row["test_available"] = task.count(cfg.source.test_split)
-        row["test"] = _used(test_size, row["test_available"])
-        _count_bad(task, row, cfg, train_size, test_size, benchmark)
-    except UserError as error:
-        row.update(status="error", problem=str(error))
+    row["source"] = str(location.path) if location.available() == "local" else f"hf cache: {location.hf_id}"
+    for split in check.splits:
+        row[split.label] = split.used
+        row[f"{split.label}_available"] = split.available
+        row[f"{split.label}_bad"] = len(split.bad) if split.available else None
+        if split.label == "test" and split.prompt:
+            row["prompt"] = split.prompt
+    if check.problems:
+        row.update(status="error", problem="; ".join(p.problem for p in check.problems),
+                   fix="; ".join(dict.fromkeys(p.fix for p in check.problems)))
+    elif any(split.skipped for split in check.splits):
+        row["problem"] = "; ".join(f"{split.label} {split.skipped}" for split in check.splits if split.skipped)
+        row["fix"] = ("those items are skipped (never trained on or scored); repair or re-download them, "
+                      "or raise faults.max_bad_data_fraction if the preflight stops on them")
     return row
-
-
-def _count_bad(task: RealTask, row: dict, cfg: Any, train_size, test_size, benchmark: bool) -> None:
-    """Screen the items the recipe draws from each split: count the unusable ones (and name a
-    few in `bad_items`); the prompt shown is the first usable test item's."""
-    splits = [("test", cfg.source.test_split, test_size)]
-    if not benchmark:
-        splits.insert(0, ("train", cfg.source.train_split, train_size))
-    notes = []
-    for label, split, size in splits:
-        samples = task.load(split, size)
-        good, bad = screen(samples)
-        row[f"{label}_bad"] = len(bad)
-        if bad:
-            notes.append(f"{label} split '{split}': {describe_bad(bad, len(samples))}")
-        if label == "test" and good:
-            row["prompt"] = task.prompt(good[0])
-    if notes:
-        row["problem"] = "; ".join(notes)
-        row["fix"] = ("those items are skipped; repair or re-download them, or raise "
-                      "faults.max_bad_data_fraction if the preflight stops on them")
-
-
-def _used(size: int | None, available: int) -> int:
-    return available if size is None else min(size, available)
 
 
 _STYLE = {"found": "green", "synthetic": "cyan", "missing": "red", "error": "red"}

@@ -10,6 +10,7 @@ broken download stops the run before training rather than in the middle of a pha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lite_cpt.data.images import ImageDecodeError, decode_image
 from lite_cpt.data.sample import Sample
@@ -22,6 +23,12 @@ UNREADABLE = "unreadable"
 class BadItem:
     id: str
     reason: str
+
+
+def cell_text(value: Any) -> str:
+    """A text cell as a string: '' for a null (None), so a missing answer stays missing and is
+    skipped by `screen`, instead of becoming the answer "None"."""
+    return "" if value is None else str(value).strip()
 
 
 def item_problem(sample: Sample) -> str | None:

@@ -4,7 +4,7 @@ Importing this package needs neither CUDA nor triton: without them every call ta
 chunked torch path.
 """
 
-from .fused_logprob import fused_linear_logprob, reference_linear_logprob
+from .fused_logprob import chunked_linear_logprob, fused_linear_logprob, reference_linear_logprob
 from .grpo_loss import (
     ADVANTAGE_ESTIMATORS,
     grpo_advantages,
@@ -14,9 +14,12 @@ from .grpo_loss import (
     remax_advantages,
     rloo_advantages,
 )
+from .logprob_shared import LOGPROB_PATHS, set_logprob_path, using_logprob_path
 
 __all__ = [
+    "LOGPROB_PATHS",
     "ADVANTAGE_ESTIMATORS",
+    "chunked_linear_logprob",
     "fused_linear_logprob",
     "grpo_advantages",
     "grpo_loss",
@@ -25,4 +28,6 @@ __all__ = [
     "reference_linear_logprob",
     "remax_advantages",
     "rloo_advantages",
+    "set_logprob_path",
+    "using_logprob_path",
 ]

@@ -13,9 +13,11 @@ Backward, for upstream grads g (of logp) and g_ent (of entropy), recomputes z ch
     dz[n, v] = g_n (onehot - p) - g_ent_n p (log p + ent_n)
     dh = (dz / T) @ W              dW = (dz / T).T @ h   (dW only when W requires grad)
 
-Two backends share that math: a chunked torch path (CPU and any non-CUDA tensor) and Triton
-kernels (CUDA; also CPU tensors when TRITON_INTERPRET=1 was set before triton was imported,
-which is how the tests check them). Extra memory is O(N x chunk), all accumulation is fp32.
+Two backends share that math: a chunked torch path (CPU and any non-CUDA tensor,
+`torch_logprob.py`) and Triton kernels (CUDA; also CPU tensors when TRITON_INTERPRET=1 was set
+before triton was imported, which is how the tests check them). Extra memory is O(N x chunk),
+all accumulation is fp32. This module's Triton kernels tile the logits themselves; the other
+path, `chunked_logprob.py`, takes logits chunks from a matmul (see `LOGPROB_PATHS`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from __future__ import annotations
 import torch
 
 from .backend import choose_triton
+from .chunked_logprob import row_chunked_logprob
+from .logprob_shared import check_arguments, gather_rows as _gather_rows, kept_rows, logprob_path
+from .logprob_shared import scatter_rows as _scatter_rows
+from .torch_logprob import _torch_backward, _torch_forward
 
 try:  # triton is optional: without it every call takes the torch path
     import triton
@@ -31,10 +37,8 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
     triton = None
     tl = None
 
-__all__ = ["fused_linear_logprob", "reference_linear_logprob"]
+__all__ = ["chunked_linear_logprob", "fused_linear_logprob", "reference_linear_logprob"]
 
-# A finite "minus infinity": exp() of it is 0 and 0 * it is 0, so empty chunks produce no NaN.
-_NEG_INIT = -1.0e30
 # Elements of one [tokens, vocab-chunk] fp32 buffer on the torch path (32 MiB): small enough
 # that the two live buffers stay far below the [N, V] logits, large enough for full-speed matmuls.
 _TORCH_CHUNK_ELEMENTS = 1 << 23
@@ -80,6 +84,7 @@ def fused_linear_logprob(
     return_entropy: bool = False,
     chunk_size: int | None = None,
     _backend: str = "auto",
+    _path: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(target) [...] float32 (and entropy [...] when `return_entropy`) for h [..., H], W [V, H].
 
@@ -88,32 +93,29 @@ def fused_linear_logprob(
     of the Triton backward's dlogits buffer (the Triton forward tiles the vocab itself); by
     default it is sized from N so one [N, chunk] buffer stays small. `_backend`:
     "auto" (Triton for CUDA tensors, torch otherwise), "torch", or "triton" (also on CPU
-    tensors when the Triton interpreter is on). Gradients come back in the inputs' dtypes.
+    tensors when the Triton interpreter is on). `_path`: "tile" or "chunked" (None: the process's
+    choice, `set_logprob_path`; see `LOGPROB_PATHS`). Gradients come back in the inputs' dtypes.
     """
-    if hidden.shape[:-1] != targets.shape:
-        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight {tuple(weight.shape)} must be [V, {hidden.shape[-1]}]")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_arguments(hidden, weight, targets, temperature, chunk_size)
     use_triton = choose_triton(_backend, hidden, triton_installed=triton is not None,
                                interpreted=_KERNELS_INTERPRETED)
-    outputs = _FusedLinearLogprob.apply(
-        hidden.reshape(-1, hidden.shape[-1]),
-        weight,
-        targets.reshape(-1),
-        1.0 / temperature,
-        ignore_index,
-        return_entropy,
-        chunk_size,
-        use_triton,
-    )
+    args = (hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), 1.0 / temperature, ignore_index,
+            return_entropy, chunk_size, use_triton)
+    if logprob_path(_path) == "chunked":
+        outputs = row_chunked_logprob(*args)
+        outputs = outputs if return_entropy else outputs[0]
+    else:
+        outputs = _FusedLinearLogprob.apply(*args)
     if return_entropy:
         logp, entropy = outputs
         return logp.view(targets.shape), entropy.view(targets.shape)
     return outputs.view(targets.shape)
+
+
+def chunked_linear_logprob(hidden, weight, targets, **options):
+    """`fused_linear_logprob` on the "chunked" path: logits chunks of [rows, vocab] by matmul,
+    softmax, gather and gradient in Triton (`chunked_logprob.py`); the same arguments."""
+    return fused_linear_logprob(hidden, weight, targets, _path="chunked", **options)
 
 
 class _FusedLinearLogprob(torch.autograd.Function):
@@ -122,13 +124,7 @@ class _FusedLinearLogprob(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         n_tokens, vocab = hidden.shape[0], weight.shape[0]
         compute_dtype = torch.promote_types(hidden.dtype, weight.dtype)
-        valid = targets != ignore_index
-        # Ignored positions (prompt tokens, padding) are dropped before any matmul: for SFT
-        # they are often most of the batch.
-        rows = None if bool(valid.all()) else valid.nonzero().squeeze(1)
-        kept_targets = targets if rows is None else targets.index_select(0, rows)
-        if kept_targets.numel() and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= vocab):
-            raise ValueError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+        rows, kept_targets = kept_rows(targets, ignore_index, vocab)
         kept_hidden = hidden if rows is None else hidden.index_select(0, rows)
 
         lse = torch.zeros(kept_targets.numel(), dtype=torch.float32, device=hidden.device)
@@ -192,102 +188,12 @@ class _FusedLinearLogprob(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
-def _scatter_rows(values: torch.Tensor, rows: torch.Tensor | None, n_tokens: int) -> torch.Tensor:
-    if rows is None:
-        return values
-    return torch.zeros(n_tokens, dtype=values.dtype, device=values.device).index_copy_(0, rows, values)
-
-
-def _gather_rows(values: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    return values if rows is None else values.index_select(0, rows)
-
-
 # ----------------------------------------------------------------------------- torch path
 
 
 def _torch_chunk(n_tokens: int, vocab: int) -> int:
     """Vocab chunk so that one [N, chunk] fp32 buffer holds about _TORCH_CHUNK_ELEMENTS."""
     return max(256, min(vocab, _TORCH_CHUNK_ELEMENTS // max(n_tokens, 1)))
-
-
-def _torch_forward(h, w, targets, inv_temp, with_entropy, chunk):
-    """Online log-sum-exp over vocab chunks; returns (z[target], lse, entropy) in fp32."""
-    n_tokens, vocab = h.shape[0], w.shape[0]
-    # 1/T folded into h once, so each chunk's matmul yields z directly.
-    h_scaled = h.float() * inv_temp if inv_temp != 1.0 else h.float()
-    running_max = torch.full((n_tokens,), _NEG_INIT, dtype=torch.float32, device=h.device)
-    sum_exp = torch.zeros(n_tokens, dtype=torch.float32, device=h.device)
-    sum_exp_shifted = torch.zeros_like(sum_exp)  # A = sum exp(z - m) (z - m)
-    target_logit = torch.zeros_like(sum_exp)
-    for start in range(0, vocab, chunk):
-        stop = min(start + chunk, vocab)
-        z = h_scaled @ w[start:stop].float().T
-        _pick_targets(z, targets, start, stop, target_logit)
-        new_max = torch.maximum(running_max, z.amax(dim=1))
-        rescale = torch.exp(running_max - new_max)
-        z.sub_(new_max.unsqueeze(1))  # z - m_new
-        if with_entropy:
-            exp_z = torch.exp(z)
-            chunk_sum = exp_z.sum(dim=1)
-            chunk_shifted = exp_z.mul_(z).sum(dim=1)
-            sum_exp_shifted = rescale * (sum_exp_shifted + (running_max - new_max) * sum_exp) + chunk_shifted
-            del exp_z
-        else:
-            chunk_sum = z.exp_().sum(dim=1)
-        sum_exp = sum_exp * rescale + chunk_sum
-        running_max = new_max
-        del z  # free this chunk's buffer before the next matmul allocates
-    log_sum = torch.log(sum_exp)
-    lse = running_max + log_sum
-    entropy = log_sum - sum_exp_shifted / sum_exp if with_entropy else torch.zeros_like(lse)
-    return target_logit, lse, entropy
-
-
-def _pick_targets(z, targets, start, stop, target_logit):
-    """Copy z[n, t_n - start] into target_logit[n] for rows whose target lies in [start, stop)."""
-    in_chunk = (targets >= start) & (targets < stop)
-    local = (targets - start).clamp(0, stop - start - 1)
-    picked = z.gather(1, local.unsqueeze(1)).squeeze(1)
-    target_logit.copy_(torch.where(in_chunk, picked, target_logit))
-
-
-def _torch_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidden, need_weight, chunk):
-    """dz = g (onehot - p) - g_ent p (log p + ent) per vocab chunk; dh += dz W / T, dW[chunk] = dz.T h / T."""
-    n_tokens, vocab = h.shape[0], w.shape[0]
-    h32 = h.float()
-    h_scaled = h32 * inv_temp if inv_temp != 1.0 else h32
-    grad_hidden = torch.zeros(n_tokens, h.shape[1], dtype=torch.float32, device=h.device) if need_hidden else None
-    grad_weight = torch.empty(w.shape, dtype=w.dtype, device=w.device) if need_weight else None
-    # 1/T is folded into the upstream grads, so dz below already is d loss / d logits.
-    g_scaled = g * inv_temp
-    neg_lse = -lse.unsqueeze(1)
-    if g_ent is not None:
-        neg_g_ent_scaled = (-g_ent * inv_temp).unsqueeze(1)
-        ent_col = entropy.unsqueeze(1)
-    for start in range(0, vocab, chunk):
-        stop = min(start + chunk, vocab)
-        w_chunk = w[start:stop].float()
-        log_p = torch.addmm(neg_lse, h_scaled, w_chunk.T)
-        if g_ent is None:
-            dz = log_p.exp_().mul_(-g_scaled.unsqueeze(1))  # in place: one buffer per chunk
-        else:
-            dz = torch.exp(log_p)
-            # -(g + g_ent (log p + ent)) / T, built in the log_p buffer, times p
-            dz.mul_(log_p.add_(ent_col).mul_(neg_g_ent_scaled).sub_(g_scaled.unsqueeze(1)))
-        del log_p
-        in_chunk = (targets >= start) & (targets < stop)
-        local = (targets - start).clamp(0, stop - start - 1)
-        onehot_grad = torch.where(in_chunk, g_scaled, torch.zeros_like(g_scaled))
-        dz.scatter_add_(1, local.unsqueeze(1), onehot_grad.unsqueeze(1))
-        if need_hidden:
-            grad_hidden.addmm_(dz, w_chunk)
-        if need_weight:
-            if grad_weight.dtype == torch.float32:
-                torch.mm(dz.T, h32, out=grad_weight[start:stop])
-            else:
-                grad_weight[start:stop].copy_(dz.T @ h32)
-        del dz  # free this chunk's buffer before the next matmul allocates
-    return grad_hidden, grad_weight
 
 
 # ----------------------------------------------------------------------------- Triton path

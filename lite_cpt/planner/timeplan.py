@@ -86,6 +86,9 @@ class Calibration:
     rollout_s_per_sequence: float | None = None
     logprob_s_per_sequence: float | None = None
     rl_measured_at: list[int] | None = None
+    # The faster fused log-prob path on this device ("tile" or "chunked", as `bench kernels`
+    # timed them); a run given this calibration uses it. None: not measured, the run uses "tile".
+    logprob_path: str | None = None
     # Answer lengths of the calibration rollout per task: {task name: [mean tokens, cv]}, from
     # the user's model on the recipe's own prompts (the plan's expected lengths for that model).
     answer_lengths: dict[str, list[float]] | None = None

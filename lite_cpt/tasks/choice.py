@@ -13,6 +13,7 @@ from typing import Any
 
 from lite_cpt.data.images import ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, table_arrow
+from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS
 from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.errors import UserError
@@ -56,11 +57,19 @@ class ScienceQATask(ChoiceTask):
         return Sample(
             id=sample_id,
             question=choice_question(row["question"], choices, row.get("hint")),
-            answer=LETTERS[int(row["answer"])],
+            answer=_scienceqa_letter(row.get("answer"), choices),
             images=images,
             choices=choices,
             meta={"rationale": (row.get("solution") or "").strip(), "subject": row.get("subject")},
         )
+
+
+def _scienceqa_letter(index: Any, choices: list[str]) -> str:
+    """The letter of ScienceQA's answer index; '' (a missing answer, skipped) when it is null or
+    names no option."""
+    if index is None or not 0 <= int(index) < len(choices):
+        return ""
+    return LETTERS[int(index)]
 
 
 def parse_options(options: Any, sample_id: str) -> list[str]:
@@ -118,7 +127,7 @@ class MMMUTask(RealTask):
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         choices = parse_options(row.get("options"), sample_id)
         question = _IMAGE_TAG.sub(lambda m: f"[image {m.group(1)}]", row["question"])
-        answer = str(row["answer"]).strip()
+        answer = cell_text(row.get("answer"))
         meta = {
             "rationale": row.get("explanation") or "",
             "question_type": row.get("question_type"),
@@ -154,7 +163,8 @@ class MMLUProTask(ChoiceTask):
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
         choices = [str(o) for o in row["options"]]
-        answer = str(row.get("answer") or LETTERS[int(row["answer_index"])]).strip()
+        index = row.get("answer_index")
+        answer = cell_text(row.get("answer")) or (LETTERS[int(index)] if index is not None else "")
         return Sample(
             id=sample_id,
             question=choice_question(row["question"], choices),

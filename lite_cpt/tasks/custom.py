@@ -18,6 +18,7 @@ from typing import Any
 from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
+from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS, format_choices
 from lite_cpt.errors import UserError
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, parse_number, register_task, solution_parts
@@ -150,15 +151,19 @@ class CustomTask(RealTask):
         VQA's [{answer: ...}] records; a `<think>…</think><answer>…</answer>` text gives its parts;
         with options, an index, a letter or an option's text gives the letter."""
         where = f"task '{self.name}', sample {sample_id}, column '{self.spec.columns.answer}'"
-        if value is None:
-            raise UserError(f"{where}: no answer (skip such rows with custom.required_columns)")
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            return "", [], ""  # no answer: `screen` skips the row and counts it
         if choices:
             return choice_letter_of(value, choices, where), None, ""
         rationale = ""
         if isinstance(value, (list, tuple)):
-            answers = [str(v["answer"] if isinstance(v, dict) else v).strip() for v in value]
+            answers = [cell_text(v.get("answer") if isinstance(v, dict) else v) for v in value]
+            if not all(answers):
+                return "", [], ""  # a null or empty answer among them: skipped as well
         else:
             rationale, answer = solution_parts(str(value))
+            if not answer:
+                return "", [], ""
             answers = [answer]
         self.check_answers(answers, where)
         return majority_answer(answers), answers, rationale

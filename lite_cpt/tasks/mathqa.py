@@ -6,6 +6,7 @@ from __future__ import annotations
 from mathruler.grader import extract_boxed_content, grade_answer
 
 from lite_cpt.data.images import ImageRef
+from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS
 from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.tasks.base import Sample, numeric_match, register_task, solution_parts
@@ -51,8 +52,8 @@ class Geometry3KTask(RealTask):
         return bool(getattr(self.config, "multiple_choice", False))
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
-        question = str(row.get("problem") or row.get("question")).replace("<image>", "").strip()
-        answer = str(row["answer"]).strip()
+        question = cell_text(row.get("problem") or row.get("question")).replace("<image>", "").strip()
+        answer = cell_text(row.get("answer"))
         choices = [str(c) for c in row.get("choices") or []]
         if not (self.multiple_choice and choices):
             return Sample(id=sample_id, question=question, answer=answer, images=images, answers=[answer],
@@ -88,11 +89,11 @@ class ClevrTask(RealTask):
     answer_instruction = "Answer with a number."
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
-        solution = str(row.get("solution") if row.get("solution") is not None else row.get("answer"))
+        solution = cell_text(row.get("solution") if row.get("solution") is not None else row.get("answer"))
         rationale, answer = solution_parts(solution)
         return Sample(
             id=sample_id,
-            question=str(row.get("problem") or row.get("question")).strip(),
+            question=cell_text(row.get("problem") or row.get("question")),
             answer=answer,
             images=images,
             answers=[answer],

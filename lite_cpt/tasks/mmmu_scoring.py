@@ -1,7 +1,8 @@
 """MMMU's official answer parsing and grading (MMMU-Benchmark/MMMU, eval/utils/eval_utils.py),
 restated so that lite-cpt's MMMU numbers are the benchmark's.
 
-Multiple choice: after trimming punctuation, a bracketed letter `(B)` of an existing option,
+Multiple choice (`parse_multi_choice_response`): after stripping each of `,.!?;:'` from both
+ends in turn, a bracketed letter `(B)` of an existing option,
 else a letter standing alone between spaces, else (for answers longer than five words) an
 option's text contained in the answer; several candidates -> the one that occurs last; none ->
 a random option. The official script draws that option from `random` seeded with 42 once per
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 import re
 
-_TRIM = ",.!?;:'"
+_TRIM = (",", ".", "!", "?", ";", ":", "'")  # stripped one after another, in this order, as MMMU does
 _INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 _NUMBER_PATTERNS = (
     re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b"),  # with thousands separators
@@ -33,7 +34,9 @@ _NUMBER_PATTERNS = (
 def mmmu_choice(response: str, options: list[str], question_id: str) -> str:
     """The option letter MMMU reads from a response (never None: see the module docstring)."""
     letters = [chr(ord("A") + i) for i in range(len(options))]
-    text = " " + response.strip(_TRIM) + " "
+    for char in _TRIM:  # one at a time: "B.:" keeps its "." (":" goes after "." was tried)
+        response = response.strip(char)
+    text = " " + response + " "
     by_letter = True
     bracketed = [c for c in letters if f"({c})" in text]
     candidates = bracketed or [c for c in letters if f" {c} " in text]

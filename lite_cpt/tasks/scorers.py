@@ -6,11 +6,11 @@ Every metric is the scoring function of a built-in task type, reached through on
 | metric | built-in twin | score of an (extracted) answer |
 |---|---|---|
 | `exact` | PathVQA, GQA | 1 if it equals one of the answers after normalisation (`normalize`, default the VQA cleanup) |
-| `vqa_accuracy` | TextVQA, VizWiz | official VQA accuracy over the human answers; binary RL form: match with the majority answer |
+| `vqa_accuracy` | TextVQA, VizWiz | VQA accuracy with EvalAI's answer processing (`vqa_eval`); binary RL form: match with the majority answer |
 | `choice` | ScienceQA, MMLU-Pro | 1 if the option letter it names (`choice_letter`) is the answer's |
 | `math` | Geometry3K | 1 if EasyR1's grader (`mathruler`) finds it equivalent to an answer |
 | `number` | CLEVR | 1 if its first number is within `tolerance` (relative) of an answer's, after normalisation |
-| `yes_no` | POPE's reading | 1 if it says the answer: a denial ('no', 'not') is no, else 'yes' is yes, else wrong |
+| `yes_no` | POPE | 1 if it says the answer as POPE reads it (`said_yes_no`: a word `No`/`no`/`not` in the first sentence is no), where saying neither earns nothing |
 
 A custom reward is any function `fn(prediction: str, sample: Sample) -> float` named by
 `module.path:function` (importable) or `path/to/file.py:function` (as EasyR1's
@@ -36,7 +36,7 @@ from lite_cpt.tasks.vqa import normalize_vqa_answer, normalized_exact_match, sai
 
 #: Answer normalisations a recipe can pick (`normalize`) for the `exact` and `number` metrics.
 NORMALIZERS: dict[str, Callable[[str], str]] = {
-    "vqa": normalize_vqa_answer,  # official VQA cleanup: punctuation, articles, number words, contractions
+    "vqa": normalize_vqa_answer,  # EvalAI's answer processing: punctuation, articles, number words, contractions
     "text": normalize_text,  # lower case, punctuation to spaces, articles dropped
     "lower": lambda text: " ".join(text.lower().split()),
     "none": str.strip,

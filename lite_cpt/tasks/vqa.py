@@ -3,7 +3,6 @@ after normalisation) and the POPE benchmark (yes/no, with its precision/recall/F
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -11,70 +10,16 @@ from typing import Any
 from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, open_split
+from lite_cpt.data.quality import cell_text
 from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.tasks.base import Sample, exact_match, register_task
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
+from lite_cpt.tasks.vqa_eval import evalai_process, vqa_accuracy  # noqa: F401  (re-exported)
 
-# ---------------------------------------------------------------------------------------------
-# Answer normalisation of the official VQA evaluation (vqaEval.py): punctuation, number words,
-# articles and a subset of its contraction table (the unambiguous entries; e.g. "wed" and "hed"
-# are left alone because they are also words).
+# Answer normalisation and accuracy: EvalAI's, as lmms-eval scores TextVQA and VizWiz with it
+# (lite_cpt.tasks.vqa_eval).
 
-_PUNCTUATION = list(';/[]"{}()=+\\_-><@`,?!')
-_PERIOD = re.compile(r"\.(?!\d)")  # a period that is not a decimal point
-_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
-_NUMBER_WORDS = {
-    "none": "0",
-    **{w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())},
-}
-_ARTICLES = {"a", "an", "the"}
-_CONTRACTIONS = {
-    word.replace("'", ""): word
-    for word in (
-        "ain't aren't can't could've couldn't didn't doesn't don't hadn't hasn't haven't he's i'm i've "
-        "isn't it'll might've must've mustn't should've shouldn't that's there's they're they've wasn't "
-        "weren't what's where's who's won't would've wouldn't you're you've"
-    ).split()
-}
-
-
-def normalize_vqa_answer(text: str) -> str:
-    """VQA answer cleanup: lower case; punctuation removed (glued to a neighbour's space) or
-    turned into a space; periods dropped unless they are decimal points; number words to digits
-    (zero..ten); articles dropped; apostrophe-less contractions restored ("dont" -> "don't")."""
-    text = text.replace("\n", " ").replace("\t", " ").strip().lower()
-    digit_comma = _DIGIT_COMMA.search(text) is not None
-    out = text
-    for mark in _PUNCTUATION:
-        if f"{mark} " in text or f" {mark}" in text or digit_comma:
-            out = out.replace(mark, "")
-        else:
-            out = out.replace(mark, " ")
-    out = _PERIOD.sub("", out)
-    words = [_NUMBER_WORDS.get(word, word) for word in out.split()]
-    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
-
-
-def vqa_accuracy(prediction: str, answers: list[str]) -> float:
-    """Official VQA accuracy over the human answers a_1..a_n (n = 10 in VQA/TextVQA/VizWiz):
-
-        acc = (1/n) * sum_i min(1, #{j != i : a_j == pred} / 3)
-
-    i.e. min(#humans that agree / 3, 1) averaged over the n leave-one-out subsets of n-1
-    answers; both sides normalised by `normalize_vqa_answer`. With one answer: exact match.
-    Example: 2 of 10 agree -> (2 * 1/3 + 8 * 2/3) / 10 = 0.6."""
-    if not answers:
-        return 0.0
-    pred = normalize_vqa_answer(prediction)
-    gold = [normalize_vqa_answer(a) for a in answers]
-    if len(gold) == 1:
-        return float(pred == gold[0])
-    matches = sum(g == pred for g in gold)
-    total = 0.0
-    for g in gold:
-        others_agreeing = matches - (g == pred)
-        total += min(1.0, others_agreeing / 3)
-    return total / len(gold)
+normalize_vqa_answer = evalai_process
 
 
 def majority_answer(answers: list[str]) -> str:
@@ -104,7 +49,7 @@ class VQATask(RealTask):
         answers = _answer_strings(row.get("answers"))
         return Sample(
             id=sample_id,
-            question=row["question"].strip(),
+            question=cell_text(row.get("question")),
             answer=majority_answer(answers),
             images=images,
             answers=answers,
@@ -124,10 +69,12 @@ class VQATask(RealTask):
 
 
 def _answer_strings(answers: Any) -> list[str]:
-    """Answers as strings: VQA-style `[{"answer": ..., "answer_confidence": ...}]` or plain strings."""
+    """Answers as strings: VQA-style `[{"answer": ..., "answer_confidence": ...}]` or plain strings;
+    none when one of them is null or empty (the row is then skipped as missing its answer)."""
     if not answers:
         return []
-    return [str(a["answer"] if isinstance(a, dict) else a) for a in answers]
+    texts = [cell_text(a.get("answer") if isinstance(a, dict) else a) for a in answers]
+    return texts if all(texts) else []  # a null or empty human answer: the row is unusable
 
 
 @register_task("textvqa")
@@ -176,10 +123,10 @@ class ShortAnswerTask(RealTask):
     """One reference answer, exact match after VQA normalisation."""
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
-        answer = str(row["answer"]).strip()
+        answer = cell_text(row.get("answer"))
         return Sample(
             id=sample_id,
-            question=row["question"].strip(),
+            question=cell_text(row.get("question")),
             answer=answer,
             images=images,
             answers=[answer],
@@ -279,19 +226,34 @@ class PathVQATask(ShortAnswerTask):
 # POPE
 
 
-def said_yes_no(prediction: str) -> str | None:
-    """What an answer says, read as POPE reads it: keep the first sentence, drop commas; 'no' if
-    it contains the word 'no' or 'not', 'yes' if it contains 'yes', else None (neither)."""
-    words = prediction.split(".")[0].replace(",", "").lower().split()
-    if "no" in words or "not" in words:
-        return "no"
-    return "yes" if "yes" in words else None
+def _pope_words(prediction: str) -> list[str]:
+    """The words POPE's script reads: the text before the first '.', commas deleted, split on
+    single spaces (RUCAIBox/POPE `evaluate.py`)."""
+    text = prediction
+    if text.find(".") != -1:
+        text = text.split(".")[0]
+    return text.replace(",", "").split(" ")
 
 
 def pope_yes_no(prediction: str) -> str:
-    """POPE's own rule: 'no' for a denial (`said_yes_no`), 'yes' for anything else (so an
-    answer that is not a denial counts as 'yes')."""
-    return "no" if said_yes_no(prediction) == "no" else "yes"
+    """'yes' or 'no', read exactly as POPE's own evaluation script reads an answer
+    (RUCAIBox/POPE `evaluate.py`; LLaVA's `eval_pope.py` is the same): keep the text before the
+    first '.', delete commas, split on single spaces; 'no' when one of the words is `No`, `no` or
+    `not`, else 'yes'. The words are matched as written (case-sensitive, punctuation attached), so
+    "NO", "Not" and "no!" read as 'yes', and an answer that is neither yes nor no counts as 'yes'.
+    The task takes off leading and trailing whitespace before (as LLaVA writes its answers)."""
+    words = _pope_words(prediction)
+    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+
+
+def said_yes_no(prediction: str) -> str | None:
+    """The `yes_no` metric of custom tasks (a training reward): POPE's reading of a denial
+    (`pope_yes_no`), but 'yes' only when a word is 'yes' (any case), else None: an answer that
+    says neither earns nothing, where POPE's benchmark rule would count it as 'yes'."""
+    words = _pope_words(prediction.strip())
+    if pope_yes_no(prediction.strip()) == "no":
+        return "no"
+    return "yes" if any(word.lower() == "yes" for word in words) else None
 
 
 def pope_f1(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
@@ -334,8 +296,8 @@ class POPETask(RealTask):
     answer_instruction = "Answer yes or no."
 
     def to_sample(self, row: dict, sample_id: str, images: tuple[ImageRef, ...]) -> Sample:
-        answer = str(row.get("answer") or row.get("label")).strip().lower()
-        question = str(row.get("question") or row.get("text")).strip()
+        answer = cell_text(row.get("answer") if row.get("answer") is not None else row.get("label")).lower()
+        question = cell_text(row.get("question") if row.get("question") is not None else row.get("text"))
         return Sample(
             id=sample_id,
             question=question,
