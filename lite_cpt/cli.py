@@ -600,6 +600,41 @@ def data_check_command(
         raise typer.Exit(1)
 
 
+@data_app.command("download")
+@user_errors
+def data_download_command(
+    recipe: Path = typer.Argument(..., help="Recipe whose missing data is fetched."),
+    positional: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be fetched, and where."),
+    keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep official archives once unpacked."),
+):
+    """Fetch exactly what `data check` reports missing, into the places the loaders read:
+    hub datasets (only the recipe's splits) into <data.root>/hub, VizWiz's and GQA's official
+    archives (resumed, size- and checksum-checked) into <data.root>/vizwiz and /gqa.
+
+    Example:  lite-cpt data download recipes/seven_tasks.yaml
+    """
+    from lite_cpt.data.download import plan_downloads, run_downloads
+    from lite_cpt.recipe import load_recipe
+
+    plan = plan_downloads(load_recipe(recipe, recipe_overrides(positional, overrides), check_data=False))
+    for problem in plan.problems:
+        err_console.print(f"[yellow]cannot download[/] {problem}", highlight=False, markup=True)
+    if not plan.fetches:
+        console.print("nothing to download: every split the recipe reads is there" if not plan.problems else
+                      "nothing lite-cpt can download; see above")
+    elif dry_run:
+        for fetch in plan.fetches:
+            console.print(f"would fetch {fetch.describe()}", highlight=False, markup=False)
+    else:
+        run_downloads(plan, keep_archives=keep_archives,
+                      say=lambda text: console.print(text, highlight=False, markup=False))
+        console.print(f"[green]done[/]; check with: lite-cpt data check {recipe}")
+    if plan.problems:
+        raise typer.Exit(1)
+
+
 @data_app.command("fixtures")
 @user_errors
 def data_fixtures_command(
