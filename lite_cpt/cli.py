@@ -128,13 +128,16 @@ def run(
       lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
       lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
-    from lite_cpt.planner.timeplan import load_calibration
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.recipe import load_recipe
-    from lite_cpt.units import plan_units
 
+    # The recipe is validated before anything heavy (torch, transformers) is imported: a bad
+    # one is refused in a moment.
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
+    from lite_cpt.planner.timeplan import load_calibration
+    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
+    from lite_cpt.units import plan_units
+
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
     if ray.enabled:
@@ -373,13 +376,14 @@ def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_
     """`lite-cpt plan`: load a recipe, print its plan (table or JSON); exit code 1 if it won't fit."""
     import json
 
+    from lite_cpt.recipe import load_recipe
+
+    recipe = load_recipe(path, overrides or [], check_data=False)  # before the heavy imports below
     from lite_cpt.cli_render import render_budgets, render_plan
     from lite_cpt.planner import plan as plan_recipe
     from lite_cpt.planner.timeplan import load_calibration
-    from lite_cpt.recipe import load_recipe
 
     cal = load_calibration(calibration) if calibration else None
-    recipe = load_recipe(path, overrides or [], check_data=False)
     result = plan_recipe(recipe, gpu_gb, calibration=cal)
     budgets = []
     if hours is not None:

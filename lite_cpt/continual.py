@@ -40,11 +40,11 @@ from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from lite_cpt.locks import unit_lock, waiting_lock
+from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
-from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
@@ -172,15 +172,18 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.data.preflight import require_data
     from lite_cpt.report import write_report
 
+    check_device(recipe.model)  # what this machine cannot run is said before anything about data
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
-        ws = build_workspace(recipe.model_copy(update={"seed": seed}), console, loaded)
-        loaded = (ws.model, ws.processor)
-        ws.calibration = calibration
-        if len(recipe.run_seeds) > 1:
-            _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
-        _run_arms(ws, arms)
+        seeded = recipe.model_copy(update={"seed": seed})
+        with lock_ahead(seeded, arms):
+            ws = build_workspace(seeded, console, loaded)
+            loaded = (ws.model, ws.processor)
+            ws.calibration = calibration
+            if len(recipe.run_seeds) > 1:
+                _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
+            _run_arms(ws, arms)
     write_report(recipe.run_dir)
     return recipe.run_dir
 
@@ -190,10 +193,20 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
     """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
     `calibration`: the throughputs behind the logged time plan (None: the reference card)."""
-    ws = build_workspace(recipe, console)
-    ws.calibration = calibration
-    _run_arms(ws, arms)
+    check_device(recipe.model)
+    with lock_ahead(recipe, arms):
+        ws = build_workspace(recipe, console)
+        ws.calibration = calibration
+        _run_arms(ws, arms)
     return ws.run_dir
+
+
+def lock_ahead(recipe: Recipe, arms: list[str] | None):
+    """The lock of the first arm this process trains (seed `recipe.seed`), taken before the
+    model loads, so a second run of the same command is refused at once; `run_arm` adopts it."""
+    chosen = [arm.name for arm in recipe.arms if arms is None or arm.name in arms][:1]
+    prepare_run_dir(recipe)  # a run directory of another recipe is refused before any lock is made in it
+    return units_locked_ahead([seed_dir(recipe.run_dir, recipe.seed) / name for name in chosen])
 
 
 def _run_arms(ws: Workspace, arms: list[str] | None) -> None:

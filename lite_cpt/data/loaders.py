@@ -182,9 +182,13 @@ class DataLocation:
         if self.path is not None:
             lines.append(f"no data at {self.path}")
         if self.hf_id:
-            where = " or ".join(str(c) if c else str(hf_hub_cache()) for c in self.caches)
-            lines.append(f"{self.hf_id} is not in a Hugging Face hub cache ({where})")
-        fixes = []
+            # every place searched, `<data.root>/hub` (where the download commands write) included
+            # even when it does not exist yet
+            caches = [self.data_root / "hub"] if self.data_root is not None else []
+            where = ", ".join(str(c) for c in dict.fromkeys([*caches, hf_hub_cache()]))
+            lines.append(f"{self.hf_id} is not in a Hugging Face hub cache (searched {where}) nor in the "
+                         f"datasets cache ({hf_datasets_cache()})")
+        fixes = ["`lite-cpt data download RECIPE` fetches it"] if self.hf_id or self.download else []
         if self.download:
             fixes.append(self.download_command())
         elif self.path is not None:
