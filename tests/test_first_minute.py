@@ -99,3 +99,61 @@ def test_the_arm_names_read_from_source_are_the_registrys():
     from lite_cpt.arms_declared import _declared
 
     assert _declared() == arm_names()
+
+
+def _plan_lines(calibration):
+    from types import SimpleNamespace
+
+    from lite_cpt.planner import resolve_knobs
+    from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.run_time_plan import prediction_record, say_time_plan
+    from tests.helpers import tiny_recipe
+
+    recipe = recipe_from_dict(tiny_recipe(Path("/nonexistent")))
+    ws = SimpleNamespace(recipe=recipe, model=torch.nn.Linear(2, 2), calibration=calibration)
+    said = []
+    say_time_plan(ws, recipe.arms[0], said.append)
+    return said, prediction_record(ws, recipe.arms[0], resolve_knobs(recipe, recipe.arms[0].name), 1)
+
+
+def test_a_cpu_run_prints_a_time_plan_only_from_a_calibration_of_a_cpu():
+    from dataclasses import replace
+
+    from lite_cpt.planner.timeplan import REFERENCE_24GB
+
+    said, record = _plan_lines(None)  # no calibration: one line, no reference-card hours, nothing logged
+    assert said == ["[dim]sft: no time plan: no calibration for this device (cpu); measure it with "
+                    "`lite-cpt bench gpu --json F` and pass --calibration F[/]"]
+    assert record == {"device": "cpu"}
+    said, record = _plan_lines(REFERENCE_24GB)  # another device's figures
+    assert said == [f"[dim]sft: no time plan: the calibration describes {REFERENCE_24GB.device}, this run is on "
+                    "cpu; measure this device with `lite-cpt bench gpu --json F` and pass --calibration F[/]"]
+    assert record == {"device": "cpu"}
+    cpu = replace(REFERENCE_24GB, device="cpu (2 threads)")  # what `bench gpu --tiny` names a CPU
+    said, record = _plan_lines(cpu)
+    assert len(said) == 1 and said[0].startswith("[dim]sft: time plan on cpu (2 threads): ")
+    assert record["predicted_on"] == "cpu (2 threads)" and record["device"] == "cpu"
+    assert record["predicted_seconds"]["sft_step"] > 0
+
+
+def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
+    """A log (a console that is not a terminal) gets plain lines, where a progress bar leaves nothing."""
+    import io
+
+    from rich.console import Console
+
+    from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.tiny_base import _build_tiny_base
+    from tests.helpers import tiny_recipe
+
+    raw = tiny_recipe(tmp_path)
+    raw["model"]["base_training"] = {"samples_per_task": 2, "epochs": 1, "batch_size": 4}
+    log = Console(file=io.StringIO(), width=200, force_terminal=False)
+    _build_tiny_base(recipe_from_dict(raw), tmp_path / "base", log)
+    lines = log.file.getvalue().splitlines()
+    assert lines[0].startswith(f"building the tiny base (once; cached in {tmp_path / 'base'})")
+    assert lines[1].startswith("tiny base: tokenizer and random qwen2_5_vl model built (")
+    assert lines[2].startswith("tiny base: training on ")
+    steps = [line for line in lines if line.startswith("tiny base: step ")]
+    assert steps and steps[-1].split(" (")[0].split()[-1].split("/")[0] == steps[-1].split(" (")[0].split("/")[-1]
+    assert lines[-1].startswith(f"tiny base: saved to {tmp_path / 'base'} (")
