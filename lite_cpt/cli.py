@@ -619,24 +619,14 @@ def data_download_command(
 
     Example:  lite-cpt data download recipes/seven_tasks.yaml
     """
-    from lite_cpt.data.download import plan_downloads, run_downloads
+    from lite_cpt.data.download import download_missing
     from lite_cpt.recipe import load_recipe
 
-    plan = plan_downloads(load_recipe(recipe, recipe_overrides(positional, overrides), check_data=False))
-    for problem in plan.problems:
-        err_console.print(f"[yellow]cannot download[/] {problem}", highlight=False, markup=True)
-    if not plan.fetches:
-        console.print("nothing to download: every split the recipe reads is there" if not plan.problems else
-                      "nothing lite-cpt can download; see above")
-    elif dry_run:
-        for fetch in plan.fetches:
-            console.print(f"would fetch {fetch.describe()}", highlight=False, markup=False)
-    else:
-        run_downloads(plan, keep_archives=keep_archives,
-                      say=lambda text: console.print(text, highlight=False, markup=False))
-        console.print(f"[green]done[/]; check with: lite-cpt data check {recipe}")
-    if plan.problems:
+    loaded = load_recipe(recipe, recipe_overrides(positional, overrides), check_data=False)
+    if not download_missing(loaded, console, err_console, dry_run=dry_run, keep_archives=keep_archives):
         raise typer.Exit(1)
+    if not dry_run:
+        console.print(f"check with: lite-cpt data check {recipe}", highlight=False)
 
 
 @data_app.command("fixtures")

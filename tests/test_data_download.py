@@ -32,7 +32,11 @@ EXTRA = "data/unused_split-00000-of-00001.parquet"
 
 @pytest.fixture(autouse=True)
 def _private_hf_home(private_hf_home, monkeypatch):
+    """An empty cache of the test's own, and the hub client online (the suite runs offline)."""
+    import huggingface_hub.constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -192,3 +196,22 @@ def test_hub_split_files_follow_the_loaders_layout_rules():
     assert hub_split_files(listing, "testdev", "testdev_balanced_images") == [
         "testdev_balanced_images/testdev-00000-of-00001.parquet"]
     assert hub_split_files(listing, "val", None) == []
+
+
+def test_dry_run_says_what_and_where_and_names_what_it_cannot_fetch(tmp_path):
+    root = tmp_path / "data"
+    (root / "mine").mkdir(parents=True)  # a local directory the recipe points at, without the split
+    raw = {"name": "d", "data": {"root": str(root)}, "arms": [{"name": "sft"}],
+           "tasks": [{"name": "vizwiz", "type": "vizwiz", "train_size": 2, "test_size": 2},
+                     {"name": "pathvqa", "type": "pathvqa", "test_size": 2, "source": {"path": "mine"}}],
+           "evaluation": {"general": [{"name": "pope", "type": "pope", "size": 2}]}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["data", "download", str(recipe), "--dry-run"], terminal_width=400)
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert (f"would fetch tasks.0 (vizwiz): Annotations.zip (train, val), train.zip (train), val.zip (val) "
+            f"→ {root / 'vizwiz'}") in out
+    assert f"would fetch evaluation.general.0 (pope): lmms-lab/POPE (test) from the hub → {root / 'hub'}" in out
+    assert f"cannot download tasks.1 (pathvqa): split(s) train, test missing at {root / 'mine'}" in out
+    assert not list(root.rglob("*.part")) and not (root / "vizwiz").exists()  # nothing fetched

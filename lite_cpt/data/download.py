@@ -200,3 +200,20 @@ def run_downloads(plan: DownloadPlan, *, keep_archives: bool = False, say=print)
         else:
             made = fetch_archives(fetch, keep=keep_archives)
             say(f"  unpacked {', '.join(p.name for p in made)} in {fetch.dest}")
+
+
+def download_missing(recipe: Any, console, err_console, *, dry_run: bool = False, keep_archives: bool = False) -> bool:
+    """`lite-cpt data download`: plan, say, fetch; False when something cannot be downloaded."""
+    plan = plan_downloads(recipe)
+    for problem in plan.problems:
+        err_console.print(f"cannot download {problem}", highlight=False, markup=False)
+    if not plan.fetches:
+        console.print("nothing to download: every split the recipe reads is there" if not plan.problems
+                      else "nothing lite-cpt can download; see above", highlight=False)
+    elif dry_run:
+        for fetch in plan.fetches:
+            console.print(f"would fetch {fetch.describe()}", highlight=False, markup=False)
+    else:
+        run_downloads(plan, keep_archives=keep_archives,
+                      say=lambda text: console.print(text, highlight=False, markup=False))
+    return not plan.problems
