@@ -203,11 +203,20 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
 
 
 def lock_ahead(recipe: Recipe, arms: list[str] | None):
-    """The lock of the first arm this process trains (seed `recipe.seed`), taken before the
-    model loads, so a second run of the same command is refused at once; `run_arm` adopts it."""
-    chosen = [arm.name for arm in recipe.arms if arms is None or arm.name in arms][:1]
+    """The lock of the first unfinished arm this process trains (seed `recipe.seed`), taken
+    before the model loads, so a second run of the same command is refused at once; `run_arm`
+    adopts it."""
+    chosen = [arm.name for arm in recipe.arms if (arms is None or arm.name in arms)
+              and not _finished_quietly(recipe, arm.name)][:1]
     prepare_run_dir(recipe)  # a run directory of another recipe is refused before any lock is made in it
     return units_locked_ahead([seed_dir(recipe.run_dir, recipe.seed) / name for name in chosen])
+
+
+def _finished_quietly(recipe: Recipe, arm: str) -> bool:
+    try:
+        return arm_finished(recipe, arm)
+    except (OSError, ValueError, KeyError, TypeError):  # damaged: the arm's own run says so
+        return False
 
 
 def _run_arms(ws: Workspace, arms: list[str] | None) -> None:

@@ -215,3 +215,14 @@ def test_dry_run_says_what_and_where_and_names_what_it_cannot_fetch(tmp_path):
     assert f"would fetch evaluation.general.0 (pope): lmms-lab/POPE (test) from the hub → {root / 'hub'}" in out
     assert f"cannot download tasks.1 (pathvqa): split(s) train, test missing at {root / 'mine'}" in out
     assert not list(root.rglob("*.part")) and not (root / "vizwiz").exists()  # nothing fetched
+
+
+def test_a_member_outside_the_archive_folder_is_refused(tmp_path):
+    from lite_cpt.data.fetch import unpack
+    from lite_cpt.data.spec import Archive
+
+    path = tmp_path / "val.zip"
+    path.write_bytes(_zip({"val/a.jpg": b"a", "val/../../escaped.jpg": b"b"}))
+    with pytest.raises(UserError, match=r"member outside its folder \(val/\.\./\.\./escaped\.jpg\)"):
+        unpack(path, Archive("https://x/val.zip", members={"val": ("val/*",)}), ["val"], tmp_path / "vizwiz")
+    assert not (tmp_path / "escaped.jpg").exists() and not list((tmp_path / "vizwiz").glob("*"))

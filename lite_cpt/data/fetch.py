@@ -129,6 +129,9 @@ def unpack(archive_path: Path, archive: Archive, splits: list[str], dest: Path) 
                 raise UserError(f"{archive_path} holds none of {', '.join(patterns)}: it is not the "
                                 f"published {archive.name}; remove it and run the same command again")
             for name in members:
+                if name.startswith("/") or ".." in Path(name).parts:  # would land outside `dest`
+                    raise UserError(f"{archive_path} holds a member outside its folder ({name}); it is not "
+                                    f"the published {archive.name}: remove it")
                 target = staging / (Path(name).name if archive.flatten else name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(name) as source, open(target, "wb") as out:  # checks the CRC-32
@@ -137,6 +140,9 @@ def unpack(archive_path: Path, archive: Archive, splits: list[str], dest: Path) 
         shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"{archive_path} is damaged ({error}); remove it and run the same command "
                         "again to download it anew") from None
+    except BaseException:  # nothing half-unpacked stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     made = []
     for entry in sorted(staging.iterdir()):
         final = dest / entry.name
