@@ -105,7 +105,8 @@ def run(
     overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     set_: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     calibration: Optional[Path] = typer.Option(
-        None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
+        None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` on this device, for the time plan the run "
+                              "prints and logs (without one, or from another device: no plan)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
     arms: Optional[list[str]] = ARM_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed (one of the recipe's, or another)."),

@@ -193,7 +193,7 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
                   calibration: Calibration | None = None) -> Path:
     """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
-    `calibration`: the throughputs behind the logged time plan (None: the reference card)."""
+    `calibration`: the throughputs behind the logged time plan (used only on its own device)."""
     check_device(recipe.model)
     with lock_ahead(recipe, arms):
         ws = build_workspace(recipe, console)
