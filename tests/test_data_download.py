@@ -14,15 +14,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hub_server import HubServer, Served
 from lite_cpt.cli import app
 from lite_cpt.data.check import data_check
-from lite_cpt.data.download import hub_split_files, plan_downloads
+from lite_cpt.data.download import hub_split_files, plan_downloads, run_downloads
 from lite_cpt.data.fetch import download_file
 from lite_cpt.data.fixtures import OFFICIAL_LAYOUT, dataset_spec, write_fixtures
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import load_recipe
 from lite_cpt.tasks.vqa import GQATask, VizWizTask
+from tests.hub_server import HubServer, Served
 
 TASKS = ["scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"]
 BENCHMARKS = ["mmmu", "mmlu_pro", "pope"]
@@ -110,8 +110,7 @@ def test_download_fetches_what_data_check_misses_and_nothing_else(tmp_path, monk
         _mirror(monkeypatch, url)
         # half of VizWiz is there already: only the val split is fetched
         (root / "vizwiz" / "train").mkdir(parents=True)
-        for name in ("train.json",):
-            (root / "vizwiz" / name).write_bytes((source / "vizwiz" / name).read_bytes())
+        (root / "vizwiz" / "train.json").write_bytes((source / "vizwiz" / "train.json").read_bytes())
         for image in (source / "vizwiz" / "train").iterdir():
             (root / "vizwiz" / "train" / image.name).write_bytes(image.read_bytes())
         result = CliRunner().invoke(app, ["data", "download", str(recipe_path)])
@@ -168,7 +167,6 @@ def test_a_damaged_archive_is_named_and_nothing_is_unpacked(tmp_path, monkeypatc
         _mirror(monkeypatch, url)
         recipe = load_recipe(_recipe(tmp_path, root), ["tasks=[{name: vizwiz, type: vizwiz, test_size: 1}]",
                                                        "evaluation.general=[]"], check_data=False)
-        plan = plan_downloads(recipe)
         (root / "vizwiz").mkdir(parents=True)
         for name in ("train.json", "val.json"):
             (root / "vizwiz" / name).write_text("[]")
@@ -176,8 +174,6 @@ def test_a_damaged_archive_is_named_and_nothing_is_unpacked(tmp_path, monkeypatc
         (root / "vizwiz" / "train" / "a.jpg").write_bytes(b"a")
         plan = plan_downloads(recipe)
         assert [(f.splits, list(f.archives)) for f in plan.fetches] == [(["val"], ["val.zip"])]
-        from lite_cpt.data.download import run_downloads
-
         with pytest.raises(UserError, match=r"val\.zip is damaged"):
             run_downloads(plan, say=lambda _: None)
     assert not (root / "vizwiz" / "val").exists()
