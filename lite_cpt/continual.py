@@ -41,16 +41,17 @@ from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from lite_cpt.locks import unit_lock, waiting_lock
+from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
-from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
+from lite_cpt.planner.timeplan import Calibration
 from lite_cpt.oom import explain_oom
-from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
@@ -75,7 +76,7 @@ class Workspace:
     general: list[EvalSet]
     console: Console | None
     _train_cache: dict
-    calibration: Calibration | None = None  # throughputs the time prediction uses (None: reference card)
+    calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
     tracker: RunTracker | None = None
 
     def train_examples(self, task_name: str) -> list[Example]:
@@ -173,15 +174,18 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.data.preflight import require_data
     from lite_cpt.report import write_report
 
+    check_device(recipe.model)  # what this machine cannot run is said before anything about data
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
-        ws = build_workspace(recipe.model_copy(update={"seed": seed}), console, loaded)
-        loaded = (ws.model, ws.processor)
-        ws.calibration = calibration
-        if len(recipe.run_seeds) > 1:
-            _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
-        _run_arms(ws, arms)
+        seeded = recipe.model_copy(update={"seed": seed})
+        with lock_ahead(seeded, arms):
+            ws = build_workspace(seeded, console, loaded)
+            loaded = (ws.model, ws.processor)
+            ws.calibration = calibration
+            if len(recipe.run_seeds) > 1:
+                _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
+            _run_arms(ws, arms)
     write_report(recipe.run_dir)
     return recipe.run_dir
 
@@ -190,11 +194,30 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
                   calibration: Calibration | None = None) -> Path:
     """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
-    `calibration`: the throughputs behind the logged time plan (None: the reference card)."""
-    ws = build_workspace(recipe, console)
-    ws.calibration = calibration
-    _run_arms(ws, arms)
+    `calibration`: the throughputs behind the logged time plan (used only on its own device)."""
+    check_device(recipe.model)
+    with lock_ahead(recipe, arms):
+        ws = build_workspace(recipe, console)
+        ws.calibration = calibration
+        _run_arms(ws, arms)
     return ws.run_dir
+
+
+def lock_ahead(recipe: Recipe, arms: list[str] | None):
+    """The lock of the first unfinished arm this process trains (seed `recipe.seed`), taken
+    before the model loads, so a second run of the same command is refused at once; `run_arm`
+    adopts it."""
+    chosen = [arm.name for arm in recipe.arms if (arms is None or arm.name in arms)
+              and not _finished_quietly(recipe, arm.name)][:1]
+    prepare_run_dir(recipe)  # a run directory of another recipe is refused before any lock is made in it
+    return units_locked_ahead([seed_dir(recipe.run_dir, recipe.seed) / name for name in chosen])
+
+
+def _finished_quietly(recipe: Recipe, arm: str) -> bool:
+    try:
+        return arm_finished(recipe, arm)
+    except (OSError, ValueError, KeyError, TypeError):  # damaged: the arm's own run says so
+        return False
 
 
 def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
@@ -371,13 +394,13 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     if done:
         load_adapter_weights(ws.model, arm_dir / f"task_{done}")
         method.load_state(arm_dir / f"task_{done}", [name for name, _ in phases[:done]])
-        _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]})")
+        _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]}) from {arm_dir / f'task_{done}'}")
     else:
         r0, g0 = base_row(ws)
         rows, general_rows = [r0], [g0]
         _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
 
-    _say_prediction(ws, arm)
+    say_time_plan(ws, arm, lambda line: _say(ws, line))
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
         finished = [n for n, _ in phases[:index]]
@@ -445,8 +468,11 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.
-    if phase.checkpoint.latest_intact() is None:
+    if (restored := phase.checkpoint.latest_intact()) is None:
         cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index)
+    else:
+        _say(ws, f"{arm.name}: resuming task {index} ({name}) from its checkpoint after update {restored[0]}: "
+                 f"{restored[1]}")
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
     with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred():
@@ -486,32 +512,10 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
-        **_prediction_of(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        **prediction_record(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
         "scores": task_row, "general": general_row,
     })
     return task_row, general_row
-
-
-def _prediction_of(ws: Workspace, arm: ArmConfig, knobs, index: int) -> dict:
-    """The time plan's seconds for phase `index` of the arm, to log beside the measured ones."""
-    predictions = predicted_phases(ws.recipe, arm, knobs, ws.calibration)
-    if predictions is None:
-        return {}
-    return {"predicted_seconds": predicted_record(predictions[index - 1])}
-
-
-def _say_prediction(ws: Workspace, arm: ArmConfig) -> None:
-    predictions = predicted_phases(ws.recipe, arm, resolve_knobs(ws.recipe, arm.name), ws.calibration)
-    if predictions is None:
-        return
-    totals: dict[str, float] = {}
-    for record in predictions:
-        for key, value in predicted_record(record).items():
-            if key != "train":
-                totals[key] = totals.get(key, 0.0) + value
-    device = (ws.calibration.device if ws.calibration else "the reference 24 GB card")
-    parts = ", ".join(f"{k} {v / 3600:.2f}" for k, v in totals.items())
-    _say(ws, f"[dim]{arm.name}: time plan on {device}: {sum(totals.values()) / 3600:.2f} h ({parts})[/]")
 
 
 def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:

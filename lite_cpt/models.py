@@ -46,6 +46,14 @@ def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
     return cfg.quantization
 
 
+def check_device(cfg: ModelConfig) -> None:
+    """Refuse at once a model setting this machine cannot run (a CUDA device or a 4-bit / 8-bit
+    base without a GPU): before any data is checked or weights load."""
+    device = resolve_device(cfg)
+    if cfg.name != "tiny":  # the tiny base is never quantised
+        resolve_quantization(cfg, device)
+
+
 def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...] = ("visual", "lm_head")):
     """bitsandbytes settings for `kind`; the modules named in `keep` stay unquantised."""
     if kind == "none":

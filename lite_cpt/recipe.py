@@ -455,11 +455,11 @@ class ArmConfig(Section):
 
 
 def arm_methods() -> tuple[str, ...]:
-    """The method names of the arm registry (imported on first use: the arm modules load torch
-    and transformers, which reading a recipe does not otherwise need)."""
-    from lite_cpt.arms import arm_names
+    """The method names of the arm registry, read without importing it (the arm modules load
+    torch and transformers, which reading a recipe does not otherwise need)."""
+    from lite_cpt.arms_declared import arm_method_names
 
-    return arm_names()
+    return arm_method_names()
 
 
 class GenerationConfig(Section):

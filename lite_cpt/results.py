@@ -134,7 +134,7 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
         return float(sum(values)) if values else None
 
     cost = {"wall_seconds": total(("train_seconds", "eval_seconds"))}
-    predicted = [event["predicted_seconds"] for event in events if event.get("predicted_seconds")]
+    predicted = [event["predicted_seconds"] for event in events if comparable_prediction(event)]
     cost["predicted_seconds"] = (float(sum(p["train"] + p.get("evaluation", 0.0) for p in predicted))
                                  if predicted else None)
     cost["phase_seconds"] = phase_seconds(events)
@@ -144,13 +144,28 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
     return cost
 
 
+def same_device(calibrated: str | None, running: str | None) -> bool:
+    """Whether a calibration's device (`cpu (2 threads)`, `NVIDIA H100 80GB HBM3`) is the running
+    one: the same name, thread counts aside."""
+    if not calibrated or not running:
+        return False
+    return calibrated.split(" (")[0].strip() == running.split(" (")[0].strip()
+
+
+def comparable_prediction(event: dict) -> bool:
+    """Whether a task_end record's predicted seconds describe the device its measured seconds
+    come from (`predicted_on` and `device`): a plan of another card, or one a record does not
+    place (logged by earlier versions), is not set beside what was measured."""
+    return bool(event.get("predicted_seconds")) and same_device(event.get("predicted_on"), event.get("device"))
+
+
 def phase_seconds(events: list[dict]) -> dict[str, dict[str, float]]:
     """Per time-plan phase, the plan's seconds and the measured ones summed over the task_end
     events that carry both ({phase: {"predicted", "measured"}}); evaluation is the measured
     eval_seconds, offline instance filtering the measured rif_seconds."""
     sums: dict[str, dict[str, float]] = {}
     for event in events:
-        predicted = event.get("predicted_seconds") or {}
+        predicted = event.get("predicted_seconds") if comparable_prediction(event) else {}
         measured = dict(event.get("phase_seconds") or {})
         if event.get("eval_seconds") is not None:
             measured["evaluation"] = event["eval_seconds"]

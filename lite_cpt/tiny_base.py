@@ -55,11 +55,12 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
     from lite_cpt.sft import train_sft
     from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
 
-    if console is not None:
-        console.print(f"building the tiny base (once; cached in {path})")
+    say = _progress_lines(console)
+    say(f"building the tiny base (once; cached in {path})")
     tiny, base = recipe.model.tiny, recipe.model.base_training
     family = resolve_family(recipe.model)
     model, processor = build_tiny_model(tiny, tiny_corpus(tiny.seed, family.name), family.name)
+    say(f"tiny base: tokenizer and random {family.name} model built")
     if base.enabled:
         examples = []
         # A text-only model learns the synthetic tasks that have no image.
@@ -69,8 +70,38 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
             examples += examples_of(task, task.load("base", base.samples_per_task))
         # Full fine-tuning as one SFT phase: the batch in one pass, the kernel's log-prob chunk.
         arm = ArmConfig(name="base", method="sft", lr=base.lr, batch_size=base.batch_size)
+        say(f"tiny base: training on {len(examples)} examples, {base.epochs} epoch(s)")
         with task_progress(console, "training the tiny base") as advance:
             phase = Phase(knobs=Knobs(base.batch_size, None, 1), seed=tiny.seed, epochs=base.epochs,
-                          name="base", progress=advance)
+                          name="base", progress=_with_step_lines(advance, say))
             train_sft(model, processor, examples, arm, phase)
-    return save_tiny_model(model, processor, path)
+    saved = save_tiny_model(model, processor, path)
+    say(f"tiny base: saved to {saved}")
+    return saved
+
+
+def _progress_lines(console):
+    """Plain lines that also reach a log (a progress bar leaves nothing in a file), each with the
+    seconds since the build started."""
+    import time
+
+    started = time.perf_counter()
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(f"{text} ({time.perf_counter() - started:.0f} s)", highlight=False, markup=False)
+
+    return say
+
+
+def _with_step_lines(advance, say, every: int = 10):
+    """`advance`, plus a line at about every `every` % of the steps (and at the last)."""
+    said = set()
+
+    def both(done: int, total: int) -> None:
+        advance(done, total)
+        if total and (done == total or done * every // total not in said):
+            said.add(done * every // total)
+            say(f"tiny base: step {done}/{total}")
+
+    return both

@@ -44,6 +44,7 @@ from lite_cpt.phase import micro_batches
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
+from lite_cpt.results import same_device
 
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
@@ -479,3 +480,24 @@ def predicted_record(prediction: dict) -> dict[str, float]:
     phases = {k: round(v, 6) for k, v in prediction.items() if k in TIME_PHASES}
     train = sum(v for k, v in phases.items() if k != "evaluation")
     return {**phases, "train": round(train, 6)}
+
+
+def device_label(device) -> str:
+    """The name a calibration gives a device (`lite-cpt bench gpu`): the CUDA card's name, or
+    `cpu`, whatever its thread count."""
+    import torch
+
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def calibration_here(calibration: Calibration | None, running: str) -> tuple[Calibration | None, str]:
+    """The calibration when it describes the running device, else None and the line that says
+    why a run prints no time plan."""
+    if calibration is not None and same_device(calibration.device, running):
+        return calibration, ""
+    if calibration is not None:
+        return None, (f"no time plan: the calibration describes {calibration.device}, this run is on {running}; "
+                      f"measure this device with `lite-cpt bench gpu --json F` and pass --calibration F")
+    return None, (f"no time plan: no calibration for this device ({running}); measure it with "
+                  f"`lite-cpt bench gpu --json F` and pass --calibration F")

@@ -44,6 +44,10 @@ class RealTask(Task):
     def open(self, split: str) -> SplitTable:
         return loaders.open_split(self.location(), split)
 
+    def hub_configs(self, split: str) -> list[str | None]:
+        """The hub configurations (folders) a split is read from (`lite-cpt data download`)."""
+        return [self.location().config_for(split)]
+
     def usable_rows(self, table: SplitTable) -> list[int]:
         """Row indices (after the split's slice) the task can use."""
         return loaders.non_null_rows(table, self.required_columns)
