@@ -46,8 +46,9 @@ def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
     return cfg.quantization
 
 
-def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...] = ("visual", "lm_head")):
-    """bitsandbytes settings for `kind`; the modules named in `keep` stay unquantised."""
+def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...]):
+    """bitsandbytes settings for `kind`; the modules named in `keep` (full module paths, the
+    family's `keep_unquantized`) stay unquantised."""
     if kind == "none":
         return None
     try:
@@ -61,7 +62,7 @@ def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, 
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
-            # The vision tower and lm_head stay in bf16: small, and sensitive to quantisation.
+            # The vision tower and lm_head stay 16-bit: small, and sensitive to quantisation.
             llm_int8_skip_modules=list(keep),
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(keep))
