@@ -201,8 +201,9 @@ def build_random_model(config, *, device, quantize: bool = True, lora_r: int = B
         bias="none", task_type="CAUSAL_LM",
     ))
     if gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model.enable_input_require_grads()
+        from lite_cpt.models import enable_checkpointing
+
+        enable_checkpointing(peft_model, True)  # as a run does: no gradient into the vision tower
     return peft_model
 
 

@@ -123,10 +123,18 @@ def load_processor(family: Family, path_or_id: str, cfg: ModelConfig):
 
 
 def enable_checkpointing(model, enabled: bool) -> None:
+    """Non-reentrant gradient checkpointing, and no input-embedding hook.
+
+    transformers' `gradient_checkpointing_enable` calls `enable_input_require_grads`, which
+    hooks the input embeddings of every sub-model: the vision tower's patch embedding too. Its
+    output would then require grad, and every training micro-batch would recompute and
+    backpropagate the frozen tower and keep its inputs. Non-reentrant checkpointing passes
+    gradients to the LoRA weights inside a block whatever its inputs (peft notes the same), so
+    the hooks are removed.
+    """
     if enabled:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # With a frozen embedding layer, inputs to the first checkpointed block carry no grad.
-        model.enable_input_require_grads()
+        model.disable_input_require_grads()
 
 
 def load_base(recipe: Recipe, console=None):
