@@ -128,13 +128,13 @@ def run(
       lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
       lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
-    from lite_cpt.planner.timeplan import load_calibration
     from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.recipe import load_recipe
     from lite_cpt.units import plan_units
 
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
+    from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
     if ray.enabled:

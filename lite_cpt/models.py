@@ -81,7 +81,6 @@ def load_pretrained(path_or_id: str, cfg: ModelConfig):
             path_or_id,
             max_seq_length=4096,
             load_in_4bit=cfg.quantization in ("auto", "nf4"),
-            lora_cfg=cfg.lora,
             gradient_checkpointing=cfg.gradient_checkpointing,
             dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype),
         )
@@ -179,14 +178,12 @@ def resolve_lora_targets(model, pattern: str) -> str:
 
 
 def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_checkpointing: bool = False):
-    """A fresh LoRA adapter on `model` (a PeftModel whose base stays frozen).
+    """A fresh LoRA adapter on `model` (a PeftModel whose base stays frozen); on a base loaded
+    by the unsloth backend, unsloth's own `get_peft_model` adds it."""
+    from lite_cpt.unsloth_backend import add_unsloth_lora, is_unsloth_model
 
-    A model from the unsloth backend already carries its adapter and is returned as it is.
-    """
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        return model
+    if is_unsloth_model(model):
+        return add_unsloth_lora(model, cfg)
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 

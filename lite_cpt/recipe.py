@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lite_cpt.errors import UserError
+from lite_cpt.unsloth_backend import import_unsloth_first, recipe_backend
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -792,6 +793,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_d
     raw = read_recipe_yaml(path)
     for keys, value in parse_overrides(overrides or []):
         apply_override(raw, keys, value)
+    import_unsloth_first(recipe_backend(raw))  # before validation imports transformers
     raw = expand_arm_defaults(raw)
     recipe = recipe_from_dict(raw, str(path))
     check_recipe_references(recipe, check_data=check_data)
