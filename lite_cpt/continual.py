@@ -44,7 +44,7 @@ from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
 from lite_cpt.oom import explain_oom
-from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
@@ -172,6 +172,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.data.preflight import require_data
     from lite_cpt.report import write_report
 
+    check_device(recipe)  # a dtype this GPU cannot run stops here, before any data loads
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:

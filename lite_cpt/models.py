@@ -14,25 +14,12 @@ from pathlib import Path
 
 import torch
 
+from lite_cpt.device_policy import check_device, device_policy, resolve_device  # noqa: F401 (check_device re-exported)
 from lite_cpt.errors import UserError
 from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.integrity import sealed_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
-
-
-def resolve_device(cfg: ModelConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is cuda but no CUDA GPU is visible; set model.device: cpu or auto")
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
-def resolve_dtype(cfg: ModelConfig, device: torch.device) -> torch.dtype:
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, cfg.dtype)
 
 
 def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
@@ -82,10 +69,10 @@ def load_pretrained(path_or_id: str, cfg: ModelConfig):
             max_seq_length=4096,
             load_in_4bit=cfg.quantization in ("auto", "nf4"),
             gradient_checkpointing=cfg.gradient_checkpointing,
-            dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype),
+            dtype=device_policy(cfg).dtype,  # fp16 below compute capability 8.0
         )
-    device = resolve_device(cfg)
-    dtype = resolve_dtype(cfg, device)
+    policy = device_policy(cfg)  # bf16 from compute capability 8.0, fp16 below it, fp32 on a CPU
+    device, dtype = policy.device, policy.dtype
     quant = resolve_quantization(cfg, device)
     kwargs = dict(dtype=dtype, quantization_config=quantization_config(quant, dtype, family.keep_unquantized))
     if cfg.attn_implementation != "auto":
