@@ -78,6 +78,7 @@ class FakeFastVisionModel:
 @pytest.fixture
 def fake_unsloth(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
     FakeFastVisionModel.calls = []
     module = types.ModuleType("unsloth")
     module.FastVisionModel = FakeFastVisionModel
@@ -103,6 +104,7 @@ def test_the_adapter_unsloth_adds_is_what_the_optimizer_trains(fake_unsloth, mon
     (_, name, load_kwargs), (_, peft_kwargs) = fake_unsloth.calls
     assert name == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert load_kwargs["use_gradient_checkpointing"] == "unsloth" and load_kwargs["load_in_4bit"] is False
+    assert load_kwargs["dtype"] == torch.bfloat16  # the device policy's choice on compute capability 8.6
     assert peft_kwargs["r"] == 4 and peft_kwargs["use_gradient_checkpointing"] == "unsloth"
     assert peft_kwargs["finetune_vision_layers"] is False and "target_modules" not in peft_kwargs
 
