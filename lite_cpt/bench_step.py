@@ -255,6 +255,15 @@ def tiny_bench_shape() -> ModelShape:
     return tiny_shape(TinyModelConfig())
 
 
+def bench_dtype(device):
+    """The 16-bit dtype a run picks on `device` (the device policy: bf16 from compute
+    capability 8.0, fp16 below it)."""
+    from lite_cpt.device_policy import device_policy
+    from lite_cpt.recipe import ModelConfig
+
+    return device_policy(ModelConfig(device=device.type, dtype="auto")).dtype
+
+
 def bench_setup(model: str = "7b", shapes: BenchShapes | None = None, device=None) -> BenchSetup:
     """Build the bench's model with random weights (NF4 for "7b" / "3b"; fp32 at the tiny
     model's shape for "tiny") on `device` (CUDA when there is one), its processor and examples."""
@@ -273,7 +282,7 @@ def bench_setup(model: str = "7b", shapes: BenchShapes | None = None, device=Non
     processor = bench_processor(shapes.image_tokens)
     start = time.perf_counter()
     peft_model = build_random_model(bench_config(shape, processor), device=device, quantize=not tiny,
-                                    dtype=torch.float32 if tiny else None)
+                                    dtype=torch.float32 if tiny else bench_dtype(device))
     build_seconds = time.perf_counter() - start
     task, examples = bench_examples(recipe, processor, max(shapes.micro_batch_size, shapes.eval_batch),
                                     prompt_tokens=shapes.prompt_tokens, image_tokens=shapes.image_tokens,
@@ -383,7 +392,7 @@ def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) 
         "device": name,
         "gpu_gb": gpu_gb,
         "model": setup.shape.name,
-        "weights": "fp32 (tiny shape)" if setup.shape.name == "tiny" else "NF4 + bf16",
+        "weights": "fp32 (tiny shape)" if setup.shape.name == "tiny" else f"NF4 + {str(bench_dtype(device))[6:]}",
         "shapes": {"group_size": rft.group_size, "prompt_tokens": task.max_prompt_tokens,
                    "image_tokens": setup.image_tokens,
                    "answer_tokens": task.max_answer_tokens,

@@ -149,3 +149,12 @@ def test_bf16_and_fp32_models_have_no_scaler():
         model = torch.nn.Sequential(torch.nn.Linear(2, 2).to(dtype))
         optimizer, _ = adamw(model, 1e-3, 0.0, "test")
         assert getattr(optimizer, GRAD_SCALER) is None
+
+
+def test_bench_step_builds_its_model_in_the_policys_dtype(fake_gpu):
+    from lite_cpt.bench_step import bench_dtype
+
+    fake_gpu("Tesla T4", (7, 5))
+    assert bench_dtype(torch.device("cuda")) == torch.float16
+    fake_gpu("NVIDIA L4", (8, 9))
+    assert bench_dtype(torch.device("cuda")) == torch.bfloat16
