@@ -78,7 +78,7 @@ class ModelConfig(Section):
         "config.json model_type or the model id (tiny: qwen2_5_vl), or one of qwen2_5_vl, qwen3_vl, text.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA sm_80+, float16 with loss scaling below, float32 on CPU."
+        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA sm_80+, float16 + loss scaling below, float32 on CPU."
     )
     quantization: Literal["auto", "none", "nf4", "int8"] = Field(
         "auto", description="Frozen-base quantisation; `auto` = nf4 (QLoRA) on CUDA, none on CPU."

@@ -31,7 +31,8 @@ def fake_gpu(monkeypatch):
 def test_ampere_and_newer_get_bf16_and_triton(fake_gpu):
     fake_gpu("NVIDIA A10G", (8, 6))
     policy = device_policy(ModelConfig())
-    assert (policy.device.type, policy.dtype, policy.triton, policy.loss_scaling) == ("cuda", torch.bfloat16, True, False)
+    assert (policy.device.type, policy.dtype, policy.triton, policy.loss_scaling) == (
+        "cuda", torch.bfloat16, True, False)
     assert device_policy(ModelConfig(dtype="float16")).loss_scaling  # fp16 asked for: scaled there too
 
 

@@ -31,7 +31,8 @@ def meta_model(family: str):
     if family == "qwen2_5_vl":
         config, model_class = seven_b_config("7b"), transformers.Qwen2_5_VLForConditionalGeneration
     else:
-        config, model_class = transformers.Qwen3VLConfig(**QWEN3_VL_8B_CONFIG), transformers.Qwen3VLForConditionalGeneration
+        config = transformers.Qwen3VLConfig(**QWEN3_VL_8B_CONFIG)
+        model_class = transformers.Qwen3VLForConditionalGeneration
     with torch.device("meta"):
         return model_class(config)
 
