@@ -135,7 +135,7 @@ def run(
     # one is refused in a moment.
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
-    from lite_cpt.planner.timeplan import load_calibration
+    from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
     from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.units import plan_units
 

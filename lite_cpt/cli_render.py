@@ -144,6 +144,9 @@ def render_bench_step(result: dict, console) -> None:
         table.add_row(phase, row.get("error") or _fmt(row["measured_gb"]), _fmt(row["planned_gb"]),
                       _fmt(row.get("planned_over_measured")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
     console.print(table)
+    for phase, row in result["phases"].items():
+        if row.get("detail"):
+            console.print(f"{phase}: {row['detail']}", highlight=False)
     console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
                   "(without CUDA context and allocator slack); none on a CPU.")
     rates = result["throughput"]

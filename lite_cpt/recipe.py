@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lite_cpt.errors import UserError
+from lite_cpt.unsloth_backend import import_unsloth_first, recipe_backend
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -77,7 +78,7 @@ class ModelConfig(Section):
         "config.json model_type or the model id (tiny: qwen2_5_vl), or one of qwen2_5_vl, qwen3_vl, text.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA, float32 on CPU."
+        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA sm_80+, float16 + loss scaling below, float32 on CPU."
     )
     quantization: Literal["auto", "none", "nf4", "int8"] = Field(
         "auto", description="Frozen-base quantisation; `auto` = nf4 (QLoRA) on CUDA, none on CPU."
@@ -797,6 +798,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_d
     raw = read_recipe_yaml(path)
     for keys, value in parse_overrides(overrides or []):
         apply_override(raw, keys, value)
+    import_unsloth_first(recipe_backend(raw))  # before validation imports transformers
     raw = expand_arm_defaults(raw)
     recipe = recipe_from_dict(raw, str(path))
     check_recipe_references(recipe, check_data=check_data)

@@ -44,10 +44,10 @@ import torch
 from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
-from lite_cpt.logprob import TokenLogprobs, token_logprobs
+from lite_cpt.logprob import TokenLogprobs, kernel_backend, token_logprobs
+from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
                                     packed_token_logprobs)
-from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
@@ -340,13 +340,13 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
                           logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
         loss, stats = grpo_loss(
-            scored.logp, old_logp, mb.advantages, scored.mask,
+            scored.logp, old_logp, mb.advantages, scored.mask, _backend=kernel_backend(scored.logp),
             ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
             eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip, aggregation=rft.aggregation,
         )
         tokens = float(scored.mask.sum())
         share = tokens / total_tokens if rft.aggregation == "token-mean" else len(mb.rows) / total_rows
-        (loss * share).backward()
+        backward(loss * share, model)  # scaled when the model computes in fp16
         out["loss"] += float(loss.detach()) * share
         out["kl"] += float(stats["kl_mean"]) * tokens / total_tokens
         out["clip_fraction"] += float(stats["clip_fraction"]) * tokens / total_tokens

@@ -130,11 +130,15 @@ class StopTokens:
 
 @contextmanager
 def eval_mode(model):
-    """Dropout off while generating; the model's own mode comes back afterwards."""
+    """Dropout off while generating (and unsloth's inference mode for an unsloth model); the
+    model's own mode comes back afterwards."""
+    from lite_cpt.unsloth_backend import generation_mode
+
     was_training = model.training
-    model.eval()
     try:
-        yield
+        with generation_mode(model):  # unsloth's training switch sets train mode: restore after it
+            model.eval()
+            yield
     finally:
         model.train(was_training)
 

@@ -23,7 +23,7 @@ from lite_cpt.batching import (
 )
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.logprob import token_logprobs
-from lite_cpt.numerics import NonFiniteGuard, step_if_finite
+from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
 from lite_cpt.rollout import model_device, model_dtype
 
@@ -155,11 +155,11 @@ def _accumulate(model, processor, batch: list[Example], knobs: Knobs,
         inputs, labels = collate([rows[i] for i in indices], pad_id)
         nll, _ = rows_loss_sum(model, to_device(inputs, device, model_dtype(model)), labels.to(device),
                                knobs.logprob_chunk)
-        (nll / n_tokens).backward()
+        backward(nll / n_tokens, model)  # scaled when the model computes in fp16
         loss_total += nll.item()
     loss = loss_total / n_tokens
     if extra_loss is not None:
         penalty = extra_loss()
-        penalty.backward()
+        backward(penalty, model)
         loss += float(penalty.item())
     return loss, n_tokens
