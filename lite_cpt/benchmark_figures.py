@@ -75,12 +75,6 @@ def figure_rows(arm_dir: Path, rows: int) -> dict:
     return {"figures": found} if any(found) else {}
 
 
-def load_figure_rows(general_path: Path) -> list[dict]:
-    """The "figures" rows of a general.json ([] when it has none)."""
-    rows = _read_figures(general_path).get("figures", [])
-    return [row if isinstance(row, dict) else {} for row in rows] if isinstance(rows, list) else []
-
-
 # ---------------------------------------------------------------- estimates over seeds
 
 

@@ -103,6 +103,12 @@ def load_general_scores(path: Path) -> tuple[list[str], list[list[float]]]:
     return benchmarks, rows
 
 
+def load_figure_rows(path: Path) -> list[dict]:
+    """The "figures" rows of a general.json (lite_cpt.benchmark_figures); [] when it has none."""
+    rows = _read_json(path).get("figures", []) if path.exists() else []
+    return [row if isinstance(row, dict) else {} for row in rows] if isinstance(rows, list) else []
+
+
 def read_task_end_events(path: Path) -> list[dict]:
     """The "task_end" events of a metrics.jsonl, one per task index (the last one logged wins).
 
@@ -172,8 +178,6 @@ def load_arm(arm_dir: Path) -> ArmResult:
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
     joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
-    from lite_cpt.benchmark_figures import load_figure_rows  # it reads ArmResult itself
-
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
                      path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"))
 
