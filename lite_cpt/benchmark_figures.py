@@ -86,8 +86,9 @@ def row_estimates(units: dict[int, ArmResult], row: int | None) -> dict[str, dic
         index = unit.R.shape[0] - 1 if row is None else row
         if 0 <= index < len(unit.figures):
             for bench, figures in unit.figures[index].items():
-                for name, entry in figures.items():
-                    per_seed.setdefault(bench, {}).setdefault(name, {})[seed] = entry
+                for name, entry in (figures.items() if isinstance(figures, dict) else ()):
+                    if isinstance(entry, dict) and isinstance(entry.get("value"), (int, float)):
+                        per_seed.setdefault(bench, {}).setdefault(name, {})[seed] = entry
     return {bench: {name: _estimate(entries) for name, entries in figures.items()}
             for bench, figures in per_seed.items()}
 
