@@ -29,7 +29,9 @@ from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 BASE_VERSION = 1  # bump when the generator or the training procedure changes
 
 #: The bases shipped with the package: {tiny_base_key: (directory under lite_cpt/tiny_bases, fingerprint)}.
-SHIPPED_BASES = {"PENDING": ("qwen2_5_vl", "PENDING")}
+SHIPPED_BASES = {
+    "f7f2d1674dcc3d68": ("qwen2_5_vl", "8628d0900cb939ea7f68a097042a2f88a62be71e3afa875a9cc7ea96124b7604"),
+}
 SHIPPED_ROOT = Path(__file__).resolve().parent / "tiny_bases"
 
 log = logging.getLogger(__name__)
