@@ -30,7 +30,8 @@ def base_row(recipe_path: str | Path = TINY_RECIPE) -> dict[str, float]:
 
 def render_base_row(scores: dict[str, float]) -> str:
     header = "| " + " | ".join(scores) + " |"
-    return "\n".join([header, "|" + "---|" * len(scores), "| " + " | ".join(f"{v:.3f}" for v in scores.values()) + " |"])
+    values = "| " + " | ".join(f"{v:.3f}" for v in scores.values()) + " |"
+    return "\n".join([header, "|" + "---|" * len(scores), values])
 
 
 def parse_base_row(block: str) -> dict[str, float]:

@@ -101,8 +101,8 @@ def test_readme_blocks_are_replaced_in_place_and_the_arms_table_renders():
     summary = {"seeds": [0, 1], "arms": {"sft": {"metrics": {
         "ACC": {"value": 0.5, "ci95": [0.4, 0.6]}, "BWT": metric, "forgetting": {"value": 0.1},
         "FWT": {"value": 0.02}, "Δ mmlu": {"value": -0.01}}}}}
-    assert render_arms(summary).splitlines()[2] == (
-        "| sft | 0.500 [0.400, 0.600] | −0.062 [−0.100, −0.020] | 0.100 | +0.020 | −0.010 | −0.060 / −0.065 |")
+    assert render_arms(summary).splitlines()[2] == ("| sft | 0.500 [0.400, 0.600] | −0.062 [−0.100, −0.020] | 0.100 "
+                                                    "| +0.020 | −0.010 | −0.060 / −0.065 |")
 
 
 @pytest.mark.slow
