@@ -7,7 +7,7 @@ Layout of a run (`runs/<name>/`):
       base_scores.json          row 0 (the base model) on tasks and general benchmarks
       base_predictions.jsonl.gz row 0 per item (id, answer, score)
       <arm>/matrix.json         {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
-      <arm>/general.json        {"benchmarks": [...], "G": [[...], ...]}, same rows
+      <arm>/general.json        {"benchmarks": [...], "G": [[...], ...], "figures": [...]}, same rows
       <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
@@ -34,6 +34,7 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
+from lite_cpt.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
@@ -48,7 +49,7 @@ from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run_time_plan import prediction_record, say_time_plan
@@ -272,7 +273,7 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[lis
         done = iter(range(1, len(sets) + 1))
         items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
                                     on_done=lambda _: advance(next(done), len(sets)))
-    write_predictions(predictions_path, items)
+    write_row_results(predictions_path, items, ws.general, cot)  # and the benchmarks' own figures
     scores = {name: mean_score(scored) for name, scored in items.items()}
     return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
 
@@ -528,7 +529,8 @@ def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
     # general.json first: matrix.json is the resume marker and must be the last file written.
-    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows})
+    figures = figure_rows(Path(general_path).parent, len(general_rows))  # {} when no benchmark has a summary
+    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows, **figures})
     matrix = {"tasks": tasks, "R": rows}
     if joint:
         matrix["joint"] = True

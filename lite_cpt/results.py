@@ -3,7 +3,8 @@
 A run directory (`runs/<name>/`) holds `recipe.yaml` and one `seed_<k>/` directory per seed, each
 with one subdirectory per arm:
   matrix.json    {"tasks": [T names], "R": [[T floats] x rows]}   row 0 = base, row i = after task i
-  general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning
+  general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning;
+                 "figures": per row, each benchmark's own figures (see lite_cpt.benchmark_figures)
   metrics.jsonl  "task_end" events give the compute cost; other events are ignored
   predictions/row_<i>.jsonl.gz   per-item scores of row i (row 0: ../base_predictions.jsonl.gz)
 Runs written before seeds had directories keep the arms directly under the run directory; they
@@ -41,6 +42,8 @@ class ArmResult:
     # defined for them; BWT, forgetting and FWT need a sequence.
     joint: bool = False
     path: Path | None = None  # the arm's directory, where its per-item predictions are
+    # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.benchmark_figures)
+    figures: list[dict] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -98,6 +101,12 @@ def load_general_scores(path: Path) -> tuple[list[str], list[list[float]]]:
     if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != len(benchmarks) for r in rows):
         raise UserError(f"{path}: every row of 'G' must hold one score per benchmark ({len(benchmarks)})")
     return benchmarks, rows
+
+
+def load_figure_rows(path: Path) -> list[dict]:
+    """The "figures" rows of a general.json (lite_cpt.benchmark_figures); [] when it has none."""
+    rows = _read_json(path).get("figures", []) if path.exists() else []
+    return [row if isinstance(row, dict) else {} for row in rows] if isinstance(rows, list) else []
 
 
 def read_task_end_events(path: Path) -> list[dict]:
@@ -185,7 +194,7 @@ def load_arm(arm_dir: Path) -> ArmResult:
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
     joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
-                     path=arm_dir)
+                     path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"))
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:

@@ -464,21 +464,15 @@ def image_columns(table: SplitTable) -> list[str]:
     return [name for name, feature in table.dataset.features.items() if holds_image(feature)]
 
 
-_READ_CHUNK = 4096  # rows per read: bounds the transient memory of a large draw
-
-
 def read_text_rows(table: SplitTable, indices: list[int]) -> list[dict]:
     """The rows at `indices` as plain dicts of every column except the image columns (those
-    stay on disk; `TableImage` references read one cell when a batch needs it)."""
-    import pyarrow as pa
+    stay on disk; `TableImage` references read one cell when a batch needs it); each row is
+    read from its own record batch (`take_rows`), never the columns whole."""
+    from lite_cpt.data.rows import take_rows
 
     skip = set(image_columns(table))
     arrow = table_arrow(table)
-    text = arrow.select([c for c in arrow.column_names if c not in skip])
-    rows: list[dict] = []
-    for start in range(0, len(indices), _READ_CHUNK):
-        rows += text.take(pa.array(indices[start : start + _READ_CHUNK], type=pa.int64())).to_pylist()
-    return rows
+    return take_rows(arrow.select([c for c in arrow.column_names if c not in skip]), indices)
 
 
 def table_arrow(table: SplitTable) -> Any:

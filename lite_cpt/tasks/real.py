@@ -17,6 +17,7 @@ from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
 from lite_cpt.data.quality import UNREADABLE
+from lite_cpt.data.rows import ROWS_PER_READ
 from lite_cpt.data.spec import DatasetSpec
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task
 
@@ -62,8 +63,13 @@ class RealTask(Task):
         the recipe seed: the same rows for every arm and every resume. Images stay references."""
         table = self.open(split)
         indices = loaders.subsample(self.usable_rows(table), size, self.seed, split)
-        rows = loaders.read_text_rows(table, indices)
-        return [self.make_sample(table, index, row) for index, row in zip(indices, rows)]
+        samples = []
+        # A chunk of rows at a time: each row's dict (with every long text column, e.g. ScienceQA's
+        # lectures) goes once its sample is made, so a whole-split draw never holds them all.
+        for start in range(0, len(indices), ROWS_PER_READ):
+            chunk = indices[start : start + ROWS_PER_READ]
+            samples += [self.make_sample(table, i, row) for i, row in zip(chunk, loaders.read_text_rows(table, chunk))]
+        return samples
 
     def make_sample(self, table: SplitTable, index: int, row: dict) -> Sample:
         sample_id = self.sample_id(row, table.split, index)
