@@ -44,7 +44,9 @@ def recipe_params(unit: Unit) -> dict[str, str]:
 
     flat = flatten_recipe(unit.recipe.model_dump(mode="json"))
     flat.update(name=unit.recipe.name, seed=unit.seed, arm=unit.arm)
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in flat.items()}
+    # MLflow names take alphanumerics and _-. :/ only: `tasks[order]` becomes `tasks:order`
+    return {key.replace("[order]", ":order"): value if isinstance(value, str) else json.dumps(value)
+            for key, value in flat.items()}
 
 
 class TensorBoardBackend:
