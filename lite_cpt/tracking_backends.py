@@ -1,6 +1,6 @@
 """One backend per tracker, each the library's own client, imported only when enabled.
 
-A backend is opened for one unit (`lite_cpt.tracking.Unit`), records the recipe, receives
+A backend is opened for one unit (`lite_cpt.tracking_scalars.Unit`), records the recipe, receives
 `backfill(entries)` once (everything on disk so far: it writes what its store lacks), then
 `log(entry)` per record, and `close(status)` with "finished", "preempted" or "failed".
 """
@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from lite_cpt.errors import UserError
-from lite_cpt.tracking import Entry, Unit
+from lite_cpt.tracking_scalars import Entry, Unit
 
 #: Key groups W&B charts against the `train_step` field (its own step counts records).
 WANDB_GROUPS = ("train", "matrix", "accuracy", "general", "seconds", "task_end")
