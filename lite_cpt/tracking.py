@@ -24,6 +24,7 @@ its charts plot against the `train_step` and `task` fields.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 from lite_cpt.io import atomic_write_json, read_jsonl
@@ -99,8 +100,14 @@ class RunTracker:
         unit = Unit(self.recipe, self.run_dir, self.seed, arm, _read_state(self.run_dir / f"seed_{self.seed}" / arm))
         tasks = [t.name for t in self.recipe.tasks]
         benches = [b.name for b in self.recipe.evaluation.general]
+        if self.recipe.logging.wandb and "wandb_run_id" not in unit.state:
+            # saved before the run exists: a process killed while creating it leaves the id to reuse
+            unit.state["wandb_run_id"] = uuid.uuid4().hex[:12]
+            atomic_write_json(unit.arm_dir / UNIT_STATE, unit.state)
+        saved = dict(unit.state)
         backends = open_backends(unit)
-        atomic_write_json(unit.arm_dir / UNIT_STATE, unit.state)
+        if unit.state != saved:
+            atomic_write_json(unit.arm_dir / UNIT_STATE, unit.state)
         opened = _OpenUnit(backends, tasks, benches, 0, 0)
         entries = [Entry(0, 0, base)] if (base := _base_scalars(unit.arm_dir, tasks, benches)) else []
         entries += [opened.entry(record) for record in records]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 from lite_cpt.errors import UserError
@@ -106,7 +105,7 @@ class WandbBackend:
         from lite_cpt.wandb_log import history_rows, run_files
 
         config = unit.recipe.logging
-        run_id = unit.state.setdefault("wandb_run_id", uuid.uuid4().hex[:12])
+        run_id = unit.state["wandb_run_id"]  # chosen and saved by the tracker
         # rows an earlier process of this unit wrote durably (a killed one loses its unflushed tail)
         self._written = {row.get("_step") for path in run_files(unit.run_dir / "wandb", run_id)
                          for row in history_rows(path)}
