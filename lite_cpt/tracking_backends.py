@@ -79,9 +79,8 @@ class TensorBoardBackend:
         from lite_cpt.recipe import recipe_to_yaml
 
         self._writer.add_text("recipe", "```yaml\n" + recipe_to_yaml(self._unit.recipe) + "```", global_step=0)
-        writer = self._writer._get_file_writer()
         for summary in hparams(recipe_params(self._unit), {}):  # the HParams tab's columns
-            writer.add_summary(summary, global_step=0)
+            self._writer.file_writer.add_summary(summary, global_step=0)
 
     def _add(self, entry: Entry) -> None:
         for tag, value in entry.scalars.items():

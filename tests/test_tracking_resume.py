@@ -116,6 +116,7 @@ def test_tensorboard_holds_every_step_once_and_the_matrix(stopped_twice):
     assert [e.step for e in events.Scalars("matrix/after_geometry/clevr")] == [STEPS]  # the train step at task end
     assert [e.step for e in events.Scalars("accuracy/clevr")] == [0, 3, STEPS]
     assert "recipe/text_summary" in events.Tags()["tensors"]  # the recipe as text beside the scalars
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")  # and in the HParams tab
 
 
 def test_wandb_holds_one_run_for_the_unit_every_record_once_and_the_matrix(stopped_twice):
