@@ -12,6 +12,7 @@ Layout of a run (`runs/<name>/`):
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
       <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
+      <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
 
@@ -227,8 +228,10 @@ def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
             for arm in ws.recipe.arms:
                 if arms is None or arm.name in arms:
                     run_arm(ws, arm)
-    finally:
-        ws.tracker.close()
+    except BaseException as error:  # the open tracker runs are marked preempted or failed
+        ws.tracker.close(error)
+        raise
+    ws.tracker.close()
 
 
 def arm_finished(recipe: Recipe, arm: str) -> bool:
@@ -371,6 +374,8 @@ def run_arm(ws: Workspace, arm: ArmConfig) -> None:
     directory is refused, other arms of the run may train in parallel."""
     with unit_lock(ws.run_dir / arm.name):
         _run_arm_locked(ws, arm)
+        if ws.tracker is not None:
+            ws.tracker.finish(arm.name)
 
 
 def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
@@ -522,9 +527,9 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
 def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
     """One record to the arm's metrics.jsonl and to the recipe's trackers."""
     log_path = arm_dir / "metrics.jsonl"
+    append_jsonl(log_path, record)  # first: the trackers follow metrics.jsonl (see lite_cpt.tracking)
     if ws.tracker is not None:
         ws.tracker.log(arm_dir.name, record, log_path)
-    append_jsonl(log_path, record)
 
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
