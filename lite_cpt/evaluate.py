@@ -86,6 +86,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
                      console=None) -> dict[str, float]:
     """`lite-cpt eval`: scores of the base (or base + adapter) on a recipe's evaluation sets."""
     from lite_cpt.errors import UserError
+    from lite_cpt.eval_prompt import shared_eval_cot
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
 
@@ -106,4 +107,4 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if unknown:
             raise UserError(f"unknown task {', '.join(unknown)}; allowed values: {', '.join(sorted(known))}")
         sets = [s for s in sets if s.task.name in task_names]
-    return evaluate_sets(model, processor, sets, planned_generation(recipe), cot=recipe.evaluation.cot)
+    return evaluate_sets(model, processor, sets, planned_generation(recipe), cot=shared_eval_cot(recipe))

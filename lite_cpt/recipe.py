@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lite_cpt.errors import UserError
+from lite_cpt.eval_prompt import EvalPrompt
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -419,6 +420,9 @@ class ArmConfig(Section):
     )
     max_steps_per_task: int | None = Field(None, ge=1, description="Cap on optimizer steps per task.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    eval_prompt: EvalPrompt | None = Field(
+        None, description="This arm's evaluation prompt (trained, cot, direct); None = evaluation.prompt.",
+    )
     rft: RFTConfig = Field(default_factory=RFTConfig, description="GRPO settings.")
     rif: RIFConfig = Field(default_factory=RIFConfig, description="Instance filtering settings.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
@@ -498,7 +502,11 @@ class EvaluationConfig(Section):
     general: list[BenchmarkConfig] = Field(
         default_factory=list, description="General benchmarks evaluated after every task."
     )
-    cot: bool = Field(False, description="Evaluate with the chain-of-thought prompt.")
+    prompt: EvalPrompt = Field(
+        "trained", description="Evaluation prompt of every arm (an arm's eval_prompt overrides it): trained = "
+        "the format the arm trained with (SFT arms: direct answers; RL arms: their rft.cot), cot = the "
+        "chain-of-thought prompt for all, direct = the direct-answer prompt for all.",
+    )
 
 
 class DataConfig(Section):

@@ -300,7 +300,7 @@ def test_evaluation_calls_last_as_long_as_their_longest_answer():
     from lite_cpt.planner.timeplan import SHORT_ANSWER_STEPS, evaluation_seconds, evaluation_steps
 
     raw = json.loads(json.dumps(RECIPE))
-    raw["evaluation"].update(cot=True, generation={"max_new_tokens": 96, "batch_size": 4})
+    raw["evaluation"].update(prompt="cot", generation={"max_new_tokens": 96, "batch_size": 4})
     recipe = recipe_from_dict(raw)
     sft, rft = (next(a for a in recipe.arms if a.name == n) for n in ("sft", "rft"))
     cal = dataclasses.replace(CAL, model="elsewhere")  # not measured on this model: no data lengths

@@ -177,6 +177,8 @@ class Counts:
 
 
 def counts_of(recipe, arm) -> Counts:
+    from lite_cpt.eval_prompt import arm_eval_cot
+
     tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size) for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     return Counts(
@@ -187,7 +189,7 @@ def counts_of(recipe, arm) -> Counts:
         kl=arm.rft.kl and arm.rft.kl_beta > 0,
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
-        eval_cot=recipe.evaluation.cot,
+        eval_cot=arm_eval_cot(recipe, arm),
     )
 
 
