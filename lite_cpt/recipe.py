@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lite_cpt.errors import UserError
 from lite_cpt.eval_prompt import EvalPrompt
+from lite_cpt.prompt_fields import PromptFields
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -249,7 +250,7 @@ def metrics_reading(option: str) -> list[str]:
     return [name for name, metric in METRICS.items() if option in metric.options]
 
 
-class TaskConfig(Section):
+class TaskConfig(Section, PromptFields):
     name: str = Field(..., description="Unique task name (used in the matrix and run directory).")
     type: str = Field(..., description="Task type from the registry (`lite-cpt validate` lists them).")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
@@ -259,9 +260,6 @@ class TaskConfig(Section):
     )
     test_size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training set for this task.")
-    prompt: str | None = Field(
-        None, description="Prompt template override; `{question}` is replaced by the sample's question."
-    )
     multiple_choice: bool = Field(
         False, description="Show the options and score the letter, for task types whose rows carry "
         "options but are free-form by default (geometry3k)."
@@ -306,8 +304,9 @@ def check_custom_task(task: Any) -> None:
         raise ValueError(f"'{task.name}' of type custom needs a `custom` section (columns, metric or reward)")
     if task.source.path is None and task.source.hf_id is None:
         raise ValueError(f"'{task.name}' of type custom needs source.path or source.hf_id (where its data is)")
-    if getattr(task, "prompt", None) is not None:
-        raise ValueError(f"'{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
+    for field in ("prompt", "cot_prompt"):
+        if getattr(task, field, None) is not None:
+            raise ValueError(f"'{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
 
 
 class RFTConfig(Section):
@@ -480,7 +479,7 @@ class GenerationConfig(Section):
         return value
 
 
-class BenchmarkConfig(Section):
+class BenchmarkConfig(Section, PromptFields):
     name: str = Field(..., description="Benchmark name in the results.")
     type: str = Field(..., description="Benchmark type from the registry.")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
@@ -751,6 +750,7 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
 def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     """The raw mapping of a recipe file, with `extends: other.yaml` resolved.
 
+    Top-level keys starting with `x-` are dropped (they hold YAML anchors for the rest to merge).
     An extending recipe is deep-merged over its parent (mappings merge key by key; lists and
     scalars replace), so an ablation states only what it changes.
     """
@@ -760,6 +760,8 @@ def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise UserError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path} must be a YAML mapping at the top level")
+    # Top-level `x-...` keys only hold YAML anchors (`x-r1v: &r1v {...}`) that tasks merge in.
+    raw = {key: value for key, value in raw.items() if not str(key).startswith("x-")}
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

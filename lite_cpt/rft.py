@@ -51,7 +51,6 @@ from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
 from lite_cpt.seeding import derived_seed
-from lite_cpt.tasks.base import format_reward
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, RFTConfig
@@ -75,7 +74,7 @@ def reward_parts(example: Example, text: str, rft: RFTConfig) -> tuple[float, fl
         return accuracy, accuracy
     task_weight = getattr(example.task.config, "format_weight", None)
     weight = rft.format_weight if task_weight is None else task_weight
-    return (1.0 - weight) * accuracy + weight * format_reward(text), accuracy
+    return (1.0 - weight) * accuracy + weight * example.task.format_reward(text), accuracy
 
 
 def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
