@@ -55,6 +55,7 @@ from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
+from lite_cpt.truncation import answer_shares, task_end_extra
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +245,11 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool) -> tuple[list[float], list[float]]:
-    """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one; its
-    per-item predictions are saved to `predictions_path`."""
+def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
+                 ) -> tuple[list[float], list[float], dict[str, float]]:
+    """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
+    the share of each set's answers cut at the length cap; its per-item predictions are saved to
+    `predictions_path`."""
     gen = planned_generation(ws.recipe)
     sets = ws.evalsets + ws.general
     with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
@@ -255,7 +258,8 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool) -
                                     on_done=lambda _: advance(next(done), len(sets)))
     write_predictions(predictions_path, items)
     scores = {name: mean_score(scored) for name, scored in items.items()}
-    return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
+    return ([scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general],
+            answer_shares(items))
 
 
 def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]]:
@@ -271,7 +275,7 @@ def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]
             return saved["R0"], saved["G0"]
         label = "the base model" + (" (chain-of-thought prompt)" if cot else "")
         with ws.model.disable_adapter():
-            tasks_row, general_row = evaluate_row(ws, label, ws.run_dir / predictions, cot)
+            tasks_row, general_row, _ = evaluate_row(ws, label, ws.run_dir / predictions, cot)
         atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
@@ -489,13 +493,14 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
     cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index or
             (r.get("task_index") == index and r.get("event") != "task_end"))
     started = time.perf_counter()
-    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index),
-                                         arm_eval_cot(ws.recipe, arm))
+    task_row, general_row, cut = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index),
+                                              arm_eval_cot(ws.recipe, arm))
     log_event(ws, arm_dir, {
         "event": "task_end", "task_index": index, "task": name,
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
-        "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
+        "policy_updates": stats.steps, "final_loss": stats.last_loss, **task_end_extra(stats.extra),
+        "truncated_answers": cut,
         **_prediction_of(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
         "scores": task_row, "general": general_row,
     })

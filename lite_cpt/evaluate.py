@@ -33,8 +33,9 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot)}
-            for text, sample in zip(out.texts, evalset.samples)]
+    truncated = out.truncated or [False] * len(out.texts)
+    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot), "truncated": cut}
+            for text, sample, cut in zip(out.texts, evalset.samples, truncated)]
 
 
 def planned_generation(recipe):

@@ -51,6 +51,7 @@ from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
 from lite_cpt.seeding import derived_seed
+from lite_cpt.truncation import count_rollouts
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, RFTConfig
@@ -102,6 +103,7 @@ class Rollouts:
     baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
     baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
     accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
+    truncated: list[bool] | None = None  # [B*G] cut at max_new_tokens (lite_cpt.truncation)
 
     @property
     def num_groups(self) -> int:
@@ -138,6 +140,7 @@ class Rollouts:
             baseline=None if self.baseline is None else self.baseline[groups],
             baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
             accuracies=None if self.accuracies is None else self.accuracies[rows] if rows else self.accuracies.new_zeros(0),
+            truncated=None if self.truncated is None else [self.truncated[r] for r in rows],
         )
 
     @staticmethod
@@ -154,7 +157,12 @@ class Rollouts:
             baseline=torch.cat([p.baseline for p in parts]) if with_baseline else None,
             baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
             accuracies=torch.cat([p.rewards if p.accuracies is None else p.accuracies for p in parts]),
+            truncated=[cut for p in parts for cut in (p.truncated or [False] * len(p.token_ids))],
         )
+
+    def task_names(self) -> list[str]:
+        """The task of each rollout's prompt, row by row."""
+        return [self.examples[row // self.group_size].task.name for row in range(len(self.token_ids))]
 
 
 def generate_rollouts(
@@ -203,6 +211,7 @@ def generate_rollouts(
         baseline=baseline,
         baseline_tokens=baseline_tokens,
         accuracies=torch.tensor([accuracy for _, accuracy in parts], dtype=torch.float32),
+        truncated=sampled.truncated,
     )
 
 
@@ -605,6 +614,8 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
         step_start = time.perf_counter()
         draw = draw_groups(model, processor, arm.rft, phase, plan, step)
         stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
+        for drawn in draw.candidates:
+            count_rollouts(stats.extra, drawn.task_names(), drawn.truncated or [False] * len(drawn.token_ids))
         add_phase_seconds(stats, rollout=time.perf_counter() - step_start)
         if not draw.kept:
             # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
@@ -664,6 +675,7 @@ def update_metrics(draw: GroupDraw, update: dict) -> dict:
         "dual_clip_fraction": update["dual_clip_fraction"],
         "entropy": update["entropy"],
         "generated_tokens": seen.generated_tokens,
+        "truncated_fraction": sum(seen.truncated) / len(seen.truncated) if seen.truncated else 0.0,
         "trained_tokens": update["trained_tokens"],
         "updated": update["updated"],
         "nonfinite_skipped": update["nonfinite_skipped"],

@@ -72,3 +72,8 @@ def test_sft_is_evaluated_without_the_cot_instruction_by_default_and_with_it_whe
         assert matrix["R"][0] == base["R0"]
         assert matrix.get("eval_prompt") == ("cot" if cot else None)
     assert (run_dir / base_files(False)[0]).exists() == (shared is None)
+    # the share of answers cut at the cap is logged per task, for rollouts and evaluation
+    ends = [json.loads(line) for line in (run_dir / "rft" / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "task_end"]
+    assert set(ends[0]["truncated_answers"]) == {"clevr"} and set(ends[0]["truncated_rollouts"]) == {"clevr"}
+    assert 0 <= ends[0]["truncated_rollouts"]["clevr"] <= 1
