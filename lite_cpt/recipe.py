@@ -346,7 +346,15 @@ class RFTConfig(Section):
     )
     advantage: Literal["grpo", "rloo", "remax"] = Field("grpo", description="Advantage estimator.")
     scale_rewards: bool = Field(True, description="Divide group-centred rewards by their std (GRPO).")
-    aggregation: Literal["token-mean", "seq-mean"] = Field("token-mean", description="Loss aggregation.")
+    aggregation: Literal["token-mean", "seq-mean", "micro-token-mean"] = Field(
+        "token-mean", description="Loss aggregation of a step: token-mean over the mini-batch, seq-mean (mean of "
+        "each rollout's token mean), or micro-token-mean: EasyR1's of the paper's period, each micro-batch of "
+        "loss_micro_batch rollouts its own token mean, divided by their count (lite_cpt/aggregation.py).",
+    )
+    loss_micro_batch: int = Field(
+        4, ge=1, description="Rollouts per micro-batch of micro-token-mean (EasyR1 "
+        "micro_batch_size_per_device_for_update: 4); the memory micro-batches are the planner's either way.",
+    )
     cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
     format_weight: float = Field(
         0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "
