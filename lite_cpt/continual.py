@@ -448,7 +448,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         name=name,
         # seeded from (run seed, arm, task index): the same in a resumed run
         seed=derived_seed(ws.recipe.seed, arm.name, index),
-        epochs=max(t.config.epochs for t in phase_tasks),
+        epochs=arm.epochs or max(t.config.epochs for t in phase_tasks),
         knobs=resolve_knobs(ws.recipe, arm.name),
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lite_cpt.errors import UserError
 from lite_cpt.eval_prompt import EvalPrompt
 from lite_cpt.prompt_fields import PromptFields
+from lite_cpt.sft_schedule import ScheduleFields
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -402,7 +403,7 @@ class EWCConfig(Section):
     fisher_samples: int = Field(32, ge=1, description="Samples used to estimate the diagonal Fisher.")
 
 
-class ArmConfig(Section):
+class ArmConfig(Section, ScheduleFields):
     name: str = Field(..., description="Arm name (directory under the run).")
     method: str | None = Field(
         None, description="Training method (`lite-cpt arms` lists them); defaults to the arm's name "
@@ -457,6 +458,12 @@ class ArmConfig(Section):
             if self.name not in methods:
                 raise ValueError(f"arm '{self.name}' needs a `method` (one of: {', '.join(methods)})")
             object.__setattr__(self, "method", self.name)
+        if self.lr_scheduler != "constant" or self.warmup_ratio:
+            from lite_cpt.arms import ARMS
+
+            if ARMS[self.method].kind != "sft":
+                raise ValueError(f"arm '{self.name}': lr_scheduler and warmup_ratio apply to SFT arms "
+                                 "(RL arms keep EasyR1's constant rate)")
         return self
 
 

@@ -179,7 +179,7 @@ class Counts:
 def counts_of(recipe, arm) -> Counts:
     from lite_cpt.eval_prompt import arm_eval_cot
 
-    tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size) for t in recipe.tasks)
+    tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size) for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     return Counts(
         tasks=tasks,
