@@ -381,9 +381,10 @@ class RIFConfig(Section):
     mode: Literal["offline", "online"] = Field(
         "offline", description="offline: filter once before each task; online: per batch, refilling."
     )
-    budget: Literal["filtered", "matched"] = Field(
+    budget: Literal["filtered", "matched", "compute"] = Field(
         "filtered",
-        description="filtered: train on the kept instances only; matched: as many policy updates as plain RFT.",
+        description="filtered: train on the kept instances only; matched: as many policy updates as plain RFT; "
+        "compute: as many rollouts as plain RFT, the K-rollout estimate's included.",
     )
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ def _cots(recipe) -> dict[str, bool]:
 
 def test_shipped_recipes_evaluate_sft_directly_and_rl_with_cot_unless_the_ablation_shares_one():
     faithful = load_recipe("recipes/seven_tasks.yaml", check_data=False)
-    assert _cots(faithful) == {"sft": False, "rft": True, "rif_rft": True,
+    assert _cots(faithful) == {"sft": False, "rft": True, "rif_rft": True, "rif_rft_compute": True,
                                "multitask_sft": False, "multitask_rft": True}
     shared = load_recipe("recipes/ablations/shared_eval_prompt.yaml", check_data=False)
     assert set(_cots(shared).values()) == {True}

@@ -21,7 +21,11 @@ Modes:
 
 Budgets: `filtered` trains ceil(kept * epochs / P) updates (online: draws each instance
 `epochs` times at most); `matched` trains as many updates as plain RFT on the full set,
-ceil(all * epochs / P), cycling over the kept instances — the data-budget-matched comparison.
+ceil(all * epochs / P), cycling over the kept instances — the update-matched comparison;
+`compute` counts the estimate's rollouts against the budget: offline, the N x K estimate
+rollouts plus the updates' P x G each come to plain RFT's U x P x G within one update
+(`compute_matched_updates`); online, as many prompts are rolled out (kept or dropped) as plain
+RFT rolls out.
 Per task the arm reports kept_fraction, rif_generated_tokens (tokens generated only to filter:
 the K-rollout estimate offline, the dropped groups online) and rif_seconds.
 """
@@ -117,6 +121,17 @@ def band_selector(low: float, high: float):
     return select
 
 
+def compute_matched_updates(instances: int, rollouts: int, epochs: float, prompts_per_step: int,
+                            group_size: int) -> int:
+    """Policy updates of a compute-matched offline RIF phase: plain RFT rolls out
+    U = ceil(N * epochs / P) batches of P x G answers; the estimate has rolled out N x K, and
+    floor((U x P x G - N x K) / (P x G)) updates spend what is left (0 when the estimate took it
+    all), so the two totals differ by less than one update's rollouts."""
+    per_update = prompts_per_step * group_size
+    left = rft_updates(instances, epochs, prompts_per_step) * per_update - instances * rollouts
+    return max(0, left // per_update)
+
+
 @register_arm
 class RIFRFT(ArmMethod):
     """GRPO on the instances that rollout-based filtering keeps (offline or online)."""
@@ -156,10 +171,16 @@ class RIFRFT(ArmMethod):
             stats = PhaseStats(generated_tokens=estimate.generated_tokens, seconds=estimate.seconds)
             stats.extra.update(extra)
             return stats
-        # filtered: passes over the kept set; matched: the update count of RFT on the full set.
-        pool_size = len(kept) if rif.budget == "filtered" else len(examples)
-        stats = train_rft(self.model, self.processor, kept, self.arm, phase,
-                          updates=rft_updates(pool_size, phase.epochs, rft.prompts_per_step))
+        # filtered: passes over the kept set; matched: the update count of RFT on the full set;
+        # compute: what RFT's rollouts leave once the estimate's are paid.
+        if rif.budget == "compute":
+            updates = compute_matched_updates(len(examples), rif.rollouts, phase.epochs, rft.prompts_per_step,
+                                              rft.group_size)
+        else:
+            pool_size = len(kept) if rif.budget == "filtered" else len(examples)
+            updates = rft_updates(pool_size, phase.epochs, rft.prompts_per_step)
+        stats = train_rft(self.model, self.processor, kept, self.arm, phase, updates=updates) if updates \
+            else PhaseStats()
         stats.generated_tokens += estimate.generated_tokens
         stats.seconds += estimate.seconds
         stats.extra.update(extra)
@@ -170,7 +191,8 @@ class RIFRFT(ArmMethod):
         updates = rft_updates(len(examples), phase.epochs, rft.prompts_per_step)
         # filtered: every instance is drawn `epochs` times at most; matched: draw until the
         # updates are done (each update gives up after one pass over the task's instances).
-        max_draws = math.ceil(len(examples) * phase.epochs) if rif.budget == "filtered" else None
+        max_draws = {"filtered": math.ceil(len(examples) * phase.epochs),
+                     "compute": updates * rft.prompts_per_step}.get(rif.budget)
         stats = train_rft(self.model, self.processor, examples, self.arm, phase,
                           select=band_selector(rif.low, rif.high), updates=updates, max_draws=max_draws)
         if stats.steps == 0:
