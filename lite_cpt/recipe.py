@@ -790,15 +790,17 @@ def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 def expand_arm_defaults(raw: dict) -> dict:
-    """`arm_defaults:` is merged under every arm, so arms state only what sets them apart."""
-    defaults = raw.pop("arm_defaults", None)
-    if defaults is None:
-        return raw
-    if not isinstance(defaults, dict):
-        raise UserError("arm_defaults must be a mapping of arm settings")
-    arms = raw.get("arms")
-    if isinstance(arms, list):
-        raw["arms"] = [deep_merge(defaults, arm) if isinstance(arm, dict) else arm for arm in arms]
+    """`arm_defaults:` is merged under every arm, and `task_defaults:` under every task, so
+    each states only what sets it apart (and a recipe that extends another changes a setting
+    of every task or arm in one line)."""
+    for key, items, what in (("arm_defaults", "arms", "arm"), ("task_defaults", "tasks", "task")):
+        defaults = raw.pop(key, None)
+        if defaults is None:
+            continue
+        if not isinstance(defaults, dict):
+            raise UserError(f"{key} must be a mapping of {what} settings")
+        if isinstance(raw.get(items), list):
+            raw[items] = [deep_merge(defaults, item) if isinstance(item, dict) else item for item in raw[items]]
     return raw
 
 
