@@ -373,10 +373,12 @@ class RFTConfig(Section):
 
 
 class RIFConfig(Section):
-    """Rollout-based instance filtering: keep instances whose mean reward lies in (low, high)."""
+    """Rollout-based instance filtering: keep instances whose mean accuracy (the reward's accuracy part,
+    without the format term) lies in (low, high) and whose rewards are not all equal."""
 
     rollouts: int = Field(4, ge=1, description="Rollouts per instance used to estimate its success rate (K).")
-    low: float = Field(0.0, ge=0, le=1, description="Keep instances whose mean reward is strictly above this.")
+    low: float = Field(0.0, ge=0, le=1, description="Keep instances whose mean accuracy over the K rollouts (the "
+                       "reward's accuracy part, not the format term) is strictly above this.")
     high: float = Field(1.0, ge=0, le=1, description="…and strictly below this.")
     mode: Literal["offline", "online"] = Field(
         "offline", description="offline: filter once before each task; online: per batch, refilling."

@@ -15,8 +15,8 @@ from lite_cpt.data.sample import Sample, format_choices  # noqa: F401  (re-expor
 from lite_cpt.errors import UserError
 from lite_cpt.tasks.letters import choice_letter  # noqa: F401  (re-exported)
 
-from lite_cpt.tasks import prompts
 from lite_cpt.tasks.prompts import COT_INSTRUCTION  # noqa: F401  (re-exported)
+from lite_cpt.tasks.prompts import boxed_answer, boxed_format_reward, cot_format, task_prompt
 
 
 class Task:
@@ -44,7 +44,7 @@ class Task:
     def prompt(self, sample: Sample, cot: bool = False) -> str:
         """The user text that follows the image: the recipe's template for the mode, else the
         question and the instruction (CoT: the think/answer request instead), see tasks.prompts."""
-        return prompts.task_prompt(self.config, sample.question, self.instruction(sample), cot,
+        return task_prompt(self.config, sample.question, self.instruction(sample), cot,
                                    cot_keeps_instruction=False)
 
     def target(self, sample: Sample, cot: bool = False) -> str:
@@ -57,14 +57,14 @@ class Task:
     def extract_answer(self, prediction: str, cot: bool = False) -> str:
         if not cot:
             return prediction.strip()
-        if prompts.cot_format(self.config) == "boxed":
-            return prompts.boxed_answer(prediction)
+        if cot_format(self.config) == "boxed":
+            return boxed_answer(prediction)
         return extract_answer(prediction, getattr(self.config, "answer_tag", "last"))
 
     def format_reward(self, text: str) -> float:
         """1.0 when a chain-of-thought answer has the form the task's CoT prompt asks for."""
-        if prompts.cot_format(self.config) == "boxed":
-            return prompts.boxed_format_reward(text)
+        if cot_format(self.config) == "boxed":
+            return boxed_format_reward(text)
         return format_reward(text)
 
     def reward(self, prediction: str, sample: Sample) -> float:

@@ -26,6 +26,8 @@ import re
 import string
 from typing import Any
 
+from mathruler.grader import extract_boxed_content
+
 COT_INSTRUCTION = (
     "First think step by step inside <think> </think>, "
     "then give the final answer inside <answer> </answer>."
@@ -99,6 +101,6 @@ def boxed_format_reward(text: str) -> float:
 
 def boxed_answer(text: str) -> str:
     """The answer of a `\\boxed{}` response, as EasyR1's math reward reads it (the last box)."""
-    from lite_cpt.tasks.mathqa import math_answer
-
-    return math_answer(_TAG_SPACES.sub(r"\1", text))
+    text = _TAG_SPACES.sub(r"\1", text)
+    boxed = extract_boxed_content(text) if "\\boxed" in text else "None"
+    return text.strip() if boxed == "None" else boxed

@@ -18,7 +18,7 @@ from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
 from lite_cpt.data.quality import UNREADABLE
 from lite_cpt.data.spec import DatasetSpec
-from lite_cpt.tasks import prompts
+from lite_cpt.tasks.prompts import task_prompt
 from lite_cpt.tasks.base import Sample, Task
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
@@ -101,7 +101,7 @@ class RealTask(Task):
     def prompt(self, sample: Sample, cot: bool = False) -> str:
         """Question, then what form the answer takes; in chain-of-thought mode that form is kept
         and the think/answer tags are asked for (or the recipe's templates, see tasks.prompts)."""
-        return prompts.task_prompt(self.config, sample.question, self.instruction(sample), cot,
+        return task_prompt(self.config, sample.question, self.instruction(sample), cot,
                                    cot_keeps_instruction=True)
 
 
