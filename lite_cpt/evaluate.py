@@ -33,7 +33,7 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    truncated = out.truncated or [False] * len(out.texts)
+    truncated = getattr(out, "truncated", None) or [False] * len(out.texts)
     return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot), "truncated": cut}
             for text, sample, cut in zip(out.texts, evalset.samples, truncated)]
 

@@ -156,6 +156,12 @@ def test_rl_options_by_hand():
     assert arm_time(work, knobs, rates, counts).seconds["logprob_pass"] == pytest.approx(128 * 2 * 0.02)
     _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2, "kl": False})
     assert arm_time(work, knobs, cal, counts).seconds["logprob_pass"] == pytest.approx(tokens / 100)  # old policy only
+    # two optimizer steps per rollout batch: the old policy's pass too, one pass over the rows to
+    # train, twice the optimizer steps
+    _, work, cal, counts = _rl_arm("rft", rft={"mini_batches_per_rollout": 2})
+    split = arm_time(work, knobs, cal, counts).seconds
+    assert split["logprob_pass"] == pytest.approx(2 * tokens / 100)
+    assert split["grpo_step"] == pytest.approx(plain["grpo_step"] + 4 * 0.5)
 
 
 def test_a_run_logs_each_tasks_predicted_phases_and_their_training_total():

@@ -10,11 +10,12 @@ Every phase is a count of work times a measured (or default) rate:
     rif_rollout    the same, K sequences for each training row (offline filtering, once per task)
     logprob_pass   (sequences · (prompt + new) tokens / prefill_tokens_per_s
                    + micro-batches · prefill_pass_s) · passes
-                   (passes: the reference when the KL is on, the old policy when inner_epochs > 1)
+                   (passes: the reference when the KL is on, the old policy when a rollout batch
+                   makes more than one optimizer step: inner_epochs x mini_batches_per_rollout > 1)
     (rollout and logprob_pass: sequences · the measured seconds per rollout (and pass) of the
     run's own phases, when the calibration measured them on this model at the arm's settings)
     grpo_step      (sequences · (prompt + new) tokens / train_tokens_per_s
-                   + micro-batches · train_pass_s + updates · optimizer_step_s) · inner_epochs
+                   + micro-batches · train_pass_s + updates · mini-batches · optimizer_step_s) · inner_epochs
     sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s
                    + steps · (micro-batches per step · train_pass_s + optimizer_step_s)
                    (or / sft_tokens_per_s, the measured rate of the run's SFT phase on this model)
@@ -174,6 +175,7 @@ class Counts:
     inner_epochs: int
     remax: bool
     eval_cot: bool = False  # evaluation prompts ask for a chain of thought
+    mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
 
 
 def counts_of(recipe, arm) -> Counts:
@@ -190,6 +192,7 @@ def counts_of(recipe, arm) -> Counts:
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
         eval_cot=arm_eval_cot(recipe, arm),
+        mini_batches=arm.rft.mini_batches_per_rollout,
     )
 
 
@@ -267,14 +270,15 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
         out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=max(1, knobs.rollout_batch_size) * k,
                                                 prompt=prompt, new_tokens=new, group_size=k)
     tokens = prompts * g * (prompt + new)
-    passes = int(counts.kl) + int(counts.inner_epochs > 1)
+    # the old policy's pass runs whenever one rollout batch makes more than one optimizer step
+    passes = int(counts.kl) + int(counts.inner_epochs * counts.mini_batches > 1)
     micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + new, knobs)
     if measured and cal.logprob_s_per_sequence:
         out["logprob_pass"] = prompts * g * passes * cal.logprob_s_per_sequence
     else:
         out["logprob_pass"] = (tokens / cal.prefill_tokens_per_s + micro * cal.prefill_pass_s) * passes
     out["grpo_step"] = (tokens / cal.train_tokens_per_s + micro * cal.train_pass_s
-                        + updates * cal.optimizer_step_s) * counts.inner_epochs
+                        + updates * counts.mini_batches * cal.optimizer_step_s) * counts.inner_epochs
     return out
 
 
