@@ -34,7 +34,6 @@ import torch
 import yaml
 from rich.console import Console
 
-from lite_cpt.arm_rows import RowFiles
 from lite_cpt.arms import build_arm
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
@@ -536,6 +535,29 @@ def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
     if ws.tracker is not None:
         ws.tracker.log(arm_dir.name, record, log_path)
     append_jsonl(log_path, record)
+
+
+@dataclass
+class RowFiles:
+    """An arm's matrix.json and general.json; a chain-of-thought evaluation is marked in
+    matrix.json (`eval_prompt: cot`), so its row 0 is read from the base files of that format."""
+
+    matrix_path: Path
+    general_path: Path
+    tasks: list[str]
+    benches: list[str]
+    joint: bool
+    cot: bool
+
+    def write(self, rows: list, general_rows: list) -> None:
+        # general.json first: matrix.json is the resume marker and must be the last file written.
+        atomic_write_json(self.general_path, {"benchmarks": self.benches, "G": general_rows})
+        matrix = {"tasks": self.tasks, "R": rows}
+        if self.joint:
+            matrix["joint"] = True
+        if self.cot:
+            matrix["eval_prompt"] = "cot"
+        atomic_write_json(self.matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

@@ -350,8 +350,9 @@ def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], 
                 continue
             # physical micro-batches never straddle two loss groups
             batches = prepare_micro_batches(model, processor, rollouts, scored, advantages, rft, knobs)
-            for mb in batches:
-                mb.normaliser = normaliser
+            if normaliser is not None:
+                for mb in batches:
+                    mb.normaliser = normaliser
             part.micro_batches += batches
     return parts
 
