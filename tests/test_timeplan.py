@@ -139,6 +139,13 @@ def test_rl_options_by_hand():
     assert arm_time(work, knobs, cal, counts).seconds["rif_rollout"] == pytest.approx(10 * (2 * p / 100 + 10 * 0.18))
     _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "mode": "online"})
     assert arm_time(work, knobs, cal, counts).seconds.get("rif_rollout", 0.0) == 0.0
+    # compute-matched (P = 8, G = 4): task a, 12 rows: (2 · 32 − 12 · 4) // 32 = 0 updates; task b, 8 rows, 2
+    # epochs: (2 · 32 − 8 · 4) // 32 = 1 update, against 2 each when filtered (counted before filtering)
+    _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "budget": "compute"})
+    filtered = arm_time(work, knobs, cal, _rl_arm("rif_rft", rif={"rollouts": 4})[3]).seconds
+    matched = arm_time(work, knobs, cal, counts).seconds
+    assert matched["rif_rollout"] == filtered["rif_rollout"]
+    assert matched["rollout"] < filtered["rollout"] and matched["grpo_step"] < filtered["grpo_step"]
 
     _, work, cal, counts = _rl_arm("rft")
     plain = arm_time(work, knobs, cal, counts).seconds

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
 from lite_cpt.phase import Example, Phase, PhaseStats
 from lite_cpt.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
+from lite_cpt.rif_budget import compute_matched_updates
 from lite_cpt.seeding import derived_seed
 
 if TYPE_CHECKING:
@@ -119,17 +120,6 @@ def band_selector(low: float, high: float):
         return learnable_groups(rollouts, low, high)
 
     return select
-
-
-def compute_matched_updates(instances: int, rollouts: int, epochs: float, prompts_per_step: int,
-                            group_size: int) -> int:
-    """Policy updates of a compute-matched offline RIF phase: plain RFT rolls out
-    U = ceil(N * epochs / P) batches of P x G answers; the estimate has rolled out N x K, and
-    floor((U x P x G - N x K) / (P x G)) updates spend what is left (0 when the estimate took it
-    all), so the two totals differ by less than one update's rollouts."""
-    per_update = prompts_per_step * group_size
-    left = rft_updates(instances, epochs, prompts_per_step) * per_update - instances * rollouts
-    return max(0, left // per_update)
 
 
 @register_arm

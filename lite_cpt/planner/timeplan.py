@@ -176,6 +176,7 @@ class Counts:
     remax: bool
     eval_cot: bool = False  # evaluation prompts ask for a chain of thought
     mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
+    rif_compute: bool = False  # offline RIF whose estimate counts against RFT's rollouts
 
 
 def counts_of(recipe, arm) -> Counts:
@@ -193,6 +194,7 @@ def counts_of(recipe, arm) -> Counts:
         remax=arm.rft.advantage == "remax",
         eval_cot=arm_eval_cot(recipe, arm),
         mini_batches=arm.rft.mini_batches_per_rollout,
+        rif_compute=arm.method == "rif_rft" and arm.rif.mode == "offline" and arm.rif.budget == "compute",
     )
 
 
@@ -255,6 +257,10 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     """rif_rollout, rollout, logprob_pass and grpo_step seconds of one GRPO training phase."""
     prompt, new, g = prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
+    if counts.rif_compute:  # what RFT's rollouts leave once the K-rollout estimate is paid
+        from lite_cpt.rif_budget import compute_matched_updates
+
+        updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
     measured = rl_measured_here(work, knobs, cal)
