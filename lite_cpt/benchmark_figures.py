@@ -68,9 +68,10 @@ def _read_figures(path: Path) -> dict:
     return figures if isinstance(figures, dict) else {}
 
 
-def figure_rows(arm_dir: Path, rows: int) -> dict:
-    """{"figures": [row 0, row 1, ...]} for general.json ({} when no row has any figures)."""
-    paths = [arm_dir.parent / BASE_PREDICTIONS, *(row_predictions_path(arm_dir, i) for i in range(1, rows))]
+def figure_rows(arm_dir: Path, rows: int, base_predictions: str = BASE_PREDICTIONS) -> dict:
+    """{"figures": [row 0, row 1, ...]} for general.json ({} when no row has any figures); row 0
+    from the seed's `base_predictions` (the base row in the arm's evaluation prompt format)."""
+    paths = [arm_dir.parent / base_predictions, *(row_predictions_path(arm_dir, i) for i in range(1, rows))]
     found = [_read_figures(figures_path(path)) for path in paths[:rows]]
     return {"figures": found} if any(found) else {}
 

@@ -4,8 +4,9 @@ Layout of a run (`runs/<name>/`):
 
     recipe.yaml                 the resolved recipe (a re-run must match it, seeds aside, to resume)
     seed_<k>/                   everything one seed produced; each (seed, arm) resumes on its own
-      base_scores.json          row 0 (the base model) on tasks and general benchmarks
+      base_scores.json          row 0 (the base model) on tasks and general benchmarks, direct-answer prompt
       base_predictions.jsonl.gz row 0 per item (id, answer, score)
+      base_*_cot.json(l.gz)     the same with the chain-of-thought prompt, for arms evaluated with it
       <arm>/matrix.json         {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
       <arm>/general.json        {"benchmarks": [...], "G": [[...], ...], "figures": [...]}, same rows
       <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
@@ -38,6 +39,7 @@ from lite_cpt.arms import build_arm
 from lite_cpt.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
+from lite_cpt.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
@@ -50,17 +52,18 @@ from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path
+from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
+from lite_cpt.truncation import answer_shares, task_end_extra
 
 log = logging.getLogger(__name__)
 
-BASE_SCORES = "base_scores.json"
+BASE_SCORES = base_files(cot=False)[0]  # row 0 of the direct-answer format
 #: The phase's statistics, saved with its adapter (a run killed while evaluating skips training).
 PHASE_STATS = "phase_stats.json"
 
@@ -248,10 +251,13 @@ def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
     """Compute and save row 0 of seed `recipe.seed` unless it is there; the seed directory."""
     directory = seed_dir(recipe.run_dir, recipe.seed)
     # A damaged file counts as missing: base_row names it and computes the row again.
-    if _read_json(directory / BASE_SCORES, ("R0", "G0"), quiet=True) is None:
+    missing = [cot for cot in recipe_eval_cots(recipe)
+               if _read_json(directory / base_files(cot)[0], ("R0", "G0"), quiet=True) is None]
+    if missing:
         ws = build_workspace(recipe, console)
         try:
-            base_row(ws)
+            for cot in missing:
+                base_row(ws, cot)
         finally:
             ws.tracker.close()
     return directory
@@ -268,9 +274,12 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[list[float], list[float]]:
-    """Scores of one matrix row; its per-item predictions are saved to `predictions_path`."""
-    gen, cot = planned_generation(ws.recipe), ws.recipe.evaluation.cot
+def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
+                 ) -> tuple[list[float], list[float], dict[str, float]]:
+    """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
+    the share of each set's answers cut at the length cap; its per-item predictions are saved to
+    `predictions_path`."""
+    gen = planned_generation(ws.recipe)
     sets = ws.evalsets + ws.general
     with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))
@@ -278,20 +287,24 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[lis
                                     on_done=lambda _: advance(next(done), len(sets)))
     write_row_results(predictions_path, items, ws.general, cot)  # and the benchmarks' own figures
     scores = {name: mean_score(scored) for name, scored in items.items()}
-    return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
+    return ([scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general],
+            answer_shares(items))
 
 
-def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
-    """Row 0, shared by all arms (a fresh adapter leaves the base unchanged), cached on disk.
+def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]]:
+    """Row 0 in one prompt format, shared by the arms evaluated with it (a fresh adapter leaves
+    the base unchanged), cached on disk.
 
     Processes training other arms of the same seed wait for the one computing it, so row 0 is
     computed once per recipe and seed, however many workers share the run directory."""
-    path = ws.run_dir / BASE_SCORES
+    scores, predictions = base_files(cot)
+    path = ws.run_dir / scores
     with waiting_lock(ws.run_dir / ".base_scores.lock"):
         if (saved := _read_json(path, ("R0", "G0"))) is not None:
             return saved["R0"], saved["G0"]
+        label = "the base model" + (" (chain-of-thought prompt)" if cot else "")
         with ws.model.disable_adapter():
-            tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
+            tasks_row, general_row, _ = evaluate_row(ws, label, ws.run_dir / predictions, cot)
         atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
@@ -321,7 +334,7 @@ def _rows_from_log(log_path: Path, base: list[float], key: str) -> list[list[flo
     return rows
 
 
-def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
+def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, list]:
     """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
     marker) and general.json, rebuilt from metrics.jsonl when either is damaged, cut back to
     the last task whose adapter verifies against its manifest."""
@@ -332,7 +345,7 @@ def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
     if damaged:
         log.warning("%s is damaged; its rows are rebuilt from %s", " and ".join(map(str, damaged)),
                     arm_dir / "metrics.jsonl")
-        r0, g0 = base_row(ws)
+        r0, g0 = base_row(ws, cot)
         rows = _rows_from_log(arm_dir / "metrics.jsonl", r0, "scores")
         general_rows = _rows_from_log(arm_dir / "metrics.jsonl", g0, "general")
     # matrix.json is the resume marker. general.json is written just before it, so a run killed
@@ -389,11 +402,13 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     remove_stale_temporaries(arm_dir)  # what an interrupted save left behind
     if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
-    rows, general_rows = resume_rows(ws, arm_dir)
+    cot = arm_eval_cot(ws.recipe, arm)
+    rows, general_rows = resume_rows(ws, arm_dir, cot)
     reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
+    written = RowFiles(matrix_path, general_path, task_names, bench_names, method.joint, cot)
     if done and not _rows_on_disk(matrix_path, rows):  # rebuilt from the log, or cut back
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
     if done >= len(phases):
         _say(ws, f"[dim]{arm.name}: finished earlier, skipping[/]")
         return
@@ -402,9 +417,9 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         method.load_state(arm_dir / f"task_{done}", [name for name, _ in phases[:done]])
         _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]}) from {arm_dir / f'task_{done}'}")
     else:
-        r0, g0 = base_row(ws)
+        r0, g0 = base_row(ws, cot)
         rows, general_rows = [r0], [g0]
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
 
     say_time_plan(ws, arm, lambda line: _say(ws, line))
     for index in range(done + 1, len(phases) + 1):
@@ -413,7 +428,7 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         task_row, general_row = train_phase(ws, arm, method, index, len(phases), name, phase_tasks, finished)
         rows.append(task_row)
         general_rows.append(general_row)
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
         _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
 
 
@@ -464,7 +479,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         name=name,
         # seeded from (run seed, arm, task index): the same in a resumed run
         seed=derived_seed(ws.recipe.seed, arm.name, index),
-        epochs=max(t.config.epochs for t in phase_tasks),
+        epochs=arm.epochs or max(t.config.epochs for t in phase_tasks),
         knobs=resolve_knobs(ws.recipe, arm.name),
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
@@ -512,12 +527,14 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
     cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index or
             (r.get("task_index") == index and r.get("event") != "task_end"))
     started = time.perf_counter()
-    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index))
+    task_row, general_row, cut = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index),
+                                              arm_eval_cot(ws.recipe, arm))
     log_event(ws, arm_dir, {
         "event": "task_end", "task_index": index, "task": name,
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
-        "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
+        "policy_updates": stats.steps, "final_loss": stats.last_loss, **task_end_extra(stats.extra),
+        "truncated_answers": cut,
         **prediction_record(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
         "scores": task_row, "general": general_row,
     })
@@ -532,14 +549,28 @@ def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
         ws.tracker.log(arm_dir.name, record, log_path)
 
 
-def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
-    # general.json first: matrix.json is the resume marker and must be the last file written.
-    figures = figure_rows(Path(general_path).parent, len(general_rows))  # {} when no benchmark has a summary
-    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows, **figures})
-    matrix = {"tasks": tasks, "R": rows}
-    if joint:
-        matrix["joint"] = True
-    atomic_write_json(matrix_path, matrix)
+@dataclass
+class RowFiles:
+    """An arm's matrix.json and general.json; a chain-of-thought evaluation is marked in
+    matrix.json (`eval_prompt: cot`), so its row 0 is read from the base files of that format."""
+
+    matrix_path: Path
+    general_path: Path
+    tasks: list[str]
+    benches: list[str]
+    joint: bool
+    cot: bool
+
+    def write(self, rows: list, general_rows: list) -> None:
+        # general.json first: matrix.json is the resume marker and must be the last file written.
+        figures = figure_rows(Path(self.general_path).parent, len(general_rows), base_files(self.cot)[1])
+        atomic_write_json(self.general_path, {"benchmarks": self.benches, "G": general_rows, **figures})
+        matrix = {"tasks": self.tasks, "R": rows}
+        if self.joint:
+            matrix["joint"] = True
+        if self.cot:
+            matrix["eval_prompt"] = "cot"
+        atomic_write_json(self.matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

@@ -44,6 +44,7 @@ class ArmResult:
     path: Path | None = None  # the arm's directory, where its per-item predictions are
     # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.benchmark_figures)
     figures: list[dict] = field(default_factory=list)
+    eval_cot: bool = False  # evaluated with the chain-of-thought prompt (matrix.json's eval_prompt)
 
     @property
     def finished(self) -> bool:
@@ -192,9 +193,11 @@ def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
-    joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
+    matrix = _read_json(arm_dir / "matrix.json")
+    joint = bool(matrix.get("joint", False))
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
-                     path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"))
+                     path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"),
+                     eval_cot=matrix.get("eval_prompt") == "cot")
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:

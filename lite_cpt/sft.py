@@ -26,6 +26,7 @@ from lite_cpt.logprob import token_logprobs
 from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
 from lite_cpt.rollout import model_device, model_dtype
+from lite_cpt.sft_schedule import lr_factor, set_lr
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig
@@ -84,6 +85,8 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
     start = time.perf_counter()
     model.train()
     for step in range(first, total_steps):
+        lr = arm.lr * lr_factor(step, total_steps, arm.lr_scheduler, arm.warmup_ratio)
+        set_lr(optimizer, lr)
         batch, order = _next_batch(rng, order, examples, arm.batch_size, hooks)
         with phase.guard("sft_step"):
             loss_value, n_tokens = _accumulate(model, processor, batch, phase.knobs, hooks.extra_loss)
@@ -92,7 +95,7 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
         stats.trained_tokens += n_tokens
         stats.last_loss = loss_value
         stats.extra["nonfinite_skipped"] = guard.skipped
-        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied,
+        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied, "lr": lr,
                         "seconds": elapsed + time.perf_counter() - start})
         phase.advance(step + 1, total_steps)
         end_of_update(phase, step + 1, optimizer, lambda: {

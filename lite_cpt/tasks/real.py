@@ -19,7 +19,8 @@ from lite_cpt.data.loaders import DataLocation, SplitTable
 from lite_cpt.data.quality import UNREADABLE
 from lite_cpt.data.rows import ROWS_PER_READ
 from lite_cpt.data.spec import DatasetSpec
-from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task
+from lite_cpt.tasks.prompts import task_prompt
+from lite_cpt.tasks.base import Sample, Task
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 
@@ -108,14 +109,10 @@ class RealTask(Task):
         return self.answer_instruction
 
     def prompt(self, sample: Sample, cot: bool = False) -> str:
-        """Question (or the recipe's template around it), then what form the answer takes; in
-        chain-of-thought mode that form is kept and the think/answer tags are asked for."""
-        template = getattr(self.config, "prompt", None)
-        body = template.format(question=sample.question) if template else sample.question
-        suffix = self.instruction(sample)
-        if cot:
-            suffix = f"{suffix} {COT_INSTRUCTION}" if suffix else COT_INSTRUCTION
-        return f"{body}\n{suffix}" if suffix else body
+        """Question, then what form the answer takes; in chain-of-thought mode that form is kept
+        and the think/answer tags are asked for (or the recipe's templates, see tasks.prompts)."""
+        return task_prompt(self.config, sample.question, self.instruction(sample), cot,
+                                   cot_keeps_instruction=True)
 
 
 def search_dirs(table: SplitTable) -> tuple:
