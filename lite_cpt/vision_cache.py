@@ -44,13 +44,15 @@ class CacheCounts:
 
 class VisionFeatureCache:
     """Per-image feature tuples (merged embeddings, then any deepstack features) by image key,
-    least recently used first; at most `max_bytes` in all, at most `device_bytes` of them off
-    the CPU."""
+    least recently used first; at most `max_bytes` in all, of which the most recent
+    `device_bytes` stay where they were computed and the rest is offloaded to the CPU (keys in
+    `offloaded`; a hit brings the entry back)."""
 
     def __init__(self, max_bytes: int, device_bytes: int = DEVICE_RESIDENT_BYTES):
         self.max_bytes = max_bytes
         self.device_bytes = device_bytes
         self.entries: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
+        self.offloaded: set[str] = set()
         self.counts = CacheCounts()
 
     @property
@@ -63,7 +65,11 @@ class VisionFeatureCache:
             return None
         self.counts.hits += 1
         self.entries.move_to_end(key)
-        return tuple(t.to(device, non_blocking=True) for t in entry)
+        if key in self.offloaded:  # the most recent entry lives on the device again
+            self.entries[key] = entry = tuple(t.to(device) for t in entry)
+            self.offloaded.discard(key)
+            self._bound()
+        return tuple(t.to(device) for t in entry)
 
     def put(self, key: str, tensors: tuple[torch.Tensor, ...]) -> None:
         self.counts.misses += 1
@@ -72,23 +78,25 @@ class VisionFeatureCache:
             return
         self.entries[key] = entry
         self.entries.move_to_end(key)
+        self.offloaded.discard(key)
         self._bound()
 
     def _bound(self) -> None:
         """Evict least recently used entries past `max_bytes`; offload past `device_bytes`."""
         total = self.bytes
         while total > self.max_bytes:
-            _, evicted = self.entries.popitem(last=False)
+            key, evicted = self.entries.popitem(last=False)
+            self.offloaded.discard(key)
             total -= _nbytes(evicted)
             self.counts.evictions += 1
         resident = 0
         for key in reversed(self.entries):  # most recent first
-            entry = self.entries[key]
-            if entry[0].device.type == "cpu":
+            if key in self.offloaded:
                 continue
-            resident += _nbytes(entry)
+            resident += _nbytes(self.entries[key])
             if resident > self.device_bytes:
-                self.entries[key] = tuple(t.to("cpu") for t in entry)
+                self.entries[key] = tuple(t.to("cpu") for t in self.entries[key])
+                self.offloaded.add(key)
                 self.counts.offloads += 1
 
 
