@@ -17,6 +17,7 @@ COMPONENT_LABELS = {
     "batch_inputs": "inputs + masks",
     "rollout_buffers": "rollout buffers",
     "vision_encoder": "vision encoder",
+    "vision_cache": "vision feature cache",
     "activations_stored": "act. checkpoints",
     "activations_layer": "act. one layer",
     "logprob": "log-prob buffers",

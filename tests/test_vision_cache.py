@@ -170,3 +170,26 @@ def test_no_cache_when_the_recipes_lora_targets_the_vision_tower(tmp_path):
     default = add_lora(build_tiny_model(recipe.model.tiny, tiny_corpus(0))[0], LoraConfig(r=4, alpha=8))
     with vision_feature_cache(default, recipe.model.vision_cache_gb) as cache:
         assert cache is not None and recipe.model.vision_cache_gb > 0
+
+
+def test_the_plan_counts_the_caches_resident_bytes_in_training_phases_only(tmp_path):
+    from lite_cpt.phase import Knobs as PlanKnobs
+    from lite_cpt.planner.bytes import phase_instants
+    from lite_cpt.planner.workload import workload_of
+    from lite_cpt.vision_cache import DEVICE_RESIDENT_BYTES
+
+    raw = tiny_recipe(tmp_path, arms=[{"name": "rft", "rft": {"group_size": 2, "prompts_per_step": 2}}])
+    knobs = PlanKnobs(2, 4096, 2)
+
+    def cache_bytes(model_overrides: dict, phase: str) -> set[float]:
+        recipe = recipe_from_dict({**raw, "model": {**raw["model"], **model_overrides}})
+        work = workload_of(recipe, recipe.arms[0])
+        return {i.components.get("vision_cache", 0.0) for i in phase_instants(work, phase, knobs)}
+
+    for phase in ("rollout", "logprob_pass", "grpo_step"):
+        assert cache_bytes({}, phase) == {DEVICE_RESIDENT_BYTES}
+    assert cache_bytes({"vision_cache_gb": 0.01}, "grpo_step") == {0.01 * 2**30}  # the bound, when smaller
+    assert cache_bytes({}, "evaluation") == {0.0}
+    assert cache_bytes({"vision_cache_gb": 0}, "grpo_step") == {0.0}
+    visual_lora = {**raw["model"]["lora"], "target_modules": r".*\.(qkv|q_proj|v_proj)"}
+    assert cache_bytes({"lora": visual_lora}, "grpo_step") == {0.0}
