@@ -55,6 +55,7 @@ class VisionFeatureCache:
         self.entries: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
         self.offloaded: set[str] = set()
         self.counts = CacheCounts()
+        self.output_type: type | None = None  # what `get_image_features` returns, from the first miss
 
     @property
     def bytes(self) -> int:
@@ -124,7 +125,6 @@ def tower_trains(visual: torch.nn.Module) -> bool:
 
 def cached_image_features(original, cache: VisionFeatureCache, spatial_merge: int):
     """`get_image_features` that serves known images from `cache` and runs `original` on the rest."""
-    output_type: list[type] = []
 
     def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
         if image_grid_thw is None:
@@ -137,7 +137,7 @@ def cached_image_features(original, cache: VisionFeatureCache, spatial_merge: in
         if first_miss:
             index = sorted(first_miss.values())
             out = original(torch.cat([pieces[i] for i in index]), image_grid_thw[index], return_dict=True, **kwargs)
-            output_type[:] = [type(out)]
+            cache.output_type = type(out)
             tokens = (image_grid_thw[index].prod(-1) // spatial_merge**2).tolist()
             deep = [torch.split(d, tokens) for d in (getattr(out, "deepstack_features", None) or [])]
             for j, i in enumerate(index):
@@ -148,7 +148,7 @@ def cached_image_features(original, cache: VisionFeatureCache, spatial_merge: in
         fields = {"pooler_output": tuple(f[0] for f in per_image)}
         if len(per_image[0]) > 1:  # deepstack: one [tokens of all images, width] tensor per layer
             fields["deepstack_features"] = [torch.cat([f[n] for f in per_image]) for n in range(1, len(per_image[0]))]
-        result = output_type[0](**fields)
+        result = cache.output_type(**fields)
         return result if return_dict else result.to_tuple()
 
     get_image_features.vision_cache = cache
@@ -156,10 +156,11 @@ def cached_image_features(original, cache: VisionFeatureCache, spatial_merge: in
 
 
 @contextmanager
-def vision_feature_cache(model, max_gb: float, *, device_bytes: int = DEVICE_RESIDENT_BYTES):
+def vision_feature_cache(model, max_gb: float, *, device_bytes: int = DEVICE_RESIDENT_BYTES,
+                         cache: VisionFeatureCache | None = None):
     """Within the block, each distinct image goes through the model's vision tower once; yields
     the cache, or None where it is off (`max_gb` 0, no vision tower, or a tower that trains).
-    Nested blocks share the outer block's cache."""
+    Nested blocks share the outer block's cache; `cache` carries one over from an earlier block."""
     inner = inner_vision_model(model)
     if max_gb <= 0 or inner is None or tower_trains(inner.visual):
         yield None
@@ -168,7 +169,7 @@ def vision_feature_cache(model, max_gb: float, *, device_bytes: int = DEVICE_RES
     if active is not None and hasattr(active, "vision_cache"):
         yield active.vision_cache
         return
-    cache = VisionFeatureCache(int(max_gb * 2**30), device_bytes)
+    cache = cache if cache is not None else VisionFeatureCache(int(max_gb * 2**30), device_bytes)
     inner.get_image_features = cached_image_features(inner.get_image_features, cache,
                                                      inner.visual.spatial_merge_size)
     try:
