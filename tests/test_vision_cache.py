@@ -193,3 +193,30 @@ def test_the_plan_counts_the_caches_resident_bytes_in_training_phases_only(tmp_p
     assert cache_bytes({"vision_cache_gb": 0}, "grpo_step") == {0.0}
     visual_lora = {**raw["model"]["lora"], "target_modules": r".*\.(qkv|q_proj|v_proj)"}
     assert cache_bytes({"lora": visual_lora}, "grpo_step") == {0.0}
+
+
+def test_the_continual_loop_caches_each_phase(tmp_path, monkeypatch):
+    """A run's phase is trained inside the cache: an SFT task of two epochs shows each image to
+    the tower once, its second epoch served from the cache."""
+    from contextlib import contextmanager
+
+    from lite_cpt import continual
+
+    raw = tiny_recipe(tmp_path, tasks=("mini_clevr",))
+    raw["tasks"][0].update(train_size=4, epochs=2)
+    raw["arms"] = [{"name": "sft", "lr": 5e-3, "batch_size": 4}]
+    recipe = recipe_from_dict(raw)
+    entered = []
+    real = continual.vision_feature_cache
+
+    @contextmanager
+    def spy(model, max_gb, **kwargs):
+        with real(model, max_gb, **kwargs) as cache:
+            entered.append((max_gb, cache))
+            yield cache
+
+    monkeypatch.setattr(continual, "vision_feature_cache", spy)
+    continual.run_seed_arms(recipe, ["sft"])
+    [(max_gb, cache)] = entered
+    assert max_gb == recipe.model.vision_cache_gb and cache is not None
+    assert cache.counts.misses == len(cache.entries) <= 4 and cache.counts.hits == cache.counts.misses
