@@ -75,7 +75,8 @@ class VisionFeatureCache:
 
     def put(self, key: str, tensors: tuple[torch.Tensor, ...]) -> None:
         self.counts.misses += 1
-        entry = tuple(t.detach() for t in tensors)
+        # a copy: a view would keep the whole batch's output alive behind an entry's byte count
+        entry = tuple(t.detach().clone() for t in tensors)
         if _nbytes(entry) > self.max_bytes:
             return
         self.entries[key] = entry
@@ -127,7 +128,9 @@ def cached_image_features(original, cache: VisionFeatureCache, spatial_merge: in
     """`get_image_features` that serves known images from `cache` and runs `original` on the rest."""
 
     def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
-        if image_grid_thw is None:
+        # precomputed per-batch tensors (transformers' `image_cu_seqlens` and kin) fit only the
+        # whole batch: such a call goes through uncached
+        if image_grid_thw is None or any(isinstance(v, torch.Tensor) for v in kwargs.values()):
             return original(pixel_values, image_grid_thw, **kwargs)
         return_dict = kwargs.pop("return_dict", True)
         pieces = torch.split(pixel_values, image_grid_thw.prod(-1).tolist())
