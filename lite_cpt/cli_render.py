@@ -17,6 +17,7 @@ COMPONENT_LABELS = {
     "batch_inputs": "inputs + masks",
     "rollout_buffers": "rollout buffers",
     "vision_encoder": "vision encoder",
+    "vision_cache": "vision feature cache",
     "activations_stored": "act. checkpoints",
     "activations_layer": "act. one layer",
     "logprob": "log-prob buffers",
@@ -189,3 +190,10 @@ def render_bench_prefix(result: dict, console) -> None:
     console.print(table)
     console.print(f"expanded / shared prefix: {result['token_ratio']:.2f}x tokens per pass, "
                   f"{result['speedup']:.2f}x seconds per update")
+    vision = result.get("vision_cache")
+    if vision:
+        off, on = vision["without"], vision["with"]
+        console.print(f"vision cache (shared prefix): {off['seconds']:.2f} s -> {on['seconds']:.2f} s per update "
+                      f"({vision['speedup']:.2f}x); vision tower per update: {off['tower_images']} images in "
+                      f"{off['tower_calls']} calls, {off['tower_seconds']:.3f} s -> {on['tower_images']} images, "
+                      f"{on['tower_seconds']:.3f} s")

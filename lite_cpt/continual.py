@@ -60,6 +60,7 @@ from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
 from lite_cpt.truncation import answer_shares, task_end_extra
+from lite_cpt.vision_cache import vision_feature_cache
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +497,8 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
                  f"{restored[1]}")
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
-    with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred():
+    with (task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred(),
+          vision_feature_cache(ws.model, ws.recipe.model.vision_cache_gb)):
         phase.progress = advance
         stats = method.train(examples, phase)
     method.after_task(examples, phase)

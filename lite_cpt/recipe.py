@@ -95,6 +95,10 @@ class ModelConfig(Section):
     )
     min_pixels: int | None = Field(None, ge=1, description="Processor min_pixels (image resolution floor).")
     max_pixels: int | None = Field(None, ge=1, description="Processor max_pixels (caps image tokens).")
+    vision_cache_gb: float = Field(
+        4.0, ge=0, description="Bound of the per-task cache of vision features (each image through the frozen "
+        "tower once; the oldest entries wait on the CPU); 0 = off; off anyway when LoRA targets the tower.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Tiny model shape.")
     base_training: BaseTrainingConfig = Field(
