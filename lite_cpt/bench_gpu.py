@@ -17,11 +17,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
+from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_json
+from lite_cpt.oom import is_oom
 
 #: A kernel shape small enough for a CPU smoke run of the whole command.
 TINY_KERNEL_SHAPE = (256, 64, 4096)
@@ -33,9 +37,27 @@ def loadable_here(recipe) -> bool:
     return name == "tiny" or (Path(name).expanduser() / "config.json").is_file()
 
 
+@contextmanager
+def calibration_oom_explained() -> Iterator[None]:
+    """An out-of-memory error of the calibration (any form: `oom.is_oom`) as one message."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - only out-of-memory errors become a message
+        if not is_oom(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        error.__traceback__ = None
+        raise UserError(f"bench gpu: out of GPU memory during the calibration ({first_line}); calibrate a "
+                        "smaller model with --recipe (its own model.max_pixels and batch sizes), or use a GPU "
+                        "with more memory") from None
+
+
 def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = False) -> dict:
     """Run the three benchmarks; `tiny` uses small shapes (CPU tests); `recipe`: the recipe
     whose model to calibrate (None: see the module's docstring)."""
+    from lite_cpt.bench_step import use_expandable_segments
+
+    use_expandable_segments()  # before anything starts CUDA
     from lite_cpt.bench_kernels import bench_kernels
     from lite_cpt.kernels import using_logprob_path
 
@@ -52,13 +74,14 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
 
 def _step_and_calibration(recipe, device: str, tiny: bool) -> dict:
     """The step benchmark and the calibration, on the log-prob path now in use."""
-    from lite_cpt.bench_step import bench_setup, measure_step
+    from lite_cpt.bench_step import free_device_memory, guarded_setup, measure_step
     from lite_cpt.calibrate import measure_calibration
 
     result: dict = {}
+    free_device_memory()  # the kernel bench's tensors, before the model is built
     setup = None
     if device == "cuda" or tiny:
-        setup = bench_setup("tiny" if tiny else "7b")
+        setup = guarded_setup("tiny" if tiny else "7b")
         result["step"] = measure_step(setup)
     else:
         result["step"] = {"skipped": "the step benchmark measures CUDA memory: run it on a GPU (or --tiny)"}
@@ -69,14 +92,15 @@ def _step_and_calibration(recipe, device: str, tiny: bool) -> dict:
     if recipe is not None and (setup is None or loadable_here(recipe)):
         from lite_cpt.models import add_lora, load_base
 
-        setup = None  # one model on the device at a time
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        base, processor = load_base(recipe)
-        model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
-        calibration = measure_calibration(recipe, model, processor)
+        setup = None  # one model on the device at a time: the random 7B goes before the recipe's loads
+        free_device_memory()
+        with calibration_oom_explained():
+            base, processor = load_base(recipe)
+            model = add_lora(base, recipe.model.lora, gradient_checkpointing=recipe.model.gradient_checkpointing)
+            calibration = measure_calibration(recipe, model, processor)
     else:
-        calibration = measure_calibration(setup.recipe, setup.model, setup.processor, examples=setup.examples,
-                                          data_rates=False)
+        with calibration_oom_explained():
+            calibration = measure_calibration(setup.recipe, setup.model, setup.processor, examples=setup.examples,
+                                              data_rates=False)
     result["calibration"] = calibration.to_json()
     return result

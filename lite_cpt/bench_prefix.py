@@ -17,6 +17,7 @@ import torch
 
 from lite_cpt.batching import encode_prompts
 from lite_cpt.bench_update import _phases, mixed_rollouts
+from lite_cpt.bench_vision import vision_cache_side
 from lite_cpt.phase import Knobs, Phase
 from lite_cpt.rft import (Rollouts, compute_advantages, expanded_micro_batches, max_prompt_tokens, policy_update,
                           shared_prefix_micro_batches)
@@ -87,6 +88,8 @@ def bench_prefix(recipe, *, prompts: int = 8, group_size: int = 5, answer_ratio:
     for _ in range(repeats):
         for name in SIDES:
             best[name] = min(best[name], _timed_update(model, processor, rollouts, arms[name], knobs))
+    vision = vision_cache_side(model, lambda: _timed_update(model, processor, rollouts, arms["shared prefix"], knobs),
+                               repeats, recipe.model.vision_cache_gb)
     answers = [len(t) for t in rollouts.token_ids]
     return {
         "prompts": len(rollouts.examples), "group_size": group_size, "mean_prompt_tokens": prompt_mean,
@@ -95,4 +98,5 @@ def bench_prefix(recipe, *, prompts: int = 8, group_size: int = 5, answer_ratio:
         "sides": {name: {**tokens[name], "seconds": best[name]} for name in SIDES},
         "token_ratio": tokens["expanded"]["tokens"] / tokens["shared prefix"]["tokens"],
         "speedup": best["expanded"] / best["shared prefix"],
+        "vision_cache": vision,  # the shared-prefix update with and without the vision cache
     }

@@ -22,35 +22,49 @@ text, so every group has variance and every rollout carries a gradient.
 from __future__ import annotations
 
 import dataclasses
-import math
+import gc
+import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from lite_cpt.bench_build import (  # noqa: F401 (re-exported: the bench's model and prompts)
+    BENCH_LORA_ALPHA,
+    BENCH_LORA_R,
+    BENCH_SEED,
+    BenchTask,
+    bench_config,
+    bench_examples,
+    bench_processor,
+    build_random_model,
+)
 from lite_cpt.errors import UserError
+from lite_cpt.oom import is_oom
 from lite_cpt.planner import (
-    DEFAULT_LORA_TARGETS,
     GIB,
     KNOWN_SHAPES,
     Knobs,
     ModelShape,
     default_logprob_chunk,
-    hf_config_from_shape,
     phase_peak_gb,
     tensor_peak_bytes,
     workload_of,
 )
-from lite_cpt.tasks.base import Sample, Task
 
-BENCH_LORA_R = 64
-BENCH_LORA_ALPHA = 128
-BENCH_SEED = 0
-LM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MEASURED_PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
-#: The tokenizer's vocabulary: the tiny model's (its special tokens are what the config names).
-BENCH_TOKENIZER_VOCAB = 1024
+ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
+#: What the bench sets unless the user did: segments that grow in place, so that freed blocks
+#: of one phase serve the next phase's differently sized tensors (less fragmentation).
+EXPANDABLE_SEGMENTS = "expandable_segments:True"
+#: The bench's own options that shrink each phase, for the message when it runs out of memory.
+PHASE_KNOBS = {
+    "sft_step": "--micro-batch-size, --answer-tokens or --prompt-tokens",
+    "rollout": "--group-size or --answer-tokens",
+    "logprob_pass": "--micro-batch-size or --answer-tokens",
+    "grpo_step": "--micro-batch-size, --group-size or --answer-tokens",
+    "evaluation": "--eval-batch or --answer-tokens",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,172 +147,6 @@ def planned(recipe, shape: ModelShape | None = None) -> dict[str, dict[str, Any]
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Model, processor and prompts
-
-
-def _quantize_linears(layer, compute_dtype) -> None:
-    """Replace the LM linears of one decoder layer by NF4 (double-quantised) bitsandbytes layers."""
-    import bitsandbytes as bnb
-    import torch
-
-    for name, child in list(layer.named_modules()):
-        if not (isinstance(child, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LM_LINEARS):
-            continue
-        parent_name, attr = name.rsplit(".", 1)
-        quantized = bnb.nn.Linear4bit(
-            child.in_features, child.out_features, bias=child.bias is not None,
-            compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4", device="meta",
-        )
-        weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
-                                   quant_type="nf4", module=quantized)
-        quantized.weight = weight.to(child.weight.device)  # quantises on the way
-        if child.bias is not None:
-            quantized.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-        setattr(layer.get_submodule(parent_name), attr, quantized)
-
-
-def build_random_model(config, *, device, quantize: bool = True, lora_r: int = BENCH_LORA_R,
-                       lora_alpha: int = BENCH_LORA_ALPHA, gradient_checkpointing: bool = True, seed: int = BENCH_SEED,
-                       dtype=None):
-    """A peft-wrapped random Qwen2.5-VL on `device`: bf16 weights (or `dtype`), NF4 LM linears (`quantize`),
-    LoRA on the recipe's default targets, non-reentrant gradient checkpointing.
-
-    Built on the meta device, then materialised part by part: everything but the decoder layers
-    first, then each decoder layer on its own, quantised before the next one is made.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    dtype = dtype or torch.bfloat16
-    torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    for param in model.parameters():  # parameters only: rope buffers stay fp32, as when loading
-        param.data = param.data.to(dtype)
-    language_model = model.model.language_model
-    layers = list(language_model.layers)
-    language_model.layers = torch.nn.ModuleList()
-    model.to_empty(device=device)
-    model.initialize_weights()
-    for layer in layers:
-        layer.to_empty(device=device)
-        for module in layer.modules():
-            model._init_weights(module)
-        if quantize:
-            _quantize_linears(layer, dtype)
-        language_model.layers.append(layer)
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    model.requires_grad_(False)
-    if quantize:
-        model.is_loaded_in_4bit = True  # peft picks its bitsandbytes LoRA layers by this flag
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    peft_model = get_peft_model(model, LoraConfig(
-        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=DEFAULT_LORA_TARGETS,
-        bias="none", task_type="CAUSAL_LM",
-    ))
-    if gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model.enable_input_require_grads()
-    return peft_model
-
-
-def bench_processor(image_tokens: int):
-    """The tiny model's offline tokenizer in a Qwen2.5-VL processor whose images become exactly
-    `image_tokens` merged tokens (a square of 28-pixel cells)."""
-    from lite_cpt.families.qwen2_5_vl import build_processor
-    from lite_cpt.families.qwen_tokenizer import build_tokenizer
-    from lite_cpt.tiny import tiny_corpus
-
-    side = math.isqrt(image_tokens)
-    if side * side != image_tokens:
-        raise UserError(f"--image-tokens must be a square number (a square image), got {image_tokens}")
-    return build_processor(build_tokenizer(tiny_corpus(BENCH_SEED), BENCH_TOKENIZER_VOCAB), side * 28)
-
-
-def bench_config(shape: ModelShape, processor):
-    """The transformers config of `shape` whose special token ids are the processor's."""
-    from lite_cpt.families.qwen2_5_vl import vision_token_ids
-
-    tokenizer = processor.tokenizer
-    if shape.vocab < len(tokenizer):
-        raise UserError(f"the bench needs a vocabulary of at least {len(tokenizer)} tokens, {shape.name} has {shape.vocab}")
-    config = hf_config_from_shape(shape)
-    for name, value in vision_token_ids(tokenizer).items():
-        setattr(config, name, value)
-    end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config.text_config.update({"bos_token_id": end_of_text, "pad_token_id": end_of_text,
-                               "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>")})
-    return config
-
-
-class BenchTask(Task):
-    """The synthetic task of the bench: the question is the whole prompt text, the reward a
-    hash of the answer (in [0, 1), so the G answers of a prompt differ in reward)."""
-
-    answer_instruction = ""
-
-    def reward(self, prediction: str, sample: Sample) -> float:
-        return (zlib.crc32(prediction.encode()) % 1000) / 1000
-
-
-def _text_of(tokenizer, tokens: int, generator) -> str:
-    """Random tokens of the tokenizer's own vocabulary (past the special tokens and single
-    bytes), decoded: text that encodes to about `tokens` tokens."""
-    import torch
-
-    first = len(tokenizer.all_special_tokens) + 256
-    return tokenizer.decode(torch.randint(first, len(tokenizer), (max(1, tokens),), generator=generator).tolist())
-
-
-def _prompt_tokens(processor, question: str, image) -> int:
-    from lite_cpt.batching import Prompt, encode_prompts
-
-    return int(encode_prompts(processor, [Prompt(question, (image,), "bench")])["attention_mask"].sum())
-
-
-def _question_of(processor, task: Task, image, prompt_tokens: int, generator) -> str:
-    """A random question whose longest prompt (chat scaffolding, image, text and the
-    chain-of-thought instruction) is at most `prompt_tokens` tokens, and close to it: drawn
-    long, then cut until it fits."""
-    tokenizer = processor.tokenizer
-
-    def length(question: str) -> int:
-        return _prompt_tokens(processor, task.prompt(Sample("bench", question, ""), cot=True), image)
-
-    room = prompt_tokens - length("")
-    if room < 1:
-        raise UserError(f"--prompt-tokens ({prompt_tokens}) leaves no room for text after the image and the "
-                        "chat scaffolding")
-    question = _text_of(tokenizer, room, generator)
-    while (excess := length(question) - prompt_tokens) > 0:
-        ids = tokenizer(question, add_special_tokens=False)["input_ids"]
-        question = tokenizer.decode(ids[: max(0, len(ids) - excess)])
-    return question
-
-
-def bench_examples(recipe, processor, count: int, *, prompt_tokens: int, image_tokens: int, answer_tokens: int):
-    """`count` examples of the bench task: a random image of `image_tokens` tokens, a question
-    that makes the prompt about `prompt_tokens` tokens, an answer of `answer_tokens` tokens
-    (longer text, cut by the task's `max_answer_tokens`)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from lite_cpt.phase import examples_of
-
-    task = BenchTask("bench", config=recipe.tasks[0])
-    side = math.isqrt(image_tokens) * 28
-    generator = torch.Generator().manual_seed(BENCH_SEED)
-    image = Image.fromarray(np.random.default_rng(BENCH_SEED).integers(0, 256, (side, side, 3), dtype=np.uint8))
-    tokenizer = processor.tokenizer
-    samples = [Sample(id=f"bench-{i}", question=_question_of(processor, task, image, prompt_tokens, generator),
-                      answer=_text_of(tokenizer, answer_tokens, generator), images=(image,)) for i in range(count)]
-    return task, examples_of(task, samples)
-
 
 # --------------------------------------------------------------------------------------------
 # The measured steps
@@ -327,16 +175,53 @@ def cpu_measure(fn: Callable[[], Any]) -> tuple[Any, float | None, float]:
     return result, None, time.perf_counter() - start
 
 
-def _recorder(results: dict, measure: Measure, model) -> Callable[[str, Callable[[], Any]], Any]:
-    """`record(name, fn)`: run `fn` under `measure`, store {"bytes", "seconds"} (or the OOM) in results."""
+def free_device_memory() -> None:
+    """Collect garbage (a bitsandbytes `Params4bit` and its module refer to each other, so a
+    dropped NF4 model waits for the cycle collector) and hand cached CUDA blocks back."""
     import torch
 
-    def record(name: str, fn: Callable[[], Any]) -> Any:
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def use_expandable_segments() -> str:
+    """Set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless the user set an allocator
+    configuration; it takes effect only before CUDA starts, so the bench calls this first.
+    Returns the configuration in force."""
+    if ALLOCATOR_VARIABLE not in os.environ and "PYTORCH_ALLOC_CONF" not in os.environ:
+        os.environ[ALLOCATOR_VARIABLE] = EXPANDABLE_SEGMENTS
+    return os.environ.get(ALLOCATOR_VARIABLE) or os.environ["PYTORCH_ALLOC_CONF"]
+
+
+def out_of_memory_note(phase: str, error: BaseException) -> str:
+    """What to tell about an out-of-memory error in `phase`: the error's first line, and the
+    bench options that shrink the phase."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"out of GPU memory during {phase} ({first_line}); rerun with a smaller {PHASE_KNOBS[phase]}, "
+            f"or on a GPU with more memory")
+
+
+def _recorder(results: dict, measure: Measure, model) -> Callable[..., Any]:
+    """`record(name, fn, warmup=None)`: run `warmup` (if any) and then `fn` under `measure`, and
+    store {"bytes", "seconds"} in results. Any out-of-memory error of either (torch's, or a
+    RuntimeError from cuBLAS or CUDA: `oom.is_oom`) is stored as the phase's error with
+    advice, the gradients and cached blocks are freed, and None is returned."""
+
+    def record(name: str, fn: Callable[[], Any], warmup: Callable[[], Any] | None = None) -> Any:
         try:
+            if warmup is not None:
+                warmup()  # first calls compile kernels and size caches: not measured, but guarded
             value, peak, seconds = measure(fn)
-        except torch.cuda.OutOfMemoryError:
+        except Exception as error:  # noqa: BLE001 - only out-of-memory errors are kept; others re-raised
+            if not is_oom(error):
+                raise
+            note = out_of_memory_note(name, error)
+            error.__traceback__ = None  # its frames hold the failed phase's tensors
+            del error
             model.zero_grad(set_to_none=True)
-            results[name] = {"bytes": None, "seconds": None, "error": "out of memory"}
+            free_device_memory()
+            results[name] = {"bytes": None, "seconds": None, "error": "out of memory", "detail": note}
             return None
         results[name] = {"bytes": peak, "seconds": seconds}
         return value
@@ -370,6 +255,15 @@ def tiny_bench_shape() -> ModelShape:
     return tiny_shape(TinyModelConfig())
 
 
+def bench_dtype(device):
+    """The 16-bit dtype a run picks on `device` (the device policy: bf16 from compute
+    capability 8.0, fp16 below it)."""
+    from lite_cpt.device_policy import device_policy
+    from lite_cpt.recipe import ModelConfig
+
+    return device_policy(ModelConfig(device=device.type, dtype="auto")).dtype
+
+
 def bench_setup(model: str = "7b", shapes: BenchShapes | None = None, device=None) -> BenchSetup:
     """Build the bench's model with random weights (NF4 for "7b" / "3b"; fp32 at the tiny
     model's shape for "tiny") on `device` (CUDA when there is one), its processor and examples."""
@@ -388,7 +282,7 @@ def bench_setup(model: str = "7b", shapes: BenchShapes | None = None, device=Non
     processor = bench_processor(shapes.image_tokens)
     start = time.perf_counter()
     peft_model = build_random_model(bench_config(shape, processor), device=device, quantize=not tiny,
-                                    dtype=torch.float32 if tiny else None)
+                                    dtype=torch.float32 if tiny else bench_dtype(device))
     build_seconds = time.perf_counter() - start
     task, examples = bench_examples(recipe, processor, max(shapes.micro_batch_size, shapes.eval_batch),
                                     prompt_tokens=shapes.prompt_tokens, image_tokens=shapes.image_tokens,
@@ -426,8 +320,7 @@ def _sft_phase(setup: BenchSetup, record, results: dict) -> None:
     def sft_step():
         return train_sft(setup.model, setup.processor, setup.examples[: arm.batch_size], arm, Phase(knobs, epochs=1))
 
-    sft_step()
-    if (stats := record("sft_step", sft_step)) is not None:
+    if (stats := record("sft_step", sft_step, warmup=sft_step)) is not None:
         results["sft_step"]["tokens"] = stats.trained_tokens
 
 
@@ -448,8 +341,8 @@ def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
         return generate_rollouts(model, processor, prompts, settings, group_size=rft.group_size,
                                  generator_seed=BENCH_SEED, rollout_batch_size=knobs.rollout_batch_size)
 
-    rollout(rft.model_copy(update={"max_new_tokens": 2}))
-    if (rollouts := record("rollout", rollout)) is None:
+    warmup = rft.model_copy(update={"max_new_tokens": 2})
+    if (rollouts := record("rollout", rollout, warmup=lambda: rollout(warmup))) is None:
         return
     results["rollout"]["tokens"] = rollouts.generated_tokens
     rows = list(range(len(rollouts.token_ids)))
@@ -499,13 +392,14 @@ def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) 
         "device": name,
         "gpu_gb": gpu_gb,
         "model": setup.shape.name,
-        "weights": "fp32 (tiny shape)" if setup.shape.name == "tiny" else "NF4 + bf16",
+        "weights": "fp32 (tiny shape)" if setup.shape.name == "tiny" else f"NF4 + {str(bench_dtype(device))[6:]}",
         "shapes": {"group_size": rft.group_size, "prompt_tokens": task.max_prompt_tokens,
                    "image_tokens": setup.image_tokens,
                    "answer_tokens": task.max_answer_tokens,
                    "micro_batch_size": _arm(setup.recipe, "sft").micro_batch_size,
                    "eval_batch": setup.recipe.evaluation.generation.batch_size, "lora_r": BENCH_LORA_R},
         "build_seconds": setup.build_seconds,
+        "allocator": os.environ.get(ALLOCATOR_VARIABLE) or os.environ.get("PYTORCH_ALLOC_CONF"),
         "phases": {},
         "throughput": {
             "sft_trained_tokens_per_s": _rate(measured.get("sft_step", {}), "tokens"),
@@ -524,12 +418,28 @@ def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) 
             "naive_planned_gb": plan[phase]["naive_allocated_gb"],
             "seconds": got.get("seconds"),
         }
-        if "error" in got:
-            row["error"] = got["error"]
+        for key in ("error", "detail"):
+            if key in got:
+                row[key] = got[key]
         if row["measured_gb"]:
             row["planned_over_measured"] = row["planned_gb"] / row["measured_gb"]
         result["phases"][phase] = row
     return result
+
+
+def guarded_setup(model: str = "7b", shapes: BenchShapes | None = None) -> BenchSetup:
+    """`bench_setup`, with an out-of-memory error while building explained in one message."""
+    try:
+        return bench_setup(model, shapes)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory errors become a message
+        if not is_oom(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        error.__traceback__ = None
+        free_device_memory()
+        raise UserError(f"bench step: out of GPU memory while building the random-weight {model} model "
+                        f"({first_line}); the frozen model alone must fit: try --model 3b, or a GPU with more "
+                        "memory (check nvidia-smi for other processes)") from None
 
 
 def measure_step(setup: BenchSetup) -> dict:
@@ -547,12 +457,13 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", shapes: B
     """Run every phase of a run once on the random-weight model `model` (7b or 3b on CUDA; tiny
     on a CPU too); measured vs planned per phase and the throughputs, written as JSON to
     `json_path` when given."""
+    use_expandable_segments()  # before anything starts CUDA
     import torch
 
     if model != "tiny" and not torch.cuda.is_available():
         raise UserError("bench step needs a CUDA GPU (it measures real peak GPU memory); "
                         "--model tiny runs the tiny shape on the CPU")
-    result = measure_step(bench_setup(model, shapes))
+    result = measure_step(guarded_setup(model, shapes))
     if json_path is not None:
         from lite_cpt.io import atomic_write_json
 
@@ -562,6 +473,6 @@ def bench_step(json_path: str | Path | None = None, model: str = "7b", shapes: B
 
 __all__ = [
     "BenchSetup", "BenchShapes", "BenchTask", "TINY_SHAPES", "bench_config", "bench_examples", "bench_processor",
-    "bench_recipe", "bench_setup", "bench_shapes", "bench_step", "build_random_model", "measure_step", "planned",
-    "run_bench_phases", "step_result",
+    "bench_recipe", "bench_setup", "bench_shapes", "bench_step", "build_random_model", "free_device_memory",
+    "guarded_setup", "measure_step", "planned", "run_bench_phases", "step_result", "use_expandable_segments",
 ]

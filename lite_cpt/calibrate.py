@@ -208,6 +208,7 @@ def eval_prompts_per_s(recipe, model, processor) -> float:
     generation settings (its planned batch; answers of the model's own length, scoring
     included): one call of each task's and general benchmark's test items, after one warm-up
     call, as an evaluation after each task runs them."""
+    from lite_cpt.eval_prompt import shared_eval_cot
     from lite_cpt.evaluate import evaluate_sets, planned_generation, recipe_eval_sets
 
     generation = planned_generation(recipe)
@@ -215,7 +216,7 @@ def eval_prompts_per_s(recipe, model, processor) -> float:
     sets = [evalset for evalset in sets if evalset.samples]
 
     def evaluate():
-        return evaluate_sets(model, processor, sets, generation, cot=recipe.evaluation.cot)
+        return evaluate_sets(model, processor, sets, generation, cot=shared_eval_cot(recipe))
 
     seconds, _ = _best_seconds(evaluate, repeats=1)
     return sum(len(evalset.samples) for evalset in sets) / seconds

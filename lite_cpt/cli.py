@@ -105,7 +105,8 @@ def run(
     overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     set_: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
     calibration: Optional[Path] = typer.Option(
-        None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` for the time plan the run logs."),
+        None, "--calibration", help="Throughputs from `lite-cpt bench gpu --json F` on this device, for the time plan the run "
+                              "prints and logs (without one, or from another device: no plan)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1,2 (same as seeds=[0,1,2])."),
     arms: Optional[list[str]] = ARM_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed (one of the recipe's, or another)."),
@@ -128,13 +129,16 @@ def run(
       lite-cpt data fixtures /tmp/fx && lite-cpt run recipes/seven_tasks.yaml model=tiny data.root=/tmp/fx\n
       lite-cpt run recipes/tiny.yaml name=tiny-nokl arms.rft.rft.kl=false
     """
-    from lite_cpt.planner.timeplan import load_calibration
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.recipe import load_recipe
-    from lite_cpt.units import plan_units
 
+    # The recipe is validated before anything heavy (torch, transformers) is imported: a bad
+    # one is refused in a moment.
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
+    from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
+    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
+    from lite_cpt.units import plan_units
+
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
     if ray.enabled:
@@ -373,13 +377,14 @@ def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_
     """`lite-cpt plan`: load a recipe, print its plan (table or JSON); exit code 1 if it won't fit."""
     import json
 
+    from lite_cpt.recipe import load_recipe
+
+    recipe = load_recipe(path, overrides or [], check_data=False)  # before the heavy imports below
     from lite_cpt.cli_render import render_budgets, render_plan
     from lite_cpt.planner import plan as plan_recipe
     from lite_cpt.planner.timeplan import load_calibration
-    from lite_cpt.recipe import load_recipe
 
     cal = load_calibration(calibration) if calibration else None
-    recipe = load_recipe(path, overrides or [], check_data=False)
     result = plan_recipe(recipe, gpu_gb, calibration=cal)
     budgets = []
     if hours is not None:
@@ -625,6 +630,31 @@ def data_check_command(
     render_data_check(rows, console)
     if any(row["status"] in ("missing", "error") for row in rows):
         raise typer.Exit(1)
+
+
+@data_app.command("download")
+@user_errors
+def data_download_command(
+    recipe: Path = typer.Argument(..., help="Recipe whose missing data is fetched."),
+    positional: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    overrides: list[str] = typer.Option([], "--set", help="Override key.path=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be fetched, and where."),
+    keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep official archives once unpacked."),
+):
+    """Fetch exactly what `data check` reports missing, into the places the loaders read:
+    hub datasets (only the recipe's splits) into <data.root>/hub, VizWiz's and GQA's official
+    archives (resumed, size- and checksum-checked) into <data.root>/vizwiz and /gqa.
+
+    Example:  lite-cpt data download recipes/seven_tasks.yaml
+    """
+    from lite_cpt.data.download import download_missing
+    from lite_cpt.recipe import load_recipe
+
+    loaded = load_recipe(recipe, recipe_overrides(positional, overrides), check_data=False)
+    if not download_missing(loaded, console, err_console, dry_run=dry_run, keep_archives=keep_archives):
+        raise typer.Exit(1)
+    if not dry_run:
+        console.print(f"check with: lite-cpt data check {recipe}", highlight=False)
 
 
 @data_app.command("fixtures")

@@ -17,6 +17,7 @@ COMPONENT_LABELS = {
     "batch_inputs": "inputs + masks",
     "rollout_buffers": "rollout buffers",
     "vision_encoder": "vision encoder",
+    "vision_cache": "vision feature cache",
     "activations_stored": "act. checkpoints",
     "activations_layer": "act. one layer",
     "logprob": "log-prob buffers",
@@ -144,6 +145,9 @@ def render_bench_step(result: dict, console) -> None:
         table.add_row(phase, row.get("error") or _fmt(row["measured_gb"]), _fmt(row["planned_gb"]),
                       _fmt(row.get("planned_over_measured")), _fmt(row.get("naive_planned_gb")), _fmt(row["seconds"]))
     console.print(table)
+    for phase, row in result["phases"].items():
+        if row.get("detail"):
+            console.print(f"{phase}: {row['detail']}", highlight=False)
     console.print("measured = torch.cuda.max_memory_allocated; planned = the plan's live tensors "
                   "(without CUDA context and allocator slack); none on a CPU.")
     rates = result["throughput"]
@@ -186,3 +190,10 @@ def render_bench_prefix(result: dict, console) -> None:
     console.print(table)
     console.print(f"expanded / shared prefix: {result['token_ratio']:.2f}x tokens per pass, "
                   f"{result['speedup']:.2f}x seconds per update")
+    vision = result.get("vision_cache")
+    if vision:
+        off, on = vision["without"], vision["with"]
+        console.print(f"vision cache (shared prefix): {off['seconds']:.2f} s -> {on['seconds']:.2f} s per update "
+                      f"({vision['speedup']:.2f}x); vision tower per update: {off['tower_images']} images in "
+                      f"{off['tower_calls']} calls, {off['tower_seconds']:.3f} s -> {on['tower_images']} images, "
+                      f"{on['tower_seconds']:.3f} s")

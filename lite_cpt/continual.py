@@ -4,14 +4,16 @@ Layout of a run (`runs/<name>/`):
 
     recipe.yaml                 the resolved recipe (a re-run must match it, seeds aside, to resume)
     seed_<k>/                   everything one seed produced; each (seed, arm) resumes on its own
-      base_scores.json          row 0 (the base model) on tasks and general benchmarks
+      base_scores.json          row 0 (the base model) on tasks and general benchmarks, direct-answer prompt
       base_predictions.jsonl.gz row 0 per item (id, answer, score)
+      base_*_cot.json(l.gz)     the same with the chain-of-thought prompt, for arms evaluated with it
       <arm>/matrix.json         {"tasks": [...], "R": [[...], ...]}; row 0 = base, row t = after task t
-      <arm>/general.json        {"benchmarks": [...], "G": [[...], ...]}, same rows
+      <arm>/general.json        {"benchmarks": [...], "G": [[...], ...], "figures": [...]}, same rows
       <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
       <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
+      <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
 
@@ -34,30 +36,35 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
+from lite_cpt.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
+from lite_cpt.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
 from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from lite_cpt.locks import unit_lock, waiting_lock
+from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
-from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
+from lite_cpt.planner.timeplan import Calibration
 from lite_cpt.oom import explain_oom
-from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
+from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
+from lite_cpt.truncation import answer_shares, task_end_extra
+from lite_cpt.vision_cache import vision_feature_cache
 
 log = logging.getLogger(__name__)
 
-BASE_SCORES = "base_scores.json"
+BASE_SCORES = base_files(cot=False)[0]  # row 0 of the direct-answer format
 #: The phase's statistics, saved with its adapter (a run killed while evaluating skips training).
 PHASE_STATS = "phase_stats.json"
 
@@ -75,7 +82,7 @@ class Workspace:
     general: list[EvalSet]
     console: Console | None
     _train_cache: dict
-    calibration: Calibration | None = None  # throughputs the time prediction uses (None: reference card)
+    calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
     tracker: RunTracker | None = None
 
     def train_examples(self, task_name: str) -> list[Example]:
@@ -173,15 +180,18 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.data.preflight import require_data
     from lite_cpt.report import write_report
 
+    check_device(recipe.model)  # what this machine cannot run is said before anything about data
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
-        ws = build_workspace(recipe.model_copy(update={"seed": seed}), console, loaded)
-        loaded = (ws.model, ws.processor)
-        ws.calibration = calibration
-        if len(recipe.run_seeds) > 1:
-            _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
-        _run_arms(ws, arms)
+        seeded = recipe.model_copy(update={"seed": seed})
+        with lock_ahead(seeded, arms):
+            ws = build_workspace(seeded, console, loaded)
+            loaded = (ws.model, ws.processor)
+            ws.calibration = calibration
+            if len(recipe.run_seeds) > 1:
+                _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
+            _run_arms(ws, arms)
     write_report(recipe.run_dir)
     return recipe.run_dir
 
@@ -190,11 +200,30 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
                   calibration: Calibration | None = None) -> Path:
     """Train the named arms (all when None) of one seed, `recipe.seed`, in this process, without
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
-    `calibration`: the throughputs behind the logged time plan (None: the reference card)."""
-    ws = build_workspace(recipe, console)
-    ws.calibration = calibration
-    _run_arms(ws, arms)
+    `calibration`: the throughputs behind the logged time plan (used only on its own device)."""
+    check_device(recipe.model)
+    with lock_ahead(recipe, arms):
+        ws = build_workspace(recipe, console)
+        ws.calibration = calibration
+        _run_arms(ws, arms)
     return ws.run_dir
+
+
+def lock_ahead(recipe: Recipe, arms: list[str] | None):
+    """The lock of the first unfinished arm this process trains (seed `recipe.seed`), taken
+    before the model loads, so a second run of the same command is refused at once; `run_arm`
+    adopts it."""
+    chosen = [arm.name for arm in recipe.arms if (arms is None or arm.name in arms)
+              and not _finished_quietly(recipe, arm.name)][:1]
+    prepare_run_dir(recipe)  # a run directory of another recipe is refused before any lock is made in it
+    return units_locked_ahead([seed_dir(recipe.run_dir, recipe.seed) / name for name in chosen])
+
+
+def _finished_quietly(recipe: Recipe, arm: str) -> bool:
+    try:
+        return arm_finished(recipe, arm)
+    except (OSError, ValueError, KeyError, TypeError):  # damaged: the arm's own run says so
+        return False
 
 
 def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
@@ -203,8 +232,10 @@ def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
             for arm in ws.recipe.arms:
                 if arms is None or arm.name in arms:
                     run_arm(ws, arm)
-    finally:
-        ws.tracker.close()
+    except BaseException as error:  # the open tracker runs are marked preempted or failed
+        ws.tracker.close(error)
+        raise
+    ws.tracker.close()
 
 
 def arm_finished(recipe: Recipe, arm: str) -> bool:
@@ -221,10 +252,13 @@ def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
     """Compute and save row 0 of seed `recipe.seed` unless it is there; the seed directory."""
     directory = seed_dir(recipe.run_dir, recipe.seed)
     # A damaged file counts as missing: base_row names it and computes the row again.
-    if _read_json(directory / BASE_SCORES, ("R0", "G0"), quiet=True) is None:
+    missing = [cot for cot in recipe_eval_cots(recipe)
+               if _read_json(directory / base_files(cot)[0], ("R0", "G0"), quiet=True) is None]
+    if missing:
         ws = build_workspace(recipe, console)
         try:
-            base_row(ws)
+            for cot in missing:
+                base_row(ws, cot)
         finally:
             ws.tracker.close()
     return directory
@@ -241,30 +275,37 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def evaluate_row(ws: Workspace, label: str, predictions_path: Path) -> tuple[list[float], list[float]]:
-    """Scores of one matrix row; its per-item predictions are saved to `predictions_path`."""
-    gen, cot = planned_generation(ws.recipe), ws.recipe.evaluation.cot
+def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
+                 ) -> tuple[list[float], list[float], dict[str, float]]:
+    """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
+    the share of each set's answers cut at the length cap; its per-item predictions are saved to
+    `predictions_path`."""
+    gen = planned_generation(ws.recipe)
     sets = ws.evalsets + ws.general
     with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))
         items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
                                     on_done=lambda _: advance(next(done), len(sets)))
-    write_predictions(predictions_path, items)
+    write_row_results(predictions_path, items, ws.general, cot)  # and the benchmarks' own figures
     scores = {name: mean_score(scored) for name, scored in items.items()}
-    return [scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general]
+    return ([scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general],
+            answer_shares(items))
 
 
-def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
-    """Row 0, shared by all arms (a fresh adapter leaves the base unchanged), cached on disk.
+def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]]:
+    """Row 0 in one prompt format, shared by the arms evaluated with it (a fresh adapter leaves
+    the base unchanged), cached on disk.
 
     Processes training other arms of the same seed wait for the one computing it, so row 0 is
     computed once per recipe and seed, however many workers share the run directory."""
-    path = ws.run_dir / BASE_SCORES
+    scores, predictions = base_files(cot)
+    path = ws.run_dir / scores
     with waiting_lock(ws.run_dir / ".base_scores.lock"):
         if (saved := _read_json(path, ("R0", "G0"))) is not None:
             return saved["R0"], saved["G0"]
+        label = "the base model" + (" (chain-of-thought prompt)" if cot else "")
         with ws.model.disable_adapter():
-            tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
+            tasks_row, general_row, _ = evaluate_row(ws, label, ws.run_dir / predictions, cot)
         atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
@@ -294,7 +335,7 @@ def _rows_from_log(log_path: Path, base: list[float], key: str) -> list[list[flo
     return rows
 
 
-def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
+def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, list]:
     """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
     marker) and general.json, rebuilt from metrics.jsonl when either is damaged, cut back to
     the last task whose adapter verifies against its manifest."""
@@ -305,7 +346,7 @@ def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
     if damaged:
         log.warning("%s is damaged; its rows are rebuilt from %s", " and ".join(map(str, damaged)),
                     arm_dir / "metrics.jsonl")
-        r0, g0 = base_row(ws)
+        r0, g0 = base_row(ws, cot)
         rows = _rows_from_log(arm_dir / "metrics.jsonl", r0, "scores")
         general_rows = _rows_from_log(arm_dir / "metrics.jsonl", g0, "general")
     # matrix.json is the resume marker. general.json is written just before it, so a run killed
@@ -347,6 +388,8 @@ def run_arm(ws: Workspace, arm: ArmConfig) -> None:
     directory is refused, other arms of the run may train in parallel."""
     with unit_lock(ws.run_dir / arm.name):
         _run_arm_locked(ws, arm)
+        if ws.tracker is not None:
+            ws.tracker.finish(arm.name)
 
 
 def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
@@ -360,31 +403,33 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     remove_stale_temporaries(arm_dir)  # what an interrupted save left behind
     if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
-    rows, general_rows = resume_rows(ws, arm_dir)
+    cot = arm_eval_cot(ws.recipe, arm)
+    rows, general_rows = resume_rows(ws, arm_dir, cot)
     reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
+    written = RowFiles(matrix_path, general_path, task_names, bench_names, method.joint, cot)
     if done and not _rows_on_disk(matrix_path, rows):  # rebuilt from the log, or cut back
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
     if done >= len(phases):
         _say(ws, f"[dim]{arm.name}: finished earlier, skipping[/]")
         return
     if done:
         load_adapter_weights(ws.model, arm_dir / f"task_{done}")
         method.load_state(arm_dir / f"task_{done}", [name for name, _ in phases[:done]])
-        _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]})")
+        _say(ws, f"{arm.name}: resuming after task {done} ({phases[done - 1][0]}) from {arm_dir / f'task_{done}'}")
     else:
-        r0, g0 = base_row(ws)
+        r0, g0 = base_row(ws, cot)
         rows, general_rows = [r0], [g0]
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
 
-    _say_prediction(ws, arm)
+    say_time_plan(ws, arm, lambda line: _say(ws, line))
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
         finished = [n for n, _ in phases[:index]]
         task_row, general_row = train_phase(ws, arm, method, index, len(phases), name, phase_tasks, finished)
         rows.append(task_row)
         general_rows.append(general_row)
-        _write_rows(matrix_path, general_path, task_names, bench_names, rows, general_rows, method.joint)
+        written.write(rows, general_rows)
         _say(ws, f"{arm.name} · {name}: " + " ".join(f"{t}={s:.2f}" for t, s in zip(task_names, task_row)))
 
 
@@ -435,7 +480,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         name=name,
         # seeded from (run seed, arm, task index): the same in a resumed run
         seed=derived_seed(ws.recipe.seed, arm.name, index),
-        epochs=max(t.config.epochs for t in phase_tasks),
+        epochs=arm.epochs or max(t.config.epochs for t in phase_tasks),
         knobs=resolve_knobs(ws.recipe, arm.name),
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
@@ -445,11 +490,15 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.
-    if phase.checkpoint.latest_intact() is None:
+    if (restored := phase.checkpoint.latest_intact()) is None:
         cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index)
+    else:
+        _say(ws, f"{arm.name}: resuming task {index} ({name}) from its checkpoint after update {restored[0]}: "
+                 f"{restored[1]}")
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
-    with task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred():
+    with (task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred(),
+          vision_feature_cache(ws.model, ws.recipe.model.vision_cache_gb)):
         phase.progress = advance
         stats = method.train(examples, phase)
     method.after_task(examples, phase)
@@ -480,55 +529,50 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
     cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index or
             (r.get("task_index") == index and r.get("event") != "task_end"))
     started = time.perf_counter()
-    task_row, general_row = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index))
+    task_row, general_row, cut = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index),
+                                              arm_eval_cot(ws.recipe, arm))
     log_event(ws, arm_dir, {
         "event": "task_end", "task_index": index, "task": name,
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
-        "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
-        **_prediction_of(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        "policy_updates": stats.steps, "final_loss": stats.last_loss, **task_end_extra(stats.extra),
+        "truncated_answers": cut,
+        **prediction_record(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
         "scores": task_row, "general": general_row,
     })
     return task_row, general_row
 
 
-def _prediction_of(ws: Workspace, arm: ArmConfig, knobs, index: int) -> dict:
-    """The time plan's seconds for phase `index` of the arm, to log beside the measured ones."""
-    predictions = predicted_phases(ws.recipe, arm, knobs, ws.calibration)
-    if predictions is None:
-        return {}
-    return {"predicted_seconds": predicted_record(predictions[index - 1])}
-
-
-def _say_prediction(ws: Workspace, arm: ArmConfig) -> None:
-    predictions = predicted_phases(ws.recipe, arm, resolve_knobs(ws.recipe, arm.name), ws.calibration)
-    if predictions is None:
-        return
-    totals: dict[str, float] = {}
-    for record in predictions:
-        for key, value in predicted_record(record).items():
-            if key != "train":
-                totals[key] = totals.get(key, 0.0) + value
-    device = (ws.calibration.device if ws.calibration else "the reference 24 GB card")
-    parts = ", ".join(f"{k} {v / 3600:.2f}" for k, v in totals.items())
-    _say(ws, f"[dim]{arm.name}: time plan on {device}: {sum(totals.values()) / 3600:.2f} h ({parts})[/]")
-
-
 def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
     """One record to the arm's metrics.jsonl and to the recipe's trackers."""
     log_path = arm_dir / "metrics.jsonl"
+    append_jsonl(log_path, record)  # first: the trackers follow metrics.jsonl (see lite_cpt.tracking)
     if ws.tracker is not None:
         ws.tracker.log(arm_dir.name, record, log_path)
-    append_jsonl(log_path, record)
 
 
-def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
-    # general.json first: matrix.json is the resume marker and must be the last file written.
-    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows})
-    matrix = {"tasks": tasks, "R": rows}
-    if joint:
-        matrix["joint"] = True
-    atomic_write_json(matrix_path, matrix)
+@dataclass
+class RowFiles:
+    """An arm's matrix.json and general.json; a chain-of-thought evaluation is marked in
+    matrix.json (`eval_prompt: cot`), so its row 0 is read from the base files of that format."""
+
+    matrix_path: Path
+    general_path: Path
+    tasks: list[str]
+    benches: list[str]
+    joint: bool
+    cot: bool
+
+    def write(self, rows: list, general_rows: list) -> None:
+        # general.json first: matrix.json is the resume marker and must be the last file written.
+        figures = figure_rows(Path(self.general_path).parent, len(general_rows), base_files(self.cot)[1])
+        atomic_write_json(self.general_path, {"benchmarks": self.benches, "G": general_rows, **figures})
+        matrix = {"tasks": self.tasks, "R": rows}
+        if self.joint:
+            matrix["joint"] = True
+        if self.cot:
+            matrix["eval_prompt"] = "cot"
+        atomic_write_json(self.matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lite_cpt.metrics import average_forgetting, backward_transfer, final_accuracy, forward_transfer
-from lite_cpt.predictions import BASE_PREDICTIONS, ItemScores, load_item_scores, row_predictions_path
+from lite_cpt.eval_prompt import base_files
+from lite_cpt.predictions import ItemScores, load_item_scores, row_predictions_path
 from lite_cpt.results import ArmResult
 from lite_cpt.stats import Interval, bootstrap_intervals, paired_t_interval, t_interval
 
@@ -71,7 +72,7 @@ def item_scores(arm: ArmResult) -> ItemScores | None:
     """Per-item scores of every row of the unit, or None when a row's predictions are missing."""
     if arm.path is None:
         return None
-    rows = [arm.path.parent / BASE_PREDICTIONS]
+    rows = [arm.path.parent / base_files(arm.eval_cot)[1]]
     rows += [row_predictions_path(arm.path, index) for index in range(1, arm.R.shape[0])]
     return load_item_scores(rows, [*arm.tasks, *arm.benchmarks])
 

@@ -33,8 +33,9 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot)}
-            for text, sample in zip(out.texts, evalset.samples)]
+    truncated = getattr(out, "truncated", None) or [False] * len(out.texts)
+    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot), "truncated": cut}
+            for text, sample, cut in zip(out.texts, evalset.samples, truncated)]
 
 
 def planned_generation(recipe):
@@ -86,6 +87,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
                      console=None) -> dict[str, float]:
     """`lite-cpt eval`: scores of the base (or base + adapter) on a recipe's evaluation sets."""
     from lite_cpt.errors import UserError
+    from lite_cpt.eval_prompt import shared_eval_cot
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
 
@@ -106,4 +108,4 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if unknown:
             raise UserError(f"unknown task {', '.join(unknown)}; allowed values: {', '.join(sorted(known))}")
         sets = [s for s in sets if s.task.name in task_names]
-    return evaluate_sets(model, processor, sets, planned_generation(recipe), cot=recipe.evaluation.cot)
+    return evaluate_sets(model, processor, sets, planned_generation(recipe), cot=shared_eval_cot(recipe))

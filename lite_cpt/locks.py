@@ -53,36 +53,66 @@ def _describe(holder: dict | None) -> str:
     return f"process {holder.get('pid')} on {holder.get('host')} (since {since}: {holder.get('command')})"
 
 
+#: Unit locks taken ahead (`units_locked_ahead`), by unit directory, for `unit_lock` to adopt.
+_AHEAD: dict[Path, object] = {}
+
+
+def _acquire(unit_dir: Path):
+    """An open lock file of `unit_dir` holding its flock; `UnitLocked` when another holds it."""
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path(unit_dir), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UnitLocked(
+            f"{unit_dir} is being trained by {_describe(lock_holder(unit_dir))}; wait for it to "
+            f"finish or stop it (a killed process releases the lock), then run the same command again"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                             "command": " ".join(sys.argv)[:300]}))
+    handle.flush()
+    return handle
+
+
 @contextmanager
 def unit_lock(unit_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of `unit_dir` (created if missing) for the block; raise `UnitLocked` at
     once, without waiting, when another process holds it. Re-entrant use in one process on
-    the same unit is refused too (each `with` opens its own file description)."""
+    the same unit is refused too (each `with` opens its own file description), except that a
+    lock taken ahead by `units_locked_ahead` is adopted once."""
     unit_dir = Path(unit_dir)
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_path(unit_dir)
     if fcntl is None:  # pragma: no cover - no flock: no protection, but no refusal either
-        yield path
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        yield lock_path(unit_dir)
         return
-    handle = open(path, "a+", encoding="utf-8")
+    handle = _AHEAD.pop(unit_dir.absolute(), None) or _acquire(unit_dir)
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UnitLocked(
-                f"{unit_dir} is being trained by {_describe(lock_holder(unit_dir))}; wait for it to "
-                f"finish or stop it (a killed process releases the lock), then run the same command again"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                 "command": " ".join(sys.argv)[:300]}))
-        handle.flush()
-        yield path
+        yield lock_path(unit_dir)
     finally:
         # Closing the descriptor releases the flock; the file stays (removing it would race
         # with a process that has just opened it).
         handle.close()
+
+
+@contextmanager
+def units_locked_ahead(unit_dirs: list[Path]) -> Iterator[None]:
+    """Take the units' locks now, before slow work (loading the model), so a second process on
+    them is refused at once; `unit_lock` on one of them within the block adopts its lock, and
+    those never adopted are released when the block ends."""
+    keys = [Path(d).absolute() for d in unit_dirs]
+    try:
+        for key in keys:
+            if fcntl is not None:
+                _AHEAD[key] = _acquire(key)
+        yield
+    finally:
+        for key in keys:
+            handle = _AHEAD.pop(key, None)
+            if handle is not None:
+                handle.close()
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from lite_cpt.batching import IGNORE_INDEX
+from lite_cpt.device_policy import kernel_backend
 from lite_cpt.families import family_of_model
 from lite_cpt.kernels import fused_linear_logprob
 
@@ -45,7 +46,7 @@ def token_logprobs(model, batch: dict, labels: torch.Tensor, *, temperature: flo
     selected = hidden[:, :-1][mask]  # [N, H]: only the positions that predict answer tokens
     out = fused_linear_logprob(
         selected, head.weight, targets[mask], temperature=temperature, return_entropy=return_entropy,
-        chunk_size=logprob_chunk,
+        chunk_size=logprob_chunk, _backend=kernel_backend(selected),  # no Triton below compute capability 8.0
     )
     logp_sel, entropy_sel = out if return_entropy else (out, None)
     logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(mask, logp_sel.float())

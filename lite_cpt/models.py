@@ -14,25 +14,12 @@ from pathlib import Path
 
 import torch
 
+from lite_cpt.device_policy import device_policy, resolve_device
 from lite_cpt.errors import UserError
 from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.integrity import sealed_directory
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
-
-
-def resolve_device(cfg: ModelConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is cuda but no CUDA GPU is visible; set model.device: cpu or auto")
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
-def resolve_dtype(cfg: ModelConfig, device: torch.device) -> torch.dtype:
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, cfg.dtype)
 
 
 def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
@@ -46,8 +33,18 @@ def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
     return cfg.quantization
 
 
-def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...] = ("visual", "lm_head")):
-    """bitsandbytes settings for `kind`; the modules named in `keep` stay unquantised."""
+def check_device(cfg: ModelConfig) -> None:
+    """Refuse at once a model setting this machine cannot run (a CUDA device or a 4-bit / 8-bit
+    base without a GPU, a dtype the GPU cannot run): before any data is checked or weights load."""
+    device = resolve_device(cfg)
+    if cfg.name != "tiny":  # the tiny base is never quantised
+        resolve_quantization(cfg, device)
+    device_policy(cfg)
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, ...]):
+    """bitsandbytes settings for `kind`; the modules named in `keep` (full module paths, the
+    family's `keep_unquantized`) stay unquantised."""
     if kind == "none":
         return None
     try:
@@ -61,7 +58,7 @@ def quantization_config(kind: str, compute_dtype: torch.dtype, keep: tuple[str, 
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
-            # The vision tower and lm_head stay in bf16: small, and sensitive to quantisation.
+            # The vision tower and lm_head stay 16-bit: small, and sensitive to quantisation.
             llm_int8_skip_modules=list(keep),
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(keep))
@@ -80,12 +77,11 @@ def load_pretrained(path_or_id: str, cfg: ModelConfig):
             path_or_id,
             max_seq_length=4096,
             load_in_4bit=cfg.quantization in ("auto", "nf4"),
-            lora_cfg=cfg.lora,
             gradient_checkpointing=cfg.gradient_checkpointing,
-            dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype),
+            dtype=device_policy(cfg).dtype,  # fp16 below compute capability 8.0
         )
-    device = resolve_device(cfg)
-    dtype = resolve_dtype(cfg, device)
+    policy = device_policy(cfg)  # bf16 from compute capability 8.0, fp16 below it, fp32 on a CPU
+    device, dtype = policy.device, policy.dtype
     quant = resolve_quantization(cfg, device)
     kwargs = dict(dtype=dtype, quantization_config=quantization_config(quant, dtype, family.keep_unquantized))
     if cfg.attn_implementation != "auto":
@@ -122,10 +118,18 @@ def load_processor(family: Family, path_or_id: str, cfg: ModelConfig):
 
 
 def enable_checkpointing(model, enabled: bool) -> None:
+    """Non-reentrant gradient checkpointing, and no input-embedding hook.
+
+    transformers' `gradient_checkpointing_enable` calls `enable_input_require_grads`, which
+    hooks the input embeddings of every sub-model: the vision tower's patch embedding too. Its
+    output would then require grad, and every training micro-batch would recompute and
+    backpropagate the frozen tower and keep its inputs. Non-reentrant checkpointing passes
+    gradients to the LoRA weights inside a block whatever its inputs (peft notes the same), so
+    the hooks are removed.
+    """
     if enabled:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # With a frozen embedding layer, inputs to the first checkpointed block carry no grad.
-        model.enable_input_require_grads()
+        model.disable_input_require_grads()
 
 
 def load_base(recipe: Recipe, console=None):
@@ -170,14 +174,12 @@ def resolve_lora_targets(model, pattern: str) -> str:
 
 
 def add_lora(model, cfg: LoraConfig, *, adapter_name: str = "default", gradient_checkpointing: bool = False):
-    """A fresh LoRA adapter on `model` (a PeftModel whose base stays frozen).
+    """A fresh LoRA adapter on `model` (a PeftModel whose base stays frozen); on a base loaded
+    by the unsloth backend, unsloth's own `get_peft_model` adds it."""
+    from lite_cpt.unsloth_backend import add_unsloth_lora, is_unsloth_model
 
-    A model from the unsloth backend already carries its adapter and is returned as it is.
-    """
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        return model
+    if is_unsloth_model(model):
+        return add_unsloth_lora(model, cfg)
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 

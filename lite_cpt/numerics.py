@@ -65,15 +65,53 @@ class NonFiniteGuard:
         self.consecutive, self.skipped = state["consecutive"], state["skipped"]
 
 
+#: Attribute of a model (and of its optimizers) that holds its GradScaler.
+GRAD_SCALER = "lite_cpt_grad_scaler"
+
+
+def loss_scaler(model) -> torch.amp.GradScaler | None:
+    """The model's GradScaler, created on first use, when it computes in float16 (the device
+    policy's choice below compute capability 8.0): fp16's exponent flushes small activation
+    gradients to zero unless the loss is scaled up first. None for bf16 and fp32 models."""
+    scaler = getattr(model, GRAD_SCALER, None)
+    if scaler is None:
+        if not any(p.dtype == torch.float16 for p in model.parameters()):  # fp32 adapters on an fp16 base too
+            return None
+        scaler = torch.amp.GradScaler(next(model.parameters()).device.type)
+        setattr(model, GRAD_SCALER, scaler)
+    return scaler
+
+
+def backward(loss: torch.Tensor, model) -> None:
+    """`loss.backward()`, the loss scaled by the model's GradScaler when it has one."""
+    scaler = getattr(model, GRAD_SCALER, None)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
 def step_if_finite(optimizer: torch.optim.Optimizer, params: list, grad_clip: float, guard: NonFiniteGuard | None,
                    step: int, loss_parts: dict) -> bool:
     """Clip the accumulated gradients and step the optimizer unless `guard` finds a loss part
-    or the gradient norm non-finite; the gradients are cleared either way. True when stepped."""
+    or the gradient norm non-finite; the gradients are cleared either way. True when stepped.
+
+    With a GradScaler on the optimizer (fp16), the gradients are unscaled before clipping; an
+    overflow of the scaled gradients with finite losses is the scaler's business (the step is
+    skipped and the scale lowered), not a training fault the guard counts."""
+    scaler = getattr(optimizer, GRAD_SCALER, None)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    allowed = guard is None or guard.allow(step, loss_parts, grad_norm)
-    if allowed:
+    overflow = scaler is not None and not _finite(grad_norm) and all(_finite(v) for v in loss_parts.values())
+    allowed = not overflow and (guard is None or guard.allow(step, loss_parts, grad_norm))
+    if scaler is not None:
+        if allowed:
+            scaler.step(optimizer)
+        scaler.update()  # lowers the scale after an overflow, raises it after a run of clean steps
+    elif allowed:
         optimizer.step()
-    else:
+    if overflow:
+        log.info("update %d: fp16 gradients overflowed; skipped, the loss scale is lowered to %g", step,
+                 scaler.get_scale())
+    elif not allowed:
         parts = ", ".join(f"{k}={float(v):.4g}" for k, v in loss_parts.items() if v is not None)
         log.warning("update %d: non-finite loss or gradient (%s, grad_norm=%.4g); skipped, nothing stepped "
                     "(%d in a row, %d in this phase)", step, parts, float(grad_norm), guard.consecutive,

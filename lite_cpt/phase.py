@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from lite_cpt.batching import Prompt
+from lite_cpt.numerics import GRAD_SCALER, loss_scaler
 from lite_cpt.tasks.base import Sample, Task
 
 #: The steps a training or evaluation phase is made of, as the memory planner and the
@@ -149,4 +150,7 @@ def adamw(model, lr: float, weight_decay: float, who: str) -> tuple[torch.optim.
     params = list(trainable_parameters(model).values())
     if not params:
         raise ValueError(f"{who}: the model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), params
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    # An fp16 model's loss scaler, shared by its backward passes and this optimizer's steps.
+    setattr(optimizer, GRAD_SCALER, loss_scaler(model))
+    return optimizer, params

@@ -38,6 +38,8 @@ def write_predictions(path: Path, items_by_set: dict[str, list[dict]]) -> None:
         for set_name, items in items_by_set.items():
             for item in items:
                 record = {"set": set_name, "id": item["id"], "answer": item["answer"], "score": item["score"]}
+                if item.get("truncated"):
+                    record["truncated"] = True  # cut at the answer-length cap
                 handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     atomic_write_bytes(path, buffer.getvalue())
 

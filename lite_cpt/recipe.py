@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lite_cpt.errors import UserError
-
-class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from lite_cpt.eval_prompt import EvalPrompt
+from lite_cpt.prompt_fields import PromptFields
+from lite_cpt.recipe_section import Section
+from lite_cpt.rl_settings import RFTConfig, RIFConfig
+from lite_cpt.sft_schedule import ScheduleFields
+from lite_cpt.unsloth_backend import import_unsloth_first, recipe_backend
 
 class LoraConfig(Section):
     r: int = Field(16, ge=1, description="LoRA rank.")
@@ -77,7 +77,7 @@ class ModelConfig(Section):
         "config.json model_type or the model id (tiny: qwen2_5_vl), or one of qwen2_5_vl, qwen3_vl, text.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA, float32 on CPU."
+        "auto", description="Compute dtype; `auto` = bfloat16 on CUDA sm_80+, float16 + loss scaling below, float32 on CPU."
     )
     quantization: Literal["auto", "none", "nf4", "int8"] = Field(
         "auto", description="Frozen-base quantisation; `auto` = nf4 (QLoRA) on CUDA, none on CPU."
@@ -95,6 +95,10 @@ class ModelConfig(Section):
     )
     min_pixels: int | None = Field(None, ge=1, description="Processor min_pixels (image resolution floor).")
     max_pixels: int | None = Field(None, ge=1, description="Processor max_pixels (caps image tokens).")
+    vision_cache_gb: float = Field(
+        4.0, ge=0, description="Bound of the per-task cache of vision features (each image through the frozen "
+        "tower once; the oldest entries wait on the CPU); 0 = off; off anyway when LoRA targets the tower.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Tiny model shape.")
     base_training: BaseTrainingConfig = Field(
@@ -248,7 +252,7 @@ def metrics_reading(option: str) -> list[str]:
     return [name for name, metric in METRICS.items() if option in metric.options]
 
 
-class TaskConfig(Section):
+class TaskConfig(Section, PromptFields):
     name: str = Field(..., description="Unique task name (used in the matrix and run directory).")
     type: str = Field(..., description="Task type from the registry (`lite-cpt validate` lists them).")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
@@ -258,9 +262,6 @@ class TaskConfig(Section):
     )
     test_size: int | None = Field(64, ge=1, description="Evaluation samples (None = all).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training set for this task.")
-    prompt: str | None = Field(
-        None, description="Prompt template override; `{question}` is replaced by the sample's question."
-    )
     multiple_choice: bool = Field(
         False, description="Show the options and score the letter, for task types whose rows carry "
         "options but are free-form by default (geometry3k)."
@@ -305,88 +306,9 @@ def check_custom_task(task: Any) -> None:
         raise ValueError(f"'{task.name}' of type custom needs a `custom` section (columns, metric or reward)")
     if task.source.path is None and task.source.hf_id is None:
         raise ValueError(f"'{task.name}' of type custom needs source.path or source.hf_id (where its data is)")
-    if getattr(task, "prompt", None) is not None:
-        raise ValueError(f"'{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
-
-
-class RFTConfig(Section):
-    """GRPO settings (used by rft, rif_rft and multitask_rft arms)."""
-
-    group_size: int = Field(5, ge=2, description="Rollouts per prompt (G).")
-    prompts_per_step: int = Field(4, ge=1, description="Prompts per policy update.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
-    top_p: float = Field(0.99, gt=0, le=1, description="Nucleus sampling of rollouts.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling of rollouts; 0 = off (EasyR1: -1, off).")
-    repetition_penalty: float = Field(
-        1.0, gt=0, description="Repetition penalty of rollouts; 1.0 = off. Every sampling setting is passed "
-        "explicitly, so none comes from the checkpoint's generation_config.",
-    )
-    max_new_tokens: int = Field(64, ge=1, description="Longest rollout answer.")
-    rollout_batch_size: int | Literal["auto"] = Field(
-        "auto", description="Prompts per generate call (each expanded to G sequences); auto = planner."
-    )
-    kl: bool = Field(True, description="Add the k3 KL penalty to the reference policy.")
-    kl_beta: float = Field(0.01, ge=0, description="KL coefficient.")
-    kl_reference: Literal["previous_task", "base"] = Field(
-        "previous_task",
-        description="KL reference: previous_task = the policy after the previous task, held as a frozen "
-        "second adapter (the paper's setup; the first task's is the base); base = the base model for every "
-        "task (an extra pull towards the base).",
-    )
-    eps_low: float = Field(0.2, ge=0, description="Lower clip range of the ratio (EasyR1 clip_ratio_low).")
-    eps_high: float = Field(0.3, ge=0, description="Upper clip range of the ratio (EasyR1 clip_ratio_high).")
-    dual_clip: float | None = Field(
-        3.0, gt=1, description="Dual-clip constant C: for A < 0 the loss is capped at -C A (EasyR1 "
-        "clip_ratio_dual); None = plain PPO clipping.",
-    )
-    inner_epochs: int = Field(1, ge=1, description="PPO epochs over each batch of rollouts.")
-    mini_batches_per_rollout: int = Field(
-        1, ge=1, description="Optimizer steps per rollout batch, each on 1/M of its prompts with the old "
-        "policy fixed (EasyR1: 512 prompts rolled out, 128 per step = 4).",
-    )
-    advantage: Literal["grpo", "rloo", "remax"] = Field("grpo", description="Advantage estimator.")
-    scale_rewards: bool = Field(True, description="Divide group-centred rewards by their std (GRPO).")
-    aggregation: Literal["token-mean", "seq-mean"] = Field("token-mean", description="Loss aggregation.")
-    shared_prefix: bool = Field(
-        True, description="Score each prompt once for its group's answers (one packed row [prompt, "
-        "answers] with a shared-prefix mask: P + G·R tokens instead of G·(P + R), the same log-probs "
-        "and gradients) in the reference, old-policy and update passes; false = one row per answer.",
-    )
-    cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
-    format_weight: float = Field(
-        0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "
-        "overrides it)."
-    )
-
-    @model_validator(mode="after")
-    def _mini_batches(self) -> "RFTConfig":
-        if self.prompts_per_step % self.mini_batches_per_rollout:
-            raise ValueError(
-                f"rft.prompts_per_step ({self.prompts_per_step}) must split evenly into "
-                f"rft.mini_batches_per_rollout ({self.mini_batches_per_rollout}) mini-batches"
-            )
-        return self
-
-
-class RIFConfig(Section):
-    """Rollout-based instance filtering: keep instances whose mean reward lies in (low, high)."""
-
-    rollouts: int = Field(4, ge=1, description="Rollouts per instance used to estimate its success rate (K).")
-    low: float = Field(0.0, ge=0, le=1, description="Keep instances whose mean reward is strictly above this.")
-    high: float = Field(1.0, ge=0, le=1, description="…and strictly below this.")
-    mode: Literal["offline", "online"] = Field(
-        "offline", description="offline: filter once before each task; online: per batch, refilling."
-    )
-    budget: Literal["filtered", "matched"] = Field(
-        "filtered",
-        description="filtered: train on the kept instances only; matched: as many policy updates as plain RFT.",
-    )
-
-    @model_validator(mode="after")
-    def _band(self) -> "RIFConfig":
-        if self.low >= self.high:
-            raise ValueError(f"rif.low ({self.low}) must be below rif.high ({self.high})")
-        return self
+    for field in ("prompt", "cot_prompt"):
+        if getattr(task, field, None) is not None:
+            raise ValueError(f"'{task.name}': a custom task's prompts are custom.prompt and custom.cot_prompt")
 
 
 class ReplayConfig(Section):
@@ -399,7 +321,7 @@ class EWCConfig(Section):
     fisher_samples: int = Field(32, ge=1, description="Samples used to estimate the diagonal Fisher.")
 
 
-class ArmConfig(Section):
+class ArmConfig(Section, ScheduleFields):
     name: str = Field(..., description="Arm name (directory under the run).")
     method: str | None = Field(
         None, description="Training method (`lite-cpt arms` lists them); defaults to the arm's name "
@@ -424,6 +346,9 @@ class ArmConfig(Section):
     )
     max_steps_per_task: int | None = Field(None, ge=1, description="Cap on optimizer steps per task.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    eval_prompt: EvalPrompt | None = Field(
+        None, description="This arm's evaluation prompt (trained, cot, direct); None = evaluation.prompt.",
+    )
     rft: RFTConfig = Field(default_factory=RFTConfig, description="GRPO settings.")
     rif: RIFConfig = Field(default_factory=RIFConfig, description="Instance filtering settings.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
@@ -451,15 +376,21 @@ class ArmConfig(Section):
             if self.name not in methods:
                 raise ValueError(f"arm '{self.name}' needs a `method` (one of: {', '.join(methods)})")
             object.__setattr__(self, "method", self.name)
+        if self.lr_scheduler != "constant" or self.warmup_ratio:
+            from lite_cpt.arms import ARMS
+
+            if ARMS[self.method].kind != "sft":
+                raise ValueError(f"arm '{self.name}': lr_scheduler and warmup_ratio apply to SFT arms "
+                                 "(RL arms keep EasyR1's constant rate)")
         return self
 
 
 def arm_methods() -> tuple[str, ...]:
-    """The method names of the arm registry (imported on first use: the arm modules load torch
-    and transformers, which reading a recipe does not otherwise need)."""
-    from lite_cpt.arms import arm_names
+    """The method names of the arm registry, read without importing it (the arm modules load
+    torch and transformers, which reading a recipe does not otherwise need)."""
+    from lite_cpt.arms_declared import arm_method_names
 
-    return arm_names()
+    return arm_method_names()
 
 
 class GenerationConfig(Section):
@@ -481,7 +412,7 @@ class GenerationConfig(Section):
         return value
 
 
-class BenchmarkConfig(Section):
+class BenchmarkConfig(Section, PromptFields):
     name: str = Field(..., description="Benchmark name in the results.")
     type: str = Field(..., description="Benchmark type from the registry.")
     source: DataSourceConfig = Field(default_factory=DataSourceConfig, description="Data location.")
@@ -503,7 +434,11 @@ class EvaluationConfig(Section):
     general: list[BenchmarkConfig] = Field(
         default_factory=list, description="General benchmarks evaluated after every task."
     )
-    cot: bool = Field(False, description="Evaluate with the chain-of-thought prompt.")
+    prompt: EvalPrompt = Field(
+        "trained", description="Evaluation prompt of every arm (an arm's eval_prompt overrides it): trained = "
+        "the format the arm trained with (SFT arms: direct answers; RL arms: their rft.cot), cot = the "
+        "chain-of-thought prompt for all, direct = the direct-answer prompt for all.",
+    )
 
 
 class DataConfig(Section):
@@ -748,6 +683,7 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
 def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     """The raw mapping of a recipe file, with `extends: other.yaml` resolved.
 
+    Top-level keys starting with `x-` are dropped (they hold YAML anchors for the rest to merge).
     An extending recipe is deep-merged over its parent (mappings merge key by key; lists and
     scalars replace), so an ablation states only what it changes.
     """
@@ -757,6 +693,8 @@ def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise UserError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path} must be a YAML mapping at the top level")
+    # Top-level `x-...` keys only hold YAML anchors (`x-r1v: &r1v {...}`) that tasks merge in.
+    raw = {key: value for key, value in raw.items() if not str(key).startswith("x-")}
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
@@ -769,15 +707,17 @@ def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 def expand_arm_defaults(raw: dict) -> dict:
-    """`arm_defaults:` is merged under every arm, so arms state only what sets them apart."""
-    defaults = raw.pop("arm_defaults", None)
-    if defaults is None:
-        return raw
-    if not isinstance(defaults, dict):
-        raise UserError("arm_defaults must be a mapping of arm settings")
-    arms = raw.get("arms")
-    if isinstance(arms, list):
-        raw["arms"] = [deep_merge(defaults, arm) if isinstance(arm, dict) else arm for arm in arms]
+    """`arm_defaults:` is merged under every arm, and `task_defaults:` under every task, so
+    each states only what sets it apart (and a recipe that extends another changes a setting
+    of every task or arm in one line)."""
+    for key, items, what in (("arm_defaults", "arms", "arm"), ("task_defaults", "tasks", "task")):
+        defaults = raw.pop(key, None)
+        if defaults is None:
+            continue
+        if not isinstance(defaults, dict):
+            raise UserError(f"{key} must be a mapping of {what} settings")
+        if isinstance(raw.get(items), list):
+            raw[items] = [deep_merge(defaults, item) if isinstance(item, dict) else item for item in raw[items]]
     return raw
 
 
@@ -797,6 +737,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_d
     raw = read_recipe_yaml(path)
     for keys, value in parse_overrides(overrides or []):
         apply_override(raw, keys, value)
+    import_unsloth_first(recipe_backend(raw))  # before validation imports transformers
     raw = expand_arm_defaults(raw)
     recipe = recipe_from_dict(raw, str(path))
     check_recipe_references(recipe, check_data=check_data)

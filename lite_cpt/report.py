@@ -3,7 +3,9 @@
 Reads every (seed, arm) unit of the run (see `lite_cpt.results` for the layout) and writes into
 the run directory:
   summary.json           {"seeds", "arms": {arm: {"seeds_finished", "metrics": {metric: estimate}}},
-                          "differences": [...]}; an estimate is {"value", "ci95", "interval", "per_seed"}
+                          "differences": [...], "benchmark_figures": {"base", "arms"}}; an estimate is
+                          {"value", "ci95", "interval", "per_seed"} (benchmark_figures: see
+                          lite_cpt.benchmark_figures; absent when no benchmark has a summary)
   heatmap_<arm>.png      R of each arm (the mean over its finished seeds), annotated
   seen_task_average.png  mean seen-task accuracy after each task, one line per arm
   report.md              tables with 95 % intervals, paired differences, forgotten items, figures
@@ -19,6 +21,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from lite_cpt.benchmark_figures import figures_json, figures_section
 from lite_cpt.estimates import Estimate, arm_estimates, metric_names, paired_difference, units_for_estimates
 from lite_cpt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lite_cpt.metrics import seen_task_average
@@ -366,6 +369,7 @@ def render_markdown(run: RunResults, reports: list[ArmReport], metrics: list[str
     lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports)]
     lines += _metrics_section(reports, metrics, run.seeds)
     lines += _differences_section(differences, metrics)
+    lines += figures_section(reports, _estimate)
     lines += _cost_section(reports)
     lines += ["", "## Mean accuracy on seen tasks", "",
               _image("mean seen-task accuracy per arm", "seen_task_average.png")]
@@ -383,6 +387,7 @@ def summary_json(run: RunResults, reports: list[ArmReport], differences: list[di
         "differences": [{"arm": d["arm"], "reference": d["reference"],
                          "metrics": {m: {**e.as_json(), "excludes_zero": e.excludes_zero}
                                      for m, e in d["estimates"].items()}} for d in differences],
+        **figures_json(reports),
     }
 
 

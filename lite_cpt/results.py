@@ -3,7 +3,8 @@
 A run directory (`runs/<name>/`) holds `recipe.yaml` and one `seed_<k>/` directory per seed, each
 with one subdirectory per arm:
   matrix.json    {"tasks": [T names], "R": [[T floats] x rows]}   row 0 = base, row i = after task i
-  general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning
+  general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning;
+                 "figures": per row, each benchmark's own figures (see lite_cpt.benchmark_figures)
   metrics.jsonl  "task_end" events give the compute cost; other events are ignored
   predictions/row_<i>.jsonl.gz   per-item scores of row i (row 0: ../base_predictions.jsonl.gz)
 Runs written before seeds had directories keep the arms directly under the run directory; they
@@ -41,6 +42,9 @@ class ArmResult:
     # defined for them; BWT, forgetting and FWT need a sequence.
     joint: bool = False
     path: Path | None = None  # the arm's directory, where its per-item predictions are
+    # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.benchmark_figures)
+    figures: list[dict] = field(default_factory=list)
+    eval_cot: bool = False  # evaluated with the chain-of-thought prompt (matrix.json's eval_prompt)
 
     @property
     def finished(self) -> bool:
@@ -100,6 +104,12 @@ def load_general_scores(path: Path) -> tuple[list[str], list[list[float]]]:
     return benchmarks, rows
 
 
+def load_figure_rows(path: Path) -> list[dict]:
+    """The "figures" rows of a general.json (lite_cpt.benchmark_figures); [] when it has none."""
+    rows = _read_json(path).get("figures", []) if path.exists() else []
+    return [row if isinstance(row, dict) else {} for row in rows] if isinstance(rows, list) else []
+
+
 def read_task_end_events(path: Path) -> list[dict]:
     """The "task_end" events of a metrics.jsonl, one per task index (the last one logged wins).
 
@@ -134,7 +144,7 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
         return float(sum(values)) if values else None
 
     cost = {"wall_seconds": total(("train_seconds", "eval_seconds"))}
-    predicted = [event["predicted_seconds"] for event in events if event.get("predicted_seconds")]
+    predicted = [event["predicted_seconds"] for event in events if comparable_prediction(event)]
     cost["predicted_seconds"] = (float(sum(p["train"] + p.get("evaluation", 0.0) for p in predicted))
                                  if predicted else None)
     cost["phase_seconds"] = phase_seconds(events)
@@ -144,13 +154,28 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
     return cost
 
 
+def same_device(calibrated: str | None, running: str | None) -> bool:
+    """Whether a calibration's device (`cpu (2 threads)`, `NVIDIA H100 80GB HBM3`) is the running
+    one: the same name, thread counts aside."""
+    if not calibrated or not running:
+        return False
+    return calibrated.split(" (")[0].strip() == running.split(" (")[0].strip()
+
+
+def comparable_prediction(event: dict) -> bool:
+    """Whether a task_end record's predicted seconds describe the device its measured seconds
+    come from (`predicted_on` and `device`): a plan of another card, or one a record does not
+    place (logged by earlier versions), is not set beside what was measured."""
+    return bool(event.get("predicted_seconds")) and same_device(event.get("predicted_on"), event.get("device"))
+
+
 def phase_seconds(events: list[dict]) -> dict[str, dict[str, float]]:
     """Per time-plan phase, the plan's seconds and the measured ones summed over the task_end
     events that carry both ({phase: {"predicted", "measured"}}); evaluation is the measured
     eval_seconds, offline instance filtering the measured rif_seconds."""
     sums: dict[str, dict[str, float]] = {}
     for event in events:
-        predicted = event.get("predicted_seconds") or {}
+        predicted = event.get("predicted_seconds") if comparable_prediction(event) else {}
         measured = dict(event.get("phase_seconds") or {})
         if event.get("eval_seconds") is not None:
             measured["evaluation"] = event["eval_seconds"]
@@ -168,9 +193,11 @@ def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
-    joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
+    matrix = _read_json(arm_dir / "matrix.json")
+    joint = bool(matrix.get("joint", False))
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
-                     path=arm_dir)
+                     path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"),
+                     eval_cot=matrix.get("eval_prompt") == "cot")
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:

@@ -41,19 +41,21 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from lite_cpt.aggregation import kernel_aggregation, loss_groups, loss_share
 from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
-from lite_cpt.logprob import TokenLogprobs, token_logprobs
+from lite_cpt.logprob import TokenLogprobs, kernel_backend, token_logprobs
+from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
                                     packed_token_logprobs)
-from lite_cpt.numerics import NonFiniteGuard, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
+from lite_cpt.rollout_batch import Rollouts
 from lite_cpt.seeding import derived_seed
-from lite_cpt.tasks.base import format_reward
+from lite_cpt.truncation import count_rollouts
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, RFTConfig
@@ -77,7 +79,7 @@ def reward_parts(example: Example, text: str, rft: RFTConfig) -> tuple[float, fl
         return accuracy, accuracy
     task_weight = getattr(example.task.config, "format_weight", None)
     weight = rft.format_weight if task_weight is None else task_weight
-    return (1.0 - weight) * accuracy + weight * format_reward(text), accuracy
+    return (1.0 - weight) * accuracy + weight * example.task.format_reward(text), accuracy
 
 
 def rft_reward(example: Example, text: str, rft: RFTConfig) -> float:
@@ -91,73 +93,6 @@ def max_prompt_tokens(examples: list[Example]) -> int | None:
 
 # ---------------------------------------------------------------------------------------------
 # Rollouts
-
-
-@dataclass
-class Rollouts:
-    """G answers for each of B prompts, prompt-major: rows [i*G, (i+1)*G) answer examples[i]."""
-
-    examples: list[Example]
-    group_size: int
-    token_ids: list[list[int]]  # response ids, ending with the end-of-turn token when it was produced
-    texts: list[str]
-    rewards: torch.Tensor  # [B*G] float32
-    baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
-    baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
-    accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
-
-    @property
-    def num_groups(self) -> int:
-        return len(self.examples)
-
-    @property
-    def generated_tokens(self) -> int:
-        return sum(len(ids) for ids in self.token_ids) + sum(self.baseline_tokens or [])
-
-    def group_rewards(self) -> torch.Tensor:
-        return self.rewards.view(self.num_groups, self.group_size)
-
-    def group_means(self) -> torch.Tensor:
-        return self.group_rewards().mean(dim=1)
-
-    def success_rates(self) -> torch.Tensor:
-        """[B] mean accuracy part of each prompt's rewards (without the format term)."""
-        accuracies = self.rewards if self.accuracies is None else self.accuracies
-        return accuracies.view(self.num_groups, self.group_size).mean(dim=1)
-
-    def zero_variance(self) -> torch.Tensor:
-        """[B] True where every answer of the prompt got the same reward."""
-        groups = self.group_rewards()
-        return groups.amax(dim=1) == groups.amin(dim=1)
-
-    def subset(self, groups: list[int]) -> "Rollouts":
-        rows = [g * self.group_size + k for g in groups for k in range(self.group_size)]
-        return Rollouts(
-            examples=[self.examples[g] for g in groups],
-            group_size=self.group_size,
-            token_ids=[self.token_ids[r] for r in rows],
-            texts=[self.texts[r] for r in rows],
-            rewards=self.rewards[rows] if rows else self.rewards.new_zeros(0),
-            baseline=None if self.baseline is None else self.baseline[groups],
-            baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
-            accuracies=None if self.accuracies is None else self.accuracies[rows] if rows else self.accuracies.new_zeros(0),
-        )
-
-    @staticmethod
-    def concat(parts: list["Rollouts"]) -> "Rollouts":
-        if not parts:
-            raise ValueError("Rollouts.concat needs at least one part")
-        with_baseline = all(p.baseline is not None for p in parts)
-        return Rollouts(
-            examples=[e for p in parts for e in p.examples],
-            group_size=parts[0].group_size,
-            token_ids=[ids for p in parts for ids in p.token_ids],
-            texts=[t for p in parts for t in p.texts],
-            rewards=torch.cat([p.rewards for p in parts]),
-            baseline=torch.cat([p.baseline for p in parts]) if with_baseline else None,
-            baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
-            accuracies=torch.cat([p.rewards if p.accuracies is None else p.accuracies for p in parts]),
-        )
 
 
 def generate_rollouts(
@@ -206,6 +141,7 @@ def generate_rollouts(
         baseline=baseline,
         baseline_tokens=baseline_tokens,
         accuracies=torch.tensor([accuracy for _, accuracy in parts], dtype=torch.float32),
+        truncated=sampled.truncated,
     )
 
 
@@ -232,6 +168,7 @@ class MicroBatch:
     advantages: torch.Tensor  # [len(rows)]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    normaliser: float | None = None  # micro-token-mean: its loss group's tokens x group count
     packed: PackedBatch | None = None
 
     @property
@@ -340,17 +277,20 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
                           logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
         loss, stats = grpo_loss(
-            scored.logp, old_logp, mb.advantages, scored.mask,
+            scored.logp, old_logp, mb.advantages, scored.mask, _backend=kernel_backend(scored.logp),
             ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
-            eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip, aggregation=rft.aggregation,
+            eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip,
+            aggregation=kernel_aggregation(rft.aggregation),
         )
         tokens = float(scored.mask.sum())
-        share = tokens / total_tokens if rft.aggregation == "token-mean" else len(mb.rows) / total_rows
-        (loss * share).backward()
+        share = loss_share(rft.aggregation, tokens, len(mb.rows), total_tokens, total_rows, mb.normaliser)
+        backward(loss * share, model)  # scaled when the model computes in fp16
+        # KL and clip fractions are token means, weighted as the loss weighs the tokens
+        weight = share if mb.normaliser is not None else tokens / total_tokens
         out["loss"] += float(loss.detach()) * share
-        out["kl"] += float(stats["kl_mean"]) * tokens / total_tokens
-        out["clip_fraction"] += float(stats["clip_fraction"]) * tokens / total_tokens
-        out["dual_clip_fraction"] += float(stats["dual_clip_fraction"]) * tokens / total_tokens
+        out["kl"] += float(stats["kl_mean"]) * weight
+        out["clip_fraction"] += float(stats["clip_fraction"]) * weight
+        out["dual_clip_fraction"] += float(stats["dual_clip_fraction"]) * weight
         out["tokens"] += int(tokens)
         if scored.entropy is not None:
             entropy_sum += float((scored.entropy.detach() * scored.mask).sum())
@@ -446,8 +386,17 @@ def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], 
     parts = [MiniBatch(part, [r for r in part if r in trained], [len(ids) for ids in rollouts.token_ids])
              for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
     for part in parts:
-        part.micro_batches = prepare_micro_batches(model, processor, rollouts, part.trained, advantages, rft,
-                                                   knobs) if part.trained else []
+        part.micro_batches = []
+        for group, normaliser in loss_groups(part.rows, part.lengths, rft.aggregation, rft.loss_micro_batch):
+            scored = [r for r in group if r in trained]
+            if not scored:
+                continue
+            # physical micro-batches never straddle two loss groups
+            batches = prepare_micro_batches(model, processor, rollouts, scored, advantages, rft, knobs)
+            if normaliser is not None:
+                for mb in batches:
+                    mb.normaliser = normaliser
+            part.micro_batches += batches
     return parts
 
 
@@ -649,6 +598,8 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
         step_start = time.perf_counter()
         draw = draw_groups(model, processor, arm.rft, phase, plan, step)
         stats.generated_tokens += sum(c.generated_tokens for c in draw.candidates)
+        for drawn in draw.candidates:
+            count_rollouts(stats.extra, drawn.task_names(), drawn.truncated or [False] * len(drawn.token_ids))
         add_phase_seconds(stats, rollout=time.perf_counter() - step_start)
         if not draw.kept:
             # Nothing learnable in a whole pass (or the draw budget is spent): the policy will not
@@ -708,6 +659,7 @@ def update_metrics(draw: GroupDraw, update: dict) -> dict:
         "dual_clip_fraction": update["dual_clip_fraction"],
         "entropy": update["entropy"],
         "generated_tokens": seen.generated_tokens,
+        "truncated_fraction": sum(seen.truncated) / len(seen.truncated) if seen.truncated else 0.0,
         "trained_tokens": update["trained_tokens"],
         "updated": update["updated"],
         "nonfinite_skipped": update["nonfinite_skipped"],

@@ -18,6 +18,7 @@ import torch
 from transformers import GenerationConfig
 
 from lite_cpt.batching import TOKEN_KEYS, Prompt, fixed_calls, length_sorted_calls, to_device, tokenizer_of
+from lite_cpt.truncation import cut_at_cap
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Completions:
     token_ids: list[list[int]]  # completion ids, cut after the first end-of-turn token (kept)
     texts: list[str]  # decoded completions without special tokens
     num_generated_tokens: int
+    truncated: list[bool] | None = None  # per row: cut at max_new_tokens before its end of turn
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def generate_completions(
     token_ids = [row for group in per_prompt for row in group]
     texts = decode_completions(tokenizer_of(processor), token_ids)
     return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
-                       texts=[t.strip() for t in texts], num_generated_tokens=sum(len(t) for t in token_ids))
+                       texts=[t.strip() for t in texts], num_generated_tokens=sum(len(t) for t in token_ids),
+                       truncated=cut_at_cap(token_ids, stops.end_ids, sampling.max_new_tokens))
 
 
 @dataclass(frozen=True)
@@ -130,11 +133,15 @@ class StopTokens:
 
 @contextmanager
 def eval_mode(model):
-    """Dropout off while generating; the model's own mode comes back afterwards."""
+    """Dropout off while generating (and unsloth's inference mode for an unsloth model); the
+    model's own mode comes back afterwards."""
+    from lite_cpt.unsloth_backend import generation_mode
+
     was_training = model.training
-    model.eval()
     try:
-        yield
+        with generation_mode(model):  # unsloth's training switch sets train mode: restore after it
+            model.eval()
+            yield
     finally:
         model.train(was_training)
 

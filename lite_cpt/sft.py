@@ -23,9 +23,10 @@ from lite_cpt.batching import (
 )
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.logprob import token_logprobs
-from lite_cpt.numerics import NonFiniteGuard, step_if_finite
+from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
 from lite_cpt.rollout import model_device, model_dtype
+from lite_cpt.sft_schedule import lr_factor, set_lr
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig
@@ -84,6 +85,8 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
     start = time.perf_counter()
     model.train()
     for step in range(first, total_steps):
+        lr = arm.lr * lr_factor(step, total_steps, arm.lr_scheduler, arm.warmup_ratio)
+        set_lr(optimizer, lr)
         batch, order = _next_batch(rng, order, examples, arm.batch_size, hooks)
         with phase.guard("sft_step"):
             loss_value, n_tokens = _accumulate(model, processor, batch, phase.knobs, hooks.extra_loss)
@@ -92,7 +95,7 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
         stats.trained_tokens += n_tokens
         stats.last_loss = loss_value
         stats.extra["nonfinite_skipped"] = guard.skipped
-        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied,
+        phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied, "lr": lr,
                         "seconds": elapsed + time.perf_counter() - start})
         phase.advance(step + 1, total_steps)
         end_of_update(phase, step + 1, optimizer, lambda: {
@@ -155,11 +158,11 @@ def _accumulate(model, processor, batch: list[Example], knobs: Knobs,
         inputs, labels = collate([rows[i] for i in indices], pad_id)
         nll, _ = rows_loss_sum(model, to_device(inputs, device, model_dtype(model)), labels.to(device),
                                knobs.logprob_chunk)
-        (nll / n_tokens).backward()
+        backward(nll / n_tokens, model)  # scaled when the model computes in fp16
         loss_total += nll.item()
     loss = loss_total / n_tokens
     if extra_loss is not None:
         penalty = extra_loss()
-        penalty.backward()
+        backward(penalty, model)
         loss += float(penalty.item())
     return loss, n_tokens

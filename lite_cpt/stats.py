@@ -9,7 +9,8 @@ Pure functions over numbers; `lite_cpt.results` decides which one a metric gets.
 * Within one seed: a percentile bootstrap over test items (`scipy.stats.bootstrap`). Each task
   (and benchmark) column is resampled on its own, with the same item indices for every row of the
   matrix (every row scored the same items), and the metric is recomputed from the resampled
-  matrix. A paired difference resamples both arms' items with the same indices.
+  matrix. A paired difference resamples both arms' items with the same indices. A benchmark's
+  own figures (F1, precision, ... per category) are recomputed from each resample of its items.
 """
 
 from __future__ import annotations
@@ -112,3 +113,39 @@ def bootstrap_intervals(
     )
     lows, highs = np.atleast_1d(result.confidence_interval.low), np.atleast_1d(result.confidence_interval.high)
     return [Interval(value, float(low), float(high)) for value, low, high in zip(values, lows, highs)]
+
+
+def bootstrap_figures(
+    items: int,
+    statistic: Callable[[np.ndarray], Sequence[float | None]],
+    values: Sequence[float],
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> list[Interval]:
+    """Percentile bootstrap of figures that are not means of per-item scores (a benchmark's F1,
+    precision, ...): `statistic(indices)` recomputes every figure from the items at `indices`.
+
+    `n_resamples` draws of `items` indices with replacement (seeded); figure k's interval is the
+    (1 ± confidence)/2 percentiles of its resampled values. A resample may leave a figure
+    undefined (None: e.g. a category none of the drawn items has); such draws are skipped for
+    that figure, and with fewer than half defined it gets no interval. `values`: the full data's.
+    """
+    if items <= 0:
+        raise ValueError("bootstrap needs at least one item")
+    rng = np.random.default_rng(seed)
+    draws = np.full((n_resamples, len(values)), np.nan)
+    for b in range(n_resamples):
+        resampled = statistic(rng.integers(0, items, items))
+        draws[b] = [np.nan if v is None else float(v) for v in resampled]
+    tail = (1.0 - confidence) / 2 * 100
+    intervals = []
+    for k, value in enumerate(values):
+        defined = draws[:, k][np.isfinite(draws[:, k])]
+        if defined.size < n_resamples / 2:
+            intervals.append(Interval(float(value), None, None))
+            continue
+        low, high = np.percentile(defined, [tail, 100 - tail])
+        intervals.append(Interval(float(value), float(low), float(high)))
+    return intervals

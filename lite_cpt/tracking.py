@@ -1,110 +1,71 @@
-"""Experiment tracking: one interface, a backend per tracker, none required.
+"""Experiment tracking: every record of a (seed, arm) unit in the trackers a recipe enables.
 
-Every record the continual loop writes to `<arm>/metrics.jsonl` (a training step, or the
-"task_end" record with the phase's cost and the new matrix row) also goes to the trackers a
-recipe enables under `logging:`:
+    logging: {tensorboard: true}   # <run>/tensorboard/seed_<k>/<arm>/events.out.tfevents.*
+    logging: {wandb: true}         # offline by default: <run>/wandb/*-<id>/run-<id>.wandb
+    logging: {mlflow: true}        # <run>/mlflow.db (SQLite), artifacts in <run>/mlflow-artifacts/
 
-    logging: {tensorboard: true}          # <run>/tensorboard/seed_<k>/<arm>/events.out.tfevents.*
-    logging: {wandb: true}                # offline by default: <run>/wandb/, `wandb sync` later
-    logging: {mlflow: true}               # a local SQLite store <run>/mlflow.db unless a URI is given
+`<arm>/metrics.jsonl` stays the record of truth; the trackers follow it. Each unit is one
+tracker run for its whole life, across any number of stops and resumes: its W&B and MLflow
+run ids live in `<arm>/tracking.json`. A process that opens a unit first sends the stores
+what they lack of the base row and of metrics.jsonl (a kill can land between a line and its
+tracker call, or before a buffered tracker wrote anything), so each record reaches each store
+exactly once: TensorBoard hides what an earlier process wrote from the resume point on
+(`purge_step`) and writes it again; W&B and MLflow skip the steps their stores already hold.
 
-Numeric fields become scalars: a step record's under `train/<key>` at the arm's running step
-count, a task_end record's under `task_end/<key>` at its task index. Each backend is the
-library's own client, imported only when enabled.
+Scalars (docs/tracking.md lists them all): `train/<key>` per step; at each task end the
+matrix row `matrix/after_<task>/<task>` and `.../seen_mean`, the same values as curves
+`accuracy/<task>` and `accuracy/seen_mean`, the general benchmarks `general/after_<task>/<bench>`
+and `general/<bench>`, the seconds `seconds/<phase>` and the rest as `task_end/<key>`; the
+base row as `matrix/after_base/<task>` at step 0. TensorBoard and MLflow steps are the training
+steps so far (a task end sits at its last training step); W&B's own step counts records, and
+its charts plot against the `train_step` and `task` fields.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
-from typing import Protocol
 
-from lite_cpt.errors import UserError
+from lite_cpt.io import atomic_write_json, read_jsonl
+from lite_cpt.preemption import Preempted
+from lite_cpt.tracking_backends import open_backends
+from lite_cpt.tracking_scalars import Entry, Unit, row_scalars, scalars_of
 
+__all__ = ["RunTracker", "UNIT_STATE", "scalars_of"]
 
-class MetricLogger(Protocol):
-    """Where one (seed, arm)'s scalars go."""
-
-    def log(self, scalars: dict[str, float], step: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def scalars_of(record: dict) -> tuple[str, dict[str, float]]:
-    """('train' | 'task_end', {key: value}) for the numeric, non-bookkeeping fields of a record."""
-    group = "task_end" if record.get("event") == "task_end" else "train"
-    skip = {"event", "task_index", "step"}
-    scalars = {f"{group}/{key}": float(value) for key, value in record.items()
-               if key not in skip and isinstance(value, (int, float)) and not isinstance(value, bool)}
-    return group, scalars
+#: The unit's tracker run ids, in the arm directory.
+UNIT_STATE = "tracking.json"
 
 
-class TensorBoardLogger:
-    def __init__(self, log_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError("logging.tensorboard needs the tensorboard package: pip install -e '.[tracking]' "
-                            "(or set logging.tensorboard=false)") from exc
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+class _OpenUnit:
+    """A unit whose tracker runs are open in this process, and where its step counts stand."""
 
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        for tag, value in scalars.items():
-            self._writer.add_scalar(tag, value, global_step=step)
-        self._writer.flush()
+    def __init__(self, backends: list, tasks: list[str], benches: list[str], train_step: int, index: int):
+        self.backends, self.tasks, self.benches = backends, tasks, benches
+        self.train_step, self.index = train_step, index
 
-    def close(self) -> None:
-        self._writer.close()
+    def entry(self, record: dict) -> Entry:
+        self.index += 1
+        self.train_step += record.get("event") == "step"
+        return Entry(self.train_step, self.index, scalars_of(record, self.tasks, self.benches))
 
+    def send(self, record: dict) -> None:
+        entry = self.entry(record)
+        for backend in self.backends:
+            backend.log(entry)
 
-class WandbLogger:
-    def __init__(self, run_dir: Path, name: str, group: str, config: dict, project: str, mode: str):
-        try:
-            import wandb
-        except ImportError as exc:
-            raise UserError("logging.wandb needs the wandb package: pip install wandb "
-                            "(or set logging.wandb=false)") from exc
-        (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(project=project, name=name, group=group, config=config, mode=mode,
-                               dir=str(run_dir), reinit="create_new")
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self._run.log(scalars, step=step)
-
-    def close(self) -> None:
-        self._run.finish()
-
-
-class MlflowLogger:
-    def __init__(self, run_dir: Path, name: str, experiment: str, tracking_uri: str | None):
-        try:
-            from mlflow import MlflowClient
-        except ImportError as exc:
-            raise UserError("logging.mlflow needs the mlflow package: pip install mlflow "
-                            "(or set logging.mlflow=false)") from exc
-        # a local SQLite store by default: MLflow 3 keeps its file store in maintenance mode
-        uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self._client = MlflowClient(tracking_uri=uri)
-        found = self._client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
-        self._run_id = self._client.create_run(experiment_id, run_name=name).info.run_id
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        for key, value in scalars.items():
-            self._client.log_metric(self._run_id, key, value, step=step)
-
-    def close(self) -> None:
-        self._client.set_terminated(self._run_id)
+    def close(self, status: str) -> None:
+        for backend in self.backends:
+            backend.close(status)
 
 
 class RunTracker:
-    """Fans a (seed, arm)'s records out to the enabled trackers, opening them on first use."""
+    """Fans each (seed, arm)'s records out to the enabled trackers, opening a unit on first use."""
 
     def __init__(self, recipe, run_dir: Path, seed: int):
         self.recipe, self.run_dir, self.seed = recipe, Path(run_dir), seed
-        self._loggers: dict[str, list[MetricLogger]] = {}
-        self._steps: dict[str, int] = {}
+        self._units: dict[str, _OpenUnit] = {}
 
     @property
     def enabled(self) -> bool:
@@ -112,48 +73,63 @@ class RunTracker:
         return config.tensorboard or config.wandb or config.mlflow
 
     def log(self, arm: str, record: dict, metrics_path: Path | None = None) -> None:
-        """Send one record; call it before the record is appended to `metrics_path`."""
+        """Send one record; call it after the record is appended to `metrics_path`: a unit that
+        opens on it sends what the stores lack of that file, this record included."""
         if not self.enabled:
             return
-        if arm not in self._loggers:
-            self._loggers[arm] = self._open(arm)
-            self._steps[arm] = _logged_steps(metrics_path)
-        group, scalars = scalars_of(record)
-        if group == "train":
-            self._steps[arm] += 1
-            step = self._steps[arm]
-        else:
-            step = int(record.get("task_index", 0))
-        for logger in self._loggers[arm]:
-            logger.log(scalars, step)
+        if arm in self._units:
+            self._units[arm].send(record)
+            return
+        records = read_jsonl(metrics_path) if metrics_path is not None and metrics_path.exists() else []
+        if not records or json.dumps(records[-1], sort_keys=True) != json.dumps(record, sort_keys=True):
+            records.append(record)  # called before the append (or without a file): send it too
+        self._units[arm] = self._open(arm, records)
 
-    def _open(self, arm: str) -> list[MetricLogger]:
-        config, name = self.recipe.logging, f"{self.recipe.name}/seed_{self.seed}/{arm}"
-        loggers: list[MetricLogger] = []
-        if config.tensorboard:
-            loggers.append(TensorBoardLogger(self.run_dir / "tensorboard" / f"seed_{self.seed}" / arm))
-        if config.wandb:
-            loggers.append(WandbLogger(self.run_dir, name, self.recipe.name, self.recipe.model_dump(mode="json"),
-                                       config.wandb_project, config.wandb_mode))
-        if config.mlflow:
-            loggers.append(MlflowLogger(self.run_dir, name, self.recipe.name, config.mlflow_tracking_uri))
-        return loggers
+    def finish(self, arm: str) -> None:
+        """The unit finished: its tracker runs are closed as finished."""
+        if (unit := self._units.pop(arm, None)) is not None:
+            unit.close("finished")
 
-    def close(self) -> None:
-        for loggers in self._loggers.values():
-            for logger in loggers:
-                logger.close()
-        self._loggers.clear()
+    def close(self, error: BaseException | None = None) -> None:
+        """Close every open unit: finished, preempted (a SIGTERM/SIGINT stop) or failed."""
+        status = "finished" if error is None else "preempted" if isinstance(error, Preempted) else "failed"
+        for arm in list(self._units):
+            self._units.pop(arm).close(status)
+
+    def _open(self, arm: str, records: list[dict]) -> _OpenUnit:
+        unit = Unit(self.recipe, self.run_dir, self.seed, arm, _read_state(self.run_dir / f"seed_{self.seed}" / arm))
+        tasks = [t.name for t in self.recipe.tasks]
+        benches = [b.name for b in self.recipe.evaluation.general]
+        if self.recipe.logging.wandb and "wandb_run_id" not in unit.state:
+            # saved before the run exists: a process killed while creating it leaves the id to reuse
+            unit.state["wandb_run_id"] = uuid.uuid4().hex[:12]
+            atomic_write_json(unit.arm_dir / UNIT_STATE, unit.state)
+        saved = dict(unit.state)
+        backends = open_backends(unit)
+        if unit.state != saved:
+            atomic_write_json(unit.arm_dir / UNIT_STATE, unit.state)
+        opened = _OpenUnit(backends, tasks, benches, 0, 0)
+        entries = [Entry(0, 0, base)] if (base := _base_scalars(unit.arm_dir, tasks, benches)) else []
+        entries += [opened.entry(record) for record in records]
+        for backend in backends:
+            backend.backfill(entries)
+        return opened
 
 
-def _logged_steps(metrics_path: Path | None) -> int:
-    """Step records already in metrics.jsonl: a resumed run continues the count."""
-    if metrics_path is None or not metrics_path.exists():
-        return 0
-    count = 0
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            count += json.loads(line).get("event") == "step"
-        except (json.JSONDecodeError, AttributeError):
-            continue
-    return count
+def _read_state(arm_dir: Path) -> dict:
+    try:
+        state = json.loads((arm_dir / UNIT_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _base_scalars(arm_dir: Path, tasks: list[str], benches: list[str]) -> dict[str, float]:
+    """Row 0 (the base model) from the arm's matrix.json and general.json, as the base row's
+    scalars; empty when they are not there yet."""
+    try:
+        r0 = json.loads((arm_dir / "matrix.json").read_text(encoding="utf-8"))["R"][0]
+        g0 = json.loads((arm_dir / "general.json").read_text(encoding="utf-8"))["G"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}
+    return {"task": 0.0, **row_scalars("base", r0, g0, tasks, benches, [])}

@@ -57,11 +57,9 @@ def test_run_writes_matrix_logs_adapters_and_report(finished_run):
         assert 0 < e["eval_seconds"] < 600, "seconds the evaluation took"
         assert row_predictions_path(seed_dir / "sft", e["task_index"]).is_file()
     assert all(e["policy_updates"] == 2 and e["trained_tokens"] > 0 for e in ends)
-    # The time plan's prediction for each task sits beside the measured seconds.
-    for e in ends:
-        predicted = e["predicted_seconds"]
-        assert set(predicted) == {"sft_step", "evaluation", "train"}
-        assert predicted["train"] == predicted["sft_step"] > 0 and predicted["evaluation"] > 0
+    # Without a calibration of this device no prediction is logged beside the measured seconds
+    # (tests/test_first_minute.py: with one, it is).
+    assert all("predicted_seconds" not in e and e["device"] == "cpu" for e in ends)
     assert any(e["event"] == "step" and "loss" in e for e in events)
     for t in (1, 2, 3):
         assert (seed_dir / "sft" / f"task_{t}" / "adapter_model.safetensors").exists()
@@ -122,7 +120,8 @@ def test_tensorboard_events_are_written_and_read_back(finished_run):
     losses = [record["loss"] for record in logged if record["event"] == "step"]
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, len(losses) + 1))
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
-    assert [e.step for e in events.Scalars("task_end/policy_updates")] == [1, 2, 3]
+    ends = [sum(r["event"] == "step" for r in logged[:i]) for i, r in enumerate(logged) if r["event"] == "task_end"]
+    assert len(ends) == 3 and [e.step for e in events.Scalars("task_end/policy_updates")] == ends  # train step at task end
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):
@@ -161,8 +160,8 @@ def test_resume_after_second_task_matches_uninterrupted_run(finished_run, tmp_pa
     assert "sft: resuming after task 2 (geometry)" in said
     scores = " ".join(f"{t}={s:.2f}" for t, s in zip(resumed["tasks"], resumed["R"][3]))
     assert f"sft · pathvqa: {scores}" in said
-    assert re.search(r"sft: time plan on the reference 24 GB card: \d+\.\d\d h \(sft_step \d+\.\d\d, "
-                     r"evaluation \d+\.\d\d\)", said)
+    assert "sft: no time plan: no calibration for this device (cpu)" in said
+    assert "reference 24 GB card" not in said
     console = Console(file=io.StringIO(), width=300)
     run_recipe(recipe, console=console)
     assert "sft: finished earlier, skipping" in console.file.getvalue()
@@ -243,7 +242,8 @@ def test_a_worker_writes_the_base_row_once_and_trains_only_its_own_arm(tmp_path,
     assert (seed_dir / continual.BASE_SCORES).stat().st_mtime_ns == written, "row 0 is computed once"
     assert continual.run_seed_arms(recipe, ["multitask_sft"], console=screen) == seed_dir
     assert continual.arm_finished(recipe, "multitask_sft") and not (seed_dir / "sft").exists()
-    assert "multitask_sft: time plan" in screen.file.getvalue()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.file.getvalue())  # rich's colours and cursor moves
+    assert "multitask_sft: no time plan: no calibration for this device (cpu" in shown
     # killed while rewriting its matrix and mid-append of a log line: the same command repairs both
     arm_dir = seed_dir / "multitask_sft"
     matrix = json.loads((arm_dir / "matrix.json").read_text())
@@ -309,9 +309,13 @@ def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(continual, "evaluate_sets_items", killed_evaluating_task_2)
+    screen = Console(file=io.StringIO(), width=400)
     with pytest.raises(KeyboardInterrupt):
-        run_recipe(recipe)
+        run_recipe(recipe, console=screen)
     arm_dir = recipe.run_dir / "seed_0" / "replay"
+    checkpoint = arm_dir / "checkpoints" / "phase_1_update_1"
+    assert f"replay: resuming task 1 (clevr) from its checkpoint after update 1: {checkpoint}" in re.sub(
+        r"\s*\n\s*", "", screen.file.getvalue())
     assert (arm_dir / "task_2" / continual.PHASE_STATS).exists()
     monkeypatch.setattr(continual, "evaluate_sets_items", evaluate)
     screen = Console(file=io.StringIO(), width=300)

@@ -230,7 +230,8 @@ def _task_ends(seed: int) -> list[dict]:
     return [{"event": "task_end", "task_index": index, "train_seconds": 10.0 * (1 + seed), "eval_seconds": 2.0,
              "generated_tokens": 100, "trained_tokens": 400, "policy_updates": 2,
              "predicted_seconds": {"rollout": 6.0, "grpo_step": 3.0, "evaluation": 1.0, "train": 9.0},
-             "phase_seconds": {"rollout": 5.0 * (1 + seed), "grpo_step": 4.0}} for index in (1, 2)]
+             "phase_seconds": {"rollout": 5.0 * (1 + seed), "grpo_step": 4.0},
+             "predicted_on": "cpu (2 threads)", "device": "cpu"} for index in (1, 2)]
 
 
 def test_report_markdown_whole_for_two_seeds(tmp_path):

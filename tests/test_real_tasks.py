@@ -411,18 +411,18 @@ def test_uncached_hf_id_says_how_to_provide_it(tmp_path):
     assert "source.path" in message
 
 
-def test_an_uncached_hf_id_names_the_hub_caches_searched(tmp_path):
-    """<data.root>/hub when it exists, then the default cache."""
+def test_an_uncached_hf_id_names_every_cache_searched(tmp_path):
+    """<data.root>/hub (where the download commands write) whether or not it exists yet, the
+    default hub cache and the datasets cache."""
     default = tmp_path / "hf_home" / "hub"
     (tmp_path / "data").mkdir()
-    with pytest.raises(UserError) as error:
-        make("pathvqa", tmp_path / "data").load("train", 4)
-    assert f"flaviagiammarino/path-vqa is not in a Hugging Face hub cache ({default})" in str(error.value)
-    (tmp_path / "data" / "hub").mkdir()
-    with pytest.raises(UserError) as error:
-        make("pathvqa", tmp_path / "data").load("train", 4)
-    assert (f"flaviagiammarino/path-vqa is not in a Hugging Face hub cache ({tmp_path / 'data' / 'hub'} or "
-            f"{default})") in str(error.value)
+    for _ in range(2):
+        with pytest.raises(UserError) as error:
+            make("pathvqa", tmp_path / "data").load("train", 4)
+        assert (f"flaviagiammarino/path-vqa is not in a Hugging Face hub cache (searched {tmp_path / 'data' / 'hub'}, "
+                f"{default}) nor in the datasets cache ({tmp_path / 'hf_home' / 'datasets'})") in str(error.value)
+        assert "`lite-cpt data download RECIPE` fetches it" in str(error.value)
+        (tmp_path / "data" / "hub").mkdir(exist_ok=True)
 
 
 def test_a_missing_split_of_a_saved_dataset_dict_lists_its_splits(tmp_path):

@@ -28,6 +28,10 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
+#: Where a run on a CPU with a CPU calibration says its plan and its measurements come from.
+ON_CPU = {"predicted_on": "cpu (2 threads)", "device": "cpu"}
+
+
 def _task_end(index: int, **extra) -> dict:
     return {"event": "task_end", "task_index": index, "task": TASKS[index - 1], "train_seconds": 10.0 * index,
             "eval_seconds": 2.5, "generated_tokens": 1000 * index, "trained_tokens": 500 * index,
@@ -53,10 +57,10 @@ def make_run(tmp_path: Path) -> Path:
         run / "sft" / "metrics.jsonl",
         [
             {"event": "step", "task_index": 1, "loss": 1.2},
-            _task_end(1, predicted_seconds={"sft_step": 9.0, "train": 9.0, "evaluation": 3.0}),
+            _task_end(1, predicted_seconds={"sft_step": 9.0, "train": 9.0, "evaluation": 3.0}, **ON_CPU),
             {"event": "checkpoint", "path": "task_1"},  # unknown events are ignored
-            _task_end(2, predicted_seconds={"sft_step": 19.0, "train": 19.0, "evaluation": 3.0}),
-            _task_end(3, predicted_seconds={"sft_step": 29.0, "train": 29.0, "evaluation": 3.0}),
+            _task_end(2, predicted_seconds={"sft_step": 19.0, "train": 19.0, "evaluation": 3.0}, **ON_CPU),
+            _task_end(3, predicted_seconds={"sft_step": 29.0, "train": 29.0, "evaluation": 3.0}, **ON_CPU),
         ],
     )
     (run / "rif_rft" / "matrix.json").write_text(json.dumps({"tasks": TASKS, "R": RIF_R}))
@@ -169,9 +173,9 @@ def test_phase_seconds_sum_predicted_and_measured_per_phase():
 
     events = [
         {"predicted_seconds": {"rollout": 2.0, "grpo_step": 1.0, "evaluation": 3.0, "train": 3.0},
-         "phase_seconds": {"rollout": 2.5, "grpo_step": 0.5}, "eval_seconds": 4.0},
+         "phase_seconds": {"rollout": 2.5, "grpo_step": 0.5}, "eval_seconds": 4.0, **ON_CPU},
         {"predicted_seconds": {"rollout": 1.0, "grpo_step": 1.0, "rif_rollout": 2.0, "evaluation": 3.0, "train": 4.0},
-         "phase_seconds": {"rollout": 1.5, "grpo_step": 1.5}, "eval_seconds": 2.0, "rif_seconds": 1.0},
+         "phase_seconds": {"rollout": 1.5, "grpo_step": 1.5}, "eval_seconds": 2.0, "rif_seconds": 1.0, **ON_CPU},
         {"train_seconds": 9.0},  # a record without a plan counts nowhere
     ]
     assert phase_seconds(events) == {
@@ -180,3 +184,19 @@ def test_phase_seconds_sum_predicted_and_measured_per_phase():
         "evaluation": {"predicted": 6.0, "measured": 6.0},
         "rif_rollout": {"predicted": 2.0, "measured": 1.0},
     }
+
+
+def test_predictions_of_another_device_are_not_set_beside_measured_seconds():
+    from lite_cpt.results import compute_cost, phase_seconds
+
+    measured = {"predicted_seconds": {"sft_step": 9.0, "train": 9.0, "evaluation": 3.0},
+                "phase_seconds": {"sft_step": 0.1}, "eval_seconds": 0.05, "train_seconds": 0.1}
+    for placed in ({"predicted_on": "the reference 24 GB card", "device": "cpu"},  # another device
+                   {"predicted_on": "NVIDIA GeForce RTX 4090", "device": "cpu"},
+                   {}):  # logged without saying where (earlier versions, on a reference card)
+        event = {**measured, **placed}
+        assert phase_seconds([event]) == {} and compute_cost([event])["predicted_seconds"] is None
+    event = {**measured, "predicted_on": "cpu (1 threads)", "device": "cpu"}
+    assert phase_seconds([event]) == {"sft_step": {"predicted": 9.0, "measured": 0.1},
+                                      "evaluation": {"predicted": 3.0, "measured": 0.05}}
+    assert compute_cost([event])["predicted_seconds"] == 12.0

@@ -19,6 +19,7 @@ SHRINK = [
     "arm_defaults.batch_size=4", "arm_defaults.max_steps_per_task=1",
     "arm_defaults.rft.group_size=2", "arm_defaults.rft.prompts_per_step=2",
     "arm_defaults.rft.max_new_tokens=4", "arm_defaults.rif.rollouts=2",
+    "arm_defaults.rft.mini_batches_per_rollout=1", "model.min_pixels=3136", "model.max_pixels=3136",
     "evaluation.generation.max_new_tokens=4",
     "arms=[{name: sft, lr: 1.0e-3}, {name: rft, lr: 1.0e-3}, {name: multitask_sft, lr: 1.0e-3}]",
     "tasks.*.train_size=4", "tasks.*.test_size=2", "evaluation.general.*.size=4",

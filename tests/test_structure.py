@@ -98,7 +98,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "lite_cpt.arms" in graph["lite_cpt.recipe"]  # a function-level import
+    assert "lite_cpt.arms_declared" in graph["lite_cpt.recipe"]  # a function-level import
+    assert "lite_cpt.arms" in graph["lite_cpt.arms_declared"]  # one inside an `if`
     assert "lite_cpt.recipe" not in graph["lite_cpt.rft"]  # only under TYPE_CHECKING
     assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # `from lite_cpt.tasks import mini`
     assert {"lite_cpt.arms.rl", "lite_cpt.arms.sft"} <= graph["lite_cpt.arms"]

@@ -149,6 +149,13 @@ def test_rl_options_by_hand():
     assert arm_time(work, knobs, cal, counts).seconds["rif_rollout"] == pytest.approx(10 * (2 * p / 100 + 10 * 0.18))
     _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "mode": "online"})
     assert arm_time(work, knobs, cal, counts).seconds.get("rif_rollout", 0.0) == 0.0
+    # compute-matched (P = 8, G = 4): task a, 12 rows: (2 · 32 − 12 · 4) // 32 = 0 updates; task b, 8 rows, 2
+    # epochs: (2 · 32 − 8 · 4) // 32 = 1 update, against 2 each when filtered (counted before filtering)
+    _, work, cal, counts = _rl_arm("rif_rft", rif={"rollouts": 4, "budget": "compute"})
+    filtered = arm_time(work, knobs, cal, _rl_arm("rif_rft", rif={"rollouts": 4})[3]).seconds
+    matched = arm_time(work, knobs, cal, counts).seconds
+    assert matched["rif_rollout"] == filtered["rif_rollout"]
+    assert matched["rollout"] < filtered["rollout"] and matched["grpo_step"] < filtered["grpo_step"]
 
     _, work, cal, counts = _rl_arm("rft")
     plain = arm_time(work, knobs, cal, counts).seconds
@@ -166,6 +173,12 @@ def test_rl_options_by_hand():
     assert arm_time(work, knobs, rates, counts).seconds["logprob_pass"] == pytest.approx(128 * 2 * 0.02)
     _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2, "kl": False})
     assert arm_time(work, knobs, cal, counts).seconds["logprob_pass"] == pytest.approx(tokens / 100)  # old policy only
+    # two optimizer steps per rollout batch: the old policy's pass too, one pass over the rows to
+    # train, twice the optimizer steps
+    _, work, cal, counts = _rl_arm("rft", rft={"mini_batches_per_rollout": 2})
+    split = arm_time(work, knobs, cal, counts).seconds
+    assert split["logprob_pass"] == pytest.approx(2 * tokens / 100)
+    assert split["grpo_step"] == pytest.approx(plain["grpo_step"] + 4 * 0.5)
 
 
 def test_a_run_logs_each_tasks_predicted_phases_and_their_training_total():
@@ -258,14 +271,15 @@ def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
     assert data["time"]["arms"]["rft"]["hours"] == pytest.approx(fast.arms["rft"].time.hours, abs=1e-3)
 
 
-def test_seven_task_recipe_rft_arm_within_a_day_and_sft_arm_within_4_hours_on_24_gb():
-    result = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24)
-    data = result.to_json()
-    assert data["fits"]
-    assert data["time"]["arms"]["rft"]["hours"] <= 24
-    assert data["time"]["arms"]["sft"]["hours"] <= 4
-    for task in load_recipe("recipes/seven_tasks.yaml", [], check_data=False).tasks:
+def test_day_recipe_rft_arm_within_a_day_and_sft_arm_within_4_hours_on_24_gb_and_the_faithful_one_not():
+    day = plan(load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False), 24).to_json()
+    assert day["fits"]
+    assert day["time"]["arms"]["rft"]["hours"] <= 24
+    assert day["time"]["arms"]["sft"]["hours"] <= 4
+    for task in load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False).tasks:
         assert task.train_size >= 1000 and task.test_size >= 500
+    faithful = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24).to_json()
+    assert faithful["time"]["arms"]["rft"]["hours"] > 24, "the paper's protocol needs the day recipe's cuts"
 
 
 def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
@@ -314,7 +328,7 @@ def test_evaluation_calls_last_as_long_as_their_longest_answer():
     from lite_cpt.planner.timeplan import SHORT_ANSWER_STEPS, evaluation_seconds, evaluation_steps
 
     raw = json.loads(json.dumps(RECIPE))
-    raw["evaluation"].update(cot=True, generation={"max_new_tokens": 96, "batch_size": 4})
+    raw["evaluation"].update(prompt="cot", generation={"max_new_tokens": 96, "batch_size": 4})
     recipe = recipe_from_dict(raw)
     sft, rft = (next(a for a in recipe.arms if a.name == n) for n in ("sft", "rft"))
     cal = dataclasses.replace(CAL, model="elsewhere")  # not measured on this model: no data lengths
@@ -337,7 +351,7 @@ def test_hours_budget_is_the_most_rows_per_task_that_fit():
     the evaluations alone exceed says so."""
     from lite_cpt.planner.budget import arm_hours, rows_for_hours, with_rows
 
-    recipe = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    recipe = load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False)
     for arm, hours in (("rft", 12), ("rft", 24), ("sft", 4)):
         budget = rows_for_hours(recipe, hours, arm, 24)
         rows = budget.train_rows_per_task
@@ -364,11 +378,11 @@ def test_hours_budget_is_the_most_rows_per_task_that_fit():
 def test_plan_hours_on_the_command_line(capsys):
     from lite_cpt.cli import plan_recipe_file
 
-    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True, hours=12, arms=["rft"]) == 0
+    assert plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, True, hours=12, arms=["rft"]) == 0
     budget = json.loads(capsys.readouterr().out)["budget"]
     assert [b["arm"] for b in budget] == ["rft"] and budget[0]["predicted_hours"] <= 12
     with pytest.raises(UserError, match="unknown arm nope; allowed values: sft, rft"):
-        plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True, hours=12, arms=["nope"])
+        plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, True, hours=12, arms=["nope"])
 
 
 def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
@@ -454,7 +468,7 @@ def test_a_calibration_of_another_model_size_or_a_cpu_or_impossible_rates_is_ref
 def test_the_plan_states_its_answer_length_assumptions(capsys):
     from lite_cpt.cli import plan_recipe_file
 
-    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, False, None) == 0
+    assert plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, False, None) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "answer lengths (rft, cap" in out and "shared-prefix scoring passes" in out
     assert "geometry3k: mean 400 tokens (cv 0.80)" in out and "% cut at" in out

@@ -510,3 +510,7 @@ def test_bench_prefix_scores_each_prompt_once_per_group(tmp_path):
     assert expanded["tokens"] - shared["tokens"] == pytest.approx((3 - 1) * prompt_tokens)
     assert result["token_ratio"] == pytest.approx(expanded["tokens"] / shared["tokens"]) and result["token_ratio"] > 1
     assert expanded["seconds"] > 0 and shared["seconds"] > 0
+    # the vision cache, warm: the reference pass and the update each showed the tower every image
+    vision = result["vision_cache"]
+    assert vision["without"]["tower_images"] == 2 * result["prompts"] and vision["with"]["tower_images"] == 0
+    assert vision["with"]["seconds"] > 0 and vision["speedup"] == vision["without"]["seconds"] / vision["with"]["seconds"]

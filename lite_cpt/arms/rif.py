@@ -21,7 +21,11 @@ Modes:
 
 Budgets: `filtered` trains ceil(kept * epochs / P) updates (online: draws each instance
 `epochs` times at most); `matched` trains as many updates as plain RFT on the full set,
-ceil(all * epochs / P), cycling over the kept instances — the data-budget-matched comparison.
+ceil(all * epochs / P), cycling over the kept instances — the update-matched comparison;
+`compute` counts the estimate's rollouts against the budget: offline, the N x K estimate
+rollouts plus the updates' P x G each come to plain RFT's U x P x G within one update
+(`compute_matched_updates`); online, as many prompts are rolled out (kept or dropped) as plain
+RFT rolls out.
 Per task the arm reports kept_fraction, rif_generated_tokens (tokens generated only to filter:
 the K-rollout estimate offline, the dropped groups online) and rif_seconds.
 """
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING
 from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
 from lite_cpt.phase import Example, Phase, PhaseStats
 from lite_cpt.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
+from lite_cpt.rif_budget import compute_matched_updates
 from lite_cpt.seeding import derived_seed
 
 if TYPE_CHECKING:
@@ -156,10 +161,16 @@ class RIFRFT(ArmMethod):
             stats = PhaseStats(generated_tokens=estimate.generated_tokens, seconds=estimate.seconds)
             stats.extra.update(extra)
             return stats
-        # filtered: passes over the kept set; matched: the update count of RFT on the full set.
-        pool_size = len(kept) if rif.budget == "filtered" else len(examples)
-        stats = train_rft(self.model, self.processor, kept, self.arm, phase,
-                          updates=rft_updates(pool_size, phase.epochs, rft.prompts_per_step))
+        # filtered: passes over the kept set; matched: the update count of RFT on the full set;
+        # compute: what RFT's rollouts leave once the estimate's are paid.
+        if rif.budget == "compute":
+            updates = compute_matched_updates(len(examples), rif.rollouts, phase.epochs, rft.prompts_per_step,
+                                              rft.group_size)
+        else:
+            pool_size = len(kept) if rif.budget == "filtered" else len(examples)
+            updates = rft_updates(pool_size, phase.epochs, rft.prompts_per_step)
+        stats = train_rft(self.model, self.processor, kept, self.arm, phase, updates=updates) if updates \
+            else PhaseStats()
         stats.generated_tokens += estimate.generated_tokens
         stats.seconds += estimate.seconds
         stats.extra.update(extra)
@@ -170,7 +181,8 @@ class RIFRFT(ArmMethod):
         updates = rft_updates(len(examples), phase.epochs, rft.prompts_per_step)
         # filtered: every instance is drawn `epochs` times at most; matched: draw until the
         # updates are done (each update gives up after one pass over the task's instances).
-        max_draws = math.ceil(len(examples) * phase.epochs) if rif.budget == "filtered" else None
+        max_draws = {"filtered": math.ceil(len(examples) * phase.epochs),
+                     "compute": updates * rft.prompts_per_step}.get(rif.budget)
         stats = train_rft(self.model, self.processor, examples, self.arm, phase,
                           select=band_selector(rif.low, rif.high), updates=updates, max_draws=max_draws)
         if stats.steps == 0:

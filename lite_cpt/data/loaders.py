@@ -81,8 +81,27 @@ def hub_snapshot(hf_id: str, caches: tuple[Path | None, ...] = (None,)) -> Path 
                 hf_id, repo_type="dataset", local_files_only=True, cache_dir=str(cache or hf_hub_cache())
             )
         except LocalEntryNotFoundError:
-            continue
+            found = _partial_snapshot(hf_id, cache or hf_hub_cache())
+            if found is None:
+                continue
         return Path(found)
+    return None
+
+
+def _partial_snapshot(hf_id: str, cache: Path) -> Path | None:
+    """The snapshot `main` points to when it holds only some of the repo's files (`hf download
+    --include`, `lite-cpt data download`): huggingface_hub >= 1.x refuses such a snapshot offline,
+    but the split's own files are all the loaders need (they say which are missing)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir(cache).repos
+    except CacheNotFound:
+        return None
+    for repo in repos:
+        if repo.repo_id == hf_id and repo.repo_type == "dataset":
+            return next((rev.snapshot_path for rev in repo.revisions if "main" in rev.refs), None)
     return None
 
 
@@ -163,9 +182,13 @@ class DataLocation:
         if self.path is not None:
             lines.append(f"no data at {self.path}")
         if self.hf_id:
-            where = " or ".join(str(c) if c else str(hf_hub_cache()) for c in self.caches)
-            lines.append(f"{self.hf_id} is not in a Hugging Face hub cache ({where})")
-        fixes = []
+            # every place searched, `<data.root>/hub` (where the download commands write) included
+            # even when it does not exist yet
+            caches = [self.data_root / "hub"] if self.data_root is not None else []
+            where = ", ".join(str(c) for c in dict.fromkeys([*caches, hf_hub_cache()]))
+            lines.append(f"{self.hf_id} is not in a Hugging Face hub cache (searched {where}) nor in the "
+                         f"datasets cache ({hf_datasets_cache()})")
+        fixes = ["`lite-cpt data download RECIPE` fetches it"] if self.hf_id or self.download else []
         if self.download:
             fixes.append(self.download_command())
         elif self.path is not None:
@@ -441,21 +464,15 @@ def image_columns(table: SplitTable) -> list[str]:
     return [name for name, feature in table.dataset.features.items() if holds_image(feature)]
 
 
-_READ_CHUNK = 4096  # rows per read: bounds the transient memory of a large draw
-
-
 def read_text_rows(table: SplitTable, indices: list[int]) -> list[dict]:
     """The rows at `indices` as plain dicts of every column except the image columns (those
-    stay on disk; `TableImage` references read one cell when a batch needs it)."""
-    import pyarrow as pa
+    stay on disk; `TableImage` references read one cell when a batch needs it); each row is
+    read from its own record batch (`take_rows`), never the columns whole."""
+    from lite_cpt.data.rows import take_rows
 
     skip = set(image_columns(table))
     arrow = table_arrow(table)
-    text = arrow.select([c for c in arrow.column_names if c not in skip])
-    rows: list[dict] = []
-    for start in range(0, len(indices), _READ_CHUNK):
-        rows += text.take(pa.array(indices[start : start + _READ_CHUNK], type=pa.int64())).to_pylist()
-    return rows
+    return take_rows(arrow.select([c for c in arrow.column_names if c not in skip]), indices)
 
 
 def table_arrow(table: SplitTable) -> Any:

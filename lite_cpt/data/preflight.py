@@ -113,8 +113,8 @@ def check_section(recipe: Any, key: str, cfg: Any, benchmark: bool) -> list[Data
 
 
 def _split_fix(key: str, split: str) -> str:
-    return (f"download the split '{split}' (see docs/data.md), or point {key}.source "
-            f"at a dataset that has it")
+    return (f"download the split '{split}' (`lite-cpt data download RECIPE`; docs/data.md), or point "
+            f"{key}.source at a dataset that has it")
 
 
 def _check_split(task: RealTask, where: str, result: SplitCheck, size_key: str, size: int | None,

@@ -6,7 +6,30 @@ Each real task type states its dataset once, as its `dataset` class attribute; a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One file of an official release that `lite-cpt data download` fetches and unpacks into
+    the dataset's directory.
+
+    `members[split]`: the archive members that split needs (shell patterns, `*` crossing `/`);
+    `targets[split]`: what they become under the dataset directory (a file, or a folder that
+    must not be empty) — present targets mean the split needs nothing from this archive.
+    `flatten` drops the members' folders (`unzip -j`). The official sites publish no checksums:
+    `sha256` and `size` are checked when given, and every member's own CRC-32 always."""
+
+    url: str
+    members: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
+    flatten: bool = False
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,8 @@ class DatasetSpec:
     download: str
     hf_config: str | None = None
     layout: str = "hub"  # "hub" (the repo's parquet files) or the name of an official release layout
+    #: The official release's archives (`lite-cpt data download` fetches them into `path`).
+    archives: tuple[Archive, ...] = ()
 
     def source(self) -> dict:
         """The recipe `source` block this spec stands for."""

@@ -93,7 +93,11 @@ class Family:
     vision: bool
     auto_class: str  # transformers auto class that loads a checkpoint
     lm_layers: str  # module path of the decoder layers, e.g. model.language_model.layers
-    keep_unquantized: tuple[str, ...]  # modules kept bf16 under NF4 / int8
+    # Modules kept in 16 bits under NF4 / int8, by full module path: transformers 5 skips a
+    # module when a name matches its path from the start (`model.visual` covers
+    # `model.visual.blocks.0.attn.qkv`) or equals its end (`lm_head`); `visual` alone matches
+    # neither, and the whole tower would be quantised.
+    keep_unquantized: tuple[str, ...]
     build_tiny: Callable[[Any, list[str]], tuple[Any, Any]]
     shape_from_config: Callable[[dict, str], ModelShape]
     tiny_shape: Callable[[Any], ModelShape]

@@ -187,7 +187,8 @@ FAMILY = Family(
     vision=True,
     auto_class="AutoModelForImageTextToText",
     lm_layers="model.language_model.layers",
-    keep_unquantized=("visual", "lm_head"),
+    # Full module paths: transformers matches these from the start of a module's name.
+    keep_unquantized=("model.visual", "lm_head"),
     build_tiny=build_tiny,
     shape_from_config=shape_from_config,
     tiny_shape=tiny_shape,

@@ -278,7 +278,10 @@ def _triton_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidde
     grad_weight = torch.empty(w.shape, dtype=w.dtype, device=w.device) if need_weight else None
     targets, lse, entropy = targets.contiguous(), lse.contiguous(), entropy.contiguous()
     chunk = min(chunk, vocab)
-    dz = torch.empty(n_tokens, chunk, dtype=h.dtype, device=h.device)
+    # fp16 flushes values under 6e-8 to zero, and a probability times a small upstream grad
+    # is often that small: an fp16 dz is held in fp32 (bf16 has fp32's exponent range).
+    dz = torch.empty(n_tokens, chunk, dtype=torch.float32 if h.dtype == torch.float16 else h.dtype, device=h.device)
+    h_dz = h.to(dz.dtype)
     with_entropy_grad = g_ent is not None
     g_ent_arg = g_ent if with_entropy_grad else g  # never read when WITH_ENTROPY_GRAD is off
     for start in range(0, vocab, chunk):
@@ -295,14 +298,17 @@ def _triton_backward(h, w, targets, lse, entropy, g, g_ent, inv_temp, need_hidde
             **_dot_options(h.dtype, h.device),
             **cfg,
         )
-        w_chunk = w[start:start + count]
+        w_chunk = w[start:start + count].to(dz.dtype)
         if need_hidden:
             if grad_hidden.dtype == dz_chunk.dtype:
                 grad_hidden.addmm_(dz_chunk, w_chunk)
             else:
                 grad_hidden += dz_chunk @ w_chunk
         if need_weight:
-            torch.mm(dz_chunk.T, h, out=grad_weight[start:start + count])
+            if grad_weight.dtype == dz_chunk.dtype:
+                torch.mm(dz_chunk.T, h_dz, out=grad_weight[start:start + count])
+            else:
+                grad_weight[start:start + count].copy_(dz_chunk.T @ h_dz)
     return grad_hidden, grad_weight
 
 

@@ -240,6 +240,11 @@ class Instant:
         return sum(self.components.values())
 
 
+def _vision_cache(work: Workload) -> dict[str, float]:
+    """The vision feature cache's resident bytes in a training phase (none where it is off)."""
+    return {"vision_cache": work.vision_cache_bytes} if work.vision_cache_bytes else {}
+
+
 def _train_instants(work: Workload, knobs: Knobs, shape: tuple[int, int, int], *, logits_all: bool,
                     extra: dict[str, float], naive: bool) -> list[Instant]:
     """Instants of a forward + backward + optimizer step over one micro-batch of `shape`
@@ -250,7 +255,7 @@ def _train_instants(work: Workload, knobs: Knobs, shape: tuple[int, int, int], *
     tokens = mb * seq_len
     frozen = sum(frozen_weight_bytes(work).values())
     lora = lora_state_bytes(work)
-    base = {"frozen_weights": frozen, **lora, **extra}
+    base = {"frozen_weights": frozen, **lora, **_vision_cache(work), **extra}
     inputs = batch_input_bytes(work, mb, seq_len, mb)
     if work.gradient_checkpointing:
         # Layer inputs kept by the checkpoints, plus the final RMSNorm's fp32 input and output.
@@ -314,7 +319,7 @@ def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = Fa
     if "reference_adapter" in lora:
         resident["reference_adapter"] = lora["reference_adapter"]
     if phase == "rollout":
-        base = {**resident, "optimizer_states": lora["optimizer_states"]}
+        base = {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"]}
         return _generation_instants(work, sequences=knobs.rollout_batch_size * work.rollout_group,
                                     prompt=work.prompt_tokens, new=work.new_tokens, base=base,
                                     sampling_bytes=SAMPLING_BYTES_PER_LOGIT)
@@ -323,7 +328,8 @@ def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = Fa
                                     new=work.eval_new_tokens, base=resident,
                                     sampling_bytes=GREEDY_BYTES_PER_LOGIT)
     if phase == "logprob_pass":
-        base = {**resident, "optimizer_states": lora["optimizer_states"], "rollout_buffers": rollout_buffer_bytes(work)}
+        base = {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"],
+                "rollout_buffers": rollout_buffer_bytes(work)}
         return [instant for shape in micro_batch_shapes(work, knobs, work.new_tokens)
                 for instant in _logprob_instants(work, knobs, shape, base, naive)]
     raise ValueError(f"unknown phase '{phase}'; phases: {', '.join(PHASES)}")

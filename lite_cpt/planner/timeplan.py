@@ -10,11 +10,12 @@ Every phase is a count of work times a measured (or default) rate:
     rif_rollout    the same, K sequences for each training row (offline filtering, once per task)
     logprob_pass   (sequences · (prompt + new) tokens / prefill_tokens_per_s
                    + micro-batches · prefill_pass_s) · passes
-                   (passes: the reference when the KL is on, the old policy when inner_epochs > 1)
+                   (passes: the reference when the KL is on, the old policy when a rollout batch
+                   makes more than one optimizer step: inner_epochs x mini_batches_per_rollout > 1)
     (rollout and logprob_pass: sequences · the measured seconds per rollout (and pass) of the
     run's own phases, when the calibration measured them on this model at the arm's settings)
     grpo_step      (sequences · (prompt + new) tokens / train_tokens_per_s
-                   + micro-batches · train_pass_s + updates · optimizer_step_s) · inner_epochs
+                   + micro-batches · train_pass_s + updates · mini-batches · optimizer_step_s) · inner_epochs
     sft_step       rows · epochs · (prompt + answer) tokens / train_tokens_per_s
                    + steps · (micro-batches per step · train_pass_s + optimizer_step_s)
                    (or / sft_tokens_per_s, the measured rate of the run's SFT phase on this model)
@@ -44,6 +45,7 @@ from lite_cpt.phase import micro_batches
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
+from lite_cpt.results import same_device
 
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
@@ -220,6 +222,8 @@ class Counts:
     eval_cot: bool = False  # evaluation prompts ask for a chain of thought
     shared_prefix: bool = True  # scoring passes hold each prompt once per group (rft.shared_prefix)
     continuous: bool = False  # the rollout backend refills finished answers' slots (decode tracks the mean)
+    mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
+    rif_compute: bool = False  # offline RIF whose estimate counts against RFT's rollouts
 
     def pooled_answers(self) -> AnswerLengths | None:
         """One distribution for calls that mix every task (evaluation): the tasks' mean length,
@@ -240,7 +244,9 @@ def task_answer_lengths(task, cal: Calibration | None, model: str) -> AnswerLeng
 
 
 def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
-    tasks = tuple(TaskCounts(t.name, t.train_size, t.epochs, t.test_size,
+    from lite_cpt.eval_prompt import arm_eval_cot
+
+    tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size,
                              task_answer_lengths(t, cal, recipe.model.name)) for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     return Counts(
@@ -251,7 +257,9 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
         kl=arm.rft.kl and arm.rft.kl_beta > 0,
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
-        eval_cot=recipe.evaluation.cot,
+        eval_cot=arm_eval_cot(recipe, arm),
+        mini_batches=arm.rft.mini_batches_per_rollout,
+        rif_compute=arm.method == "rif_rft" and arm.rif.mode == "offline" and arm.rif.budget == "compute",
         shared_prefix=arm.rft.shared_prefix,
     )
 
@@ -329,6 +337,10 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     """rif_rollout, rollout, logprob_pass and grpo_step seconds of one GRPO training phase."""
     prompt, new, g = prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
+    if counts.rif_compute:  # what RFT's rollouts leave once the K-rollout estimate is paid
+        from lite_cpt.rif_budget import compute_matched_updates
+
+        updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
     measured = rl_measured_here(work, knobs, cal)
@@ -352,13 +364,14 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     else:
         tokens = prompts * g * (prompt + answer)
         micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + answer, knobs)
-    passes = int(counts.kl) + int(counts.inner_epochs > 1)
+    # the old policy's pass runs whenever one rollout batch makes more than one optimizer step
+    passes = int(counts.kl) + int(counts.inner_epochs * counts.mini_batches > 1)
     if measured and cal.logprob_s_per_sequence:
         out["logprob_pass"] = prompts * g * passes * cal.logprob_s_per_sequence
     else:
         out["logprob_pass"] = (tokens / cal.prefill_tokens_per_s + micro * cal.prefill_pass_s) * passes
     out["grpo_step"] = (tokens / cal.train_tokens_per_s + micro * cal.train_pass_s
-                        + updates * cal.optimizer_step_s) * counts.inner_epochs
+                        + updates * counts.mini_batches * cal.optimizer_step_s) * counts.inner_epochs
     return out
 
 
@@ -479,3 +492,24 @@ def predicted_record(prediction: dict) -> dict[str, float]:
     phases = {k: round(v, 6) for k, v in prediction.items() if k in TIME_PHASES}
     train = sum(v for k, v in phases.items() if k != "evaluation")
     return {**phases, "train": round(train, 6)}
+
+
+def device_label(device) -> str:
+    """The name a calibration gives a device (`lite-cpt bench gpu`): the CUDA card's name, or
+    `cpu`, whatever its thread count."""
+    import torch
+
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def calibration_here(calibration: Calibration | None, running: str) -> tuple[Calibration | None, str]:
+    """The calibration when it describes the running device, else None and the line that says
+    why a run prints no time plan."""
+    if calibration is not None and same_device(calibration.device, running):
+        return calibration, ""
+    if calibration is not None:
+        return None, (f"no time plan: the calibration describes {calibration.device}, this run is on {running}; "
+                      f"measure this device with `lite-cpt bench gpu --json F` and pass --calibration F")
+    return None, (f"no time plan: no calibration for this device ({running}); measure it with "
+                  f"`lite-cpt bench gpu --json F` and pass --calibration F")

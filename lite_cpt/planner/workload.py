@@ -56,6 +56,7 @@ class Workload:
     pack_by_tokens: bool = True  # False: a fixed count of micro_batch_size per micro-batch
     reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
     eval_batch_auto: bool = False  # left at auto by the recipe and not yet chosen by the planner
+    vision_cache_bytes: float = 0.0  # device-resident share of the vision feature cache (training phases)
 
     @property
     def is_rft(self) -> bool:
@@ -149,7 +150,21 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         pack_by_tokens=arm.micro_batch_tokens != "off",
         reference_adapter=holds_reference(arm),
         eval_batch_auto=_fixed(recipe.evaluation.generation.batch_size) is None,
+        vision_cache_bytes=vision_cache_bytes(model, shape),
     )
+
+
+def vision_cache_bytes(model, shape: ModelShape) -> float:
+    """The vision feature cache's bytes on the GPU during training (`lite_cpt.vision_cache`):
+    its resident share, where it is on (a vision tower without adapters, a bound above 0)."""
+    from lite_cpt.planner.shapes import lora_layout
+    from lite_cpt.vision_cache import DEVICE_RESIDENT_BYTES
+
+    if not shape.has_vision or model.vision_cache_gb <= 0:
+        return 0.0
+    if lora_layout(shape, model.lora.r, model.lora.target_modules).vision_adapted:
+        return 0.0
+    return float(min(DEVICE_RESIDENT_BYTES, model.vision_cache_gb * 2**30))
 
 
 def holds_reference(arm) -> bool:

@@ -15,10 +15,8 @@ from lite_cpt.data.sample import Sample, format_choices  # noqa: F401  (re-expor
 from lite_cpt.errors import UserError
 from lite_cpt.tasks.letters import choice_letter  # noqa: F401  (re-exported)
 
-COT_INSTRUCTION = (
-    "First think step by step inside <think> </think>, "
-    "then give the final answer inside <answer> </answer>."
-)
+from lite_cpt.tasks.prompts import COT_INSTRUCTION  # noqa: F401  (re-exported)
+from lite_cpt.tasks.prompts import boxed_answer, boxed_format_reward, cot_format, task_prompt
 
 
 class Task:
@@ -39,12 +37,15 @@ class Task:
         raise NotImplementedError
 
     # -- prompt ----------------------------------------------------------------------------
+    def instruction(self, sample: Sample) -> str:
+        """What form the answer takes (the `{instruction}` of a prompt template)."""
+        return self.answer_instruction
+
     def prompt(self, sample: Sample, cot: bool = False) -> str:
-        """The user text that follows the image. A recipe's `prompt` template overrides the body."""
-        template = getattr(self.config, "prompt", None)
-        body = template.format(question=sample.question) if template else sample.question
-        suffix = COT_INSTRUCTION if cot else self.answer_instruction
-        return f"{body}\n{suffix}" if suffix else body
+        """The user text that follows the image: the recipe's template for the mode, else the
+        question and the instruction (CoT: the think/answer request instead), see tasks.prompts."""
+        return task_prompt(self.config, sample.question, self.instruction(sample), cot,
+                                   cot_keeps_instruction=False)
 
     def target(self, sample: Sample, cot: bool = False) -> str:
         """The assistant text SFT trains on."""
@@ -54,7 +55,17 @@ class Task:
 
     # -- scoring ---------------------------------------------------------------------------
     def extract_answer(self, prediction: str, cot: bool = False) -> str:
-        return extract_answer(prediction, getattr(self.config, "answer_tag", "last")) if cot else prediction.strip()
+        if not cot:
+            return prediction.strip()
+        if cot_format(self.config) == "boxed":
+            return boxed_answer(prediction)
+        return extract_answer(prediction, getattr(self.config, "answer_tag", "last"))
+
+    def format_reward(self, text: str) -> float:
+        """1.0 when a chain-of-thought answer has the form the task's CoT prompt asks for."""
+        if cot_format(self.config) == "boxed":
+            return boxed_format_reward(text)
+        return format_reward(text)
 
     def reward(self, prediction: str, sample: Sample) -> float:
         """Score in [0, 1] of an extracted answer; the task's evaluation metric too."""

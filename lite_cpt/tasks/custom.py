@@ -180,6 +180,8 @@ class CustomTask(RealTask):
     # -- prompt ----------------------------------------------------------------------------
     def prompt(self, sample: Sample, cot: bool = False) -> str:
         plain, chain = default_templates(self.metric.instruction if self.metric else "")
+        if cot and self.spec.cot_prompt is None and self.spec.prompt is not None:
+            chain = self.spec.prompt + " " + COT_INSTRUCTION  # the recipe's prompt, kept in CoT mode
         template = (self.spec.cot_prompt or chain) if cot else (self.spec.prompt or plain)
         fields = {"question": sample.question, "choices": format_choices(sample.choices or []),
                   **sample.meta.get("fields", {})}

@@ -17,8 +17,10 @@ from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import DataLocation, SplitTable
 from lite_cpt.data.quality import UNREADABLE
+from lite_cpt.data.rows import ROWS_PER_READ
 from lite_cpt.data.spec import DatasetSpec
-from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task
+from lite_cpt.tasks.prompts import task_prompt
+from lite_cpt.tasks.base import Sample, Task
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 
@@ -44,6 +46,10 @@ class RealTask(Task):
     def open(self, split: str) -> SplitTable:
         return loaders.open_split(self.location(), split)
 
+    def hub_configs(self, split: str) -> list[str | None]:
+        """The hub configurations (folders) a split is read from (`lite-cpt data download`)."""
+        return [self.location().config_for(split)]
+
     def usable_rows(self, table: SplitTable) -> list[int]:
         """Row indices (after the split's slice) the task can use."""
         return loaders.non_null_rows(table, self.required_columns)
@@ -58,8 +64,13 @@ class RealTask(Task):
         the recipe seed: the same rows for every arm and every resume. Images stay references."""
         table = self.open(split)
         indices = loaders.subsample(self.usable_rows(table), size, self.seed, split)
-        rows = loaders.read_text_rows(table, indices)
-        return [self.make_sample(table, index, row) for index, row in zip(indices, rows)]
+        samples = []
+        # A chunk of rows at a time: each row's dict (with every long text column, e.g. ScienceQA's
+        # lectures) goes once its sample is made, so a whole-split draw never holds them all.
+        for start in range(0, len(indices), ROWS_PER_READ):
+            chunk = indices[start : start + ROWS_PER_READ]
+            samples += [self.make_sample(table, i, row) for i, row in zip(chunk, loaders.read_text_rows(table, chunk))]
+        return samples
 
     def make_sample(self, table: SplitTable, index: int, row: dict) -> Sample:
         sample_id = self.sample_id(row, table.split, index)
@@ -98,14 +109,10 @@ class RealTask(Task):
         return self.answer_instruction
 
     def prompt(self, sample: Sample, cot: bool = False) -> str:
-        """Question (or the recipe's template around it), then what form the answer takes; in
-        chain-of-thought mode that form is kept and the think/answer tags are asked for."""
-        template = getattr(self.config, "prompt", None)
-        body = template.format(question=sample.question) if template else sample.question
-        suffix = self.instruction(sample)
-        if cot:
-            suffix = f"{suffix} {COT_INSTRUCTION}" if suffix else COT_INSTRUCTION
-        return f"{body}\n{suffix}" if suffix else body
+        """Question, then what form the answer takes; in chain-of-thought mode that form is kept
+        and the think/answer tags are asked for (or the recipe's templates, see tasks.prompts)."""
+        return task_prompt(self.config, sample.question, self.instruction(sample), cot,
+                                   cot_keeps_instruction=True)
 
 
 def search_dirs(table: SplitTable) -> tuple:

@@ -11,7 +11,7 @@ from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, open_split
 from lite_cpt.data.quality import cell_text
-from lite_cpt.data.spec import DatasetSpec, hub_download
+from lite_cpt.data.spec import Archive, DatasetSpec, hub_download
 from lite_cpt.tasks.base import Sample, exact_match, register_task
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
 from lite_cpt.tasks.vqa_eval import evalai_process, vqa_accuracy  # noqa: F401  (re-exported)
@@ -38,6 +38,9 @@ def normalized_exact_match(prediction: str, answers: list[str]) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Task types
+
+VIZWIZ_URL = "https://vizwiz.cs.colorado.edu/VizWiz_final"
+GQA_URL = "https://downloads.cs.stanford.edu/nlp/data/gqa"
 
 
 class VQATask(RealTask):
@@ -102,6 +105,13 @@ class VizWizTask(VQATask):
             "wget -q $u/vqa_data/Annotations.zip $u/images/train.zip $u/images/val.zip && "
             "unzip -jq Annotations.zip && unzip -q train.zip && unzip -q val.zip"
         ),
+        archives=(
+            Archive(f"{VIZWIZ_URL}/vqa_data/Annotations.zip", flatten=True,
+                    members={s: (f"{s}.json", f"*/{s}.json") for s in ("train", "val")},
+                    targets={s: (f"{s}.json",) for s in ("train", "val")}),
+            Archive(f"{VIZWIZ_URL}/images/train.zip", members={"train": ("train/*",)}, targets={"train": ("train",)}),
+            Archive(f"{VIZWIZ_URL}/images/val.zip", members={"val": ("val/*",)}, targets={"val": ("val",)}),
+        ),
     )
     answer_instruction = (
         "When the provided information is insufficient, respond with 'Unanswerable'. " + SHORT_ANSWER
@@ -157,6 +167,16 @@ class GQATask(ShortAnswerTask):
             "hf download lmms-lab/GQA --repo-type dataset --include 'train_balanced_*/*' "
             "'testdev_balanced_*/*' --cache-dir data/hub"
         ),
+        # questions1.2.zip (1.4 GB) also holds the unbalanced "all" questions (tens of GB
+        # unpacked): only the balanced file of each split is unpacked
+        archives=(
+            Archive(f"{GQA_URL}/questions1.2.zip", flatten=True,
+                    members={s: (f"{s}_balanced_questions.json", f"*/{s}_balanced_questions.json")
+                             for s in ("train", "val", "testdev")},
+                    targets={s: (f"{s}_balanced_questions.json",) for s in ("train", "val", "testdev")}),
+            Archive(f"{GQA_URL}/images.zip", members={s: ("images/*",) for s in ("train", "val", "testdev")},
+                    targets={s: ("images",) for s in ("train", "val", "testdev")}),
+        ),
     )
     id_column = "id"
     _FIELDS = ("imageId", "question", "answer", "fullAnswer")
@@ -172,6 +192,12 @@ class GQATask(ShortAnswerTask):
 
     def meta(self, row: dict) -> dict:
         return {"rationale": row.get("fullAnswer") or "", "image_id": row.get("imageId")}
+
+    def hub_configs(self, split: str) -> list[str | None]:
+        """lmms-lab/GQA: the questions' config and the images' one paired with it."""
+        config = self.location().config_for(split)
+        paired = config.replace("instructions", "images") if config and "instructions" in config else None
+        return [config, paired] if paired else [config]
 
     def row_images(self, table: SplitTable, index: int, row: dict) -> tuple[ImageRef, ...]:
         if "image" in table.dataset.column_names or not row.get("imageId"):

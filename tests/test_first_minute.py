@@ -1,0 +1,159 @@
+"""The first minute of a run tells the truth: a bad recipe is refused before torch and
+transformers are imported, what this machine cannot run is said before anything about data,
+a second run on the same unit is refused before the model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lite_cpt.cli import app
+from lite_cpt.errors import UserError
+from lite_cpt.locks import UnitLocked, unit_lock
+from lite_cpt.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_bad_recipe_is_refused_before_torch_or_transformers_is_imported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nmodel: {quantization: nf5}\ntasks: []\narms: [{name: sft}]\n")
+    code = textwrap.dedent(f"""
+        import json, sys
+        from lite_cpt.cli import app
+        codes = []
+        for args in (["validate", {str(bad)!r}], ["run", {str(bad)!r}], ["plan", {str(bad)!r}],
+                     ["sweep", {str(bad)!r}]):
+            try:
+                app(args)
+            except SystemExit as stop:
+                codes.append(stop.code)
+        print(json.dumps({{"codes": codes, "heavy": [m for m in ("torch", "transformers", "peft")
+                                                   if m in sys.modules]}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [1, 1, 1, 1], done.stderr
+    assert done.stderr.count("model.quantization: got 'nf5'") == 4
+    assert result["heavy"] == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_nf4_without_cuda_is_said_before_anything_about_data(tmp_path):
+    result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / "seven_tasks.yaml"),
+                                      f"data.root={tmp_path / 'empty'}", f"output_dir={tmp_path / 'runs'}"])
+    assert result.exit_code == 1
+    assert "nf4 needs a CUDA GPU" in result.output
+    # nothing about data: the preflight never ran
+    assert not any(said in result.output for said in ("not ready", "no data at", "hub cache", "to fix"))
+
+
+def test_a_second_run_on_a_locked_unit_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    from lite_cpt import continual
+
+    def load_base(*args, **kwargs):
+        raise AssertionError("the model was loaded before the lock was taken")
+
+    monkeypatch.setattr(continual, "load_base", load_base)
+    recipe = load_recipe(REPO / "recipes" / "tiny.yaml", [f"output_dir={tmp_path}", "tasks.*.train_size=4",
+                                                          "tasks.*.test_size=2"])
+    first_arm = recipe.arms[0].name
+    with unit_lock(continual.seed_dir(recipe.run_dir, recipe.seed) / first_arm):
+        with pytest.raises(UnitLocked, match=f"seed_0/{first_arm} is being trained"):
+            continual.run_recipe(recipe)
+        with pytest.raises(UnitLocked):
+            continual.run_seed_arms(recipe, [first_arm])
+    # released: the next attempt gets past the lock and reaches the model
+    with pytest.raises(AssertionError, match="model was loaded"):
+        continual.run_seed_arms(recipe, [first_arm])
+
+
+def test_the_lock_taken_ahead_is_adopted_by_the_unit_and_released(tmp_path):
+    from lite_cpt.locks import units_locked_ahead
+
+    unit = tmp_path / "run" / "sft"
+    with units_locked_ahead([unit]):
+        with unit_lock(unit):  # adopted, not refused
+            pass
+        with unit_lock(unit):  # adopted once: the adopter's block released it
+            pass
+    with units_locked_ahead([unit]):
+        pass
+    with unit_lock(unit):  # an unadopted lock is released when its block ends
+        pass
+    with pytest.raises(UserError):
+        with unit_lock(unit):
+            with units_locked_ahead([unit]):
+                pass
+
+
+def test_the_arm_names_read_from_source_are_the_registrys():
+    from lite_cpt.arms import arm_names
+    from lite_cpt.arms_declared import _declared
+
+    assert _declared() == arm_names()
+
+
+def _plan_lines(calibration):
+    from types import SimpleNamespace
+
+    from lite_cpt.planner import resolve_knobs
+    from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.run_time_plan import prediction_record, say_time_plan
+    from tests.helpers import tiny_recipe
+
+    recipe = recipe_from_dict(tiny_recipe(Path("/nonexistent")))
+    ws = SimpleNamespace(recipe=recipe, model=torch.nn.Linear(2, 2), calibration=calibration)
+    said = []
+    say_time_plan(ws, recipe.arms[0], said.append)
+    return said, prediction_record(ws, recipe.arms[0], resolve_knobs(recipe, recipe.arms[0].name), 1)
+
+
+def test_a_cpu_run_prints_a_time_plan_only_from_a_calibration_of_a_cpu():
+    from dataclasses import replace
+
+    from lite_cpt.planner.timeplan import REFERENCE_24GB
+
+    said, record = _plan_lines(None)  # no calibration: one line, no reference-card hours, nothing logged
+    assert said == ["[dim]sft: no time plan: no calibration for this device (cpu); measure it with "
+                    "`lite-cpt bench gpu --json F` and pass --calibration F[/]"]
+    assert record == {"device": "cpu"}
+    said, record = _plan_lines(REFERENCE_24GB)  # another device's figures
+    assert said == [f"[dim]sft: no time plan: the calibration describes {REFERENCE_24GB.device}, this run is on "
+                    "cpu; measure this device with `lite-cpt bench gpu --json F` and pass --calibration F[/]"]
+    assert record == {"device": "cpu"}
+    cpu = replace(REFERENCE_24GB, device="cpu (2 threads)")  # what `bench gpu --tiny` names a CPU
+    said, record = _plan_lines(cpu)
+    assert len(said) == 1 and said[0].startswith("[dim]sft: time plan on cpu (2 threads): ")
+    assert record["predicted_on"] == "cpu (2 threads)" and record["device"] == "cpu"
+    assert record["predicted_seconds"]["sft_step"] > 0
+
+
+def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
+    """A log (a console that is not a terminal) gets plain lines, where a progress bar leaves nothing."""
+    import io
+
+    from rich.console import Console
+
+    from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.tiny_base import _build_tiny_base
+    from tests.helpers import tiny_recipe
+
+    raw = tiny_recipe(tmp_path)
+    raw["model"]["base_training"] = {"samples_per_task": 2, "epochs": 1, "batch_size": 4}
+    log = Console(file=io.StringIO(), width=200, force_terminal=False)
+    _build_tiny_base(recipe_from_dict(raw), tmp_path / "base", log)
+    lines = log.file.getvalue().splitlines()
+    assert lines[0].startswith(f"building the tiny base (once; cached in {tmp_path / 'base'})")
+    assert lines[1].startswith("tiny base: tokenizer and random qwen2_5_vl model built (")
+    assert lines[2].startswith("tiny base: training on ")
+    steps = [line for line in lines if line.startswith("tiny base: step ")]
+    assert steps and steps[-1].split(" (")[0].split()[-1].split("/")[0] == steps[-1].split(" (")[0].split("/")[-1]
+    assert lines[-1].startswith(f"tiny base: saved to {tmp_path / 'base'} (")
