@@ -2,6 +2,7 @@
 prediction for the shipped seven-task recipe."""
 
 import dataclasses
+import math
 import json
 from pathlib import Path
 
@@ -485,3 +486,43 @@ def test_a_calibrations_answer_lengths_are_the_plans_for_its_model():
     assert task_answer_lengths(recipe.tasks[0], cal, "tiny").mean == 20.0
     assert task_answer_lengths(recipe.tasks[1], cal, "tiny") is None  # no figure, a synthetic type: at the cap
     assert task_answer_lengths(recipe.tasks[0], cal, "another") is None
+
+
+def test_a_tasks_prompt_holds_a_typical_image_of_its_dataset_under_the_pixel_budget():
+    """The time plan expects a typical image, clipped to [min_pixels, max_pixels] (the memory
+    plan keeps max_pixels): CLEVR's 480x320 is raised to EasyR1's 262,144-pixel floor (334 image
+    tokens at 784 pixels a token), TextVQA's 1024x768 kept (1,003), both + the prompt text."""
+    from lite_cpt.planner.timeplan import PROMPT_TEXT_TOKENS, task_prompt_tokens
+
+    recipe = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    tasks = {t.name: t for t in recipe.tasks}
+    assert task_prompt_tokens(recipe, tasks["clevr"], None) == pytest.approx(262144 / 784 + PROMPT_TEXT_TOKENS)
+    assert task_prompt_tokens(recipe, tasks["textvqa"], None) == pytest.approx(1024 * 768 / 784 + PROMPT_TEXT_TOKENS)
+    day = load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False)
+    assert task_prompt_tokens(day, tasks["textvqa"], None) == pytest.approx(150528 / 784 + PROMPT_TEXT_TOKENS)
+    measured = dataclasses.replace(REFERENCE_24GB, model=recipe.model.name, prompt_tokens=500.0)
+    assert task_prompt_tokens(recipe, tasks["clevr"], measured) is None  # the data's measured prompts win
+
+
+def test_a_continuous_backend_decodes_in_full_slots_and_evaluates_at_the_mean(capsys):
+    """With slot refill, rollouts and chain-of-thought evaluation decode the mean answer in
+    CONTINUOUS_SLOTS slots instead of each call's expected longest answer at the planner's size."""
+    from lite_cpt.planner.lengths import AnswerLengths
+    from lite_cpt.planner.timeplan import CONTINUOUS_SLOTS, evaluation_seconds
+
+    raw = json.loads(json.dumps(RECIPE))
+    raw["evaluation"].update(prompt="cot", generation={"max_new_tokens": 96, "batch_size": 4})
+    recipe = recipe_from_dict(raw)
+    rft = next(a for a in recipe.arms if a.name == "rft")
+    work = workload_of(recipe, rft)
+    cal = dataclasses.replace(CAL, parameters=_params(work))
+    answers = AnswerLengths(20.0, 0.8, "test")
+    counts = counts_of(recipe, rft)
+    counts = dataclasses.replace(counts, tasks=tuple(dataclasses.replace(t, answers=answers) for t in counts.tasks))
+    static = evaluation_seconds(work, cal, counts)
+    continuous = evaluation_seconds(work, cal, dataclasses.replace(counts, continuous=True))
+    p, n = prompt_tokens(work), 10  # 5 + 3 test rows and 2 POPE items
+    drain = (answers.expected_longest(CONTINUOUS_SLOTS, 96) - answers.mean_capped(96)) * (0.1 + CONTINUOUS_SLOTS * 0.01)
+    assert continuous == pytest.approx(n * p / 100 + answers.mean_capped(96) * (0.1 + n * 0.01) + drain)
+    longest = math.ceil(answers.expected_longest(4, 96))
+    assert static == pytest.approx(2 * (4 * p / 100 + longest * 0.14) + (2 * p / 100 + longest * 0.12))

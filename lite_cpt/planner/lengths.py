@@ -88,3 +88,31 @@ def measured_lengths(lengths: list[int], source: str) -> AnswerLengths:
     mean = sum(lengths) / len(lengths)
     var = sum((n - mean) ** 2 for n in lengths) / max(1, len(lengths) - 1)
     return AnswerLengths(max(1.0, mean), max(0.05, math.sqrt(var) / max(1.0, mean)), source)
+
+
+#: Typical pixels of one image of each dataset, before the processor's min/max pixel budget: what
+#: the time plan expects a prompt to hold (the memory plan keeps the worst case, max_pixels).
+#: CLEVR renders at 480×320 and POPE uses COCO's 640×480 (documented sizes); GQA's images are
+#: Visual Genome's, mostly 500 px wide (500×375 taken); TextVQA ships Open Images scaled to a
+#: 1,024-px long side (1024×768 taken); VizWiz's are phone photos (1296×968 taken); ScienceQA,
+#: Geometry3K, PathVQA and MMMU vary and are assumptions (textbook figures and diagrams of a few
+#: hundred pixels a side). A calibration on the user's data (`bench gpu --recipe R`) measures the
+#: real mean prompt instead.
+EXPECTED_IMAGE_PIXELS = {
+    "clevr": 480 * 320, "pope": 640 * 480, "gqa": 500 * 375, "textvqa": 1024 * 768, "vizwiz": 1296 * 968,
+    "scienceqa": 500 * 400, "geometry3k": 400 * 300, "pathvqa": 500 * 500, "mmmu": 800 * 600,
+}
+
+
+def expected_image_tokens(task_type: str, min_pixels: int | None, max_pixels: int | None,
+                          pixels_per_token: int) -> float | None:
+    """Image tokens of a typical image of the task type after the processor's pixel budget
+    (None: no typical size known, or a text-only task)."""
+    pixels = EXPECTED_IMAGE_PIXELS.get(task_type)
+    if pixels is None:
+        return None
+    if min_pixels:
+        pixels = max(pixels, min_pixels)
+    if max_pixels:
+        pixels = min(pixels, max_pixels)
+    return pixels / pixels_per_token

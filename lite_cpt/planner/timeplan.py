@@ -42,7 +42,7 @@ from pathlib import Path
 
 from lite_cpt.errors import UserError
 from lite_cpt.phase import micro_batches
-from lite_cpt.planner.lengths import AnswerLengths, default_lengths
+from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
 from lite_cpt.results import same_device
@@ -50,6 +50,11 @@ from lite_cpt.results import same_device
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
 PROMPT_TEXT_TOKENS = 160
+#: Sequences a continuous-batching backend (vLLM) keeps decoding at once: the step cost's
+#: saturation point (SATURATING_SEQUENCES of the planner's workload). Its paged KV cache holds
+#: them at their real lengths (64 x ~1,000 tokens x 56 KB = 3.6 GB for the 7B), where HF generate
+#: reserves each row's full length; the rollout phase's memory plan is the HF one, an upper bound.
+CONTINUOUS_SLOTS = 64
 TIME_PHASES = ("rif_rollout", "rollout", "logprob_pass", "grpo_step", "sft_step", "evaluation")
 
 
@@ -206,6 +211,7 @@ class TaskCounts:
     epochs: float
     test_rows: int | None
     answers: AnswerLengths | None = None  # sampled answers' lengths (None: every answer at the cap)
+    prompt: float | None = None  # expected prompt tokens, a typical image included (None: the plan's estimate)
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,11 @@ class Counts:
     mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
     rif_compute: bool = False  # offline RIF whose estimate counts against RFT's rollouts
 
+    def mean_prompt(self, work: Workload, cal: Calibration) -> float:
+        """The tasks' mean expected prompt (for evaluation, which mixes them)."""
+        known = [t.prompt for t in self.tasks if t.prompt is not None]
+        return sum(known) / len(known) if known else prompt_tokens(work, cal)
+
     def pooled_answers(self) -> AnswerLengths | None:
         """One distribution for calls that mix every task (evaluation): the tasks' mean length,
         the largest spread."""
@@ -243,11 +254,28 @@ def task_answer_lengths(task, cal: Calibration | None, model: str) -> AnswerLeng
     return default_lengths(task.type)
 
 
+def task_prompt_tokens(recipe, task, cal: Calibration | None) -> float | None:
+    """A task's expected prompt: a typical image of its dataset under the recipe's pixel budget
+    plus PROMPT_TEXT_TOKENS, within its prompt limit; None when a calibration of this model
+    measured the data's prompts (those win), or the task has no typical image size."""
+    from lite_cpt.planner.workload import resolve_shape
+
+    if cal is not None and cal.prompt_tokens and cal.model == recipe.model.name:
+        return None
+    shape = resolve_shape(recipe.model)
+    if not shape.has_vision or recipe.model.name == "tiny":
+        return None
+    image = expected_image_tokens(task.type, recipe.model.min_pixels, recipe.model.max_pixels,
+                                  shape.pixels_per_image_token)
+    return None if image is None else min(task.max_prompt_tokens, image + PROMPT_TEXT_TOKENS)
+
+
 def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
     from lite_cpt.eval_prompt import arm_eval_cot
 
     tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size,
-                             task_answer_lengths(t, cal, recipe.model.name)) for t in recipe.tasks)
+                             task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal))
+                  for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     return Counts(
         tasks=tasks,
@@ -335,7 +363,7 @@ def evaluation_prompts(counts: Counts) -> int | None:
 
 def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, task: TaskCounts) -> dict[str, float]:
     """rif_rollout, rollout, logprob_pass and grpo_step seconds of one GRPO training phase."""
-    prompt, new, g = prompt_tokens(work, cal), work.new_tokens, work.group_size
+    prompt, new, g = task.prompt or prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     if counts.rif_compute:  # what RFT's rollouts leave once the K-rollout estimate is paid
         from lite_cpt.rif_budget import compute_matched_updates
@@ -343,6 +371,8 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
         updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step
     per_call = max(1, knobs.rollout_batch_size) * g
+    if counts.continuous:  # paged KV: slots hold answers of their real length, not all at the cap
+        per_call = max(per_call, CONTINUOUS_SLOTS)
     measured = rl_measured_here(work, knobs, cal)
     decode = dict(answers=task.answers, continuous=counts.continuous)
     if measured and cal.rollout_s_per_sequence:
@@ -355,7 +385,9 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
                                              new_tokens=new, **decode)
     if counts.rif:
         k = work.rif_rollouts
-        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=max(1, knobs.rollout_batch_size) * k,
+        rif_call = max(1, knobs.rollout_batch_size) * k
+        rif_call = max(rif_call, CONTINUOUS_SLOTS) if counts.continuous else rif_call
+        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call,
                                                 prompt=prompt, new_tokens=new, group_size=k, **decode)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
     if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
@@ -389,7 +421,7 @@ def measured_here(work: Workload, cal: Calibration) -> bool:
 
 def sft_seconds(work: Workload, knobs: Knobs, cal: Calibration, task: TaskCounts) -> dict[str, float]:
     steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
-    length = prompt_tokens(work, cal) + answer_tokens(work, cal)
+    length = (task.prompt or prompt_tokens(work, cal)) + answer_tokens(work, cal)
     tokens = task.train_rows * task.epochs * length
     if cal.sft_tokens_per_s and measured_here(work, cal):
         return {"sft_step": tokens / cal.sft_tokens_per_s}
@@ -408,10 +440,7 @@ def evaluation_steps(work: Workload, cal: Calibration, counts: Counts, *, traine
     max_new_tokens; an SFT-trained adapter answers as its targets do (no reasoning): the data's
     mean answer (+ end of turn) when calibrated, else SHORT_ANSWER_STEPS."""
     if counts.eval_cot and (work.is_rft or not trained):
-        answers = counts.pooled_answers()
-        if answers is None:
-            return work.eval_new_tokens
-        return math.ceil(answers.expected_longest(work.eval_batch, work.eval_new_tokens))
+        return expected_cot_steps(work, counts) or work.eval_new_tokens
     if cal.answer_tokens and measured_here(work, cal):
         return min(work.eval_new_tokens, math.ceil(cal.answer_tokens) + 1)
     return min(work.eval_new_tokens, SHORT_ANSWER_STEPS)
@@ -426,8 +455,19 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trai
         return None
     if cal.eval_prompts_per_s and measured_here(work, cal):
         return prompts / cal.eval_prompts_per_s
-    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt_tokens(work, cal),
-                              new_tokens=evaluation_steps(work, cal, counts, trained=trained))
+    prompt, steps = counts.mean_prompt(work, cal), evaluation_steps(work, cal, counts, trained=trained)
+    answers = counts.pooled_answers()
+    if counts.continuous and answers is not None and steps == expected_cot_steps(work, counts):
+        # chains of thought through a backend that refills slots: the mean answer per slot
+        return generation_seconds(cal, sequences=prompts, per_call=CONTINUOUS_SLOTS, prompt=prompt,
+                                  new_tokens=work.eval_new_tokens, answers=answers, continuous=True)
+    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt, new_tokens=steps)
+
+
+def expected_cot_steps(work: Workload, counts: Counts) -> int | None:
+    """Decode steps of a static evaluation call of chains of thought (None: at the cap)."""
+    answers = counts.pooled_answers()
+    return None if answers is None else math.ceil(answers.expected_longest(work.eval_batch, work.eval_new_tokens))
 
 
 UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"
