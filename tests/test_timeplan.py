@@ -443,9 +443,10 @@ def test_rl_phases_with_answer_lengths_and_shared_prefixes_by_hand():
     assert seconds["grpo_step"] == pytest.approx(tokens / 50 + 2 * 0.5)
     expanded = rl_seconds(work, knobs, cal, dataclasses.replace(counts, shared_prefix=False), task)
     assert expanded["logprob_pass"] == pytest.approx(16 * g * (p + mean) / 100)
+    # continuous: the 64 answers of the task in one call of CONTINUOUS_SLOTS (64) slots
     continuous = rl_seconds(work, knobs, cal, dataclasses.replace(counts, continuous=True), task)
-    drain = (longest - mean) * (0.1 + 8 * 0.01)
-    assert continuous["rollout"] == pytest.approx(8 * (2 * p / 100 + mean * (0.1 + 8 * 0.01)) + drain)
+    drain = (answers.expected_longest(64, cap) - mean) * (0.1 + 64 * 0.01)
+    assert continuous["rollout"] == pytest.approx(16 * p / 100 + mean * (0.1 + 64 * 0.01) + drain)
     assert micro == 4
 
 
