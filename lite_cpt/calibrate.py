@@ -168,8 +168,8 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
     if arm is None:
         return {}
     rft, knobs = arm.rft, resolve_knobs(recipe, arm.name)
-    passes = int(rft.kl and rft.kl_beta > 0) + int(steps_per_rollout(rft) > 1)
-    if passes and rft.kl and rft.kl_reference == "previous_task":
+    passes = int(rft.uses_kl) + int(steps_per_rollout(rft) > 1)
+    if rft.holds_reference:
         hold_reference(model)
     rollout_s = logprob_s = 0.0
     sequences = 0

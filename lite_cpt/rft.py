@@ -202,7 +202,7 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
     lengths, or a fixed count) and attach the no-grad log-probs the loss compares against:
     the old policy's (only when one rollout batch makes several optimizer steps) and the
     reference's (only with the KL on). Both passes run in eval mode: no dropout."""
-    use_kl = rft.kl and rft.kl_beta > 0
+    use_kl = rft.uses_kl
     make = shared_prefix_micro_batches if rft.shared_prefix else expanded_micro_batches
     micro_batches = make(model, processor, rollouts, rows, advantages, rft, knobs)
     was_training = model.training
@@ -269,7 +269,7 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     Returns loss, kl, clip_fraction, dual_clip_fraction (batch means), entropy (mean over scored
     tokens) and tokens.
     """
-    use_kl = rft.kl and rft.kl_beta > 0
+    use_kl = rft.uses_kl
     out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "dual_clip_fraction": 0.0, "entropy": None, "tokens": 0}
     entropy_sum, entropy_tokens = 0.0, 0.0
     for mb in micro_batches:
@@ -312,7 +312,7 @@ def policy_update(model, processor, optimizer: torch.optim.Optimizer, rollouts: 
     first epoch); `updated` is False when no step was applied (no rollout carried a gradient).
     """
     rft = arm.rft
-    use_kl = rft.kl and rft.kl_beta > 0
+    use_kl = rft.uses_kl
     advantages = compute_advantages(rollouts, rft)
     lengths = [len(ids) for ids in rollouts.token_ids]
     unscorable = set(vision_token_ids(tokenizer_of(processor)))
@@ -543,7 +543,7 @@ def train_rft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
     stats = PhaseStats()
     plan = DrawPlan(ExampleStream(examples, phase.seed), select, max_draws)
     if examples and total > 0:
-        if rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task":
+        if rft.holds_reference:
             hold_reference(model)  # the policy as this phase starts: the previous task's
         with dropout_off(model):
             _run_updates(model, processor, arm, phase, plan, total, stats)

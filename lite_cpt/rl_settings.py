@@ -66,6 +66,17 @@ class RFTConfig(Section):
         "overrides it)."
     )
 
+    @property
+    def uses_kl(self) -> bool:
+        """Whether the loss has a KL term: `kl` on and a positive `kl_beta` (two switches, one fact)."""
+        return self.kl and self.kl_beta > 0
+
+    @property
+    def holds_reference(self) -> bool:
+        """Whether the KL reference is a frozen second adapter (the previous task's policy): the
+        one answer the trainer, the calibration and the planner all read."""
+        return self.uses_kl and self.kl_reference == "previous_task"
+
     @model_validator(mode="after")
     def _mini_batches(self) -> "RFTConfig":
         if self.prompts_per_step % self.mini_batches_per_rollout:

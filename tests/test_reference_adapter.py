@@ -112,3 +112,21 @@ def test_planner_counts_the_reference_adapter_it_holds(tmp_path):
     assert sum(p.numel() * p.element_size() for p in added.values()) == n * 4
     assert not any(p.requires_grad for p in added.values())
     assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+
+
+@pytest.mark.parametrize("kl, beta, reference", [(True, 0.01, "previous_task"), (True, 0.0, "previous_task"),
+                                                 (False, 0.01, "previous_task"), (True, 0.01, "base")])
+def test_one_answer_to_whether_an_arm_holds_a_reference_adapter(kl, beta, reference):
+    """The KL is one fact (on with a positive beta), and the planner reads the same answer as
+    the trainer and the calibration: `rft.holds_reference`."""
+    from lite_cpt.planner import workload_of
+    from lite_cpt.recipe import recipe_from_dict
+
+    raw = {"name": "t", "model": {"name": "tiny"}, "tasks": [{"name": "a", "type": "mini_clevr", "train_size": 4,
+                                                              "test_size": 2}],
+           "arms": [{"name": "rft", "rft": {"kl": kl, "kl_beta": beta, "kl_reference": reference}}]}
+    recipe = recipe_from_dict(raw)
+    rft = recipe.arms[0].rft
+    assert rft.uses_kl == (kl and beta > 0)
+    assert rft.holds_reference == (kl and beta > 0 and reference == "previous_task")
+    assert workload_of(recipe, recipe.arms[0]).reference_adapter == rft.holds_reference

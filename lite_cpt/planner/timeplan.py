@@ -282,7 +282,7 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
         general_rows=None if None in general else sum(general),
         joint=arm.method.startswith("multitask"),
         rif=arm.method == "rif_rft" and arm.rif.mode == "offline",
-        kl=arm.rft.kl and arm.rft.kl_beta > 0,
+        kl=arm.rft.uses_kl,
         inner_epochs=arm.rft.inner_epochs,
         remax=arm.rft.advantage == "remax",
         eval_cot=arm_eval_cot(recipe, arm),

@@ -171,4 +171,4 @@ def holds_reference(arm) -> bool:
     """Whether an arm's GRPO phases keep the KL reference as a second adapter (kl_reference:
     previous_task with the KL on); the adapter then stays on the model for the rest of the run."""
     rft = arm.rft
-    return "rollout" in arm_phases(arm.method) and rft.kl and rft.kl_beta > 0 and rft.kl_reference == "previous_task"
+    return "rollout" in arm_phases(arm.method) and rft.holds_reference
