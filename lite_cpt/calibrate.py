@@ -187,7 +187,7 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
             logprob_s += _best_seconds(lambda: prepare_mini_batches(model, processor, rollouts, rows, advantages, rft,
                                                                     knobs), repeats=2)[0]
     rates = {"rollout_s_per_sequence": rollout_s / sequences,
-             "rl_measured_at": [rft.group_size, rft.max_new_tokens, max(1, knobs.rollout_batch_size)],
+             "rl_measured_at": [rft.group_size, rft.max_new_tokens, knobs.prompts_per_call],
              # the user's model's own answers on each task: the plan's expected lengths for it
              "answer_lengths": {name: _length_figures(ns) for name, ns in lengths.items()}}
     if passes:

@@ -72,6 +72,11 @@ class Knobs:
     micro_batch_tokens: int | None = None
     packed_sequences: int | None = None
 
+    @property
+    def prompts_per_call(self) -> int:
+        """Prompts per generate call, at least one (a knob of 0 means one)."""
+        return max(1, self.rollout_batch_size)
+
     def to_json(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 

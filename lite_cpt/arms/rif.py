@@ -143,7 +143,7 @@ class RIFRFT(ArmMethod):
                 return dataclasses.asdict(measure_success(
                     self.model, self.processor, examples, rif.rollouts, rft,
                     derived_seed(phase.seed, "rif-offline", bits=ROLLOUT_SEED_BITS),
-                    rollout_batch_size=max(1, phase.knobs.rollout_batch_size)))
+                    rollout_batch_size=phase.knobs.prompts_per_call))
 
         # The estimate is made with the adapter as it was before the task: a phase resumed from a
         # mid-phase checkpoint takes it from there instead of measuring the half-trained policy.

@@ -370,7 +370,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
 
         updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step
-    per_call = max(1, knobs.rollout_batch_size) * g
+    per_call = knobs.prompts_per_call * g
     if counts.continuous:  # paged KV: slots hold answers of their real length, not all at the cap
         per_call = max(per_call, CONTINUOUS_SLOTS)
     measured = rl_measured_here(work, knobs, cal)
@@ -385,7 +385,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
                                              new_tokens=new, **decode)
     if counts.rif:
         k = work.rif_rollouts
-        rif_call = max(1, knobs.rollout_batch_size) * k
+        rif_call = knobs.prompts_per_call * k
         rif_call = max(rif_call, CONTINUOUS_SLOTS) if counts.continuous else rif_call
         out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call,
                                                 prompt=prompt, new_tokens=new, group_size=k, **decode)
@@ -410,7 +410,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
 def rl_measured_here(work: Workload, knobs: Knobs, cal: Calibration) -> bool:
     """Whether `cal` measured the run's rollout and log-prob phases on this model at this arm's
     G, max_new_tokens and prompts per generate call."""
-    settings = [work.group_size, work.new_tokens, max(1, knobs.rollout_batch_size)]
+    settings = [work.group_size, work.new_tokens, knobs.prompts_per_call]
     return measured_here(work, cal) and cal.rl_measured_at is not None and list(cal.rl_measured_at) == settings
 
 
