@@ -87,6 +87,7 @@ def test_bootstrap_figures_percentiles_and_undefined_figures():
 def test_evaluated_rows_write_their_figures_into_general_json(tmp_path, monkeypatch):
     """The continual loop's own evaluation and row writer, with generation replaced by fixed answers."""
     import lite_cpt.continual as continual
+    from lite_cpt.predictions import BASE_PREDICTIONS
     from lite_cpt.recipe import load_recipe
 
     evalset, items = pope_set()
@@ -94,10 +95,10 @@ def test_evaluated_rows_write_their_figures_into_general_json(tmp_path, monkeypa
     ws = continual.Workspace(recipe, tmp_path / "seed_0", None, None, [], [], [evalset], None, {})
     monkeypatch.setattr(continual, "evaluate_sets_items", lambda *a, **k: {"pope": items})
     arm_dir = ws.run_dir / "sft"
-    _, general_row = continual.evaluate_row(ws, "the base model", ws.run_dir / continual.BASE_PREDICTIONS)
-    continual.evaluate_row(ws, "sft after t1", continual.row_predictions_path(arm_dir, 1))
-    continual._write_rows(arm_dir / "matrix.json", arm_dir / "general.json", ["t1"], ["pope"],
-                          [[0.5], [0.5]], [general_row, general_row], False)
+    _, general_row, _ = continual.evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS, False)
+    continual.evaluate_row(ws, "sft after t1", continual.row_predictions_path(arm_dir, 1), False)
+    files = continual.RowFiles(arm_dir / "matrix.json", arm_dir / "general.json", ["t1"], ["pope"], False, False)
+    files.write([[0.5], [0.5]], [general_row, general_row])
 
     general = json.loads((arm_dir / "general.json").read_text())
     assert general["G"] == [[8 / 12], [8 / 12]]  # the pooled mean score stays
