@@ -34,6 +34,8 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
+from lite_cpt.artefacts import artefact_problem, write_checked_json
+from lite_cpt.consistency import damaged_prediction_rows
 from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
@@ -259,18 +261,23 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
     computed once per recipe and seed, however many workers share the run directory."""
     path = ws.run_dir / BASE_SCORES
     with waiting_lock(ws.run_dir / ".base_scores.lock"):
-        if (saved := _read_json(path, ("R0", "G0"))) is not None:
+        if (saved := _read_json(path, ("R0", "G0"))) is not None and not artefact_problem(
+                ws.run_dir / BASE_PREDICTIONS):  # damaged predictions: the row is evaluated again
             return saved["R0"], saved["G0"]
         with ws.model.disable_adapter():
             tasks_row, general_row = evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS)
-        atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
+        write_checked_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
 
 
 def _read_json(path: Path, keys: tuple[str, ...], quiet: bool = False) -> dict | None:
-    """A JSON object with `keys` from `path`; None when it is absent, or damaged (named in the
-    log unless `quiet`: what it held is computed again)."""
+    """A JSON object with `keys` from `path`; None when it is absent, or damaged (unreadable,
+    or not what its checksum recorded; named in the log unless `quiet`: it is computed again)."""
     if not path.exists():
+        return None
+    if problem := artefact_problem(path):
+        if not quiet:
+            log.warning("%s; what it held is computed again", problem)
         return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -316,17 +323,19 @@ def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
 
 
 def last_intact_task(arm_dir: Path, done: int) -> int:
-    """The highest k <= done whose task_k adapter verifies against its manifest (0: none);
-    each damaged one is named in the log, and the run falls back to the one before. An adapter
-    saved without a manifest (by an earlier version) is trusted."""
+    """The highest k <= done such that the adapters of tasks 1..k all verify against their
+    manifests: each damaged one (finished arms included) is named in the log, and the run falls
+    back to the one before the first, whose task is trained again. An adapter saved without a
+    manifest (by an earlier version) is trusted."""
+    damaged = []
     for k in range(done, 0, -1):
         task_dir = arm_dir / f"task_{k}"
         problems = verify_directory(task_dir)
         legacy = not (task_dir / MANIFEST).exists() and (task_dir / "adapter_model.safetensors").exists()
-        if not problems or legacy:
-            return k
-        log.warning("task adapter %s is damaged (%s); falling back to the one before", task_dir, "; ".join(problems))
-    return 0
+        if problems and not legacy:
+            log.warning("task adapter %s is damaged (%s); falling back to the one before", task_dir, "; ".join(problems))
+            damaged.append(k)
+    return min(damaged, default=done + 1) - 1
 
 
 def drop_after(arm_dir: Path, done: int) -> None:
@@ -359,6 +368,9 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
     rows, general_rows = resume_rows(ws, arm_dir)
+    for row in damaged_prediction_rows(arm_dir, len(rows)):  # evaluated again with its saved adapter
+        load_adapter_weights(ws.model, arm_dir / f"task_{row}")
+        evaluate_row(ws, f"{arm.name} row {row}", row_predictions_path(arm_dir, row))
     reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
     if done and not _rows_on_disk(matrix_path, rows):  # rebuilt from the log, or cut back
@@ -522,11 +534,11 @@ def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
 
 def _write_rows(matrix_path, general_path, tasks, benches, rows, general_rows, joint: bool) -> None:
     # general.json first: matrix.json is the resume marker and must be the last file written.
-    atomic_write_json(general_path, {"benchmarks": benches, "G": general_rows})
+    write_checked_json(general_path, {"benchmarks": benches, "G": general_rows})
     matrix = {"tasks": tasks, "R": rows}
     if joint:
         matrix["joint"] = True
-    atomic_write_json(matrix_path, matrix)
+    write_checked_json(matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

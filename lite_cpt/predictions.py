@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lite_cpt.errors import UserError
-from lite_cpt.io import atomic_write_bytes
+from lite_cpt.artefacts import write_checked_bytes
 
 BASE_PREDICTIONS = "base_predictions.jsonl.gz"
 
@@ -39,7 +39,7 @@ def write_predictions(path: Path, items_by_set: dict[str, list[dict]]) -> None:
             for item in items:
                 record = {"set": set_name, "id": item["id"], "answer": item["answer"], "score": item["score"]}
                 handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    atomic_write_bytes(path, buffer.getvalue())
+    write_checked_bytes(path, buffer.getvalue())  # checked when run, report or compare read it
 
 
 def read_predictions(path: Path) -> dict[str, list[dict]]:

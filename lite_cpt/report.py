@@ -268,6 +268,15 @@ def _status_lines(run: RunResults, reports: list[ArmReport]) -> list[str]:
     return lines
 
 
+def flagged_lines(problems: list[str]) -> list[str]:
+    """Result files damaged since they were written, and scores their predictions do not give."""
+    if not problems:
+        return []
+    return ["", "## Flagged: do not trust these numbers", "",
+            "Rerun the arm (`lite-cpt run` evaluates a damaged row again) or restore the files:", "",
+            *(f"- {_cell(problem)}" for problem in problems)]
+
+
 def _metrics_section(reports: list[ArmReport], metrics: list[str], seeds: list[int]) -> list[str]:
     lines = ["", "## Continual-learning metrics", ""]
     header = ["arm", "seeds", "tasks done", *metrics, "interval"]
@@ -363,7 +372,7 @@ def _matrix_sections(reports: list[ArmReport]) -> list[str]:
 def render_markdown(run: RunResults, reports: list[ArmReport], metrics: list[str],
                     differences: list[dict]) -> str:
     """The report text; it depends on its arguments only (no timestamps)."""
-    lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports)]
+    lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports), *flagged_lines(run.problems())]
     lines += _metrics_section(reports, metrics, run.seeds)
     lines += _differences_section(differences, metrics)
     lines += _cost_section(reports)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lite_cpt.consistency import unit_problems
 from lite_cpt.errors import UserError
 from lite_cpt.metrics import accuracy_matrix, summarize
 
@@ -41,6 +42,8 @@ class ArmResult:
     # defined for them; BWT, forgetting and FWT need a sequence.
     joint: bool = False
     path: Path | None = None  # the arm's directory, where its per-item predictions are
+    # damaged result files and scores their predictions do not give (lite_cpt.consistency)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -169,8 +172,9 @@ def load_arm(arm_dir: Path) -> ArmResult:
     benchmarks, G = load_general_scores(arm_dir / "general.json")
     cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
     joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
+    problems = unit_problems(arm_dir, tasks, R.tolist(), benchmarks, G)
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
-                     path=arm_dir)
+                     path=arm_dir, problems=problems)
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:
@@ -250,6 +254,10 @@ class RunResults:
 
     def arm_dir(self, arm: str, seed: int) -> Path:
         return self.seed_dirs[seed] / arm
+
+    def problems(self) -> list[str]:
+        """Every flagged result of the run's units (see ArmResult.problems), in unit order."""
+        return [p for units in self.units.values() for unit in units.values() for p in unit.problems]
 
     def missing_units(self) -> list[tuple[str, int, str]]:
         """(arm, seed, state) for every expected unit that has not finished: 'not started' or 'k/T tasks'."""
