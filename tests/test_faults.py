@@ -107,6 +107,13 @@ def _flip(path):
     path.write_bytes(bytes(data))
 
 
+def _change_a_digit(path):
+    """One digit of the first score changed: still valid JSON, one number different."""
+    text = path.read_text()
+    at = text.index(".", text.index('"R"')) + 1
+    path.write_text(text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:])
+
+
 def _checkpoint(seed_dir):
     return seed_dir / "rft" / "checkpoints" / "phase_2_update_1"
 
@@ -129,6 +136,13 @@ CORRUPTIONS = {
                                       "adapter_config.json is truncated"),
     "finished arm's last adapter truncated": (lambda s: _truncate(s / "sft" / "task_2" / "adapter_model.safetensors"),
                                               "adapter_model.safetensors is truncated"),
+    # a finished arm whose later adapter is intact: task 1 is named and the arm trained again from it
+    "finished arm's first adapter truncated": (lambda s: _truncate(s / "sft" / "task_1" / "adapter_model.safetensors"),
+                                               "task_1/adapter_model.safetensors is truncated"),
+    "finished arm's matrix.json one digit changed": (lambda s: _change_a_digit(s / "sft" / "matrix.json"),
+                                                     "matrix.json was changed after it was written"),
+    "finished arm's predictions truncated": (lambda s: _truncate(s / "sft" / "predictions" / "row_1.jsonl.gz"),
+                                             "row 1 is evaluated again"),
     "phase statistics corrupted": (lambda s: _flip(s / "sft" / "task_2" / "phase_stats.json"),
                                    "phase_stats.json is corrupted"),
     "matrix.json truncated": (lambda s: _truncate(s / "sft" / "matrix.json"), "matrix.json is damaged"),
@@ -142,7 +156,8 @@ CORRUPTIONS = {
 }
 
 #: run by default; the others with LITE_CPT_FAULT_SWEEP=full
-SAMPLE = ("checkpoint state bit flip", "task adapter bit flip", "matrix.json truncated")
+SAMPLE = ("checkpoint state bit flip", "task adapter bit flip", "matrix.json truncated",
+          "finished arm's first adapter truncated")
 
 
 @pytest.mark.parametrize("kind", [k for k in CORRUPTIONS if FULL_SWEEP or k in SAMPLE])
