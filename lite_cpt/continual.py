@@ -45,6 +45,7 @@ from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read
 from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, predicted_phases, predicted_record
+from lite_cpt.numerics import flat_phase_note
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
@@ -451,7 +452,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
         checkpoint=PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model,
                                      arm_dir / "metrics.jsonl"),
-        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite,
+        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite, max_weight=ws.recipe.faults.max_adapter_weight,
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.
@@ -497,6 +498,7 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **stats.extra,
         **_prediction_of(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        **flat_phase_note(read_jsonl(arm_dir / "metrics.jsonl"), index, f"{arm.name} · {name}"),
         "scores": task_row, "general": general_row,
     })
     return task_row, general_row

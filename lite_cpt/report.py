@@ -269,11 +269,13 @@ def _status_lines(run: RunResults, reports: list[ArmReport]) -> list[str]:
 
 
 def flagged_lines(problems: list[str]) -> list[str]:
-    """Result files damaged since they were written, and scores their predictions do not give."""
+    """Result files damaged since they were written, scores their predictions do not give, and
+    phases whose training went flat (a degenerate model)."""
     if not problems:
         return []
     return ["", "## Flagged: do not trust these numbers", "",
-            "Rerun the arm (`lite-cpt run` evaluates a damaged row again) or restore the files:", "",
+            "A damaged file: rerun the arm (`lite-cpt run` recomputes it) or restore it. A phase that went "
+            "flat: lower the learning rate or check the data, then run it again.", "",
             *(f"- {_cell(problem)}" for problem in problems)]
 
 

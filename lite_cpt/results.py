@@ -170,9 +170,12 @@ def phase_seconds(events: list[dict]) -> dict[str, dict[str, float]]:
 def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
-    cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
+    events = read_task_end_events(arm_dir / "metrics.jsonl")
+    cost = compute_cost(events)
     joint = bool(_read_json(arm_dir / "matrix.json").get("joint", False))
     problems = unit_problems(arm_dir, tasks, R.tolist(), benchmarks, G)
+    problems += [f"{arm_dir}: task {e.get('task_index')} ({e.get('task')}) went flat in training: {e['degenerate']}"
+                 for e in events if e.get("degenerate")]
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
                      path=arm_dir, problems=problems)
 

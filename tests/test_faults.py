@@ -222,6 +222,28 @@ def test_nan_losses_in_a_row_stop_the_run_with_the_knobs(tmp_path):
     assert exit_code(run_child(recipe, setup=always_nan, args=("faults.max_consecutive_nonfinite=2",))) == 1
 
 
+def _rewards_with_a_spread():
+    """Answers rewarded 1, 0, 1, 0, ...: every group has a spread, so the first update moves the
+    weights whatever the tiny model answers."""
+    import lite_cpt.rft as rft_module
+
+    rewards = iter([1.0, 0.0] * 10_000)
+    rft_module.reward_parts = lambda *args: (next(rewards), 0.0)
+
+
+@pytest.mark.parametrize("arm", ARM_NAMES)
+def test_a_runaway_learning_rate_stops_the_run_at_its_first_update_with_the_knob(tmp_path, capfd, arm):
+    """arms.<arm>.lr=1e6: the loss stays finite while the weights blow up; the run stops after
+    update 1 with the divergence message (exit status 1), before any rollout samples from them."""
+    recipe = fault_recipe(tmp_path, arms=[a for a in ARMS if a["name"] == arm], tasks=("mini_clevr",))
+    status = run_child(recipe, setup=_rewards_with_a_spread, args=(f"arms.{arm}.lr=1e6",))
+    err = " ".join(capfd.readouterr().err.split())
+    assert exit_code(status) == 1, err
+    assert "error: training diverged: after update 1 the adapter's weights reached |w| =" in err
+    assert "faults.max_adapter_weight=10000" in err and "lr=1000000.0" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "t" / "seed_0" / arm / "task_1").exists()  # nothing saved from it
+
+
 # ---------------------------------------------------------------------------------------------
 # Preemption through the real command line
 

@@ -117,3 +117,20 @@ def test_a_damaged_first_adapter_of_a_finished_arm_is_found_behind_intact_later_
     with caplog.at_level(logging.WARNING):
         assert continual.last_intact_task(arm, 3) == 0
     assert f"{arm / 'task_1' / 'adapter_model.safetensors'} is truncated: 32 bytes, 64 recorded" in caplog.text
+
+
+def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tmp_path, caplog):
+    from lite_cpt.io import append_jsonl
+    from lite_cpt.numerics import flat_phase_note
+
+    run, arm = finished_run(tmp_path)
+    steps = [{"event": "step", "task_index": 1, "step": s, "loss": 6.240275859832764} for s in (1, 2, 3)]
+    with caplog.at_level(logging.WARNING):
+        note = flat_phase_note([*steps, {"event": "step", "task_index": 2, "loss": 1.0}], 1, "sft · clevr")
+    assert note == {"degenerate": "the loss stayed at 6.24 over all 3 updates"}
+    assert "sft · clevr: training went flat: the loss stayed at 6.24 over all 3 updates" in caplog.text
+    for record in [*steps, {"event": "task_end", "task_index": 1, "task": "clevr", **note}]:
+        append_jsonl(arm / "metrics.jsonl", record)
+    report = write_report(run).read_text()
+    assert "## Flagged: do not trust these numbers" in report
+    assert f"{arm}: task 1 (clevr) went flat in training: the loss stayed at 6.24 over all 3 updates" in report
