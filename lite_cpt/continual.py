@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,11 @@ from rich.console import Console
 from lite_cpt.arms import build_arm
 from lite_cpt.artefacts import artefact_problem, write_checked_json
 from lite_cpt.consistency import damaged_prediction_rows
-from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
-from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
+from lite_cpt.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, waiting_lock
 from lite_cpt.planner import resolve_knobs
@@ -52,6 +51,7 @@ from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
+from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
@@ -271,39 +271,10 @@ def base_row(ws: Workspace) -> tuple[list[float], list[float]]:
     return tasks_row, general_row
 
 
-def _read_json(path: Path, keys: tuple[str, ...], quiet: bool = False) -> dict | None:
-    """A JSON object with `keys` from `path`; None when it is absent, or damaged (unreadable,
-    or not what its checksum recorded; named in the log unless `quiet`: it is computed again)."""
-    if not path.exists():
-        return None
-    if problem := artefact_problem(path):
-        if not quiet:
-            log.warning("%s; what it held is computed again", problem)
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(saved, dict) and all(isinstance(saved.get(key), list) for key in keys):
-            return saved
-    except (UnicodeDecodeError, ValueError):
-        pass
-    if not quiet:
-        log.warning("%s is damaged; what it held is computed again", path)
-    return None
-
-
-def _rows_from_log(log_path: Path, base: list[float], key: str) -> list[list[float]]:
-    """Rows 0..t from the base row and the task_end records (each carries its rows)."""
-    rows = [base]
-    for record in read_jsonl(log_path):
-        if record.get("event") == "task_end" and record.get("task_index") == len(rows) and key in record:
-            rows.append(record[key])
-    return rows
-
-
 def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
     """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
-    marker) and general.json, rebuilt from metrics.jsonl when either is damaged, cut back to
-    the last task whose adapter verifies against its manifest."""
+    marker) and general.json, rebuilt from metrics.jsonl when either is damaged (see
+    lite_cpt.saved_rows), cut back to the task before the first damaged adapter."""
     matrix, general = _read_json(arm_dir / "matrix.json", ("R",)), _read_json(arm_dir / "general.json", ("G",))
     rows, general_rows = (matrix or {}).get("R", []), (general or {}).get("G", [])
     damaged = [p for p, v in ((arm_dir / "matrix.json", matrix), (arm_dir / "general.json", general))
@@ -321,33 +292,6 @@ def resume_rows(ws: Workspace, arm_dir: Path) -> tuple[list, list]:
     if done < len(rows) - 1:
         drop_after(arm_dir, done)
     return rows[: done + 1], general_rows[: done + 1]
-
-
-def last_intact_task(arm_dir: Path, done: int) -> int:
-    """The highest k <= done such that the adapters of tasks 1..k all verify against their
-    manifests: each damaged one (finished arms included) is named in the log, and the run falls
-    back to the one before the first, whose task is trained again. An adapter saved without a
-    manifest (by an earlier version) is trusted."""
-    damaged = []
-    for k in range(done, 0, -1):
-        task_dir = arm_dir / f"task_{k}"
-        problems = verify_directory(task_dir)
-        legacy = not (task_dir / MANIFEST).exists() and (task_dir / "adapter_model.safetensors").exists()
-        if problems and not legacy:
-            log.warning("task adapter %s is damaged (%s); falling back to the one before", task_dir, "; ".join(problems))
-            damaged.append(k)
-    return min(damaged, default=done + 1) - 1
-
-
-def drop_after(arm_dir: Path, done: int) -> None:
-    """The run falls back to task `done`: later task adapters and the checkpoints of later
-    phases descend from a damaged adapter and are removed (they are trained again)."""
-    for path in arm_dir.glob("task_*"):
-        if path.name.removeprefix("task_").isdigit() and int(path.name.removeprefix("task_")) > done:
-            shutil.rmtree(path, ignore_errors=True)
-    for path in (arm_dir / CHECKPOINTS_DIR).glob("phase_*_update_*"):
-        if int(path.name.split("_")[1]) > done + 1:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_arm(ws: Workspace, arm: ArmConfig) -> None:
