@@ -209,13 +209,15 @@ def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
 
 
 def arm_finished(recipe: Recipe, arm: str) -> bool:
-    """Whether the arm's matrix.json (under seed `recipe.seed`) holds every row: the last file
-    a finished arm writes."""
-    path = seed_dir(recipe.run_dir, recipe.seed) / arm / "matrix.json"
-    if not path.exists():
+    """Whether the arm's matrix.json (under seed `recipe.seed`) holds every row (the last file
+    a finished arm writes) and every result it holds verifies: a damaged one (named in the log)
+    makes the unit run again, which recomputes it."""
+    arm_dir = seed_dir(recipe.run_dir, recipe.seed) / arm
+    if (matrix := _read_json(arm_dir / "matrix.json", ("R",))) is None:
         return False
-    matrix = json.loads(path.read_text())
-    return len(matrix["R"]) == (2 if matrix.get("joint") else len(recipe.tasks) + 1)
+    done = len(matrix["R"]) - 1
+    return (done + 1 == (2 if matrix.get("joint") else len(recipe.tasks) + 1)
+            and last_intact_task(arm_dir, done) == done and not damaged_prediction_rows(arm_dir, done + 1))
 
 
 def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
