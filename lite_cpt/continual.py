@@ -315,6 +315,7 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
     rows, general_rows = resume_rows(ws, arm_dir)
+    base_row(ws)  # row 0's files verified (evaluated again when damaged)
     for row in damaged_prediction_rows(arm_dir, len(rows)):  # evaluated again with its saved adapter
         load_adapter_weights(ws.model, arm_dir / f"task_{row}")
         evaluate_row(ws, f"{arm.name} row {row}", row_predictions_path(arm_dir, row))

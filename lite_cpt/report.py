@@ -273,9 +273,10 @@ def flagged_lines(problems: list[str]) -> list[str]:
     phases whose training went flat (a degenerate model)."""
     if not problems:
         return []
-    return ["", "## Flagged: do not trust these numbers", "",
-            "A damaged file: rerun the arm (`lite-cpt run` recomputes it) or restore it. A phase that went "
-            "flat: lower the learning rate or check the data, then run it again.", "",
+    return ["", "## Flagged results", "",
+            "Do not trust a damaged file or a score its predictions do not give: run the arm again (`lite-cpt "
+            "run` recomputes it) or restore the file. A phase that went flat learnt nothing: look at the "
+            "learning rate, the data and the reward.", "",
             *(f"- {_cell(problem)}" for problem in problems)]
 
 

@@ -74,7 +74,7 @@ def test_report_flags_a_matrix_score_its_predictions_do_not_give(tmp_path, caplo
     _edit_one_digit(arm / "matrix.json", "0.75", "0.65")  # row 1, clevr
     with caplog.at_level(logging.WARNING):
         report = write_report(run).read_text()
-    assert "## Flagged: do not trust these numbers" in report
+    assert "## Flagged results" in report
     assert f"{arm / 'matrix.json'} was changed after it was written" in report
     assert (f"{arm / 'matrix.json'} row 1, task clevr: 0.6500 there, but 0.7500 from the 4 predictions in "
             f"{row_predictions_path(arm, 1)}") in report
@@ -91,7 +91,7 @@ def test_compare_flags_it_without_checksums_too(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(run), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "## Flagged: do not trust these numbers" in text
+    assert "## Flagged results" in text
     assert f"{arm / 'general.json'} row 1, benchmark pope: 0.8500 there, but 0.7500 from the 4 predictions" in text
     assert "was changed after it was written" not in text
 
@@ -132,5 +132,5 @@ def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tm
     for record in [*steps, {"event": "task_end", "task_index": 1, "task": "clevr", **note}]:
         append_jsonl(arm / "metrics.jsonl", record)
     report = write_report(run).read_text()
-    assert "## Flagged: do not trust these numbers" in report
+    assert "## Flagged results" in report
     assert f"{arm}: task 1 (clevr) went flat in training: the loss stayed at 6.24 over all 3 updates" in report
