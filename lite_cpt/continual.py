@@ -34,8 +34,8 @@ from rich.console import Console
 
 from lite_cpt.arms import build_arm
 from lite_cpt.artefacts import artefact_problem, write_checked_json
-from lite_cpt.consistency import damaged_prediction_rows
 from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
@@ -51,8 +51,8 @@ from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.progress import task_progress
-from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
