@@ -28,7 +28,11 @@ _RUST_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
 
 
 class DiskFull(UserError):
-    """A write failed for lack of space, quota or a writable file system."""
+    """A write failed for lack of space, quota or a writable file system (`code`: its errno)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def disk_errno(error: BaseException) -> int | None:
@@ -50,16 +54,17 @@ def disk_full_message(path: str | os.PathLike, code: int, intact: str) -> str:
 @contextmanager
 def explained_write(path: str | os.PathLike, intact: str | None = None) -> Iterator[None]:
     """Turn a full-disk, over-quota or read-only failure inside the block into `DiskFull`
-    (`intact`: what the user still has; by default the file as it was before)."""
+    (`intact`: what the user still has; by default the file as it was before). Blocks nest: the
+    outermost names the path, as the user knows it (an adapter directory, not a file inside its
+    temporary copy)."""
     try:
         yield
-    except DiskFull:
-        raise
     except Exception as error:
-        code = disk_errno(error)
+        code = error.code if isinstance(error, DiskFull) else disk_errno(error)
         if code is None:
             raise
-        raise DiskFull(disk_full_message(path, code, intact or f"{Path(path)} is as it was before")) from None
+        message = disk_full_message(path, code, intact or f"{Path(path)} is as it was before")
+        raise DiskFull(message, code) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

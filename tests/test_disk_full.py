@@ -111,6 +111,27 @@ def test_a_task_adapter_save_on_a_full_disk_names_it_and_keeps_the_earlier_ones(
     assert (arm / "task_1" / "adapter_model.safetensors").read_bytes() == b"earlier"
 
 
+def test_a_file_written_inside_an_adapter_save_is_named_by_the_adapter_directory(tmp_path, monkeypatch):
+    """The arm's state (phase statistics) goes into the sealed directory: the message names
+    task_1, not the temporary copy the file was in, which is gone."""
+    import json
+
+    from lite_cpt.io import atomic_write_json
+
+    class SavesNothing:
+        active_adapter = "default"
+
+        def save_pretrained(self, directory, selected_adapters):
+            (directory / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+
+    _fsync_fails_for(monkeypatch, "phase_stats.json")
+    arm = tmp_path / "arm"
+    with pytest.raises(DiskFull) as raised:
+        save_adapter(SavesNothing(), arm / "task_1", extra=lambda d: atomic_write_json(d / "phase_stats.json", {}))
+    assert str(raised.value).startswith(f"could not write {arm / 'task_1'}: no space left on the device;")
+    assert list(arm.iterdir()) == []  # nothing left: no task_1, no temporary directory
+
+
 def test_a_report_png_on_a_read_only_disk_is_one_line_and_exit_status_1(tmp_path, monkeypatch):
     from lite_cpt.cli import app
 
