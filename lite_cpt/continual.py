@@ -11,6 +11,7 @@ Layout of a run (`runs/<name>/`):
       <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
+      checksums.json, <arm>/checksums.json   size and sha256 of the result files beside them
       <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
