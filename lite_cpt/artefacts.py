@@ -41,10 +41,10 @@ def _entries(directory: Path) -> dict:
 def write_checked_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Record `data`'s size and sha256 for `path`, then write `path` atomically."""
     path = Path(path)
+    # the file on disk, when intact, is what a kill before the rename below leaves
+    intact = path.is_file() and artefact_problem(path) is None
     entries = _entries(path.parent)
-    current = entries.get(path.name)
-    previous = {k: current[k] for k in ("size", "sha256")} if isinstance(current, dict) else None
-    entries[path.name] = {**_digest(data), "previous": previous}
+    entries[path.name] = {**_digest(data), "previous": _digest(path.read_bytes()) if intact else None}
     atomic_write_json(path.parent / CHECKSUMS, {"format": 1, "files": dict(sorted(entries.items()))})
     atomic_write_bytes(path, data)
 

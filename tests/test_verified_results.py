@@ -134,3 +134,22 @@ def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tm
     report = write_report(run).read_text()
     assert "## Flagged results" in report
     assert f"{arm}: task 1 (clevr) went flat in training: the loss stayed at 6.24 over all 3 updates" in report
+
+
+def test_kills_between_the_entry_and_the_file_never_make_the_file_look_damaged(tmp_path, monkeypatch):
+    import lite_cpt.artefacts as artefacts
+
+    path = tmp_path / "matrix.json"
+    write_checked_json(path, {"R": [[0.5]]})
+    kept = path.read_bytes()
+
+    def killed(*_args):
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(artefacts, "atomic_write_bytes", killed)
+    for rows in ([[0.5], [0.75]], [[0.5], [0.75], [0.25]]):  # two attempts in a row, both killed
+        try:
+            write_checked_json(path, {"R": rows})
+        except KeyboardInterrupt:
+            pass
+        assert path.read_bytes() == kept and artefact_problem(path) is None
