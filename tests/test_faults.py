@@ -150,7 +150,7 @@ CORRUPTIONS = {
     "metrics.jsonl half line": (lambda s: _half_line(s / "rft" / "metrics.jsonl"), "metrics.jsonl"),
     # row 0 is read by an arm that starts: the rft arm here, started again from nothing
     "base_scores.json truncated": (lambda s: (_truncate(s / "base_scores.json"), shutil.rmtree(s / "rft")),
-                                   "base_scores.json is damaged"),
+                                   "base_scores.json was truncated after it was written"),
     "recipe.yaml garbage": (lambda s: (s.parent / "recipe.yaml").write_text(":\n  - [unclosed"),
                             "recipe.yaml is damaged"),
 }
