@@ -36,7 +36,7 @@ import torch
 
 from lite_cpt.errors import UserError
 from lite_cpt.integrity import remove_stale_temporaries, sealed_directory, verify_directory
-from lite_cpt.io import read_jsonl, truncate_jsonl
+from lite_cpt.io import disk_errno, read_jsonl, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,10 @@ class CheckpointPolicy:
     keep: int = 2
 
 
-def _save_error(path: Path, error: OSError, previous: Path | None) -> UserError:
+def _save_error(path: Path, error: Exception, previous: Path | None) -> UserError:
     kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint was touched"
     return UserError(
-        f"could not write the checkpoint {path}: {error.strerror or error}; {kept}. Free disk space "
+        f"could not write the checkpoint {path}: {getattr(error, 'strerror', None) or error}; {kept}. Free disk space "
         f"or fix the permissions of {path.parent} (or set output_dir to another disk), then run "
         "the same command again"
     )
@@ -178,7 +178,9 @@ class PhaseCheckpointer:
                 save_file(lora_state(self.model), str(tmp / "adapter.safetensors"))
                 torch.save(state, tmp / "state.pt")
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        except OSError as error:
+        except Exception as error:  # safetensors reports a full disk as its own error type
+            if not isinstance(error, OSError) and disk_errno(error) is None:
+                raise
             raise _save_error(path, error, previous) from None
         self._last_save, self._last_update = self.clock(), update
         self._intact = (update, path)

@@ -19,6 +19,7 @@ from typing import Any
 from lite_cpt.errors import UserError
 from lite_cpt.estimates import Estimate, arm_estimates, metric_names, paired_difference
 from lite_cpt.io import atomic_write_bytes, atomic_write_text
+from lite_cpt.report import flagged_lines
 from lite_cpt.results import RunResults, load_run, recipe_seeds
 
 # Keys that never change results: a run's own name and location, and where its logs also go.
@@ -191,6 +192,8 @@ def render_comparison(comparison: Comparison) -> str:
         else:
             lines += ["The runs' recipes are the same (apart from name, output directory and logging)."]
         lines += [""]
+    if flagged := flagged_lines([problem for run in c.runs for problem in run.problems()]):
+        lines += [*flagged[1:], ""]
     lines += ["## Metrics (95 % intervals)", ""]
     lines += _table(["run", "arm", "seeds", *c.metrics, "interval"],
                     [[r.run, r.arm, r.seeds, *(_estimate(r.estimates[m]) for m in c.metrics),

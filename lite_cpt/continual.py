@@ -12,6 +12,7 @@ Layout of a run (`runs/<name>/`):
       <arm>/metrics.jsonl       per-step logs and one "task_end" record per finished task
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
+      checksums.json, <arm>/checksums.json   size and sha256 of the result files beside them
       <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
       <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +36,21 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
+from lite_cpt.artefacts import artefact_problem, write_checked_json
 from lite_cpt.benchmark_figures import figure_rows, write_row_results
-from lite_cpt.checkpoint import CHECKPOINTS_DIR, CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
 from lite_cpt.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
-from lite_cpt.integrity import MANIFEST, remove_stale_temporaries, verify_directory
+from lite_cpt.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration
+from lite_cpt.numerics import flat_phase_note
 from lite_cpt.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
@@ -56,6 +59,7 @@ from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run_time_plan import prediction_record, say_time_plan
+from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
@@ -239,13 +243,15 @@ def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
 
 
 def arm_finished(recipe: Recipe, arm: str) -> bool:
-    """Whether the arm's matrix.json (under seed `recipe.seed`) holds every row: the last file
-    a finished arm writes."""
-    path = seed_dir(recipe.run_dir, recipe.seed) / arm / "matrix.json"
-    if not path.exists():
+    """Whether the arm's matrix.json (under seed `recipe.seed`) holds every row (the last file
+    a finished arm writes) and every result it holds verifies: a damaged one (named in the log)
+    makes the unit run again, which recomputes it."""
+    arm_dir = seed_dir(recipe.run_dir, recipe.seed) / arm
+    if (matrix := _read_json(arm_dir / "matrix.json", ("R",))) is None:
         return False
-    matrix = json.loads(path.read_text())
-    return len(matrix["R"]) == (2 if matrix.get("joint") else len(recipe.tasks) + 1)
+    done = len(matrix["R"]) - 1
+    return (done + 1 == (2 if matrix.get("joint") else len(recipe.tasks) + 1)
+            and last_intact_task(arm_dir, done) == done and not damaged_prediction_rows(arm_dir, done + 1))
 
 
 def ensure_base_row(recipe: Recipe, console: Console | None = None) -> Path:
@@ -301,44 +307,20 @@ def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]
     scores, predictions = base_files(cot)
     path = ws.run_dir / scores
     with waiting_lock(ws.run_dir / ".base_scores.lock"):
-        if (saved := _read_json(path, ("R0", "G0"))) is not None:
+        if (saved := _read_json(path, ("R0", "G0"))) is not None and not artefact_problem(
+                ws.run_dir / predictions):  # damaged predictions: the row is evaluated again
             return saved["R0"], saved["G0"]
         label = "the base model" + (" (chain-of-thought prompt)" if cot else "")
         with ws.model.disable_adapter():
             tasks_row, general_row, _ = evaluate_row(ws, label, ws.run_dir / predictions, cot)
-        atomic_write_json(path, {"R0": tasks_row, "G0": general_row})
+        write_checked_json(path, {"R0": tasks_row, "G0": general_row})
     return tasks_row, general_row
-
-
-def _read_json(path: Path, keys: tuple[str, ...], quiet: bool = False) -> dict | None:
-    """A JSON object with `keys` from `path`; None when it is absent, or damaged (named in the
-    log unless `quiet`: what it held is computed again)."""
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(saved, dict) and all(isinstance(saved.get(key), list) for key in keys):
-            return saved
-    except (UnicodeDecodeError, ValueError):
-        pass
-    if not quiet:
-        log.warning("%s is damaged; what it held is computed again", path)
-    return None
-
-
-def _rows_from_log(log_path: Path, base: list[float], key: str) -> list[list[float]]:
-    """Rows 0..t from the base row and the task_end records (each carries its rows)."""
-    rows = [base]
-    for record in read_jsonl(log_path):
-        if record.get("event") == "task_end" and record.get("task_index") == len(rows) and key in record:
-            rows.append(record[key])
-    return rows
 
 
 def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, list]:
     """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
-    marker) and general.json, rebuilt from metrics.jsonl when either is damaged, cut back to
-    the last task whose adapter verifies against its manifest."""
+    marker) and general.json, rebuilt from metrics.jsonl when either is damaged (see
+    lite_cpt.saved_rows), cut back to the task before the first damaged adapter."""
     matrix, general = _read_json(arm_dir / "matrix.json", ("R",)), _read_json(arm_dir / "general.json", ("G",))
     rows, general_rows = (matrix or {}).get("R", []), (general or {}).get("G", [])
     damaged = [p for p, v in ((arm_dir / "matrix.json", matrix), (arm_dir / "general.json", general))
@@ -356,31 +338,6 @@ def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, 
     if done < len(rows) - 1:
         drop_after(arm_dir, done)
     return rows[: done + 1], general_rows[: done + 1]
-
-
-def last_intact_task(arm_dir: Path, done: int) -> int:
-    """The highest k <= done whose task_k adapter verifies against its manifest (0: none);
-    each damaged one is named in the log, and the run falls back to the one before. An adapter
-    saved without a manifest (by an earlier version) is trusted."""
-    for k in range(done, 0, -1):
-        task_dir = arm_dir / f"task_{k}"
-        problems = verify_directory(task_dir)
-        legacy = not (task_dir / MANIFEST).exists() and (task_dir / "adapter_model.safetensors").exists()
-        if not problems or legacy:
-            return k
-        log.warning("task adapter %s is damaged (%s); falling back to the one before", task_dir, "; ".join(problems))
-    return 0
-
-
-def drop_after(arm_dir: Path, done: int) -> None:
-    """The run falls back to task `done`: later task adapters and the checkpoints of later
-    phases descend from a damaged adapter and are removed (they are trained again)."""
-    for path in arm_dir.glob("task_*"):
-        if path.name.removeprefix("task_").isdigit() and int(path.name.removeprefix("task_")) > done:
-            shutil.rmtree(path, ignore_errors=True)
-    for path in (arm_dir / CHECKPOINTS_DIR).glob("phase_*_update_*"):
-        if int(path.name.split("_")[1]) > done + 1:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_arm(ws: Workspace, arm: ArmConfig) -> None:
@@ -405,6 +362,10 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
     cot = arm_eval_cot(ws.recipe, arm)
     rows, general_rows = resume_rows(ws, arm_dir, cot)
+    base_row(ws, cot)  # row 0's files verified (evaluated again when damaged)
+    for row in damaged_prediction_rows(arm_dir, len(rows)):  # evaluated again with its saved adapter
+        load_adapter_weights(ws.model, arm_dir / f"task_{row}")
+        evaluate_row(ws, f"{arm.name} row {row}", row_predictions_path(arm_dir, row), cot)
     reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
     written = RowFiles(matrix_path, general_path, task_names, bench_names, method.joint, cot)
@@ -486,7 +447,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
         checkpoint=PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model,
                                      arm_dir / "metrics.jsonl"),
-        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite,
+        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite, max_weight=ws.recipe.faults.max_adapter_weight,
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.
@@ -538,6 +499,7 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **task_end_extra(stats.extra),
         "truncated_answers": cut,
         **prediction_record(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        **flat_phase_note(read_jsonl(arm_dir / "metrics.jsonl"), index, f"{arm.name} · {name}"),
         "scores": task_row, "general": general_row,
     })
     return task_row, general_row
@@ -566,13 +528,13 @@ class RowFiles:
     def write(self, rows: list, general_rows: list) -> None:
         # general.json first: matrix.json is the resume marker and must be the last file written.
         figures = figure_rows(Path(self.general_path).parent, len(general_rows), base_files(self.cot)[1])
-        atomic_write_json(self.general_path, {"benchmarks": self.benches, "G": general_rows, **figures})
+        write_checked_json(self.general_path, {"benchmarks": self.benches, "G": general_rows, **figures})
         matrix = {"tasks": self.tasks, "R": rows}
         if self.joint:
             matrix["joint"] = True
         if self.cot:
             matrix["eval_prompt"] = "cot"
-        atomic_write_json(self.matrix_path, matrix)
+        write_checked_json(self.matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

@@ -18,6 +18,7 @@ from lite_cpt.device_policy import device_policy, resolve_device
 from lite_cpt.errors import UserError
 from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.integrity import sealed_directory
+from lite_cpt.io import explained_write
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
 from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
 
@@ -202,7 +203,8 @@ def save_adapter(model, path: str | Path, extra=None) -> Path:
     atomically (a temporary directory renamed into place); `extra(directory)` may add files (an
     arm's state) before it is sealed. Only the active adapter is written: the frozen reference
     is rebuilt when a phase starts."""
-    with sealed_directory(path) as tmp:
+    intact = "the adapters of earlier tasks and the results so far are intact"
+    with explained_write(path, intact), sealed_directory(path) as tmp:
         model.save_pretrained(tmp, selected_adapters=[model.active_adapter])
         if extra is not None:
             extra(tmp)

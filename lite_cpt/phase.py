@@ -135,6 +135,8 @@ class Phase:
     checkpoint: object | None = None
     # Consecutive non-finite updates (each skipped) that stop the phase.
     max_nonfinite: int = 3
+    # Largest |adapter weight| after an update before the phase stops as diverged.
+    max_weight: float = 1e4
 
     def log_step(self, record: dict) -> None:
         if self.on_step is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lite_cpt.errors import UserError
-from lite_cpt.io import atomic_write_bytes
+from lite_cpt.artefacts import write_checked_bytes
 
 BASE_PREDICTIONS = "base_predictions.jsonl.gz"
 
@@ -41,7 +41,7 @@ def write_predictions(path: Path, items_by_set: dict[str, list[dict]]) -> None:
                 if item.get("truncated"):
                     record["truncated"] = True  # cut at the answer-length cap
                 handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    atomic_write_bytes(path, buffer.getvalue())
+    write_checked_bytes(path, buffer.getvalue())  # checked when run, report or compare read it
 
 
 def read_predictions(path: Path) -> dict[str, list[dict]]:

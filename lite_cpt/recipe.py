@@ -482,6 +482,10 @@ class FaultsConfig(Section):
         3, ge=1, description="Consecutive updates with a non-finite loss or gradient (each skipped, nothing "
         "stepped) that stop the phase."
     )
+    max_adapter_weight: float = Field(
+        1e4, gt=0, description="Largest |weight| the adapter may reach after an update; beyond it (or at a "
+        "non-finite weight) training has diverged and the phase stops with the step and the knobs."
+    )
     max_bad_data_fraction: float = Field(
         0.05, ge=0, le=1, description="Share of a split's items that may be unusable (image that will not "
         "decode or is missing, empty question, missing answer; each skipped and counted) before the "

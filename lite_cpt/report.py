@@ -271,6 +271,18 @@ def _status_lines(run: RunResults, reports: list[ArmReport]) -> list[str]:
     return lines
 
 
+def flagged_lines(problems: list[str]) -> list[str]:
+    """Result files damaged since they were written, scores their predictions do not give, and
+    phases whose training went flat (a degenerate model)."""
+    if not problems:
+        return []
+    return ["", "## Flagged results", "",
+            "Do not trust a damaged file or a score its predictions do not give: run the arm again (`lite-cpt "
+            "run` recomputes it) or restore the file. A phase that went flat learnt nothing: look at the "
+            "learning rate, the data and the reward.", "",
+            *(f"- {_cell(problem)}" for problem in problems)]
+
+
 def _metrics_section(reports: list[ArmReport], metrics: list[str], seeds: list[int]) -> list[str]:
     lines = ["", "## Continual-learning metrics", ""]
     header = ["arm", "seeds", "tasks done", *metrics, "interval"]
@@ -366,7 +378,7 @@ def _matrix_sections(reports: list[ArmReport]) -> list[str]:
 def render_markdown(run: RunResults, reports: list[ArmReport], metrics: list[str],
                     differences: list[dict]) -> str:
     """The report text; it depends on its arguments only (no timestamps)."""
-    lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports)]
+    lines = [f"# lite-cpt report: {run.name}", "", *_status_lines(run, reports), *flagged_lines(run.problems())]
     lines += _metrics_section(reports, metrics, run.seeds)
     lines += _differences_section(differences, metrics)
     lines += figures_section(reports, _estimate)

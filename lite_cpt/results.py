@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lite_cpt.consistency import unit_problems
+from lite_cpt.device_names import same_device
 from lite_cpt.errors import UserError
 from lite_cpt.metrics import accuracy_matrix, summarize
 
@@ -45,6 +47,8 @@ class ArmResult:
     # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.benchmark_figures)
     figures: list[dict] = field(default_factory=list)
     eval_cot: bool = False  # evaluated with the chain-of-thought prompt (matrix.json's eval_prompt)
+    # damaged result files and scores their predictions do not give (lite_cpt.consistency)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -154,14 +158,6 @@ def compute_cost(events: list[dict]) -> dict[str, float | None]:
     return cost
 
 
-def same_device(calibrated: str | None, running: str | None) -> bool:
-    """Whether a calibration's device (`cpu (2 threads)`, `NVIDIA H100 80GB HBM3`) is the running
-    one: the same name, thread counts aside."""
-    if not calibrated or not running:
-        return False
-    return calibrated.split(" (")[0].strip() == running.split(" (")[0].strip()
-
-
 def comparable_prediction(event: dict) -> bool:
     """Whether a task_end record's predicted seconds describe the device its measured seconds
     come from (`predicted_on` and `device`): a plan of another card, or one a record does not
@@ -192,12 +188,16 @@ def phase_seconds(events: list[dict]) -> dict[str, dict[str, float]]:
 def load_arm(arm_dir: Path) -> ArmResult:
     tasks, R = load_accuracy_matrix(arm_dir / "matrix.json")
     benchmarks, G = load_general_scores(arm_dir / "general.json")
-    cost = compute_cost(read_task_end_events(arm_dir / "metrics.jsonl"))
+    events = read_task_end_events(arm_dir / "metrics.jsonl")
+    cost = compute_cost(events)
     matrix = _read_json(arm_dir / "matrix.json")
     joint = bool(matrix.get("joint", False))
+    problems = unit_problems(arm_dir, tasks, R.tolist(), benchmarks, G)
+    problems += [f"{arm_dir}: task {e.get('task_index')} ({e.get('task')}) went flat in training: {e['degenerate']}"
+                 for e in events if e.get("degenerate")]
     return ArmResult(name=arm_dir.name, tasks=tasks, R=R, cost=cost, benchmarks=benchmarks, G=G, joint=joint,
                      path=arm_dir, figures=load_figure_rows(arm_dir / "general.json"),
-                     eval_cot=matrix.get("eval_prompt") == "cot")
+                     eval_cot=matrix.get("eval_prompt") == "cot", problems=problems)
 
 
 def recipe_arm_names(run_dir: Path) -> list[str]:
@@ -277,6 +277,10 @@ class RunResults:
 
     def arm_dir(self, arm: str, seed: int) -> Path:
         return self.seed_dirs[seed] / arm
+
+    def problems(self) -> list[str]:
+        """Every flagged result of the run's units (see ArmResult.problems), in unit order."""
+        return [p for units in self.units.values() for unit in units.values() for p in unit.problems]
 
     def missing_units(self) -> list[tuple[str, int, str]]:
         """(arm, seed, state) for every expected unit that has not finished: 'not started' or 'k/T tasks'."""

@@ -46,7 +46,7 @@ from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, token
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.logprob import TokenLogprobs, kernel_backend, token_logprobs
-from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
+from lite_cpt.numerics import NonFiniteGuard, backward, sampling_guard, step_if_finite
 from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
                                     packed_token_logprobs)
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
@@ -493,7 +493,7 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
         if want <= 0:
             break
         started = time.perf_counter()
-        with phase.guard("rollout"):
+        with phase.guard("rollout"), sampling_guard(step + 1):
             rollouts = generate_rollouts(
                 model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
@@ -584,7 +584,8 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
     weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
     optimizer, _ = adamw(model, arm.lr, weight_decay, "train_rft")
     kl_beta = arm.rft.kl_beta if arm.rft.kl else 0.0
-    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, kl_beta={kl_beta}, dtype={model_dtype(model)}")
+    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, kl_beta={kl_beta}, dtype={model_dtype(model)}",
+                           phase.max_weight)
     first, elapsed = 0, 0.0
     if (saved := restore_phase(phase, optimizer)) is not None:
         first, elapsed = saved["step"], saved["elapsed"]
@@ -620,6 +621,7 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
             if plan.select is not None:
                 record.update(drawn_groups=sum(c.num_groups for c in draw.candidates), kept_groups=batch.num_groups)
             phase.on_step(record)
+        guard.stop_if_diverged()
         phase.advance(step + 1, total)
         end_of_update(phase, step + 1, optimizer, lambda: {
             "step": step + 1, "elapsed": elapsed + time.perf_counter() - start, "plan": _plan_state(plan),

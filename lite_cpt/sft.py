@@ -72,7 +72,7 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
     hooks = hooks or SFTHooks()
     # weight_decay None: the SFT arms' default, none (LLaMA-Factory's)
     optimizer, params = adamw(model, arm.lr, 0.0 if arm.weight_decay is None else arm.weight_decay, "train_sft")
-    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, dtype={model_dtype(model)}")
+    guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, dtype={model_dtype(model)}", phase.max_weight)
     rng = random.Random(phase.seed)
     total_steps = sft_steps(len(examples), arm, phase.epochs)
     order: list[Example] = []
@@ -97,6 +97,7 @@ def train_sft(model, processor, examples: list[Example], arm: ArmConfig, phase: 
         stats.extra["nonfinite_skipped"] = guard.skipped
         phase.log_step({"step": step + 1, "loss": loss_value, "tokens": n_tokens, "updated": applied, "lr": lr,
                         "seconds": elapsed + time.perf_counter() - start})
+        guard.stop_if_diverged()
         phase.advance(step + 1, total_steps)
         end_of_update(phase, step + 1, optimizer, lambda: {
             "step": step + 1, "elapsed": elapsed + time.perf_counter() - start,

@@ -107,6 +107,13 @@ def _flip(path):
     path.write_bytes(bytes(data))
 
 
+def _change_a_digit(path):
+    """One digit of the first score changed: still valid JSON, one number different."""
+    text = path.read_text()
+    at = text.index(".", text.index('"R"')) + 1
+    path.write_text(text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:])
+
+
 def _checkpoint(seed_dir):
     return seed_dir / "rft" / "checkpoints" / "phase_2_update_1"
 
@@ -129,6 +136,13 @@ CORRUPTIONS = {
                                       "adapter_config.json is truncated"),
     "finished arm's last adapter truncated": (lambda s: _truncate(s / "sft" / "task_2" / "adapter_model.safetensors"),
                                               "adapter_model.safetensors is truncated"),
+    # a finished arm whose later adapter is intact: task 1 is named and the arm trained again from it
+    "finished arm's first adapter truncated": (lambda s: _truncate(s / "sft" / "task_1" / "adapter_model.safetensors"),
+                                               "task_1/adapter_model.safetensors is truncated"),
+    "finished arm's matrix.json one digit changed": (lambda s: _change_a_digit(s / "sft" / "matrix.json"),
+                                                     "matrix.json was changed after it was written"),
+    "finished arm's predictions truncated": (lambda s: _truncate(s / "sft" / "predictions" / "row_1.jsonl.gz"),
+                                             "row 1 is evaluated again"),
     "phase statistics corrupted": (lambda s: _flip(s / "sft" / "task_2" / "phase_stats.json"),
                                    "phase_stats.json is corrupted"),
     "matrix.json truncated": (lambda s: _truncate(s / "sft" / "matrix.json"), "matrix.json is damaged"),
@@ -136,13 +150,14 @@ CORRUPTIONS = {
     "metrics.jsonl half line": (lambda s: _half_line(s / "rft" / "metrics.jsonl"), "metrics.jsonl"),
     # row 0 is read by an arm that starts: the rft arm here, started again from nothing
     "base_scores.json truncated": (lambda s: (_truncate(s / "base_scores.json"), shutil.rmtree(s / "rft")),
-                                   "base_scores.json is damaged"),
+                                   "base_scores.json was truncated after it was written"),
     "recipe.yaml garbage": (lambda s: (s.parent / "recipe.yaml").write_text(":\n  - [unclosed"),
                             "recipe.yaml is damaged"),
 }
 
 #: run by default; the others with LITE_CPT_FAULT_SWEEP=full
-SAMPLE = ("checkpoint state bit flip", "task adapter bit flip", "matrix.json truncated")
+SAMPLE = ("checkpoint state bit flip", "task adapter bit flip", "matrix.json truncated",
+          "finished arm's first adapter truncated")
 
 
 @pytest.mark.parametrize("kind", [k for k in CORRUPTIONS if FULL_SWEEP or k in SAMPLE])
@@ -205,6 +220,28 @@ def test_nan_losses_in_a_row_stop_the_run_with_the_knobs(tmp_path):
         rft_module.grpo_loss = lambda *a, **k: (lambda v, s: (v * float("nan"), s))(*original(*a, **k))
 
     assert exit_code(run_child(recipe, setup=always_nan, args=("faults.max_consecutive_nonfinite=2",))) == 1
+
+
+def _rewards_with_a_spread():
+    """Answers rewarded 1, 0, 1, 0, ...: every group has a spread, so the first update moves the
+    weights whatever the tiny model answers."""
+    import lite_cpt.rft as rft_module
+
+    rewards = iter([1.0, 0.0] * 10_000)
+    rft_module.reward_parts = lambda *args: (next(rewards), 0.0)
+
+
+@pytest.mark.parametrize("arm", ARM_NAMES)
+def test_a_runaway_learning_rate_stops_the_run_at_its_first_update_with_the_knob(tmp_path, capfd, arm):
+    """arms.<arm>.lr=1e6: the loss stays finite while the weights blow up; the run stops after
+    update 1 with the divergence message (exit status 1), before any rollout samples from them."""
+    recipe = fault_recipe(tmp_path, arms=[a for a in ARMS if a["name"] == arm], tasks=("mini_clevr",))
+    status = run_child(recipe, setup=_rewards_with_a_spread, args=(f"arms.{arm}.lr=1e6",))
+    err = " ".join(capfd.readouterr().err.split())
+    assert exit_code(status) == 1, err
+    assert "error: training diverged: after update 1 the adapter's weights reached |w| =" in err
+    assert "faults.max_adapter_weight=10000" in err and "lr=1000000.0" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "t" / "seed_0" / arm / "task_1").exists()  # nothing saved from it
 
 
 # ---------------------------------------------------------------------------------------------

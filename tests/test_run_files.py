@@ -122,18 +122,31 @@ def test_a_rerun_may_change_where_it_logs_and_checkpoints_and_a_damaged_saved_re
         assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == recipe.name
 
 
-def test_an_arm_is_finished_when_its_matrix_holds_every_row(tmp_path):
+def _sealed_adapters(arm_dir: Path, count: int) -> None:
+    for t in range(1, count + 1):
+        (arm_dir / f"task_{t}").mkdir(parents=True)
+        (arm_dir / f"task_{t}" / "adapter_model.safetensors").write_bytes(bytes([t]) * 64)
+        write_manifest(arm_dir / f"task_{t}")
+
+
+def test_an_arm_is_finished_when_its_matrix_holds_every_row_and_its_adapters_verify(tmp_path, caplog):
     recipe = recipe_from_dict(tiny_recipe(tmp_path, arms=[{"name": "sft"}, {"name": "multitask_sft"}]))
     arm_dir = continual.seed_dir(recipe.run_dir, recipe.seed) / "sft"
     arm_dir.mkdir(parents=True)
     assert not continual.arm_finished(recipe, "sft")
     tasks = len(recipe.tasks)
+    _sealed_adapters(arm_dir, tasks)
     atomic_write_json(arm_dir / "matrix.json", {"tasks": [], "R": [[0.0]] * tasks})
     assert not continual.arm_finished(recipe, "sft")
     atomic_write_json(arm_dir / "matrix.json", {"tasks": [], "R": [[0.0]] * (tasks + 1)})
     assert continual.arm_finished(recipe, "sft")
+    # a unit scheduler (Ray) asks this before it skips a unit: a damaged first adapter runs it again
+    (arm_dir / "task_1" / "adapter_model.safetensors").write_bytes(b"\x01" * 10)
+    with caplog.at_level(logging.WARNING):
+        assert not continual.arm_finished(recipe, "sft")
+    assert f"task adapter {arm_dir / 'task_1'} is damaged" in caplog.text
     joint_dir = arm_dir.parent / "multitask_sft"
-    joint_dir.mkdir()
+    _sealed_adapters(joint_dir, 1)
     atomic_write_json(joint_dir / "matrix.json", {"tasks": [], "R": [[0.0]] * 2, "joint": True})
     assert continual.arm_finished(recipe, "multitask_sft")
     assert json.loads((joint_dir / "matrix.json").read_text())["joint"] is True

@@ -45,7 +45,7 @@ from lite_cpt.phase import micro_batches
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
-from lite_cpt.results import same_device
+from lite_cpt.device_names import same_device
 
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
