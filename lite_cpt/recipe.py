@@ -353,6 +353,11 @@ class RFTConfig(Section):
         "answers] with a shared-prefix mask: P + G·R tokens instead of G·(P + R), the same log-probs "
         "and gradients) in the reference, old-policy and update passes; false = one row per answer.",
     )
+    tis_cap: float | None = Field(
+        None, gt=0, description="Truncated importance sampling: each token's policy-gradient term is weighted by "
+        "min(exp(old_logp - sampler_logp), tis_cap), correcting for a rollout engine (vllm) whose log-probs "
+        "differ from the trainer's; None = off (e.g. 2.0).",
+    )
     cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
     format_weight: float = Field(
         0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "
@@ -555,6 +560,22 @@ class FaultsConfig(Section):
     )
 
 
+class RolloutConfig(Section):
+    """Which engine generates GRPO rollouts (docs/rollouts.md)."""
+
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers generate, static calls of balanced size (each decodes to its longest "
+        "answer); vllm = vLLM in the same process, continuous batching (a finished answer's slot is refilled at "
+        "once), the current LoRA pushed after each update (needs `pip install 'lite-cpt[vllm]'`).",
+    )
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, lt=1, description="vllm: share of the GPU's memory vLLM may hold (weights and KV cache); "
+        "released while the policy trains (sleep mode).",
+    )
+    cpu_kv_cache_gb: int = Field(2, ge=1, description="vllm on CPU: KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+    max_num_seqs: int = Field(256, ge=1, description="vllm: the most sequences decoded at once.")
+
+
 class Recipe(Section):
     name: str = Field(..., description="Run name; outputs go to <output_dir>/<name>/.")
     seed: int = Field(0, description="Seed of data sampling (train and test draws), adapter initialisation, "
@@ -572,6 +593,7 @@ class Recipe(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Optional experiment trackers.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Mid-phase checkpoints.")
     faults: FaultsConfig = Field(default_factory=FaultsConfig, description="Tolerance of numerical and data faults.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="The engine that generates rollouts.")
 
     @field_validator("seeds")
     @classmethod

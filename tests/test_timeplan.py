@@ -471,3 +471,15 @@ def test_a_calibrations_answer_lengths_are_the_plans_for_its_model():
     assert task_answer_lengths(recipe.tasks[0], cal, "tiny").mean == 20.0
     assert task_answer_lengths(recipe.tasks[1], cal, "tiny") is None  # no figure, a synthetic type: at the cap
     assert task_answer_lengths(recipe.tasks[0], cal, "another") is None
+
+
+def test_a_vllm_rollout_backend_plans_continuous_batching():
+    """The recipe's rollout backend sets the plan's decode model: HF calls wait for their longest
+    answer, vLLM refills finished slots."""
+    hf = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    vllm = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm"], check_data=False)
+    rft = next(a for a in hf.arms if a.method == "rft")
+    assert counts_of(hf, rft).continuous is False
+    assert counts_of(vllm, rft).continuous is True
+    static, refill = (plan(r, 24).arms[rft.name].time.hours for r in (hf, vllm))
+    assert refill < static

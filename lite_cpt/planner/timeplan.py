@@ -254,6 +254,7 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
         remax=arm.rft.advantage == "remax",
         eval_cot=recipe.evaluation.cot,
         shared_prefix=arm.rft.shared_prefix,
+        continuous=recipe.rollout.backend == "vllm",
     )
 
 
