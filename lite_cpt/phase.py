@@ -130,6 +130,8 @@ class Phase:
     checkpoint: object | None = None
     # Consecutive non-finite updates (each skipped) that stop the phase.
     max_nonfinite: int = 3
+    # The rollout engine (lite_cpt.vllm_backend.VllmRollouts); None: transformers generate.
+    rollout_engine: object | None = None
 
     def log_step(self, record: dict) -> None:
         if self.on_step is not None:

@@ -54,6 +54,7 @@ from lite_cpt.reference_adapter import hold_reference, reference_policy
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import format_reward
+from lite_cpt.tis import tis_advantages
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, RFTConfig
@@ -105,6 +106,7 @@ class Rollouts:
     baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
     baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
     accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
+    sampler_logp: list[list[float]] | None = None  # [B*G] the rollout engine's log-prob of each answer token
 
     @property
     def num_groups(self) -> int:
@@ -141,6 +143,7 @@ class Rollouts:
             baseline=None if self.baseline is None else self.baseline[groups],
             baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
             accuracies=None if self.accuracies is None else self.accuracies[rows] if rows else self.accuracies.new_zeros(0),
+            sampler_logp=None if self.sampler_logp is None else [self.sampler_logp[r] for r in rows],
         )
 
     @staticmethod
@@ -157,6 +160,8 @@ class Rollouts:
             baseline=torch.cat([p.baseline for p in parts]) if with_baseline else None,
             baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
             accuracies=torch.cat([p.rewards if p.accuracies is None else p.accuracies for p in parts]),
+            sampler_logp=([r for p in parts for r in p.sampler_logp]
+                          if all(p.sampler_logp is not None for p in parts) else None),
         )
 
 
@@ -170,16 +175,20 @@ def generate_rollouts(
     generator_seed: int,
     rollout_batch_size: int = 8,
     with_baseline: bool = False,
+    engine=None,
 ) -> Rollouts:
     """Sample `group_size` answers per example (rft's temperature / top_p / length) and score them.
 
     `rollout_batch_size` is the number of prompts per generate call (x `group_size` sequences).
     With `with_baseline`, one greedy answer per example is generated as well and its reward
     stored as the remax baseline; that pass takes as many sequences per call as the sampled one.
+    `engine` (lite_cpt.vllm_backend.VllmRollouts) generates instead of transformers, all prompts
+    in one continuously batched call, and returns the sampled tokens' log-probs.
     """
     prompts = [e.prompt(rft.cot) for e in examples]
     limit = max_prompt_tokens(examples)
-    sampled = generate_completions(
+    generate = generate_completions if engine is None else engine.generate_completions
+    sampled = generate(
         model, processor, prompts,
         Sampling(group_size, rft.max_new_tokens, rft.temperature, rft.top_p, rft.top_k, rft.repetition_penalty),
         prompts_per_call=max(1, rollout_batch_size),
@@ -189,7 +198,7 @@ def generate_rollouts(
     parts = [reward_parts(examples[row // group_size], text, rft) for row, text in enumerate(sampled.texts)]
     baseline = baseline_tokens = None
     if with_baseline:
-        greedy = generate_completions(
+        greedy = generate(
             model, processor, prompts,
             Sampling(max_new_tokens=rft.max_new_tokens, repetition_penalty=rft.repetition_penalty),
             prompts_per_call=group_size * max(1, rollout_batch_size), max_prompt_tokens=limit,
@@ -206,6 +215,7 @@ def generate_rollouts(
         baseline=baseline,
         baseline_tokens=baseline_tokens,
         accuracies=torch.tensor([accuracy for _, accuracy in parts], dtype=torch.float32),
+        sampler_logp=sampled.logprobs,
     )
 
 
@@ -233,6 +243,7 @@ class MicroBatch:
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     packed: PackedBatch | None = None
+    sampler_logp: list[list[float]] | None = None  # the rollout engine's, per answer token (rft.tis_cap)
 
     @property
     def input_tokens(self) -> int:
@@ -268,6 +279,9 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
     use_kl = rft.kl and rft.kl_beta > 0
     make = shared_prefix_micro_batches if rft.shared_prefix else expanded_micro_batches
     micro_batches = make(model, processor, rollouts, rows, advantages, rft, knobs)
+    if rft.tis_cap is not None and rollouts.sampler_logp is not None:
+        for mb in micro_batches:
+            mb.sampler_logp = [rollouts.sampler_logp[r] for r in mb.rows]
     was_training = model.training
     model.eval()
     try:
@@ -339,8 +353,11 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
         scored = mb.score(model, temperature=rft.temperature, return_entropy=with_entropy,
                           logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
+        advantages = mb.advantages
+        if mb.sampler_logp is not None:  # truncated importance sampling (lite_cpt.tis)
+            advantages = tis_advantages(advantages, old_logp, mb.sampler_logp, scored.mask, rft.tis_cap)
         loss, stats = grpo_loss(
-            scored.logp, old_logp, mb.advantages, scored.mask, _backend=kernel_backend(scored.logp),
+            scored.logp, old_logp, advantages, scored.mask, _backend=kernel_backend(scored.logp),
             ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
             eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip, aggregation=rft.aggregation,
         )
@@ -550,6 +567,7 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
                                             bits=ROLLOUT_SEED_BITS),
                 rollout_batch_size=phase.knobs.rollout_batch_size, with_baseline=rft.advantage == "remax",
+                engine=phase.rollout_engine,
             )
         draw.prompts_drawn += want
         draw.candidates.append(rollouts)

@@ -29,6 +29,7 @@ class Completions:
     token_ids: list[list[int]]  # completion ids, cut after the first end-of-turn token (kept)
     texts: list[str]  # decoded completions without special tokens
     num_generated_tokens: int
+    logprobs: list[list[float]] | None = None  # the sampler's log-prob of each token (an engine that returns them)
 
 
 @dataclass(frozen=True)
