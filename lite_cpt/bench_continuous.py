@@ -13,7 +13,9 @@ Two measurements:
                  for w active rows (width_cost 0 = decode bound by reading the weights, as a 7B
                  model on a GPU at these widths; prefill left out). A model, not a timing.
     measure    : wall seconds of the tiny model, HF static calls vs vLLM with max_num_seqs =
-                 slots, on the same prompts and forced lengths (run where vLLM is installed).
+                 slots, on the same prompts and forced lengths (run where vLLM is installed);
+                 split into the scheduling ratio (decode steps of the two schedules) and each
+                 engine's seconds per decode step (the engines' own speed, not the scheduling).
 """
 
 from __future__ import annotations
@@ -78,9 +80,13 @@ def measure(sequences: int, slots: int, seed: int, group_size: int = 4) -> dict:
     model, processor, base, prompts = tiny_setup(sequences // group_size)
     hf = hf_static_seconds(model, processor, prompts, group_size, lengths, slots)
     vllm = vllm_seconds(base, processor, prompts, group_size, lengths, slots)
+    static, refill = static_steps(lengths, slots), continuous_steps(lengths, slots)
     return {"sequences": sequences, "slots": slots, "group_size": group_size, "tokens": sum(lengths),
             "hf_static_s": hf, "vllm_continuous_s": vllm,
-            "hf_sequences_per_s": sequences / hf, "vllm_sequences_per_s": sequences / vllm}
+            "hf_sequences_per_s": sequences / hf, "vllm_sequences_per_s": sequences / vllm,
+            # what the ratio is made of: decode steps each schedule takes, and seconds per step
+            "static_steps": static, "continuous_steps": refill, "scheduling_ratio": static / refill,
+            "hf_ms_per_step": 1000 * hf / static, "vllm_ms_per_step": 1000 * vllm / refill}
 
 
 def main() -> None:
