@@ -58,9 +58,9 @@ def hf_static_seconds(model, processor, prompts: list[Prompt], group_size: int, 
     return time.perf_counter() - started
 
 
-def vllm_seconds(base: str, processor, prompts: list[Prompt], group_size: int, lengths: list[int], slots: int
-                 ) -> float:
-    """Wall seconds of vLLM generating the same rows with `slots` slots (start-up excluded)."""
+def vllm_timer(base: str, processor, prompts: list[Prompt], group_size: int, lengths: list[int], slots: int):
+    """A function that returns the wall seconds of vLLM generating the same rows with `slots`
+    slots (the engine is started here, once: start-up is not timed)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM, SamplingParams
@@ -73,8 +73,12 @@ def vllm_seconds(base: str, processor, prompts: list[Prompt], group_size: int, l
             requests.append({"prompt": chat_text(processor, prompt)})
             params.append(SamplingParams(temperature=1.0, top_p=1.0, max_tokens=lengths[row], min_tokens=lengths[row],
                                          ignore_eos=True, seed=row, detokenize=False))
-    started = time.perf_counter()
-    outputs = llm.generate(requests, params, use_tqdm=False)
-    seconds = time.perf_counter() - started
-    assert [len(o.outputs[0].token_ids) for o in outputs] == lengths[: len(outputs)]
+
+    def seconds() -> float:
+        started = time.perf_counter()
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        elapsed = time.perf_counter() - started
+        assert [len(o.outputs[0].token_ids) for o in outputs] == lengths[: len(outputs)]
+        return elapsed
+
     return seconds

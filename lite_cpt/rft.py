@@ -51,7 +51,8 @@ from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, pac
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
-from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
+from lite_cpt.rollout import (Sampling, generate_completions, model_device, model_dtype, rollout_engine,
+                              vision_token_ids)
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import format_reward
 from lite_cpt.tis import tis_advantages
@@ -175,20 +176,18 @@ def generate_rollouts(
     generator_seed: int,
     rollout_batch_size: int = 8,
     with_baseline: bool = False,
-    engine=None,
 ) -> Rollouts:
     """Sample `group_size` answers per example (rft's temperature / top_p / length) and score them.
 
     `rollout_batch_size` is the number of prompts per generate call (x `group_size` sequences).
     With `with_baseline`, one greedy answer per example is generated as well and its reward
     stored as the remax baseline; that pass takes as many sequences per call as the sampled one.
-    `engine` (lite_cpt.vllm_backend.VllmRollouts) generates instead of transformers, all prompts
-    in one continuously batched call, and returns the sampled tokens' log-probs.
+    Inside `rollout.rollout_engine(engine)` a vLLM engine generates instead (all prompts in one
+    continuously batched call) and the sampled tokens' log-probs come back too.
     """
     prompts = [e.prompt(rft.cot) for e in examples]
     limit = max_prompt_tokens(examples)
-    generate = generate_completions if engine is None else engine.generate_completions
-    sampled = generate(
+    sampled = generate_completions(
         model, processor, prompts,
         Sampling(group_size, rft.max_new_tokens, rft.temperature, rft.top_p, rft.top_k, rft.repetition_penalty),
         prompts_per_call=max(1, rollout_batch_size),
@@ -198,7 +197,7 @@ def generate_rollouts(
     parts = [reward_parts(examples[row // group_size], text, rft) for row, text in enumerate(sampled.texts)]
     baseline = baseline_tokens = None
     if with_baseline:
-        greedy = generate(
+        greedy = generate_completions(
             model, processor, prompts,
             Sampling(max_new_tokens=rft.max_new_tokens, repetition_penalty=rft.repetition_penalty),
             prompts_per_call=group_size * max(1, rollout_batch_size), max_prompt_tokens=limit,
@@ -561,13 +560,12 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
         if want <= 0:
             break
         started = time.perf_counter()
-        with phase.guard("rollout"):
+        with phase.guard("rollout"), rollout_engine(phase.rollout_engine):
             rollouts = generate_rollouts(
                 model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
                                             bits=ROLLOUT_SEED_BITS),
                 rollout_batch_size=phase.knobs.rollout_batch_size, with_baseline=rft.advantage == "remax",
-                engine=phase.rollout_engine,
             )
         draw.prompts_drawn += want
         draw.candidates.append(rollouts)

@@ -79,12 +79,13 @@ class VllmRollouts:
     """A vLLM engine over the trainer's base that generates with the trainer's current adapter."""
 
     def __init__(self, base: str, processor, *, lora_rank: int, dtype: torch.dtype, quantized: bool,
-                 max_model_len: int, settings, seed: int = 0, scratch_dir: str | Path = "vllm_adapters"):
+                 max_model_len: int, settings, scratch_dir: str | Path = "vllm_adapters"):
         LLM, self._sampling_params, self._lora_request = import_vllm()
         self.cuda = torch.cuda.is_available()
         if not self.cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gb))
-        options = dict(model=base, dtype=DTYPE_NAMES.get(dtype, "auto"), seed=seed, enable_lora=True,
+        # Each request carries its own seed (generate_completions): the engine's seed does not matter.
+        options = dict(model=base, dtype=DTYPE_NAMES.get(dtype, "auto"), seed=0, enable_lora=True,
                        max_lora_rank=lora_rank_bucket(lora_rank), max_loras=1, max_model_len=max_model_len,
                        max_num_seqs=settings.max_num_seqs, logprobs_mode="processed_logprobs",
                        mm_processor_kwargs=pixel_budget(processor) or None)
@@ -221,7 +222,7 @@ def build_rollout_engine(recipe, model, processor, scratch_dir: str | Path) -> V
         raise UserError(f"rollout.backend: vllm loads the base in 4-bit (nf4) or unquantized, not "
                         f"model.quantization={quantization}; change one of them")
     return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantization == "nf4",
-                        max_model_len=longest_sequence(recipe), settings=recipe.rollout, seed=recipe.seed,
+                        max_model_len=longest_sequence(recipe), settings=recipe.rollout,
                         scratch_dir=scratch_dir)
 
 

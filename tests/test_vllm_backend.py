@@ -21,7 +21,7 @@ from lite_cpt.models import add_lora
 from lite_cpt.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig, LoraConfig, RolloutConfig, TinyModelConfig
 from lite_cpt.rft import expanded_micro_batches, generate_rollouts, train_rft
-from lite_cpt.rollout import Sampling, generate_completions, vision_token_ids
+from lite_cpt.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
 from lite_cpt.tis import sampler_logp_like
@@ -94,8 +94,8 @@ def test_sampled_tokens_log_probs_equal_the_trainers(setup):
     perturb_adapter(model, seed=2)
     arm = ArmConfig(name="rft", rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 6, "cot": False,
                                      "kl": False, "top_p": 1.0, "temperature": 0.7})
-    rollouts = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5,
-                                 engine=engine)
+    with rollout_engine(engine):
+        rollouts = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5)
     assert [len(lp) for lp in rollouts.sampler_logp] == [len(ids) for ids in rollouts.token_ids]
     markers = vision_token_ids(processor.tokenizer)
     checked = 0
@@ -114,7 +114,8 @@ def test_sampled_tokens_log_probs_equal_the_trainers(setup):
             torch.testing.assert_close(vllm * scored.mask, sampled, atol=1e-4, rtol=1e-4)  # fp32 kernels differ
             checked += int(scored.mask.sum())
     assert checked == sum(len(ids) for ids in rollouts.token_ids)
-    again = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5, engine=engine)
+    with rollout_engine(engine):
+        again = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5)
     assert again.token_ids == rollouts.token_ids  # seeded per request
 
 
