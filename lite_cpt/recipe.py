@@ -616,6 +616,16 @@ class Recipe(Section):
         _check_unique([a.name for a in arms], "arm")
         return arms
 
+    @model_validator(mode="after")
+    def _tis_needs_a_sampler(self) -> "Recipe":
+        if self.rollout.backend == "hf":
+            for arm in self.arms:
+                if arm.rft.tis_cap is not None:
+                    raise ValueError(f"arms[{arm.name}].rft.tis_cap corrects for a rollout engine other than the "
+                                     "trainer; with rollout.backend: hf the trainer samples: set rollout.backend: "
+                                     "vllm or remove tis_cap")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

@@ -63,3 +63,10 @@ def test_vllm_settings_follow_the_trainers():
     longest_prompt = max(t.max_prompt_tokens for t in seven.tasks)
     longest_answer = max([a.rft.max_new_tokens for a in seven.arms] + [seven.evaluation.generation.max_new_tokens])
     assert longest_sequence(seven) == longest_prompt + longest_answer
+
+
+def test_tis_without_a_separate_sampler_is_refused():
+    with pytest.raises(UserError, match=r"rft\.tis_cap.*rollout\.backend: hf.*set rollout\.backend: vllm"):
+        load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0"], check_data=False)
+    vllm = load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0", "rollout.backend=vllm"], check_data=False)
+    assert vllm.arms[4].rft.tis_cap == 2.0
