@@ -61,20 +61,33 @@ LENGTH_WINDOW_CALLS = 4
 PromptCall = tuple[list[int], dict]
 
 
+def balanced_bounds(count: int, per_call: int) -> list[tuple[int, int]]:
+    """[start, end) of the fewest calls of at most `per_call` items that hold `count` items,
+    their sizes differing by at most one: 16 prompts at 12 a call make 8 + 8, not 12 + 4, since
+    every call of a static batch decodes until its longest row ends, whatever its width."""
+    calls = -(-count // max(1, per_call))
+    bounds, start = [], 0
+    for call in range(calls):
+        size = count // calls + (call < count % calls)
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
 def fixed_calls(processor, prompts: list[Prompt], per_call: int, max_prompt_tokens: int | None = None
                 ) -> Iterator[PromptCall]:
-    """Calls of `per_call` consecutive prompts, in the given order."""
-    for start in range(0, len(prompts), per_call):
-        indices = list(range(start, min(len(prompts), start + per_call)))
+    """Calls of at most `per_call` consecutive prompts, in the given order, of balanced sizes."""
+    for start, end in balanced_bounds(len(prompts), per_call):
+        indices = list(range(start, end))
         yield indices, encode_prompts(processor, [prompts[i] for i in indices], max_prompt_tokens)
 
 
 def length_sorted_calls(processor, prompts: list[Prompt], per_call: int, max_prompt_tokens: int | None = None,
                         window_calls: int = LENGTH_WINDOW_CALLS) -> Iterator[PromptCall]:
-    """Calls of `per_call` prompts of similar token length (images included): each window of
-    `window_calls` calls' prompts is encoded one prompt at a time, sorted by length and cut into
-    calls, so a call pads its rows to a length close to each of theirs. Prompts that fit one
-    call are encoded together, as they are."""
+    """Calls of at most `per_call` prompts of similar token length (images included): each window
+    of `window_calls` calls' prompts is encoded one prompt at a time, sorted by length and cut into
+    calls of balanced sizes (`balanced_bounds`), so a call pads its rows to a length close to each
+    of theirs. Prompts that fit one call are encoded together, as they are."""
     if len(prompts) <= per_call:
         yield from fixed_calls(processor, prompts, per_call, max_prompt_tokens)
         return
@@ -84,8 +97,8 @@ def length_sorted_calls(processor, prompts: list[Prompt], per_call: int, max_pro
         indices = range(start, min(len(prompts), start + window))
         encoded = {i: encode_prompts(processor, [prompts[i]], max_prompt_tokens) for i in indices}
         order = sorted(indices, key=lambda i: encoded[i]["input_ids"].shape[1])
-        for first in range(0, len(order), per_call):
-            chunk = order[first : first + per_call]
+        for first, last in balanced_bounds(len(order), per_call):
+            chunk = order[first:last]
             yield chunk, collate_prompts([encoded[i] for i in chunk], pad_id)
 
 

@@ -58,6 +58,7 @@ from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.vllm_backend import engine_for
 from lite_cpt.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.seeding import derived_seed
@@ -88,6 +89,7 @@ class Workspace:
     _train_cache: dict
     calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
     tracker: RunTracker | None = None
+    rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase
 
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:
@@ -448,6 +450,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
         checkpoint=PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model,
                                      arm_dir / "metrics.jsonl"),
         max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite, max_weight=ws.recipe.faults.max_adapter_weight,
+        rollout_engine=engine_for(ws, arm, arm_dir),
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.

@@ -137,6 +137,8 @@ class Phase:
     max_nonfinite: int = 3
     # Largest |adapter weight| after an update before the phase stops as diverged.
     max_weight: float = 1e4
+    # The rollout engine (lite_cpt.vllm_backend.VllmRollouts); None: transformers generate.
+    rollout_engine: object | None = None
 
     def log_step(self, record: dict) -> None:
         if self.on_step is not None:

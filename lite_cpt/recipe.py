@@ -493,6 +493,22 @@ class FaultsConfig(Section):
     )
 
 
+class RolloutConfig(Section):
+    """Which engine generates GRPO rollouts (docs/rollouts.md)."""
+
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers generate, static calls of balanced size (each decodes to its longest "
+        "answer); vllm = vLLM in the same process, continuous batching (a finished answer's slot is refilled at "
+        "once), the current LoRA pushed after each update (needs `pip install 'lite-cpt[vllm]'`).",
+    )
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, lt=1, description="vllm: share of the GPU's memory vLLM may hold (weights and KV cache); "
+        "released while the policy trains (sleep mode).",
+    )
+    cpu_kv_cache_gb: int = Field(2, ge=1, description="vllm on CPU: KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+    max_num_seqs: int = Field(256, ge=1, description="vllm: the most sequences decoded at once.")
+
+
 class Recipe(Section):
     name: str = Field(..., description="Run name; outputs go to <output_dir>/<name>/.")
     seed: int = Field(0, description="Seed of data sampling (train and test draws), adapter initialisation, "
@@ -510,6 +526,7 @@ class Recipe(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Optional experiment trackers.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Mid-phase checkpoints.")
     faults: FaultsConfig = Field(default_factory=FaultsConfig, description="Tolerance of numerical and data faults.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="The engine that generates rollouts.")
 
     @field_validator("seeds")
     @classmethod
@@ -531,6 +548,16 @@ class Recipe(Section):
     def _unique_arms(cls, arms: list[ArmConfig]) -> list[ArmConfig]:
         _check_unique([a.name for a in arms], "arm")
         return arms
+
+    @model_validator(mode="after")
+    def _tis_needs_a_sampler(self) -> "Recipe":
+        if self.rollout.backend == "hf":
+            for arm in self.arms:
+                if arm.rft.tis_cap is not None:
+                    raise ValueError(f"arms[{arm.name}].rft.tis_cap corrects for a rollout engine other than the "
+                                     "trainer; with rollout.backend: hf the trainer samples: set rollout.backend: "
+                                     "vllm or remove tis_cap")
+        return self
 
     @property
     def run_dir(self) -> Path:

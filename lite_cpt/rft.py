@@ -52,9 +52,11 @@ from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, pac
 from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
 from lite_cpt.phase import micro_batches as micro_batches_of
 from lite_cpt.reference_adapter import hold_reference, reference_policy
-from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
+from lite_cpt.rollout import (Sampling, generate_completions, model_device, model_dtype, rollout_engine,
+                              vision_token_ids)
 from lite_cpt.rollout_batch import Rollouts
 from lite_cpt.seeding import derived_seed
+from lite_cpt.tis import tis_advantages
 from lite_cpt.truncation import count_rollouts
 
 if TYPE_CHECKING:
@@ -111,6 +113,8 @@ def generate_rollouts(
     `rollout_batch_size` is the number of prompts per generate call (x `group_size` sequences).
     With `with_baseline`, one greedy answer per example is generated as well and its reward
     stored as the remax baseline; that pass takes as many sequences per call as the sampled one.
+    Inside `rollout.rollout_engine(engine)` a vLLM engine generates instead (all prompts in one
+    continuously batched call) and the sampled tokens' log-probs come back too.
     """
     prompts = [e.prompt(rft.cot) for e in examples]
     limit = max_prompt_tokens(examples)
@@ -142,6 +146,7 @@ def generate_rollouts(
         baseline_tokens=baseline_tokens,
         accuracies=torch.tensor([accuracy for _, accuracy in parts], dtype=torch.float32),
         truncated=sampled.truncated,
+        sampler_logp=sampled.logprobs,
     )
 
 
@@ -170,6 +175,7 @@ class MicroBatch:
     ref_logp: torch.Tensor | None = None
     normaliser: float | None = None  # micro-token-mean: its loss group's tokens x group count
     packed: PackedBatch | None = None
+    sampler_logp: list[list[float]] | None = None  # the rollout engine's, per answer token (rft.tis_cap)
 
     @property
     def input_tokens(self) -> int:
@@ -205,6 +211,9 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
     use_kl = rft.uses_kl
     make = shared_prefix_micro_batches if rft.shared_prefix else expanded_micro_batches
     micro_batches = make(model, processor, rollouts, rows, advantages, rft, knobs)
+    if rft.tis_cap is not None and rollouts.sampler_logp is not None:
+        for mb in micro_batches:
+            mb.sampler_logp = [rollouts.sampler_logp[r] for r in mb.rows]
     was_training = model.training
     model.eval()
     try:
@@ -276,8 +285,11 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
         scored = mb.score(model, temperature=rft.temperature, return_entropy=with_entropy,
                           logprob_chunk=logprob_chunk)
         old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
+        advantages = mb.advantages
+        if mb.sampler_logp is not None:  # truncated importance sampling (lite_cpt.tis)
+            advantages = tis_advantages(advantages, old_logp, mb.sampler_logp, scored.mask, rft.tis_cap)
         loss, stats = grpo_loss(
-            scored.logp, old_logp, mb.advantages, scored.mask, _backend=kernel_backend(scored.logp),
+            scored.logp, old_logp, advantages, scored.mask, _backend=kernel_backend(scored.logp),
             ref_logp=mb.ref_logp, beta=rft.kl_beta if use_kl else 0.0,
             eps_low=rft.eps_low, eps_high=rft.eps_high, dual_clip=rft.dual_clip,
             aggregation=kernel_aggregation(rft.aggregation),
@@ -493,7 +505,7 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
         if want <= 0:
             break
         started = time.perf_counter()
-        with phase.guard("rollout"), sampling_guard(step + 1):
+        with phase.guard("rollout"), sampling_guard(step + 1), rollout_engine(phase.rollout_engine):
             rollouts = generate_rollouts(
                 model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),

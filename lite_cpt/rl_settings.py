@@ -60,6 +60,11 @@ class RFTConfig(Section):
         "answers] with a shared-prefix mask: P + G·R tokens instead of G·(P + R), the same log-probs "
         "and gradients) in the reference, old-policy and update passes; false = one row per answer.",
     )
+    tis_cap: float | None = Field(
+        None, gt=0, description="Truncated importance sampling: each token's policy-gradient term is weighted by "
+        "min(exp(old_logp - sampler_logp), tis_cap), correcting for a rollout engine (vllm) whose log-probs "
+        "differ from the trainer's; None = off (e.g. 2.0).",
+    )
     cot: bool = Field(True, description="Chain-of-thought prompt, <think>…</think><answer>…</answer>.")
     format_weight: float = Field(
         0.1, ge=0, le=1, description="Weight of the format reward in CoT mode (a task's own format_weight "

@@ -1,7 +1,8 @@
 """Batched generation: G sampled answers per prompt (rollouts) or one greedy answer (evaluation).
 
-`generate_completions` is the single place text is generated; a faster backend (vLLM) can
-replace it without touching its callers.
+`generate_completions` is the single place text is generated; inside `rollout_engine(engine)`
+a faster backend (lite_cpt.vllm_backend: vLLM, continuous batching) generates instead, without
+touching the callers in between.
 
 Every sampling setting is explicit: `generate` runs against a generation config that holds only
 the model's special-token ids, so nothing the checkpoint ships in its generation_config.json
@@ -12,6 +13,7 @@ distribution the rollouts are drawn from — the one the GRPO loss scores.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +33,7 @@ class Completions:
     texts: list[str]  # decoded completions without special tokens
     num_generated_tokens: int
     truncated: list[bool] | None = None  # per row: cut at max_new_tokens before its end of turn
+    logprobs: list[list[float]] | None = None  # the sampler's log-prob of each token (an engine that returns them)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,21 @@ class Sampling:
     top_k: int = 0
     repetition_penalty: float = 1.0
     min_new_tokens: int = 0
+
+
+#: The engine `generate_completions` hands its work to (None: transformers generate).
+_ENGINE: ContextVar = ContextVar("rollout_engine", default=None)
+
+
+@contextmanager
+def rollout_engine(engine):
+    """Inside, `generate_completions` runs on `engine` (its `generate_completions`, same
+    arguments and result, plus the sampled tokens' log-probs); None leaves transformers on."""
+    token = _ENGINE.set(engine)
+    try:
+        yield
+    finally:
+        _ENGINE.reset(token)
 
 
 def model_device(model) -> torch.device:
@@ -80,7 +98,10 @@ def generate_completions(
     `expand_before_prefill` is the earlier path, kept to measure against: calls in the given
     order, each prompt expanded to G copies before the prefill (`num_return_sequences`).
     `generator_seed` makes sampling reproducible: the torch RNG is seeded per call from it.
+    Inside `rollout_engine(engine)` the engine generates (all prompts at once) instead.
     """
+    if (engine := _ENGINE.get()) is not None:
+        return engine.generate_completions(model, processor, prompts, sampling, generator_seed=generator_seed)
     stops = StopTokens.of(tokenizer_of(processor))
     device, dtype = model_device(model), model_dtype(model)
     settings = dict(sampling_settings(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty),

@@ -23,6 +23,7 @@ class Rollouts:
     baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
     accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
     truncated: list[bool] | None = None  # [B*G] cut at max_new_tokens (lite_cpt.truncation)
+    sampler_logp: list[list[float]] | None = None  # [B*G] the rollout engine's log-prob of each answer token
 
     @property
     def num_groups(self) -> int:
@@ -60,6 +61,7 @@ class Rollouts:
             baseline_tokens=None if self.baseline_tokens is None else [self.baseline_tokens[g] for g in groups],
             accuracies=None if self.accuracies is None else self.accuracies[rows] if rows else self.accuracies.new_zeros(0),
             truncated=None if self.truncated is None else [self.truncated[r] for r in rows],
+            sampler_logp=None if self.sampler_logp is None else [self.sampler_logp[r] for r in rows],
         )
 
     @staticmethod
@@ -77,6 +79,8 @@ class Rollouts:
             baseline_tokens=[n for p in parts for n in p.baseline_tokens] if with_baseline else None,
             accuracies=torch.cat([p.rewards if p.accuracies is None else p.accuracies for p in parts]),
             truncated=[cut for p in parts for cut in (p.truncated or [False] * len(p.token_ids))],
+            sampler_logp=([r for p in parts for r in p.sampler_logp]
+                          if all(p.sampler_logp is not None for p in parts) else None),
         )
 
     def task_names(self) -> list[str]:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import (IGNORE_INDEX, Prompt, append_tokens, collate, encode_prompts, encode_rows,
-                               length_sorted_calls, tokenizer_of)
+from lite_cpt.batching import (IGNORE_INDEX, Prompt, append_tokens, balanced_bounds, collate, encode_prompts,
+                               encode_rows, fixed_calls, length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
 from lite_cpt.recipe import TinyModelConfig
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
@@ -50,6 +50,20 @@ def test_length_sorted_calls_hold_the_processors_own_batches_of_their_prompts(pr
     # Within a window, calls go from short prompts to long ones.
     widths = [batch["input_ids"].shape[1] for _, batch in calls[:2]]
     assert widths == sorted(widths)
+
+
+def test_an_update_is_cut_into_calls_of_balanced_size():
+    # 16 prompts at 12 a call: two calls of 8 (each static call decodes to its longest row).
+    assert balanced_bounds(16, 12) == [(0, 8), (8, 16)]
+    assert balanced_bounds(25, 12) == [(0, 9), (9, 17), (17, 25)]
+    assert balanced_bounds(12, 12) == [(0, 12)]
+    assert balanced_bounds(0, 12) == []
+
+
+def test_calls_of_an_update_have_balanced_sizes(processor):
+    sorted_sizes = [len(indices) for indices, _ in length_sorted_calls(processor, PROMPTS, per_call=6)]
+    fixed_sizes = [len(indices) for indices, _ in fixed_calls(processor, PROMPTS, per_call=6)]
+    assert sorted_sizes == fixed_sizes == [5, 4]  # not 6 + 3
 
 
 def test_a_prompt_over_its_budget_keeps_its_last_tokens(processor):

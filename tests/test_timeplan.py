@@ -505,25 +505,13 @@ def test_a_tasks_prompt_holds_a_typical_image_of_its_dataset_under_the_pixel_bud
     assert task_prompt_tokens(recipe, tasks["clevr"], measured) is None  # the data's measured prompts win
 
 
-def test_a_continuous_backend_decodes_in_full_slots_and_evaluates_at_the_mean(capsys):
-    """With slot refill, rollouts and chain-of-thought evaluation decode the mean answer in
-    CONTINUOUS_SLOTS slots instead of each call's expected longest answer at the planner's size."""
-    from lite_cpt.planner.lengths import AnswerLengths
-    from lite_cpt.planner.timeplan import CONTINUOUS_SLOTS, evaluation_seconds
-
-    raw = json.loads(json.dumps(RECIPE))
-    raw["evaluation"].update(prompt="cot", generation={"max_new_tokens": 96, "batch_size": 4})
-    recipe = recipe_from_dict(raw)
-    rft = next(a for a in recipe.arms if a.name == "rft")
-    work = workload_of(recipe, rft)
-    cal = dataclasses.replace(CAL, parameters=_params(work))
-    answers = AnswerLengths(20.0, 0.8, "test")
-    counts = counts_of(recipe, rft)
-    counts = dataclasses.replace(counts, tasks=tuple(dataclasses.replace(t, answers=answers) for t in counts.tasks))
-    static = evaluation_seconds(work, cal, counts)
-    continuous = evaluation_seconds(work, cal, dataclasses.replace(counts, continuous=True))
-    p, n = prompt_tokens(work), 10  # 5 + 3 test rows and 2 POPE items
-    drain = (answers.expected_longest(CONTINUOUS_SLOTS, 96) - answers.mean_capped(96)) * (0.1 + CONTINUOUS_SLOTS * 0.01)
-    assert continuous == pytest.approx(n * p / 100 + answers.mean_capped(96) * (0.1 + n * 0.01) + drain)
-    longest = math.ceil(answers.expected_longest(4, 96))
-    assert static == pytest.approx(2 * (4 * p / 100 + longest * 0.14) + (2 * p / 100 + longest * 0.12))
+def test_a_vllm_rollout_backend_plans_continuous_batching():
+    """The recipe's rollout backend sets the plan's decode model: HF calls wait for their longest
+    answer, vLLM refills finished slots."""
+    hf = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    vllm = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm"], check_data=False)
+    rft = next(a for a in hf.arms if a.method == "rft")
+    assert counts_of(hf, rft).continuous is False
+    assert counts_of(vllm, rft).continuous is True
+    static, refill = (plan(r, 24).arms[rft.name].time.hours for r in (hf, vllm))
+    assert refill < static

@@ -289,6 +289,7 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
         mini_batches=arm.rft.mini_batches_per_rollout,
         rif_compute=arm.method == "rif_rft" and arm.rif.mode == "offline" and arm.rif.budget == "compute",
         shared_prefix=arm.rft.shared_prefix,
+        continuous=recipe.rollout.backend == "vllm",
     )
 
 
@@ -332,8 +333,9 @@ def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, promp
     seconds = sum(cal.prefill_pass_s + math.ceil(b / group_size) * prompt / cal.prefill_tokens_per_s
                   + steps(b) * (cal.decode_step_s + b * cal.decode_s_per_sequence) for b in calls)
     if continuous and answers is not None:  # the last slots drain: the tail past the mean, once
-        seconds += (answers.expected_longest(per_call, new_tokens) - answers.mean_capped(new_tokens)) * (
-            cal.decode_step_s + per_call * cal.decode_s_per_sequence)
+        slots = calls[0]
+        seconds += (answers.expected_longest(slots, new_tokens) - answers.mean_capped(new_tokens)) * (
+            cal.decode_step_s + slots * cal.decode_s_per_sequence)
     return seconds
 
 
@@ -385,10 +387,9 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
                                              new_tokens=new, **decode)
     if counts.rif:
         k = work.rif_rollouts
-        rif_call = knobs.prompts_per_call * k
-        rif_call = max(rif_call, CONTINUOUS_SLOTS) if counts.continuous else rif_call
-        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call,
-                                                prompt=prompt, new_tokens=new, group_size=k, **decode)
+        # RIF's success estimate generates with transformers whatever the rollout backend
+        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=knobs.prompts_per_call * k,
+                                                prompt=prompt, new_tokens=new, group_size=k, answers=task.answers)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
     if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
         tokens = prompts * (prompt + g * answer)
@@ -455,13 +456,9 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trai
         return None
     if cal.eval_prompts_per_s and measured_here(work, cal):
         return prompts / cal.eval_prompts_per_s
-    prompt, steps = counts.mean_prompt(work, cal), evaluation_steps(work, cal, counts, trained=trained)
-    answers = counts.pooled_answers()
-    if counts.continuous and answers is not None and steps == expected_cot_steps(work, counts):
-        # chains of thought through a backend that refills slots: the mean answer per slot
-        return generation_seconds(cal, sequences=prompts, per_call=CONTINUOUS_SLOTS, prompt=prompt,
-                                  new_tokens=work.eval_new_tokens, answers=answers, continuous=True)
-    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=prompt, new_tokens=steps)
+    # Evaluation generates with transformers whatever the rollout backend: static calls.
+    return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=counts.mean_prompt(work, cal),
+                              new_tokens=evaluation_steps(work, cal, counts, trained=trained))
 
 
 def expected_cot_steps(work: Workload, counts: Counts) -> int | None:

@@ -1,0 +1,72 @@
+"""The rollout backend switch without vLLM: the recipe picks it, a missing vLLM is one message
+with the install command, the engine context routes generation, vLLM's settings come from the
+trainer's (LoRA rank bucket, pixel budget, room for prompt and answer)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lite_cpt.errors import UserError
+from lite_cpt.recipe import load_recipe
+from lite_cpt.rollout import Completions, Sampling, generate_completions, rollout_engine
+from lite_cpt.vllm_backend import engine_for, import_vllm, longest_sequence, lora_rank_bucket, pixel_budget
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_a_missing_vllm_names_the_install_command():
+    with pytest.raises(UserError, match=r"pip install 'lite-cpt\[vllm\]'.*rollout\.backend: hf"):
+        import_vllm()
+
+
+def test_only_a_grpo_arm_of_a_vllm_recipe_gets_an_engine():
+    hf = load_recipe("recipes/tiny.yaml", [], check_data=False)
+    vllm = load_recipe("recipes/tiny.yaml", ["rollout.backend=vllm"], check_data=False)
+    sft, rft = (next(a for a in hf.arms if a.method == m) for m in ("sft", "rft"))
+    built = object()
+    ws = SimpleNamespace(recipe=vllm, rollout_engine=SimpleNamespace(scratch_dir=None, built=built))
+    assert engine_for(SimpleNamespace(recipe=hf, rollout_engine=None), rft, Path("runs/x")) is None
+    assert engine_for(ws, sft, Path("runs/x")) is None
+    engine = engine_for(ws, rft, Path("runs/x/rft"))
+    assert engine.built is built and engine.scratch_dir == Path("runs/x/rft/vllm_adapters")  # one per process
+
+
+def test_generation_inside_an_engine_context_goes_to_the_engine_and_back_after():
+    calls = []
+
+    class Recorder:
+        def generate_completions(self, model, processor, prompts, sampling, *, generator_seed=None):
+            calls.append((prompts, sampling, generator_seed))
+            return Completions(prompts, sampling.group_size, [[1]] * len(prompts), ["x"] * len(prompts), len(prompts),
+                               logprobs=[[-0.5]] * len(prompts))
+
+    sampling = Sampling(group_size=1, max_new_tokens=3)
+    with rollout_engine(Recorder()):
+        out = generate_completions("model", "processor", ["p"], sampling, prompts_per_call=4, generator_seed=7)
+    assert calls == [(["p"], sampling, 7)] and out.logprobs == [[-0.5]]
+    with pytest.raises(AttributeError):  # outside the context transformers runs again (and rejects a str model)
+        generate_completions("model", "processor", ["p"], sampling)
+    assert len(calls) == 1
+
+
+def test_vllm_settings_follow_the_trainers():
+    assert [lora_rank_bucket(r) for r in (1, 4, 8, 9, 64, 100)] == [1, 8, 8, 16, 64, 128]
+    with pytest.raises(UserError, match="model.lora.r=600"):
+        lora_rank_bucket(600)
+    processor = SimpleNamespace(image_processor=SimpleNamespace(size={"shortest_edge": 3136, "longest_edge": 401408}))
+    assert pixel_budget(processor) == {"min_pixels": 3136, "max_pixels": 401408}
+    assert pixel_budget(SimpleNamespace()) == {}  # a text-only tokenizer
+    seven = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    longest_prompt = max(t.max_prompt_tokens for t in seven.tasks)
+    longest_answer = max([a.rft.max_new_tokens for a in seven.arms] + [seven.evaluation.generation.max_new_tokens])
+    assert longest_sequence(seven) == longest_prompt + longest_answer
+
+
+def test_tis_without_a_separate_sampler_is_refused():
+    with pytest.raises(UserError, match=r"rft\.tis_cap.*rollout\.backend: hf.*set rollout\.backend: vllm"):
+        load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0"], check_data=False)
+    vllm = load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0", "rollout.backend=vllm"], check_data=False)
+    assert vllm.arms[4].rft.tis_cap == 2.0

@@ -1,0 +1,132 @@
+"""The vLLM rollout backend on the tiny Qwen2.5-VL (fp32, CPU): an updated adapter is served
+under a fresh id and generates as the trainer's model with the same adapter (greedy); sampled
+tokens' log-probs equal the trainer's; a short GRPO phase runs with its rollouts (and TIS).
+
+Runs where vLLM is installed (CI: the environment of .ci/vllm-env.sh); skipped elsewhere."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+import torch
+from PIL import Image
+
+from lite_cpt.continual import reset_adapter
+from lite_cpt.models import add_lora
+from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.recipe import ArmConfig, LoraConfig, RolloutConfig, TinyModelConfig
+from lite_cpt.rft import expanded_micro_batches, generate_rollouts, train_rft
+from lite_cpt.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
+from lite_cpt.tasks.base import Sample, Task
+from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
+from lite_cpt.tis import sampler_logp_like
+from lite_cpt.vllm_backend import VllmRollouts
+
+#: vLLM's CPU attention needs head_dim >= 32: 64 hidden over 2 heads.
+TINY = TinyModelConfig(hidden_size=64, num_heads=2, num_kv_heads=1)
+KNOBS = Knobs(micro_batch_size=8, logprob_chunk=None, rollout_batch_size=8)
+
+
+class ParityTask(Task):
+    """Reward 1 for an answer of odd length: random answers of a group rarely all agree."""
+
+    answer_instruction = ""
+
+    def reward(self, prediction: str, sample: Sample) -> float:
+        return float(len(prediction) % 2)
+
+
+def examples(n: int) -> list[Example]:
+    picture = Image.new("RGB", (56, 56), (200, 40, 40))
+    return [Example(ParityTask("parity"), Sample(id=str(i), question=f"Say something about item {i}.", answer="a",
+                                               images=(picture,) if i % 2 else ())) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model, processor = build_tiny_model(TINY, tiny_corpus(0))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # a sharper head: answers that an adapter can move
+    base = save_tiny_model(model, processor, tmp_path_factory.mktemp("vllm") / "base")
+    policy = add_lora(model, LoraConfig(r=8, alpha=16))
+    engine = VllmRollouts(str(base), processor, lora_rank=8, dtype=torch.float32, quantized=False, max_model_len=512,
+                          settings=RolloutConfig(backend="vllm", cpu_kv_cache_gb=1),
+                          scratch_dir=tmp_path_factory.mktemp("vllm") / "adapters")
+    return policy, processor, engine
+
+
+def perturb_adapter(model, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+def test_an_updated_adapter_is_served_under_a_fresh_id(setup):
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    prompts = [e.prompt(False) for e in examples(3)]
+    greedy = Sampling(max_new_tokens=6)
+    before = engine.generate_completions(model, processor, prompts, greedy)
+    served = engine.lora_id
+    assert before.token_ids == generate_completions(model, processor, prompts, greedy).token_ids
+    engine.generate_completions(model, processor, prompts, greedy)
+    assert engine.lora_id == served  # the same weights: the same adapter
+    perturb_adapter(model, seed=1)  # a policy update
+    after = engine.generate_completions(model, processor, prompts, greedy)
+    assert engine.lora_id == served + 1
+    assert after.token_ids != before.token_ids
+    assert after.token_ids == generate_completions(model, processor, prompts, greedy).token_ids
+    assert after.texts == generate_completions(model, processor, prompts, greedy).texts
+
+
+def test_sampled_tokens_log_probs_equal_the_trainers(setup):
+    """vLLM returns log-probs of the distribution it samples from: the trainer's logits with the
+    vision markers biased by -100 (the HF path suppresses them too), at the rollout temperature."""
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    perturb_adapter(model, seed=2)
+    arm = ArmConfig(name="rft", rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 6, "cot": False,
+                                     "kl": False, "top_p": 1.0, "temperature": 0.7})
+    with rollout_engine(engine):
+        rollouts = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5)
+    assert [len(lp) for lp in rollouts.sampler_logp] == [len(ids) for ids in rollouts.token_ids]
+    markers = vision_token_ids(processor.tokenizer)
+    checked = 0
+    with torch.no_grad():
+        for mb in expanded_micro_batches(model, processor, rollouts, list(range(6)), torch.zeros(6), arm.rft, KNOBS):
+            scored = mb.score(model, temperature=0.7)  # the trainer's log-probs
+            logits = model(**mb.batch).logits[:, :-1].float()
+            logits[..., markers] -= 100.0
+            sampled = torch.log_softmax(logits / 0.7, dim=-1)
+            targets = mb.labels[:, 1:].clamp(min=0)
+            sampled = sampled.gather(-1, targets[..., None])[..., 0] * scored.mask
+            unbiased = torch.log_softmax(model(**mb.batch).logits[:, :-1].float() / 0.7, dim=-1)
+            unbiased = unbiased.gather(-1, targets[..., None])[..., 0] * scored.mask
+            torch.testing.assert_close(scored.logp * scored.mask, unbiased, atol=1e-5, rtol=0)
+            vllm = sampler_logp_like(scored.mask, [rollouts.sampler_logp[r] for r in mb.rows])
+            torch.testing.assert_close(vllm * scored.mask, sampled, atol=1e-4, rtol=1e-4)  # fp32 kernels differ
+            checked += int(scored.mask.sum())
+    assert checked == sum(len(ids) for ids in rollouts.token_ids)
+    with rollout_engine(engine):
+        again = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5)
+    assert again.token_ids == rollouts.token_ids  # seeded per request
+
+
+def test_a_short_grpo_phase_runs_on_vllm_rollouts_with_tis(setup):
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    arm = ArmConfig(name="rft", lr=2e-2, rft={"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 4,
+                                               "cot": False, "kl": False, "tis_cap": 2.0})
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    served = engine.lora_id
+    stats = train_rft(model, processor, examples(4), arm, Phase(KNOBS, seed=3, rollout_engine=engine), updates=2)
+    assert stats.steps == 2 and stats.generated_tokens > 0
+    assert engine.lora_id >= served + 1  # the adapter after the first update was pushed
+    assert any(not torch.equal(p, start[n]) for n, p in model.named_parameters() if p.requires_grad)
