@@ -22,7 +22,11 @@ from lite_cpt.planner import resolve_shape, total_parameters
 from lite_cpt.planner.timeplan import Calibration
 from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype
 
-CALL_SIZES = (2, 16)  # sequences per generate call for the two-point decode fit
+CALL_SIZES = (2, 16)  # sequences per generate call for the decode fit on a CPU
+#: Generate-call widths and decode steps of the decode fit: on a GPU the widths the planner
+#: chooses (16, 32, 64 sequences) over 128 steps, long enough for the KV cache to matter; on a
+#: CPU two small calls of 16 steps.
+DECODE_WIDTHS = {"cuda": ((16, 32, 64), 128), "cpu": (CALL_SIZES, 16)}
 PASS_SIZES = (2, 8)  # sequences per forward pass for the two-point fits of the log-prob passes
 REPEATS = 3
 
@@ -251,7 +255,28 @@ def _per_task_rate(groups: list[list], measure) -> float:
     return sum(work for work, _ in done) / sum(seconds for _, seconds in done)
 
 
-def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, examples=None,
+def fit_line(points: dict[int, float]) -> tuple[float, float]:
+    """Least-squares (a, b) of seconds = a + b·n through (n, seconds) points, b ≥ 0 and a > 0:
+    a decode step's fixed cost and its cost per sequence in the call."""
+    xs = list(points)
+    mean_x, mean_y = sum(xs) / len(xs), sum(points.values()) / len(xs)
+    slope = sum((x - mean_x) * (points[x] - mean_y) for x in xs) / sum((x - mean_x) ** 2 for x in xs)
+    slope = max(0.0, slope)
+    return max(1e-9, mean_y - slope * mean_x), slope
+
+
+def decode_costs(model, processor, batch: list[Prompt], prefill: "PassCost",
+                 new_tokens: int | None = None) -> tuple[float, float, dict]:
+    """(fixed seconds per decode step, seconds per sequence in the call, what was measured) from
+    generate calls at the device's DECODE_WIDTHS (`new_tokens` replaces its step count)."""
+    widths, steps = DECODE_WIDTHS["cuda" if model_device(model).type == "cuda" else "cpu"]
+    steps = new_tokens or steps
+    measured = {n: decode_step_seconds(model, processor, batch, n, steps, prefill) for n in widths}
+    fixed, per_sequence = fit_line(measured)
+    return fixed, per_sequence, {"steps": steps, "step_s": {str(n): s for n, s in measured.items()}}
+
+
+def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int | None = None, examples=None,
                         data_rates: bool = True) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
     recipe, or on `examples` (`lite_cpt.phase.Example`) when given. `data_rates`: also the
@@ -263,10 +288,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     batch = [example.prompt() for example in mixed]
     answers = [example.task.target(example.sample) for example in mixed]
     prefill, train = forward_costs(model, processor, batch, answers)
-    small, large = CALL_SIZES
-    step_small = decode_step_seconds(model, processor, batch, small, new_tokens, prefill)
-    step_large = decode_step_seconds(model, processor, batch, large, new_tokens, prefill)
-    per_sequence = max(0.0, (step_large - step_small) / (large - small))
+    step_s, per_sequence, decode_measured = decode_costs(model, processor, batch, prefill, new_tokens)
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     optimizer_s = optimizer_step_seconds(model)
@@ -282,7 +304,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
     weights = "" if data_rates else " (random weights, synthetic prompts)"
     return Calibration(
         device=name, model=recipe.model.name, parameters=total_parameters(resolve_shape(recipe.model)),
-        decode_step_s=max(1e-9, step_small - small * per_sequence), decode_s_per_sequence=per_sequence,
+        decode_step_s=step_s, decode_s_per_sequence=per_sequence, decode_measured=decode_measured,
         prefill_tokens_per_s=prefill.tokens_per_s, train_tokens_per_s=train.tokens_per_s,
         optimizer_step_s=optimizer_s, prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
         source=f"measured by lite-cpt bench gpu on {name}{weights}", **data,

@@ -515,3 +515,27 @@ def test_a_vllm_rollout_backend_plans_continuous_batching():
     assert counts_of(vllm, rft).continuous is True
     static, refill = (plan(r, 24).arms[rft.name].time.hours for r in (hf, vllm))
     assert refill < static
+
+
+def test_the_decode_fit_is_least_squares_over_the_devices_widths(monkeypatch):
+    """On a GPU the decode fit measures calls of 16, 32 and 64 sequences over 128 steps (the
+    planner's widths) and fits a + b·n by least squares; two points give the line through them."""
+    import torch
+
+    import lite_cpt.calibrate as calibrate
+
+    assert calibrate.fit_line({2: 0.12, 16: 0.26}) == pytest.approx((0.1, 0.01))
+    # by hand: mean n 37.33, mean s 0.094, Sxy 1.12, Sxx 1194.67: b = 9.375e-4, a = 0.094 - 0.035 = 0.059
+    a, b = calibrate.fit_line({16: 0.072, 32: 0.092, 64: 0.118})
+    assert (a, b) == pytest.approx((0.059, 0.0009375), rel=1e-6)
+    assert calibrate.fit_line({16: 0.2, 32: 0.1}) == pytest.approx((0.15, 0.0))  # never a negative cost
+    calls = []
+    monkeypatch.setattr(calibrate, "decode_step_seconds", lambda model, processor, batch, n, steps, prefill:
+                        calls.append((n, steps)) or 0.05 + 0.001 * n)
+    gpu = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(calibrate, "model_device", lambda model: torch.device("cuda"))
+    fixed, per_sequence, measured = calibrate.decode_costs(gpu, None, [], None)
+    assert calls == [(16, 128), (32, 128), (64, 128)]
+    assert (fixed, per_sequence) == pytest.approx((0.05, 0.001))
+    assert measured == {"steps": 128, "step_s": {"16": pytest.approx(0.066), "32": pytest.approx(0.082),
+                                                  "64": pytest.approx(0.114)}}

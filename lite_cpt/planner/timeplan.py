@@ -96,6 +96,8 @@ class Calibration:
     # The faster fused log-prob path on this device ("tile" or "chunked", as `bench kernels`
     # timed them); a run given this calibration uses it. None: not measured, the run uses "tile".
     logprob_path: str | None = None
+    # The decode fit's measurements: {"steps": N, "step_s": {sequences per call: seconds per step}}
+    decode_measured: dict | None = None
     # Answer lengths of the calibration rollout per task: {task name: [mean tokens, cv]}, from
     # the user's model on the recipe's own prompts (the plan's expected lengths for that model).
     answer_lengths: dict[str, list[float]] | None = None
