@@ -143,7 +143,7 @@ def _text_of(tokenizer, tokens: int, generator) -> str:
 
 
 def _prompt_tokens(processor, question: str, image) -> int:
-    from lite_cpt.batching import Prompt, encode_prompts
+    from lite_cpt.train.batching import Prompt, encode_prompts
 
     return int(encode_prompts(processor, [Prompt(question, (image,), "bench")])["attention_mask"].sum())
 
@@ -176,7 +176,7 @@ def bench_examples(recipe, processor, count: int, *, prompt_tokens: int, image_t
     import torch
     from PIL import Image
 
-    from lite_cpt.phase import examples_of
+    from lite_cpt.train.phase import examples_of
 
     task = BenchTask("bench", config=recipe.tasks[0])
     side = math.isqrt(image_tokens) * 28

@@ -25,7 +25,7 @@ import torch
 
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_json
-from lite_cpt.oom import is_oom
+from lite_cpt.train.oom import is_oom
 
 #: A kernel shape small enough for a CPU smoke run of the whole command.
 TINY_KERNEL_SHAPE = (256, 64, 4096)

@@ -4,7 +4,7 @@
                prefill (`generate(num_return_sequences=G)`: G prefills and G vision-encoder
                passes per prompt)
     shared   : calls of prompts of similar token length, one prefill per prompt whose KV cache
-               its G samples share (`lite_cpt.rollout.generate_completions`, what runs use)
+               its G samples share (`lite_cpt.train.rollout.generate_completions`, what runs use)
 
 on the same prompts (mixed over the recipe's tasks), the same G, sampling settings and
 sequences per call. The two paths alternate, `repeats` times each, and each keeps its best
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from lite_cpt.batching import Prompt
+from lite_cpt.train.batching import Prompt
 from lite_cpt.io import atomic_write_json
-from lite_cpt.rollout import Sampling, generate_completions
+from lite_cpt.train.rollout import Sampling, generate_completions
 
 PATHS = ("expanded", "shared")
 

@@ -40,7 +40,7 @@ from lite_cpt.bench_build import (  # noqa: F401 (re-exported: the bench's model
     build_random_model,
 )
 from lite_cpt.errors import UserError
-from lite_cpt.oom import is_oom
+from lite_cpt.train.oom import is_oom
 from lite_cpt.planner import (
     GIB,
     KNOWN_SHAPES,
@@ -311,8 +311,8 @@ def run_bench_phases(setup: BenchSetup, measure: Measure) -> dict[str, dict[str,
 
 
 def _sft_phase(setup: BenchSetup, record, results: dict) -> None:
-    from lite_cpt.phase import Phase
-    from lite_cpt.sft import train_sft
+    from lite_cpt.train.phase import Phase
+    from lite_cpt.train.sft import train_sft
 
     arm = _arm(setup.recipe, "sft")
     knobs = bench_knobs(setup.recipe, "sft", setup.shape)
@@ -327,9 +327,9 @@ def _sft_phase(setup: BenchSetup, record, results: dict) -> None:
 def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
     """Rollouts, the no-grad log-prob passes and one GRPO update, with the KL reference adapter
     held as an RL phase holds it."""
-    from lite_cpt.phase import Phase, adamw
-    from lite_cpt.reference_adapter import hold_reference
-    from lite_cpt.rft import compute_advantages, generate_rollouts, policy_update, prepare_mini_batches
+    from lite_cpt.train.phase import Phase, adamw
+    from lite_cpt.train.reference_adapter import hold_reference
+    from lite_cpt.train.rft import compute_advantages, generate_rollouts, policy_update, prepare_mini_batches
 
     model, processor = setup.model, setup.processor
     arm = _arm(setup.recipe, "rft")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from lite_cpt.vision_cache import VisionFeatureCache, inner_vision_model, vision_feature_cache
+from lite_cpt.train.vision_cache import VisionFeatureCache, inner_vision_model, vision_feature_cache
 
 
 @contextmanager

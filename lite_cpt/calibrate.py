@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
-from lite_cpt.batching import Prompt, encode_sft, to_device
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.batching import Prompt, encode_sft, to_device
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.planner import resolve_shape, total_parameters
 from lite_cpt.planner.timeplan import Calibration
-from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype
+from lite_cpt.train.rollout import Sampling, generate_completions, model_device, model_dtype
 
 CALL_SIZES = (2, 16)  # sequences per generate call for the two-point decode fit
 PASS_SIZES = (2, 8)  # sequences per forward pass for the two-point fits of the log-prob passes
@@ -135,9 +135,9 @@ def sft_work(recipe, model, processor, examples, steps: int = 4) -> tuple[int, f
     the first SFT arm's size drawn from `examples` (lr 1e-30: the adapter does not move),
     fastest of REPEATS after a warm-up; encoding, micro-batching and the optimizer step
     included."""
-    from lite_cpt.phase import Phase
+    from lite_cpt.train.phase import Phase
     from lite_cpt.planner import resolve_knobs
-    from lite_cpt.sft import encode_examples, train_sft
+    from lite_cpt.train.sft import encode_examples, train_sft
 
     arm = next((a for a in recipe.arms if "sft_step" in _phases(a.method)), recipe.arms[0])
     arm = arm.model_copy(update={"lr": 1e-30, "max_steps_per_task": None})
@@ -161,8 +161,8 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
     call]): the plan uses them for arms with the same settings on this model. Empty without an
     RL arm. Run last: it holds the KL reference adapter on the model."""
     from lite_cpt.planner import resolve_knobs
-    from lite_cpt.reference_adapter import hold_reference
-    from lite_cpt.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
+    from lite_cpt.train.reference_adapter import hold_reference
+    from lite_cpt.train.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
 
     arm = next((a for a in recipe.arms if "rollout" in _phases(a.method)), None)
     if arm is None:
@@ -231,7 +231,7 @@ def _phases(method: str) -> tuple[str, ...]:
 def recipe_examples(recipe, per_task: int) -> list[list]:
     """`per_task` test examples of every task of the recipe, one list per task: a run trains on
     one task at a time, so its batches hold one task's lengths."""
-    from lite_cpt.phase import Example
+    from lite_cpt.train.phase import Example
     from lite_cpt.tasks.base import build_task
 
     groups = []
@@ -254,7 +254,7 @@ def _per_task_rate(groups: list[list], measure) -> float:
 def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int = 16, examples=None,
                         data_rates: bool = True) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
-    recipe, or on `examples` (`lite_cpt.phase.Example`) when given. `data_rates`: also the
+    recipe, or on `examples` (`lite_cpt.train.phase.Example`) when given. `data_rates`: also the
     rates that depend on the data (mean prompt and answer lengths; the SFT, rollout and log-prob
     phases' own rates, each on every task's own batch; the evaluation's on one call of every
     task and general benchmark); leave it off for synthetic prompts, whose lengths are not the recipe's."""
@@ -291,7 +291,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
 
 def data_lengths(processor, prompts: list[Prompt], answers: list[str]) -> tuple[float, float]:
     """Mean prompt tokens and mean answer tokens of the calibration's samples."""
-    from lite_cpt.batching import IGNORE_INDEX
+    from lite_cpt.train.batching import IGNORE_INDEX
 
     encoded = _encoded(processor, prompts, answers)
     labels = encoded.pop("labels_")

@@ -50,10 +50,10 @@ from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read
 from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration
-from lite_cpt.numerics import flat_phase_note
-from lite_cpt.oom import explain_oom
+from lite_cpt.train.numerics import flat_phase_note
+from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
-from lite_cpt.phase import Example, Phase, PhaseStats, examples_of
+from lite_cpt.train.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.preemption import stop_deferred
 from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
@@ -63,8 +63,8 @@ from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_int
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
-from lite_cpt.truncation import answer_shares, task_end_extra
-from lite_cpt.vision_cache import vision_feature_cache
+from lite_cpt.train.truncation import answer_shares, task_end_extra
+from lite_cpt.train.vision_cache import vision_feature_cache
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from lite_cpt.batching import Prompt
+from lite_cpt.train.batching import Prompt
 from lite_cpt.planner import resolve_eval_batch
-from lite_cpt.rollout import Sampling, generate_completions
+from lite_cpt.train.rollout import Sampling, generate_completions
 from lite_cpt.tasks.base import Sample, Task
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration, calibration_here, device_label, predicted_phases, predicted_record
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.rollout import model_device
+from lite_cpt.train.rollout import model_device
 
 
 def _calibration(ws) -> tuple[Calibration | None, str, str]:

@@ -87,10 +87,10 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
 
 
 def _build_on_one_thread(recipe: Recipe, path: Path, console, say) -> Path:
-    from lite_cpt.phase import Knobs, Phase, examples_of
+    from lite_cpt.train.phase import Knobs, Phase, examples_of
     from lite_cpt.progress import task_progress
     from lite_cpt.recipe import TinyModelConfig
-    from lite_cpt.sft import train_sft
+    from lite_cpt.train.sft import train_sft
     from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
     from lite_cpt.tiny_fingerprint import check_random_build
 

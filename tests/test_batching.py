@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import (IGNORE_INDEX, Prompt, append_tokens, collate, encode_prompts, encode_rows,
+from lite_cpt.train.batching import (IGNORE_INDEX, Prompt, append_tokens, collate, encode_prompts, encode_rows,
                                length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
 from lite_cpt.recipe import TinyModelConfig

@@ -27,7 +27,7 @@ def tiny_setup(model=None):
 
 
 def test_a_cublas_allocation_failure_in_the_warm_up_is_the_phases_explained_error(monkeypatch):
-    import lite_cpt.sft
+    import lite_cpt.train.sft
 
     calls = []
 
@@ -35,7 +35,7 @@ def test_a_cublas_allocation_failure_in_the_warm_up_is_the_phases_explained_erro
         calls.append(args)
         raise RuntimeError(CUBLAS_ERROR)
 
-    monkeypatch.setattr(lite_cpt.sft, "train_sft", train_sft)
+    monkeypatch.setattr(lite_cpt.train.sft, "train_sft", train_sft)
     setup, results = tiny_setup(), {}
     bench_step._sft_phase(setup, bench_step._recorder(results, bench_step.cpu_measure, setup.model), results)
     assert len(calls) == 1  # the warm-up failed inside the guarded region; nothing was measured

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import Prompt, encode_sft
+from lite_cpt.train.batching import Prompt, encode_sft
 from lite_cpt.families.base import ModelShape
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
 from lite_cpt.tiny import build_tiny_model, tiny_corpus

@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lite_cpt.batching import Prompt, collate_prompts, encode_prompts, length_sorted_calls, to_device
+from lite_cpt.train.batching import Prompt, collate_prompts, encode_prompts, length_sorted_calls, to_device
 from lite_cpt.cli import app
 from lite_cpt.data.synthetic import generate
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
-from lite_cpt.rollout import (
+from lite_cpt.train.rollout import (
     Sampling,
     generate_completions,
     neutral_generation_config,

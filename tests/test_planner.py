@@ -285,8 +285,8 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     """Every measured phase is the run's own function (spied on), on prompts of the asked
     length and rollouts of the full answer length, with every rollout trained."""
     import lite_cpt.evaluate
-    import lite_cpt.rft
-    import lite_cpt.sft
+    import lite_cpt.train.rft
+    import lite_cpt.train.sft
     from lite_cpt.bench_step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
 
     calls: dict[str, list] = {}
@@ -301,8 +301,8 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
 
         monkeypatch.setattr(module, name, wrapper)
 
-    for module, name in ((lite_cpt.sft, "train_sft"), (lite_cpt.rft, "generate_rollouts"),
-                         (lite_cpt.rft, "prepare_mini_batches"), (lite_cpt.rft, "policy_update"),
+    for module, name in ((lite_cpt.train.sft, "train_sft"), (lite_cpt.train.rft, "generate_rollouts"),
+                         (lite_cpt.train.rft, "prepare_mini_batches"), (lite_cpt.train.rft, "policy_update"),
                          (lite_cpt.evaluate, "evaluate_sets")):
         spy(module, name)
     setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))
@@ -316,7 +316,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     assert calls["policy_update"][0]["updated"] and results["grpo_step"]["tokens"] == sum(
         len(ids) for ids in rollouts.token_ids)
     assert results["evaluation"]["prompts"] == 3
-    from lite_cpt.batching import encode_prompts
+    from lite_cpt.train.batching import encode_prompts
 
     lengths = [int(encode_prompts(setup.processor, [e.prompt(cot=True)])["attention_mask"].sum())
                for e in setup.examples]
@@ -327,9 +327,9 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    from lite_cpt.batching import encode_sft, to_device
+    from lite_cpt.train.batching import encode_sft, to_device
     from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
-    from lite_cpt.logprob import token_logprobs
+    from lite_cpt.train.logprob import token_logprobs
 
     processor = bench_processor(4)
     config = bench_config(dataclasses.replace(TEST_SHAPE, vocab=1024), processor)
@@ -341,7 +341,7 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     assert not isinstance(modules["base_model.model.model.visual.blocks.0.mlp.down_proj"], bnb.nn.Linear4bit)
     from PIL import Image
 
-    from lite_cpt.batching import Prompt
+    from lite_cpt.train.batching import Prompt
 
     batch, labels = encode_sft(processor, [Prompt("what is it", (Image.new("RGB", (56, 56), "red"),), "x")],
                                ["a red square"], max_prompt_tokens=256, max_answer_tokens=16)

@@ -131,7 +131,7 @@ def test_a_kill_during_training_resumes_from_the_last_finished_task(reference_ru
 def test_every_arm_and_task_trains_from_its_own_seed(tmp_path, monkeypatch):
     """Phase seeds come from (run seed, arm, task): distinct across arms and tasks, and the same
     in a second process (here: a second run of the same recipe into another directory)."""
-    from lite_cpt.phase import PhaseStats
+    from lite_cpt.train.phase import PhaseStats
 
     seeds: list[tuple[str, int, int]] = []
     build = continual.build_arm

@@ -14,7 +14,7 @@ import pytest
 import lite_cpt
 from lite_cpt.arms import ARMS, KINDS, arm_names
 from lite_cpt.arms.base import ArmMethod
-from lite_cpt.phase import PHASES
+from lite_cpt.train.phase import PHASES
 
 PACKAGE = Path(lite_cpt.__file__).parent
 MAX_LINES = 60
@@ -100,7 +100,7 @@ def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "lite_cpt.arms_declared" in graph["lite_cpt.recipe"]  # a function-level import
     assert "lite_cpt.arms" in graph["lite_cpt.arms_declared"]  # one inside an `if`
-    assert "lite_cpt.recipe" not in graph["lite_cpt.rft"]  # only under TYPE_CHECKING
+    assert "lite_cpt.recipe" not in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
     assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # `from lite_cpt.tasks import mini`
     assert {"lite_cpt.arms.rl", "lite_cpt.arms.sft"} <= graph["lite_cpt.arms"]
 

@@ -35,7 +35,7 @@ STEPS = 6
 
 def _sigterm_at_second_update():
     """In the child: a SIGTERM while update 2 of this process is computed (training defers it)."""
-    import lite_cpt.sft as sft
+    import lite_cpt.train.sft as sft
 
     original, calls = sft._accumulate, [0]
 
@@ -62,7 +62,7 @@ def stopped_twice(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)  # a store written relative to the working directory would land here
     try:
-        assert killed(run_child(recipe, kill=KillPoint("step 5", "lite_cpt.sft._accumulate", 5, after=True)))
+        assert killed(run_child(recipe, kill=KillPoint("step 5", "lite_cpt.train.sft._accumulate", 5, after=True)))
         preempted = run_child(recipe, setup=_sigterm_at_second_update)
         assert os.WIFEXITED(preempted) and os.WEXITSTATUS(preempted) == 75
         after_sigterm = _mlflow_runs(tmp / "runs" / "t")

@@ -17,15 +17,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lite_cpt.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
+from lite_cpt.train.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
 from lite_cpt.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig
-from lite_cpt.rft import Rollouts, policy_update, rft_reward, train_rft
+from lite_cpt.train.rft import Rollouts, policy_update, rft_reward, train_rft
 from lite_cpt.arms.rif import band_selector, filter_instances
-from lite_cpt.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
-from lite_cpt.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
+from lite_cpt.train.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
+from lite_cpt.train.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny import build_tiny_model, tiny_corpus
 
@@ -282,7 +282,7 @@ def mixed_length_examples(task: Task, n: int) -> list[Example]:
 
 
 def sequence_lengths(processor, batch_examples: list[Example]) -> list[int]:
-    from lite_cpt.sft import encode_examples
+    from lite_cpt.train.sft import encode_examples
 
     return [row.length for row in encode_examples(processor, batch_examples)]
 
@@ -398,7 +398,7 @@ def test_offline_filter_keeps_the_instances_whose_own_rate_is_in_band():
 
 def test_online_filtering_trains_on_the_kept_groups_with_their_own_rewards(model, monkeypatch):
     model, processor = model
-    import lite_cpt.rft as rft_module
+    import lite_cpt.train.rft as rft_module
 
     drawn: list[Rollouts] = []
     trained: list[Rollouts] = []
@@ -451,7 +451,7 @@ def test_hashed_reward_task_is_not_constant():
 def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
     """Packing re-collates rows encoded on their own: the same tensors as encoding the batch at
     once, images (and text-only rows without any) included."""
-    from lite_cpt.batching import answer_ids, collate, encode_rows
+    from lite_cpt.train.batching import answer_ids, collate, encode_rows
     from lite_cpt.recipe import load_recipe
     from lite_cpt.tasks.base import build_task
 

@@ -121,7 +121,7 @@ def test_a_damaged_first_adapter_of_a_finished_arm_is_found_behind_intact_later_
 
 def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tmp_path, caplog):
     from lite_cpt.io import append_jsonl
-    from lite_cpt.numerics import flat_phase_note
+    from lite_cpt.train.numerics import flat_phase_note
 
     run, arm = finished_run(tmp_path)
     steps = [{"event": "step", "task_index": 1, "step": s, "loss": 6.240275859832764} for s in (1, 2, 3)]

@@ -41,7 +41,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lite_cpt.errors import UserError
-from lite_cpt.phase import micro_batches
+from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
@@ -339,7 +339,7 @@ def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, promp
 
 def micro_batch_count(sequences: int, length: float, knobs: Knobs) -> int:
     """Micro-batches of `sequences` of about `length` tokens, as the run packs them
-    (`lite_cpt.phase.micro_batches`: by the knobs' token budget, or their fixed count)."""
+    (`lite_cpt.train.phase.micro_batches`: by the knobs' token budget, or their fixed count)."""
     return len(micro_batches([length] * sequences, knobs))
 
 
@@ -366,7 +366,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     prompt, new, g = task.prompt or prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     if counts.rif_compute:  # what RFT's rollouts leave once the K-rollout estimate is paid
-        from lite_cpt.rif_budget import compute_matched_updates
+        from lite_cpt.train.rif_budget import compute_matched_updates
 
         updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from lite_cpt.batching import (
+from lite_cpt.train.batching import (
     IGNORE_INDEX,
     EncodedRow,
     answer_ids,
@@ -22,11 +22,11 @@ from lite_cpt.batching import (
     tokenizer_of,
 )
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
-from lite_cpt.logprob import token_logprobs
-from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
-from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
-from lite_cpt.rollout import model_device, model_dtype
-from lite_cpt.sft_schedule import lr_factor, set_lr
+from lite_cpt.train.logprob import token_logprobs
+from lite_cpt.train.numerics import NonFiniteGuard, backward, step_if_finite
+from lite_cpt.train.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches
+from lite_cpt.train.rollout import model_device, model_dtype
+from lite_cpt.train.sft_schedule import lr_factor, set_lr
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig

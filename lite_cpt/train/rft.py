@@ -41,21 +41,21 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from lite_cpt.aggregation import kernel_aggregation, loss_groups, loss_share
-from lite_cpt.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
+from lite_cpt.train.aggregation import kernel_aggregation, loss_groups, loss_share
+from lite_cpt.train.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
 from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
-from lite_cpt.logprob import TokenLogprobs, kernel_backend, token_logprobs
-from lite_cpt.numerics import NonFiniteGuard, backward, sampling_guard, step_if_finite
-from lite_cpt.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
+from lite_cpt.train.logprob import TokenLogprobs, kernel_backend, token_logprobs
+from lite_cpt.train.numerics import NonFiniteGuard, backward, sampling_guard, step_if_finite
+from lite_cpt.train.shared_prefix import (PackedBatch, encode_groups, pack_groups, packed_micro_batches,
                                     packed_token_logprobs)
-from lite_cpt.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
-from lite_cpt.phase import micro_batches as micro_batches_of
-from lite_cpt.reference_adapter import hold_reference, reference_policy
-from lite_cpt.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
-from lite_cpt.rollout_batch import Rollouts
+from lite_cpt.train.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit
+from lite_cpt.train.phase import micro_batches as micro_batches_of
+from lite_cpt.train.reference_adapter import hold_reference, reference_policy
+from lite_cpt.train.rollout import Sampling, generate_completions, model_device, model_dtype, vision_token_ids
+from lite_cpt.train.rollout_batch import Rollouts
 from lite_cpt.seeding import derived_seed
-from lite_cpt.truncation import count_rollouts
+from lite_cpt.train.truncation import count_rollouts
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, RFTConfig

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from lite_cpt.batching import Prompt, encode_prompts, tokenizer_of
+from lite_cpt.train.batching import Prompt, encode_prompts, tokenizer_of
 from lite_cpt.kernels import fused_linear_logprob
-from lite_cpt.logprob import TokenLogprobs, decoder_and_head, unwrap
-from lite_cpt.phase import Knobs, pack_by_tokens
+from lite_cpt.train.logprob import TokenLogprobs, decoder_and_head, unwrap
+from lite_cpt.train.phase import Knobs, pack_by_tokens
 
 
 @dataclass

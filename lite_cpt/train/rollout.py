@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from lite_cpt.batching import TOKEN_KEYS, Prompt, fixed_calls, length_sorted_calls, to_device, tokenizer_of
-from lite_cpt.truncation import cut_at_cap
+from lite_cpt.train.batching import TOKEN_KEYS, Prompt, fixed_calls, length_sorted_calls, to_device, tokenizer_of
+from lite_cpt.train.truncation import cut_at_cap
 
 
 @dataclass

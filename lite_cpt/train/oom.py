@@ -13,7 +13,7 @@ from typing import Iterator
 
 from lite_cpt.errors import UserError
 from lite_cpt.planner import Plan, advice_for, gpu_memory_gb, plan
-from lite_cpt.phase import PHASES
+from lite_cpt.train.phase import PHASES
 
 # Substrings of the errors CUDA, cuBLAS and torch raise when an allocation fails.
 OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudaerrormemoryallocation")

@@ -1,4 +1,4 @@
-"""A batch of rollouts: G answers for each of B prompts, with their rewards (lite_cpt.rft samples
+"""A batch of rollouts: G answers for each of B prompts, with their rewards (lite_cpt.train.rft samples
 them, trains on them and logs them)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lite_cpt.phase import Example
+from lite_cpt.train.phase import Example
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Rollouts:
     baseline: torch.Tensor | None = None  # [B] reward of each prompt's greedy answer (remax)
     baseline_tokens: list[int] | None = None  # [B] tokens of those greedy answers
     accuracies: torch.Tensor | None = None  # [B*G] the accuracy part of each reward (None = the rewards)
-    truncated: list[bool] | None = None  # [B*G] cut at max_new_tokens (lite_cpt.truncation)
+    truncated: list[bool] | None = None  # [B*G] cut at max_new_tokens (lite_cpt.train.truncation)
 
     @property
     def num_groups(self) -> int:

@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from lite_cpt.batching import Prompt
-from lite_cpt.numerics import GRAD_SCALER, loss_scaler
+from lite_cpt.train.batching import Prompt
+from lite_cpt.train.numerics import GRAD_SCALER, loss_scaler
 from lite_cpt.tasks.base import Sample, Task
 
 #: The steps a training or evaluation phase is made of, as the memory planner and the

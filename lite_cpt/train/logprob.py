@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lite_cpt.batching import IGNORE_INDEX
+from lite_cpt.train.batching import IGNORE_INDEX
 from lite_cpt.device_policy import kernel_backend
 from lite_cpt.families import family_of_model
 from lite_cpt.kernels import fused_linear_logprob
