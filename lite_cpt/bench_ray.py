@@ -29,13 +29,13 @@ def _matrices(recipe: Recipe) -> list[dict]:
 def bench_ray(recipe: Recipe, out_dir: Path, workers: int = 2, console=None) -> dict:
     """Run the recipe's arms serially, then on a local `workers`-slot Ray cluster; returns the
     wall times, their ratio, the ideal ratio, the load averages and whether the matrices agree."""
-    from lite_cpt.ray_backend import keep_local_cluster_on_loopback, run_on_ray
+    from lite_cpt.run.ray_backend import keep_local_cluster_on_loopback, run_on_ray
 
     # First: libraries loaded by the serial run may import Ray, which reads this switch then.
     keep_local_cluster_on_loopback()
-    from lite_cpt.continual import run_recipe
+    from lite_cpt.run.continual import run_recipe
     from lite_cpt.models import load_base
-    from lite_cpt.units import plan_units
+    from lite_cpt.run.units import plan_units
 
     out_dir = Path(out_dir)
     serial, parallel = _renamed(recipe, out_dir, "serial"), _renamed(recipe, out_dir, "ray")

@@ -362,7 +362,7 @@ def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
 
 
 def _evaluation_phase(setup: BenchSetup, record, results: dict) -> None:
-    from lite_cpt.evaluate import EvalSet, evaluate_sets
+    from lite_cpt.run.evaluate import EvalSet, evaluate_sets
 
     generation = setup.recipe.evaluation.generation
     evalset = EvalSet(setup.task, [example.sample for example in setup.examples[: generation.batch_size]])

@@ -136,8 +136,8 @@ def run(
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
     from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
-    from lite_cpt.units import plan_units
+    from lite_cpt.run.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
+    from lite_cpt.run.units import plan_units
 
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
@@ -155,10 +155,10 @@ def run(
 
 def _run_here(loaded, arms, only_seeds, cal) -> None:
     """The whole recipe (and its report), or the chosen units, in this process."""
-    from lite_cpt.units import plan_units, run_unit
+    from lite_cpt.run.units import plan_units, run_unit
 
     if not arms and only_seeds is None:
-        from lite_cpt.continual import run_recipe
+        from lite_cpt.run.continual import run_recipe
 
         console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
         run_dir = run_recipe(loaded, console=console, calibration=cal)
@@ -189,7 +189,7 @@ def sweep(
       lite-cpt sweep recipes/seven_tasks.yaml --arm sft --arm rft --ray --address head-node:6379\n
       lite-cpt sweep recipes/tiny.yaml --seeds 0,1    (no --ray: one unit after another, here)
     """
-    from lite_cpt.units import load_units, run_units
+    from lite_cpt.run.units import load_units, run_units
 
     units = load_units(recipes, [*overrides, *seed_overrides(seeds)], arms)
     if ray.enabled:
@@ -200,7 +200,7 @@ def sweep(
 
 
 def _sweep_on_ray(units, ray: RayChoice) -> None:
-    from lite_cpt.ray_backend import run_on_ray
+    from lite_cpt.run.ray_backend import run_on_ray
 
     address, workers = ray.address, ray.workers
     where = address or f"a local loopback-only cluster ({workers or 'all'} CPU slots, this machine's GPUs)"
@@ -281,7 +281,7 @@ def eval_command(
     """
     from rich.table import Table
 
-    from lite_cpt.evaluate import evaluate_adapter
+    from lite_cpt.run.evaluate import evaluate_adapter
 
     scores = evaluate_adapter(recipe, recipe_overrides(positional, overrides), adapter, tasks or None,
                               console=console)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lite_cpt.metrics import average_forgetting, backward_transfer, final_accuracy, forward_transfer
-from lite_cpt.eval_prompt import base_files
+from lite_cpt.run.eval_prompt import base_files
 from lite_cpt.predictions import ItemScores, load_item_scores, row_predictions_path
 from lite_cpt.results import ArmResult
 from lite_cpt.stats import Interval, bootstrap_intervals, paired_t_interval, t_interval

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lite_cpt.errors import UserError
-from lite_cpt.artefacts import write_checked_bytes
+from lite_cpt.run.artefacts import write_checked_bytes
 
 BASE_PREDICTIONS = "base_predictions.jsonl.gz"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lite_cpt.data import synthetic
 from lite_cpt.families import DEFAULT_FAMILY, resolve_family
-from lite_cpt.locks import waiting_lock
+from lite_cpt.run.locks import waiting_lock
 from lite_cpt.recipe import ArmConfig, Recipe, config_hash
 from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 

@@ -23,7 +23,7 @@ ARM_SEEDS = (0, 1, 2)
 
 def base_row(recipe_path: str | Path = TINY_RECIPE) -> dict[str, float]:
     """The tiny base's score on every task and general benchmark of the recipe (row 0)."""
-    from lite_cpt.evaluate import evaluate_adapter
+    from lite_cpt.run.evaluate import evaluate_adapter
 
     return evaluate_adapter(recipe_path, [], None, None)
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.arms:
         import json
 
-        from lite_cpt.continual import run_recipe
+        from lite_cpt.run.continual import run_recipe
         from lite_cpt.recipe import load_recipe
 
         recipe = load_recipe(TINY_RECIPE, [f"seeds=[{', '.join(map(str, ARM_SEEDS))}]"])

@@ -58,7 +58,7 @@ def test_cpu_keeps_fp32():
 
 def test_bf16_on_an_older_card_is_refused_before_any_data_loads(fake_gpu, monkeypatch):
     import lite_cpt.data.preflight
-    from lite_cpt.continual import run_recipe
+    from lite_cpt.run.continual import run_recipe
 
     fake_gpu("Tesla T4", (7, 5))
     loaded = []

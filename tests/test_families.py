@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from lite_cpt.train.batching import Prompt, chat_text, encode_prompts, encode_sft
-from lite_cpt.continual import run_recipe
+from lite_cpt.run.continual import run_recipe
 from lite_cpt.data.synthetic import generate
 from lite_cpt.errors import UserError
 from lite_cpt.families import FAMILIES, family_of_model, resolve_family

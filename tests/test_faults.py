@@ -48,9 +48,9 @@ POINTS = [
     ("mid-rollout", "lite_cpt.train.rft.generate_rollouts", range(1, 5), 3, False),
     ("mid-rft-update", "lite_cpt.train.rft.accumulate_policy_gradient", range(1, 5), None, True),
     ("mid-sft-update", "lite_cpt.train.sft._accumulate", range(1, 5), 2, True),
-    ("mid-save", "lite_cpt.integrity.write_manifest", range(1, 13), 9, True),
-    ("mid-evaluation", "lite_cpt.continual.evaluate_sets_items", range(2, 6), 4, False),
-    ("mid-log-line", "lite_cpt.continual.append_jsonl", range(1, 13), None, False),
+    ("mid-save", "lite_cpt.run.integrity.write_manifest", range(1, 13), 9, True),
+    ("mid-evaluation", "lite_cpt.run.continual.evaluate_sets_items", range(2, 6), 4, False),
+    ("mid-log-line", "lite_cpt.run.continual.append_jsonl", range(1, 13), None, False),
     ("during-report", "lite_cpt.report.plot_heatmap", range(1, 3), 2, False),
 ]
 
@@ -249,7 +249,7 @@ def test_a_runaway_learning_rate_stops_the_run_at_its_first_update_with_the_knob
 
 
 def test_sigterm_mid_rft_phase_checkpoints_exits_75_and_the_same_command_resumes(reference, tmp_path):
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE
+    from lite_cpt.run.preemption import PREEMPTED_EXIT_CODE
 
     recipe = fault_recipe(tmp_path)
     command = [sys.executable, "-m", "lite_cpt.cli", "run", str(recipe)]

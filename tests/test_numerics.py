@@ -81,7 +81,7 @@ import math  # noqa: E402
 
 import lite_cpt.train.rft as rft_module  # noqa: E402
 import lite_cpt.train.sft as sft_module  # noqa: E402
-from lite_cpt.continual import reset_adapter  # noqa: E402
+from lite_cpt.run.continual import reset_adapter  # noqa: E402
 from lite_cpt.train.phase import Phase  # noqa: E402
 from lite_cpt.recipe import ArmConfig  # noqa: E402
 from lite_cpt.train.rft import train_rft  # noqa: E402

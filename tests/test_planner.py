@@ -284,7 +284,7 @@ def one_thread():
 def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     """Every measured phase is the run's own function (spied on), on prompts of the asked
     length and rollouts of the full answer length, with every rollout trained."""
-    import lite_cpt.evaluate
+    import lite_cpt.run.evaluate
     import lite_cpt.train.rft
     import lite_cpt.train.sft
     from lite_cpt.bench_step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
@@ -303,7 +303,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
 
     for module, name in ((lite_cpt.train.sft, "train_sft"), (lite_cpt.train.rft, "generate_rollouts"),
                          (lite_cpt.train.rft, "prepare_mini_batches"), (lite_cpt.train.rft, "policy_update"),
-                         (lite_cpt.evaluate, "evaluate_sets")):
+                         (lite_cpt.run.evaluate, "evaluate_sets")):
         spy(module, name)
     setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))
     results = run_bench_phases(setup, cpu_measure)
@@ -387,7 +387,7 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
 
 
 def test_evaluation_runs_at_the_planned_batch():
-    from lite_cpt.evaluate import planned_generation
+    from lite_cpt.run.evaluate import planned_generation
 
     auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
     pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=12))

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import lite_cpt.continual as continual
-from lite_cpt.continual import run_recipe
+import lite_cpt.run.continual as continual
+from lite_cpt.run.continual import run_recipe
 from lite_cpt.io import read_jsonl
 from lite_cpt.metrics import summarize
 from lite_cpt.recipe import recipe_from_dict

@@ -12,7 +12,7 @@ import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
 from lite_cpt.arms.rl import JointRFT, SequentialRFT
 from lite_cpt.train.phase import Example, Knobs, Phase
-from lite_cpt.continual import reset_adapter
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.train.rft import (

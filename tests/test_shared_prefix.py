@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from lite_cpt.train.batching import Prompt, collate, encode_rows, tokenizer_of
-from lite_cpt.continual import reset_adapter
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
 from lite_cpt.train.phase import Knobs, Phase

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lite_cpt.train.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
-from lite_cpt.continual import reset_adapter
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lite_cpt.evaluate import EvalSet, score_items
+from lite_cpt.run.evaluate import EvalSet, score_items
 from lite_cpt.train.phase import Example, Phase
 from lite_cpt.recipe import GenerationConfig
 from lite_cpt.train.rft import train_rft

@@ -9,10 +9,10 @@ import logging
 
 from typer.testing import CliRunner
 
-from lite_cpt import continual
-from lite_cpt.artefacts import CHECKSUMS, artefact_problem, write_checked_json
+from lite_cpt.run import continual
+from lite_cpt.run.artefacts import CHECKSUMS, artefact_problem, write_checked_json
 from lite_cpt.consistency import damaged_prediction_rows
-from lite_cpt.integrity import write_manifest
+from lite_cpt.run.integrity import write_manifest
 from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
 from lite_cpt.report import write_report
 
@@ -137,7 +137,7 @@ def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tm
 
 
 def test_kills_between_the_entry_and_the_file_never_make_the_file_look_damaged(tmp_path, monkeypatch):
-    import lite_cpt.artefacts as artefacts
+    import lite_cpt.run.artefacts as artefacts
 
     path = tmp_path / "matrix.json"
     write_checked_json(path, {"R": [[0.5]]})

@@ -200,7 +200,7 @@ def test_the_continual_loop_caches_each_phase(tmp_path, monkeypatch):
     the tower once, its second epoch served from the cache."""
     from contextlib import contextmanager
 
-    from lite_cpt import continual
+    from lite_cpt.run import continual
 
     raw = tiny_recipe(tmp_path, tasks=("mini_clevr",))
     raw["tasks"][0].update(train_size=4, epochs=2)

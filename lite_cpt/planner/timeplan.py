@@ -271,7 +271,7 @@ def task_prompt_tokens(recipe, task, cal: Calibration | None) -> float | None:
 
 
 def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
-    from lite_cpt.eval_prompt import arm_eval_cot
+    from lite_cpt.run.eval_prompt import arm_eval_cot
 
     tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size,
                              task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal))

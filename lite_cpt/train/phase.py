@@ -131,7 +131,7 @@ class Phase:
     progress: Callable[[int, int], None] | None = None
     # The loop passes a guard that turns an out-of-memory error into advice for that step.
     guard: StepGuard = no_guard
-    # Mid-phase save and restore (lite_cpt.checkpoint.PhaseCheckpointer); None: no checkpoints.
+    # Mid-phase save and restore (lite_cpt.run.checkpoint.PhaseCheckpointer); None: no checkpoints.
     checkpoint: object | None = None
     # Consecutive non-finite updates (each skipped) that stop the phase.
     max_nonfinite: int = 3

@@ -43,7 +43,7 @@ import torch
 
 from lite_cpt.train.aggregation import kernel_aggregation, loss_groups, loss_share
 from lite_cpt.train.batching import EncodedRow, collate, encode_rows, to_device, tokenizer_of
-from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
+from lite_cpt.run.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.kernels import ADVANTAGE_ESTIMATORS, grpo_advantages, grpo_loss
 from lite_cpt.train.logprob import TokenLogprobs, kernel_backend, token_logprobs
 from lite_cpt.train.numerics import NonFiniteGuard, backward, sampling_guard, step_if_finite

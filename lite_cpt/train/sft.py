@@ -21,7 +21,7 @@ from lite_cpt.train.batching import (
     to_device,
     tokenizer_of,
 )
-from lite_cpt.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
+from lite_cpt.run.checkpoint import end_of_update, load_stream_state, restore_phase, stream_state
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.train.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.train.phase import Example, Knobs, Phase, PhaseStats, adamw, example_limit, micro_batches

@@ -9,7 +9,7 @@ A checkpoint lives in `<arm>/checkpoints/phase_<t>_update_<n>/` and holds
                           (offline RIF estimates), and every RNG state (python, numpy, torch,
                           CUDA)
     meta.json             phase, update, metrics.jsonl length it corresponds to
-    manifest.json         size and sha256 of each file (lite_cpt.integrity)
+    manifest.json         size and sha256 of each file (lite_cpt.run.integrity)
 
 It is written into a temporary directory, fsynced and renamed (`sealed_directory`); older
 checkpoints of the phase are removed only once the new one is complete (`keep` are kept,
@@ -35,7 +35,7 @@ from typing import Any, Callable
 import torch
 
 from lite_cpt.errors import UserError
-from lite_cpt.integrity import remove_stale_temporaries, sealed_directory, verify_directory
+from lite_cpt.run.integrity import remove_stale_temporaries, sealed_directory, verify_directory
 from lite_cpt.io import disk_errno, read_jsonl, truncate_jsonl
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def restore_phase(phase, optimizer) -> dict | None:
 def end_of_update(phase, update: int, optimizer, capture: Callable[[], dict]) -> None:
     """After update `update` is logged: checkpoint when one is due or a stop was requested
     (SIGTERM / SIGINT), then stop with `Preempted` if it was."""
-    from lite_cpt.preemption import Preempted, requested_by, stop_requested
+    from lite_cpt.run.preemption import Preempted, requested_by, stop_requested
 
     checkpointer = getattr(phase, "checkpoint", None)
     stopping = stop_requested()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from lite_cpt.errors import UserError
-from lite_cpt.units import Unit, run_groups, seed_groups
+from lite_cpt.run.units import Unit, run_groups, seed_groups
 
 LOOPBACK = "127.0.0.1"
 # Read by Ray when it starts its processes: without the first, Ray binds every interface and
@@ -151,7 +151,7 @@ def _base_row_task(unit: Unit, box) -> str:
     """Row 0 of the unit's seed (and the tiny base, if the recipe uses it)."""
     import ray
 
-    from lite_cpt.units import compute_base_row
+    from lite_cpt.run.units import compute_base_row
 
     send = _sender(box, unit.label.rsplit("/", 1)[0] + "/base")
     send("start", "base row")
@@ -164,7 +164,7 @@ def _unit_task(unit: Unit, box, _base_row_ready: str) -> str:
     """Train one unit; `_base_row_ready` is the base task's result, which Ray waits for."""
     import ray
 
-    from lite_cpt.units import run_unit, unit_finished
+    from lite_cpt.run.units import run_unit, unit_finished
 
     send = _sender(box, unit.label)
     if unit_finished(unit):

@@ -87,7 +87,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
                      console=None) -> dict[str, float]:
     """`lite-cpt eval`: scores of the base (or base + adapter) on a recipe's evaluation sets."""
     from lite_cpt.errors import UserError
-    from lite_cpt.eval_prompt import shared_eval_cot
+    from lite_cpt.run.eval_prompt import shared_eval_cot
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
 

@@ -13,7 +13,7 @@ Layout of a run (`runs/<name>/`):
       <arm>/predictions/row_<t>.jsonl.gz   row t per item
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
       checksums.json, <arm>/checksums.json   size and sha256 of the result files beside them
-      <arm>/.lock               flock of the process training the arm (see lite_cpt.locks)
+      <arm>/.lock               flock of the process training the arm (see lite_cpt.run.locks)
       <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
@@ -36,30 +36,30 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
-from lite_cpt.artefacts import artefact_problem, write_checked_json
+from lite_cpt.run.artefacts import artefact_problem, write_checked_json
 from lite_cpt.benchmark_figures import figure_rows, write_row_results
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
-from lite_cpt.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
+from lite_cpt.run.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
-from lite_cpt.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
-from lite_cpt.integrity import remove_stale_temporaries, verify_directory
+from lite_cpt.run.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
+from lite_cpt.run.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from lite_cpt.locks import unit_lock, units_locked_ahead, waiting_lock
+from lite_cpt.run.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.timeplan import Calibration
 from lite_cpt.train.numerics import flat_phase_note
 from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.train.phase import Example, Phase, PhaseStats, examples_of
-from lite_cpt.preemption import stop_deferred
+from lite_cpt.run.preemption import stop_deferred
 from lite_cpt.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
-from lite_cpt.run_time_plan import prediction_record, say_time_plan
-from lite_cpt.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
+from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
+from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking import RunTracker
@@ -320,7 +320,7 @@ def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]
 def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, list]:
     """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
     marker) and general.json, rebuilt from metrics.jsonl when either is damaged (see
-    lite_cpt.saved_rows), cut back to the task before the first damaged adapter."""
+    lite_cpt.run.saved_rows), cut back to the task before the first damaged adapter."""
     matrix, general = _read_json(arm_dir / "matrix.json", ("R",)), _read_json(arm_dir / "general.json", ("G",))
     rows, general_rows = (matrix or {}).get("R", []), (general or {}).get("G", [])
     damaged = [p for p, v in ((arm_dir / "matrix.json", matrix), (arm_dir / "general.json", general))

@@ -13,9 +13,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from lite_cpt.artefacts import artefact_problem
-from lite_cpt.checkpoint import CHECKPOINTS_DIR
-from lite_cpt.integrity import MANIFEST, verify_directory
+from lite_cpt.run.artefacts import artefact_problem
+from lite_cpt.run.checkpoint import CHECKPOINTS_DIR
+from lite_cpt.run.integrity import MANIFEST, verify_directory
 from lite_cpt.io import read_jsonl
 
 log = logging.getLogger(__name__)

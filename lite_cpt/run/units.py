@@ -3,7 +3,7 @@
 A sweep over recipes, seeds and arms is a list of units. Every unit is independent once its
 run's base row (row 0) exists, so units can run one after another in one process, as separate
 `lite-cpt run --arm` processes under any scheduler (a Slurm array), or as Ray tasks
-(lite_cpt.ray_backend). Each unit resumes from what its arm directory already holds and runs
+(lite_cpt.run.ray_backend). Each unit resumes from what its arm directory already holds and runs
 under the arm's lock, so two workers never train the same unit.
 """
 
@@ -34,7 +34,7 @@ class Unit:
 
     @property
     def seed_dir(self) -> Path:
-        return self.recipe.run_dir / f"seed_{self.recipe.seed}"  # the layout of lite_cpt.continual
+        return self.recipe.run_dir / f"seed_{self.recipe.seed}"  # the layout of lite_cpt.run.continual
 
     @property
     def arm_dir(self) -> Path:
@@ -115,7 +115,7 @@ def run_groups(units: list[Unit]) -> list[list[Unit]]:
 
 def unit_finished(unit: Unit) -> bool:
     """Whether the unit's arm has every row of its matrix (read from the run directory)."""
-    from lite_cpt.continual import arm_finished
+    from lite_cpt.run.continual import arm_finished
 
     return arm_finished(unit.recipe, unit.arm)
 
@@ -123,7 +123,7 @@ def unit_finished(unit: Unit) -> bool:
 def run_units(units: list[Unit], console=None) -> list[Path]:
     """Run units one after another in this process, one workspace per recipe (the base model
     is loaded once and reused across seeds); returns the run directories, reports written."""
-    from lite_cpt.continual import run_recipe
+    from lite_cpt.run.continual import run_recipe
 
     run_dirs = []
     for group in run_groups(units):
@@ -135,7 +135,7 @@ def run_units(units: list[Unit], console=None) -> list[Path]:
 def run_unit(unit: Unit, console=None, calibration=None) -> Path:
     """Train one unit to its end (resuming what its arm directory holds); no report.
     `calibration`: the throughputs behind the time plan its metrics log."""
-    from lite_cpt.continual import run_seed_arms
+    from lite_cpt.run.continual import run_seed_arms
 
     run_seed_arms(unit.recipe, [unit.arm], console=console, calibration=calibration)
     return unit.arm_dir
@@ -143,6 +143,6 @@ def run_unit(unit: Unit, console=None, calibration=None) -> Path:
 
 def compute_base_row(unit: Unit, console=None) -> Path:
     """Row 0 of the unit's seed (base model on every task and benchmark), written once."""
-    from lite_cpt.continual import ensure_base_row
+    from lite_cpt.run.continual import ensure_base_row
 
     return ensure_base_row(unit.recipe, console=console)
