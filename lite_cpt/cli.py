@@ -299,7 +299,7 @@ def eval_command(
 @user_errors
 def report(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/tiny.")):
     """Write report.md, summary.json and plots for a run directory."""
-    from lite_cpt.report import write_report
+    from lite_cpt.results.report import write_report
 
     console.print(f"wrote {write_report(run_dir)}")
 
@@ -338,7 +338,7 @@ def compare(
 
     Example:  lite-cpt compare runs/tiny runs/tiny-nokl --arms sft,rft --metric BWT
     """
-    from lite_cpt.compare import write_comparison
+    from lite_cpt.results.compare import write_comparison
 
     chosen = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
     out_dir = out if out is not None else Path(run_dirs[0]).resolve().parent / "compare"

@@ -39,7 +39,7 @@ def open_backends(unit: Unit) -> list:
 def recipe_params(unit: Unit) -> dict[str, str]:
     """The resolved recipe as flat `a.b.c` parameters (lists of named sections keyed by name, as
     `lite-cpt compare` names them), with the unit's name, seed and arm."""
-    from lite_cpt.compare import flatten_recipe
+    from lite_cpt.results.compare import flatten_recipe
 
     flat = flatten_recipe(unit.recipe.model_dump(mode="json"))
     flat.update(name=unit.recipe.name, seed=unit.seed, arm=unit.arm)

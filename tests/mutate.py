@@ -1,6 +1,6 @@
 """Mutation testing of one module with mutmut, on demand (too slow for CI on 2 cores).
 
-    nice -n 10 python tests/mutate.py lite_cpt/metrics.py           # score + surviving mutants
+    nice -n 10 python tests/mutate.py lite_cpt/results/metrics.py           # score + surviving mutants
     nice -n 10 python tests/mutate.py lite_cpt/tasks/ --tests tests/test_real_tasks.py
     python tests/mutate.py lite_cpt/train/rft.py --show lite_cpt.train.rft.x_policy_update__mutmut_12
     nice -n 19 python tests/mutate.py lite_cpt/train/rft.py --sample 0    # the mutants numbered ...0
@@ -31,7 +31,7 @@ MODULE_TESTS = {
     "lite_cpt/kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
     "lite_cpt/kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
     "lite_cpt/kernels/backend.py": ["tests/test_fused_logprob.py", "tests/test_grpo_loss.py"],
-    "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
+    "lite_cpt/results/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
     "lite_cpt/train/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py",
                         "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor",
                         "tests/test_midphase.py::test_a_phase_resumed_from_its_checkpoint_ends_like_one_that_never_stopped",
@@ -60,18 +60,18 @@ MODULE_TESTS = {
     "lite_cpt/io.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py",
                        "tests/test_resume.py"],
     "lite_cpt/train/reference_adapter.py": ["tests/test_reference_adapter.py", "tests/test_rft.py"],
-    "lite_cpt/stats.py": ["tests/test_stats.py", "tests/test_estimates.py", "tests/test_compare.py"],
-    "lite_cpt/compare.py": ["tests/test_compare.py"],
-    "lite_cpt/predictions.py": ["tests/test_estimates.py", "tests/test_continual.py"],
+    "lite_cpt/results/stats.py": ["tests/test_stats.py", "tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/results/compare.py": ["tests/test_compare.py"],
+    "lite_cpt/results/predictions.py": ["tests/test_estimates.py", "tests/test_continual.py"],
     "lite_cpt/train/numerics.py": ["tests/test_numerics.py"],
     "lite_cpt/run/locks.py": ["tests/test_locks.py"],
     "lite_cpt/run/preemption.py": ["tests/test_preemption.py", "tests/test_midphase.py"],
     "lite_cpt/recipe.py": ["tests/test_recipe.py", "tests/test_cli.py", "tests/test_properties.py",
                            "tests/test_custom_tasks.py", "tests/test_real_tasks.py", "tests/test_tiny.py"],
-    "lite_cpt/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
+    "lite_cpt/results/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
     "lite_cpt/train/oom.py": ["tests/test_oom.py"],
-    "lite_cpt/estimates.py": ["tests/test_estimates.py", "tests/test_compare.py"],
-    "lite_cpt/results.py": ["tests/test_estimates.py", "tests/test_report.py", "tests/test_compare.py"],
+    "lite_cpt/results/estimates.py": ["tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/results/runs.py": ["tests/test_estimates.py", "tests/test_report.py", "tests/test_compare.py"],
     "lite_cpt/seeding.py": ["tests/test_resume.py", "tests/test_rif.py", "tests/test_training_behaviour.py"],
     "lite_cpt/data/images.py": ["tests/test_batching.py", "tests/test_lazy_images.py", "tests/test_real_tasks.py",
                                 "tests/test_bad_data.py"],
@@ -136,7 +136,7 @@ def score(work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("module", help="a file (lite_cpt/metrics.py) or a package folder ending in / (lite_cpt/tasks/)")
+    parser.add_argument("module", help="a file (lite_cpt/results/metrics.py) or a package folder ending in / (lite_cpt/tasks/)")
     parser.add_argument("--tests", nargs="+", help="test files to run against the mutants (default: MODULE_TESTS)")
     parser.add_argument("--show", metavar="MUTANT", help="print the diff of one mutant of an earlier run")
     parser.add_argument("--sample", metavar="DIGITS",

@@ -15,7 +15,7 @@ from lite_cpt.arms.sft import SequentialSFT
 from lite_cpt.train.batching import encode_sft, IGNORE_INDEX
 from lite_cpt.run.continual import run_recipe
 from lite_cpt.errors import UserError
-from lite_cpt.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
+from lite_cpt.results.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
 from lite_cpt.recipe import recipe_from_dict
 from lite_cpt.train.phase import examples_of
 from lite_cpt.train.sft import sft_loss_sum

@@ -51,7 +51,7 @@ POINTS = [
     ("mid-save", "lite_cpt.run.integrity.write_manifest", range(1, 13), 9, True),
     ("mid-evaluation", "lite_cpt.run.continual.evaluate_sets_items", range(2, 6), 4, False),
     ("mid-log-line", "lite_cpt.run.continual.append_jsonl", range(1, 13), None, False),
-    ("during-report", "lite_cpt.report.plot_heatmap", range(1, 3), 2, False),
+    ("during-report", "lite_cpt.results.report.plot_heatmap", range(1, 3), 2, False),
 ]
 
 

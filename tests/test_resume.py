@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import lite_cpt.run.continual as continual
 from lite_cpt.run.continual import run_recipe
 from lite_cpt.io import read_jsonl
-from lite_cpt.metrics import summarize
+from lite_cpt.results.metrics import summarize
 from lite_cpt.recipe import recipe_from_dict
 from tests.helpers import tiny_recipe
 

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from lite_cpt.run import continual
 from lite_cpt.run.artefacts import CHECKSUMS, artefact_problem, write_checked_json
-from lite_cpt.consistency import damaged_prediction_rows
+from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.run.integrity import write_manifest
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
-from lite_cpt.report import write_report
+from lite_cpt.results.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.results.report import write_report
 
 TASKS, BENCHES = ["clevr", "geometry"], ["pope"]
 # per-item scores of rows 0..2 (base, after task 1, after task 2): 4 items per set

@@ -37,9 +37,9 @@ from rich.console import Console
 
 from lite_cpt.arms import build_arm
 from lite_cpt.run.artefacts import artefact_problem, write_checked_json
-from lite_cpt.benchmark_figures import figure_rows, write_row_results
+from lite_cpt.results.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
-from lite_cpt.consistency import damaged_prediction_rows
+from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
 from lite_cpt.run.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
@@ -55,7 +55,7 @@ from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.train.phase import Example, Phase, PhaseStats, examples_of
 from lite_cpt.run.preemption import stop_deferred
-from lite_cpt.predictions import row_predictions_path
+from lite_cpt.results.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
@@ -182,7 +182,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     then write the report. `calibration`: the throughputs behind the predicted times printed at
     the start and logged per task."""
     from lite_cpt.data.preflight import require_data
-    from lite_cpt.report import write_report
+    from lite_cpt.results.report import write_report
 
     check_device(recipe.model)  # what this machine cannot run is said before anything about data
     require_data(recipe)  # every task's data, before the model loads

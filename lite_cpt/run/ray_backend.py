@@ -177,7 +177,7 @@ def _unit_task(unit: Unit, box, _base_row_ready: str) -> str:
 
 
 def _report_task(run_dir: str) -> str:
-    from lite_cpt.report import write_report
+    from lite_cpt.results.report import write_report
 
     return str(write_report(Path(run_dir)))
 

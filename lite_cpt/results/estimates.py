@@ -1,6 +1,6 @@
 """Metric estimates with 95 % intervals: one arm over its seeds, and paired differences of arms.
 
-Which interval a value gets (see `lite_cpt.stats` for the arithmetic):
+Which interval a value gets (see `lite_cpt.results.stats` for the arithmetic):
 * two or more finished seeds: the mean over seeds with a Student t-interval, and each seed's value;
 * one finished seed: that seed's value with a percentile bootstrap over its test items, from the
   per-item predictions saved during evaluation (no interval when they are missing);
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lite_cpt.metrics import average_forgetting, backward_transfer, final_accuracy, forward_transfer
+from lite_cpt.results.metrics import average_forgetting, backward_transfer, final_accuracy, forward_transfer
 from lite_cpt.run.eval_prompt import base_files
-from lite_cpt.predictions import ItemScores, load_item_scores, row_predictions_path
-from lite_cpt.results import ArmResult
-from lite_cpt.stats import Interval, bootstrap_intervals, paired_t_interval, t_interval
+from lite_cpt.results.predictions import ItemScores, load_item_scores, row_predictions_path
+from lite_cpt.results.runs import ArmResult
+from lite_cpt.results.stats import Interval, bootstrap_intervals, paired_t_interval, t_interval
 
 SEQUENCE_METRICS = ("ACC", "BWT", "forgetting", "FWT")
 MetricFunction = Callable[[np.ndarray], "float | None"]

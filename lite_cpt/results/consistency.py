@@ -1,7 +1,7 @@
 """Whether an arm's saved scores are the ones its per-item predictions give.
 
 Every score of matrix.json (R) and general.json (G) is the mean of the item scores saved in the
-row's predictions file (`lite_cpt.predictions`), computed by the same function. `report` and
+row's predictions file (`lite_cpt.results.predictions`), computed by the same function. `report` and
 `compare` recompute each row from its predictions and name every cell that disagrees, beside
 any result file that no longer matches its checksum (`lite_cpt.run.artefacts`); `run` evaluates a
 row again when its predictions file is damaged.
@@ -15,7 +15,7 @@ from pathlib import Path
 from lite_cpt.run.artefacts import artefact_problem
 from lite_cpt.errors import UserError
 from lite_cpt.run.evaluate import mean_score
-from lite_cpt.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
+from lite_cpt.results.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
 
 log = logging.getLogger(__name__)
 

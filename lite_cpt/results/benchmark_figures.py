@@ -3,7 +3,7 @@ F1, precision, recall and yes-ratio, pooled and per category), with 95 % interva
 
 Where they are computed and kept:
 * each evaluated row: the benchmark's `summary` over its items, and a percentile bootstrap over
-  those items (`lite_cpt.stats.bootstrap_figures`), saved beside the row's per-item predictions
+  those items (`lite_cpt.results.stats.bootstrap_figures`), saved beside the row's per-item predictions
   as `<predictions name>.figures.json` ({benchmark: {figure: {"value", "ci95"}}});
 * `<arm>/general.json` gathers them row by row under "figures" (row 0 = base, as "G");
 * summary.json and report.md show the last row of each arm and the base row: the mean over
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lite_cpt.estimates import Estimate, units_for_estimates
+from lite_cpt.results.estimates import Estimate, units_for_estimates
 from lite_cpt.io import atomic_write_json
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
-from lite_cpt.results import ArmResult
-from lite_cpt.stats import bootstrap_figures, t_interval
+from lite_cpt.results.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.results.runs import ArmResult
+from lite_cpt.results.stats import bootstrap_figures, t_interval
 
 FIGURES_SUFFIX = ".figures.json"
 

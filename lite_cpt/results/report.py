@@ -1,11 +1,11 @@
 """Turn a run directory into summary.json, report.md and PNG figures.
 
-Reads every (seed, arm) unit of the run (see `lite_cpt.results` for the layout) and writes into
+Reads every (seed, arm) unit of the run (see `lite_cpt.results.runs` for the layout) and writes into
 the run directory:
   summary.json           {"seeds", "arms": {arm: {"seeds_finished", "metrics": {metric: estimate}}},
                           "differences": [...], "benchmark_figures": {"base", "arms"}}; an estimate is
                           {"value", "ci95", "interval", "per_seed"} (benchmark_figures: see
-                          lite_cpt.benchmark_figures; absent when no benchmark has a summary)
+                          lite_cpt.results.benchmark_figures; absent when no benchmark has a summary)
   heatmap_<arm>.png      R of each arm (the mean over its finished seeds), annotated
   seen_task_average.png  mean seen-task accuracy after each task, one line per arm
   report.md              tables with 95 % intervals, paired differences, forgotten items, figures
@@ -21,12 +21,12 @@ from urllib.parse import quote
 
 import numpy as np
 
-from lite_cpt.benchmark_figures import figures_json, figures_section
-from lite_cpt.estimates import Estimate, arm_estimates, metric_names, paired_difference, units_for_estimates
+from lite_cpt.results.benchmark_figures import figures_json, figures_section
+from lite_cpt.results.estimates import Estimate, arm_estimates, metric_names, paired_difference, units_for_estimates
 from lite_cpt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lite_cpt.metrics import seen_task_average
-from lite_cpt.predictions import flipped_items, read_predictions, row_predictions_path
-from lite_cpt.results import COST_KEYS, ArmResult, RunResults, load_run
+from lite_cpt.results.metrics import seen_task_average
+from lite_cpt.results.predictions import flipped_items, read_predictions, row_predictions_path
+from lite_cpt.results.runs import COST_KEYS, ArmResult, RunResults, load_run
 
 # ---------------------------------------------------------------- figures
 
@@ -197,7 +197,7 @@ def reference_arm(reports: list[ArmReport]) -> ArmReport | None:
 
 
 def arm_differences(reports: list[ArmReport], metrics: list[str]) -> list[dict]:
-    """metric(arm) − metric(reference) for every other arm, paired (see lite_cpt.estimates)."""
+    """metric(arm) − metric(reference) for every other arm, paired (see lite_cpt.results.estimates)."""
     reference = reference_arm(reports)
     if reference is None:
         return []

@@ -1,6 +1,6 @@
 """95 % intervals for run results: a t-interval across seeds, a bootstrap over test items.
 
-Pure functions over numbers; `lite_cpt.results` decides which one a metric gets.
+Pure functions over numbers; `lite_cpt.results.runs` decides which one a metric gets.
 
 * Across seeds (n >= 2 values x_1..x_n): mean ± t_{1−α/2, n−1} · s / √n, with s the sample
   standard deviation (ddof = 1) — the Student t-interval of `scipy.stats.t`. A paired difference

@@ -4,7 +4,7 @@ A run directory (`runs/<name>/`) holds `recipe.yaml` and one `seed_<k>/` directo
 with one subdirectory per arm:
   matrix.json    {"tasks": [T names], "R": [[T floats] x rows]}   row 0 = base, row i = after task i
   general.json   {"benchmarks": [names], "G": [[floats] x rows]}  optional, same row meaning;
-                 "figures": per row, each benchmark's own figures (see lite_cpt.benchmark_figures)
+                 "figures": per row, each benchmark's own figures (see lite_cpt.results.benchmark_figures)
   metrics.jsonl  "task_end" events give the compute cost; other events are ignored
   predictions/row_<i>.jsonl.gz   per-item scores of row i (row 0: ../base_predictions.jsonl.gz)
 Runs written before seeds had directories keep the arms directly under the run directory; they
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lite_cpt.consistency import unit_problems
+from lite_cpt.results.consistency import unit_problems
 from lite_cpt.device_names import same_device
 from lite_cpt.errors import UserError
-from lite_cpt.metrics import accuracy_matrix, summarize
+from lite_cpt.results.metrics import accuracy_matrix, summarize
 
 COST_KEYS = ("generated_tokens", "trained_tokens", "policy_updates")
 
@@ -44,10 +44,10 @@ class ArmResult:
     # defined for them; BWT, forgetting and FWT need a sequence.
     joint: bool = False
     path: Path | None = None  # the arm's directory, where its per-item predictions are
-    # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.benchmark_figures)
+    # per row, {benchmark: {figure: {"value", "ci95"}}} of general.json (lite_cpt.results.benchmark_figures)
     figures: list[dict] = field(default_factory=list)
     eval_cot: bool = False  # evaluated with the chain-of-thought prompt (matrix.json's eval_prompt)
-    # damaged result files and scores their predictions do not give (lite_cpt.consistency)
+    # damaged result files and scores their predictions do not give (lite_cpt.results.consistency)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -109,7 +109,7 @@ def load_general_scores(path: Path) -> tuple[list[str], list[list[float]]]:
 
 
 def load_figure_rows(path: Path) -> list[dict]:
-    """The "figures" rows of a general.json (lite_cpt.benchmark_figures); [] when it has none."""
+    """The "figures" rows of a general.json (lite_cpt.results.benchmark_figures); [] when it has none."""
     rows = _read_json(path).get("figures", []) if path.exists() else []
     return [row if isinstance(row, dict) else {} for row in rows] if isinstance(rows, list) else []
 

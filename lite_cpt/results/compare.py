@@ -1,11 +1,11 @@
 """`lite-cpt compare RUN_DIR...`: several runs side by side in one table and one plot.
 
-For each (run, arm): its metrics with 95 % intervals (`lite_cpt.estimates`). Above the table, the
+For each (run, arm): its metrics with 95 % intervals (`lite_cpt.results.estimates`). Above the table, the
 recipe keys whose values differ between the runs, read from each run's saved recipe.yaml (so an
 ablation is labelled by what it changed, e.g. `arms.rft.rft.kl: true | false`). Below it, the
 differences in one metric that a reader asks about: the same arm across runs (each run against
 the first run that has the arm) and, within each run, each arm against its first sequential arm;
-each paired where the data allow (`lite_cpt.estimates.paired_difference`), and marked where its
+each paired where the data allow (`lite_cpt.results.estimates.paired_difference`), and marked where its
 interval excludes zero. Partial runs are read as far as they got; what is missing is listed.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from lite_cpt.errors import UserError
-from lite_cpt.estimates import Estimate, arm_estimates, metric_names, paired_difference
+from lite_cpt.results.estimates import Estimate, arm_estimates, metric_names, paired_difference
 from lite_cpt.io import atomic_write_bytes, atomic_write_text
-from lite_cpt.report import flagged_lines
-from lite_cpt.results import RunResults, load_run, recipe_seeds
+from lite_cpt.results.report import flagged_lines
+from lite_cpt.results.runs import RunResults, load_run, recipe_seeds
 
 # Keys that never change results: a run's own name and location, and where its logs also go.
 NON_RESULT_KEYS = ("name", "output_dir", "logging", "seed")
