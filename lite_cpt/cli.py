@@ -421,7 +421,7 @@ def bench_kernels_command(
 
     Example:  lite-cpt bench kernels --device cuda --json bench.json
     """
-    from lite_cpt.bench_kernels import bench_kernels
+    from lite_cpt.bench.kernels import bench_kernels
 
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got '{device}'")
@@ -455,7 +455,7 @@ def bench_step_command(
 
     Example:  lite-cpt bench step --json step.json --group-size 5
     """
-    from lite_cpt.bench_step import bench_shapes, bench_step
+    from lite_cpt.bench.step import bench_shapes, bench_step
     from lite_cpt.cli_render import render_bench_step
 
     given = dict(group_size=group_size, prompt_tokens=prompt_tokens, image_tokens=image_tokens,
@@ -479,7 +479,7 @@ def bench_gpu_command(
 
     Example:  lite-cpt bench gpu --json gpu.json && lite-cpt plan recipes/seven_tasks.yaml --calibration gpu.json
     """
-    from lite_cpt.bench_gpu import bench_gpu
+    from lite_cpt.bench.gpu import bench_gpu
     from lite_cpt.recipe import load_recipe
 
     from lite_cpt.cli_render import render_bench_step
@@ -509,7 +509,7 @@ def bench_update_command(
 
     Example:  lite-cpt bench update --recipe recipes/tiny.yaml --json update.json
     """
-    from lite_cpt.bench_update import bench_update
+    from lite_cpt.bench.update import bench_update
     from lite_cpt.cli_render import render_bench_update
     from lite_cpt.io import atomic_write_json
     from lite_cpt.recipe import load_recipe
@@ -536,7 +536,7 @@ def bench_prefix_command(
 
     Example:  lite-cpt bench prefix --recipe recipes/tiny.yaml --json prefix.json
     """
-    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.bench.prefix import bench_prefix
     from lite_cpt.cli_render import render_bench_prefix
     from lite_cpt.io import atomic_write_json
     from lite_cpt.recipe import load_recipe
@@ -565,7 +565,7 @@ def bench_rollout_command(
 
     Example:  lite-cpt bench rollout recipes/tiny.yaml --group-size 5 --max-new-tokens 32
     """
-    from lite_cpt.bench_rollout import bench_rollout
+    from lite_cpt.bench.rollout import bench_rollout
     from lite_cpt.recipe import load_recipe
 
     result = bench_rollout(load_recipe(recipe, overrides, check_data=False), prompts=prompts, group_size=group_size,
@@ -595,7 +595,7 @@ def bench_ray_command(
     """
     import tempfile
 
-    from lite_cpt.bench_ray import bench_ray
+    from lite_cpt.bench.ray import bench_ray
     from lite_cpt.recipe import load_recipe
 
     out = out or Path(tempfile.mkdtemp(prefix="lite-cpt-bench-ray-"))

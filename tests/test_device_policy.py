@@ -153,7 +153,7 @@ def test_bf16_and_fp32_models_have_no_scaler():
 
 
 def test_bench_step_builds_its_model_in_the_policys_dtype(fake_gpu):
-    from lite_cpt.bench_step import bench_dtype
+    from lite_cpt.bench.step import bench_dtype
 
     fake_gpu("Tesla T4", (7, 5))
     assert bench_dtype(torch.device("cuda")) == torch.float16

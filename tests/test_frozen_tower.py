@@ -79,7 +79,7 @@ def test_a_training_step_does_not_backpropagate_into_the_vision_tower():
 def test_the_bench_model_hooks_no_embedding_either():
     """`bench step` builds its model with the run's checkpointing setup: no forward hook on the
     vision patch embedding (nor on the text embeddings: non-reentrant checkpointing needs none)."""
-    from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
+    from lite_cpt.bench.step import bench_config, bench_processor, build_random_model
 
     processor = bench_processor(4)
     config = bench_config(SMALL_SHAPE, processor)

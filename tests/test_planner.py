@@ -256,7 +256,7 @@ TEST_SHAPE = ModelShape(
 
 
 def test_bench_step_needs_cuda(monkeypatch):
-    from lite_cpt.bench_step import bench_step
+    from lite_cpt.bench.step import bench_step
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="bench step needs a CUDA GPU"):
@@ -264,7 +264,7 @@ def test_bench_step_needs_cuda(monkeypatch):
 
 
 def test_bench_plan_uses_the_seven_b_shapes():
-    from lite_cpt.bench_step import bench_recipe, planned
+    from lite_cpt.bench.step import bench_recipe, planned
 
     estimate = planned(bench_recipe("7b"))
     assert set(estimate) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
@@ -287,7 +287,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     import lite_cpt.run.evaluate
     import lite_cpt.train.rft
     import lite_cpt.train.sft
-    from lite_cpt.bench_step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
+    from lite_cpt.bench.step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
 
     calls: dict[str, list] = {}
 
@@ -328,7 +328,7 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     import bitsandbytes as bnb
 
     from lite_cpt.train.batching import encode_sft, to_device
-    from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
+    from lite_cpt.bench.step import bench_config, bench_processor, build_random_model
     from lite_cpt.train.logprob import token_logprobs
 
     processor = bench_processor(4)

@@ -389,7 +389,7 @@ def test_plan_hours_on_the_command_line(capsys):
 def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
     """The tiny model and a local checkpoint are calibrated themselves; a hub id (no download on
     a borrowed GPU) is calibrated through the step bench's random weights of its architecture."""
-    from lite_cpt.bench_gpu import loadable_here
+    from lite_cpt.bench.gpu import loadable_here
 
     def recipe_of(name):
         return recipe_from_dict({**RECIPE, "model": {"name": name}})

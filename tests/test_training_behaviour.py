@@ -482,7 +482,7 @@ def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
 def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_path):
     """`lite-cpt bench update` at a small size: both sides run the run's policy update over the
     same mixed-length rollouts and train the same tokens; the budget packs fewer micro-batches."""
-    from lite_cpt.bench_update import bench_update
+    from lite_cpt.bench.update import bench_update
     from lite_cpt.recipe import recipe_from_dict
     from tests.helpers import tiny_recipe
 
@@ -499,7 +499,7 @@ def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_pat
 def test_bench_prefix_scores_each_prompt_once_per_group(tmp_path):
     """`lite-cpt bench prefix` at a small size: the shared layout runs each prompt once per group,
     so a pass holds (G - 1) x the prompts' tokens fewer than the expanded one."""
-    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.bench.prefix import bench_prefix
     from lite_cpt.recipe import recipe_from_dict
     from tests.helpers import tiny_recipe
 

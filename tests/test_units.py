@@ -52,7 +52,7 @@ def test_ray_is_imported_only_by_the_ray_backend():
     assert importing == ["lite_cpt/run/ray_backend.py"]
     # Loading the CLI and the unit machinery (and running a command) leaves Ray unimported.
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom lite_cpt.cli import app\n"
-            "import lite_cpt.run.units, lite_cpt.run.continual, lite_cpt.bench_ray\n"
+            "import lite_cpt.run.units, lite_cpt.run.continual, lite_cpt.bench.ray\n"
             "assert CliRunner().invoke(app, ['sweep', '--help']).exit_code == 0\n"
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

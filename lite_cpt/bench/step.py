@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lite_cpt.bench_build import (  # noqa: F401 (re-exported: the bench's model and prompts)
+from lite_cpt.bench.build import (  # noqa: F401 (re-exported: the bench's model and prompts)
     BENCH_LORA_ALPHA,
     BENCH_LORA_R,
     BENCH_SEED,

@@ -1,6 +1,6 @@
 """Registers and spills of the log-prob kernels, compiled (not run) for a GPU architecture.
 
-    python -m lite_cpt.bench_registers [--arch 80] [--path tile|chunked] [--json F]
+    python -m lite_cpt.bench.registers [--arch 80] [--path tile|chunked] [--json F]
 
 Needs no GPU: Triton compiles each kernel at the tiles and warps its launch uses to PTX and a
 cubin for `GPUTarget("cuda", arch, 32)`; `ptxas -v` on that PTX (the ptxas Triton ships and
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
 
     from lite_cpt.io import atomic_write_json
 
-    parser = argparse.ArgumentParser(prog="python -m lite_cpt.bench_registers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lite_cpt.bench.registers", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", type=int, default=80, help="compute capability x 10 (default 80: A100)")
     parser.add_argument("--path", choices=("tile", "chunked"), default=None, help="only this path's kernels")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")

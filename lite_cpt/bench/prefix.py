@@ -16,8 +16,8 @@ import time
 import torch
 
 from lite_cpt.train.batching import encode_prompts
-from lite_cpt.bench_update import _phases, mixed_rollouts
-from lite_cpt.bench_vision import vision_cache_side
+from lite_cpt.bench.update import _phases, mixed_rollouts
+from lite_cpt.bench.vision import vision_cache_side
 from lite_cpt.train.phase import Knobs, Phase
 from lite_cpt.train.rft import (Rollouts, compute_advantages, expanded_micro_batches, max_prompt_tokens, policy_update,
                           shared_prefix_micro_batches)

@@ -5,9 +5,9 @@
    (`logprob_path`), so a run given the calibration uses it;
 2. the step benchmark: one SFT step, rollouts, log-prob passes, a GRPO update and an evaluation
    call by the run's own functions on random 7B weights, peaks vs the plan and throughputs
-   (`lite_cpt.bench_step`; `tiny`: the tiny shape, on a CPU times only);
+   (`lite_cpt.bench.step`; `tiny`: the tiny shape, on a CPU times only);
 3. the calibration: throughputs measured with the run's generation, log-prob, SFT and
-   evaluation functions (`lite_cpt.calibrate`), which `lite-cpt plan --calibration` and
+   evaluation functions (`lite_cpt.bench.calibrate`), which `lite-cpt plan --calibration` and
    `lite-cpt run --calibration` read from the same file. It measures the given recipe's own
    model when it can be loaded here (the tiny model, or a local directory); otherwise, and
    by default on a GPU, the step benchmark's random-weight 7B, so a GPU without the weights
@@ -55,10 +55,10 @@ def calibration_oom_explained() -> Iterator[None]:
 def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = False) -> dict:
     """Run the three benchmarks; `tiny` uses small shapes (CPU tests); `recipe`: the recipe
     whose model to calibrate (None: see the module's docstring)."""
-    from lite_cpt.bench_step import use_expandable_segments
+    from lite_cpt.bench.step import use_expandable_segments
 
     use_expandable_segments()  # before anything starts CUDA
-    from lite_cpt.bench_kernels import bench_kernels
+    from lite_cpt.bench.kernels import bench_kernels
     from lite_cpt.kernels import using_logprob_path
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,8 +74,8 @@ def bench_gpu(recipe=None, json_path: str | Path | None = None, *, tiny: bool = 
 
 def _step_and_calibration(recipe, device: str, tiny: bool) -> dict:
     """The step benchmark and the calibration, on the log-prob path now in use."""
-    from lite_cpt.bench_step import free_device_memory, guarded_setup, measure_step
-    from lite_cpt.calibrate import measure_calibration
+    from lite_cpt.bench.step import free_device_memory, guarded_setup, measure_step
+    from lite_cpt.bench.calibrate import measure_calibration
 
     result: dict = {}
     free_device_memory()  # the kernel bench's tensors, before the model is built
