@@ -14,7 +14,7 @@ Layout of a run (`runs/<name>/`):
       <arm>/task_<t>/           PEFT adapter after task t (joint arms: task_1 only)
       checksums.json, <arm>/checksums.json   size and sha256 of the result files beside them
       <arm>/.lock               flock of the process training the arm (see lite_cpt.run.locks)
-      <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking)
+      <arm>/tracking.json       the unit's W&B and MLflow run ids (see lite_cpt.tracking.tracker)
     tensorboard/seed_<k>/<arm>/ event files when `logging.tensorboard` is on
     report.md, summary.json, *.png
 
@@ -62,7 +62,7 @@ from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
-from lite_cpt.tracking import RunTracker
+from lite_cpt.tracking.tracker import RunTracker
 from lite_cpt.train.truncation import answer_shares, task_end_extra
 from lite_cpt.train.vision_cache import vision_feature_cache
 
@@ -508,7 +508,7 @@ def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, n
 def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
     """One record to the arm's metrics.jsonl and to the recipe's trackers."""
     log_path = arm_dir / "metrics.jsonl"
-    append_jsonl(log_path, record)  # first: the trackers follow metrics.jsonl (see lite_cpt.tracking)
+    append_jsonl(log_path, record)  # first: the trackers follow metrics.jsonl (see lite_cpt.tracking.tracker)
     if ws.tracker is not None:
         ws.tracker.log(arm_dir.name, record, log_path)
 

@@ -1,7 +1,7 @@
 """What a metrics.jsonl record becomes in the trackers: named scalars on two step axes.
 
-The keys are listed in docs/tracking.md; `lite_cpt.tracking` sends them, one backend per
-tracker (`lite_cpt.tracking_backends`) stores them.
+The keys are listed in docs/tracking.md; `lite_cpt.tracking.tracker` sends them, one backend per
+tracker (`lite_cpt.tracking.backends`) stores them.
 """
 
 from __future__ import annotations

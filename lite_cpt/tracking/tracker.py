@@ -29,8 +29,8 @@ from pathlib import Path
 
 from lite_cpt.io import atomic_write_json, read_jsonl
 from lite_cpt.run.preemption import Preempted
-from lite_cpt.tracking_backends import open_backends
-from lite_cpt.tracking_scalars import Entry, Unit, row_scalars, scalars_of
+from lite_cpt.tracking.backends import open_backends
+from lite_cpt.tracking.scalars import Entry, Unit, row_scalars, scalars_of
 
 __all__ = ["RunTracker", "UNIT_STATE", "scalars_of"]
 

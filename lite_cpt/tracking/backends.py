@@ -1,6 +1,6 @@
 """One backend per tracker, each the library's own client, imported only when enabled.
 
-A backend is opened for one unit (`lite_cpt.tracking_scalars.Unit`), records the recipe, receives
+A backend is opened for one unit (`lite_cpt.tracking.scalars.Unit`), records the recipe, receives
 `backfill(entries)` once (everything on disk so far: it writes what its store lacks), then
 `log(entry)` per record, and `close(status)` with "finished", "preempted" or "failed".
 """
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from lite_cpt.errors import UserError
-from lite_cpt.tracking_scalars import Entry, Unit
+from lite_cpt.tracking.scalars import Entry, Unit
 
 #: Key groups W&B charts against the `train_step` field (its own step counts records).
 WANDB_GROUPS = ("train", "matrix", "accuracy", "general", "seconds", "task_end")
@@ -101,7 +101,7 @@ class WandbBackend:
         except ImportError as exc:
             raise UserError("logging.wandb needs the wandb package: pip install -e '.[tracking]' "
                             "(or set logging.wandb=false)") from exc
-        from lite_cpt.wandb_log import history_rows, run_files
+        from lite_cpt.tracking.wandb_files import history_rows, run_files
 
         config = unit.recipe.logging
         run_id = unit.state["wandb_run_id"]  # chosen and saved by the tracker
