@@ -137,7 +137,7 @@ def load_base(recipe: Recipe, console=None):
     """The frozen base of a recipe: the cached trained tiny model, or a pretrained checkpoint."""
     cfg = recipe.model
     if cfg.name == "tiny":
-        from lite_cpt.tiny_base import ensure_tiny_base
+        from lite_cpt.tiny.base import ensure_tiny_base
 
         if resolve_device(cfg).type == "cpu":
             # The tiny model's matmuls are too small to split: one thread is fastest, and more

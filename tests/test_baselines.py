@@ -12,7 +12,7 @@ from lite_cpt.train.sft import SFTHooks
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.tasks import TASK_TYPES
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 TASKS = ("clevr", "geometry", "pathvqa")
 

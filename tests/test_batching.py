@@ -14,7 +14,7 @@ from lite_cpt.train.batching import (IGNORE_INDEX, Prompt, append_tokens, collat
                                length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from lite_cpt.results.predictions import BASE_PREDICTIONS, read_predictions, row
 from lite_cpt.recipe import recipe_from_dict
 from lite_cpt.train.phase import examples_of
 from lite_cpt.train.sft import sft_loss_sum
-from lite_cpt.tiny_base import ensure_tiny_base
+from lite_cpt.tiny.base import ensure_tiny_base
 from tests.helpers import tiny_recipe
 
 pytestmark = pytest.mark.slow
@@ -262,7 +262,7 @@ def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initiali
     the weights the previous arm trained."""
     from lite_cpt.models import add_lora
     from lite_cpt.recipe import LoraConfig, TinyModelConfig
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     model = add_lora(build_tiny_model(TinyModelConfig(), tiny_corpus(0))[0], LoraConfig(r=4, alpha=8))
 

@@ -81,7 +81,7 @@ def test_token_logprobs_asks_for_the_torch_kernels_where_the_policy_says(monkeyp
     import lite_cpt.train.logprob
     from lite_cpt.train.batching import Prompt, encode_sft
     from lite_cpt.recipe import TinyModelConfig
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     seen = []
     real = lite_cpt.train.logprob.fused_linear_logprob

@@ -21,7 +21,7 @@ from lite_cpt.planner import parameter_counts, plan, resolve_shape, total_parame
 from lite_cpt.planner.shapes import linear_module_names, lora_layout, shape_from_hf_config
 from lite_cpt.recipe import LoraConfig, ModelConfig, TinyModelConfig, load_recipe, recipe_from_dict
 from lite_cpt.train.rollout import Sampling, generate_completions
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe
 
 FAMILY_NAMES = ["qwen2_5_vl", "qwen3_vl", "text"]
@@ -122,7 +122,7 @@ def test_image_tokens_follow_the_familys_patch_and_merge(tiny):
 
 def test_tiny_models_reload_with_the_familys_auto_class(tiny, tmp_path):
     from lite_cpt.models import load_pretrained
-    from lite_cpt.tiny import save_tiny_model
+    from lite_cpt.tiny.model import save_tiny_model
 
     name, model, processor = tiny
     path = save_tiny_model(model, processor, tmp_path / name)
@@ -214,7 +214,7 @@ RUNS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(RUNS))
 def test_tiny_recipe_runs_end_to_end_on_the_familys_tiny_model(family, tmp_path):
-    from lite_cpt.tiny_base import ensure_tiny_base
+    from lite_cpt.tiny.base import ensure_tiny_base
 
     spec = RUNS[family]
     raw = tiny_recipe(tmp_path, arms=RUN_ARMS, tasks=spec["tasks"], name=family)

@@ -143,7 +143,7 @@ def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
     from rich.console import Console
 
     from lite_cpt.recipe import recipe_from_dict
-    from lite_cpt.tiny_base import _build_tiny_base
+    from lite_cpt.tiny.base import _build_tiny_base
     from tests.helpers import tiny_recipe
 
     raw = tiny_recipe(tmp_path)

@@ -22,7 +22,7 @@ from lite_cpt.train.rollout import (
     shared_prefill,
     vision_token_ids,
 )
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe, write_recipe
 
 

@@ -29,7 +29,7 @@ from lite_cpt.train.rft import (
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 VOWELS = "aeiou"
 KNOBS = Knobs(micro_batch_size=8, logprob_chunk=None, rollout_batch_size=8)  # train_rft's former defaults

@@ -11,7 +11,7 @@ import torch
 from lite_cpt.train.batching import Prompt
 from lite_cpt.recipe import TinyModelConfig
 from lite_cpt.train.rollout import Sampling, StopTokens, generate_completions, sampling_settings
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 
 @pytest.fixture(scope="module")

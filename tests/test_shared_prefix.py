@@ -15,7 +15,7 @@ from lite_cpt.recipe import LoraConfig, TinyModelConfig
 from lite_cpt.train.rft import policy_update
 from lite_cpt.train.shared_prefix import (encode_groups, pack_groups, packed_token_logprobs, shared_prefix_mask,
                                     split_group)
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 FAMILIES = ["qwen2_5_vl", "qwen3_vl", "text"]
 

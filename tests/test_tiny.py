@@ -4,7 +4,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from lite_cpt.train.batching import Prompt, encode_prompts
 from lite_cpt.data.synthetic import generate
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.tiny import SPECIAL_TOKENS, build_tiny_model, save_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import SPECIAL_TOKENS, build_tiny_model, save_tiny_model, tiny_corpus
 
 
 def test_tiny_model_is_deterministic_and_reloads(tmp_path):

@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lite_cpt.io import read_jsonl
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.tiny_base import ensure_tiny_base
+from lite_cpt.tiny.base import ensure_tiny_base
 from lite_cpt.tracking.wandb_files import exit_code, history_rows, run_files
 from tests.faults import KillPoint, killed, run_child
 from tests.helpers import tiny_recipe, write_recipe

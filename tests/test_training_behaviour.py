@@ -27,7 +27,7 @@ from lite_cpt.arms.rif import band_selector, filter_instances
 from lite_cpt.train.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
 from lite_cpt.train.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 # Answers of different token lengths, so that any per-micro-batch normaliser weighs rows wrongly.
 ANSWERS = ["a", "b c", "red square", "the quick brown fox", "7", "blue circle left", "no", "yes it is"]

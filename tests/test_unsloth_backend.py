@@ -48,7 +48,7 @@ class FakeFastVisionModel:
 
     @classmethod
     def from_pretrained(cls, model_name, **kwargs):
-        from lite_cpt.tiny import build_tiny_model, tiny_corpus
+        from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
         cls.calls.append(("from_pretrained", model_name, kwargs))
         return build_tiny_model(TinyModelConfig(), tiny_corpus(0))
@@ -153,7 +153,7 @@ def test_generation_runs_in_unsloths_inference_mode(fake_unsloth):
 
 
 def test_custom_targets_are_passed_through(fake_unsloth):
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     base, _ = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     base.requires_grad_(False)

@@ -16,7 +16,7 @@ from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig, recipe_from_
 from lite_cpt.train.rft import train_rft
 from lite_cpt.train.shared_prefix import encode_groups, pack_groups, packed_token_logprobs
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from lite_cpt.train.vision_cache import VisionFeatureCache, vision_feature_cache
 from tests.helpers import tiny_recipe
 

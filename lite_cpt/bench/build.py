@@ -99,7 +99,7 @@ def bench_processor(image_tokens: int):
     `image_tokens` merged tokens (a square of 28-pixel cells)."""
     from lite_cpt.families.qwen2_5_vl import build_processor
     from lite_cpt.families.qwen_tokenizer import build_tokenizer
-    from lite_cpt.tiny import tiny_corpus
+    from lite_cpt.tiny.model import tiny_corpus
 
     side = math.isqrt(image_tokens)
     if side * side != image_tokens:

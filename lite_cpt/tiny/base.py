@@ -7,11 +7,11 @@ tiny model knows nothing. So the tiny recipe first trains all of its weights on 
 of everything that determines it.
 
 The base of `recipes/tiny.yaml` (the default shape and base training, family qwen2_5_vl) ships
-with the package (`lite_cpt/tiny_bases/`, under 1 MB) and is checked against its stored
+with the package (`lite_cpt/tiny/bases/`, under 1 MB) and is checked against its stored
 fingerprint: training on a CPU sums in an order that depends on the machine, so a base built
 elsewhere would not answer as the README's tiny tables say. Other settings build their base
 on first use; a build of the default random model is checked against its stored fingerprint
-(`lite_cpt.tiny_fingerprint`).
+(`lite_cpt.tiny.fingerprint`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 
 BASE_VERSION = 1  # bump when the generator or the training procedure changes
 
-#: The bases shipped with the package: {tiny_base_key: (directory under lite_cpt/tiny_bases, fingerprint)}.
+#: The bases shipped with the package: {tiny_base_key: (directory under lite_cpt/tiny/bases, fingerprint)}.
 SHIPPED_BASES = {
     "f7f2d1674dcc3d68": ("qwen2_5_vl", "8628d0900cb939ea7f68a097042a2f88a62be71e3afa875a9cc7ea96124b7604"),
 }
-SHIPPED_ROOT = Path(__file__).resolve().parent / "tiny_bases"
+SHIPPED_ROOT = Path(__file__).resolve().parent / "bases"
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def ensure_tiny_base(recipe: Recipe, console=None) -> Path:
     fingerprint), else the cached one, building it on first use."""
     key = tiny_base_key(recipe)
     if key in SHIPPED_BASES:
-        from lite_cpt.tiny_fingerprint import check_shipped
+        from lite_cpt.tiny.fingerprint import check_shipped
 
         directory, fingerprint = SHIPPED_BASES[key]
         check_shipped(SHIPPED_ROOT / directory, fingerprint)
@@ -91,8 +91,8 @@ def _build_on_one_thread(recipe: Recipe, path: Path, console, say) -> Path:
     from lite_cpt.progress import task_progress
     from lite_cpt.recipe import TinyModelConfig
     from lite_cpt.train.sft import train_sft
-    from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
-    from lite_cpt.tiny_fingerprint import check_random_build
+    from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus
+    from lite_cpt.tiny.fingerprint import check_random_build
 
     tiny, base = recipe.model.tiny, recipe.model.base_training
     family = resolve_family(recipe.model)

@@ -11,7 +11,7 @@ Two are stored (for `model.family: qwen2_5_vl` with `model.tiny` at its defaults
   count nor hash-map order matters; torch's seeded CPU initialisation does not depend on the
   thread count). `tests/test_tiny_reproducible.py` builds it under other thread counts and hash
   seeds and checks the stored value; a build that differs is named with the likely cause.
-* the trained base of `recipes/tiny.yaml`, shipped with the package (`lite_cpt/tiny_bases/`):
+* the trained base of `recipes/tiny.yaml`, shipped with the package (`lite_cpt/tiny/bases/`):
   training on a CPU sums in an order that depends on the machine's vector units and thread
   count, so its result is shipped rather than rebuilt, and checked when it is used.
 """

@@ -1,11 +1,11 @@
 """Regenerate the tiny-testbed tables of docs/results.md from runs, so they cannot drift from the code.
 
-    python -m lite_cpt.tiny_tables            # row 0: the shipped tiny base on every task (~1 min)
-    python -m lite_cpt.tiny_tables --arms     # also the arms over seeds 0, 1, 2 (hours on 2 cores)
+    python -m lite_cpt.tiny.tables            # row 0: the shipped tiny base on every task (~1 min)
+    python -m lite_cpt.tiny.tables --arms     # also the arms over seeds 0, 1, 2 (hours on 2 cores)
 
 Each table sits in docs/results.md between `<!-- tiny:<name> -->` and `<!-- /tiny:<name> -->`; the
 command replaces what is between them and nothing else. Row 0 is the shipped base's (see
-lite_cpt.tiny_base), so it is the same on every machine; tests/test_tiny_reproducible.py checks
+lite_cpt.tiny.base), so it is the same on every machine; tests/test_tiny_reproducible.py checks
 the document's row against a fresh evaluation.
 """
 
@@ -15,7 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_RECIPE = "recipes/tiny.yaml"  # resolved like any recipe path (the checkout, else the package)
 README = ROOT / "docs" / "results.md"  # the document that holds the tables
 ARM_SEEDS = (0, 1, 2)
