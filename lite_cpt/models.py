@@ -20,7 +20,6 @@ from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.run.integrity import sealed_directory
 from lite_cpt.io import explained_write
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
-from lite_cpt.train.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
 
 
 def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:

@@ -18,12 +18,10 @@ an arm's matrix starts from the base row of its own format.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig, Recipe
-
-EvalPrompt = Literal["trained", "cot", "direct"]
 
 #: Row-0 files of the direct-answer format keep the names of evaluation.cot's old default (off).
 _BASE_FILES = {False: ("base_scores.json", "base_predictions.jsonl.gz"),
