@@ -20,7 +20,7 @@ STARTED = time.perf_counter()
 import lite_cpt  # noqa: E402
 from lite_cpt.io import append_jsonl  # noqa: E402
 from lite_cpt.recipe import recipe_from_dict  # noqa: E402
-from lite_cpt.tracking import RunTracker  # noqa: E402
+from lite_cpt.tracking.tracker import RunTracker  # noqa: E402
 from tests.helpers import tiny_recipe  # noqa: E402
 
 TASKS = ["clevr", "geometry"]

@@ -136,8 +136,8 @@ def run(
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
     from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
-    from lite_cpt.units import plan_units
+    from lite_cpt.run.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
+    from lite_cpt.run.units import plan_units
 
     cal = load_calibration(calibration) if calibration else None
     only_seeds = None if seed is None else [seed]
@@ -155,10 +155,10 @@ def run(
 
 def _run_here(loaded, arms, only_seeds, cal) -> None:
     """The whole recipe (and its report), or the chosen units, in this process."""
-    from lite_cpt.units import plan_units, run_unit
+    from lite_cpt.run.units import plan_units, run_unit
 
     if not arms and only_seeds is None:
-        from lite_cpt.continual import run_recipe
+        from lite_cpt.run.continual import run_recipe
 
         console.print(f"[bold]lite-cpt[/] run [cyan]{loaded.name}[/] → {loaded.run_dir}")
         run_dir = run_recipe(loaded, console=console, calibration=cal)
@@ -189,7 +189,7 @@ def sweep(
       lite-cpt sweep recipes/seven_tasks.yaml --arm sft --arm rft --ray --address head-node:6379\n
       lite-cpt sweep recipes/tiny.yaml --seeds 0,1    (no --ray: one unit after another, here)
     """
-    from lite_cpt.units import load_units, run_units
+    from lite_cpt.run.units import load_units, run_units
 
     units = load_units(recipes, [*overrides, *seed_overrides(seeds)], arms)
     if ray.enabled:
@@ -200,7 +200,7 @@ def sweep(
 
 
 def _sweep_on_ray(units, ray: RayChoice) -> None:
-    from lite_cpt.ray_backend import run_on_ray
+    from lite_cpt.run.ray_backend import run_on_ray
 
     address, workers = ray.address, ray.workers
     where = address or f"a local loopback-only cluster ({workers or 'all'} CPU slots, this machine's GPUs)"
@@ -281,7 +281,7 @@ def eval_command(
     """
     from rich.table import Table
 
-    from lite_cpt.evaluate import evaluate_adapter
+    from lite_cpt.run.evaluate import evaluate_adapter
 
     scores = evaluate_adapter(recipe, recipe_overrides(positional, overrides), adapter, tasks or None,
                               console=console)
@@ -299,7 +299,7 @@ def eval_command(
 @user_errors
 def report(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/tiny.")):
     """Write report.md, summary.json and plots for a run directory."""
-    from lite_cpt.report import write_report
+    from lite_cpt.results.report import write_report
 
     console.print(f"wrote {write_report(run_dir)}")
 
@@ -338,7 +338,7 @@ def compare(
 
     Example:  lite-cpt compare runs/tiny runs/tiny-nokl --arms sft,rft --metric BWT
     """
-    from lite_cpt.compare import write_comparison
+    from lite_cpt.results.compare import write_comparison
 
     chosen = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
     out_dir = out if out is not None else Path(run_dirs[0]).resolve().parent / "compare"
@@ -421,7 +421,7 @@ def bench_kernels_command(
 
     Example:  lite-cpt bench kernels --device cuda --json bench.json
     """
-    from lite_cpt.bench_kernels import bench_kernels
+    from lite_cpt.bench.kernels import bench_kernels
 
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got '{device}'")
@@ -455,7 +455,7 @@ def bench_step_command(
 
     Example:  lite-cpt bench step --json step.json --group-size 5
     """
-    from lite_cpt.bench_step import bench_shapes, bench_step
+    from lite_cpt.bench.step import bench_shapes, bench_step
     from lite_cpt.cli_render import render_bench_step
 
     given = dict(group_size=group_size, prompt_tokens=prompt_tokens, image_tokens=image_tokens,
@@ -479,7 +479,7 @@ def bench_gpu_command(
 
     Example:  lite-cpt bench gpu --json gpu.json && lite-cpt plan recipes/seven_tasks.yaml --calibration gpu.json
     """
-    from lite_cpt.bench_gpu import bench_gpu
+    from lite_cpt.bench.gpu import bench_gpu
     from lite_cpt.recipe import load_recipe
 
     from lite_cpt.cli_render import render_bench_step
@@ -509,7 +509,7 @@ def bench_update_command(
 
     Example:  lite-cpt bench update --recipe recipes/tiny.yaml --json update.json
     """
-    from lite_cpt.bench_update import bench_update
+    from lite_cpt.bench.update import bench_update
     from lite_cpt.cli_render import render_bench_update
     from lite_cpt.io import atomic_write_json
     from lite_cpt.recipe import load_recipe
@@ -536,7 +536,7 @@ def bench_prefix_command(
 
     Example:  lite-cpt bench prefix --recipe recipes/tiny.yaml --json prefix.json
     """
-    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.bench.prefix import bench_prefix
     from lite_cpt.cli_render import render_bench_prefix
     from lite_cpt.io import atomic_write_json
     from lite_cpt.recipe import load_recipe
@@ -565,7 +565,7 @@ def bench_rollout_command(
 
     Example:  lite-cpt bench rollout recipes/tiny.yaml --group-size 5 --max-new-tokens 32
     """
-    from lite_cpt.bench_rollout import bench_rollout
+    from lite_cpt.bench.rollout import bench_rollout
     from lite_cpt.recipe import load_recipe
 
     result = bench_rollout(load_recipe(recipe, overrides, check_data=False), prompts=prompts, group_size=group_size,
@@ -595,7 +595,7 @@ def bench_ray_command(
     """
     import tempfile
 
-    from lite_cpt.bench_ray import bench_ray
+    from lite_cpt.bench.ray import bench_ray
     from lite_cpt.recipe import load_recipe
 
     out = out or Path(tempfile.mkdtemp(prefix="lite-cpt-bench-ray-"))

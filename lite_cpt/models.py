@@ -17,10 +17,9 @@ import torch
 from lite_cpt.device_policy import device_policy, resolve_device
 from lite_cpt.errors import UserError
 from lite_cpt.families import Family, family_of_model, resolve_family
-from lite_cpt.integrity import sealed_directory
+from lite_cpt.run.integrity import sealed_directory
 from lite_cpt.io import explained_write
 from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
-from lite_cpt.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy  # noqa: F401 (re-exported)
 
 
 def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:
@@ -137,7 +136,7 @@ def load_base(recipe: Recipe, console=None):
     """The frozen base of a recipe: the cached trained tiny model, or a pretrained checkpoint."""
     cfg = recipe.model
     if cfg.name == "tiny":
-        from lite_cpt.tiny_base import ensure_tiny_base
+        from lite_cpt.tiny.base import ensure_tiny_base
 
         if resolve_device(cfg).type == "cpu":
             # The tiny model's matmuls are too small to split: one thread is fastest, and more

@@ -7,6 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 
+#: `evaluation.prompt` and `arms[].eval_prompt`: which prompt an arm is evaluated with (what each
+#: value means: lite_cpt.run.eval_prompt, which decides it for a run).
+EvalPrompt = Literal["trained", "cot", "direct"]
+
+
 class PromptFields(BaseModel):
     """Prompt templates of a built-in task or benchmark (a custom one has custom.prompt / cot_prompt)."""
 

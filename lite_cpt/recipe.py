@@ -20,11 +20,10 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lite_cpt.errors import UserError
-from lite_cpt.eval_prompt import EvalPrompt
-from lite_cpt.prompt_fields import PromptFields
+from lite_cpt.prompt_fields import EvalPrompt, PromptFields
 from lite_cpt.recipe_section import Section
 from lite_cpt.rl_settings import RFTConfig, RIFConfig
-from lite_cpt.sft_schedule import ScheduleFields
+from lite_cpt.train.sft_schedule import ScheduleFields
 from lite_cpt.unsloth_backend import import_unsloth_first, recipe_backend
 
 class LoraConfig(Section):

@@ -49,7 +49,7 @@ class RFTConfig(Section):
     aggregation: Literal["token-mean", "seq-mean", "micro-token-mean"] = Field(
         "token-mean", description="Loss aggregation of a step: token-mean over the mini-batch, seq-mean (mean of "
         "each rollout's token mean), or micro-token-mean: EasyR1's of the paper's period, each micro-batch of "
-        "loss_micro_batch rollouts its own token mean, divided by their count (lite_cpt/aggregation.py).",
+        "loss_micro_batch rollouts its own token mean, divided by their count (lite_cpt/train/aggregation.py).",
     )
     loss_micro_batch: int = Field(
         4, ge=1, description="Rollouts per micro-batch of micro-token-mean (EasyR1 "

@@ -1,9 +1,9 @@
 """Mutation testing of one module with mutmut, on demand (too slow for CI on 2 cores).
 
-    nice -n 10 python tests/mutate.py lite_cpt/metrics.py           # score + surviving mutants
+    nice -n 10 python tests/mutate.py lite_cpt/results/metrics.py           # score + surviving mutants
     nice -n 10 python tests/mutate.py lite_cpt/tasks/ --tests tests/test_real_tasks.py
-    python tests/mutate.py lite_cpt/rft.py --show lite_cpt.rft.x_policy_update__mutmut_12
-    nice -n 19 python tests/mutate.py lite_cpt/rft.py --sample 0    # the mutants numbered ...0
+    python tests/mutate.py lite_cpt/train/rft.py --show lite_cpt.train.rft.x_policy_update__mutmut_12
+    nice -n 19 python tests/mutate.py lite_cpt/train/rft.py --sample 0    # the mutants numbered ...0
 
 Each module is mutated in its own scratch copy of the repository under .mutation/<module>/, with
 only the tests that exercise it (MODULE_TESTS below, or --tests), so runs of different modules
@@ -31,52 +31,52 @@ MODULE_TESTS = {
     "lite_cpt/kernels/grpo_loss.py": ["tests/test_grpo_loss.py", "tests/test_properties.py"],
     "lite_cpt/kernels/fused_logprob.py": ["tests/test_fused_logprob.py"],
     "lite_cpt/kernels/backend.py": ["tests/test_fused_logprob.py", "tests/test_grpo_loss.py"],
-    "lite_cpt/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
-    "lite_cpt/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py",
+    "lite_cpt/results/metrics.py": ["tests/test_metrics.py", "tests/test_properties.py"],
+    "lite_cpt/train/sft.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py",
                         "tests/test_baselines.py::test_large_ewc_weight_keeps_parameters_near_anchor",
                         "tests/test_midphase.py::test_a_phase_resumed_from_its_checkpoint_ends_like_one_that_never_stopped",
                         "tests/test_numerics.py::test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop",
                         "tests/test_oom.py::test_an_sft_step_reaches_the_explainer_as_sft_step"],
     "lite_cpt/arms/": ["tests/test_training_behaviour.py", "tests/test_baselines.py", "tests/test_rif.py", "tests/test_structure.py"],
-    "lite_cpt/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py", "tests/test_rif.py",
+    "lite_cpt/train/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py", "tests/test_rif.py",
                         "tests/test_midphase.py", "tests/test_numerics.py"],
     "lite_cpt/arms/rif.py": ["tests/test_rif.py"],
-    "lite_cpt/continual.py": ["tests/test_run_files.py", "tests/test_bad_data.py", "tests/test_continual.py",
+    "lite_cpt/run/continual.py": ["tests/test_run_files.py", "tests/test_bad_data.py", "tests/test_continual.py",
                               "tests/test_resume.py"],
     "lite_cpt/data/loaders.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_properties.py",
                                  "tests/test_custom_tasks.py", "tests/test_bad_data.py"],
-    "lite_cpt/rollout.py": ["tests/test_sampling.py", "tests/test_generation_path.py", "tests/test_families.py",
+    "lite_cpt/train/rollout.py": ["tests/test_sampling.py", "tests/test_generation_path.py", "tests/test_families.py",
                             "tests/test_rft.py", "tests/test_oom.py"],
-    "lite_cpt/logprob.py": ["tests/test_families.py", "tests/test_reference_adapter.py", "tests/test_rft.py",
+    "lite_cpt/train/logprob.py": ["tests/test_families.py", "tests/test_reference_adapter.py", "tests/test_rft.py",
                             "tests/test_no_full_logits.py"],
-    "lite_cpt/batching.py": ["tests/test_batching.py", "tests/test_generation_path.py", "tests/test_sampling.py", "tests/test_no_full_logits.py",
+    "lite_cpt/train/batching.py": ["tests/test_batching.py", "tests/test_generation_path.py", "tests/test_sampling.py", "tests/test_no_full_logits.py",
                              "tests/test_training_behaviour.py", "tests/test_sft_loop.py", "tests/test_families.py"],
-    "lite_cpt/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_midphase.py"],
+    "lite_cpt/run/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_midphase.py"],
     "lite_cpt/planner/timeplan.py": ["tests/test_timeplan.py", "tests/test_planner.py", "tests/test_estimates.py"],
     "lite_cpt/planner/budget.py": ["tests/test_timeplan.py", "tests/test_planner.py"],
-    "lite_cpt/phase.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py", "tests/test_rft.py",
+    "lite_cpt/train/phase.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py", "tests/test_rft.py",
                           "tests/test_no_full_logits.py", "tests/test_midphase.py"],
-    "lite_cpt/integrity.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py"],
+    "lite_cpt/run/integrity.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py"],
     "lite_cpt/io.py": ["tests/test_integrity.py", "tests/test_run_files.py", "tests/test_checkpoint.py",
                        "tests/test_resume.py"],
-    "lite_cpt/reference_adapter.py": ["tests/test_reference_adapter.py", "tests/test_rft.py"],
-    "lite_cpt/stats.py": ["tests/test_stats.py", "tests/test_estimates.py", "tests/test_compare.py"],
-    "lite_cpt/compare.py": ["tests/test_compare.py"],
-    "lite_cpt/predictions.py": ["tests/test_estimates.py", "tests/test_continual.py"],
-    "lite_cpt/numerics.py": ["tests/test_numerics.py"],
-    "lite_cpt/locks.py": ["tests/test_locks.py"],
-    "lite_cpt/preemption.py": ["tests/test_preemption.py", "tests/test_midphase.py"],
+    "lite_cpt/train/reference_adapter.py": ["tests/test_reference_adapter.py", "tests/test_rft.py"],
+    "lite_cpt/results/stats.py": ["tests/test_stats.py", "tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/results/compare.py": ["tests/test_compare.py"],
+    "lite_cpt/results/predictions.py": ["tests/test_estimates.py", "tests/test_continual.py"],
+    "lite_cpt/train/numerics.py": ["tests/test_numerics.py"],
+    "lite_cpt/run/locks.py": ["tests/test_locks.py"],
+    "lite_cpt/run/preemption.py": ["tests/test_preemption.py", "tests/test_midphase.py"],
     "lite_cpt/recipe.py": ["tests/test_recipe.py", "tests/test_cli.py", "tests/test_properties.py",
                            "tests/test_custom_tasks.py", "tests/test_real_tasks.py", "tests/test_tiny.py"],
-    "lite_cpt/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
-    "lite_cpt/oom.py": ["tests/test_oom.py"],
-    "lite_cpt/estimates.py": ["tests/test_estimates.py", "tests/test_compare.py"],
-    "lite_cpt/results.py": ["tests/test_estimates.py", "tests/test_report.py", "tests/test_compare.py"],
+    "lite_cpt/results/report.py": ["tests/test_report.py", "tests/test_estimates.py", "tests/test_metrics.py"],
+    "lite_cpt/train/oom.py": ["tests/test_oom.py"],
+    "lite_cpt/results/estimates.py": ["tests/test_estimates.py", "tests/test_compare.py"],
+    "lite_cpt/results/runs.py": ["tests/test_estimates.py", "tests/test_report.py", "tests/test_compare.py"],
     "lite_cpt/seeding.py": ["tests/test_resume.py", "tests/test_rif.py", "tests/test_training_behaviour.py"],
     "lite_cpt/data/images.py": ["tests/test_batching.py", "tests/test_lazy_images.py", "tests/test_real_tasks.py",
                                 "tests/test_bad_data.py"],
-    "lite_cpt/units.py": ["tests/test_units.py", "tests/test_ray_backend.py"],
-    "lite_cpt/evaluate.py": ["tests/test_planner.py", "tests/test_continual.py", "tests/test_generation_path.py"],
+    "lite_cpt/run/units.py": ["tests/test_units.py", "tests/test_ray_backend.py"],
+    "lite_cpt/run/evaluate.py": ["tests/test_planner.py", "tests/test_continual.py", "tests/test_generation_path.py"],
     "lite_cpt/tasks/": ["tests/test_real_tasks.py", "tests/test_answer_parsing.py", "tests/test_reward_options.py",
                         "tests/test_synthetic.py", "tests/test_task_samples.py", "tests/test_custom_tasks.py"],
 }
@@ -136,13 +136,13 @@ def score(work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("module", help="a file (lite_cpt/metrics.py) or a package folder ending in / (lite_cpt/tasks/)")
+    parser.add_argument("module", help="a file (lite_cpt/results/metrics.py) or a package folder ending in / (lite_cpt/tasks/)")
     parser.add_argument("--tests", nargs="+", help="test files to run against the mutants (default: MODULE_TESTS)")
     parser.add_argument("--show", metavar="MUTANT", help="print the diff of one mutant of an earlier run")
     parser.add_argument("--sample", metavar="DIGITS",
                         help="run only the mutants whose number ends in one of these digits (05: about 1 in 5)")
     parser.add_argument("--mutants", nargs="+", metavar="PATTERN",
-                        help="run only these mutants (names or fnmatch patterns, e.g. 'lite_cpt.rft.x_grpo*')")
+                        help="run only these mutants (names or fnmatch patterns, e.g. 'lite_cpt.train.rft.x_grpo*')")
     args = parser.parse_args(argv)
     tests = args.tests or MODULE_TESTS.get(args.module, ["tests/"])
     work = scratch_copy(args.module, tests)

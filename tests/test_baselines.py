@@ -7,12 +7,12 @@ import torch
 from lite_cpt.arms import ARMS, build_arm
 from lite_cpt.arms.baselines import EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty
 from lite_cpt.errors import UserError
-from lite_cpt.phase import Knobs, Phase, examples_of, trainable_parameters
-from lite_cpt.sft import SFTHooks
+from lite_cpt.train.phase import Knobs, Phase, examples_of, trainable_parameters
+from lite_cpt.train.sft import SFTHooks
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
 from lite_cpt.tasks import TASK_TYPES
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 TASKS = ("clevr", "geometry", "pathvqa")
 

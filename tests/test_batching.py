@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import (IGNORE_INDEX, Prompt, append_tokens, balanced_bounds, collate, encode_prompts,
-                               encode_rows, fixed_calls, length_sorted_calls, tokenizer_of)
+from lite_cpt.train.batching import (IGNORE_INDEX, Prompt, append_tokens, balanced_bounds, collate, encode_prompts,
+                                     encode_rows, fixed_calls, length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The scheduling model of bench_continuous: static calls pay their longest row, refilled slots
 do not; hand-counted decode steps."""
 
-from lite_cpt.bench_continuous import CAP, continuous_steps, simulate, skewed_lengths, static_steps
+from lite_cpt.bench.continuous import CAP, continuous_steps, simulate, skewed_lengths, static_steps
 
 
 def test_static_calls_pay_their_longest_row_and_refilled_slots_do_not():

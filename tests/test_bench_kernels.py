@@ -7,7 +7,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from lite_cpt.bench_kernels import bench_kernels
+from lite_cpt.bench.kernels import bench_kernels
 from lite_cpt.errors import UserError
 
 
@@ -48,7 +48,7 @@ def test_tiny_cpu_bench_writes_json_and_table(tmp_path):
 
 
 def test_the_winner_is_the_path_with_the_least_total_time():
-    from lite_cpt.bench_kernels import winning_path
+    from lite_cpt.bench.kernels import winning_path
 
     results = [{"fused_ms": 10.0, "chunked_ms": 4.0}, {"fused_ms": 20.0, "chunked_ms": 27.0}]
     assert winning_path(results) == "tile"  # 30 ms against 31 ms

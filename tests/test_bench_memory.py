@@ -12,7 +12,7 @@ import weakref
 import pytest
 import torch
 
-from lite_cpt import bench_step
+from lite_cpt.bench import step as bench_step
 from lite_cpt.errors import UserError
 
 CUBLAS_ERROR = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
@@ -27,7 +27,7 @@ def tiny_setup(model=None):
 
 
 def test_a_cublas_allocation_failure_in_the_warm_up_is_the_phases_explained_error(monkeypatch):
-    import lite_cpt.sft
+    import lite_cpt.train.sft
 
     calls = []
 
@@ -35,7 +35,7 @@ def test_a_cublas_allocation_failure_in_the_warm_up_is_the_phases_explained_erro
         calls.append(args)
         raise RuntimeError(CUBLAS_ERROR)
 
-    monkeypatch.setattr(lite_cpt.sft, "train_sft", train_sft)
+    monkeypatch.setattr(lite_cpt.train.sft, "train_sft", train_sft)
     setup, results = tiny_setup(), {}
     bench_step._sft_phase(setup, bench_step._recorder(results, bench_step.cpu_measure, setup.model), results)
     assert len(calls) == 1  # the warm-up failed inside the guarded region; nothing was measured
@@ -98,10 +98,10 @@ def test_expandable_segments_are_set_before_the_model_is_built(monkeypatch, user
 def test_bench_gpu_frees_the_step_model_before_the_recipe_model_loads(monkeypatch):
     """The step bench's model (here held in a reference cycle, as a bitsandbytes Params4bit
     holds its module) is collected before `load_base` runs."""
-    import lite_cpt.bench_kernels
-    import lite_cpt.calibrate
+    import lite_cpt.bench.kernels
+    import lite_cpt.bench.calibrate
     import lite_cpt.models
-    from lite_cpt.bench_gpu import bench_gpu
+    from lite_cpt.bench.gpu import bench_gpu
     from lite_cpt.recipe import load_recipe
 
     class Model:
@@ -113,7 +113,7 @@ def test_bench_gpu_frees_the_step_model_before_the_recipe_model_loads(monkeypatc
     holder = [tiny_setup(step_model)]
     del step_model
     seen_at_load = []
-    monkeypatch.setattr(lite_cpt.bench_kernels, "bench_kernels", lambda **kwargs: {"kernels": "measured", "logprob_path": "tile"})
+    monkeypatch.setattr(lite_cpt.bench.kernels, "bench_kernels", lambda **kwargs: {"kernels": "measured", "logprob_path": "tile"})
     monkeypatch.setattr(bench_step, "guarded_setup", lambda model: holder.pop())
     monkeypatch.setattr(bench_step, "measure_step", lambda setup: {"phases": {}})
 
@@ -123,7 +123,7 @@ def test_bench_gpu_frees_the_step_model_before_the_recipe_model_loads(monkeypatc
 
     monkeypatch.setattr(lite_cpt.models, "load_base", load_base)
     monkeypatch.setattr(lite_cpt.models, "add_lora", lambda base, lora, gradient_checkpointing: base)
-    monkeypatch.setattr(lite_cpt.calibrate, "measure_calibration",
+    monkeypatch.setattr(lite_cpt.bench.calibrate, "measure_calibration",
                         lambda recipe, model, processor: types.SimpleNamespace(to_json=lambda: {"calibrated": True}))
     recipe = load_recipe("recipes/tiny.yaml", [], check_data=False)
     gc.disable()  # only an explicit collection may free the cycle
@@ -136,17 +136,17 @@ def test_bench_gpu_frees_the_step_model_before_the_recipe_model_loads(monkeypatc
 
 
 def test_calibration_out_of_memory_is_one_message(monkeypatch):
-    import lite_cpt.bench_kernels
-    import lite_cpt.calibrate
-    from lite_cpt.bench_gpu import bench_gpu
+    import lite_cpt.bench.kernels
+    import lite_cpt.bench.calibrate
+    from lite_cpt.bench.gpu import bench_gpu
 
-    monkeypatch.setattr(lite_cpt.bench_kernels, "bench_kernels", lambda **kwargs: {"logprob_path": "tile"})
+    monkeypatch.setattr(lite_cpt.bench.kernels, "bench_kernels", lambda **kwargs: {"logprob_path": "tile"})
     monkeypatch.setattr(bench_step, "guarded_setup", lambda model: tiny_setup())
     monkeypatch.setattr(bench_step, "measure_step", lambda setup: {"phases": {}})
 
     def measure_calibration(*args, **kwargs):
         raise RuntimeError(CUBLAS_ERROR)
 
-    monkeypatch.setattr(lite_cpt.calibrate, "measure_calibration", measure_calibration)
+    monkeypatch.setattr(lite_cpt.bench.calibrate, "measure_calibration", measure_calibration)
     with pytest.raises(UserError, match="out of GPU memory during the calibration"):
         bench_gpu(None, tiny=True)

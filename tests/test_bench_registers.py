@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lite_cpt.bench_registers import parse_ptxas
+from lite_cpt.bench.registers import parse_ptxas
 
 PTXAS_REPORT = """ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function '_logprob_fwd_kernel' for 'sm_80'
@@ -30,7 +30,7 @@ def test_the_chunked_kernels_compile_for_sm80_without_spilling(tmp_path):
     out = tmp_path / "registers.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
-    done = subprocess.run([sys.executable, "-m", "lite_cpt.bench_registers", "--path", "chunked", "--json", str(out)],
+    done = subprocess.run([sys.executable, "-m", "lite_cpt.bench.registers", "--path", "chunked", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lite_cpt.benchmark_figures import figures_path, set_figures
-from lite_cpt.evaluate import EvalSet
-from lite_cpt.report import write_report
-from lite_cpt.stats import bootstrap_figures
+from lite_cpt.results.benchmark_figures import figures_path, set_figures
+from lite_cpt.run.evaluate import EvalSet
+from lite_cpt.results.report import write_report
+from lite_cpt.results.stats import bootstrap_figures
 from lite_cpt.tasks.base import Sample
 from lite_cpt.tasks.vqa import POPETask
 
@@ -86,8 +86,8 @@ def test_bootstrap_figures_percentiles_and_undefined_figures():
 
 def test_evaluated_rows_write_their_figures_into_general_json(tmp_path, monkeypatch):
     """The continual loop's own evaluation and row writer, with generation replaced by fixed answers."""
-    import lite_cpt.continual as continual
-    from lite_cpt.predictions import BASE_PREDICTIONS
+    import lite_cpt.run.continual as continual
+    from lite_cpt.results.predictions import BASE_PREDICTIONS
     from lite_cpt.recipe import load_recipe
 
     evalset, items = pope_set()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer, load_lora_state, restore_phase
+from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer, load_lora_state, restore_phase
 from lite_cpt.errors import UserError
 from lite_cpt.io import append_jsonl, read_jsonl
 
@@ -103,7 +103,7 @@ def test_disk_full_or_permission_denied_keeps_the_previous_checkpoint(tmp_path, 
     def failing_save(obj, path, *args, **kwargs):
         raise OSError(code, words)
 
-    monkeypatch.setattr("lite_cpt.checkpoint.torch.save", failing_save)
+    monkeypatch.setattr("lite_cpt.run.checkpoint.torch.save", failing_save)
     _step(model, optimizer)
     with pytest.raises(UserError, match=f"{words}.*{good.name} is intact"):
         ckpt.save(2, optimizer, {"step": 2})
@@ -153,7 +153,7 @@ def test_a_learning_rate_schedule_is_restored_with_its_step_and_the_resume_is_lo
     path = ckpt.save(3, optimizer, {"step": 3}, scheduler=scheduler)
     _, optimizer2, ckpt2 = _setup(tmp_path)
     scheduler2 = torch.optim.lr_scheduler.LambdaLR(optimizer2, lambda step: 1.0 / (1 + step))
-    caplog.set_level("INFO", logger="lite_cpt.checkpoint")
+    caplog.set_level("INFO", logger="lite_cpt.run.checkpoint")
     assert ckpt2.restore(optimizer2, scheduler2) == {"step": 3}
     assert scheduler2.last_epoch == 3 and optimizer2.param_groups[0]["lr"] == pytest.approx(0.1 / 4)
     assert f"resuming phase 2 from {path}" in caplog.text

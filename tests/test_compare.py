@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lite_cpt.cli import app
-from lite_cpt.compare import _table, compare_runs, flatten_recipe, recipe_differences, render_comparison, write_comparison
+from lite_cpt.results.compare import _table, compare_runs, flatten_recipe, recipe_differences, render_comparison, write_comparison
 from lite_cpt.recipe import recipe_from_dict, recipe_to_yaml
 from tests.helpers import tiny_recipe
 from tests.test_estimates import BASE, RFT, SFT, write_unit

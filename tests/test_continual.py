@@ -10,16 +10,16 @@ from peft import PeftModel
 from rich.console import Console
 from transformers import AutoModelForImageTextToText
 
-from lite_cpt import continual
+from lite_cpt.run import continual
 from lite_cpt.arms.sft import SequentialSFT
-from lite_cpt.batching import encode_sft, IGNORE_INDEX
-from lite_cpt.continual import run_recipe
+from lite_cpt.train.batching import encode_sft, IGNORE_INDEX
+from lite_cpt.run.continual import run_recipe
 from lite_cpt.errors import UserError
-from lite_cpt.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
+from lite_cpt.results.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.phase import examples_of
-from lite_cpt.sft import sft_loss_sum
-from lite_cpt.tiny_base import ensure_tiny_base
+from lite_cpt.train.phase import examples_of
+from lite_cpt.train.sft import sft_loss_sum
+from lite_cpt.tiny.base import ensure_tiny_base
 from tests.helpers import tiny_recipe
 
 pytestmark = pytest.mark.slow
@@ -262,7 +262,7 @@ def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initiali
     the weights the previous arm trained."""
     from lite_cpt.models import add_lora
     from lite_cpt.recipe import LoraConfig, TinyModelConfig
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     model = add_lora(build_tiny_model(TinyModelConfig(), tiny_corpus(0))[0], LoraConfig(r=4, alpha=8))
 
@@ -343,7 +343,7 @@ def test_evaluation_sets_of_a_recipe_read_under_its_data_root_at_its_sizes_or_fe
     """What `lite-cpt eval` and the calibration evaluate: each task's and benchmark's test split
     at the recipe's size, or at most `most` items, read under data.root wherever the command runs."""
     from lite_cpt.data.fixtures import write_fixtures
-    from lite_cpt.evaluate import recipe_eval_sets
+    from lite_cpt.run.evaluate import recipe_eval_sets
 
     root = write_fixtures(tmp_path / "data", n=6, seed=0)
     raw = tiny_recipe(tmp_path, tasks=("mini_clevr",), data={"root": str(root)})
@@ -359,7 +359,7 @@ def test_evaluation_sets_of_a_recipe_read_under_its_data_root_at_its_sizes_or_fe
 def test_evaluation_prompts_keep_the_tasks_last_prompt_tokens(monkeypatch):
     from types import SimpleNamespace
 
-    from lite_cpt import evaluate
+    from lite_cpt.run import evaluate
     from lite_cpt.recipe import GenerationConfig, TaskConfig
     from lite_cpt.tasks import build_task
 

@@ -18,9 +18,9 @@ from lite_cpt.cli import app
 from lite_cpt.data.fixtures import write_fixtures
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
-from lite_cpt.phase import Example
+from lite_cpt.train.phase import Example
 from lite_cpt.recipe import BenchmarkConfig, RFTConfig, TaskConfig, load_recipe, recipe_from_dict
-from lite_cpt.rft import reward_parts
+from lite_cpt.train.rft import reward_parts
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import Sample
 from lite_cpt.tasks.scorers import METRICS, ScoreOptions

@@ -11,8 +11,8 @@ import torch
 
 from lite_cpt.device_policy import device_policy, kernel_backend
 from lite_cpt.errors import UserError
-from lite_cpt.numerics import NonFiniteGuard, backward, step_if_finite
-from lite_cpt.phase import adamw
+from lite_cpt.train.numerics import NonFiniteGuard, backward, step_if_finite
+from lite_cpt.train.phase import adamw
 from lite_cpt.recipe import ModelConfig, load_recipe
 
 
@@ -58,7 +58,7 @@ def test_cpu_keeps_fp32():
 
 def test_bf16_on_an_older_card_is_refused_before_any_data_loads(fake_gpu, monkeypatch):
     import lite_cpt.data.preflight
-    from lite_cpt.continual import run_recipe
+    from lite_cpt.run.continual import run_recipe
 
     fake_gpu("Tesla T4", (7, 5))
     loaded = []
@@ -78,24 +78,24 @@ def test_bf16_on_an_older_card_is_refused_before_any_data_loads(fake_gpu, monkey
 
 
 def test_token_logprobs_asks_for_the_torch_kernels_where_the_policy_says(monkeypatch):
-    import lite_cpt.logprob
-    from lite_cpt.batching import Prompt, encode_sft
+    import lite_cpt.train.logprob
+    from lite_cpt.train.batching import Prompt, encode_sft
     from lite_cpt.recipe import TinyModelConfig
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     seen = []
-    real = lite_cpt.logprob.fused_linear_logprob
+    real = lite_cpt.train.logprob.fused_linear_logprob
 
     def spy(*args, **kwargs):
         seen.append(kwargs["_backend"])
         return real(*args, **{**kwargs, "_backend": "auto"})
 
-    monkeypatch.setattr(lite_cpt.logprob, "fused_linear_logprob", spy)
-    monkeypatch.setattr(lite_cpt.logprob, "kernel_backend", lambda tensor: "torch" if tensor.dim() == 2 else "?")
+    monkeypatch.setattr(lite_cpt.train.logprob, "fused_linear_logprob", spy)
+    monkeypatch.setattr(lite_cpt.train.logprob, "kernel_backend", lambda tensor: "torch" if tensor.dim() == 2 else "?")
     model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     batch, labels = encode_sft(processor, [Prompt("what", (), "x")], ["yes"], max_prompt_tokens=64,
                                max_answer_tokens=4)
-    lite_cpt.logprob.token_logprobs(model, batch, labels)
+    lite_cpt.train.logprob.token_logprobs(model, batch, labels)
     assert seen == ["torch"]
 
 
@@ -129,7 +129,7 @@ def test_loss_scaling_keeps_small_fp16_gradients_that_plain_backward_loses():
 
 
 def test_an_fp16_overflow_lowers_the_scale_without_counting_as_divergence():
-    from lite_cpt.numerics import GRAD_SCALER
+    from lite_cpt.train.numerics import GRAD_SCALER
 
     model = HalfModel()
     optimizer, params = adamw(model, 1e-3, 0.0, "test")
@@ -144,7 +144,7 @@ def test_an_fp16_overflow_lowers_the_scale_without_counting_as_divergence():
 
 
 def test_bf16_and_fp32_models_have_no_scaler():
-    from lite_cpt.numerics import GRAD_SCALER
+    from lite_cpt.train.numerics import GRAD_SCALER
 
     for dtype in (torch.bfloat16, torch.float32):
         model = torch.nn.Sequential(torch.nn.Linear(2, 2).to(dtype))
@@ -153,7 +153,7 @@ def test_bf16_and_fp32_models_have_no_scaler():
 
 
 def test_bench_step_builds_its_model_in_the_policys_dtype(fake_gpu):
-    from lite_cpt.bench_step import bench_dtype
+    from lite_cpt.bench.step import bench_dtype
 
     fake_gpu("Tesla T4", (7, 5))
     assert bench_dtype(torch.device("cuda")) == torch.float16

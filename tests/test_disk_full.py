@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import lite_cpt.io as io_module
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.io import DiskFull, append_jsonl, read_jsonl
 from lite_cpt.models import save_adapter
 from tests.test_checkpoint import Adapted

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lite_cpt.estimates import arm_estimates, metric_names, paired_difference
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
-from lite_cpt.report import write_report
-from lite_cpt.results import load_run
-from lite_cpt.stats import paired_t_interval, t_interval
+from lite_cpt.results.estimates import arm_estimates, metric_names, paired_difference
+from lite_cpt.results.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.results.report import write_report
+from lite_cpt.results.runs import load_run
+from lite_cpt.results.stats import paired_t_interval, t_interval
 
 TASKS = ["a", "b"]
 
@@ -113,7 +113,7 @@ def test_report_lists_items_that_flipped_from_right_to_wrong(tmp_path):
 
 
 def test_flipped_items_are_right_before_and_wrong_after_in_order_up_to_the_limit():
-    from lite_cpt.predictions import flipped_items
+    from lite_cpt.results.predictions import flipped_items
 
     before = {"a": [{"id": "1", "score": 1.0}, {"id": "2", "score": 0.0}, {"id": "3", "score": 1.0},
                     {"id": "4", "score": 1.0}]}
@@ -250,8 +250,8 @@ def test_the_report_plots_draw_each_arms_curve_and_the_matrix_on_a_fixed_scale(t
     """What the figures hold (not their pixels): a line per sequential arm through its mean
     seen-task accuracy, y from 0 to 1 with each step labelled by its task; the heatmap coloured on
     [0, 1] whatever the scores."""
-    import lite_cpt.report as report_module
-    from lite_cpt.metrics import seen_task_average
+    import lite_cpt.results.report as report_module
+    from lite_cpt.results.metrics import seen_task_average
 
     drawn = {}
     monkeypatch.setattr(report_module, "_png_bytes", lambda figure: drawn.setdefault(len(drawn), figure) and b"png")
@@ -274,7 +274,7 @@ def test_the_report_plots_draw_each_arms_curve_and_the_matrix_on_a_fixed_scale(t
 
 
 def _arm(R, G=None, joint=False, benchmarks=("g",)) -> "ArmResult":
-    from lite_cpt.results import ArmResult
+    from lite_cpt.results.runs import ArmResult
 
     R = np.asarray(R, dtype=float)
     return ArmResult("x", [f"t{j}" for j in range(R.shape[1])], R, {}, list(benchmarks),
@@ -282,7 +282,7 @@ def _arm(R, G=None, joint=False, benchmarks=("g",)) -> "ArmResult":
 
 
 def test_unit_values_of_joint_partial_and_base_only_arms_by_hand():
-    from lite_cpt.estimates import unit_value
+    from lite_cpt.results.estimates import unit_value
 
     joint = _arm([[0.0, 0.5], [0.5, 1.0]], G=[[0.5], [0.25]], joint=True)
     assert unit_value(joint, "ACC") == 0.75 and unit_value(joint, "BWT") is None  # the joint row's mean
@@ -295,7 +295,7 @@ def test_unit_values_of_joint_partial_and_base_only_arms_by_hand():
 
 
 def test_with_no_finished_seed_the_most_advanced_unit_is_shown_with_its_seed():
-    from lite_cpt.estimates import arm_estimates, units_for_estimates
+    from lite_cpt.results.estimates import arm_estimates, units_for_estimates
 
     behind = _arm([[0.0, 0.5, 0.5]])
     ahead = _arm([[0.0, 0.5, 0.5], [1.0, 0.5, 0.5]])
@@ -306,7 +306,7 @@ def test_with_no_finished_seed_the_most_advanced_unit_is_shown_with_its_seed():
 
 def test_saved_matrices_and_recipes_are_read_strictly(tmp_path):
     from lite_cpt.errors import UserError
-    from lite_cpt.results import load_accuracy_matrix, recipe_seeds
+    from lite_cpt.results.runs import load_accuracy_matrix, recipe_seeds
 
     path = tmp_path / "matrix.json"
     path.write_text(json.dumps({"tasks": ["a", 2], "R": [[0.0, 0.0]]}))
@@ -317,7 +317,7 @@ def test_saved_matrices_and_recipes_are_read_strictly(tmp_path):
 
 
 def test_a_seed_the_recipe_asks_for_and_never_started_is_missing(tmp_path):
-    from lite_cpt.results import load_run
+    from lite_cpt.results.runs import load_run
 
     run = make_seeded_run(tmp_path, seeds=(0, 4))
     write_unit(run / "seed_0", "sft", SFT)

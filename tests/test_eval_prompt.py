@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lite_cpt import continual, evaluate
-from lite_cpt.continual import run_recipe
-from lite_cpt.eval_prompt import arm_eval_cot, base_files
+from lite_cpt.run import continual, evaluate
+from lite_cpt.run.continual import run_recipe
+from lite_cpt.run.eval_prompt import arm_eval_cot, base_files
 from lite_cpt.recipe import load_recipe, recipe_from_dict
 from lite_cpt.tasks.base import COT_INSTRUCTION
 from tests.helpers import tiny_recipe

@@ -8,20 +8,20 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from lite_cpt.batching import Prompt, chat_text, encode_prompts, encode_sft
-from lite_cpt.continual import run_recipe
+from lite_cpt.train.batching import Prompt, chat_text, encode_prompts, encode_sft
+from lite_cpt.run.continual import run_recipe
 from lite_cpt.data.synthetic import generate
 from lite_cpt.errors import UserError
 from lite_cpt.families import FAMILIES, family_of_model, resolve_family
 from lite_cpt.families.qwen3_vl import QWEN3_VL_8B, QWEN3_VL_8B_CONFIG
 from lite_cpt.families.text import QWEN25_7B
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora, load_processor
 from lite_cpt.planner import parameter_counts, plan, resolve_shape, total_parameters
 from lite_cpt.planner.shapes import linear_module_names, lora_layout, shape_from_hf_config
 from lite_cpt.recipe import LoraConfig, ModelConfig, TinyModelConfig, load_recipe, recipe_from_dict
-from lite_cpt.rollout import Sampling, generate_completions
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.train.rollout import Sampling, generate_completions
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe
 
 FAMILY_NAMES = ["qwen2_5_vl", "qwen3_vl", "text"]
@@ -122,7 +122,7 @@ def test_image_tokens_follow_the_familys_patch_and_merge(tiny):
 
 def test_tiny_models_reload_with_the_familys_auto_class(tiny, tmp_path):
     from lite_cpt.models import load_pretrained
-    from lite_cpt.tiny import save_tiny_model
+    from lite_cpt.tiny.model import save_tiny_model
 
     name, model, processor = tiny
     path = save_tiny_model(model, processor, tmp_path / name)
@@ -214,7 +214,7 @@ RUNS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(RUNS))
 def test_tiny_recipe_runs_end_to_end_on_the_familys_tiny_model(family, tmp_path):
-    from lite_cpt.tiny_base import ensure_tiny_base
+    from lite_cpt.tiny.base import ensure_tiny_base
 
     spec = RUNS[family]
     raw = tiny_recipe(tmp_path, arms=RUN_ARMS, tasks=spec["tasks"], name=family)

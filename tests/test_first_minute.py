@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lite_cpt.cli import app
 from lite_cpt.errors import UserError
-from lite_cpt.locks import UnitLocked, unit_lock
+from lite_cpt.run.locks import UnitLocked, unit_lock
 from lite_cpt.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_nf4_without_cuda_is_said_before_anything_about_data(tmp_path):
 
 
 def test_a_second_run_on_a_locked_unit_is_refused_before_the_model_loads(tmp_path, monkeypatch):
-    from lite_cpt import continual
+    from lite_cpt.run import continual
 
     def load_base(*args, **kwargs):
         raise AssertionError("the model was loaded before the lock was taken")
@@ -76,7 +76,7 @@ def test_a_second_run_on_a_locked_unit_is_refused_before_the_model_loads(tmp_pat
 
 
 def test_the_lock_taken_ahead_is_adopted_by_the_unit_and_released(tmp_path):
-    from lite_cpt.locks import units_locked_ahead
+    from lite_cpt.run.locks import units_locked_ahead
 
     unit = tmp_path / "run" / "sft"
     with units_locked_ahead([unit]):
@@ -106,7 +106,7 @@ def _plan_lines(calibration):
 
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.recipe import recipe_from_dict
-    from lite_cpt.run_time_plan import prediction_record, say_time_plan
+    from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
     from tests.helpers import tiny_recipe
 
     recipe = recipe_from_dict(tiny_recipe(Path("/nonexistent")))
@@ -143,7 +143,7 @@ def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
     from rich.console import Console
 
     from lite_cpt.recipe import recipe_from_dict
-    from lite_cpt.tiny_base import _build_tiny_base
+    from lite_cpt.tiny.base import _build_tiny_base
     from tests.helpers import tiny_recipe
 
     raw = tiny_recipe(tmp_path)

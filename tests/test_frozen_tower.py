@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import Prompt, encode_sft
+from lite_cpt.train.batching import Prompt, encode_sft
 from lite_cpt.families.base import ModelShape
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 #: A Qwen2.5-VL small enough to build in a moment, with the bench tokenizer's vocabulary.
 SMALL_SHAPE = ModelShape(
@@ -79,7 +79,7 @@ def test_a_training_step_does_not_backpropagate_into_the_vision_tower():
 def test_the_bench_model_hooks_no_embedding_either():
     """`bench step` builds its model with the run's checkpointing setup: no forward hook on the
     vision patch embedding (nor on the text embeddings: non-reentrant checkpointing needs none)."""
-    from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
+    from lite_cpt.bench.step import bench_config, bench_processor, build_random_model
 
     processor = bench_processor(4)
     config = bench_config(SMALL_SHAPE, processor)

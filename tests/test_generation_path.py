@@ -10,19 +10,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lite_cpt.batching import Prompt, collate_prompts, encode_prompts, length_sorted_calls, to_device
+from lite_cpt.train.batching import Prompt, collate_prompts, encode_prompts, length_sorted_calls, to_device
 from lite_cpt.cli import app
 from lite_cpt.data.synthetic import generate
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
-from lite_cpt.rollout import (
+from lite_cpt.train.rollout import (
     Sampling,
     generate_completions,
     neutral_generation_config,
     shared_prefill,
     vision_token_ids,
 )
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe, write_recipe
 
 

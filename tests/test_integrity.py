@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lite_cpt.integrity import (MANIFEST, remove_stale_temporaries, sealed_directory, verify_directory,
+from lite_cpt.run.integrity import (MANIFEST, remove_stale_temporaries, sealed_directory, verify_directory,
                                 write_manifest)
 from lite_cpt.io import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
 

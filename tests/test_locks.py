@@ -11,13 +11,13 @@ import textwrap
 
 import pytest
 
-from lite_cpt.locks import UnitLocked, lock_holder, unit_lock
+from lite_cpt.run.locks import UnitLocked, lock_holder, unit_lock
 
 
 def _hold_in_child(unit_dir):
     code = textwrap.dedent(f"""
         import sys, time
-        from lite_cpt.locks import unit_lock
+        from lite_cpt.run.locks import unit_lock
         with unit_lock({str(unit_dir)!r}):
             print("held", flush=True)
             time.sleep(120)
@@ -66,7 +66,7 @@ def test_waiting_lock_lets_one_process_build_and_the_others_reuse(tmp_path):
     import threading
     import time
 
-    from lite_cpt.locks import waiting_lock
+    from lite_cpt.run.locks import waiting_lock
 
     built, order = tmp_path / "built", []
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lite_cpt.metrics import (
+from lite_cpt.results.metrics import (
     accuracy_matrix,
     average_forgetting,
     backward_transfer,
@@ -143,7 +143,7 @@ def test_forgetting_is_negative_when_every_earlier_task_ends_above_its_best():
 
 
 def test_joint_arm_reports_acc_only_and_nothing_before_it_finishes():
-    from lite_cpt.report import ArmResult
+    from lite_cpt.results.report import ArmResult
 
     finished = ArmResult(name="multitask_sft", tasks=["a", "b", "c"], R=np.array([[0.1, 0.2, 0.3], [0.5, 0.7, 0.9]]),
                          cost={}, joint=True)

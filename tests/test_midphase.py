@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lite_cpt.rft as rft_module
-import lite_cpt.sft as sft_module
-from lite_cpt.checkpoint import CheckpointPolicy, PhaseCheckpointer
-from lite_cpt.continual import reset_adapter
+import lite_cpt.train.rft as rft_module
+import lite_cpt.train.sft as sft_module
+from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.io import append_jsonl, read_jsonl
-from lite_cpt.phase import Phase
-from lite_cpt.preemption import Preempted, preemption_handlers, request_stop, stop_deferred
+from lite_cpt.train.phase import Phase
+from lite_cpt.run.preemption import Preempted, preemption_handlers, request_stop, stop_deferred
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.rft import train_rft
-from lite_cpt.sft import train_sft
+from lite_cpt.train.rft import train_rft
+from lite_cpt.train.sft import train_sft
 from tests.test_rft import KNOBS, arm_config, lora_params, tiny, vowel_examples  # noqa: F401
 
 TIMING = {"seconds", "step_seconds"}

@@ -5,14 +5,14 @@ model's lm_head module is never called outside generation."""
 import pytest
 import torch
 
-from lite_cpt import rft
-from lite_cpt.batching import encode_prompts
+from lite_cpt.train import rft
+from lite_cpt.train.batching import encode_prompts
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
-from lite_cpt.phase import Knobs, Phase, examples_of
-from lite_cpt.sft import train_sft
+from lite_cpt.train.phase import Knobs, Phase, examples_of
+from lite_cpt.train.sft import train_sft
 from lite_cpt.tasks import TASK_TYPES
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 
 @pytest.fixture(scope="module")

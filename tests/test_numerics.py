@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lite_cpt.numerics import NonFiniteGuard, NonFiniteTraining
+from lite_cpt.train.numerics import NonFiniteGuard, NonFiniteTraining
 
 
 def test_guard_counts_skips_and_stops_after_the_limit_with_the_knobs():
@@ -43,7 +43,7 @@ def test_weights_past_the_limit_or_not_finite_stop_with_the_update_and_the_knobs
 
 
 def test_sampling_on_non_finite_probabilities_is_the_divergence_message():
-    from lite_cpt.numerics import sampling_guard
+    from lite_cpt.train.numerics import sampling_guard
 
     with pytest.raises(NonFiniteTraining, match="sampling the rollouts of update 3 met non-finite probabilities"):
         with sampling_guard(3):
@@ -62,7 +62,7 @@ def _rft(rewards, stds=None, tokens=None):
 
 
 def test_a_flat_phase_is_named_and_a_moving_or_short_one_is_not():
-    from lite_cpt.numerics import flat_phase
+    from lite_cpt.train.numerics import flat_phase
 
     assert flat_phase(_sft([6.240275859832764] * 3)) == "the loss stayed at 6.24 over all 3 updates"
     assert flat_phase(_sft([4.84, 6.24, 6.24])) is None
@@ -79,13 +79,13 @@ def test_a_flat_phase_is_named_and_a_moving_or_short_one_is_not():
 
 import math  # noqa: E402
 
-import lite_cpt.rft as rft_module  # noqa: E402
-import lite_cpt.sft as sft_module  # noqa: E402
-from lite_cpt.continual import reset_adapter  # noqa: E402
-from lite_cpt.phase import Phase  # noqa: E402
+import lite_cpt.train.rft as rft_module  # noqa: E402
+import lite_cpt.train.sft as sft_module  # noqa: E402
+from lite_cpt.run.continual import reset_adapter  # noqa: E402
+from lite_cpt.train.phase import Phase  # noqa: E402
 from lite_cpt.recipe import ArmConfig  # noqa: E402
-from lite_cpt.rft import train_rft  # noqa: E402
-from lite_cpt.sft import train_sft  # noqa: E402
+from lite_cpt.train.rft import train_rft  # noqa: E402
+from lite_cpt.train.sft import train_sft  # noqa: E402
 from tests.test_rft import KNOBS, arm_config, lora_params, policy, tiny, vowel_examples  # noqa: E402,F401
 
 

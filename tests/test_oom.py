@@ -5,7 +5,7 @@ import torch
 
 from lite_cpt.errors import UserError
 from lite_cpt.planner import plan
-from lite_cpt.oom import explain_oom, is_oom, oom_advice
+from lite_cpt.train.oom import explain_oom, is_oom, oom_advice
 from lite_cpt.recipe import recipe_from_dict
 
 RECIPE = recipe_from_dict({
@@ -89,9 +89,9 @@ def _guard(arm: str):
     ("accumulate_policy_gradient", "grpo_step"),
 ])
 def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monkeypatch, failing, step):
-    from lite_cpt import rft as rft_module
-    from lite_cpt.phase import Example, Knobs, Phase
-    from lite_cpt.rollout import Completions
+    from lite_cpt.train import rft as rft_module
+    from lite_cpt.train.phase import Example, Knobs, Phase
+    from lite_cpt.train.rollout import Completions
     from lite_cpt.tasks import TASK_TYPES
     from lite_cpt.tasks.base import Sample
 
@@ -123,8 +123,8 @@ def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monk
 
 
 def test_an_sft_step_reaches_the_explainer_as_sft_step(monkeypatch):
-    from lite_cpt import sft as sft_module
-    from lite_cpt.phase import Knobs, Phase
+    from lite_cpt.train import sft as sft_module
+    from lite_cpt.train.phase import Knobs, Phase
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)

@@ -256,7 +256,7 @@ TEST_SHAPE = ModelShape(
 
 
 def test_bench_step_needs_cuda(monkeypatch):
-    from lite_cpt.bench_step import bench_step
+    from lite_cpt.bench.step import bench_step
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="bench step needs a CUDA GPU"):
@@ -264,7 +264,7 @@ def test_bench_step_needs_cuda(monkeypatch):
 
 
 def test_bench_plan_uses_the_seven_b_shapes():
-    from lite_cpt.bench_step import bench_recipe, planned
+    from lite_cpt.bench.step import bench_recipe, planned
 
     estimate = planned(bench_recipe("7b"))
     assert set(estimate) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
@@ -284,10 +284,10 @@ def one_thread():
 def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     """Every measured phase is the run's own function (spied on), on prompts of the asked
     length and rollouts of the full answer length, with every rollout trained."""
-    import lite_cpt.evaluate
-    import lite_cpt.rft
-    import lite_cpt.sft
-    from lite_cpt.bench_step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
+    import lite_cpt.run.evaluate
+    import lite_cpt.train.rft
+    import lite_cpt.train.sft
+    from lite_cpt.bench.step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
 
     calls: dict[str, list] = {}
 
@@ -301,9 +301,9 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
 
         monkeypatch.setattr(module, name, wrapper)
 
-    for module, name in ((lite_cpt.sft, "train_sft"), (lite_cpt.rft, "generate_rollouts"),
-                         (lite_cpt.rft, "prepare_mini_batches"), (lite_cpt.rft, "policy_update"),
-                         (lite_cpt.evaluate, "evaluate_sets")):
+    for module, name in ((lite_cpt.train.sft, "train_sft"), (lite_cpt.train.rft, "generate_rollouts"),
+                         (lite_cpt.train.rft, "prepare_mini_batches"), (lite_cpt.train.rft, "policy_update"),
+                         (lite_cpt.run.evaluate, "evaluate_sets")):
         spy(module, name)
     setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))
     results = run_bench_phases(setup, cpu_measure)
@@ -316,7 +316,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     assert calls["policy_update"][0]["updated"] and results["grpo_step"]["tokens"] == sum(
         len(ids) for ids in rollouts.token_ids)
     assert results["evaluation"]["prompts"] == 3
-    from lite_cpt.batching import encode_prompts
+    from lite_cpt.train.batching import encode_prompts
 
     lengths = [int(encode_prompts(setup.processor, [e.prompt(cot=True)])["attention_mask"].sum())
                for e in setup.examples]
@@ -327,9 +327,9 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    from lite_cpt.batching import encode_sft, to_device
-    from lite_cpt.bench_step import bench_config, bench_processor, build_random_model
-    from lite_cpt.logprob import token_logprobs
+    from lite_cpt.train.batching import encode_sft, to_device
+    from lite_cpt.bench.step import bench_config, bench_processor, build_random_model
+    from lite_cpt.train.logprob import token_logprobs
 
     processor = bench_processor(4)
     config = bench_config(dataclasses.replace(TEST_SHAPE, vocab=1024), processor)
@@ -341,7 +341,7 @@ def test_bench_model_quantises_language_linears_to_nf4(one_thread):
     assert not isinstance(modules["base_model.model.model.visual.blocks.0.mlp.down_proj"], bnb.nn.Linear4bit)
     from PIL import Image
 
-    from lite_cpt.batching import Prompt
+    from lite_cpt.train.batching import Prompt
 
     batch, labels = encode_sft(processor, [Prompt("what is it", (Image.new("RGB", (56, 56), "red"),), "x")],
                                ["a red square"], max_prompt_tokens=256, max_answer_tokens=16)
@@ -387,7 +387,7 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
 
 
 def test_evaluation_runs_at_the_planned_batch():
-    from lite_cpt.evaluate import planned_generation
+    from lite_cpt.run.evaluate import planned_generation
 
     auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
     pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=12))

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from lite_cpt.preemption import Preempted, preemption_handlers, requested_by, stop_deferred, stop_requested
+from lite_cpt.run.preemption import Preempted, preemption_handlers, requested_by, stop_deferred, stop_requested
 
 
 def test_signal_during_training_only_requests_a_stop():
@@ -48,9 +48,9 @@ def test_second_signal_exits_at_once():
 def test_run_command_turns_preempted_into_exit_75_and_the_resume_command(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import lite_cpt.continual
+    import lite_cpt.run.continual
     from lite_cpt.cli import app
-    from lite_cpt.preemption import PREEMPTED_EXIT_CODE
+    from lite_cpt.run.preemption import PREEMPTED_EXIT_CODE
     from tests.helpers import tiny_recipe, write_recipe
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path))
@@ -58,7 +58,7 @@ def test_run_command_turns_preempted_into_exit_75_and_the_resume_command(tmp_pat
     def preempted(*args, **kwargs):
         raise Preempted("SIGTERM outside training")
 
-    monkeypatch.setattr(lite_cpt.continual, "run_recipe", preempted)
+    monkeypatch.setattr(lite_cpt.run.continual, "run_recipe", preempted)
     monkeypatch.setattr("sys.argv", ["lite-cpt", "run", str(recipe)])
     result = CliRunner().invoke(app, ["run", str(recipe)])
     assert result.exit_code == PREEMPTED_EXIT_CODE
@@ -73,7 +73,7 @@ class _Exited(Exception):
 def test_the_second_signal_exits_with_128_plus_its_number(monkeypatch):
     """In process (the forked version above is out of reach of coverage tools): the first
     SIGTERM is deferred, the second exits with 143 through os._exit (no cleanup to wait for)."""
-    import lite_cpt.preemption as preemption
+    import lite_cpt.run.preemption as preemption
 
     class QuietOs:  # the module's os, whose exit is caught and whose messages go nowhere
         def __getattr__(self, name):
@@ -98,7 +98,7 @@ def test_the_second_signal_exits_with_128_plus_its_number(monkeypatch):
 @pytest.mark.parametrize("argv0, program", [("/venv/bin/lite-cpt", "lite-cpt"), ("/src/lite_cpt/cli.py", "lite-cpt"),
                                             ("/usr/lib/python3/lite_cpt/__main__.py", "lite-cpt"), ("lcpt", "lcpt")])
 def test_the_resume_command_is_the_command_that_was_run(monkeypatch, argv0, program):
-    from lite_cpt.preemption import resume_command
+    from lite_cpt.run.preemption import resume_command
 
     monkeypatch.setattr("sys.argv", [argv0, "run", "recipes/my run.yaml", "--arm", "rft"])
     assert resume_command() == f"{program} run 'recipes/my run.yaml' --arm rft"

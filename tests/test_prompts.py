@@ -3,9 +3,9 @@
 import pytest
 
 from lite_cpt.errors import UserError
-from lite_cpt.phase import Example
+from lite_cpt.train.phase import Example
 from lite_cpt.recipe import RFTConfig, TaskConfig, load_recipe, recipe_from_dict
-from lite_cpt.rft import reward_parts
+from lite_cpt.train.rft import reward_parts
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, build_task
 
 # The published format prompts of hiyouga/EasyR1 at 58a2c95 (2025-06-27), verbatim.

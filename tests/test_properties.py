@@ -20,7 +20,7 @@ from lite_cpt.kernels import (
     remax_advantages,
     rloo_advantages,
 )
-from lite_cpt.metrics import (
+from lite_cpt.results.metrics import (
     average_forgetting,
     backward_transfer,
     final_accuracy,

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lite_cpt import ray_backend
+from lite_cpt.run import ray_backend
 
 # Ray reads its loopback switch when imported: set it first, as `lite-cpt ... --ray` does.
 os.environ.update(ray_backend.LOCAL_CLUSTER_ENV)
 import ray  # noqa: E402  (the dev extra installs it, so these tests run in CI)
 
-from lite_cpt.continual import run_recipe  # noqa: E402
+from lite_cpt.run.continual import run_recipe  # noqa: E402
 from lite_cpt.recipe import recipe_from_dict  # noqa: E402
-from lite_cpt.units import plan_units  # noqa: E402
+from lite_cpt.run.units import plan_units  # noqa: E402
 from lite_cpt.cli import app  # noqa: E402
 from tests.helpers import tiny_recipe, write_recipe  # noqa: E402
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from lite_cpt.errors import UserError
-from lite_cpt.report import write_report
+from lite_cpt.results.report import write_report
 
 TASKS = ["scienceqa", "textvqa", "vizwiz"]
 
@@ -169,7 +169,7 @@ def test_bad_inputs_are_user_errors(tmp_path):
 
 
 def test_phase_seconds_sum_predicted_and_measured_per_phase():
-    from lite_cpt.results import phase_seconds
+    from lite_cpt.results.runs import phase_seconds
 
     events = [
         {"predicted_seconds": {"rollout": 2.0, "grpo_step": 1.0, "evaluation": 3.0, "train": 3.0},
@@ -187,7 +187,7 @@ def test_phase_seconds_sum_predicted_and_measured_per_phase():
 
 
 def test_predictions_of_another_device_are_not_set_beside_measured_seconds():
-    from lite_cpt.results import compute_cost, phase_seconds
+    from lite_cpt.results.runs import compute_cost, phase_seconds
 
     measured = {"predicted_seconds": {"sft_step": 9.0, "train": 9.0, "evaluation": 3.0},
                 "phase_seconds": {"sft_step": 0.1}, "eval_seconds": 0.05, "train_seconds": 0.1}

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import lite_cpt.continual as continual
-from lite_cpt.continual import run_recipe
+import lite_cpt.run.continual as continual
+from lite_cpt.run.continual import run_recipe
 from lite_cpt.io import read_jsonl
-from lite_cpt.metrics import summarize
+from lite_cpt.results.metrics import summarize
 from lite_cpt.recipe import recipe_from_dict
 from tests.helpers import tiny_recipe
 
@@ -131,7 +131,7 @@ def test_a_kill_during_training_resumes_from_the_last_finished_task(reference_ru
 def test_every_arm_and_task_trains_from_its_own_seed(tmp_path, monkeypatch):
     """Phase seeds come from (run seed, arm, task): distinct across arms and tasks, and the same
     in a second process (here: a second run of the same recipe into another directory)."""
-    from lite_cpt.phase import PhaseStats
+    from lite_cpt.train.phase import PhaseStats
 
     seeds: list[tuple[str, int, int]] = []
     build = continual.build_arm

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-import lite_cpt.rft as rft_module
+import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
 from lite_cpt.arms.rl import JointRFT, SequentialRFT
-from lite_cpt.phase import Example, Knobs, Phase
-from lite_cpt.continual import reset_adapter
+from lite_cpt.train.phase import Example, Knobs, Phase
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
-from lite_cpt.rft import (
+from lite_cpt.train.rft import (
     Rollouts,
     accumulate_policy_gradient,
     compute_advantages,
@@ -26,10 +26,10 @@ from lite_cpt.rft import (
     rft_reward,
     train_rft,
 )
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 VOWELS = "aeiou"
 KNOBS = Knobs(micro_batch_size=8, logprob_chunk=None, rollout_batch_size=8)  # train_rft's former defaults

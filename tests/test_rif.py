@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-import lite_cpt.rft as rft_module
+import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
 from lite_cpt.arms.rif import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
-from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.rft import Rollouts
-from lite_cpt.rollout import Completions
+from lite_cpt.train.rft import Rollouts
+from lite_cpt.train.rollout import Completions
 from lite_cpt.tasks.base import Sample, Task, exact_match
 
 TOKENS_PER_ANSWER = 3  # every scripted answer is three tokens long

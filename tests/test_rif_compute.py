@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lite_cpt.arms import build_arm
-from lite_cpt.rif_budget import compute_matched_updates
+from lite_cpt.train.rif_budget import compute_matched_updates
 from lite_cpt.recipe import ArmConfig, load_recipe
 from tests.test_rif import phase, scripted_examples, scripted_policy, trained_batches  # noqa: F401
 

@@ -12,8 +12,8 @@ import pytest
 
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import load_recipe
-from lite_cpt.rollout import Completions, Sampling, generate_completions, rollout_engine
-from lite_cpt.vllm_backend import engine_for, import_vllm, longest_sequence, lora_rank_bucket, pixel_budget
+from lite_cpt.train.rollout import Completions, Sampling, generate_completions, rollout_engine
+from lite_cpt.train.vllm_backend import engine_for, import_vllm, longest_sequence, lora_rank_bucket, pixel_budget
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

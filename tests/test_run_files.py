@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import yaml
 
-from lite_cpt import continual
-from lite_cpt.integrity import write_manifest
+from lite_cpt.run import continual
+from lite_cpt.run.integrity import write_manifest
 from lite_cpt.io import append_jsonl, atomic_write_json, read_jsonl
 from lite_cpt.recipe import recipe_from_dict
 from tests.helpers import tiny_recipe

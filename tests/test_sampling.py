@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lite_cpt.batching import Prompt
+from lite_cpt.train.batching import Prompt
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.rollout import Sampling, StopTokens, generate_completions, sampling_settings
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.train.rollout import Sampling, StopTokens, generate_completions, sampling_settings
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-import lite_cpt.sft as sft_module
-from lite_cpt.phase import Example, Knobs, Phase
+import lite_cpt.train.sft as sft_module
+from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.sft import SFTHooks, train_sft
+from lite_cpt.train.sft import SFTHooks, train_sft
 from lite_cpt.tasks.base import Sample, Task
 
 

@@ -8,10 +8,10 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from lite_cpt.errors import UserError
-from lite_cpt.phase import Knobs, Phase
+from lite_cpt.train.phase import Knobs, Phase
 from lite_cpt.recipe import ArmConfig, load_recipe, recipe_from_dict
-from lite_cpt.sft import train_sft
-from lite_cpt.sft_schedule import lr_factor, warmup_steps
+from lite_cpt.train.sft import train_sft
+from lite_cpt.train.sft_schedule import lr_factor, warmup_steps
 from tests.test_rft import policy, tiny, vowel_examples  # noqa: F401
 
 

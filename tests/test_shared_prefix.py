@@ -6,16 +6,16 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import Prompt, collate, encode_rows, tokenizer_of
-from lite_cpt.continual import reset_adapter
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.batching import Prompt, collate, encode_rows, tokenizer_of
+from lite_cpt.run.continual import reset_adapter
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
-from lite_cpt.phase import Knobs, Phase
+from lite_cpt.train.phase import Knobs, Phase
 from lite_cpt.recipe import LoraConfig, TinyModelConfig
-from lite_cpt.rft import policy_update
-from lite_cpt.shared_prefix import (encode_groups, pack_groups, packed_token_logprobs, shared_prefix_mask,
+from lite_cpt.train.rft import policy_update
+from lite_cpt.train.shared_prefix import (encode_groups, pack_groups, packed_token_logprobs, shared_prefix_mask,
                                     split_group)
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 FAMILIES = ["qwen2_5_vl", "qwen3_vl", "text"]
 

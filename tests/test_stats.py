@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lite_cpt.metrics import backward_transfer
-from lite_cpt.stats import Interval, bootstrap_interval, bootstrap_intervals, paired_t_interval, t_interval
+from lite_cpt.results.metrics import backward_transfer
+from lite_cpt.results.stats import Interval, bootstrap_interval, bootstrap_intervals, paired_t_interval, t_interval
 
 # Student t quantiles t_{0.975, df} from printed tables.
 T975 = {1: 12.706204736, 2: 4.302652730, 4: 2.776445105}

@@ -1,6 +1,6 @@
-"""The package's shape stays as the README describes it: no import cycle among its modules,
-no function over 60 lines or 8 parameters outside the kernels, one arm registry, and no runtime
-dependency that nothing uses."""
+"""The package's shape stays as the README describes it: packages that show the pipeline around a
+small root, no import cycle among its modules, no function over 60 lines or 8 parameters outside
+the kernels, one arm registry, and no runtime dependency that nothing uses."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import lite_cpt
 from lite_cpt.arms import ARMS, KINDS, arm_names
 from lite_cpt.arms.base import ArmMethod
-from lite_cpt.phase import PHASES
+from lite_cpt.train.phase import PHASES
 
 PACKAGE = Path(lite_cpt.__file__).parent
 MAX_LINES = 60
@@ -100,7 +100,7 @@ def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "lite_cpt.arms_declared" in graph["lite_cpt.recipe"]  # a function-level import
     assert "lite_cpt.arms" in graph["lite_cpt.arms_declared"]  # one inside an `if`
-    assert "lite_cpt.recipe" not in graph["lite_cpt.rft"]  # only under TYPE_CHECKING
+    assert "lite_cpt.recipe" not in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
     assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # `from lite_cpt.tasks import mini`
     assert {"lite_cpt.arms.rl", "lite_cpt.arms.sft"} <= graph["lite_cpt.arms"]
 
@@ -168,6 +168,79 @@ def test_every_subpackage_is_listed_for_installation():
     found = {".".join(["lite_cpt", *init.parent.relative_to(PACKAGE).parts])
              for init in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"
+
+
+#: The package's root: the CLI, the recipe and its parts, and what every package below shares.
+#: A new module goes into the package of its stage (docs/architecture.md), not here.
+ROOT_MODULES = {
+    "__init__", "cli", "cli_render",
+    "recipe", "recipe_section", "rl_settings", "prompt_fields", "arms_declared", "recipe_docs",
+    "models", "unsloth_backend", "device_policy", "device_names",
+    "errors", "io", "seeding", "progress",
+}
+
+#: The pipeline's packages (recipe -> data -> train -> run -> results, benchmarks apart) and
+#: modules each must hold.
+PIPELINE_PACKAGES = {
+    "train": {"sft", "rft", "rollout", "rollout_batch", "logprob", "shared_prefix", "phase", "batching",
+              "reference_adapter", "aggregation", "truncation", "sft_schedule", "numerics", "vision_cache", "oom"},
+    "run": {"continual", "units", "ray_backend", "evaluate", "checkpoint", "locks", "preemption", "saved_rows",
+            "artefacts", "integrity", "run_time_plan", "eval_prompt"},
+    "results": {"runs", "metrics", "stats", "estimates", "predictions", "report", "compare", "consistency",
+                "benchmark_figures"},
+    "bench": {"gpu", "step", "build", "kernels", "registers", "update", "rollout", "prefix", "vision", "ray",
+              "calibrate"},
+    "tracking": {"tracker", "backends", "scalars", "wandb_files"},
+    "tiny": {"model", "base", "fingerprint", "tables"},
+}
+
+
+def test_the_package_root_holds_only_the_cli_the_recipe_and_the_shared_modules():
+    root = {path.stem for path in PACKAGE.glob("*.py")}
+    assert root - ROOT_MODULES == set(), "put these in the package of their stage (docs/architecture.md)"
+    assert ROOT_MODULES - root == set(), "listed as root modules but missing"
+    assert len(root) <= 17
+
+
+def test_each_stage_of_the_pipeline_is_a_package_holding_its_modules():
+    for package, modules in PIPELINE_PACKAGES.items():
+        folder = PACKAGE / package
+        assert (folder / "__init__.py").is_file(), package
+        held = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+        assert modules <= held, f"{package}/ lacks {sorted(modules - held)}"
+        assert not (PACKAGE / f"{package}.py").exists(), f"a module cannot share its package's name: {package}"
+
+
+def test_every_benchmark_and_the_calibration_sit_in_bench():
+    stray = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                   if path.stem.startswith("bench_") or (path.stem == "calibrate" and path.parent.name != "bench"))
+    assert stray == []
+
+
+def _importers(graph: dict[str, set[str]], package: str) -> set[str]:
+    """The modules outside lite_cpt.<package> that import a module of it."""
+    inside = f"lite_cpt.{package}"
+    return {name for name, imported in graph.items()
+            if not (name == inside or name.startswith(inside + "."))
+            and any(m == inside or m.startswith(inside + ".") for m in imported)}
+
+
+def test_only_the_cli_imports_the_benchmarks():
+    assert _importers(import_graph(), "bench") == {"lite_cpt.cli"}
+
+
+def test_training_and_results_import_nothing_above_them():
+    """train/ runs one phase and knows nothing of reports, trackers, benchmarks or the CLI;
+    results/ reads a run's files and needs no training code, tiny model, tracker or benchmark."""
+    graph = import_graph()
+    above = {"train": ("results", "tracking", "bench", "tiny", "cli"),
+             "results": ("train", "tracking", "bench", "tiny", "cli")}
+    for package, forbidden in above.items():
+        for name, imported in graph.items():
+            if name.startswith(f"lite_cpt.{package}."):
+                reached = {m for m in imported for f in forbidden
+                           if m == f"lite_cpt.{f}" or m.startswith(f"lite_cpt.{f}.")}
+                assert reached == set(), f"{name} imports {sorted(reached)}"
 
 
 #: Runtime dependencies no module imports by name, and who needs them.

@@ -389,7 +389,7 @@ def test_plan_hours_on_the_command_line(capsys):
 def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
     """The tiny model and a local checkpoint are calibrated themselves; a hub id (no download on
     a borrowed GPU) is calibrated through the step bench's random weights of its architecture."""
-    from lite_cpt.bench_gpu import loadable_here
+    from lite_cpt.bench.gpu import loadable_here
 
     def recipe_of(name):
         return recipe_from_dict({**RECIPE, "model": {"name": name}})
@@ -522,7 +522,7 @@ def test_the_decode_fit_is_least_squares_over_the_devices_widths(monkeypatch):
     planner's widths) and fits a + b·n by least squares; two points give the line through them."""
     import torch
 
-    import lite_cpt.calibrate as calibrate
+    import lite_cpt.bench.calibrate as calibrate
 
     assert calibrate.fit_line({2: 0.12, 16: 0.26}) == pytest.approx((0.1, 0.01))
     # by hand: mean n 37.33, mean s 0.094, Sxy 1.12, Sxx 1194.67: b = 9.375e-4, a = 0.094 - 0.035 = 0.059

@@ -1,10 +1,10 @@
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from lite_cpt.batching import Prompt, encode_prompts
+from lite_cpt.train.batching import Prompt, encode_prompts
 from lite_cpt.data.synthetic import generate
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.tiny import SPECIAL_TOKENS, build_tiny_model, save_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import SPECIAL_TOKENS, build_tiny_model, save_tiny_model, tiny_corpus
 
 
 def test_tiny_model_is_deterministic_and_reloads(tmp_path):
@@ -44,7 +44,7 @@ def test_tiny_model_is_deterministic_and_reloads(tmp_path):
 
 
 def test_decoding_keeps_cot_tags_and_drops_control_tokens():
-    from lite_cpt.rollout import decode_completions
+    from lite_cpt.train.rollout import decode_completions
 
     _, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     tokenizer = processor.tokenizer
@@ -54,7 +54,7 @@ def test_decoding_keeps_cot_tags_and_drops_control_tokens():
 
 
 def test_generation_never_emits_vision_markers():
-    from lite_cpt.rollout import Sampling, generate_completions, vision_token_ids
+    from lite_cpt.train.rollout import Sampling, generate_completions, vision_token_ids
 
     model, processor = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     banned = vision_token_ids(processor.tokenizer)

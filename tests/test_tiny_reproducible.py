@@ -13,18 +13,18 @@ import pytest
 
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import TinyModelConfig, load_recipe
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
-from lite_cpt.tiny_base import SHIPPED_BASES, SHIPPED_ROOT, ensure_tiny_base, tiny_base_key
-from lite_cpt.tiny_fingerprint import (RANDOM_BUILD, check_random_build, check_shipped, directory_fingerprint,
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.base import SHIPPED_BASES, SHIPPED_ROOT, ensure_tiny_base, tiny_base_key
+from lite_cpt.tiny.fingerprint import (RANDOM_BUILD, check_random_build, check_shipped, directory_fingerprint,
                                        model_fingerprint)
-from lite_cpt.tiny_tables import README, parse_base_row, readme_block, render_arms, replace_block
+from lite_cpt.tiny.tables import README, parse_base_row, readme_block, render_arms, replace_block
 
 FINGERPRINT_IN_A_SUBPROCESS = """
 import torch
 torch.set_num_threads(1)
 from lite_cpt.recipe import TinyModelConfig
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
-from lite_cpt.tiny_fingerprint import model_fingerprint
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.fingerprint import model_fingerprint
 cfg = TinyModelConfig()
 model, processor = build_tiny_model(cfg, tiny_corpus(cfg.seed))
 print(model_fingerprint(model, processor.tokenizer))
@@ -108,8 +108,8 @@ def test_readme_blocks_are_replaced_in_place_and_the_arms_table_renders():
 @pytest.mark.slow
 def test_the_readme_base_row_is_what_the_shipped_base_scores():
     """A fresh evaluation of row 0 (every task and benchmark of recipes/tiny.yaml) gives the
-    README's table to the digit: `python -m lite_cpt.tiny_tables` writes it."""
-    from lite_cpt.tiny_tables import base_row
+    README's table to the digit: `python -m lite_cpt.tiny.tables` writes it."""
+    from lite_cpt.tiny.tables import base_row
 
     shown = parse_base_row(readme_block(Path(README).read_text(encoding="utf-8"), "base-row"))
     assert {name: round(score, 3) for name, score in base_row().items()} == shown

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lite_cpt.kernels import grpo_loss
-from lite_cpt.tis import sampler_logp_like, tis_advantages, tis_weights
+from lite_cpt.train.tis import sampler_logp_like, tis_advantages, tis_weights
 
 loss_module = importlib.import_module("lite_cpt.kernels.grpo_loss")
 triton_interpreted = pytest.mark.skipif(

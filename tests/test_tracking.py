@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lite_cpt.errors import UserError
 from lite_cpt.io import append_jsonl, truncate_jsonl
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.tracking import RunTracker, scalars_of
+from lite_cpt.tracking.tracker import RunTracker, scalars_of
 from tests.helpers import tiny_recipe
 
 TASKS, BENCHES = ["clevr", "geometry", "pathvqa"], ["pope"]

@@ -21,8 +21,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lite_cpt.io import read_jsonl
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.tiny_base import ensure_tiny_base
-from lite_cpt.wandb_log import exit_code, history_rows, run_files
+from lite_cpt.tiny.base import ensure_tiny_base
+from lite_cpt.tracking.wandb_files import exit_code, history_rows, run_files
 from tests.faults import KillPoint, killed, run_child
 from tests.helpers import tiny_recipe, write_recipe
 
@@ -35,7 +35,7 @@ STEPS = 6
 
 def _sigterm_at_second_update():
     """In the child: a SIGTERM while update 2 of this process is computed (training defers it)."""
-    import lite_cpt.sft as sft
+    import lite_cpt.train.sft as sft
 
     original, calls = sft._accumulate, [0]
 
@@ -62,7 +62,7 @@ def stopped_twice(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)  # a store written relative to the working directory would land here
     try:
-        assert killed(run_child(recipe, kill=KillPoint("step 5", "lite_cpt.sft._accumulate", 5, after=True)))
+        assert killed(run_child(recipe, kill=KillPoint("step 5", "lite_cpt.train.sft._accumulate", 5, after=True)))
         preempted = run_child(recipe, setup=_sigterm_at_second_update)
         assert os.WIFEXITED(preempted) and os.WEXITSTATUS(preempted) == 75
         after_sigterm = _mlflow_runs(tmp / "runs" / "t")

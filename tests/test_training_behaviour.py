@@ -17,17 +17,17 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lite_cpt.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
-from lite_cpt.continual import reset_adapter
+from lite_cpt.train.batching import IGNORE_INDEX, append_tokens, collate, encode_prompts, encode_sft, tokenizer_of
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig
-from lite_cpt.rft import Rollouts, policy_update, rft_reward, train_rft
+from lite_cpt.train.rft import Rollouts, policy_update, rft_reward, train_rft
 from lite_cpt.arms.rif import band_selector, filter_instances
-from lite_cpt.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
-from lite_cpt.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
+from lite_cpt.train.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
+from lite_cpt.train.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 # Answers of different token lengths, so that any per-micro-batch normaliser weighs rows wrongly.
 ANSWERS = ["a", "b c", "red square", "the quick brown fox", "7", "blue circle left", "no", "yes it is"]
@@ -282,7 +282,7 @@ def mixed_length_examples(task: Task, n: int) -> list[Example]:
 
 
 def sequence_lengths(processor, batch_examples: list[Example]) -> list[int]:
-    from lite_cpt.sft import encode_examples
+    from lite_cpt.train.sft import encode_examples
 
     return [row.length for row in encode_examples(processor, batch_examples)]
 
@@ -398,7 +398,7 @@ def test_offline_filter_keeps_the_instances_whose_own_rate_is_in_band():
 
 def test_online_filtering_trains_on_the_kept_groups_with_their_own_rewards(model, monkeypatch):
     model, processor = model
-    import lite_cpt.rft as rft_module
+    import lite_cpt.train.rft as rft_module
 
     drawn: list[Rollouts] = []
     trained: list[Rollouts] = []
@@ -451,7 +451,7 @@ def test_hashed_reward_task_is_not_constant():
 def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
     """Packing re-collates rows encoded on their own: the same tensors as encoding the batch at
     once, images (and text-only rows without any) included."""
-    from lite_cpt.batching import answer_ids, collate, encode_rows
+    from lite_cpt.train.batching import answer_ids, collate, encode_rows
     from lite_cpt.recipe import load_recipe
     from lite_cpt.tasks.base import build_task
 
@@ -482,7 +482,7 @@ def test_rows_encoded_one_by_one_collate_to_the_batch_encoding():
 def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_path):
     """`lite-cpt bench update` at a small size: both sides run the run's policy update over the
     same mixed-length rollouts and train the same tokens; the budget packs fewer micro-batches."""
-    from lite_cpt.bench_update import bench_update
+    from lite_cpt.bench.update import bench_update
     from lite_cpt.recipe import recipe_from_dict
     from tests.helpers import tiny_recipe
 
@@ -499,7 +499,7 @@ def test_bench_update_compares_both_micro_batchings_on_the_same_rollouts(tmp_pat
 def test_bench_prefix_scores_each_prompt_once_per_group(tmp_path):
     """`lite-cpt bench prefix` at a small size: the shared layout runs each prompt once per group,
     so a pass holds (G - 1) x the prompts' tokens fewer than the expanded one."""
-    from lite_cpt.bench_prefix import bench_prefix
+    from lite_cpt.bench.prefix import bench_prefix
     from lite_cpt.recipe import recipe_from_dict
     from tests.helpers import tiny_recipe
 

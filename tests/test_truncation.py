@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from lite_cpt.evaluate import EvalSet, score_items
-from lite_cpt.phase import Example, Phase
+from lite_cpt.run.evaluate import EvalSet, score_items
+from lite_cpt.train.phase import Example, Phase
 from lite_cpt.recipe import GenerationConfig
-from lite_cpt.rft import train_rft
-from lite_cpt.rollout import StopTokens
+from lite_cpt.train.rft import train_rft
+from lite_cpt.train.rollout import StopTokens
 from lite_cpt.tasks.base import Sample
-from lite_cpt.truncation import cut_at_cap, task_end_extra
+from lite_cpt.train.truncation import cut_at_cap, task_end_extra
 from tests.test_rft import KNOBS, VowelTask, arm_config, policy, tiny, vowel_examples  # noqa: F401
 
 END = 7

@@ -14,7 +14,7 @@ import pytest
 
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import recipe_from_dict
-from lite_cpt.units import plan_units, run_groups, seed_groups
+from lite_cpt.run.units import plan_units, run_groups, seed_groups
 from tests.helpers import tiny_recipe, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,10 +49,10 @@ def test_units_refuse_an_unknown_arm_and_two_recipes_with_one_run_dir(tmp_path):
 def test_ray_is_imported_only_by_the_ray_backend():
     importing = [path.relative_to(ROOT).as_posix() for path in (ROOT / "lite_cpt").rglob("*.py")
                  if re.search(r"^\s*(import ray\b|from ray\b)", path.read_text(encoding="utf-8"), re.M)]
-    assert importing == ["lite_cpt/ray_backend.py"]
+    assert importing == ["lite_cpt/run/ray_backend.py"]
     # Loading the CLI and the unit machinery (and running a command) leaves Ray unimported.
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom lite_cpt.cli import app\n"
-            "import lite_cpt.units, lite_cpt.continual, lite_cpt.bench_ray\n"
+            "import lite_cpt.run.units, lite_cpt.run.continual, lite_cpt.bench.ray\n"
             "assert CliRunner().invoke(app, ['sweep', '--help']).exit_code == 0\n"
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -97,7 +97,7 @@ def test_two_run_arm_processes_never_train_the_same_unit(tmp_path):
 def test_a_local_cluster_gets_the_loopback_switch_before_ray_is_imported():
     # `lite-cpt run --ray` in a fresh process: Ray must read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     # when it is first imported, or it binds every interface (connect is stubbed: no cluster).
-    code = ("from lite_cpt import ray_backend\n"
+    code = ("from lite_cpt.run import ray_backend\n"
             "def connect(address, workers=None):\n"
             "    import ray._private.ray_constants as constants\n"
             "    print('every interface' if constants.ENABLE_RAY_CLUSTER else 'loopback')\n"
@@ -110,7 +110,7 @@ def test_a_local_cluster_gets_the_loopback_switch_before_ray_is_imported():
 
 
 def ray_backend_env_keys() -> tuple[str, ...]:
-    from lite_cpt.ray_backend import LOCAL_CLUSTER_ENV
+    from lite_cpt.run.ray_backend import LOCAL_CLUSTER_ENV
 
     return tuple(LOCAL_CLUSTER_ENV)
 
@@ -118,7 +118,7 @@ def ray_backend_env_keys() -> tuple[str, ...]:
 def test_a_damaged_base_row_is_named_and_computed_again_by_the_base_task(tmp_path, caplog):
     """The base task of a sweep (compute_base_row) skips a saved row 0 but not a damaged one: it
     is named in the log and computed again, so the units read a whole row."""
-    from lite_cpt.units import compute_base_row
+    from lite_cpt.run.units import compute_base_row
 
     [unit] = plan_units([recipe_from_dict(tiny_recipe(tmp_path, arms=ARMS[:1], tasks=("mini_clevr",), name="b"))])
     seed_dir = compute_base_row(unit)

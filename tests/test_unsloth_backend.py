@@ -48,7 +48,7 @@ class FakeFastVisionModel:
 
     @classmethod
     def from_pretrained(cls, model_name, **kwargs):
-        from lite_cpt.tiny import build_tiny_model, tiny_corpus
+        from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
         cls.calls.append(("from_pretrained", model_name, kwargs))
         return build_tiny_model(TinyModelConfig(), tiny_corpus(0))
@@ -92,10 +92,10 @@ def unsloth_recipe(*overrides):
 
 
 def test_the_adapter_unsloth_adds_is_what_the_optimizer_trains(fake_unsloth, monkeypatch):
-    from lite_cpt.batching import Prompt, encode_sft
-    from lite_cpt.logprob import token_logprobs
+    from lite_cpt.train.batching import Prompt, encode_sft
+    from lite_cpt.train.logprob import token_logprobs
     from lite_cpt.models import add_lora, load_base
-    from lite_cpt.phase import adamw
+    from lite_cpt.train.phase import adamw
 
     recipe = unsloth_recipe("model.lora.r=4", "model.lora.alpha=8", "model.gradient_checkpointing=true")
     base, processor = load_base(recipe)
@@ -124,9 +124,9 @@ def test_the_adapter_unsloth_adds_is_what_the_optimizer_trains(fake_unsloth, mon
 
 
 def test_generation_runs_in_unsloths_inference_mode(fake_unsloth):
-    from lite_cpt.batching import Prompt
+    from lite_cpt.train.batching import Prompt
     from lite_cpt.models import add_lora, load_base
-    from lite_cpt.rollout import Sampling, generate_completions
+    from lite_cpt.train.rollout import Sampling, generate_completions
 
     recipe = unsloth_recipe("model.lora.r=4")
     base, processor = load_base(recipe)
@@ -153,7 +153,7 @@ def test_generation_runs_in_unsloths_inference_mode(fake_unsloth):
 
 
 def test_custom_targets_are_passed_through(fake_unsloth):
-    from lite_cpt.tiny import build_tiny_model, tiny_corpus
+    from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     base, _ = build_tiny_model(TinyModelConfig(), tiny_corpus(0))
     base.requires_grad_(False)

@@ -9,12 +9,12 @@ import logging
 
 from typer.testing import CliRunner
 
-from lite_cpt import continual
-from lite_cpt.artefacts import CHECKSUMS, artefact_problem, write_checked_json
-from lite_cpt.consistency import damaged_prediction_rows
-from lite_cpt.integrity import write_manifest
-from lite_cpt.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
-from lite_cpt.report import write_report
+from lite_cpt.run import continual
+from lite_cpt.run.artefacts import CHECKSUMS, artefact_problem, write_checked_json
+from lite_cpt.results.consistency import damaged_prediction_rows
+from lite_cpt.run.integrity import write_manifest
+from lite_cpt.results.predictions import BASE_PREDICTIONS, row_predictions_path, write_predictions
+from lite_cpt.results.report import write_report
 
 TASKS, BENCHES = ["clevr", "geometry"], ["pope"]
 # per-item scores of rows 0..2 (base, after task 1, after task 2): 4 items per set
@@ -121,7 +121,7 @@ def test_a_damaged_first_adapter_of_a_finished_arm_is_found_behind_intact_later_
 
 def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tmp_path, caplog):
     from lite_cpt.io import append_jsonl
-    from lite_cpt.numerics import flat_phase_note
+    from lite_cpt.train.numerics import flat_phase_note
 
     run, arm = finished_run(tmp_path)
     steps = [{"event": "step", "task_index": 1, "step": s, "loss": 6.240275859832764} for s in (1, 2, 3)]
@@ -137,7 +137,7 @@ def test_a_phase_that_went_flat_is_named_in_the_log_and_flagged_in_the_report(tm
 
 
 def test_kills_between_the_entry_and_the_file_never_make_the_file_look_damaged(tmp_path, monkeypatch):
-    import lite_cpt.artefacts as artefacts
+    import lite_cpt.run.artefacts as artefacts
 
     path = tmp_path / "matrix.json"
     write_checked_json(path, {"R": [[0.5]]})

@@ -7,17 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from lite_cpt.batching import Prompt, collate, encode_rows, tokenizer_of
-from lite_cpt.logprob import token_logprobs
+from lite_cpt.train.batching import Prompt, collate, encode_rows, tokenizer_of
+from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
-from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.planner.shapes import lora_layout, resolve_shape
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig, recipe_from_dict
-from lite_cpt.rft import train_rft
-from lite_cpt.shared_prefix import encode_groups, pack_groups, packed_token_logprobs
+from lite_cpt.train.rft import train_rft
+from lite_cpt.train.shared_prefix import encode_groups, pack_groups, packed_token_logprobs
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, tiny_corpus
-from lite_cpt.vision_cache import VisionFeatureCache, vision_feature_cache
+from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
+from lite_cpt.train.vision_cache import VisionFeatureCache, vision_feature_cache
 from tests.helpers import tiny_recipe
 
 SIZES = [(56, 56), (84, 56), (56, 112)]
@@ -173,10 +173,10 @@ def test_no_cache_when_the_recipes_lora_targets_the_vision_tower(tmp_path):
 
 
 def test_the_plan_counts_the_caches_resident_bytes_in_training_phases_only(tmp_path):
-    from lite_cpt.phase import Knobs as PlanKnobs
+    from lite_cpt.train.phase import Knobs as PlanKnobs
     from lite_cpt.planner.bytes import phase_instants
     from lite_cpt.planner.workload import workload_of
-    from lite_cpt.vision_cache import DEVICE_RESIDENT_BYTES
+    from lite_cpt.train.vision_cache import DEVICE_RESIDENT_BYTES
 
     raw = tiny_recipe(tmp_path, arms=[{"name": "rft", "rft": {"group_size": 2, "prompts_per_step": 2}}])
     knobs = PlanKnobs(2, 4096, 2)
@@ -200,7 +200,7 @@ def test_the_continual_loop_caches_each_phase(tmp_path, monkeypatch):
     the tower once, its second epoch served from the cache."""
     from contextlib import contextmanager
 
-    from lite_cpt import continual
+    from lite_cpt.run import continual
 
     raw = tiny_recipe(tmp_path, tasks=("mini_clevr",))
     raw["tasks"][0].update(train_size=4, epochs=2)

@@ -16,16 +16,16 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import torch
 from PIL import Image
 
-from lite_cpt.continual import reset_adapter
+from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
-from lite_cpt.phase import Example, Knobs, Phase
+from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig, LoraConfig, RolloutConfig, TinyModelConfig
-from lite_cpt.rft import expanded_micro_batches, generate_rollouts, train_rft
-from lite_cpt.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
+from lite_cpt.train.rft import expanded_micro_batches, generate_rollouts, train_rft
+from lite_cpt.train.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
 from lite_cpt.tasks.base import Sample, Task
-from lite_cpt.tiny import build_tiny_model, save_tiny_model, tiny_corpus
-from lite_cpt.tis import sampler_logp_like
-from lite_cpt.vllm_backend import VllmRollouts
+from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus
+from lite_cpt.train.tis import sampler_logp_like
+from lite_cpt.train.vllm_backend import VllmRollouts
 
 #: vLLM's CPU attention needs head_dim >= 32: 64 hidden over 2 heads.
 TINY = TinyModelConfig(hidden_size=64, num_heads=2, num_kv_heads=1)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from lite_cpt.arms.base import ARMS, KINDS, ArmMethod, register_arm
 from lite_cpt.errors import UserError
-from lite_cpt.phase import Example
+from lite_cpt.train.phase import Example
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-from lite_cpt.phase import PHASES, Example, Phase, PhaseStats
+from lite_cpt.train.phase import PHASES, Example, Phase, PhaseStats
 
 if TYPE_CHECKING:
     from lite_cpt.recipe import ArmConfig

@@ -49,8 +49,8 @@ from lite_cpt.arms.base import register_arm
 from lite_cpt.data.images import held_image_bytes
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_bytes, atomic_write_json
-from lite_cpt.phase import Example, Phase, PhaseStats, trainable_parameters
-from lite_cpt.sft import SFTHooks, sft_loss_sum
+from lite_cpt.train.phase import Example, Phase, PhaseStats, trainable_parameters
+from lite_cpt.train.sft import SFTHooks, sft_loss_sum
 
 # ---------------------------------------------------------------------------------------------
 # Replay

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
-from lite_cpt.phase import Example, Phase, PhaseStats
-from lite_cpt.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
-from lite_cpt.rif_budget import compute_matched_updates
+from lite_cpt.train.phase import Example, Phase, PhaseStats
+from lite_cpt.train.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
+from lite_cpt.train.rif_budget import compute_matched_updates
 from lite_cpt.seeding import derived_seed
 
 if TYPE_CHECKING:

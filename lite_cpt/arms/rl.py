@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
-from lite_cpt.phase import Example, Phase, PhaseStats
-from lite_cpt.rft import train_rft
+from lite_cpt.train.phase import Example, Phase, PhaseStats
+from lite_cpt.train.rft import train_rft
 
 
 @register_arm

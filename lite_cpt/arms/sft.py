@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lite_cpt.arms.base import SFT_PHASES, ArmMethod, register_arm
-from lite_cpt.phase import Example, Phase, PhaseStats
-from lite_cpt.sft import SFTHooks, train_sft
+from lite_cpt.train.phase import Example, Phase, PhaseStats
+from lite_cpt.train.sft import SFTHooks, train_sft
 
 
 @register_arm

@@ -41,7 +41,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lite_cpt.errors import UserError
-from lite_cpt.phase import micro_batches
+from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
@@ -273,7 +273,7 @@ def task_prompt_tokens(recipe, task, cal: Calibration | None) -> float | None:
 
 
 def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
-    from lite_cpt.eval_prompt import arm_eval_cot
+    from lite_cpt.run.eval_prompt import arm_eval_cot
 
     tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size,
                              task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal))
@@ -343,7 +343,7 @@ def generation_seconds(cal: Calibration, *, sequences: int, per_call: int, promp
 
 def micro_batch_count(sequences: int, length: float, knobs: Knobs) -> int:
     """Micro-batches of `sequences` of about `length` tokens, as the run packs them
-    (`lite_cpt.phase.micro_batches`: by the knobs' token budget, or their fixed count)."""
+    (`lite_cpt.train.phase.micro_batches`: by the knobs' token budget, or their fixed count)."""
     return len(micro_batches([length] * sequences, knobs))
 
 
@@ -370,7 +370,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     prompt, new, g = task.prompt or prompt_tokens(work, cal), work.new_tokens, work.group_size
     updates = math.ceil(task.train_rows * task.epochs / work.prompts_per_step)
     if counts.rif_compute:  # what RFT's rollouts leave once the K-rollout estimate is paid
-        from lite_cpt.rif_budget import compute_matched_updates
+        from lite_cpt.train.rif_budget import compute_matched_updates
 
         updates = compute_matched_updates(task.train_rows, work.rif_rollouts, task.epochs, work.prompts_per_step, g)
     prompts = updates * work.prompts_per_step

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lite_cpt.arms import arm_class
-from lite_cpt.phase import PHASES, Knobs  # noqa: F401  (re-exported: the planner's phases and knobs)
+from lite_cpt.train.phase import PHASES, Knobs  # noqa: F401  (re-exported: the planner's phases and knobs)
 from lite_cpt.families import get_family
 from lite_cpt.planner.shapes import ModelShape, resolve_lora_targets, resolve_shape
 
@@ -155,10 +155,10 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
 
 
 def vision_cache_bytes(model, shape: ModelShape) -> float:
-    """The vision feature cache's bytes on the GPU during training (`lite_cpt.vision_cache`):
+    """The vision feature cache's bytes on the GPU during training (`lite_cpt.train.vision_cache`):
     its resident share, where it is on (a vision tower without adapters, a bound above 0)."""
     from lite_cpt.planner.shapes import lora_layout
-    from lite_cpt.vision_cache import DEVICE_RESIDENT_BYTES
+    from lite_cpt.train.vision_cache import DEVICE_RESIDENT_BYTES
 
     if not shape.has_vision or model.vision_cache_gb <= 0:
         return 0.0

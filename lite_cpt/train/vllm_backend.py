@@ -1,0 +1,237 @@
+"""Rollouts from vLLM in the same process: continuous batching, the trainer's LoRA pushed after
+each update (recipe `rollout.backend: vllm`; docs/rollouts.md).
+
+The only module that imports vllm. vLLM's scheduler refills a finished answer's slot with the
+next waiting (prompt, sample) pair, so a batch of rollouts costs about the mean answer length in
+decode steps instead of each call's longest (the HF path's static calls).
+
+- The base is the trainer's own weights: the tiny base directory, or the hub checkpoint loaded
+  with `quantization="bitsandbytes"` when the trainer holds it in NF4 (vLLM's in-flight 4-bit
+  loading, the QLoRA path of vllm PR #4776).
+- Before each generation the current adapter is saved (PEFT format, a scratch directory under the
+  run's arm directory) and served under a fresh integer LoRA id: vLLM caches an adapter by id,
+  so reusing one would serve the old weights without a word.
+- On CUDA vLLM sleeps (level 1: weights to host memory, KV cache freed) while the policy trains
+  and wakes before the next rollout; CPU has no sleep mode.
+- Sampling matches the HF path: temperature, top_p, top_k, repetition penalty, max/min new
+  tokens, a per-request seed, vision markers suppressed (logit bias -100, vLLM's limit: e^-100 of
+  probability, where HF's suppress_tokens sets -inf). Each sampled token's log-prob comes back
+  ("processed" log-probs: after temperature and the bias, i.e. the distribution sampled from);
+  rft.tis_cap uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from lite_cpt.train.batching import Prompt, chat_text, tokenizer_of
+from lite_cpt.data.images import decode_image
+from lite_cpt.errors import UserError
+from lite_cpt.train.rollout import Completions, Sampling, StopTokens, decode_completions, vision_token_ids
+
+log = logging.getLogger(__name__)
+
+#: vLLM's LoRA rank buckets: `max_lora_rank` must be one of them.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: The most negative logit bias vLLM accepts (it clamps to [-100, 100]).
+SUPPRESS_BIAS = -100.0
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def import_vllm():
+    """vllm's LLM, SamplingParams and LoRARequest, or a message naming the install command."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: the trainer's
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError as err:
+        raise UserError("rollout.backend: vllm needs vLLM: pip install 'lite-cpt[vllm]' (on a machine without "
+                        "CUDA, vLLM's CPU build in its own environment: .ci/vllm-env.sh); or set "
+                        f"rollout.backend: hf ({err})") from None
+    return LLM, SamplingParams, LoRARequest
+
+
+def lora_rank_bucket(rank: int) -> int:
+    """The smallest of vLLM's LoRA rank buckets that holds `rank`."""
+    for bucket in VLLM_LORA_RANKS:
+        if bucket >= rank:
+            return bucket
+    raise UserError(f"model.lora.r={rank} is above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}; "
+                    "lower it or use rollout.backend: hf")
+
+
+def pixel_budget(processor) -> dict:
+    """The trainer's image budget as vLLM's Qwen-VL processor takes it (min/max_pixels), so both
+    cut an image into the same patches."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    if size is None:
+        return {}
+    budget = {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+    return {key: value for key, value in budget.items() if value}
+
+
+class VllmRollouts:
+    """A vLLM engine over the trainer's base that generates with the trainer's current adapter."""
+
+    def __init__(self, base: str, processor, *, lora_rank: int, dtype: torch.dtype, quantized: bool,
+                 max_model_len: int, settings, scratch_dir: str | Path = "vllm_adapters"):
+        LLM, self._sampling_params, self._lora_request = import_vllm()
+        self.cuda = torch.cuda.is_available()
+        if not self.cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gb))
+        # Each request carries its own seed (generate_completions): the engine's seed does not matter.
+        options = dict(model=base, dtype=DTYPE_NAMES.get(dtype, "auto"), seed=0, enable_lora=True,
+                       max_lora_rank=lora_rank_bucket(lora_rank), max_loras=1, max_model_len=max_model_len,
+                       max_num_seqs=settings.max_num_seqs, logprobs_mode="processed_logprobs",
+                       mm_processor_kwargs=pixel_budget(processor) or None)
+        if quantized:
+            options["quantization"] = "bitsandbytes"
+        if self.cuda:
+            options.update(gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=True)
+        self.llm = LLM(**options)
+        self.scratch_dir = Path(scratch_dir)
+        self.lora_id = 0  # the id of the adapter served now (0: none pushed yet)
+        self._served: tuple | None = None  # fingerprint of the adapter weights behind lora_id
+        self._asleep = False
+
+    # -- memory while the policy trains ---------------------------------------------------
+
+    def sleep(self) -> None:
+        """Free vLLM's GPU memory (weights to host, KV cache dropped) for the policy update."""
+        if not self.cuda:
+            log.debug("vLLM sleep mode is CUDA-only: the engine keeps its memory on CPU")
+            return
+        if not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def wake(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    # -- the trainer's adapter --------------------------------------------------------------
+
+    def push_adapter(self, model):
+        """A LoRARequest for the policy's current adapter: saved and given a fresh id when its
+        weights changed since the last push (the same request otherwise)."""
+        fingerprint = adapter_fingerprint(model)
+        if fingerprint != self._served:
+            previous = self.scratch_dir / f"adapter-{self.lora_id}"
+            self.lora_id += 1
+            directory = self.scratch_dir / f"adapter-{self.lora_id}"
+            shutil.rmtree(directory, ignore_errors=True)
+            model.save_pretrained(str(directory), selected_adapters=[model.active_adapter])
+            if model.active_adapter != "default":  # PEFT writes a named adapter into a subfolder
+                directory = directory / model.active_adapter
+            self._directory = directory
+            if self.lora_id > 1:
+                self.llm.llm_engine.remove_lora(self.lora_id - 1)
+                shutil.rmtree(previous, ignore_errors=True)
+            self._served = fingerprint
+        return self._lora_request(f"policy-{self.lora_id}", self.lora_id, str(self._directory))
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def sampling_params(self, sampling: Sampling, stops: StopTokens, suppressed: list[int], seed: int | None):
+        greedy = sampling.temperature == 0
+        return self._sampling_params(
+            n=1, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
+            top_k=0 if greedy or not sampling.top_k else sampling.top_k, seed=seed,
+            repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens, stop_token_ids=sorted(stops.end_ids), logprobs=0,
+            logit_bias={token: SUPPRESS_BIAS for token in suppressed} or None, detokenize=False,
+        )
+
+    def generate_completions(self, model, processor, prompts: list[Prompt], sampling: Sampling, *,
+                             generator_seed: int | None = None, **_static_call_settings) -> Completions:
+        """`sampling.group_size` answers per prompt, as `rollout.generate_completions` returns
+        them (prompt-major, cut after the first end of turn), with each token's log-prob. All
+        prompts go to the scheduler at once: the static-call settings do not apply."""
+        tokenizer = tokenizer_of(processor)
+        stops, suppressed = StopTokens.of(tokenizer), vision_token_ids(tokenizer)
+        requests, params = [], []
+        for index, prompt in enumerate(prompts):
+            request = {"prompt": chat_text(processor, prompt)}
+            if prompt.images:
+                request["multi_modal_data"] = {"image": [decode_image(ref, prompt.sample_id) for ref in prompt.images]}
+            for sample in range(sampling.group_size):
+                row = index * sampling.group_size + sample
+                seed = None if generator_seed is None else (generator_seed * 1_000_003 + row) % 2**63
+                requests.append(request)
+                params.append(self.sampling_params(sampling, stops, suppressed, seed))
+        self.wake()
+        try:
+            outputs = self.llm.generate(requests, params, lora_request=self.push_adapter(model), use_tqdm=False)
+        finally:
+            self.sleep()
+        token_ids, logprobs = [], []
+        for output in outputs:
+            answer = output.outputs[0]
+            ids = stops.cut(list(answer.token_ids))
+            token_ids.append(ids)
+            logprobs.append([step[token].logprob for step, token in zip(answer.logprobs, ids)])
+        texts = decode_completions(tokenizer, token_ids)
+        return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
+                           texts=[t.strip() for t in texts], num_generated_tokens=sum(map(len, token_ids)),
+                           logprobs=logprobs)
+
+
+def adapter_fingerprint(model) -> tuple:
+    """A cheap summary of the trainable (adapter) weights that any optimizer step changes."""
+    with torch.no_grad():
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            return ()
+        return tuple(torch.stack([torch.stack([p.double().sum(), p.double().abs().sum()]) for p in params]
+                                 ).flatten().tolist())
+
+
+def engine_for(ws, arm, arm_dir: Path) -> VllmRollouts | None:
+    """The rollout engine of an arm's phase: None for transformers generate (rollout.backend hf)
+    and for arms without rollouts; one vLLM engine per process (kept on the workspace), the
+    adapters it serves saved under the arm's directory."""
+    if ws.recipe.rollout.backend != "vllm" or "rft" not in arm.method:
+        return None
+    if ws.rollout_engine is None:
+        ws.rollout_engine = build_rollout_engine(ws.recipe, ws.model, ws.processor, Path(arm_dir) / "vllm_adapters")
+    ws.rollout_engine.scratch_dir = Path(arm_dir) / "vllm_adapters"
+    return ws.rollout_engine
+
+
+def build_rollout_engine(recipe, model, processor, scratch_dir: str | Path) -> VllmRollouts:
+    """The engine for `recipe`: the trainer's base (the tiny base directory, or model.name in NF4
+    when the trainer quantizes it), its LoRA rank, room for the longest prompt and answer."""
+    from lite_cpt.device_policy import resolve_device
+    from lite_cpt.models import resolve_quantization
+    from lite_cpt.train.rollout import model_dtype
+
+    cfg = recipe.model
+    if cfg.name == "tiny":  # the directory the trainer's tiny base was loaded from
+        from lite_cpt.train.logprob import unwrap
+
+        base, quantization = str(unwrap(model).config._name_or_path), "none"
+    else:
+        base, quantization = cfg.name, resolve_quantization(cfg, resolve_device(cfg))
+    if quantization not in ("none", "nf4"):
+        raise UserError(f"rollout.backend: vllm loads the base in 4-bit (nf4) or unquantized, not "
+                        f"model.quantization={quantization}; change one of them")
+    return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantization == "nf4",
+                        max_model_len=longest_sequence(recipe), settings=recipe.rollout,
+                        scratch_dir=scratch_dir)
+
+
+def longest_sequence(recipe) -> int:
+    """Tokens one request may need: the longest prompt the tasks allow and the longest answer."""
+    prompt = max((t.max_prompt_tokens for t in recipe.tasks), default=DEFAULT_PROMPT_TOKENS)
+    answer = max([a.rft.max_new_tokens for a in recipe.arms] + [recipe.evaluation.generation.max_new_tokens])
+    return prompt + answer
+
+
+#: Room for a prompt whose task sets no max_prompt_tokens.
+DEFAULT_PROMPT_TOKENS = 2048
