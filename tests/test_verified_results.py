@@ -153,3 +153,21 @@ def test_kills_between_the_entry_and_the_file_never_make_the_file_look_damaged(t
         except KeyboardInterrupt:
             pass
         assert path.read_bytes() == kept and artefact_problem(path) is None
+
+
+def test_an_arm_evaluated_with_the_chain_of_thought_prompt_is_checked_against_that_base_row(tmp_path):
+    """Row 0 of an arm evaluated with the CoT prompt comes from the seed's CoT base files: its
+    scores are compared with those predictions, not with the direct-answer ones."""
+    from lite_cpt.results.consistency import unit_problems
+    from lite_cpt.run.eval_prompt import base_files
+
+    run, arm = finished_run(tmp_path)
+    cot_items = {name: [0] * 4 for name in ITEMS[0]}  # the CoT base answers nothing right
+    write_predictions(arm.parent / base_files(True)[1], _items(cot_items))
+    rows = [[0.0, 0.0]] + [[sum(r[t]) / 4 for t in TASKS] for r in ITEMS[1:]]
+    general = [[0.0]] + [[sum(r[b]) / 4 for b in BENCHES] for r in ITEMS[1:]]
+    continual.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, True).write(rows, general)
+    assert unit_problems(arm, TASKS, rows, BENCHES, general) == []
+    # the same rows read as a direct-answer arm disagree with the direct base predictions
+    continual.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, False).write(rows, general)
+    assert any("row 0, task clevr" in p for p in unit_problems(arm, TASKS, rows, BENCHES, general))

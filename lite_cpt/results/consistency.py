@@ -9,13 +9,15 @@ row again when its predictions file is damaged.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from lite_cpt.run.artefacts import artefact_problem
 from lite_cpt.errors import UserError
 from lite_cpt.run.evaluate import mean_score
-from lite_cpt.results.predictions import BASE_PREDICTIONS, read_predictions, row_predictions_path
+from lite_cpt.results.predictions import read_predictions, row_predictions_path
+from lite_cpt.run.eval_prompt import base_files
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,17 @@ TOLERANCE = 1e-9
 
 
 def row_paths(arm_dir: Path, rows: int) -> list[Path]:
-    """The predictions file of each row: the seed's base row, then the arm's own."""
-    return [Path(arm_dir).parent / BASE_PREDICTIONS, *(row_predictions_path(arm_dir, i) for i in range(1, rows))]
+    """The predictions file of each row: the seed's base row in the prompt format the arm is
+    evaluated with (matrix.json's `eval_prompt`), then the arm's own."""
+    base = base_files(_evaluated_with_cot(Path(arm_dir)))[1]
+    return [Path(arm_dir).parent / base, *(row_predictions_path(arm_dir, i) for i in range(1, rows))]
+
+
+def _evaluated_with_cot(arm_dir: Path) -> bool:
+    try:
+        return json.loads((arm_dir / "matrix.json").read_text(encoding="utf-8")).get("eval_prompt") == "cot"
+    except (OSError, ValueError, AttributeError):  # absent or damaged: named by the checks that read it
+        return False
 
 
 def _disagreements(source: Path, label: str, names: list[str], rows: list[list[float]],
