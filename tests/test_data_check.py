@@ -189,6 +189,7 @@ def test_data_check_and_the_preflight_share_one_verdict_on_a_budget(fixture_root
     from typer.testing import CliRunner
 
     import lite_cpt.cli as cli
+    import lite_cpt.cli.data as cli_data
 
     raw = {
         "name": "short",
@@ -204,7 +205,7 @@ def test_data_check_and_the_preflight_share_one_verdict_on_a_budget(fixture_root
     problem_lines = [line.strip() for line in str(refused.value).splitlines()[1:]]
     assert problem_lines == ["tasks.0 (pathvqa): split 'train' has 6 usable rows, fewer than tasks.0.train_size=1000",
                              "to fix: set tasks.0.train_size=6 (or lower), or null to use the whole split"]
-    monkeypatch.setattr(cli, "console", Console(width=300, color_system=None))
+    monkeypatch.setattr(cli_data, "console", Console(width=300, color_system=None))
     result = CliRunner().invoke(cli.app, ["data", "check", str(path)])
     assert result.exit_code == 1, result.output
     printed = [line.strip() for line in result.output.splitlines()]

@@ -170,10 +170,11 @@ def test_every_subpackage_is_listed_for_installation():
     assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"
 
 
-#: The package's root: the CLI, the recipe and its parts, and what every package below shares.
-#: A new module goes into the package of its stage (docs/architecture.md), not here.
+#: The package's root: the CLI's tables, the recipe and its parts, and what every package below
+#: shares (the CLI itself is the package cli/). A new module goes into the package of its stage
+#: (docs/architecture.md), not here.
 ROOT_MODULES = {
-    "__init__", "cli", "cli_render",
+    "__init__", "cli_render",
     "recipe", "recipe_section", "rl_settings", "prompt_fields", "arms_declared", "recipe_docs",
     "models", "unsloth_backend", "device_policy", "device_names",
     "errors", "io", "seeding", "progress",
@@ -202,6 +203,12 @@ def test_the_package_root_holds_only_the_cli_the_recipe_and_the_shared_modules()
     assert len(root) <= 17
 
 
+def test_the_cli_is_a_package_with_one_module_per_command_group():
+    folder = PACKAGE / "cli"
+    assert {path.stem for path in folder.glob("*.py")} == {"__init__", "__main__", "common", "bench", "data"}
+    assert not (PACKAGE / "cli.py").exists()
+
+
 def test_each_stage_of_the_pipeline_is_a_package_holding_its_modules():
     for package, modules in PIPELINE_PACKAGES.items():
         folder = PACKAGE / package
@@ -226,7 +233,7 @@ def _importers(graph: dict[str, set[str]], package: str) -> set[str]:
 
 
 def test_only_the_cli_imports_the_benchmarks():
-    assert _importers(import_graph(), "bench") == {"lite_cpt.cli"}
+    assert _importers(import_graph(), "bench") == {"lite_cpt.cli.bench"}
 
 
 def test_training_and_results_import_nothing_above_them():
