@@ -94,11 +94,13 @@ def test_the_lock_taken_ahead_is_adopted_by_the_unit_and_released(tmp_path):
                 pass
 
 
-def test_the_arm_names_read_from_source_are_the_registrys():
-    from lite_cpt.arms import arm_names
-    from lite_cpt.arms_declared import _declared
+def test_the_arm_names_and_kinds_read_from_source_are_the_registrys():
+    from lite_cpt.arms import ARMS, arm_names
+    from lite_cpt.arms_declared import _declared, declared_kinds
 
     assert _declared() == arm_names()
+    assert declared_kinds() == {name: cls.kind for name, cls in ARMS.items()}
+    assert declared_kinds()["replay"] == "sft"  # inherited from SequentialSFT
 
 
 def _plan_lines(calibration):
