@@ -94,11 +94,13 @@ def test_the_lock_taken_ahead_is_adopted_by_the_unit_and_released(tmp_path):
                 pass
 
 
-def test_the_arm_names_read_from_source_are_the_registrys():
-    from lite_cpt.arms import arm_names
-    from lite_cpt.arms_declared import _declared
+def test_the_arm_names_and_kinds_read_from_source_are_the_registrys():
+    from lite_cpt.arms import ARMS, arm_names
+    from lite_cpt.arms_declared import _declared, declared_kinds
 
     assert _declared() == arm_names()
+    assert declared_kinds() == {name: cls.kind for name, cls in ARMS.items()}
+    assert declared_kinds()["replay"] == "sft"  # inherited from SequentialSFT
 
 
 def _plan_lines(calibration):
@@ -157,3 +159,30 @@ def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
     steps = [line for line in lines if line.startswith("tiny base: step ")]
     assert steps and steps[-1].split(" (")[0].split()[-1].split("/")[0] == steps[-1].split(" (")[0].split("/")[-1]
     assert lines[-1].startswith(f"tiny base: saved to {tmp_path / 'base'} (")
+
+
+def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_and_kind(monkeypatch):
+    """The schema learns of an arm registered outside lite_cpt/arms/ from @register_arm, without
+    importing the registry: its name is a method, and its kind decides whether an lr schedule fits."""
+    from lite_cpt import arms_declared
+    from lite_cpt.arms import base
+    from lite_cpt.errors import UserError
+    from lite_cpt.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+
+    monkeypatch.setattr(base, "ARMS", {})
+    monkeypatch.setattr(arms_declared, "REGISTERED", {})
+
+    @base.register_arm
+    class Outside(base.ArmMethod):
+        name, kind, phases = "outside_rl", "rl", ("rollout", "evaluation")
+
+        def train(self, examples, phase):
+            raise NotImplementedError
+
+    assert "outside_rl" in arms_declared.arm_method_names()
+    raw = tiny_recipe(Path("/nonexistent"), arms=[{"name": "outside_rl"}])
+    assert recipe_from_dict(raw).arms[0].method == "outside_rl"
+    raw["arms"][0]["lr_scheduler"] = "cosine"
+    with pytest.raises(UserError, match="apply to SFT arms"):
+        recipe_from_dict(raw)

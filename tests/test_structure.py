@@ -32,23 +32,14 @@ def package_modules() -> dict[str, Path]:
     return modules
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
-    """The lite_cpt modules `path` imports anywhere (function-level imports too), except under
-    `if TYPE_CHECKING:`, which never runs."""
+    """The lite_cpt modules `path` imports anywhere: function-level imports and those under
+    `if TYPE_CHECKING:` too (a type hint is a dependency as well; a circle through one is still
+    a circle between the modules' ideas)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
-               for child in node.body for n in ast.walk(child)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -98,9 +89,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "lite_cpt.arms_declared" in graph["lite_cpt.recipe"]  # a function-level import
-    assert "lite_cpt.arms" in graph["lite_cpt.arms_declared"]  # one inside an `if`
-    assert "lite_cpt.recipe" not in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
+    assert "lite_cpt.tasks.scorers" in graph["lite_cpt.recipe_tasks"]  # a function-level import
+    assert "lite_cpt.recipe" in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
     assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # `from lite_cpt.tasks import mini`
     assert {"lite_cpt.arms.rl", "lite_cpt.arms.sft"} <= graph["lite_cpt.arms"]
 
@@ -108,6 +98,33 @@ def test_the_import_graph_sees_lazy_and_relative_imports():
 def test_no_import_cycle_among_the_package_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_recipe_schema_does_not_import_the_arm_registry():
+    """The schema checks arm methods against the names and kinds lite_cpt/arms/ declares
+    (lite_cpt.arms_declared); the registry imports the schema for its type hints."""
+    graph = import_graph()
+    for name in ("lite_cpt.recipe", "lite_cpt.recipe_run", "lite_cpt.arms_declared"):
+        assert not {m for m in graph[name] if m == "lite_cpt.arms" or m.startswith("lite_cpt.arms.")}, name
+    assert "lite_cpt.recipe" in graph["lite_cpt.arms.base"]
+
+
+MAX_MODULE_LINES = 500
+
+#: Modules over MAX_MODULE_LINES whose split is under way on other branches; remove each name
+#: as its split merges. Any other module over the limit fails the test below.
+KNOWN_OVERSIZED_MODULES = {
+    "train/rft.py", "run/continual.py", "planner/timeplan.py", "data/loaders.py", "data/fixtures.py",
+}
+
+
+def test_no_module_over_500_lines():
+    sizes = {path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+             for path in PACKAGE.rglob("*.py")}
+    over = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    unexpected = {name: lines for name, lines in over.items() if name not in KNOWN_OVERSIZED_MODULES}
+    assert unexpected == {}, f"split these modules (at most {MAX_MODULE_LINES} lines each): {unexpected}"
+    assert KNOWN_OVERSIZED_MODULES <= set(sizes), "a listed module no longer exists: drop it from the list"
 
 
 def _functions(tree: ast.AST):
@@ -175,7 +192,8 @@ def test_every_subpackage_is_listed_for_installation():
 #: (docs/architecture.md), not here.
 ROOT_MODULES = {
     "__init__", "cli_render",
-    "recipe", "recipe_section", "rl_settings", "prompt_fields", "arms_declared", "recipe_docs",
+    "recipe", "recipe_section", "recipe_model", "recipe_tasks", "recipe_run", "rl_settings", "prompt_fields",
+    "arms_declared", "recipe_docs",
     "models", "unsloth_backend", "device_policy", "device_names",
     "errors", "io", "seeding", "progress",
 }
@@ -200,7 +218,7 @@ def test_the_package_root_holds_only_the_cli_the_recipe_and_the_shared_modules()
     root = {path.stem for path in PACKAGE.glob("*.py")}
     assert root - ROOT_MODULES == set(), "put these in the package of their stage (docs/architecture.md)"
     assert ROOT_MODULES - root == set(), "listed as root modules but missing"
-    assert len(root) <= 17
+    assert len(root) <= 19
 
 
 def test_the_cli_is_a_package_with_one_module_per_command_group():

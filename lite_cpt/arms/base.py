@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
+from lite_cpt.arms_declared import note_registered
 from lite_cpt.train.phase import PHASES, Example, Phase, PhaseStats
 
 if TYPE_CHECKING:
@@ -76,4 +77,5 @@ def register_arm(cls: type[ArmMethod]) -> type[ArmMethod]:
     if unknown or not getattr(cls, "phases", ()):
         raise ValueError(f"arm '{name}': phases must be a non-empty subset of {PHASES}, got {cls.phases!r}")
     ARMS[name] = cls
+    note_registered(name, cls.kind)  # what a recipe is checked against
     return cls
