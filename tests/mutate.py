@@ -53,6 +53,7 @@ MODULE_TESTS = {
                              "tests/test_training_behaviour.py", "tests/test_sft_loop.py", "tests/test_families.py"],
     "lite_cpt/run/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_midphase.py"],
     "lite_cpt/planner/timeplan.py": ["tests/test_timeplan.py", "tests/test_planner.py", "tests/test_estimates.py"],
+    "lite_cpt/planner/calibration.py": ["tests/test_timeplan.py", "tests/test_planner.py"],
     "lite_cpt/planner/budget.py": ["tests/test_timeplan.py", "tests/test_planner.py"],
     "lite_cpt/train/phase.py": ["tests/test_sft_loop.py", "tests/test_training_behaviour.py", "tests/test_rft.py",
                           "tests/test_no_full_logits.py", "tests/test_midphase.py"],
