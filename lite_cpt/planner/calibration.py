@@ -15,6 +15,7 @@ from pathlib import Path
 from lite_cpt.device_names import same_device
 from lite_cpt.errors import UserError
 
+
 @dataclass(frozen=True)
 class Calibration:
     """Throughput figures of one GPU for one model size (planner/timeplan.py's docstring says how each is used)."""
