@@ -45,6 +45,8 @@ MODULE_TESTS = {
                               "tests/test_resume.py"],
     "lite_cpt/data/loaders.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_properties.py",
                                  "tests/test_custom_tasks.py", "tests/test_bad_data.py"],
+    "lite_cpt/data/location.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_custom_tasks.py",
+                                  "tests/test_bad_data.py"],
     "lite_cpt/train/rollout.py": ["tests/test_sampling.py", "tests/test_generation_path.py", "tests/test_families.py",
                             "tests/test_rft.py", "tests/test_oom.py"],
     "lite_cpt/train/logprob.py": ["tests/test_families.py", "tests/test_reference_adapter.py", "tests/test_rft.py",
