@@ -156,7 +156,7 @@ def test_a_run_uses_the_path_its_calibration_found_faster(monkeypatch, tmp_path)
     """The calibration's logprob_path is what the run's log-prob calls take; without a
     calibration, or with one measured before the field existed, the tile kernel."""
     from lite_cpt.run import continual
-    from lite_cpt.planner.timeplan import REFERENCE_24GB, load_calibration
+    from lite_cpt.planner.calibration import REFERENCE_24GB, load_calibration
 
     seen = []
     monkeypatch.setattr(continual, "run_arm", lambda ws, arm: seen.append(logprob_path()))

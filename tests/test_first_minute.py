@@ -121,7 +121,7 @@ def _plan_lines(calibration):
 def test_a_cpu_run_prints_a_time_plan_only_from_a_calibration_of_a_cpu():
     from dataclasses import replace
 
-    from lite_cpt.planner.timeplan import REFERENCE_24GB
+    from lite_cpt.planner.calibration import REFERENCE_24GB
 
     said, record = _plan_lines(None)  # no calibration: one line, no reference-card hours, nothing logged
     assert said == ["[dim]sft: no time plan: no calibration for this device (cpu); measure it with "

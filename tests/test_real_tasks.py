@@ -17,6 +17,7 @@ from PIL import Image
 from lite_cpt.data import loaders
 from lite_cpt.data.fixtures import dataset_spec, write_fixtures
 from lite_cpt.data.images import FileImage, TableImage, decode_image
+from lite_cpt.data.location import hf_datasets_cache, hf_hub_cache, resolve_location
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import BenchmarkConfig, TaskConfig
 from lite_cpt.tasks import BENCHMARK_TYPES, build_task
@@ -431,7 +432,7 @@ def test_a_missing_split_of_a_saved_dataset_dict_lists_its_splits(tmp_path):
 
     rows = {"question": ["Is this a tumour?"], "answer": ["yes"]}
     DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "mine"))
-    location = loaders.resolve_location(SimpleNamespace(path="mine"), tmp_path)
+    location = resolve_location(SimpleNamespace(path="mine"), tmp_path)
     assert len(loaders.open_split(location, "test").dataset) == 1
     with pytest.raises(UserError, match=r"no data files for split 'validation' .*; splits found: test, train$"):
         loaders.open_split(location, "validation")
@@ -441,17 +442,17 @@ def test_the_default_caches_follow_hf_home_then_xdg_cache_home_then_the_home_dir
     for name in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "me"))
-    assert loaders.hf_hub_cache() == tmp_path / "me" / ".cache" / "huggingface" / "hub"
+    assert hf_hub_cache() == tmp_path / "me" / ".cache" / "huggingface" / "hub"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert loaders.hf_datasets_cache() == tmp_path / "xdg" / "huggingface" / "datasets"
+    assert hf_datasets_cache() == tmp_path / "xdg" / "huggingface" / "datasets"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert loaders.hf_hub_cache() == tmp_path / "hf" / "hub"
+    assert hf_hub_cache() == tmp_path / "hf" / "hub"
 
 
 def test_an_unreadable_data_file_is_named_with_its_folder(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "test.parquet").write_bytes(b"not a parquet file")
-    location = loaders.resolve_location(SimpleNamespace(path="mine"), tmp_path)
+    location = resolve_location(SimpleNamespace(path="mine"), tmp_path)
     with pytest.raises(UserError, match=rf"cannot read {re.escape(str(tmp_path / 'mine'))} \(test.parquet\): "):
         loaders.open_split(location, "test")
 

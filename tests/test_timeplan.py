@@ -10,14 +10,12 @@ import pytest
 
 from lite_cpt.errors import UserError
 from lite_cpt.planner import Knobs, plan, resolve_shape, total_parameters, workload_of
+from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration, load_calibration
 from lite_cpt.planner.timeplan import (
-    REFERENCE_24GB,
     ArmTime,
-    Calibration,
     arm_time,
     counts_of,
     generation_seconds,
-    load_calibration,
     predicted_phases,
     predicted_record,
     prompt_tokens,
@@ -451,7 +449,7 @@ def test_rl_phases_with_answer_lengths_and_shared_prefixes_by_hand():
 
 
 def test_a_calibration_of_another_model_size_or_a_cpu_or_impossible_rates_is_refused():
-    from lite_cpt.planner.timeplan import check_calibration
+    from lite_cpt.planner.calibration import check_calibration
 
     seven = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
     tiny_cal = dataclasses.replace(CAL, device="cpu (2 threads)", parameters=288_992)

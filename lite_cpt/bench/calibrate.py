@@ -19,7 +19,7 @@ import torch
 from lite_cpt.train.batching import Prompt, encode_sft, to_device
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.planner import resolve_shape, total_parameters
-from lite_cpt.planner.timeplan import Calibration
+from lite_cpt.planner.calibration import Calibration
 from lite_cpt.train.rollout import Sampling, generate_completions, model_device, model_dtype
 
 CALL_SIZES = (2, 16)  # sequences per generate call for the decode fit on a CPU

@@ -115,7 +115,7 @@ def run(
     # one is refused in a moment.
     loaded = load_recipe(recipe, [*recipe_overrides(overrides, set_), *seed_overrides(seeds)],
                          check_data=False)  # the preflight checks the data
-    from lite_cpt.planner.timeplan import load_calibration  # after the recipe: unsloth, if named, goes first
+    from lite_cpt.planner.calibration import load_calibration  # after the recipe: unsloth, if named, goes first
     from lite_cpt.run.preemption import PREEMPTED_EXIT_CODE, Preempted, preemption_handlers, resume_command
     from lite_cpt.run.units import plan_units
 
@@ -362,7 +362,7 @@ def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_
     recipe = load_recipe(path, overrides or [], check_data=False)  # before the heavy imports below
     from lite_cpt.cli_render import render_budgets, render_plan
     from lite_cpt.planner import plan as plan_recipe
-    from lite_cpt.planner.timeplan import load_calibration
+    from lite_cpt.planner.calibration import load_calibration
 
     cal = load_calibration(calibration) if calibration else None
     result = plan_recipe(recipe, gpu_gb, calibration=cal)

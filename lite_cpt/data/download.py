@@ -25,6 +25,7 @@ from typing import Any
 
 from lite_cpt.data import loaders
 from lite_cpt.data.fetch import download_file, unpack
+from lite_cpt.data.location import hf_hub_cache
 from lite_cpt.data.preflight import recipe_sections
 from lite_cpt.data.spec import Archive
 from lite_cpt.errors import UserError
@@ -100,7 +101,7 @@ def _section_fetch(recipe: Any, key: str, cfg: Any, benchmark: bool) -> Fetch | 
     if available == "local" or not location.hf_id:
         return (f"{where}: split(s) {', '.join(missing)} missing at {location.path}, which lite-cpt does not "
                 f"download into; {location.download_command() or 'put the files there'}")
-    cache = Path(recipe.data.root) / "hub" if recipe.data.root else loaders.hf_hub_cache()
+    cache = Path(recipe.data.root) / "hub" if recipe.data.root else hf_hub_cache()
     return Fetch(where, task, missing, cache, hf_id=location.hf_id)
 
 

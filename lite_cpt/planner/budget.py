@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lite_cpt.errors import UserError
 from lite_cpt.planner.plan import plan
-from lite_cpt.planner.timeplan import Calibration
+from lite_cpt.planner.calibration import Calibration
 
 
 @dataclass(frozen=True)

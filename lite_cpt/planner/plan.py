@@ -24,15 +24,8 @@ from lite_cpt.planner.bytes import (
 )
 from lite_cpt.planner.search import advice_for, choose_eval_batch, choose_knobs, floor_knobs
 from lite_cpt.planner.shapes import lora_layout, parameter_counts, resolve_shape, total_parameters
-from lite_cpt.planner.timeplan import (
-    REFERENCE_24GB,
-    ArmTime,
-    Calibration,
-    arm_time,
-    base_evaluation_seconds,
-    check_calibration,
-    counts_of,
-)
+from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration, check_calibration
+from lite_cpt.planner.timeplan import ArmTime, arm_time, base_evaluation_seconds, counts_of
 from lite_cpt.planner.workload import PHASES, Knobs, Workload, arm_phases, image_tokens_of, workload_of
 
 

@@ -15,7 +15,7 @@ from lite_cpt.planner.shapes import ModelShape, resolve_lora_targets, resolve_sh
 #: Sequences per generate call: decoding is memory-bandwidth bound, each step reads the weights
 #: once however many sequences it advances, so more sequences per call are nearly free until
 #: their own work (KV-cache reads, matmuls, sampling) approaches the weight reads: about 64 for
-#: 3B-7B models (the decode figures of planner/timeplan.py). Below that the KV-cache room left
+#: 3B-7B models (the decode figures of planner/calibration.py). Below that the KV-cache room left
 #: on the GPU decides.
 SATURATING_SEQUENCES = 64
 

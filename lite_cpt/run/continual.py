@@ -49,7 +49,7 @@ from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.run.locks import unit_lock, units_locked_ahead, waiting_lock
 from lite_cpt.planner import resolve_knobs
-from lite_cpt.planner.timeplan import Calibration
+from lite_cpt.planner.calibration import Calibration
 from lite_cpt.train.numerics import flat_phase_note
 from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter

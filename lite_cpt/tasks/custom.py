@@ -17,7 +17,8 @@ from typing import Any
 
 from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
-from lite_cpt.data.loaders import DataLocation, SplitTable
+from lite_cpt.data.loaders import SplitTable
+from lite_cpt.data.location import DataLocation, resolve_location
 from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS, format_choices
 from lite_cpt.errors import UserError
@@ -81,7 +82,7 @@ class CustomTask(RealTask):
 
     # -- data ------------------------------------------------------------------------------
     def location(self) -> DataLocation:
-        return loaders.resolve_location(self.config.source, self.data_root)
+        return resolve_location(self.config.source, self.data_root)
 
     def open(self, split: str) -> SplitTable:
         table = super().open(split)

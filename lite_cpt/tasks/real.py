@@ -15,7 +15,8 @@ from typing import Any
 
 from lite_cpt.data import loaders
 from lite_cpt.data.images import FileImage, ImageRef, TableImage
-from lite_cpt.data.loaders import DataLocation, SplitTable
+from lite_cpt.data.loaders import SplitTable
+from lite_cpt.data.location import DataLocation, resolve_location
 from lite_cpt.data.quality import UNREADABLE
 from lite_cpt.data.rows import ROWS_PER_READ
 from lite_cpt.data.spec import DatasetSpec
@@ -41,7 +42,7 @@ class RealTask(Task):
 
     # -- where the data is -----------------------------------------------------------------
     def location(self) -> DataLocation:
-        return loaders.resolve_location(self.config.source, self.data_root, download=self.dataset.download)
+        return resolve_location(self.config.source, self.data_root, download=self.dataset.download)
 
     def open(self, split: str) -> SplitTable:
         return loaders.open_split(self.location(), split)
