@@ -2,7 +2,7 @@
 
     nice -n 10 python tests/mutate.py lite_cpt/results/metrics.py           # score + surviving mutants
     nice -n 10 python tests/mutate.py lite_cpt/tasks/ --tests tests/test_real_tasks.py
-    python tests/mutate.py lite_cpt/train/rft.py --show lite_cpt.train.rft.x_policy_update__mutmut_12
+    python tests/mutate.py lite_cpt/train/rft.py --show lite_cpt.train.rft.x_draw_groups__mutmut_12
     nice -n 19 python tests/mutate.py lite_cpt/train/rft.py --sample 0    # the mutants numbered ...0
 
 Each module is mutated in its own scratch copy of the repository under .mutation/<module>/, with
@@ -40,9 +40,14 @@ MODULE_TESTS = {
     "lite_cpt/arms/": ["tests/test_training_behaviour.py", "tests/test_baselines.py", "tests/test_rif.py", "tests/test_structure.py"],
     "lite_cpt/train/rft.py": ["tests/test_rft.py", "tests/test_training_behaviour.py", "tests/test_rif.py",
                         "tests/test_midphase.py", "tests/test_numerics.py"],
+    "lite_cpt/train/policy_update.py": ["tests/test_rft.py", "tests/test_aggregation.py", "tests/test_shared_prefix.py",
+                                        "tests/test_training_behaviour.py", "tests/test_numerics.py"],
     "lite_cpt/arms/rif.py": ["tests/test_rif.py"],
     "lite_cpt/run/continual.py": ["tests/test_run_files.py", "tests/test_bad_data.py", "tests/test_continual.py",
                               "tests/test_resume.py"],
+    "lite_cpt/run/rows.py": ["tests/test_run_files.py", "tests/test_continual.py", "tests/test_resume.py",
+                         "tests/test_eval_prompt.py", "tests/test_benchmark_figures.py",
+                         "tests/test_verified_results.py"],
     "lite_cpt/data/loaders.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_properties.py",
                                  "tests/test_custom_tasks.py", "tests/test_bad_data.py"],
     "lite_cpt/data/location.py": ["tests/test_real_tasks.py", "tests/test_data_check.py", "tests/test_custom_tasks.py",

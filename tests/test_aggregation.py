@@ -13,7 +13,8 @@ from lite_cpt.kernels.grpo_loss import reference_grpo_loss
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.train.phase import Phase
 from lite_cpt.recipe import ArmConfig
-from lite_cpt.train.rft import Rollouts, compute_advantages, encode_rollouts, mini_batch_rows, policy_update
+from lite_cpt.train.policy_update import compute_advantages, encode_rollouts, mini_batch_rows, policy_update
+from lite_cpt.train.rollout_batch import Rollouts
 from tests.test_rft import KNOBS, lora_params, policy, tiny, vowel_examples  # noqa: F401
 
 LENGTHS = [1, 5, 2, 7, 3, 1, 6, 2, 4, 1, 8, 2, 3, 5, 1, 2]  # response tokens (the last one is the end of turn)

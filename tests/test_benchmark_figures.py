@@ -87,17 +87,18 @@ def test_bootstrap_figures_percentiles_and_undefined_figures():
 def test_evaluated_rows_write_their_figures_into_general_json(tmp_path, monkeypatch):
     """The continual loop's own evaluation and row writer, with generation replaced by fixed answers."""
     import lite_cpt.run.continual as continual
+    import lite_cpt.run.rows as rows_module
     from lite_cpt.results.predictions import BASE_PREDICTIONS
     from lite_cpt.recipe import load_recipe
 
     evalset, items = pope_set()
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml", [])
     ws = continual.Workspace(recipe, tmp_path / "seed_0", None, None, [], [], [evalset], None, {})
-    monkeypatch.setattr(continual, "evaluate_sets_items", lambda *a, **k: {"pope": items})
+    monkeypatch.setattr(rows_module, "evaluate_sets_items", lambda *a, **k: {"pope": items})
     arm_dir = ws.run_dir / "sft"
-    _, general_row, _ = continual.evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS, False)
-    continual.evaluate_row(ws, "sft after t1", continual.row_predictions_path(arm_dir, 1), False)
-    files = continual.RowFiles(arm_dir / "matrix.json", arm_dir / "general.json", ["t1"], ["pope"], False, False)
+    _, general_row, _ = rows_module.evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS, False)
+    rows_module.evaluate_row(ws, "sft after t1", continual.row_predictions_path(arm_dir, 1), False)
+    files = rows_module.RowFiles(arm_dir / "matrix.json", arm_dir / "general.json", ["t1"], ["pope"], False, False)
     files.write([[0.5], [0.5]], [general_row, general_row])
 
     general = json.loads((arm_dir / "general.json").read_text())

@@ -11,6 +11,7 @@ from rich.console import Console
 from transformers import AutoModelForImageTextToText
 
 from lite_cpt.run import continual
+from lite_cpt.run import rows as rows_module
 from lite_cpt.arms.sft import SequentialSFT
 from lite_cpt.train.batching import encode_sft, IGNORE_INDEX
 from lite_cpt.run.continual import run_recipe
@@ -289,7 +290,7 @@ def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_
     recipe = recipe_from_dict(tiny_recipe(tmp_path, tasks=("mini_clevr", "mini_geometry"),
                                           arms=[{"name": "replay", "lr": 5e-3, "batch_size": 8}],
                                           checkpoint={"every_updates": 1, "every_minutes": None}))
-    log_event, evaluate = continual.log_event, continual.evaluate_sets_items
+    log_event, evaluate = continual.log_event, rows_module.evaluate_sets_items
 
     def killed_after_logging_step_2(ws, arm_dir, record):
         log_event(ws, arm_dir, record)
@@ -308,7 +309,7 @@ def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_
             raise KeyboardInterrupt("killed")
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(continual, "evaluate_sets_items", killed_evaluating_task_2)
+    monkeypatch.setattr(rows_module, "evaluate_sets_items", killed_evaluating_task_2)
     screen = Console(file=io.StringIO(), width=400)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, console=screen)
@@ -317,7 +318,7 @@ def test_a_run_killed_mid_phase_and_while_evaluating_resumes_each_with_the_arms_
     assert f"replay: resuming task 1 (clevr) from its checkpoint after update 1: {checkpoint}" in re.sub(
         r"\s*\n\s*", "", screen.file.getvalue())
     assert (arm_dir / "task_2" / continual.PHASE_STATS).exists()
-    monkeypatch.setattr(continual, "evaluate_sets_items", evaluate)
+    monkeypatch.setattr(rows_module, "evaluate_sets_items", evaluate)
     screen = Console(file=io.StringIO(), width=300)
     run_recipe(recipe, console=screen)
     assert "replay: task 2 (geometry) was trained and saved earlier; evaluating it" in screen.file.getvalue()

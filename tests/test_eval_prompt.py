@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lite_cpt.run import continual, evaluate
+from lite_cpt.run import rows as rows_module
 from lite_cpt.run.continual import run_recipe
 from lite_cpt.run.eval_prompt import arm_eval_cot, base_files
 from lite_cpt.recipe import load_recipe, recipe_from_dict
@@ -47,7 +48,7 @@ def test_sft_is_evaluated_without_the_cot_instruction_by_default_and_with_it_whe
         raw["evaluation"]["prompt"] = shared
     seen: dict[str, list[str]] = {}
     label = {"now": ""}
-    evaluate_row, score_items = continual.evaluate_row, evaluate.score_items
+    evaluate_row, score_items = rows_module.evaluate_row, evaluate.score_items
 
     def row(ws, name, path, cot):
         label["now"] = name
@@ -57,7 +58,8 @@ def test_sft_is_evaluated_without_the_cot_instruction_by_default_and_with_it_whe
         seen.setdefault(label["now"], []).extend(evalset.task.prompt(s, cot) for s in evalset.samples)
         return score_items(model, processor, evalset, generation, cot=cot)
 
-    monkeypatch.setattr(continual, "evaluate_row", row)
+    monkeypatch.setattr(continual, "evaluate_row", row)  # the rows after each task
+    monkeypatch.setattr(rows_module, "evaluate_row", row)  # row 0, from rows.base_row
     monkeypatch.setattr(evaluate, "score_items", items)
     run_dir = run_recipe(recipe_from_dict(raw)) / "seed_0"
 

@@ -46,10 +46,10 @@ def fault_recipe(tmp_path, arms=ARMS, tasks=("mini_clevr", "mini_geometry")):
 # Calls in order: sft task 1, sft task 2, then rft task 1, rft task 2.
 POINTS = [
     ("mid-rollout", "lite_cpt.train.rft.generate_rollouts", range(1, 5), 3, False),
-    ("mid-rft-update", "lite_cpt.train.rft.accumulate_policy_gradient", range(1, 5), None, True),
+    ("mid-rft-update", "lite_cpt.train.policy_update.accumulate_policy_gradient", range(1, 5), None, True),
     ("mid-sft-update", "lite_cpt.train.sft._accumulate", range(1, 5), 2, True),
     ("mid-save", "lite_cpt.run.integrity.write_manifest", range(1, 13), 9, True),
-    ("mid-evaluation", "lite_cpt.run.continual.evaluate_sets_items", range(2, 6), 4, False),
+    ("mid-evaluation", "lite_cpt.run.rows.evaluate_sets_items", range(2, 6), 4, False),
     ("mid-log-line", "lite_cpt.run.continual.append_jsonl", range(1, 13), None, False),
     ("during-report", "lite_cpt.results.report.plot_heatmap", range(1, 3), 2, False),
 ]
@@ -90,7 +90,8 @@ def stopped_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stopped")
     # the rft arm's 4th gradient pass: task 2, update 2, after the checkpoint of update 1
     recipe = fault_recipe(tmp)
-    assert killed(run_child(recipe, kill=KillPoint("stop", "lite_cpt.train.rft.accumulate_policy_gradient", 4)))
+    point = KillPoint("stop", "lite_cpt.train.policy_update.accumulate_policy_gradient", 4)
+    assert killed(run_child(recipe, kill=point))
     checkpoints = tmp / "runs" / "t" / "seed_0" / "rft" / "checkpoints"
     assert [p.name for p in checkpoints.iterdir()] == ["phase_2_update_1"]
     return tmp
@@ -187,7 +188,7 @@ def test_a_nan_loss_in_a_run_is_skipped_counted_and_the_run_finishes(tmp_path):
     original = lite_cpt.kernels.grpo_loss
 
     def nan_once():
-        import lite_cpt.train.rft as rft_module
+        import lite_cpt.train.policy_update as update_module
 
         calls = [0]
 
@@ -196,7 +197,7 @@ def test_a_nan_loss_in_a_run_is_skipped_counted_and_the_run_finishes(tmp_path):
             value, stats = original(*args, **kwargs)
             return (value * float("nan"), stats) if calls[0] == 1 else (value, stats)
 
-        rft_module.grpo_loss = loss
+        update_module.grpo_loss = loss
 
     assert finished(run_child(recipe, setup=nan_once, log_file=tmp_path / "warnings.log"))
     from lite_cpt.io import read_jsonl
@@ -215,9 +216,9 @@ def test_nan_losses_in_a_row_stop_the_run_with_the_knobs(tmp_path):
     original = lite_cpt.kernels.grpo_loss
 
     def always_nan():
-        import lite_cpt.train.rft as rft_module
+        import lite_cpt.train.policy_update as update_module
 
-        rft_module.grpo_loss = lambda *a, **k: (lambda v, s: (v * float("nan"), s))(*original(*a, **k))
+        update_module.grpo_loss = lambda *a, **k: (lambda v, s: (v * float("nan"), s))(*original(*a, **k))
 
     assert exit_code(run_child(recipe, setup=always_nan, args=("faults.max_consecutive_nonfinite=2",))) == 1
 
@@ -311,7 +312,7 @@ def test_sigkill_mid_rif_phase_resumes_with_the_estimate_made_before_the_task(tm
 
     recipe = fault_recipe(killed_dir, arms=[RIF_ARM], tasks=("mini_clevr",))
     # The second gradient pass: after update 1 and its checkpoint.
-    point = KillPoint("mid-rif-update#2", "lite_cpt.train.rft.accumulate_policy_gradient", 2, after=True)
+    point = KillPoint("mid-rif-update#2", "lite_cpt.train.policy_update.accumulate_policy_gradient", 2, after=True)
     TALLY["kills tried"] += 1
     assert killed(run_child(recipe, kill=point, setup=_estimating_half))
     assert sorted(p.name for p in (killed_dir / "runs" / "t" / "seed_0" / "rif_rft" / "checkpoints").iterdir())

@@ -79,6 +79,7 @@ def test_a_flat_phase_is_named_and_a_moving_or_short_one_is_not():
 
 import math  # noqa: E402
 
+import lite_cpt.train.policy_update as update_module  # noqa: E402
 import lite_cpt.train.rft as rft_module  # noqa: E402
 import lite_cpt.train.sft as sft_module  # noqa: E402
 from lite_cpt.run.continual import reset_adapter  # noqa: E402
@@ -102,7 +103,7 @@ def _nan_on(calls: set[int], original):
 
 def test_grpo_update_with_nan_loss_is_skipped_without_touching_weights_or_moments(policy, monkeypatch, caplog):
     model, processor = policy
-    monkeypatch.setattr(rft_module, "grpo_loss", _nan_on({1}, rft_module.grpo_loss))
+    monkeypatch.setattr(update_module, "grpo_loss", _nan_on({1}, update_module.grpo_loss))
     before = {n: p.detach().clone() for n, p in lora_params(model).items()}
     records, states = [], []
     original_update = rft_module.policy_update
@@ -128,7 +129,7 @@ def test_grpo_update_with_nan_loss_is_skipped_without_touching_weights_or_moment
 
 def test_consecutive_nan_grpo_updates_stop_the_phase_naming_step_loss_parts_and_knobs(policy, monkeypatch):
     model, processor = policy
-    monkeypatch.setattr(rft_module, "grpo_loss", _nan_on(set(range(1, 100)), rft_module.grpo_loss))
+    monkeypatch.setattr(update_module, "grpo_loss", _nan_on(set(range(1, 100)), update_module.grpo_loss))
     records = []
     with pytest.raises(NonFiniteTraining, match=r"3 updates in a row \(updates 1 to 3\) .*loss=nan, kl=.*kl_beta=0.01"):
         train_rft(model, processor, vowel_examples(4), arm_config(kl=True),

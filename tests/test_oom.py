@@ -89,6 +89,7 @@ def _guard(arm: str):
     ("accumulate_policy_gradient", "grpo_step"),
 ])
 def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monkeypatch, failing, step):
+    from lite_cpt.train import policy_update as update_module
     from lite_cpt.train import rft as rft_module
     from lite_cpt.train.phase import Example, Knobs, Phase
     from lite_cpt.train.rollout import Completions
@@ -103,10 +104,10 @@ def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monk
         raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)
 
     monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
-    monkeypatch.setattr(rft_module, "vision_token_ids", lambda tokenizer: [])
-    monkeypatch.setattr(rft_module, "prepare_micro_batches", lambda *args: [None])  # one micro-batch per mini-batch
+    monkeypatch.setattr(update_module, "vision_token_ids", lambda tokenizer: [])
+    monkeypatch.setattr(update_module, "prepare_micro_batches", lambda *args: [None])  # one micro-batch per mini-batch
     monkeypatch.setattr(rft_module, "hold_reference", lambda model: None)  # a Linear has no adapter to hold
-    monkeypatch.setattr(rft_module, failing, out_of_memory)
+    monkeypatch.setattr(rft_module if failing == "generate_completions" else update_module, failing, out_of_memory)
     task = TASK_TYPES["mini_scienceqa"]("a")
     examples = [Example(task, Sample(id=str(i), question=f"q{i}", answer="A")) for i in range(4)]
     arm = RECIPE.arms[1]

@@ -285,6 +285,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     """Every measured phase is the run's own function (spied on), on prompts of the asked
     length and rollouts of the full answer length, with every rollout trained."""
     import lite_cpt.run.evaluate
+    import lite_cpt.train.policy_update
     import lite_cpt.train.rft
     import lite_cpt.train.sft
     from lite_cpt.bench.step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
@@ -302,7 +303,8 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
         monkeypatch.setattr(module, name, wrapper)
 
     for module, name in ((lite_cpt.train.sft, "train_sft"), (lite_cpt.train.rft, "generate_rollouts"),
-                         (lite_cpt.train.rft, "prepare_mini_batches"), (lite_cpt.train.rft, "policy_update"),
+                         (lite_cpt.train.policy_update, "prepare_mini_batches"),
+                         (lite_cpt.train.policy_update, "policy_update"),
                          (lite_cpt.run.evaluate, "evaluate_sets")):
         spy(module, name)
     setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import lite_cpt.run.continual as continual
+import lite_cpt.run.rows as rows_module
 from lite_cpt.run.continual import run_recipe
 from lite_cpt.io import read_jsonl
 from lite_cpt.results.metrics import summarize
@@ -45,7 +46,7 @@ def adapters(arm_dir: Path) -> dict[int, dict[str, torch.Tensor]]:
 def reference_run(tmp_path_factory):
     """An uninterrupted run; every row it writes is checked to be the last file of its task."""
     recipe = signal_recipe(tmp_path_factory.mktemp("reference"))
-    write = continual.write_checked_json
+    write = rows_module.write_checked_json
     checked = []
 
     def checking_write(path, obj):
@@ -59,7 +60,7 @@ def reference_run(tmp_path_factory):
         write(path, obj)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(continual, "write_checked_json", checking_write)
+        patch.setattr(rows_module, "write_checked_json", checking_write)
         run_dir = run_recipe(recipe)
     assert checked == [1, 2, 3]
     return run_dir / "seed_0" / "sft"
@@ -78,7 +79,7 @@ def test_a_kill_between_the_two_writes_of_a_row_leaves_no_marker_and_resume_matc
                                                                                        monkeypatch):
     recipe = signal_recipe(tmp_path)
     arm_dir = recipe.run_dir / "seed_0" / "sft"
-    write = continual.write_checked_json
+    write = rows_module.write_checked_json
 
     def killed_after_the_first_write_of_row_2(path, obj):
         write(path, obj)
@@ -86,13 +87,13 @@ def test_a_kill_between_the_two_writes_of_a_row_leaves_no_marker_and_resume_matc
         if len(rows) == 3:  # base row + tasks 1 and 2: the first of the row's two files is written
             raise KeyboardInterrupt("killed between the two writes of row 2")
 
-    monkeypatch.setattr(continual, "write_checked_json", killed_after_the_first_write_of_row_2)
+    monkeypatch.setattr(rows_module, "write_checked_json", killed_after_the_first_write_of_row_2)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe)
     assert len(read(arm_dir / "matrix.json")["R"]) == 2, "row 2 must not be marked finished"
     assert (arm_dir / "task_2").exists(), "the kill came after task 2's adapter was saved"
 
-    monkeypatch.setattr(continual, "write_checked_json", write)
+    monkeypatch.setattr(rows_module, "write_checked_json", write)
     run_recipe(recipe)
     assert read(arm_dir / "matrix.json") == read(reference_run / "matrix.json")
     ends = [r["task_index"] for r in read_jsonl(arm_dir / "metrics.jsonl") if r["event"] == "task_end"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import lite_cpt.train.policy_update as update_module
 import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
 from lite_cpt.arms.rl import JointRFT, SequentialRFT
@@ -15,17 +16,13 @@ from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
-from lite_cpt.train.rft import (
-    Rollouts,
+from lite_cpt.train.policy_update import (
     accumulate_policy_gradient,
     compute_advantages,
-    generate_rollouts,
     policy_update,
     prepare_micro_batches,
-    reward_parts,
-    rft_reward,
-    train_rft,
 )
+from lite_cpt.train.rft import Rollouts, generate_rollouts, reward_parts, rft_reward, train_rft
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tasks.base import Sample, Task
@@ -177,13 +174,13 @@ def test_grpo_raises_the_reward_and_moves_only_the_adapter(policy):
 def test_kl_reference_is_scored_only_when_the_kl_is_on(policy, monkeypatch, reference):
     model, processor = policy
     calls = []
-    original = rft_module.reference_policy
+    original = update_module.reference_policy
 
     def counting_reference_policy(model, kind):
         calls.append(kind)
         return original(model, kind)
 
-    monkeypatch.setattr(rft_module, "reference_policy", counting_reference_policy)
+    monkeypatch.setattr(update_module, "reference_policy", counting_reference_policy)
     records: list[dict] = []
     train_rft(model, processor, vowel_examples(4), arm_config(max_new_tokens=1, kl=False),
               Phase(KNOBS, seed=1, on_step=records.append), updates=3)
@@ -346,14 +343,14 @@ def test_kl_reference_of_the_second_task_is_the_policy_after_the_first(policy, m
     after_task_1 = lora_snapshot(model)
 
     captured: list = []
-    original = rft_module.prepare_micro_batches
+    original = update_module.prepare_micro_batches
 
     def capturing(*args, **kwargs):
         micro_batches = original(*args, **kwargs)
         captured.extend(micro_batches)
         return micro_batches
 
-    monkeypatch.setattr(rft_module, "prepare_micro_batches", capturing)
+    monkeypatch.setattr(update_module, "prepare_micro_batches", capturing)
     train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=2), updates=2)  # task 2
     assert captured and all(mb.ref_logp is not None for mb in captured)
 
@@ -381,13 +378,13 @@ def test_no_dropout_in_any_rl_pass(monkeypatch):
         for p in lora_params(model).values():
             p.add_(0.2 * torch.randn_like(p))  # B != 0, so dropout would change the outputs
     calls = []
-    original = rft_module.grpo_loss
+    original = update_module.grpo_loss
 
     def recording(logp, old_logp, *args, **kwargs):
         calls.append((logp.detach().clone(), old_logp.clone()))
         return original(logp, old_logp, *args, **kwargs)
 
-    monkeypatch.setattr(rft_module, "grpo_loss", recording)
+    monkeypatch.setattr(update_module, "grpo_loss", recording)
     arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1, inner_epochs=2)
     train_rft(model, processor, vowel_examples(4), arm, Phase(KNOBS, seed=1), updates=1)
     first_logp, first_old = calls[0]  # the first pass: the policy has not stepped yet
@@ -399,13 +396,13 @@ def test_no_dropout_in_any_rl_pass(monkeypatch):
 def test_mini_batches_per_rollout_step_with_the_old_policy_fixed(policy, monkeypatch, mini_batches):
     model, processor = policy
     calls = []
-    original = rft_module.grpo_loss
+    original = update_module.grpo_loss
 
     def recording(logp, old_logp, advantages, *args, **kwargs):
         calls.append((logp.detach().clone(), old_logp.clone()))
         return original(logp, old_logp, advantages, *args, **kwargs)
 
-    monkeypatch.setattr(rft_module, "grpo_loss", recording)
+    monkeypatch.setattr(update_module, "grpo_loss", recording)
     arm = arm_config(max_new_tokens=2, kl=True, kl_beta=0.1, prompts_per_step=2,
                      mini_batches_per_rollout=mini_batches)
     optimizer = torch.optim.AdamW(list(lora_params(model).values()), lr=arm.lr)

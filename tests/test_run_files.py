@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import yaml
 
 from lite_cpt.run import continual
+from lite_cpt.run import rows as rows_module
 from lite_cpt.run.integrity import write_manifest
 from lite_cpt.io import append_jsonl, atomic_write_json, read_jsonl
 from lite_cpt.recipe import recipe_from_dict
@@ -44,7 +45,7 @@ def arm_with_tasks(tmp_path: Path, finished: int = 3) -> tuple[SimpleNamespace, 
 
 def test_intact_files_are_the_rows_a_resume_trusts(tmp_path):
     ws, arm_dir = arm_with_tasks(tmp_path, finished=2)
-    assert continual.resume_rows(ws, arm_dir) == ([R0, *ROWS[:2]], [G0, *GENERAL[:2]])
+    assert rows_module.resume_rows(ws, arm_dir) == ([R0, *ROWS[:2]], [G0, *GENERAL[:2]])
 
 
 def test_a_damaged_matrix_is_rebuilt_from_the_rows_the_log_carries(tmp_path, caplog):
@@ -53,7 +54,7 @@ def test_a_damaged_matrix_is_rebuilt_from_the_rows_the_log_carries(tmp_path, cap
     # a record of a task out of order (a log written twice) is not a row
     append_jsonl(arm_dir / "metrics.jsonl", {"event": "task_end", "task_index": 2, "scores": [9, 9], "general": [9]})
     with caplog.at_level(logging.WARNING):
-        rows, general = continual.resume_rows(ws, arm_dir)
+        rows, general = rows_module.resume_rows(ws, arm_dir)
     assert rows == [R0, *ROWS] and general == [G0, *GENERAL]
     said = [record.getMessage() for record in caplog.records]
     assert f"{arm_dir / 'matrix.json'} is damaged; what it held is computed again" in said
@@ -64,12 +65,12 @@ def test_a_damaged_general_json_is_rebuilt_and_a_row_the_marker_lacks_is_not_tru
     ws, arm_dir = arm_with_tasks(tmp_path)
     (arm_dir / "general.json").write_bytes(b"\x00\x00")
     with caplog.at_level(logging.WARNING):
-        assert continual.resume_rows(ws, arm_dir) == ([R0, *ROWS], [G0, *GENERAL])
+        assert rows_module.resume_rows(ws, arm_dir) == ([R0, *ROWS], [G0, *GENERAL])
     assert "general.json is damaged" in caplog.text
     # killed between the two writes of row 3: general.json has it, the marker (matrix.json) not
     ws, arm_dir = arm_with_tasks(tmp_path / "between")
     atomic_write_json(arm_dir / "matrix.json", {"tasks": ["a", "b"], "R": [R0, *ROWS[:2]]})
-    assert continual.resume_rows(ws, arm_dir) == ([R0, *ROWS[:2]], [G0, *GENERAL[:2]])
+    assert rows_module.resume_rows(ws, arm_dir) == ([R0, *ROWS[:2]], [G0, *GENERAL[:2]])
 
 
 def test_a_damaged_adapter_drops_its_row_and_everything_trained_after_it(tmp_path, caplog):
@@ -80,7 +81,7 @@ def test_a_damaged_adapter_drops_its_row_and_everything_trained_after_it(tmp_pat
     for name in ("phase_2_update_4", "phase_3_update_2", "phase_3_update_4"):
         (checkpoints / name).mkdir(parents=True)
     with caplog.at_level(logging.WARNING):
-        rows, general = continual.resume_rows(ws, arm_dir)
+        rows, general = rows_module.resume_rows(ws, arm_dir)
     assert rows == [R0, ROWS[0]] and general == [G0, GENERAL[0]]
     assert f"task adapter {arm_dir / 'task_3'} is damaged" in caplog.text
     assert f"task adapter {arm_dir / 'task_2'} is damaged" in caplog.text

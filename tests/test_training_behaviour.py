@@ -22,7 +22,8 @@ from lite_cpt.run.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
 from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig
-from lite_cpt.train.rft import Rollouts, policy_update, rft_reward, train_rft
+from lite_cpt.train.policy_update import policy_update
+from lite_cpt.train.rft import Rollouts, rft_reward, train_rft
 from lite_cpt.arms.rif import band_selector, filter_instances
 from lite_cpt.train.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
 from lite_cpt.train.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft

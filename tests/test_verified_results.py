@@ -10,6 +10,7 @@ import logging
 from typer.testing import CliRunner
 
 from lite_cpt.run import continual
+from lite_cpt.run import rows as rows_module
 from lite_cpt.run.artefacts import CHECKSUMS, artefact_problem, write_checked_json
 from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.run.integrity import write_manifest
@@ -42,7 +43,7 @@ def finished_run(tmp_path):
         write_predictions(row_predictions_path(arm, row), _items(ITEMS[row]))
     rows = [[sum(r[t]) / 4 for t in TASKS] for r in ITEMS]
     general = [[sum(r[b]) / 4 for b in BENCHES] for r in ITEMS]
-    continual.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, False).write(rows, general)
+    rows_module.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, False).write(rows, general)
     return run, arm
 
 
@@ -166,8 +167,8 @@ def test_an_arm_evaluated_with_the_chain_of_thought_prompt_is_checked_against_th
     write_predictions(arm.parent / base_files(True)[1], _items(cot_items))
     rows = [[0.0, 0.0]] + [[sum(r[t]) / 4 for t in TASKS] for r in ITEMS[1:]]
     general = [[0.0]] + [[sum(r[b]) / 4 for b in BENCHES] for r in ITEMS[1:]]
-    continual.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, True).write(rows, general)
+    rows_module.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, True).write(rows, general)
     assert unit_problems(arm, TASKS, rows, BENCHES, general) == []
     # the same rows read as a direct-answer arm disagree with the direct base predictions
-    continual.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, False).write(rows, general)
+    rows_module.RowFiles(arm / "matrix.json", arm / "general.json", TASKS, BENCHES, False, False).write(rows, general)
     assert any("row 0, task clevr" in p for p in unit_problems(arm, TASKS, rows, BENCHES, general))

@@ -20,7 +20,8 @@ from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.recipe import ArmConfig, LoraConfig, RolloutConfig, TinyModelConfig
-from lite_cpt.train.rft import expanded_micro_batches, generate_rollouts, train_rft
+from lite_cpt.train.policy_update import expanded_micro_batches
+from lite_cpt.train.rft import generate_rollouts, train_rft
 from lite_cpt.train.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
 from lite_cpt.tasks.base import Sample, Task
 from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus

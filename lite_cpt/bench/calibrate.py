@@ -166,7 +166,8 @@ def rl_rates(recipe, model, processor, groups: list[list]) -> dict:
     RL arm. Run last: it holds the KL reference adapter on the model."""
     from lite_cpt.planner import resolve_knobs
     from lite_cpt.train.reference_adapter import hold_reference
-    from lite_cpt.train.rft import compute_advantages, generate_rollouts, prepare_mini_batches, steps_per_rollout
+    from lite_cpt.train.policy_update import compute_advantages, prepare_mini_batches, steps_per_rollout
+    from lite_cpt.train.rft import generate_rollouts
 
     arm = next((a for a in recipe.arms if "rollout" in _phases(a.method)), None)
     if arm is None:

@@ -1,7 +1,7 @@
 """`lite-cpt bench prefix`: the GRPO update with each prompt scored once for its group (shared
 prefix) vs once per answer (expanded), side by side on the same rollouts.
 
-Both sides run `lite_cpt.train.rft.policy_update` (the function a run uses) with the KL on, so the
+Both sides run `lite_cpt.train.policy_update.policy_update` (the function a run uses) with the KL on, so the
 reference pass and the update's forward and backward all count, under the same token budget.
 Answers are random text tokens whose mean length is `answer_ratio` times the mean prompt length
 (images included): 0.37 is the seven-task protocol's ratio, where prompts are 73 % of the
@@ -19,8 +19,9 @@ from lite_cpt.train.batching import encode_prompts
 from lite_cpt.bench.update import _phases, mixed_rollouts
 from lite_cpt.bench.vision import vision_cache_side
 from lite_cpt.train.phase import Knobs, Phase
-from lite_cpt.train.rft import (Rollouts, compute_advantages, expanded_micro_batches, max_prompt_tokens, policy_update,
-                          shared_prefix_micro_batches)
+from lite_cpt.train.policy_update import (compute_advantages, expanded_micro_batches, max_prompt_tokens, policy_update,
+                                          shared_prefix_micro_batches)
+from lite_cpt.train.rollout_batch import Rollouts
 from lite_cpt.seeding import derived_seed
 
 BENCH_SEED = 0

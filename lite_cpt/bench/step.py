@@ -329,7 +329,8 @@ def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
     held as an RL phase holds it."""
     from lite_cpt.train.phase import Phase, adamw
     from lite_cpt.train.reference_adapter import hold_reference
-    from lite_cpt.train.rft import compute_advantages, generate_rollouts, policy_update, prepare_mini_batches
+    from lite_cpt.train.policy_update import compute_advantages, policy_update, prepare_mini_batches
+    from lite_cpt.train.rft import generate_rollouts
 
     model, processor = setup.model, setup.processor
     arm = _arm(setup.recipe, "rft")

@@ -1,7 +1,7 @@
 """`lite-cpt bench update`: trained tokens/s of the GRPO policy update with micro-batches packed
 to a token budget vs a fixed count of sequences sized for the longest one, side by side.
 
-Both sides run `lite_cpt.train.rft.policy_update` (the function a run uses) on the same rollouts: the
+Both sides run `lite_cpt.train.policy_update.policy_update` (the function a run uses) on the same rollouts: the
 recipe's model, prompts of its tasks, and responses of mixed lengths (uniform between one token
 and `rft.max_new_tokens`, drawn with a fixed seed) with rewards that give every group a signal.
 The fixed count is what fits the budget at the longest sequence (prompt limit + max_new_tokens),
@@ -18,7 +18,8 @@ import time
 import torch
 
 from lite_cpt.train.phase import Knobs, Phase, examples_of, pack_by_tokens
-from lite_cpt.train.rft import Rollouts, policy_update
+from lite_cpt.train.policy_update import policy_update
+from lite_cpt.train.rollout_batch import Rollouts
 from lite_cpt.seeding import derived_seed
 
 BENCH_SEED = 0
@@ -50,7 +51,7 @@ def update_sides(processor, rollouts: Rollouts, budget_sequences: int, max_new_t
     """The two knobs compared: a fixed count of `budget_sequences`, sized for the longest
     sequence these prompts can make (their longest prompt + max_new_tokens; a planner sizing by
     the recipe's prompt limit would pick fewer), and a token budget of what that count holds."""
-    from lite_cpt.train.rft import encode_rollouts
+    from lite_cpt.train.policy_update import encode_rollouts
 
     rows = list(range(len(rollouts.token_ids)))
     encoded = encode_rollouts(processor, rollouts, rows, cot=False)

@@ -36,18 +36,16 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
-from lite_cpt.run.artefacts import artefact_problem, write_checked_json
-from lite_cpt.results.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
 from lite_cpt.run.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
 from lite_cpt.data.quality import describe_bad, screen
-from lite_cpt.run.evaluate import EvalSet, evaluate_sets_items, mean_score, planned_generation
+from lite_cpt.run.evaluate import EvalSet
 from lite_cpt.run.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from lite_cpt.run.locks import unit_lock, units_locked_ahead, waiting_lock
+from lite_cpt.run.locks import unit_lock, units_locked_ahead
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.calibration import Calibration
 from lite_cpt.train.numerics import flat_phase_note
@@ -59,12 +57,13 @@ from lite_cpt.results.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
-from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
+from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows
+from lite_cpt.run.saved_rows import _read_json, last_intact_task
 from lite_cpt.train.vllm_backend import engine_for
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking.tracker import RunTracker
-from lite_cpt.train.truncation import answer_shares, task_end_extra
+from lite_cpt.train.truncation import task_end_extra
 from lite_cpt.train.vision_cache import vision_feature_cache
 
 log = logging.getLogger(__name__)
@@ -283,65 +282,6 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
-                 ) -> tuple[list[float], list[float], dict[str, float]]:
-    """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
-    the share of each set's answers cut at the length cap; its per-item predictions are saved to
-    `predictions_path`."""
-    gen = planned_generation(ws.recipe)
-    sets = ws.evalsets + ws.general
-    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
-        done = iter(range(1, len(sets) + 1))
-        items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
-                                    on_done=lambda _: advance(next(done), len(sets)))
-    write_row_results(predictions_path, items, ws.general, cot)  # and the benchmarks' own figures
-    scores = {name: mean_score(scored) for name, scored in items.items()}
-    return ([scores[s.task.name] for s in ws.evalsets], [scores[s.task.name] for s in ws.general],
-            answer_shares(items))
-
-
-def base_row(ws: Workspace, cot: bool = False) -> tuple[list[float], list[float]]:
-    """Row 0 in one prompt format, shared by the arms evaluated with it (a fresh adapter leaves
-    the base unchanged), cached on disk.
-
-    Processes training other arms of the same seed wait for the one computing it, so row 0 is
-    computed once per recipe and seed, however many workers share the run directory."""
-    scores, predictions = base_files(cot)
-    path = ws.run_dir / scores
-    with waiting_lock(ws.run_dir / ".base_scores.lock"):
-        if (saved := _read_json(path, ("R0", "G0"))) is not None and not artefact_problem(
-                ws.run_dir / predictions):  # damaged predictions: the row is evaluated again
-            return saved["R0"], saved["G0"]
-        label = "the base model" + (" (chain-of-thought prompt)" if cot else "")
-        with ws.model.disable_adapter():
-            tasks_row, general_row, _ = evaluate_row(ws, label, ws.run_dir / predictions, cot)
-        write_checked_json(path, {"R0": tasks_row, "G0": general_row})
-    return tasks_row, general_row
-
-
-def resume_rows(ws: Workspace, arm_dir: Path, cot: bool = False) -> tuple[list, list]:
-    """The matrix and general-benchmark rows a resume can trust: those of matrix.json (the
-    marker) and general.json, rebuilt from metrics.jsonl when either is damaged (see
-    lite_cpt.run.saved_rows), cut back to the task before the first damaged adapter."""
-    matrix, general = _read_json(arm_dir / "matrix.json", ("R",)), _read_json(arm_dir / "general.json", ("G",))
-    rows, general_rows = (matrix or {}).get("R", []), (general or {}).get("G", [])
-    damaged = [p for p, v in ((arm_dir / "matrix.json", matrix), (arm_dir / "general.json", general))
-               if v is None and p.exists()]
-    if damaged:
-        log.warning("%s is damaged; its rows are rebuilt from %s", " and ".join(map(str, damaged)),
-                    arm_dir / "metrics.jsonl")
-        r0, g0 = base_row(ws, cot)
-        rows = _rows_from_log(arm_dir / "metrics.jsonl", r0, "scores")
-        general_rows = _rows_from_log(arm_dir / "metrics.jsonl", g0, "general")
-    # matrix.json is the resume marker. general.json is written just before it, so a run killed
-    # between the two writes left one row more there: keep only the rows the marker covers.
-    rows = rows[: len(general_rows)]
-    done = last_intact_task(arm_dir, max(0, len(rows) - 1))
-    if done < len(rows) - 1:
-        drop_after(arm_dir, done)
-    return rows[: done + 1], general_rows[: done + 1]
-
-
 def run_arm(ws: Workspace, arm: ArmConfig) -> None:
     """Train one arm (one unit of the run) under its lock: another process on the same arm
     directory is refused, other arms of the run may train in parallel."""
@@ -514,30 +454,6 @@ def log_event(ws: Workspace, arm_dir: Path, record: dict) -> None:
     append_jsonl(log_path, record)  # first: the trackers follow metrics.jsonl (see lite_cpt.tracking.tracker)
     if ws.tracker is not None:
         ws.tracker.log(arm_dir.name, record, log_path)
-
-
-@dataclass
-class RowFiles:
-    """An arm's matrix.json and general.json; a chain-of-thought evaluation is marked in
-    matrix.json (`eval_prompt: cot`), so its row 0 is read from the base files of that format."""
-
-    matrix_path: Path
-    general_path: Path
-    tasks: list[str]
-    benches: list[str]
-    joint: bool
-    cot: bool
-
-    def write(self, rows: list, general_rows: list) -> None:
-        # general.json first: matrix.json is the resume marker and must be the last file written.
-        figures = figure_rows(Path(self.general_path).parent, len(general_rows), base_files(self.cot)[1])
-        write_checked_json(self.general_path, {"benchmarks": self.benches, "G": general_rows, **figures})
-        matrix = {"tasks": self.tasks, "R": rows}
-        if self.joint:
-            matrix["joint"] = True
-        if self.cot:
-            matrix["eval_prompt"] = "cot"
-        write_checked_json(self.matrix_path, matrix)
 
 
 def _say(ws: Workspace, message: str) -> None:

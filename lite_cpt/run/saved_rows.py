@@ -1,4 +1,4 @@
-"""What a resumed run trusts of an arm's saved rows and task adapters (`continual.resume_rows`).
+"""What a resumed run trusts of an arm's saved rows and task adapters (`rows.resume_rows`).
 
 matrix.json (the resume marker) and general.json hold the finished rows; when either is damaged
 (unreadable, or not what its checksum recorded) the rows are rebuilt from the task_end records
