@@ -111,20 +111,11 @@ def test_the_recipe_schema_does_not_import_the_arm_registry():
 
 MAX_MODULE_LINES = 500
 
-#: Modules over MAX_MODULE_LINES whose split is under way on other branches; remove each name
-#: as its split merges. Any other module over the limit fails the test below.
-KNOWN_OVERSIZED_MODULES = {
-    "train/rft.py", "run/continual.py",
-}
-
-
 def test_no_module_over_500_lines():
     sizes = {path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
              for path in PACKAGE.rglob("*.py")}
     over = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
-    unexpected = {name: lines for name, lines in over.items() if name not in KNOWN_OVERSIZED_MODULES}
-    assert unexpected == {}, f"split these modules (at most {MAX_MODULE_LINES} lines each): {unexpected}"
-    assert KNOWN_OVERSIZED_MODULES <= set(sizes), "a listed module no longer exists: drop it from the list"
+    assert over == {}, f"split these modules (at most {MAX_MODULE_LINES} lines each): {over}"
 
 
 def _functions(tree: ast.AST):
