@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lite_cpt.run.continual import load_examples
+from lite_cpt.run.workspace import load_examples
 from lite_cpt.data.check import data_check, render_data_check
 from lite_cpt.data.fixtures import dataset_spec, write_fixtures
 from lite_cpt.data.preflight import preflight, require_data

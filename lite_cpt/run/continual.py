@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +39,6 @@ from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
 from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
 from lite_cpt.run.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
-from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.run.evaluate import EvalSet
 from lite_cpt.run.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
@@ -51,12 +49,13 @@ from lite_cpt.planner.calibration import Calibration
 from lite_cpt.train.numerics import flat_phase_note
 from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
-from lite_cpt.train.phase import Example, Phase, PhaseStats, examples_of
+from lite_cpt.train.phase import Phase, PhaseStats
 from lite_cpt.run.preemption import stop_deferred
 from lite_cpt.results.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
+from lite_cpt.run.workspace import Workspace, load_samples
 from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows
 from lite_cpt.run.saved_rows import _read_json, last_intact_task
 from lite_cpt.train.vllm_backend import engine_for
@@ -71,45 +70,6 @@ log = logging.getLogger(__name__)
 BASE_SCORES = base_files(cot=False)[0]  # row 0 of the direct-answer format
 #: The phase's statistics, saved with its adapter (a run killed while evaluating skips training).
 PHASE_STATS = "phase_stats.json"
-
-
-@dataclass
-class Workspace:
-    """Everything the arms share within one process: base model, tasks, evaluation sets."""
-
-    recipe: Recipe
-    run_dir: Path
-    model: object  # PeftModel with one adapter, re-initialised per arm
-    processor: object
-    tasks: list[Task]
-    evalsets: list[EvalSet]
-    general: list[EvalSet]
-    console: Console | None
-    _train_cache: dict
-    calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
-    tracker: RunTracker | None = None
-    rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase
-
-    def train_examples(self, task_name: str) -> list[Example]:
-        if task_name not in self._train_cache:
-            task = next(t for t in self.tasks if t.name == task_name)
-            self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size)
-        return self._train_cache[task_name]
-
-
-def load_samples(task: Task, split: str, size: int | None) -> list:
-    """`size` samples of the split without its unusable items (bad image, empty question,
-    missing answer), which are skipped, counted and named in the log."""
-    samples = task.load(split, size)
-    good, bad = screen(samples)
-    if bad:
-        log.warning("%s: skipped %d of %d items of split '%s': %s", task.name, len(bad), len(samples), split,
-                    describe_bad(bad, len(samples)))
-    return good
-
-
-def load_examples(task: Task, split: str, size: int | None) -> list[Example]:
-    return examples_of(task, load_samples(task, split, size))
 
 
 # Keys that do not change any one seed's numbers: which seeds run, where logs also go, and

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lite_cpt.progress import task_progress
+from lite_cpt.run.workspace import Workspace
 from lite_cpt.results.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.run.artefacts import artefact_problem, write_checked_json
 from lite_cpt.run.eval_prompt import base_files
@@ -22,8 +22,6 @@ from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last
 from lite_cpt.train.oom import explain_oom
 from lite_cpt.train.truncation import answer_shares
 
-if TYPE_CHECKING:
-    from lite_cpt.run.continual import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,59 @@
+"""What the arms of one process share (the base model, the tasks, the evaluation sets), and
+reading a task's usable examples: the run loop (continual) and the row files (rows) both read it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from lite_cpt.data.quality import describe_bad, screen
+from lite_cpt.planner.calibration import Calibration
+from lite_cpt.recipe import Recipe
+from lite_cpt.run.evaluate import EvalSet
+from lite_cpt.tasks.base import Task
+from lite_cpt.tracking.tracker import RunTracker
+from lite_cpt.train.phase import Example, examples_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    """Everything the arms share within one process: base model, tasks, evaluation sets."""
+
+    recipe: Recipe
+    run_dir: Path
+    model: object  # PeftModel with one adapter, re-initialised per arm
+    processor: object
+    tasks: list[Task]
+    evalsets: list[EvalSet]
+    general: list[EvalSet]
+    console: Console | None
+    _train_cache: dict
+    calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
+    tracker: RunTracker | None = None
+    rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase
+
+    def train_examples(self, task_name: str) -> list[Example]:
+        if task_name not in self._train_cache:
+            task = next(t for t in self.tasks if t.name == task_name)
+            self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size)
+        return self._train_cache[task_name]
+
+
+def load_samples(task: Task, split: str, size: int | None) -> list:
+    """`size` samples of the split without its unusable items (bad image, empty question,
+    missing answer), which are skipped, counted and named in the log."""
+    samples = task.load(split, size)
+    good, bad = screen(samples)
+    if bad:
+        log.warning("%s: skipped %d of %d items of split '%s': %s", task.name, len(bad), len(samples), split,
+                    describe_bad(bad, len(samples)))
+    return good
+
+
+def load_examples(task: Task, split: str, size: int | None) -> list[Example]:
+    return examples_of(task, load_samples(task, split, size))
