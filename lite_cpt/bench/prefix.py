@@ -42,9 +42,8 @@ def pass_tokens(model, processor, rollouts: Rollouts, arm, knobs: Knobs) -> dict
     for name, shared in SIDES.items():
         make = shared_prefix_micro_batches if shared else expanded_micro_batches
         micro = make(model, processor, rollouts, rows, advantages, arm.rft, knobs)
-        padded = sum(int(mb.packed.segments.numel() if shared else mb.batch["input_ids"].numel()) for mb in micro)
-        out[name] = {"tokens": sum(mb.input_tokens for mb in micro), "padded_tokens": padded,
-                     "micro_batches": len(micro)}
+        out[name] = {"tokens": sum(mb.input_tokens for mb in micro),
+                     "padded_tokens": sum(mb.padded_tokens for mb in micro), "micro_batches": len(micro)}
     return out
 
 

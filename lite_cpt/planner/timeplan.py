@@ -292,11 +292,15 @@ SHORT_ANSWER_STEPS = 16
 
 def evaluation_steps(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> int:
     """Decode steps of one evaluation call: a call ends when its longest answer does. Answers
-    with a chain of thought (RL arms, and every model before training, asked for one) run to
-    max_new_tokens; an SFT-trained adapter answers as its targets do (no reasoning): the data's
-    mean answer (+ end of turn) when calibrated, else SHORT_ANSWER_STEPS."""
+    with a chain of thought (RL arms, and every model before training, asked for one) run to the
+    expected longest of the call's answers (the tasks' pooled lengths; max_new_tokens without
+    them); an SFT-trained adapter answers as its targets do (no reasoning): the data's mean
+    answer (+ end of turn) when calibrated, else SHORT_ANSWER_STEPS."""
     if counts.eval_cot and (work.is_rft or not trained):
-        return expected_cot_steps(work, counts) or work.eval_new_tokens
+        answers = counts.pooled_answers()
+        if answers is None:
+            return work.eval_new_tokens
+        return math.ceil(answers.expected_longest(work.eval_batch, work.eval_new_tokens))
     if cal.answer_tokens and measured_here(work, cal):
         return min(work.eval_new_tokens, math.ceil(cal.answer_tokens) + 1)
     return min(work.eval_new_tokens, SHORT_ANSWER_STEPS)
@@ -314,12 +318,6 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trai
     # Evaluation generates with transformers whatever the rollout backend: static calls.
     return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=counts.mean_prompt(work, cal),
                               new_tokens=evaluation_steps(work, cal, counts, trained=trained))
-
-
-def expected_cot_steps(work: Workload, counts: Counts) -> int | None:
-    """Decode steps of a static evaluation call of chains of thought (None: at the cap)."""
-    answers = counts.pooled_answers()
-    return None if answers is None else math.ceil(answers.expected_longest(work.eval_batch, work.eval_new_tokens))
 
 
 UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"

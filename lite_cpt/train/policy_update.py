@@ -69,6 +69,11 @@ class MicroBatch:
             return int((self.packed.segments >= 0).sum())
         return int(self.batch["attention_mask"].sum())
 
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens a pass over the micro-batch runs, padding included."""
+        return int((self.packed.segments if self.packed is not None else self.batch["input_ids"]).numel())
+
     def score(self, model, *, temperature: float, return_entropy: bool = False,
               logprob_chunk: int | None = None) -> TokenLogprobs:
         """Per-token log-probs of the micro-batch's answers, a row per rollout of `rows`."""

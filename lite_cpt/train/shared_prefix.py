@@ -59,11 +59,6 @@ class PackedBatch:
         return PackedBatch(inputs, self.segments.to(device), self.predict_index.to(device),
                            self.targets.to(device), self.mask.to(device), self.rows)
 
-    @property
-    def tokens(self) -> int:
-        """Tokens the forward pass runs (padding included)."""
-        return int(self.segments.numel())
-
 
 def encode_groups(processor, prompts: list[Prompt], completions: list[list[int]], rows: list[int],
                   max_prompt_tokens: int | None) -> list[PromptGroup]:
