@@ -162,7 +162,15 @@ class TaskConfig(Section, PromptFields):
         False, description="Show the options and score the letter, for task types whose rows carry "
         "options but are free-form by default (geometry3k)."
     )
-    max_prompt_tokens: int = Field(1024, ge=8, description="Prompts are truncated (left) to this length.")
+    max_prompt_tokens: int = Field(
+        1024, ge=8, description="Longest prompt, images' tokens included; a longer one is cut or dropped "
+        "(overlong_prompts).",
+    )
+    overlong_prompts: Literal["cut", "drop"] = Field(
+        "cut", description="A prompt over max_prompt_tokens: cut = keep its last tokens (never through an "
+        "image; such a prompt stops the run); drop = leave the row out of training and evaluation, counted "
+        "in the log (EasyR1's filter_overlong_prompts; lite_cpt/train/overlong.py).",
+    )
     max_answer_tokens: int = Field(64, ge=1, description="Training answers are truncated to this length.")
     format_weight: float | None = Field(
         None, ge=0, le=1,

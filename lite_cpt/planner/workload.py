@@ -98,12 +98,25 @@ def image_tokens_of(recipe, shape: ModelShape | None = None) -> tuple[int, list[
         return min(default_max_pixels // shape_ppt, longest_prompt), [note]
     tokens = max(1, model.max_pixels // shape_ppt)
     notes = []
+    if tokens > longest_prompt and drops_overlong(recipe):
+        notes.append(
+            f"model.max_pixels allows {tokens} image tokens, more than tasks.*.max_prompt_tokens "
+            f"({longest_prompt}); such prompts are dropped (overlong_prompts: drop), so the plan uses "
+            f"{longest_prompt}-token prompts."
+        )
+        return longest_prompt, notes
     if tokens > longest_prompt:
         notes.append(
             f"model.max_pixels allows {tokens} image tokens, more than tasks.*.max_prompt_tokens "
-            f"({longest_prompt}); the plan uses {tokens}-token prompts. Lower model.max_pixels."
+            f"({longest_prompt}); the plan uses {tokens}-token prompts. Lower model.max_pixels, or drop "
+            "such prompts (tasks.*.overlong_prompts=drop)."
         )
     return tokens, notes
+
+
+def drops_overlong(recipe) -> bool:
+    """Whether every task leaves out prompts over its max_prompt_tokens, so none is longer."""
+    return all(t.overlong_prompts == "drop" for t in recipe.tasks)
 
 
 def _fixed(value: Any) -> int | None:

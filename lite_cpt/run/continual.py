@@ -128,7 +128,7 @@ def build_workspace(recipe: Recipe, console: Console | None = None, loaded: tupl
         model, processor = loaded
     root = recipe.data.root
     tasks = [build_task(cfg, root, recipe.seed) for cfg in recipe.tasks]
-    evalsets = [EvalSet(t, load_samples(t, t.config.source.test_split, t.config.test_size)) for t in tasks]
+    evalsets = [EvalSet(t, load_samples(t, t.config.source.test_split, t.config.test_size, processor)) for t in tasks]
     general = []
     for cfg in recipe.evaluation.general:
         bench = build_task(cfg, root, recipe.seed, benchmark=True)

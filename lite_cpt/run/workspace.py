@@ -15,6 +15,7 @@ from lite_cpt.recipe import Recipe
 from lite_cpt.run.evaluate import EvalSet
 from lite_cpt.tasks.base import Task
 from lite_cpt.tracking.tracker import RunTracker
+from lite_cpt.train.overlong import drop_overlong
 from lite_cpt.train.phase import Example, examples_of
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,28 @@ class Workspace:
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:
             task = next(t for t in self.tasks if t.name == task_name)
-            self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size)
+            self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size,
+                                                         self.processor)
         return self._train_cache[task_name]
 
 
-def load_samples(task: Task, split: str, size: int | None) -> list:
+def load_samples(task: Task, split: str, size: int | None, processor=None) -> list:
     """`size` samples of the split without its unusable items (bad image, empty question,
-    missing answer), which are skipped, counted and named in the log."""
+    missing answer) and, where the task drops them, its over-long prompts (`processor` counts
+    their tokens): each skipped, counted and named in the log."""
     samples = task.load(split, size)
     good, bad = screen(samples)
     if bad:
         log.warning("%s: skipped %d of %d items of split '%s': %s", task.name, len(bad), len(samples), split,
                     describe_bad(bad, len(samples)))
-    return good
+    fitting, overlong = drop_overlong(task, good, processor)
+    if overlong:
+        shown = ", ".join(overlong[:3]) + (f" and {len(overlong) - 3} more" if len(overlong) > 3 else "")
+        log.warning("%s: dropped %d of %d items of split '%s' whose prompt is over max_prompt_tokens=%d "
+                    "(overlong_prompts: drop): %s", task.name, len(overlong), len(samples), split,
+                    task.config.max_prompt_tokens, shown)
+    return fitting
 
 
-def load_examples(task: Task, split: str, size: int | None) -> list[Example]:
-    return examples_of(task, load_samples(task, split, size))
+def load_examples(task: Task, split: str, size: int | None, processor=None) -> list[Example]:
+    return examples_of(task, load_samples(task, split, size, processor))
