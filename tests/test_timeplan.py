@@ -537,3 +537,19 @@ def test_the_decode_fit_is_least_squares_over_the_devices_widths(monkeypatch):
     assert (fixed, per_sequence) == pytest.approx((0.05, 0.001))
     assert measured == {"steps": 128, "step_s": {"16": pytest.approx(0.066), "32": pytest.approx(0.082),
                                                   "64": pytest.approx(0.114)}}
+
+
+def test_a_joint_phase_pools_its_tasks_answer_lengths_and_weights_their_prompts_by_rows():
+    """The joint phase mixes every task's rows: it decodes their pooled answer lengths (not the
+    cap) and its prompt is the row-weighted mean of theirs."""
+    from lite_cpt.planner.lengths import AnswerLengths
+    from lite_cpt.planner.timeplan import Counts, TaskCounts, training_phases
+
+    short, long = AnswerLengths(10.0, 0.5, "test"), AnswerLengths(30.0, 0.8, "test")
+    tasks = (TaskCounts("a", 100, 1.0, 10, short, 200.0), TaskCounts("b", 300, 3.0, 10, long, 400.0))
+    counts = Counts(tasks=tasks, general_rows=0, joint=True, rif=False, kl=True, inner_epochs=1, remax=False,
+                    eval_cot=True, mini_batches=1)
+    (joint,) = training_phases(counts)
+    assert (joint.train_rows, joint.epochs) == (400, 3.0)
+    assert joint.answers == AnswerLengths(20.0, 0.8, "test")
+    assert joint.prompt == pytest.approx((100 * 200 + 300 * 400) / 400)

@@ -205,9 +205,11 @@ def training_phases(counts: Counts) -> list[TaskCounts] | None:
     the largest epoch count (as the loop trains it); None when a split's size is unstated."""
     if any(t.train_rows is None for t in counts.tasks):
         return None
-    if counts.joint:
+    if counts.joint:  # the tasks' rows mixed: their pooled answer lengths, their row-weighted prompt
         rows = sum(t.train_rows for t in counts.tasks)
-        return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None)]
+        prompts = [t.prompt for t in counts.tasks]
+        prompt = None if None in prompts else sum(p * t.train_rows for p, t in zip(prompts, counts.tasks)) / rows
+        return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None, counts.pooled_answers(), prompt)]
     return list(counts.tasks)
 
 
