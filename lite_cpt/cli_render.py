@@ -154,6 +154,16 @@ def render_bench_step(result: dict, console) -> None:
     console.print("throughput: " + ", ".join(
         f"{name.replace('_per_s', '').replace('_', ' ')} " + ("-" if value is None else f"{value:,.1f}/s")
         for name, value in rates.items()))
+    layouts = result.get("shared_prefix_vs_expanded")
+    if layouts:
+        sides = [(name, layouts[key]) for name, key in (("shared prefix", "shared_prefix"), ("expanded", "expanded"))]
+        console.print("GRPO update, same rollouts: " + "; ".join(
+            f"{name} " + (side["error"] or f"{side['tokens']:,} tokens, {_fmt(side['seconds'])} s, "
+                                            f"{_fmt(side['peak_gb'])} GiB") for name, side in sides)
+            + " (expanded / shared: " + ", ".join(
+                f"{what} {_fmt(layouts[key])}" + ("x" if layouts[key] is not None else "")
+                for what, key in (("tokens", "token_ratio"), ("time", "speedup"), ("memory", "memory_ratio"))) + ")",
+            highlight=False)
 
 
 def render_bench_update(result: dict, console) -> None:

@@ -307,6 +307,10 @@ def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):
                                                                  "evaluation"}
     assert all(row["seconds"] > 0 and row["measured_gb"] is None for row in step["phases"].values())
     assert all(rate > 0 for rate in step["throughput"].values())
+    layouts = step["shared_prefix_vs_expanded"]  # the same update on the same rollouts, both layouts
+    assert layouts["shared_prefix"]["tokens"] < layouts["expanded"]["tokens"] and layouts["token_ratio"] > 1
+    assert layouts["shared_prefix"]["seconds"] > 0 and layouts["expanded"]["seconds"] > 0
+    assert layouts["memory_ratio"] is None  # a CPU has no device peak
     cal = load_calibration(out)
     assert cal.model == "tiny" and cal.prefill_tokens_per_s > 0 and cal.train_tokens_per_s > 0
     assert cal.logprob_path == data["kernels"]["logprob_path"] in ("tile", "chunked")  # the run takes it from here

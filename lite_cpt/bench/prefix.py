@@ -100,3 +100,21 @@ def bench_prefix(recipe, *, prompts: int = 8, group_size: int = 5, answer_ratio:
         "speedup": best["expanded"] / best["shared prefix"],
         "vision_cache": vision,  # the shared-prefix update with and without the vision cache
     }
+
+
+def layout_comparison(measured: dict, arm_shares_prefix: bool, other: str) -> dict:
+    """The GRPO update with shared prefixes vs expanded rows, from the two updates measured on
+    the same rollouts by `lite-cpt bench gpu` (the arm's layout as grpo_step, the other as
+    `other`, with `pass_tokens` of the batch): tokens per pass, peak GiB, seconds and the ratios
+    expanded / shared."""
+    sides = (measured.get("grpo_step", {}), measured.get(other, {}))
+    shared, expanded = sides if arm_shares_prefix else sides[::-1]
+    tokens = measured.get(other, {}).get("layout_tokens") or {}
+    out = {}
+    for name, row, side in (("shared_prefix", shared, "shared prefix"), ("expanded", expanded, "expanded")):
+        out[name] = {"tokens": tokens.get(side, {}).get("tokens"), "seconds": row.get("seconds"),
+                     "peak_gb": None if row.get("bytes") is None else row["bytes"] / 2**30, "error": row.get("error")}
+    for ratio, key in (("token_ratio", "tokens"), ("speedup", "seconds"), ("memory_ratio", "peak_gb")):
+        a, b = out["expanded"][key], out["shared_prefix"][key]
+        out[ratio] = a / b if a is not None and b else None
+    return out

@@ -53,6 +53,8 @@ from lite_cpt.planner import (
 )
 
 MEASURED_PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
+#: The GRPO update again in the other layout than the arm's (the bench's arm shares prefixes).
+OTHER_LAYOUT = "grpo_step_other_layout"
 ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 #: What the bench sets unless the user did: segments that grow in place, so that freed blocks
 #: of one phase serve the next phase's differently sized tensors (less fragmentation).
@@ -360,6 +362,15 @@ def _rl_phases(setup: BenchSetup, record, results: dict) -> None:
     if update is not None:
         results["grpo_step"]["tokens"] = update["trained_tokens"]
         results["grpo_step"]["seconds"] -= update.get("logprob_seconds", 0.0)
+    # the same update with one row per answer (each holding its prompt), for the shared-prefix ratio
+    other = arm.model_copy(update={"rft": rft.model_copy(update={"shared_prefix": not rft.shared_prefix})})
+    name = OTHER_LAYOUT
+    update = record(name, lambda: policy_update(model, processor, optimizer, rollouts, other, Phase(knobs, epochs=1)))
+    if update is not None:
+        from lite_cpt.bench.prefix import pass_tokens
+
+        results[name]["seconds"] -= update.get("logprob_seconds", 0.0)
+        results[name]["layout_tokens"] = pass_tokens(model, processor, rollouts, arm, knobs)
 
 
 def _evaluation_phase(setup: BenchSetup, record, results: dict) -> None:
@@ -425,6 +436,10 @@ def step_result(setup: BenchSetup, measured: dict[str, dict[str, Any]], device) 
         if row["measured_gb"]:
             row["planned_over_measured"] = row["planned_gb"] / row["measured_gb"]
         result["phases"][phase] = row
+    from lite_cpt.bench.prefix import layout_comparison
+
+    result["shared_prefix_vs_expanded"] = layout_comparison(measured, _arm(setup.recipe, "rft").rft.shared_prefix,
+                                                            OTHER_LAYOUT)
     return result
 
 
