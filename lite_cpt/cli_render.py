@@ -207,3 +207,17 @@ def render_bench_prefix(result: dict, console) -> None:
                       f"({vision['speedup']:.2f}x); vision tower per update: {off['tower_images']} images in "
                       f"{off['tower_calls']} calls, {off['tower_seconds']:.3f} s -> {on['tower_images']} images, "
                       f"{on['tower_seconds']:.3f} s")
+
+
+def render_beside_extended(result, parent_path, parent, console) -> None:
+    """Each arm's predicted hours beside those of the recipe this one extends (same card)."""
+    from rich.table import Table
+
+    table = Table(title=f"predicted hours beside the recipe it extends ({parent_path.name})")
+    for column in ("arm", "this recipe", parent_path.name):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, arm in result.arms.items():
+        theirs = parent.arms.get(name)
+        hours = [None if a is None or a.time is None else a.time.hours for a in (arm, theirs)]
+        table.add_row(name, *("-" if h is None else f"{h:.1f}" for h in hours))
+    console.print(table)

@@ -41,7 +41,8 @@ __all__ = [
     "fill_source", "ArmConfig", "ReplayConfig", "EWCConfig", "RFTConfig", "RIFConfig",
     "EvaluationConfig", "GenerationConfig", "LoggingConfig", "CheckpointConfig", "FaultsConfig",
     "RolloutConfig", "load_recipe", "recipe_from_dict", "check_recipe_references", "parse_overrides",
-    "apply_override", "resolve_recipe_path", "read_recipe_yaml", "expand_arm_defaults", "deep_merge",
+    "apply_override", "resolve_recipe_path", "read_recipe_yaml", "extended_recipe_path", "expand_arm_defaults",
+    "deep_merge",
     "format_validation_error", "recipe_to_yaml", "config_hash",
 ]
 
@@ -272,6 +273,16 @@ def read_recipe_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not parent_path.exists():
         raise UserError(f"recipe {path}: extends {parent}, but {parent_path} does not exist")
     return deep_merge(read_recipe_yaml(parent_path, _seen + (parent_path,)), raw)
+
+
+def extended_recipe_path(path: Path) -> Path | None:
+    """The recipe file `path` extends (`extends:`), or None."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    parent = raw.get("extends") if isinstance(raw, dict) else None
+    return None if parent is None else (Path(path).parent / str(parent)).resolve()
 
 
 def expand_arm_defaults(raw: dict) -> dict:

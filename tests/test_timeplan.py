@@ -388,6 +388,24 @@ def test_plan_hours_on_the_command_line(capsys):
         plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, True, hours=12, arms=["nope"])
 
 
+def test_plan_prints_the_hours_of_the_recipe_it_extends_beside_its_own(capsys):
+    """`lite-cpt plan` of the day recipe gives the faithful recipe's hours on the same card too;
+    a recipe that extends none gives only its own."""
+    from lite_cpt.cli import plan_recipe_file
+
+    plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, True)
+    data = json.loads(capsys.readouterr().out)
+    faithful = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24).time_json()
+    assert data["extends"]["recipe"].endswith("recipes/seven_tasks.yaml")
+    assert data["extends"]["time"]["arms"]["rft"]["hours"] == faithful["arms"]["rft"]["hours"]
+    assert data["time"]["arms"]["rft"]["hours"] < faithful["arms"]["rft"]["hours"]
+    plan_recipe_file(Path("recipes/seven_tasks_day.yaml"), [], 24, False)
+    shown = capsys.readouterr().out
+    assert "beside the recipe it extends" in shown and f"{faithful['arms']['rft']['hours']:.1f}" in shown
+    plan_recipe_file(Path("recipes/seven_tasks.yaml"), [], 24, True)
+    assert "extends" not in json.loads(capsys.readouterr().out)
+
+
 def test_bench_gpu_calibrates_the_recipes_model_only_when_it_is_here(tmp_path):
     """The tiny model and a local checkpoint are calibrated themselves; a hub id (no download on
     a borrowed GPU) is calibrated through the step bench's random weights of its architecture."""

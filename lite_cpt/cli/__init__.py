@@ -375,15 +375,38 @@ def plan_recipe_file(path: Path, overrides: list[str] | None, gpu_gb: float, as_
         if unknown:
             raise UserError(f"unknown arm {', '.join(unknown)}; allowed values: {', '.join(known)}")
         budgets = [rows_for_hours(recipe, hours, name, gpu_gb, cal) for name in arms or known]
+    extended = plan_extended(path, overrides or [], gpu_gb, cal)
     if as_json:
         data = result.to_json()
         if budgets:
             data["budget"] = [budget.to_json() for budget in budgets]
+        if extended is not None:
+            data["extends"] = {"recipe": str(extended[0]), "time": extended[1].time_json()}
         print(json.dumps(data, indent=2))
     else:
         render_plan(result, console)
         render_budgets(budgets, console)
+        if extended is not None:
+            from lite_cpt.cli_render import render_beside_extended
+
+            render_beside_extended(result, *extended, console)
     return 0 if result.fits else 1
+
+
+def plan_extended(path: Path, overrides: list[str], gpu_gb: float, cal):
+    """(path, plan) of the recipe that `path` extends, on the same card, for the hours side by
+    side (the day recipe beside the faithful one); None when it extends none or the overrides
+    do not apply to it."""
+    from lite_cpt.planner import plan as plan_recipe
+    from lite_cpt.recipe import extended_recipe_path, load_recipe, resolve_recipe_path
+
+    parent = extended_recipe_path(resolve_recipe_path(path))
+    if parent is None:
+        return None
+    try:
+        return parent, plan_recipe(load_recipe(parent, overrides, check_data=False), gpu_gb, calibration=cal)
+    except UserError:
+        return None
 
 
 def main() -> None:  # pragma: no cover - entry point
