@@ -31,7 +31,7 @@ def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = F
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    return scored_items(evalset, out.texts, out.truncated, cot)
+    return scored_items(evalset, out.texts, getattr(out, "truncated", None), cot)
 
 
 def eval_prompts(evalset: EvalSet, cot: bool) -> list[Prompt]:
