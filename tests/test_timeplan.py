@@ -166,17 +166,18 @@ def test_rl_options_by_hand():
     _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2})
     twice = arm_time(work, knobs, cal, counts).seconds
     tokens = 128 * (p + 10)
-    assert twice["logprob_pass"] == pytest.approx(2 * tokens / 100)  # the reference and the old policy
+    # the reference only: one mini-batch, whose old log-probs are its first epoch's update forward
+    assert twice["logprob_pass"] == pytest.approx(tokens / 100)
     assert twice["grpo_step"] == pytest.approx(2 * (tokens / 50 + 4 * 0.5))
     rates = dataclasses.replace(cal, rollout_s_per_sequence=0.05, logprob_s_per_sequence=0.02, rl_measured_at=[4, 10, 2])
-    assert arm_time(work, knobs, rates, counts).seconds["logprob_pass"] == pytest.approx(128 * 2 * 0.02)
+    assert arm_time(work, knobs, rates, counts).seconds["logprob_pass"] == pytest.approx(128 * 1 * 0.02)
     _, work, cal, counts = _rl_arm("rft", rft={"inner_epochs": 2, "kl": False})
-    assert arm_time(work, knobs, cal, counts).seconds["logprob_pass"] == pytest.approx(tokens / 100)  # old policy only
-    # two optimizer steps per rollout batch: the old policy's pass too, one pass over the rows to
-    # train, twice the optimizer steps
+    assert arm_time(work, knobs, cal, counts).seconds["logprob_pass"] == 0.0  # no pass at all
+    # two optimizer steps per rollout batch: the old policy's pass over the second mini-batch (the
+    # first reuses its update forward), one pass over the rows to train, twice the optimizer steps
     _, work, cal, counts = _rl_arm("rft", rft={"mini_batches_per_rollout": 2})
     split = arm_time(work, knobs, cal, counts).seconds
-    assert split["logprob_pass"] == pytest.approx(2 * tokens / 100)
+    assert split["logprob_pass"] == pytest.approx(1.5 * tokens / 100)
     assert split["grpo_step"] == pytest.approx(plain["grpo_step"] + 4 * 0.5)
 
 

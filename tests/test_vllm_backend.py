@@ -131,3 +131,82 @@ def test_a_short_grpo_phase_runs_on_vllm_rollouts_with_tis(setup):
     assert stats.steps == 2 and stats.generated_tokens > 0
     assert engine.lora_id >= served + 1  # the adapter after the first update was pushed
     assert any(not torch.equal(p, start[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+class GenerateSpy:
+    """Records the LoRA request (None: the bare base) and the request count of each engine call."""
+
+    def __init__(self, engine, monkeypatch):
+        self.calls: list[tuple] = []
+        real = engine.llm.generate
+
+        def generate(requests, params, lora_request=None, **kwargs):
+            outputs = real(requests, params, lora_request=lora_request, **kwargs)
+            self.calls.append((lora_request, len(requests), sum(len(o.outputs[0].token_ids) for o in outputs)))
+            return outputs
+
+        monkeypatch.setattr(engine.llm, "generate", generate)
+
+
+def read_predictions(path) -> list[dict]:
+    import gzip
+    import json
+
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_evaluation_rows_through_the_engine_equal_the_transformers_rows(setup, tmp_path, monkeypatch):
+    """Row 0 (adapter disabled) goes to vLLM without a LoRA request; a row after updates with the
+    freshly pushed adapter; both give the predictions file transformers gives, byte for byte."""
+    from lite_cpt.recipe import load_recipe
+    from lite_cpt.run.continual import build_workspace
+    from lite_cpt.run.rows import base_row, evaluate_row
+
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    sizes = [f"tasks.{i}.test_size=3" for i in range(7)] + [f"evaluation.general.{i}.size=3" for i in range(3)]
+    recipe = load_recipe("recipes/tiny.yaml", [f"output_dir={tmp_path}", "rollout.backend=vllm", *sizes])
+    ws = build_workspace(recipe, loaded=(model, processor))
+    ws.rollout_engine = engine
+    spy = GenerateSpy(engine, monkeypatch)
+    transformers_ws = build_workspace(load_recipe("recipes/tiny.yaml", [f"output_dir={tmp_path}", "name=tiny_hf", *sizes]),
+                                      loaded=(model, processor))
+
+    perturb_adapter(model, seed=4)  # row 0 must not see it
+    base_row(ws)
+    assert [lora for lora, _, _ in spy.calls] == [None]
+    with model.disable_adapter():
+        evaluate_row(transformers_ws, "base", tmp_path / "hf_row0.jsonl.gz", False)
+    assert read_predictions(ws.run_dir / "base_predictions.jsonl.gz") == read_predictions(tmp_path / "hf_row0.jsonl.gz")
+
+    rows = []
+    for update in range(2):  # two policy updates, each row evaluated with the adapter just pushed
+        perturb_adapter(model, seed=10 + update)
+        served = engine.lora_id
+        evaluate_row(ws, "rft", tmp_path / f"vllm_row{update}.jsonl.gz", False)
+        assert engine.lora_id == served + 1 and spy.calls[-1][0].lora_int_id == engine.lora_id
+        evaluate_row(transformers_ws, "rft", tmp_path / f"hf_row{update}.jsonl.gz", False)
+        rows.append(read_predictions(tmp_path / f"vllm_row{update}.jsonl.gz"))
+        assert rows[-1] == read_predictions(tmp_path / f"hf_row{update}.jsonl.gz")
+    base = read_predictions(ws.run_dir / "base_predictions.jsonl.gz")
+    assert rows[0] != base and rows[1] != rows[0]  # the rows differ: the adapters were served
+    assert [n for _, n, _ in spy.calls] == [30, 30, 30]  # each row: all its sets' prompts in one scheduled call
+
+
+def test_rif_estimate_runs_on_the_engine_in_one_call_with_the_current_adapter(setup, monkeypatch):
+    from lite_cpt.arms import build_arm
+
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    perturb_adapter(model, seed=6)
+    arm = ArmConfig(name="rif_rft", lr=2e-2, max_steps_per_task=1,
+                    rif={"rollouts": 3, "mode": "offline", "budget": "filtered"},
+                    rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 4, "cot": False, "kl": False})
+    method = build_arm(arm, model, processor, lambda name: [])
+    spy = GenerateSpy(engine, monkeypatch)
+    stats = method.train(examples(5), Phase(KNOBS, seed=3, rollout_engine=engine))
+    (lora, requests, tokens), (rollout_lora, rollout_requests, _) = spy.calls[:2]
+    assert (requests, rollout_requests) == (5 * 3, 2 * 3)  # every instance's K answers in one call, then GRPO's
+    assert lora is not None and lora.lora_int_id == rollout_lora.lora_int_id  # the adapter before the task
+    assert stats.extra["rif_generated_tokens"] == tokens  # the estimate's answers are the engine's

@@ -43,6 +43,7 @@ from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
 from lite_cpt.train.phase import Example, Phase, PhaseStats
 from lite_cpt.train.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
 from lite_cpt.train.rif_budget import compute_matched_updates
+from lite_cpt.train.rollout import rollout_engine
 from lite_cpt.seeding import derived_seed
 
 if TYPE_CHECKING:
@@ -138,12 +139,16 @@ class RIFRFT(ArmMethod):
     def _train_offline(self, examples: list[Example], phase: Phase) -> PhaseStats:
         rif, rft = self.arm.rif, self.arm.rft
 
+        # With a rollout engine (rollout.backend: vllm) every instance's K answers go to its
+        # scheduler in one call, which refills finished slots: no chunk waits for its longest answer.
+        per_call = len(examples) if phase.rollout_engine is not None else phase.knobs.prompts_per_call
+
         def measure() -> dict:
-            with phase.guard("rollout"):
+            with phase.guard("rollout"), rollout_engine(phase.rollout_engine):
                 return dataclasses.asdict(measure_success(
                     self.model, self.processor, examples, rif.rollouts, rft,
                     derived_seed(phase.seed, "rif-offline", bits=ROLLOUT_SEED_BITS),
-                    rollout_batch_size=phase.knobs.prompts_per_call))
+                    rollout_batch_size=max(1, per_call)))
 
         # The estimate is made with the adapter as it was before the task: a phase resumed from a
         # mid-phase checkpoint takes it from there instead of measuring the half-trained policy.

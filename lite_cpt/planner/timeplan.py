@@ -11,7 +11,8 @@ Every phase is a count of work times a measured (or default) rate:
     logprob_pass   (sequences · (prompt + new) tokens / prefill_tokens_per_s
                    + micro-batches · prefill_pass_s) · passes
                    (passes: the reference when the KL is on, the old policy when a rollout batch
-                   makes more than one optimizer step: inner_epochs x mini_batches_per_rollout > 1)
+                   makes more than one optimizer step: inner_epochs x mini_batches_per_rollout > 1,
+                   over (M - 1) / M of the rows: the first of M mini-batches reuses its update forward)
     (rollout and logprob_pass: sequences · the measured seconds per rollout (and pass) of the
     run's own phases, when the calibration measured them on this model at the arm's settings)
     grpo_step      (sequences · (prompt + new) tokens / train_tokens_per_s
@@ -21,10 +22,13 @@ Every phase is a count of work times a measured (or default) rate:
                    (or / sft_tokens_per_s, the measured rate of the run's SFT phase on this model)
     evaluation     (tasks trained, or 1 for a joint arm) · evaluation prompts, greedy, as rollout
                    with `evaluation_steps` decode steps per call (or / eval_prompts_per_s, the
-                   measured rate of the run's evaluation on this model)
+                   measured rate of the run's evaluation on this model); with the vLLM backend
+                   one continuously batched call per row (`continuous_evaluation_seconds`)
     base evaluation (row 0, once per run) is reported apart from the arms.
 
-Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
+With `rollout.backend: vllm` rollouts, RIF's estimate and evaluation run on the continuously
+batched engine: CONTINUOUS_SLOTS slots, each answer its expected (mean) length, one drain of the
+tail per call. Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
 counted at `max_new_tokens` steps (sampled answers with a chain of thought reach it): an upper
 bound when they end early. Evaluation calls end with their longest answer: chains of thought
 (RL arms and the base model when the evaluation asks for one) at `max_new_tokens`, an
@@ -242,11 +246,13 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     if counts.remax:  # one greedy baseline answer per prompt
         out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt,
                                              new_tokens=new, **decode)
-    if counts.rif:
+    if counts.rif:  # RIF's K-rollout estimate: on the rollout engine when there is one
         k = work.rif_rollouts
-        # RIF's success estimate generates with transformers whatever the rollout backend
-        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=knobs.prompts_per_call * k,
-                                                prompt=prompt, new_tokens=new, group_size=k, answers=task.answers)
+        rif_call = knobs.prompts_per_call * k
+        if counts.continuous:
+            rif_call = max(rif_call, CONTINUOUS_SLOTS)
+        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
+                                                new_tokens=new, group_size=k, **decode)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
     if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
         tokens = prompts * (prompt + g * answer)
@@ -254,8 +260,11 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     else:
         tokens = prompts * g * (prompt + answer)
         micro = updates * micro_batch_count(work.prompts_per_step * g, prompt + answer, knobs)
-    # the old policy's pass runs whenever one rollout batch makes more than one optimizer step
-    passes = int(counts.kl) + int(counts.inner_epochs * counts.mini_batches > 1)
+    # the old policy's pass runs whenever one rollout batch makes more than one optimizer step,
+    # over every mini-batch but the first, which takes its update forward's own log-probs
+    # (lite_cpt.train.policy_update.FIRST_STEP_REUSE)
+    old_share = (counts.mini_batches - 1) / counts.mini_batches if counts.inner_epochs * counts.mini_batches > 1 else 0
+    passes = int(counts.kl) + old_share
     if measured and cal.logprob_s_per_sequence:
         out["logprob_pass"] = prompts * g * passes * cal.logprob_s_per_sequence
     else:
@@ -315,11 +324,26 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trai
     prompts = evaluation_prompts(counts)
     if prompts is None:
         return None
-    if cal.eval_prompts_per_s and measured_here(work, cal):
+    if counts.continuous:
+        return continuous_evaluation_seconds(work, cal, counts, prompts, trained=trained)
+    if cal.eval_prompts_per_s and measured_here(work, cal):  # a rate of transformers' static calls
         return prompts / cal.eval_prompts_per_s
-    # Evaluation generates with transformers whatever the rollout backend: static calls.
     return generation_seconds(cal, sequences=prompts, per_call=work.eval_batch, prompt=counts.mean_prompt(work, cal),
                               new_tokens=evaluation_steps(work, cal, counts, trained=trained))
+
+
+def continuous_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, prompts: int, *,
+                                  trained: bool) -> float:
+    """Seconds of one evaluation on the rollout engine (rollout.backend vllm): every prompt of the
+    row in one call of CONTINUOUS_SLOTS (or the evaluation batch, if larger) slots, refilled as
+    answers end, so chains of thought cost their mean length per slot and one drain of the tail
+    (the tasks' pooled lengths, as `evaluation_steps` takes them); short answers, or answers of
+    unknown length, `evaluation_steps` per slot."""
+    answers = counts.pooled_answers() if counts.eval_cot and (work.is_rft or not trained) else None
+    steps = work.eval_new_tokens if answers is not None else evaluation_steps(work, cal, counts, trained=trained)
+    return generation_seconds(cal, sequences=prompts, per_call=max(work.eval_batch, CONTINUOUS_SLOTS),
+                              prompt=counts.mean_prompt(work, cal), new_tokens=steps, answers=answers,
+                              continuous=True)
 
 
 UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"

@@ -7,7 +7,7 @@ from typing import Callable
 
 from lite_cpt.train.batching import Prompt
 from lite_cpt.planner import resolve_eval_batch
-from lite_cpt.train.rollout import Sampling, generate_completions
+from lite_cpt.train.rollout import Sampling, active_engine, generate_completions
 from lite_cpt.tasks.base import Sample, Task
 
 
@@ -22,20 +22,32 @@ class EvalSet:
 def score_items(model, processor, evalset: EvalSet, generation, *, cot: bool = False) -> list[dict]:
     """Each sample's id, generated answer and score, in the order of the evaluation set."""
     task = evalset.task
-    prompts = [Prompt(task.prompt(s, cot), s.images, s.id) for s in evalset.samples]
     out = generate_completions(
         model,
         processor,
-        prompts,
-        Sampling(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
-                 repetition_penalty=generation.repetition_penalty),
+        eval_prompts(evalset, cot),
+        eval_sampling(generation),
         prompts_per_call=generation.batch_size,
         max_prompt_tokens=getattr(task.config, "max_prompt_tokens", None),
         generator_seed=0,
     )
-    truncated = getattr(out, "truncated", None) or [False] * len(out.texts)
-    return [{"id": sample.id, "answer": text, "score": task.score(text, sample, cot), "truncated": cut}
-            for text, sample, cut in zip(out.texts, evalset.samples, truncated)]
+    return scored_items(evalset, out.texts, getattr(out, "truncated", None), cot)
+
+
+def eval_prompts(evalset: EvalSet, cot: bool) -> list[Prompt]:
+    return [Prompt(evalset.task.prompt(s, cot), s.images, s.id) for s in evalset.samples]
+
+
+def eval_sampling(generation) -> Sampling:
+    return Sampling(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
+                    repetition_penalty=generation.repetition_penalty)
+
+
+def scored_items(evalset: EvalSet, texts: list[str], truncated: list[bool] | None, cot: bool) -> list[dict]:
+    """The per-item records of `evalset`'s answers `texts` (in its order)."""
+    truncated = truncated or [False] * len(texts)
+    return [{"id": sample.id, "answer": text, "score": evalset.task.score(text, sample, cot), "truncated": cut}
+            for text, sample, cut in zip(texts, evalset.samples, truncated)]
 
 
 def planned_generation(recipe):
@@ -74,10 +86,30 @@ def evaluate_sets(model, processor, evalsets: list[EvalSet], generation, *, cot:
 
 def evaluate_sets_items(model, processor, evalsets: list[EvalSet], generation, *, cot: bool = False,
                         on_done: Callable[[str], None] | None = None) -> dict[str, list[dict]]:
-    """Per-item results of the model on every set, in order: {task name: score_items(...)}."""
+    """Per-item results of the model on every set, in order: {task name: score_items(...)}.
+    Inside `rollout_engine(engine)` every set's prompts go to the engine in one call, so its
+    scheduler refills finished answers' slots across sets as well."""
+    if active_engine() is not None and evalsets:
+        return _engine_items(model, processor, evalsets, generation, cot=cot, on_done=on_done)
     items = {}
     for evalset in evalsets:
         items[evalset.task.name] = score_items(model, processor, evalset, generation, cot=cot)
+        if on_done is not None:
+            on_done(evalset.task.name)
+    return items
+
+
+def _engine_items(model, processor, evalsets: list[EvalSet], generation, *, cot: bool,
+                  on_done: Callable[[str], None] | None) -> dict[str, list[dict]]:
+    prompts = [eval_prompts(evalset, cot) for evalset in evalsets]
+    out = generate_completions(model, processor, [p for group in prompts for p in group], eval_sampling(generation),
+                               generator_seed=0)
+    items, start = {}, 0
+    for evalset, group in zip(evalsets, prompts):
+        end = start + len(group)
+        truncated = out.truncated[start:end] if out.truncated is not None else None
+        items[evalset.task.name] = scored_items(evalset, out.texts[start:end], truncated, cot)
+        start = end
         if on_done is not None:
             on_done(evalset.task.name)
     return items

@@ -20,7 +20,9 @@ from lite_cpt.run.evaluate import evaluate_sets_items, mean_score, planned_gener
 from lite_cpt.run.locks import waiting_lock
 from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
 from lite_cpt.train.oom import explain_oom
+from lite_cpt.train.rollout import rollout_engine
 from lite_cpt.train.truncation import answer_shares
+from lite_cpt.train.vllm_backend import evaluation_engine
 
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,12 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
                  ) -> tuple[list[float], list[float], dict[str, float]]:
     """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
     the share of each set's answers cut at the length cap; its per-item predictions are saved to
-    `predictions_path`."""
+    `predictions_path`. With rollout.backend vllm the answers come from the rollout engine
+    (continuous batching, the adapter as it is now; none inside `disable_adapter()`)."""
     gen = planned_generation(ws.recipe)
     sets = ws.evalsets + ws.general
-    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
+    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance, \
+            rollout_engine(evaluation_engine(ws)):
         done = iter(range(1, len(sets) + 1))
         items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
                                     on_done=lambda _: advance(next(done), len(sets)))

@@ -36,7 +36,7 @@ class Workspace:
     _train_cache: dict
     calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
     tracker: RunTracker | None = None
-    rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase
+    rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase or evaluation
 
     def train_examples(self, task_name: str) -> list[Example]:
         if task_name not in self._train_cache:

@@ -61,6 +61,7 @@ class MicroBatch:
     normaliser: float | None = None  # micro-token-mean: its loss group's tokens x group count
     packed: PackedBatch | None = None
     sampler_logp: list[list[float]] | None = None  # the rollout engine's, per answer token (rft.tis_cap)
+    check_reuse: tuple | None = None  # compare old_logp with the first step's forward (see first_step_reuse)
 
     @property
     def input_tokens(self) -> int:
@@ -93,11 +94,13 @@ def encode_rollouts(processor, rollouts: Rollouts, rows: list[int], *, cot: bool
 
 
 def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int], advantages: torch.Tensor,
-                          rft: RFTConfig, knobs: Knobs) -> list[MicroBatch]:
+                          rft: RFTConfig, knobs: Knobs, *, old_policy: bool | None = None) -> list[MicroBatch]:
     """Encode `rows` in micro-batches (packed by `knobs`: a token budget over their real
     lengths, or a fixed count) and attach the no-grad log-probs the loss compares against:
-    the old policy's (only when one rollout batch makes several optimizer steps) and the
-    reference's (only with the KL on). Both passes run in eval mode: no dropout."""
+    the old policy's (`old_policy`; by default when one rollout batch makes several optimizer
+    steps) and the reference's (only with the KL on). Both passes run in eval mode: no dropout."""
+    if old_policy is None:
+        old_policy = steps_per_rollout(rft) > 1
     use_kl = rft.uses_kl
     make = shared_prefix_micro_batches if rft.shared_prefix else expanded_micro_batches
     micro_batches = make(model, processor, rollouts, rows, advantages, rft, knobs)
@@ -109,8 +112,8 @@ def prepare_micro_batches(model, processor, rollouts: Rollouts, rows: list[int],
     try:
         with torch.no_grad():
             for mb in micro_batches:
-                if steps_per_rollout(rft) > 1:
-                    # With one step per rollout batch the old policy is the current one: old_logp = logp.detach().
+                if old_policy:
+                    # Without it the old policy is the current one: old_logp = logp.detach() of the update.
                     mb.old_logp = mb.score(model, temperature=rft.temperature, logprob_chunk=knobs.logprob_chunk).logp
                 if use_kl:
                     with reference_policy(model, rft.kl_reference):
@@ -174,7 +177,12 @@ def accumulate_policy_gradient(model, micro_batches: list[MicroBatch], rft: RFTC
     for mb in micro_batches:
         scored = mb.score(model, temperature=rft.temperature, return_entropy=with_entropy,
                           logprob_chunk=logprob_chunk)
-        old_logp = mb.old_logp if mb.old_logp is not None else scored.logp.detach()
+        if mb.old_logp is None:  # the policy has not moved since the rollouts: kept for later epochs
+            mb.old_logp = scored.logp.detach()
+        elif mb.check_reuse is not None:
+            record_reuse(mb.check_reuse, torch.equal(mb.old_logp, scored.logp.detach()))
+            mb.check_reuse = None
+        old_logp = mb.old_logp
         advantages = mb.advantages
         if mb.sampler_logp is not None:  # truncated importance sampling (lite_cpt.train.tis)
             advantages = tis_advantages(advantages, old_logp, mb.sampler_logp, scored.mask, rft.tis_cap)
@@ -287,19 +295,41 @@ def prepare_mini_batches(model, processor, rollouts: Rollouts, rows: list[int], 
     trained = set(rows)
     parts = [MiniBatch(part, [r for r in part if r in trained], [len(ids) for ids in rollouts.token_ids])
              for part in mini_batch_rows(rollouts, rft.mini_batches_per_rollout)]
-    for part in parts:
+    key = reuse_key(model, rft)
+    reuse = steps_per_rollout(rft) > 1 and FIRST_STEP_REUSE.get(key) is True
+    for index, part in enumerate(parts):
         part.micro_batches = []
         for group, normaliser in loss_groups(part.rows, part.lengths, rft.aggregation, rft.loss_micro_batch):
             scored = [r for r in group if r in trained]
             if not scored:
                 continue
             # physical micro-batches never straddle two loss groups
-            batches = prepare_micro_batches(model, processor, rollouts, scored, advantages, rft, knobs)
-            if normaliser is not None:
-                for mb in batches:
-                    mb.normaliser = normaliser
+            batches = prepare_micro_batches(model, processor, rollouts, scored, advantages, rft, knobs,
+                                            old_policy=steps_per_rollout(rft) > 1 and not (index == 0 and reuse))
+            for mb in batches:
+                mb.normaliser = normaliser
+                if index == 0 and steps_per_rollout(rft) > 1 and key not in FIRST_STEP_REUSE:
+                    mb.check_reuse = key
             part.micro_batches += batches
     return parts
+
+
+#: Whether the first mini-batch's old-policy pass can be skipped, per (device, dtype, layout):
+#: at the first optimizer step of a rollout batch the policy is still the one that sampled it,
+#: so its old log-probs are the update forward's own, detached (ratio exp(0) = 1, nothing
+#: clipped), provided the no-grad eval-mode pass and the gradient pass give the same bits. The
+#: first update of a process checks that on the device (both passes run, compared with
+#: torch.equal); only an exact match turns the skip on, a mismatch keeps the pass.
+FIRST_STEP_REUSE: dict[tuple, bool] = {}
+
+
+def reuse_key(model, rft: RFTConfig) -> tuple:
+    return (model_device(model).type, model_dtype(model), rft.shared_prefix)
+
+
+def record_reuse(key: tuple, equal: bool) -> None:
+    """One micro-batch's verdict: every compared micro-batch must match."""
+    FIRST_STEP_REUSE[key] = FIRST_STEP_REUSE.get(key, True) and equal
 
 
 def mini_batch_rows(rollouts: Rollouts, mini_batches: int) -> list[list[int]]:

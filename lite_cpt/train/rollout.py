@@ -67,6 +67,11 @@ def rollout_engine(engine):
         _ENGINE.reset(token)
 
 
+def active_engine():
+    """The engine `generate_completions` hands its work to now (None: transformers generate)."""
+    return _ENGINE.get()
+
+
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
 

@@ -10,7 +10,10 @@ decode steps instead of each call's longest (the HF path's static calls).
   loading, the QLoRA path of vllm PR #4776).
 - Before each generation the current adapter is saved (PEFT format, a scratch directory under the
   run's arm directory) and served under a fresh integer LoRA id: vLLM caches an adapter by id,
-  so reusing one would serve the old weights without a word.
+  so reusing one would serve the old weights without a word. Inside PEFT's `disable_adapter()`
+  (row 0, the base model) no adapter is pushed and the requests carry no LoRA.
+- Evaluation (greedy, temperature 0) runs on the same engine as rollouts (`evaluation_engine`),
+  as does RIF's K-rollout estimate: both wait for no call's longest answer.
 - On CUDA vLLM sleeps (level 1: weights to host memory, KV cache freed) while the policy trains
   and wakes before the next rollout; CPU has no sleep mode.
 - Sampling matches the HF path: temperature, top_p, top_k, repetition penalty, max/min new
@@ -33,6 +36,7 @@ from lite_cpt.train.batching import Prompt, chat_text, tokenizer_of
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
 from lite_cpt.train.rollout import Completions, Sampling, StopTokens, decode_completions, vision_token_ids
+from lite_cpt.train.truncation import cut_at_cap
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +171,8 @@ class VllmRollouts:
                 params.append(self.sampling_params(sampling, stops, suppressed, seed))
         self.wake()
         try:
-            outputs = self.llm.generate(requests, params, lora_request=self.push_adapter(model), use_tqdm=False)
+            lora = self.push_adapter(model) if adapter_enabled(model) else None  # None: the bare base
+            outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         finally:
             self.sleep()
         token_ids, logprobs = [], []
@@ -179,7 +184,16 @@ class VllmRollouts:
         texts = decode_completions(tokenizer, token_ids)
         return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
                            texts=[t.strip() for t in texts], num_generated_tokens=sum(map(len, token_ids)),
-                           logprobs=logprobs)
+                           truncated=cut_at_cap(token_ids, stops.end_ids, sampling.max_new_tokens), logprobs=logprobs)
+
+
+def adapter_enabled(model) -> bool:
+    """Whether the model generates with its LoRA: False for a model without adapter layers and
+    inside PEFT's `disable_adapter()`, which switches every adapter layer off (row 0)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    return any(not layer.disable_adapters for layer in layers)
 
 
 def adapter_fingerprint(model) -> tuple:
@@ -195,12 +209,29 @@ def adapter_fingerprint(model) -> tuple:
 def engine_for(ws, arm, arm_dir: Path) -> VllmRollouts | None:
     """The rollout engine of an arm's phase: None for transformers generate (rollout.backend hf)
     and for arms without rollouts; one vLLM engine per process (kept on the workspace), the
-    adapters it serves saved under the arm's directory."""
-    if ws.recipe.rollout.backend != "vllm" or "rft" not in arm.method:
+    adapters it serves (for rollouts and the arm's evaluation) saved under the arm's directory."""
+    if ws.recipe.rollout.backend != "vllm":
+        return None
+    if ws.rollout_engine is not None:  # every arm's evaluation pushes into its own directory
+        ws.rollout_engine.scratch_dir = Path(arm_dir) / "vllm_adapters"
+    if "rft" not in arm.method:
+        return None
+    return evaluation_engine(ws, Path(arm_dir) / "vllm_adapters")
+
+
+def evaluation_engine(ws, scratch_dir: Path | None = None) -> VllmRollouts | None:
+    """The engine evaluation generates on: None with rollout.backend hf, else the process's vLLM
+    engine (built at its first use; adapters pushed under `scratch_dir`, else where the arm's
+    phase put them, else a private temporary directory)."""
+    if ws.recipe.rollout.backend != "vllm":
         return None
     if ws.rollout_engine is None:
-        ws.rollout_engine = build_rollout_engine(ws.recipe, ws.model, ws.processor, Path(arm_dir) / "vllm_adapters")
-    ws.rollout_engine.scratch_dir = Path(arm_dir) / "vllm_adapters"
+        import tempfile
+
+        scratch = scratch_dir or Path(tempfile.mkdtemp(prefix="lite-cpt-vllm-"))
+        ws.rollout_engine = build_rollout_engine(ws.recipe, ws.model, ws.processor, scratch)
+    if scratch_dir is not None:
+        ws.rollout_engine.scratch_dir = scratch_dir
     return ws.rollout_engine
 
 
