@@ -19,7 +19,9 @@ from lite_cpt.data.fixtures import write_fixtures
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
 from lite_cpt.train.phase import Example
-from lite_cpt.recipe import BenchmarkConfig, RFTConfig, TaskConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import load_recipe, recipe_from_dict
+from lite_cpt.arms.rl.settings import RFTConfig
+from lite_cpt.recipe_tasks import BenchmarkConfig, TaskConfig
 from lite_cpt.train.rft import reward_parts
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import Sample

@@ -249,17 +249,17 @@ class BenchSetup:
 
 def tiny_bench_shape() -> ModelShape:
     """The tiny model's shape (the default `model.tiny` section): the bench's CPU smoke size."""
-    from lite_cpt.families.qwen2_5_vl import tiny_shape
-    from lite_cpt.recipe import TinyModelConfig
+    from lite_cpt.families import DEFAULT_FAMILY, get_family
+    from lite_cpt.recipe_model import TinyModelConfig
 
-    return tiny_shape(TinyModelConfig())
+    return get_family(DEFAULT_FAMILY).tiny_shape(TinyModelConfig())
 
 
 def bench_dtype(device):
     """The 16-bit dtype a run picks on `device` (the device policy: bf16 from compute
     capability 8.0, fp16 below it)."""
     from lite_cpt.device_policy import device_policy
-    from lite_cpt.recipe import ModelConfig
+    from lite_cpt.recipe_model import ModelConfig
 
     return device_policy(ModelConfig(device=device.type, dtype="auto")).dtype
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lite_cpt.data import synthetic
-from lite_cpt.tasks.base import Sample, Task, choice_letter, exact_match, numeric_match, register_task
+from lite_cpt.tasks.base import BENCHMARK_TYPES, TASK_TYPES, Sample, Task, choice_letter, exact_match, numeric_match
 
 
 class MiniTask(Task):
@@ -59,6 +59,6 @@ _FAMILIES = {
 }
 
 for _kind, _family in _FAMILIES.items():
-    register_task(_kind, benchmark=_kind in synthetic.GENERAL)(
-        type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind})
+    (BENCHMARK_TYPES if _kind in synthetic.GENERAL else TASK_TYPES).register(
+        type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind, "type_name": _kind})
     )
