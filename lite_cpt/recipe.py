@@ -239,13 +239,23 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
 def plugin_fields(base: type[BaseModel]) -> dict[str, Any]:
     """The fields the plugins add to the entries built on `base` (ArmConfig, TaskConfig,
     BenchmarkConfig), by name, beside the entries' shared ones."""
+    return {name: field for name, (field, _) in plugin_field_owners(base).items()}
+
+
+def plugin_field_owners(base: type[BaseModel]) -> dict[str, tuple[Any, list[str]]]:
+    """Field name -> (field, the methods or types whose entries take it), for the plugin
+    fields of the entries built on `base`."""
     from lite_cpt.arms import ARMS
     from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
 
-    settings = {ArmConfig: [arm.settings for arm in ARMS.values()],
-                TaskConfig: [cls.settings for cls in TASK_TYPES.values()],
-                BenchmarkConfig: [cls.settings for cls in BENCHMARK_TYPES.values()]}.get(base, [])
-    return {name: field for model in settings if model is not None for name, field in model.model_fields.items()}
+    plugins = {ArmConfig: {name: arm.settings for name, arm in ARMS.items()},
+               TaskConfig: {name: cls.settings for name, cls in TASK_TYPES.items()},
+               BenchmarkConfig: {name: cls.settings for name, cls in BENCHMARK_TYPES.items()}}.get(base, {})
+    owners: dict[str, tuple[Any, list[str]]] = {}
+    for plugin, settings in sorted(plugins.items()):
+        for name, field in (settings.model_fields.items() if settings is not None else ()):
+            owners.setdefault(name, (field, []))[1].append(plugin)
+    return owners
 
 
 def _section_type(annotation: Any) -> Any:

@@ -132,3 +132,17 @@ def _benchmark_entry(value: Any, handler) -> Any:
 TaskEntry = Annotated[SerializeAsAny[TaskConfig], WrapValidator(_task_entry)]
 #: An `evaluation.general[]` entry: BenchmarkConfig plus the fields of its `type`.
 BenchmarkEntry = Annotated[SerializeAsAny[BenchmarkConfig], WrapValidator(_benchmark_entry)]
+
+
+def task_config(**fields: Any) -> TaskConfig:
+    """One task entry, validated as a recipe's is (`task_config(name="c", type="custom", custom={...})`)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(TaskEntry).validate_python(fields)
+
+
+def benchmark_config(**fields: Any) -> BenchmarkConfig:
+    """One general benchmark entry, validated as a recipe's is."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(BenchmarkEntry).validate_python(fields)

@@ -17,7 +17,7 @@ P, G = 2, 4
 
 def _arm(name: str, **rif) -> ArmConfig:
     return arm_config(name=name, method="rif_rft" if rif else "rft",
-                     rft={"group_size": G, "prompts_per_step": P, "cot": False, "kl": False}, rif=rif or {})
+                      rft={"group_size": G, "prompts_per_step": P, "cot": False, "kl": False}, **({"rif": rif} if rif else {}))
 
 
 def _spent(arm: ArmConfig, scripted_policy, trained_batches) -> tuple[int, int]:

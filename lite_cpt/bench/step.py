@@ -99,6 +99,7 @@ def bench_recipe(model: str = "7b", shapes: BenchShapes = BenchShapes(), shape: 
     """The recipe whose plan describes the bench: one task, an SFT arm and an RFT arm with one
     prompt per step, one prompt per generate call, the sizes of `shapes`."""
     from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.recipe_tasks import TaskConfig
 
     shape = shape or KNOWN_SHAPES[model]
     group_size, prompt_tokens, image_tokens = shapes.group_size, shapes.prompt_tokens, shapes.image_tokens
@@ -110,8 +111,9 @@ def bench_recipe(model: str = "7b", shapes: BenchShapes = BenchShapes(), shape: 
             "max_pixels": image_tokens * shape.pixels_per_image_token,
             "lora": {"r": BENCH_LORA_R, "alpha": BENCH_LORA_ALPHA},
         },
-        "tasks": [{"name": "bench", "type": "bench", "max_prompt_tokens": prompt_tokens,
-                   "max_answer_tokens": answer_tokens}],
+        # the bench's own task (bench/build.py), no registered type: its entry is built as is
+        "tasks": [TaskConfig(name="bench", type="bench", max_prompt_tokens=prompt_tokens,
+                             max_answer_tokens=answer_tokens)],
         "arms": [
             {"name": "sft", "batch_size": micro_batch_size, "micro_batch_size": micro_batch_size},
             {"name": "rft", "micro_batch_size": micro_batch_size,

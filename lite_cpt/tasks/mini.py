@@ -59,6 +59,8 @@ _FAMILIES = {
 }
 
 for _kind, _family in _FAMILIES.items():
-    (BENCHMARK_TYPES if _kind in synthetic.GENERAL else TASK_TYPES).register(
-        type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind, "type_name": _kind})
-    )
+    _task = type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind, "type_name": _kind})
+    if _kind in synthetic.GENERAL:
+        BENCHMARK_TYPES.register(_task)
+    else:
+        TASK_TYPES.register(_task)
