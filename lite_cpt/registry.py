@@ -38,7 +38,8 @@ class Registry(Mapping[str, T], Generic[T]):
         name = getattr(entry, self.key, None)
         if not isinstance(name, str) or not name:
             label = getattr(entry, "__name__", type(entry).__name__)
-            raise TypeError(f"{label} needs a `{self.key}` to be registered as a {self.what}")
+            article = "an" if self.what[0] in "aeiou" else "a"
+            raise TypeError(f"{label} needs a `{self.key}` to be registered as {article} {self.what}")
         if name in self._entries and self._entries[name] is not entry:
             raise ValueError(f"{self.what} '{name}' is registered twice")
         if self._check is not None:

@@ -274,20 +274,23 @@ def test_fisher_is_the_mean_over_examples_and_a_state_without_its_task_count_sti
     assert resumed.tasks_in_fisher == 2
 
 
-def test_an_arm_class_declared_wrongly_is_refused_by_name():
-    from lite_cpt.arms.base import ArmMethod, register_arm
+def test_an_arm_declared_wrongly_is_refused_by_name():
+    from lite_cpt.arms.base import ArmDeclaration
 
-    def declared(**attributes):
-        return type("Mine", (ArmMethod,), attributes)
+    def declared(**fields):
+        return ArmDeclaration(**{"name": "mine", "kind": "sft", "phases": ("sft_step", "evaluation"),
+                                 "implementation": "lite_cpt.arms.sft.method:SequentialSFT", "summary": "", **fields})
 
-    with pytest.raises(TypeError, match="^Mine needs a `name` to be registered as an arm$"):
-        register_arm(declared(kind="sft", phases=("sft_step", "evaluation")))
+    with pytest.raises(TypeError, match="^ArmDeclaration needs a `name` to be registered as an arm method$"):
+        ARMS.register(declared(name=""))
     with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got 'other'$"):
-        register_arm(declared(name="mine", kind="other", phases=("sft_step",)))
-    with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got None$"):
-        register_arm(declared(name="mine", phases=("sft_step",)))
+        ARMS.register(declared(kind="other"))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \('warmup',\)$"):
-        register_arm(declared(name="mine", kind="sft", phases=("warmup",)))
+        ARMS.register(declared(phases=("warmup",)))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \(\)$"):
-        register_arm(declared(name="mine", kind="sft", phases=()))
+        ARMS.register(declared(phases=()))
+    with pytest.raises(ValueError, match=r"^arm 'mine': implementation must be 'module:Class', got 'nowhere'$"):
+        ARMS.register(declared(implementation="nowhere"))
+    with pytest.raises(ValueError, match=r"^arm method 'sft' is registered twice$"):
+        ARMS.register(declared(name="sft"))
     assert "mine" not in ARMS
