@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from lite_cpt.prompt_fields import EvalPrompt
 from lite_cpt.recipe_section import Section

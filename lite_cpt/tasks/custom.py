@@ -11,7 +11,6 @@ same scores (tests/test_custom_tasks.py re-declares built-in tasks and compares)
 from __future__ import annotations
 
 import math
-import string
 from functools import cached_property
 from typing import Any
 
