@@ -19,7 +19,8 @@ from lite_cpt.errors import UserError
 from lite_cpt.families import Family, family_of_model, resolve_family
 from lite_cpt.run.integrity import sealed_directory
 from lite_cpt.io import explained_write
-from lite_cpt.recipe import LoraConfig, ModelConfig, Recipe
+from lite_cpt.recipe import Recipe
+from lite_cpt.recipe_model import LoraConfig, ModelConfig
 
 
 def resolve_quantization(cfg: ModelConfig, device: torch.device) -> str:

@@ -7,9 +7,11 @@ parsed as YAML scalars; list items are addressed by index, by name for tasks and
 once: `arms.sft.lr=1e-4`, `tasks.0.train_size=64`, `tasks.*.test_size=100`.
 
 The sections are defined beside it (lite_cpt/recipe_model.py: model, LoRA, tiny model;
-recipe_tasks.py: tasks, data sources, custom tasks, benchmarks; recipe_run.py: arms, evaluation,
-logging, checkpoints, faults, rollouts; rl_settings.py: GRPO and RIF) and re-exported here
-(`__all__`): `from lite_cpt.recipe import ArmConfig` stays the import path of the schema.
+recipe_tasks.py: tasks, data sources, benchmarks; recipe_run.py: the fields every arm shares,
+evaluation, logging, checkpoints, faults, rollouts). An arm entry is its method's model, a task
+entry its type's: the shared fields plus the settings the plugin declares beside its code
+(lite_cpt/arms/<plugin>/settings.py, lite_cpt/tasks/custom_settings.py), looked up in the
+registries when the entry is validated. Import each section from the module that defines it.
 """
 
 from __future__ import annotations
@@ -19,32 +21,54 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, WrapValidator, field_validator, model_validator
 
 from lite_cpt.errors import UserError
-from lite_cpt.recipe_model import BaseTrainingConfig, LoraConfig, ModelConfig, TinyModelConfig
-from lite_cpt.recipe_run import (ArmConfig, CheckpointConfig, EvaluationConfig, EWCConfig, FaultsConfig,
-                                 GenerationConfig, LoggingConfig, ReplayConfig, RolloutConfig)
-from lite_cpt.recipe_section import Section
-from lite_cpt.recipe_tasks import (BenchmarkConfig, CustomColumns, CustomTaskConfig, DataConfig,
-                                   DataSourceConfig, TaskConfig, fill_source)
-from lite_cpt.rl_settings import RFTConfig, RIFConfig
+from lite_cpt.recipe_model import ModelConfig
+from lite_cpt.recipe_run import (ArmConfig, CheckpointConfig, EvaluationConfig, FaultsConfig, LoggingConfig,
+                                 RolloutConfig)
+from lite_cpt.recipe_section import ENTRY_ERROR, Section, entry_error, entry_model, refuse_foreign_keys
+from lite_cpt.recipe_tasks import BenchmarkConfig, DataConfig, TaskConfig, TaskEntry
 from lite_cpt.unsloth_backend import import_unsloth_first, recipe_backend
 
-#: The schema's names, importable from here whichever module defines them.
-__all__ = [
-    "Recipe", "ModelConfig", "LoraConfig", "TinyModelConfig", "BaseTrainingConfig",
-    "TaskConfig", "DataSourceConfig", "CustomColumns", "CustomTaskConfig", "BenchmarkConfig", "DataConfig",
-    "fill_source", "ArmConfig", "ReplayConfig", "EWCConfig", "RFTConfig", "RIFConfig",
-    "EvaluationConfig", "GenerationConfig", "LoggingConfig", "CheckpointConfig", "FaultsConfig",
-    "RolloutConfig", "load_recipe", "recipe_from_dict", "check_recipe_references", "parse_overrides",
-    "apply_override", "resolve_recipe_path", "read_recipe_yaml", "extended_recipe_path", "expand_arm_defaults",
-    "deep_merge",
-    "format_validation_error", "recipe_to_yaml", "config_hash",
-]
+
+def _arm_entry(value: Any, handler) -> Any:
+    """An arm entry validated as its method's model (`method`, or the arm's name when that is a
+    method): the fields every arm has plus those its plugin declares, refusing another method's."""
+    if isinstance(value, ArmConfig) or not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return handler(value)
+    from lite_cpt.arms import ARMS
+
+    method = value.get("method")
+    if method is None:
+        method = value["name"]
+        if method not in ARMS:
+            raise ValueError(f"arm '{method}' needs a `method` (one of: {', '.join(ARMS.names())})")
+    elif method not in ARMS:
+        raise entry_error("ArmConfig", [(("method",), ARMS.unknown(method), method)])
+    declaration = ARMS[method]
+    model = entry_model(ArmConfig, declaration.settings)
+    refuse_foreign_keys(value, model, f"an arm of method '{method}'",
+                        {name: arm.settings for name, arm in ARMS.items()})
+    arm = model.model_validate({**value, "method": method})
+    if declaration.kind != "sft" and (arm.lr_scheduler != "constant" or arm.warmup_ratio):
+        raise ValueError(f"arm '{arm.name}': lr_scheduler and warmup_ratio apply to SFT arms "
+                         "(RL arms keep EasyR1's constant rate)")
+    return arm
+
+
+#: An `arms[]` entry: ArmConfig plus the settings of its method (lite_cpt/arms/).
+ArmEntry = Annotated[SerializeAsAny[ArmConfig], WrapValidator(_arm_entry)]
+
+
+def arm_config(**fields: Any) -> ArmConfig:
+    """One arm entry, validated as a recipe's is (`arm_config(name="rft", rft={...})`)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ArmEntry).validate_python(fields)
 
 
 class Recipe(Section):
@@ -58,8 +82,8 @@ class Recipe(Section):
     output_dir: str = Field("runs", description="Parent directory of run directories.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and adapters.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data locations.")
-    tasks: list[TaskConfig] = Field(..., min_length=1, description="Tasks, in training order.")
-    arms: list[ArmConfig] = Field(..., min_length=1, description="Training arms, each from a fresh adapter.")
+    tasks: list[TaskEntry] = Field(..., min_length=1, description="Tasks, in training order.")
+    arms: list[ArmEntry] = Field(..., min_length=1, description="Training arms, each from a fresh adapter.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Optional experiment trackers.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Mid-phase checkpoints.")
@@ -91,7 +115,7 @@ class Recipe(Section):
     def _tis_needs_a_sampler(self) -> "Recipe":
         if self.rollout.backend == "hf":
             for arm in self.arms:
-                if arm.rft.tis_cap is not None:
+                if getattr(arm, "rft", None) is not None and arm.rft.tis_cap is not None:
                     raise ValueError(f"arms[{arm.name}].rft.tis_cap corrects for a rollout engine other than the "
                                      "trainer; with rollout.backend: hf the trainer samples: set rollout.backend: "
                                      "vllm or remove tis_cap")
@@ -203,13 +227,35 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
-        field = current.model_fields.get(part)
+        field = current.model_fields.get(part) or plugin_fields(current).get(part)
         if field is None:
             return None
         current = _section_type(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return None
+
+
+def plugin_fields(base: type[BaseModel]) -> dict[str, Any]:
+    """The fields the plugins add to the entries built on `base` (ArmConfig, TaskConfig,
+    BenchmarkConfig), by name, beside the entries' shared ones."""
+    return {name: field for name, (field, _) in plugin_field_owners(base).items()}
+
+
+def plugin_field_owners(base: type[BaseModel]) -> dict[str, tuple[Any, list[str]]]:
+    """Field name -> (field, the methods or types whose entries take it), for the plugin
+    fields of the entries built on `base`."""
+    from lite_cpt.arms import ARMS
+    from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
+
+    plugins = {ArmConfig: {name: arm.settings for name, arm in ARMS.items()},
+               TaskConfig: {name: cls.settings for name, cls in TASK_TYPES.items()},
+               BenchmarkConfig: {name: cls.settings for name, cls in BENCHMARK_TYPES.items()}}.get(base, {})
+    owners: dict[str, tuple[Any, list[str]]] = {}
+    for plugin, settings in sorted(plugins.items()):
+        for name, field in (settings.model_fields.items() if settings is not None else ()):
+            owners.setdefault(name, (field, []))[1].append(plugin)
+    return owners
 
 
 def _section_type(annotation: Any) -> Any:
@@ -236,6 +282,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"  {where}: got {item.get('input')!r}; allowed values: {expected}")
         elif item["type"] == "missing":
             lines.append(f"  {where}: required key is missing")
+        elif item["type"] == ENTRY_ERROR:
+            lines.append(f"  {where}: {item['msg']}")
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {where}: {message} (got {item.get('input')!r})")
@@ -288,16 +336,38 @@ def extended_recipe_path(path: Path) -> Path | None:
 def expand_arm_defaults(raw: dict) -> dict:
     """`arm_defaults:` is merged under every arm, and `task_defaults:` under every task, so
     each states only what sets it apart (and a recipe that extends another changes a setting
-    of every task or arm in one line)."""
-    for key, items, what in (("arm_defaults", "arms", "arm"), ("task_defaults", "tasks", "task")):
+    of every task or arm in one line). A default that belongs to some methods' (types') settings
+    goes to the entries of those only: `arm_defaults: {rft: ...}` sets the RL arms'."""
+    for key, items, base in (("arm_defaults", "arms", ArmConfig), ("task_defaults", "tasks", TaskConfig)):
         defaults = raw.pop(key, None)
         if defaults is None:
             continue
         if not isinstance(defaults, dict):
-            raise UserError(f"{key} must be a mapping of {what} settings")
+            raise UserError(f"{key} must be a mapping of {items[:-1]} settings")
         if isinstance(raw.get(items), list):
-            raw[items] = [deep_merge(defaults, item) if isinstance(item, dict) else item for item in raw[items]]
+            raw[items] = [deep_merge(_defaults_taken(defaults, base, item), item) if isinstance(item, dict) else item
+                          for item in raw[items]]
     return raw
+
+
+def _defaults_taken(defaults: dict, base: type[Section], item: dict) -> dict:
+    """The defaults an entry takes: all but the plugin settings its method (type) lacks."""
+    taken = _entry_fields(base, {**defaults, **item})
+    if taken is None:  # an unknown method or type: validation names it
+        return defaults
+    foreign = set(plugin_fields(base)) - taken
+    return {key: value for key, value in defaults.items() if key not in foreign}
+
+
+def _entry_fields(base: type[Section], item: dict) -> set[str] | None:
+    from lite_cpt.arms import ARMS
+    from lite_cpt.tasks import TASK_TYPES
+
+    if base is ArmConfig:
+        plugin = ARMS.get(item.get("method") or item.get("name"))
+    else:
+        plugin = TASK_TYPES.get(item.get("type"))
+    return None if plugin is None else set(entry_model(base, plugin.settings).model_fields)
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -324,27 +394,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, *, check_d
 
 
 def check_recipe_references(recipe: Recipe, check_data: bool = True) -> None:
-    """Task and benchmark types must be registered and local data paths must exist (checked
-    here so that `validate` catches them before a run starts)."""
-    from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES
+    """Local data paths must exist (checked here so that `validate` catches them before a run
+    starts; task, benchmark and arm types are checked by the schema against the registries)."""
+    if not check_data:
+        return
+    from lite_cpt.data.check import check_sources
 
-    problems = []
-    for index, task in enumerate(recipe.tasks):
-        if task.type not in TASK_TYPES:
-            problems.append(
-                f"  tasks.{index}.type: unknown task type '{task.type}'; allowed values: "
-                f"{', '.join(sorted(TASK_TYPES))}"
-            )
-    for index, bench in enumerate(recipe.evaluation.general):
-        if bench.type not in BENCHMARK_TYPES:
-            problems.append(
-                f"  evaluation.general.{index}.type: unknown benchmark type '{bench.type}'; "
-                f"allowed values: {', '.join(sorted(BENCHMARK_TYPES))}"
-            )
-    if check_data and not problems:
-        from lite_cpt.data.check import check_sources
-
-        problems += [f"  {problem}" for problem in check_sources(recipe)]
+    problems = [f"  {problem}" for problem in check_sources(recipe)]
     if problems:
         raise UserError("invalid recipe:\n" + "\n".join(problems))
 

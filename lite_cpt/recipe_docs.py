@@ -1,10 +1,12 @@
-"""The recipe reference table (docs/recipes.md, "Recipe reference"), generated from the schema itself."""
+"""The recipe reference table (docs/recipes.md, "Recipe reference"), generated from the schema itself:
+the fields every arm (task, benchmark) entry holds, then those an arm method (task type) adds,
+each marked with the methods (types) that take it."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from lite_cpt.recipe import Recipe
+from lite_cpt.recipe import Recipe, plugin_field_owners
 
 
 def _section(annotation) -> type[BaseModel] | None:
@@ -22,18 +24,27 @@ def _type_name(annotation) -> str:
     return text.replace("Union[int, Literal['auto']]", "int | 'auto'")
 
 
+def _fields(model: type[BaseModel]) -> list[tuple[str, object, str]]:
+    """(name, field, what the meaning starts with) of a section: its own fields, then the plugin
+    fields of an entry section, with the methods or types that take them."""
+    fields = [(name, field, "") for name, field in model.model_fields.items()]
+    for name, (field, owners) in plugin_field_owners(model).items():
+        fields.append((name, field, f"({', '.join(owners)} only) "))
+    return fields
+
+
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
     rows = []
-    for name, field in model.model_fields.items():
+    for name, field, only in _fields(model):
         section, path = _section(field.annotation), f"{prefix}{name}"
         if section is not None:
             many = str(field.annotation).startswith("list")
             rows.append((path + ("[]" if many else ""), f"list of {section.__name__}" if many else "section",
-                         "", field.description or ""))
+                         "", only + (field.description or "")))
             rows += _rows(section, path + ("[]." if many else "."))
         else:
             default = "required" if field.is_required() else repr(field.default)
-            rows.append((path, _type_name(field.annotation), default, field.description or ""))
+            rows.append((path, _type_name(field.annotation), default, only + (field.description or "")))
     return rows
 
 

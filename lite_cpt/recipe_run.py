@@ -1,31 +1,23 @@
-"""The recipe's arm and run sections: how each arm trains, and the run's evaluation, logging,
-checkpoints, fault tolerance and rollout engine."""
+"""The recipe's arm and run sections: the fields every arm shares, and the run's evaluation,
+logging, checkpoints, fault tolerance and rollout engine."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from lite_cpt.arms_declared import arm_kind, arm_method_names
 from lite_cpt.prompt_fields import EvalPrompt
 from lite_cpt.recipe_section import Section
-from lite_cpt.recipe_tasks import BenchmarkConfig
-from lite_cpt.rl_settings import RFTConfig, RIFConfig
+from lite_cpt.recipe_tasks import BenchmarkEntry
 from lite_cpt.train.sft_schedule import ScheduleFields
 
 
-class ReplayConfig(Section):
-    fraction: float = Field(0.2, ge=0, le=1, description="Share of each batch drawn from earlier tasks.")
-    buffer_per_task: int = Field(64, ge=1, description="Samples kept per finished task.")
-
-
-class EWCConfig(Section):
-    weight: float = Field(100.0, ge=0, description="EWC penalty coefficient (lambda).")
-    fisher_samples: int = Field(32, ge=1, description="Samples used to estimate the diagonal Fisher.")
-
-
 class ArmConfig(Section, ScheduleFields):
+    """What every arm's recipe entry holds, whatever its method. The entry of a method with
+    settings of its own (`rft:`, `rif:`, `replay:`, `ewc:`) is this plus the fields its arm
+    plugin declares (lite_cpt/arms/<plugin>/settings.py); lite_cpt.recipe_entries builds it."""
+
     name: str = Field(..., description="Arm name (directory under the run).")
     method: str | None = Field(
         None, description="Training method (`lite-cpt arms` lists them); defaults to the arm's name "
@@ -53,10 +45,6 @@ class ArmConfig(Section, ScheduleFields):
     eval_prompt: EvalPrompt | None = Field(
         None, description="This arm's evaluation prompt (trained, cot, direct); None = evaluation.prompt.",
     )
-    rft: RFTConfig = Field(default_factory=RFTConfig, description="GRPO settings.")
-    rif: RIFConfig = Field(default_factory=RIFConfig, description="Instance filtering settings.")
-    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay settings.")
-    ewc: EWCConfig = Field(default_factory=EWCConfig, description="EWC settings.")
 
     @field_validator("micro_batch_tokens")
     @classmethod
@@ -64,27 +52,6 @@ class ArmConfig(Section, ScheduleFields):
         if isinstance(budget, int) and budget < 1:
             raise ValueError(f"micro_batch_tokens must be a positive token count, auto or off (got {budget})")
         return budget
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str | None) -> str | None:
-        methods = arm_method_names()
-        if method is not None and method not in methods:
-            raise ValueError(f"unknown arm method '{method}'; allowed values: {', '.join(methods)}")
-        return method
-
-    @model_validator(mode="after")
-    def _method(self) -> "ArmConfig":
-        if self.method is None:
-            methods = arm_method_names()
-            if self.name not in methods:
-                raise ValueError(f"arm '{self.name}' needs a `method` (one of: {', '.join(methods)})")
-            object.__setattr__(self, "method", self.name)
-        if self.lr_scheduler != "constant" or self.warmup_ratio:
-            if arm_kind(self.method) != "sft":
-                raise ValueError(f"arm '{self.name}': lr_scheduler and warmup_ratio apply to SFT arms "
-                                 "(RL arms keep EasyR1's constant rate)")
-        return self
 
 
 class GenerationConfig(Section):
@@ -108,7 +75,7 @@ class GenerationConfig(Section):
 
 class EvaluationConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding settings.")
-    general: list[BenchmarkConfig] = Field(
+    general: list[BenchmarkEntry] = Field(
         default_factory=list, description="General benchmarks evaluated after every task."
     )
     prompt: EvalPrompt = Field(

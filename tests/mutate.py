@@ -42,7 +42,7 @@ MODULE_TESTS = {
                         "tests/test_midphase.py", "tests/test_numerics.py"],
     "lite_cpt/train/policy_update.py": ["tests/test_rft.py", "tests/test_aggregation.py", "tests/test_shared_prefix.py",
                                         "tests/test_training_behaviour.py", "tests/test_numerics.py"],
-    "lite_cpt/arms/rif.py": ["tests/test_rif.py"],
+    "lite_cpt/arms/rif/method.py": ["tests/test_rif.py"],
     "lite_cpt/run/continual.py": ["tests/test_run_files.py", "tests/test_bad_data.py", "tests/test_continual.py",
                               "tests/test_resume.py"],
     "lite_cpt/run/rows.py": ["tests/test_run_files.py", "tests/test_continual.py", "tests/test_resume.py",

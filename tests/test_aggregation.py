@@ -12,7 +12,7 @@ from lite_cpt.train.batching import collate, tokenizer_of
 from lite_cpt.kernels.grpo_loss import reference_grpo_loss
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.train.phase import Phase
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe import arm_config
 from lite_cpt.train.policy_update import compute_advantages, encode_rollouts, mini_batch_rows, policy_update
 from lite_cpt.train.rollout_batch import Rollouts
 from tests.test_rft import KNOBS, lora_params, policy, tiny, vowel_examples  # noqa: F401
@@ -64,7 +64,7 @@ def _groups(model, processor, rollouts, rows, rft, aggregation):
 @pytest.mark.parametrize("aggregation", ["micro-token-mean", "token-mean"])
 def test_each_step_is_the_gradient_of_its_own_mini_batchs_loss(policy, aggregation):
     model, processor = policy
-    arm = ArmConfig(name="rft", lr=0.05, grad_clip=1e9, rft={
+    arm = arm_config(name="rft", lr=0.05, grad_clip=1e9, rft={
         "group_size": 4, "prompts_per_step": 4, "mini_batches_per_rollout": 2, "cot": False, "kl": True,
         "kl_beta": 0.1, "kl_reference": "base", "aggregation": aggregation, "loss_micro_batch": 3})
     rft = arm.rft

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from lite_cpt.arms import ARMS, build_arm
-from lite_cpt.arms.baselines import EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty
+from lite_cpt.arms.baselines.method import EWC, EWC_STATE, REPLAY_MANIFEST, Replay, buffer_selection, ewc_penalty
 from lite_cpt.errors import UserError
 from lite_cpt.train.phase import Knobs, Phase, examples_of, trainable_parameters
 from lite_cpt.train.sft import SFTHooks
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.tasks import TASK_TYPES
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
@@ -56,7 +57,7 @@ def phase(index: int, name: str, seed: int = 0) -> Phase:
 
 
 def make(method_cls, model, processor, data, **arm):
-    config = ArmConfig(**{"name": method_cls.__name__.lower(), "lr": 5e-3, "batch_size": 8, **arm})
+    config = arm_config(**{"name": method_cls.__name__.lower(), "lr": 5e-3, "batch_size": 8, **arm})
     return method_cls(config, model, processor, lambda name: data[name])
 
 
@@ -69,9 +70,9 @@ def identity(examples):
 
 
 def test_arms_are_registered(tiny, data):
-    config = ArmConfig(name="replay")
+    config = arm_config(name="replay")
     assert isinstance(build_arm(config, tiny[0], tiny[1], lambda name: data[name]), Replay)
-    assert isinstance(build_arm(ArmConfig(name="ewc"), tiny[0], tiny[1], lambda name: data[name]), EWC)
+    assert isinstance(build_arm(arm_config(name="ewc"), tiny[0], tiny[1], lambda name: data[name]), EWC)
     assert {"replay", "ewc"} <= set(ARMS)
 
 
@@ -252,7 +253,7 @@ def test_replay_replaces_even_one_item_and_draws_with_replacement_from_a_small_b
 
 def test_fisher_is_the_mean_over_examples_and_a_state_without_its_task_count_still_resumes(model, tiny, data,
                                                                                                tmp_path):
-    from lite_cpt.arms.baselines import diagonal_fisher
+    from lite_cpt.arms.baselines.method import diagonal_fisher
 
     first, second = data["clevr"][:1], data["clevr"][1:2]
     one, two = diagonal_fisher(model, tiny[1], first), diagonal_fisher(model, tiny[1], second)
@@ -273,20 +274,23 @@ def test_fisher_is_the_mean_over_examples_and_a_state_without_its_task_count_sti
     assert resumed.tasks_in_fisher == 2
 
 
-def test_an_arm_class_declared_wrongly_is_refused_by_name():
-    from lite_cpt.arms.base import ArmMethod, register_arm
+def test_an_arm_declared_wrongly_is_refused_by_name():
+    from lite_cpt.arms.base import ArmDeclaration
 
-    def declared(**attributes):
-        return type("Mine", (ArmMethod,), attributes)
+    def declared(**fields):
+        return ArmDeclaration(**{"name": "mine", "kind": "sft", "phases": ("sft_step", "evaluation"),
+                                 "implementation": "lite_cpt.arms.sft.method:SequentialSFT", "summary": "", **fields})
 
-    with pytest.raises(TypeError, match="^Mine needs a `name` to be registered as an arm$"):
-        register_arm(declared(kind="sft", phases=("sft_step", "evaluation")))
+    with pytest.raises(TypeError, match="^ArmDeclaration needs a `name` to be registered as an arm method$"):
+        ARMS.register(declared(name=""))
     with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got 'other'$"):
-        register_arm(declared(name="mine", kind="other", phases=("sft_step",)))
-    with pytest.raises(ValueError, match=r"^arm 'mine': kind must be one of .*, got None$"):
-        register_arm(declared(name="mine", phases=("sft_step",)))
+        ARMS.register(declared(kind="other"))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \('warmup',\)$"):
-        register_arm(declared(name="mine", kind="sft", phases=("warmup",)))
+        ARMS.register(declared(phases=("warmup",)))
     with pytest.raises(ValueError, match=r"^arm 'mine': phases must be a non-empty subset of .*, got \(\)$"):
-        register_arm(declared(name="mine", kind="sft", phases=()))
+        ARMS.register(declared(phases=()))
+    with pytest.raises(ValueError, match=r"^arm 'mine': implementation must be 'module:Class', got 'nowhere'$"):
+        ARMS.register(declared(implementation="nowhere"))
+    with pytest.raises(ValueError, match=r"^arm method 'sft' is registered twice$"):
+        ARMS.register(declared(name="sft"))
     assert "mine" not in ARMS

@@ -13,7 +13,7 @@ from PIL import Image
 from lite_cpt.train.batching import (IGNORE_INDEX, Prompt, append_tokens, balanced_bounds, collate, encode_prompts,
                                      encode_rows, fixed_calls, length_sorted_calls, tokenizer_of)
 from lite_cpt.data.images import FileImage, ImageDecodeError
-from lite_cpt.recipe import TinyModelConfig
+from lite_cpt.recipe_model import TinyModelConfig
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 

@@ -24,7 +24,7 @@ def test_arms_lists_the_registry(monkeypatch):
     lines = result.output.splitlines()
     for name, cls in ARMS.items():
         row = next(line for line in lines if line.strip("│ ").startswith(name + " "))
-        assert cls.kind in row and ", ".join(cls.phases) in row
+        assert cls.kind in row and ", ".join(cls.phases) in row and cls.summary in row
 
 
 def test_validate_ok(tmp_path):

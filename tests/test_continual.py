@@ -12,7 +12,7 @@ from transformers import AutoModelForImageTextToText
 
 from lite_cpt.run import continual
 from lite_cpt.run import rows as rows_module
-from lite_cpt.arms.sft import SequentialSFT
+from lite_cpt.arms.sft.method import SequentialSFT
 from lite_cpt.train.batching import encode_sft, IGNORE_INDEX
 from lite_cpt.run.continual import run_recipe
 from lite_cpt.errors import UserError
@@ -262,7 +262,7 @@ def test_resetting_the_adapter_gives_the_base_model_back_with_the_seeds_initiali
     """Each arm (and each seed reusing the loaded model) starts from a fresh adapter, never from
     the weights the previous arm trained."""
     from lite_cpt.models import add_lora
-    from lite_cpt.recipe import LoraConfig, TinyModelConfig
+    from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
     from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     model = add_lora(build_tiny_model(TinyModelConfig(), tiny_corpus(0))[0], LoraConfig(r=4, alpha=8))
@@ -361,7 +361,8 @@ def test_evaluation_prompts_keep_the_tasks_last_prompt_tokens(monkeypatch):
     from types import SimpleNamespace
 
     from lite_cpt.run import evaluate
-    from lite_cpt.recipe import GenerationConfig, TaskConfig
+    from lite_cpt.recipe_run import GenerationConfig
+    from lite_cpt.recipe_tasks import TaskConfig
     from lite_cpt.tasks import build_task
 
     seen = {}

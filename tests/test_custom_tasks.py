@@ -19,7 +19,9 @@ from lite_cpt.data.fixtures import write_fixtures
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
 from lite_cpt.train.phase import Example
-from lite_cpt.recipe import BenchmarkConfig, RFTConfig, TaskConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import load_recipe, recipe_from_dict
+from lite_cpt.arms.rl.settings import RFTConfig
+from lite_cpt.recipe_tasks import TaskConfig, benchmark_config, task_config
 from lite_cpt.train.rft import reward_parts
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import Sample
@@ -44,12 +46,12 @@ def declared(name: str, **changes) -> TaskConfig:
     """The example recipe's YAML declaration of task `name`, with `changes` applied."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     task = next(t for t in raw["tasks"] if t["name"] == name)
-    return TaskConfig(**{**task, **changes})
+    return task_config(**{**task, **changes})
 
 
 def twins(name: str, root: Path, **changes):
     """(built-in task, the same task declared in YAML), both reading the fixtures."""
-    return build_task(TaskConfig(name=name, type=name, **changes), root), build_task(declared(name, **changes), root)
+    return build_task(task_config(name=name, type=name, **changes), root), build_task(declared(name, **changes), root)
 
 
 def predictions(sample: Sample, others: list[Sample]) -> list[str]:
@@ -113,8 +115,8 @@ custom:
 
 
 def test_a_general_benchmark_declared_in_yaml_equals_the_built_in_one(fixture_root):
-    built_in = build_task(BenchmarkConfig(name="mmlu_pro", type="mmlu_pro"), fixture_root, benchmark=True)
-    custom = build_task(BenchmarkConfig(**yaml.safe_load(MMLU_PRO_IN_YAML)), fixture_root, benchmark=True)
+    built_in = build_task(benchmark_config(name="mmlu_pro", type="mmlu_pro"), fixture_root, benchmark=True)
+    custom = build_task(benchmark_config(**yaml.safe_load(MMLU_PRO_IN_YAML)), fixture_root, benchmark=True)
     expected, got = built_in.load("test", None), custom.load("test", None)
     assert len(got) == len(expected) == N
     for b, c in zip(expected, got):
@@ -321,8 +323,9 @@ def test_a_reward_that_returns_no_number_is_a_clear_error(tmp_path, monkeypatch)
      "tasks.0.custom.columns.questions: unknown key; allowed keys: question, answer, images, choices"),
     ({"metric": "exact"}, {"source": {}}, "'mine' of type custom needs source.path or source.hf_id"),
     ({"metric": "exact"}, {"prompt": "{question}"}, "a custom task's prompts are custom.prompt and custom.cot_prompt"),
-    ({"metric": "exact"}, {"type": "pathvqa"}, "a `custom` section needs `type: custom`"),
-    (None, {}, "'mine' of type custom needs a `custom` section"),
+    ({"metric": "exact"}, {"type": "pathvqa"}, "tasks.0.custom: unknown key for a task of type 'pathvqa' (it is a "
+                                               "setting of custom); allowed keys: "),
+    (None, {}, "tasks.0.custom: Input should be a valid dictionary or instance of CustomTaskConfig"),
 ])
 def test_custom_task_recipe_errors(custom, task, message):
     with pytest.raises(UserError) as info:
@@ -391,9 +394,9 @@ def test_template_placeholders_read_row_columns(fixture_root):
 
 def test_a_list_of_images_column_gives_every_image(fixture_root):
     """Geometry3K keeps its diagram in `images`, a list of `Image` cells."""
-    config = TaskConfig(name="geometry", type="custom", source={"hf_id": "hiyouga/geometry3k"},
+    config = task_config(name="geometry", type="custom", source={"hf_id": "hiyouga/geometry3k"},
                         custom={"columns": {"question": "problem", "images": ["images"]}, "metric": "math"})
-    custom, built_in = build_task(config, fixture_root), build_task(TaskConfig(name="g", type="geometry3k"), fixture_root)
+    custom, built_in = build_task(config, fixture_root), build_task(task_config(name="g", type="geometry3k"), fixture_root)
     for c, b in zip(custom.load("test", None), built_in.load("test", None)):
         assert [r.describe() for r in c.images] == [r.describe() for r in b.images] and c.images
         assert [decode_image(r).size for r in c.images] == [decode_image(r).size for r in b.images]

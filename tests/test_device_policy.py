@@ -13,7 +13,8 @@ from lite_cpt.device_policy import device_policy, kernel_backend
 from lite_cpt.errors import UserError
 from lite_cpt.train.numerics import NonFiniteGuard, backward, step_if_finite
 from lite_cpt.train.phase import adamw
-from lite_cpt.recipe import ModelConfig, load_recipe
+from lite_cpt.recipe import load_recipe
+from lite_cpt.recipe_model import ModelConfig
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_bf16_on_an_older_card_is_refused_before_any_data_loads(fake_gpu, monkey
 def test_token_logprobs_asks_for_the_torch_kernels_where_the_policy_says(monkeypatch):
     import lite_cpt.train.logprob
     from lite_cpt.train.batching import Prompt, encode_sft
-    from lite_cpt.recipe import TinyModelConfig
+    from lite_cpt.recipe_model import TinyModelConfig
     from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
     seen = []

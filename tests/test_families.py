@@ -19,7 +19,8 @@ from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora, load_processor
 from lite_cpt.planner import parameter_counts, plan, resolve_shape, total_parameters
 from lite_cpt.planner.shapes import linear_module_names, lora_layout, shape_from_hf_config
-from lite_cpt.recipe import LoraConfig, ModelConfig, TinyModelConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import load_recipe, recipe_from_dict
+from lite_cpt.recipe_model import LoraConfig, ModelConfig, TinyModelConfig
 from lite_cpt.train.rollout import Sampling, generate_completions
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from tests.helpers import tiny_recipe

@@ -284,7 +284,7 @@ RIF_ARM = {"name": "rif_rft", "lr": 1e-3,
 def _estimating_half():
     """Every instance at success rate 0.5 with varied rewards (all kept): the estimate, and so
     the updates to cut between, do not depend on what the tiny model happens to answer."""
-    import lite_cpt.arms.rif as rif_module
+    import lite_cpt.arms.rif.method as rif_module
 
     def measure_success(model, processor, examples, *args, **kwargs):
         return rif_module.SuccessEstimate([0.5] * len(examples), 123, 0.0, [True] * len(examples))
@@ -293,7 +293,7 @@ def _estimating_half():
 
 
 def _measuring_fails():
-    import lite_cpt.arms.rif as rif_module
+    import lite_cpt.arms.rif.method as rif_module
 
     def measure_success(*args, **kwargs):
         raise AssertionError("the resumed phase measured the success rates again")

@@ -94,13 +94,66 @@ def test_the_lock_taken_ahead_is_adopted_by_the_unit_and_released(tmp_path):
                 pass
 
 
-def test_the_arm_names_and_kinds_read_from_source_are_the_registrys():
-    from lite_cpt.arms import ARMS, arm_names
-    from lite_cpt.arms_declared import _declared, declared_kinds
+def test_the_arm_registry_and_every_arm_entry_are_read_without_torch(tmp_path):
+    """The recipe learns each method's name, kind and settings from the arm plugins' declarations,
+    which import no training code: a recipe with every arm validates, and is refused for a key of
+    another method, with torch, transformers and peft still unimported."""
+    code = textwrap.dedent("""
+        import json, sys
+        from lite_cpt.arms import ARMS
+        from lite_cpt.errors import UserError
+        from lite_cpt.recipe import recipe_from_dict
+        raw = {"name": "r", "tasks": [{"name": "c", "type": "mini_clevr"}],
+               "arms": [{"name": name} for name in ARMS]}
+        kinds = {arm.name: type(arm).__name__ for arm in recipe_from_dict(raw).arms}
+        raw["arms"] = [{"name": "rft", "replay": {"fraction": 0.5}}]
+        try:
+            recipe_from_dict(raw)
+        except UserError as error:
+            refused = str(error)
+        print(json.dumps({"entries": kinds, "refused": refused,
+                          "heavy": [m for m in ("torch", "transformers", "peft") if m in sys.modules]}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], done.stderr
+    assert result["entries"]["rft"] == "ArmConfigWithRL" and result["entries"]["sft"] == "ArmConfig"
+    assert result["entries"]["rif_rft"] == "ArmConfigWithRIF" and result["entries"]["ewc"] == "ArmConfigWithEWC"
+    assert ("arms.0.replay: unknown key for an arm of method 'rft' (it is a setting of replay); allowed keys: "
+            in result["refused"])
 
-    assert _declared() == arm_names()
-    assert declared_kinds() == {name: cls.kind for name, cls in ARMS.items()}
-    assert declared_kinds()["replay"] == "sft"  # inherited from SequentialSFT
+
+def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_kind_and_settings():
+    """An arm plugin registered outside lite_cpt/arms/ (ARMS.register, as the shipped ones do):
+    its name is a method, its settings are its entry's, its kind decides whether an lr schedule fits."""
+    from pydantic import BaseModel, Field
+
+    from lite_cpt.arms import ARMS, ArmDeclaration
+    from lite_cpt.errors import UserError
+    from lite_cpt.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+
+    class OutsideFields(BaseModel):
+        outside: int = Field(3, ge=1, description="An outside setting.")
+
+    ARMS.register(ArmDeclaration(name="outside_rl", kind="rl", phases=("rollout", "evaluation"),
+                                 implementation="tests.nowhere:Outside", summary="outside", settings=OutsideFields))
+    try:
+        raw = tiny_recipe(Path("/nonexistent"), arms=[{"name": "outside_rl", "outside": 5}])
+        arm = recipe_from_dict(raw).arms[0]
+        assert (arm.method, arm.outside) == ("outside_rl", 5)
+        raw["arms"][0]["outside"] = 0
+        with pytest.raises(UserError, match="arms.0.outside: Input should be greater than or equal to 1"):
+            recipe_from_dict(raw)
+        raw["arms"][0] = {"name": "outside_rl", "lr_scheduler": "cosine"}
+        with pytest.raises(UserError, match="apply to SFT arms"):
+            recipe_from_dict(raw)
+        with pytest.raises(UserError, match=r"arms.0.outside: unknown key for an arm of method 'sft' \(it is a "
+                                            r"setting of outside_rl\)"):
+            recipe_from_dict(tiny_recipe(Path("/nonexistent"), arms=[{"name": "sft", "outside": 2}]))
+    finally:
+        ARMS.unregister("outside_rl")
+    assert "outside_rl" not in ARMS
 
 
 def _plan_lines(calibration):
@@ -159,30 +212,3 @@ def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
     steps = [line for line in lines if line.startswith("tiny base: step ")]
     assert steps and steps[-1].split(" (")[0].split()[-1].split("/")[0] == steps[-1].split(" (")[0].split("/")[-1]
     assert lines[-1].startswith(f"tiny base: saved to {tmp_path / 'base'} (")
-
-
-def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_and_kind(monkeypatch):
-    """The schema learns of an arm registered outside lite_cpt/arms/ from @register_arm, without
-    importing the registry: its name is a method, and its kind decides whether an lr schedule fits."""
-    from lite_cpt import arms_declared
-    from lite_cpt.arms import base
-    from lite_cpt.errors import UserError
-    from lite_cpt.recipe import recipe_from_dict
-    from tests.helpers import tiny_recipe
-
-    monkeypatch.setattr(base, "ARMS", {})
-    monkeypatch.setattr(arms_declared, "REGISTERED", {})
-
-    @base.register_arm
-    class Outside(base.ArmMethod):
-        name, kind, phases = "outside_rl", "rl", ("rollout", "evaluation")
-
-        def train(self, examples, phase):
-            raise NotImplementedError
-
-    assert "outside_rl" in arms_declared.arm_method_names()
-    raw = tiny_recipe(Path("/nonexistent"), arms=[{"name": "outside_rl"}])
-    assert recipe_from_dict(raw).arms[0].method == "outside_rl"
-    raw["arms"][0]["lr_scheduler"] = "cosine"
-    with pytest.raises(UserError, match="apply to SFT arms"):
-        recipe_from_dict(raw)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe import arm_config
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.train import policy_update as pu
 from lite_cpt.train.phase import Phase
@@ -57,7 +57,7 @@ def test_the_first_mini_batch_reuses_its_update_forward_with_the_same_gradients_
                                                                                           shared_prefix):
     model, processor = tiny
     monkeypatch.setattr(pu, "FIRST_STEP_REUSE", {})
-    arm = ArmConfig(name="rft", lr=0.05, rft={
+    arm = arm_config(name="rft", lr=0.05, rft={
         "group_size": 4, "prompts_per_step": 4, "mini_batches_per_rollout": 2, "cot": False, "kl": True,
         "kl_beta": 0.1, "kl_reference": "base", "shared_prefix": shared_prefix})
     key = pu.reuse_key(model, arm.rft)
@@ -79,7 +79,7 @@ def test_the_first_mini_batch_reuses_its_update_forward_with_the_same_gradients_
 
 def test_a_mismatch_keeps_the_old_policy_pass(tiny, monkeypatch):
     model, processor = tiny
-    arm = ArmConfig(name="rft", rft={"group_size": 4, "prompts_per_step": 4, "mini_batches_per_rollout": 2,
+    arm = arm_config(name="rft", rft={"group_size": 4, "prompts_per_step": 4, "mini_batches_per_rollout": 2,
                                      "cot": False, "kl": False})
     key = pu.reuse_key(model, arm.rft)
     monkeypatch.setattr(pu, "FIRST_STEP_REUSE", {})

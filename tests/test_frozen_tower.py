@@ -13,7 +13,7 @@ from lite_cpt.train.batching import Prompt, encode_sft
 from lite_cpt.families.base import ModelShape
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 #: A Qwen2.5-VL small enough to build in a moment, with the bench tokenizer's vocabulary.

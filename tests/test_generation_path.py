@@ -14,7 +14,7 @@ from lite_cpt.train.batching import Prompt, collate_prompts, encode_prompts, len
 from lite_cpt.cli import app
 from lite_cpt.data.synthetic import generate
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.train.rollout import (
     Sampling,
     generate_completions,

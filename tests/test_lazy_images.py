@@ -97,7 +97,7 @@ def _write_split(directory: Path, rows: int = ROWS) -> int:
 MEASURE = textwrap.dedent("""
     import json, sys
     from lite_cpt.data.images import decode_image
-    from lite_cpt.recipe import TaskConfig
+    from lite_cpt.recipe_tasks import TaskConfig
     from lite_cpt.tasks import build_task
 
     def rss():  # private resident memory, bytes

@@ -14,7 +14,7 @@ from lite_cpt.run.continual import reset_adapter
 from lite_cpt.io import append_jsonl, read_jsonl
 from lite_cpt.train.phase import Phase
 from lite_cpt.run.preemption import Preempted, preemption_handlers, request_stop, stop_deferred
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe import arm_config as arm_entry
 from lite_cpt.train.rft import train_rft
 from lite_cpt.train.sft import train_sft
 from tests.test_rft import KNOBS, arm_config, lora_params, tiny, vowel_examples  # noqa: F401
@@ -41,7 +41,7 @@ def _train(kind: str, model, processor, run_dir):
     if kind == "rft":
         # KL on: the reference passes run too; lr high enough that every update moves the adapter
         return train_rft(model, processor, vowel_examples(6), arm_config(kl=True, group_size=2), phase, updates=5)
-    arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=5)
+    arm = arm_entry(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=5)
     return train_sft(model, processor, vowel_examples(10), arm, phase)
 
 

@@ -8,7 +8,8 @@ import torch
 from lite_cpt.train import rft
 from lite_cpt.train.batching import encode_prompts
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.train.phase import Knobs, Phase, examples_of
 from lite_cpt.train.sft import train_sft
 from lite_cpt.tasks import TASK_TYPES
@@ -48,7 +49,7 @@ def count_head_calls(model, monkeypatch):
 @pytest.mark.parametrize("kl", [True, False])
 def test_grpo_step_never_runs_the_lm_head(setup, monkeypatch, kl):
     model, processor, examples = setup
-    arm = ArmConfig(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 3,
+    arm = arm_config(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 3,
                                               "cot": False, "kl": kl, "temperature": 1.0})
     calls, handle = count_head_calls(model, monkeypatch)
     try:
@@ -69,7 +70,7 @@ def test_sft_phase_never_runs_the_lm_head(setup):
     calls = []
     handle = model.get_base_model().lm_head.register_forward_hook(lambda *_: calls.append(1))
     try:
-        arm = ArmConfig(name="sft", lr=1e-3, batch_size=3)
+        arm = arm_config(name="sft", lr=1e-3, batch_size=3)
         stats = train_sft(model, processor, examples, arm, Phase(Knobs(2, None, 1)))
     finally:
         handle.remove()

@@ -84,7 +84,7 @@ import lite_cpt.train.rft as rft_module  # noqa: E402
 import lite_cpt.train.sft as sft_module  # noqa: E402
 from lite_cpt.run.continual import reset_adapter  # noqa: E402
 from lite_cpt.train.phase import Phase  # noqa: E402
-from lite_cpt.recipe import ArmConfig  # noqa: E402
+from lite_cpt.recipe import arm_config as arm_entry  # noqa: E402
 from lite_cpt.train.rft import train_rft  # noqa: E402
 from lite_cpt.train.sft import train_sft  # noqa: E402
 from tests.test_rft import KNOBS, arm_config, lora_params, policy, tiny, vowel_examples  # noqa: E402,F401
@@ -151,13 +151,13 @@ def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(polic
     monkeypatch.setattr(sft_module, "rows_loss_sum", nan_first)
     before = {n: p.detach().clone() for n, p in lora_params(model).items()}
     records = []
-    arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=1)
+    arm = arm_entry(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=1)
     stats = train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS, on_step=records.append))
     assert records[0]["updated"] is False and stats.steps == 0 and stats.extra["nonfinite_skipped"] == 1
     assert all(torch.equal(p, before[n]) for n, p in lora_params(model).items())
 
     monkeypatch.setattr(sft_module, "rows_loss_sum", lambda *a, **k: (original(*a, **k)[0] * float("nan"), 1))
-    arm = ArmConfig(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=4)
+    arm = arm_entry(name="sft", lr=1e-2, batch_size=2, max_steps_per_task=4)
     with pytest.raises(NonFiniteTraining, match=r"2 updates in a row \(updates 1 to 2\) .*loss=nan.*lr=0.01"):
         train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS, max_nonfinite=2))
 
@@ -165,7 +165,7 @@ def test_sft_step_with_nan_loss_is_skipped_and_counted_and_k_in_a_row_stop(polic
 def test_a_runaway_learning_rate_stops_sft_and_grpo_after_the_first_update(policy, monkeypatch):
     """lr=1e6: the loss stays finite while one AdamW step moves every weight by about 1e6."""
     model, processor = policy
-    arm = ArmConfig(name="sft", lr=1e6, batch_size=2, max_steps_per_task=4)
+    arm = arm_entry(name="sft", lr=1e6, batch_size=2, max_steps_per_task=4)
     with pytest.raises(NonFiniteTraining, match=r"after update 1 the adapter's weights reached .*lr=1000000.0"):
         train_sft(model, processor, vowel_examples(4), arm, Phase(KNOBS))
     reset_adapter(model, seed=0)

@@ -12,7 +12,8 @@ from PIL import Image
 from lite_cpt.data.images import FileImage
 from lite_cpt.models import load_processor
 from lite_cpt.families import get_family
-from lite_cpt.recipe import ModelConfig, TaskConfig, TinyModelConfig
+from lite_cpt.recipe_model import ModelConfig, TinyModelConfig
+from lite_cpt.recipe_tasks import task_config
 from lite_cpt.tasks.base import build_task
 from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus
 from lite_cpt.train.batching import Prompt, encode_prompts
@@ -57,7 +58,7 @@ def test_an_image_file_is_measured_from_its_header(tmp_path):
 
 
 def _task(budget: int, overlong: str):
-    config = TaskConfig(name="clevr", type="mini_clevr", max_prompt_tokens=budget, overlong_prompts=overlong)
+    config = task_config(name="clevr", type="mini_clevr", max_prompt_tokens=budget, overlong_prompts=overlong)
     return build_task(config)
 
 

@@ -103,7 +103,7 @@ def test_meta_device_model_has_the_analytic_parameter_count(size, shape):
 
 def test_model_names_and_configs_resolve_to_shapes(tmp_path):
     from lite_cpt.planner import seven_b_config
-    from lite_cpt.recipe import ModelConfig
+    from lite_cpt.recipe_model import ModelConfig
 
     assert resolve_shape(ModelConfig(name="Qwen/Qwen2.5-VL-7B-Instruct")).layers == 28
     three = resolve_shape(ModelConfig(name="unsloth/Qwen2.5-VL-3B-Instruct-bnb-4bit"))

@@ -4,7 +4,9 @@ import pytest
 
 from lite_cpt.errors import UserError
 from lite_cpt.train.phase import Example
-from lite_cpt.recipe import RFTConfig, TaskConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import load_recipe, recipe_from_dict
+from lite_cpt.arms.rl.settings import RFTConfig
+from lite_cpt.recipe_tasks import TaskConfig
 from lite_cpt.train.rft import reward_parts
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, build_task
 

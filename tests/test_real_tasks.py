@@ -19,7 +19,7 @@ from lite_cpt.data.fixtures import dataset_spec, write_fixtures
 from lite_cpt.data.images import FileImage, TableImage, decode_image
 from lite_cpt.data.location import hf_datasets_cache, hf_hub_cache, resolve_location
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import BenchmarkConfig, TaskConfig
+from lite_cpt.recipe_tasks import BenchmarkConfig, TaskConfig
 from lite_cpt.tasks import BENCHMARK_TYPES, build_task
 from lite_cpt.tasks.base import Sample
 from lite_cpt.tasks.choice import parse_options

@@ -191,7 +191,7 @@ def test_a_recipe_under_recipes_is_found_in_the_package_from_anywhere(tmp_path, 
 
 
 def test_a_source_given_a_path_or_hub_id_takes_no_location_from_its_type():
-    from lite_cpt.recipe import DataSourceConfig, fill_source
+    from lite_cpt.recipe_tasks import DataSourceConfig, fill_source
 
     typed = fill_source(DataSourceConfig(), "clevr", benchmark=False)
     assert typed.hf_id  # the type's published dataset

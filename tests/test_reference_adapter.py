@@ -9,7 +9,7 @@ from lite_cpt.train.batching import Prompt, append_tokens, encode_prompts
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora, save_adapter
 from lite_cpt.train.reference_adapter import REFERENCE_ADAPTER, hold_reference, reference_policy
-from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lite_cpt.recipe import TaskConfig
+from lite_cpt.recipe_tasks import TaskConfig
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import Sample, extract_answer
 

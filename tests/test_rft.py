@@ -11,11 +11,13 @@ from PIL import Image
 import lite_cpt.train.policy_update as update_module
 import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
-from lite_cpt.arms.rl import JointRFT, SequentialRFT
+from lite_cpt.arms.rl.method import JointRFT, SequentialRFT
 from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig
+from lite_cpt.recipe import arm_config as arm_entry
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.train.policy_update import (
     accumulate_policy_gradient,
     compute_advantages,
@@ -74,7 +76,7 @@ def lora_params(model) -> dict[str, torch.Tensor]:
 def arm_config(**rft) -> ArmConfig:
     settings = {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 2, "cot": False, "kl": False}
     settings.update(rft)
-    return ArmConfig(name="rft", lr=2e-2, rft=settings)
+    return arm_entry(name="rft", lr=2e-2, rft=settings)
 
 
 def scripted_rollouts(processor, examples: list[Example], rewards: list[float], group_size: int) -> Rollouts:
@@ -213,13 +215,13 @@ def test_update_count_records_and_arms(policy):
     assert set(measured) == {"rollout", "logprob_pass", "grpo_step"}
     assert measured["rollout"] > 0 and measured["grpo_step"] > 0 and measured["logprob_pass"] >= 0
     assert sum(measured.values()) <= stats.seconds + 1e-3
-    capped = ArmConfig(name="rft", max_steps_per_task=2, rft=arm.rft)
+    capped = arm_entry(name="rft", max_steps_per_task=2, rft=arm.rft)
     assert len(_records_of(model, processor, capped, vowel_examples(5))) == 2
 
     phase = Phase(index=1, name="vowel", seed=0, epochs=1.0, knobs=Knobs(4, 4096, 4), on_step=lambda r: None,
                   progress=lambda *_: None)
     for name, cls, joint in (("rft", SequentialRFT, False), ("multitask_rft", JointRFT, True)):
-        method = build_arm(ArmConfig(name=name, rft=arm.rft), model, processor, lambda _: [])
+        method = build_arm(arm_entry(name=name, rft=arm.rft), model, processor, lambda _: [])
         assert type(method) is cls and method.joint is joint
     assert method.train(vowel_examples(2), phase).steps <= 1
 
@@ -244,7 +246,7 @@ def test_a_phase_without_examples_makes_no_update(policy):
 def test_rollouts_read_only_the_tasks_last_prompt_tokens(policy):
     """Rollouts are sampled from prompts cut (on the left) to the task's max_prompt_tokens: two
     prompts that differ only before that window give the same answers under one seed."""
-    from lite_cpt.recipe import TaskConfig
+    from lite_cpt.recipe_tasks import TaskConfig
 
     model, processor = policy
     rft = arm_config(max_new_tokens=4).rft
@@ -316,7 +318,7 @@ def test_cot_reward_mixes_accuracy_and_format():
 
 
 def test_a_tasks_format_weight_overrides_the_arms():
-    from lite_cpt.recipe import TaskConfig
+    from lite_cpt.recipe_tasks import TaskConfig
 
     task = TASK_TYPES["mini_scienceqa"]("scienceqa", config=TaskConfig(name="scienceqa", type="mini_scienceqa",
                                                                        format_weight=0.5))
@@ -427,6 +429,6 @@ def test_rl_arms_default_to_easyr1s_weight_decay(policy, monkeypatch):
 
     monkeypatch.setattr(rft_module.torch.optim, "AdamW", recording)
     train_rft(model, processor, vowel_examples(2), arm_config(max_new_tokens=1), Phase(KNOBS, seed=1), updates=1)
-    explicit = ArmConfig(name="rft", weight_decay=0.0, rft={"group_size": 4, "max_new_tokens": 1, "cot": False})
+    explicit = arm_entry(name="rft", weight_decay=0.0, rft={"group_size": 4, "max_new_tokens": 1, "cot": False})
     train_rft(model, processor, vowel_examples(2), explicit, Phase(KNOBS, seed=1), updates=1)
     assert seen == [1e-2, 0.0]

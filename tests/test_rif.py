@@ -10,9 +10,10 @@ import torch
 
 import lite_cpt.train.rft as rft_module
 from lite_cpt.arms import build_arm
-from lite_cpt.arms.rif import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
+from lite_cpt.arms.rif.method import RIFRFT, band_selector, estimate_success, filter_instances, learnable_groups, measure_success
 from lite_cpt.train.phase import Example, Knobs, Phase
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.train.rft import Rollouts
 from lite_cpt.train.rollout import Completions
 from lite_cpt.tasks.base import Sample, Task, exact_match
@@ -87,7 +88,7 @@ def trained_batches(monkeypatch):
 
 
 def rif_arm(**rif) -> ArmConfig:
-    return ArmConfig(name="rif_rft", rft={"group_size": 4, "prompts_per_step": 2, "cot": False, "kl": False},
+    return arm_config(name="rif_rft", rft={"group_size": 4, "prompts_per_step": 2, "cot": False, "kl": False},
                      rif={"rollouts": 4, **rif})
 
 
@@ -314,7 +315,7 @@ def test_offline_filter_reads_the_accuracy_and_drops_flat_groups(scripted_policy
         return texts
 
     scripted_policy.texts = formatted
-    rft = ArmConfig(name="rif_rft", rft={"group_size": 4, "cot": True, "format_weight": 0.1}).rft
+    rft = arm_config(name="rif_rft", rft={"group_size": 4, "cot": True, "format_weight": 0.1}).rft
     estimate = measure_success(None, None, examples, 4, rft, seed=0)
     assert estimate.rates == [0.0, 0.0, 0.5]  # accuracy, not the 0.1 the format term gives
     assert estimate.varied == [False, False, True]

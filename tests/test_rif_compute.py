@@ -7,7 +7,8 @@ import torch
 
 from lite_cpt.arms import build_arm
 from lite_cpt.train.rif_budget import compute_matched_updates
-from lite_cpt.recipe import ArmConfig, load_recipe
+from lite_cpt.recipe import arm_config, load_recipe
+from lite_cpt.recipe_run import ArmConfig
 from tests.test_rif import phase, scripted_examples, scripted_policy, trained_batches  # noqa: F401
 
 RATES = [0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.0, 1.0, 0.25, 0.75]
@@ -15,8 +16,8 @@ P, G = 2, 4
 
 
 def _arm(name: str, **rif) -> ArmConfig:
-    return ArmConfig(name=name, method="rif_rft" if rif else "rft",
-                     rft={"group_size": G, "prompts_per_step": P, "cot": False, "kl": False}, rif=rif or {})
+    return arm_config(name=name, method="rif_rft" if rif else "rft",
+                      rft={"group_size": G, "prompts_per_step": P, "cot": False, "kl": False}, **({"rif": rif} if rif else {}))
 
 
 def _spent(arm: ArmConfig, scripted_policy, trained_batches) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lite_cpt.train.batching import Prompt
-from lite_cpt.recipe import TinyModelConfig
+from lite_cpt.recipe_model import TinyModelConfig
 from lite_cpt.train.rollout import Sampling, StopTokens, generate_completions, sampling_settings
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 

@@ -11,7 +11,8 @@ import torch
 
 import lite_cpt.train.sft as sft_module
 from lite_cpt.train.phase import Example, Knobs, Phase
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.train.sft import SFTHooks, train_sft
 from lite_cpt.tasks.base import Sample, Task
 
@@ -46,7 +47,7 @@ def steps(monkeypatch):
 
 
 def arm(**settings) -> ArmConfig:
-    return ArmConfig(name="sft", **{"batch_size": 4, **settings})
+    return arm_config(name="sft", **{"batch_size": 4, **settings})
 
 
 def test_steps_cover_each_example_once_per_epoch_in_a_seeded_order(steps):

@@ -9,7 +9,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from lite_cpt.errors import UserError
 from lite_cpt.train.phase import Knobs, Phase
-from lite_cpt.recipe import ArmConfig, load_recipe, recipe_from_dict
+from lite_cpt.recipe import arm_config, load_recipe, recipe_from_dict
 from lite_cpt.train.sft import train_sft
 from lite_cpt.train.sft_schedule import lr_factor, warmup_steps
 from tests.test_rft import policy, tiny, vowel_examples  # noqa: F401
@@ -35,7 +35,7 @@ def test_schedule_values_by_hand():
 
 def test_each_sft_step_runs_at_its_scheduled_rate(policy):
     model, processor = policy
-    arm = ArmConfig(name="sft", lr=1e-3, batch_size=4, lr_scheduler="cosine", warmup_ratio=0.1)
+    arm = arm_config(name="sft", lr=1e-3, batch_size=4, lr_scheduler="cosine", warmup_ratio=0.1)
     records = []
     train_sft(model, processor, vowel_examples(8), arm, Phase(Knobs(4, None, 1), epochs=5, on_step=records.append))
     assert len(records) == 10  # 2 batches x 5 epochs; ceil(1.0) = 1 warmup step

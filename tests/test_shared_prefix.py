@@ -11,7 +11,7 @@ from lite_cpt.run.continual import reset_adapter
 from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
 from lite_cpt.train.phase import Knobs, Phase
-from lite_cpt.recipe import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.train.policy_update import policy_update
 from lite_cpt.train.shared_prefix import (encode_groups, pack_groups, packed_token_logprobs, shared_prefix_mask,
                                     split_group)

@@ -1,12 +1,14 @@
 """The package's shape stays as the README describes it: packages that show the pipeline around a
 small root, no import cycle among its modules, no function over 60 lines or 8 parameters outside
-the kernels, one arm registry, and no runtime dependency that nothing uses."""
+the kernels, one registration style for arms, task types and families (each plugin declaring its
+recipe settings beside its code), and no runtime dependency that nothing uses."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,13 @@ import pytest
 import lite_cpt
 from lite_cpt.arms import ARMS, KINDS, arm_names
 from lite_cpt.arms.base import ArmMethod
+from lite_cpt.families import FAMILIES
+from lite_cpt.registry import Registry
+from lite_cpt.tasks import BENCHMARK_TYPES, TASK_TYPES, Task
 from lite_cpt.train.phase import PHASES
+
+#: The plugin packages and their registries: one mechanism (lite_cpt/registry.py) for all three.
+PLUGIN_PACKAGES = {"arms": (ARMS,), "tasks": (TASK_TYPES, BENCHMARK_TYPES), "families": (FAMILIES,)}
 
 PACKAGE = Path(lite_cpt.__file__).parent
 MAX_LINES = 60
@@ -51,12 +59,38 @@ def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
+def _discovering_packages(modules: dict[str, Path]) -> set[str]:
+    """The packages whose `__init__` calls `discover(__name__)` (lite_cpt/registry.py)."""
+    found = set()
+    for name, path in modules.items():
+        if path.name == "__init__.py":
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "discover":
+                    found.add(name)
+    return found
+
+
+def _implementations(path: Path, known: set[str]) -> set[str]:
+    """The modules an arm declaration in `path` names as its implementation ("module:Class"),
+    imported when a run builds the arm."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.keyword) and node.arg == "implementation" and isinstance(node.value, ast.Constant):
+            found.add(str(node.value.value).partition(":")[0])
+    return found & known
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
     graph = {name: imported_modules(path, name, set(modules)) for name, path in modules.items()}
-    # lite_cpt.arms imports every module in its folder by walking it (so that adding an arm is
-    # adding a module); those imports are edges too.
-    graph["lite_cpt.arms"] |= {m for m in modules if m.startswith("lite_cpt.arms.")}
+    # A plugin package imports every module directly inside it by walking its folder (so that
+    # adding a plugin is adding a module), and an arm declaration imports its training code
+    # by name when a run builds the arm: those imports are edges too.
+    for package in _discovering_packages(modules):
+        depth = package.count(".") + 1
+        graph[package] |= {m for m in modules if m.startswith(package + ".") and m.count(".") == depth}
+    for name, path in modules.items():
+        graph[name] |= _implementations(path, set(modules))
     return graph
 
 
@@ -89,10 +123,12 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "lite_cpt.tasks.scorers" in graph["lite_cpt.recipe_tasks"]  # a function-level import
-    assert "lite_cpt.recipe" in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
-    assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # `from lite_cpt.tasks import mini`
+    assert "lite_cpt.tasks.scorers" in graph["lite_cpt.tasks.custom_settings"]  # a function-level import
+    assert "lite_cpt.recipe_run" in graph["lite_cpt.train.rft"]  # only under TYPE_CHECKING
+    assert "lite_cpt.tasks.mini" in graph["lite_cpt.tasks"]  # discovered
     assert {"lite_cpt.arms.rl", "lite_cpt.arms.sft"} <= graph["lite_cpt.arms"]
+    assert "lite_cpt.arms.rl.method" not in graph["lite_cpt.arms"]  # discovery imports one level
+    assert "lite_cpt.arms.rl.method" in graph["lite_cpt.arms.rl"]  # the declaration's implementation
 
 
 def test_no_import_cycle_among_the_package_modules():
@@ -100,13 +136,88 @@ def test_no_import_cycle_among_the_package_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_recipe_schema_does_not_import_the_arm_registry():
-    """The schema checks arm methods against the names and kinds lite_cpt/arms/ declares
-    (lite_cpt.arms_declared); the registry imports the schema for its type hints."""
-    graph = import_graph()
-    for name in ("lite_cpt.recipe", "lite_cpt.recipe_run", "lite_cpt.arms_declared"):
-        assert not {m for m in graph[name] if m == "lite_cpt.arms" or m.startswith("lite_cpt.arms.")}, name
-    assert "lite_cpt.recipe" in graph["lite_cpt.arms.base"]
+def _plugin_settings() -> set[type]:
+    """Every settings model the plugins declare, and the sections inside them."""
+    from pydantic import BaseModel
+
+    from lite_cpt.recipe import _section_type
+
+    found: set[type] = set()
+    pending = [arm.settings for arm in ARMS.values()]
+    pending += [cls.settings for registry in (TASK_TYPES, BENCHMARK_TYPES) for cls in registry.values()]
+    while pending:
+        model = pending.pop()
+        if model is None or model in found:
+            continue
+        found.add(model)
+        for field in model.model_fields.values():
+            section = _section_type(field.annotation)
+            if isinstance(section, type) and issubclass(section, BaseModel):
+                pending.append(section)
+    return found
+
+
+def test_the_recipe_defines_and_re_exports_no_plugin_settings():
+    """Each arm method and task type declares its settings beside its code; the recipe modules
+    neither define nor re-export them (nor any section: import each from its defining module)."""
+    import lite_cpt.recipe as recipe
+
+    settings = _plugin_settings()
+    assert {s.__name__ for s in settings} >= {"RFTConfig", "RIFConfig", "ReplayConfig", "EWCConfig",
+                                              "CustomTaskConfig", "CustomColumns"}
+    for model in settings:
+        assert not model.__module__.startswith("lite_cpt.recipe"), model
+        assert model.__module__.startswith(("lite_cpt.arms.", "lite_cpt.tasks.")), model
+        assert all(value is not model for value in vars(recipe).values()), f"lite_cpt.recipe holds {model.__name__}"
+    assert not hasattr(recipe, "__all__")
+
+
+def test_each_plugin_package_discovers_its_modules_the_one_way():
+    """arms/, tasks/ and families/ each call `discover(__name__)` and import none of their
+    plugin modules by name (no list to keep up to date)."""
+    modules = package_modules()
+    assert _discovering_packages(modules) == {f"lite_cpt.{package}" for package in PLUGIN_PACKAGES}
+    for package in PLUGIN_PACKAGES:
+        init = PACKAGE / package / "__init__.py"
+        named = imported_modules(init, f"lite_cpt.{package}", set(modules))
+        plugins = {m for m in named if m.startswith(f"lite_cpt.{package}.") and not m.endswith(".base")}
+        assert plugins == set(), f"lite_cpt/{package}/__init__.py imports plugin modules by name: {sorted(plugins)}"
+
+
+def _registered_through(path: Path, registries: set[str]) -> set[str]:
+    """The registries a module registers with: `REGISTRY.register(...)` calls and decorators."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        target = node.func if isinstance(node, ast.Call) else node
+        if isinstance(target, ast.Attribute) and target.attr == "register" and getattr(target.value, "id", None):
+            found.add(target.value.id)
+    return found & registries
+
+
+def test_every_plugin_registers_through_the_one_registry_mechanism():
+    registries = {"ARMS", "TASK_TYPES", "BENCHMARK_TYPES", "FAMILIES"}
+    for package, held in PLUGIN_PACKAGES.items():
+        assert all(isinstance(registry, Registry) for registry in held), package
+    # No second mechanism is left: the old decorators and the family tuple are gone.
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bdef register_\w+|\bregister_(arm|task)\b|^FAMILY = ", text, re.M), path
+    # Every task class that names a type is registered, by its own module.
+    named = {cls for cls in _subclasses(Task) if "type_name" in vars(cls)}
+    assert named == set(TASK_TYPES.values()) | set(BENCHMARK_TYPES.values())
+    for cls in named:
+        assert cls.__module__.startswith("lite_cpt.tasks."), cls
+        assert _registered_through(Path(sys.modules[cls.__module__].__file__), registries), cls
+    # Every arm declaration and family is made inside a `.register(...)` call of its package.
+    for package, constructor in (("arms", "ArmDeclaration"), ("families", "Family")):
+        for path in (PACKAGE / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            registered = {id(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                          and isinstance(node.func, ast.Attribute) and node.func.attr == "register" and node.args}
+            made = [node for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == constructor]
+            assert all(id(node) in registered for node in made), path
+    assert {family.name for family in FAMILIES.values()} == set(FAMILIES) >= {"qwen2_5_vl", "qwen3_vl", "text"}
 
 
 MAX_MODULE_LINES = 500
@@ -146,20 +257,23 @@ def test_no_function_over_60_lines_or_8_parameters_outside_the_kernels():
     assert not problems, "\n".join(problems)
 
 
-def test_every_arm_class_is_registered_once_with_a_complete_declaration():
-    classes = {cls for cls in _subclasses(ArmMethod) if "name" in vars(cls)}
-    assert {cls.name for cls in classes} == set(ARMS) == set(arm_names())
-    assert set(arm_names()) >= {"sft", "multitask_sft", "rft", "multitask_rft", "rif_rft", "replay", "ewc"}
-    for name, cls in ARMS.items():
-        assert cls.kind in KINDS and set(cls.phases) <= set(PHASES) and "evaluation" in cls.phases
-        assert ("sft_step" in cls.phases) == (cls.kind == "sft"), name
-        assert ("rollout" in cls.phases) == (cls.kind == "rl"), name
-    assert {n for n, c in ARMS.items() if c.joint} == {"multitask_sft", "multitask_rft"}
+def test_every_arm_is_declared_once_with_a_complete_declaration_and_its_training_code():
+    implementations = {name: arm.method_class() for name, arm in ARMS.items()}
+    assert set(ARMS) == set(arm_names()) >= {"sft", "multitask_sft", "rft", "multitask_rft", "rif_rft", "replay", "ewc"}
+    for name, arm in ARMS.items():
+        assert arm.kind in KINDS and set(arm.phases) <= set(PHASES) and "evaluation" in arm.phases
+        assert ("sft_step" in arm.phases) == (arm.kind == "sft"), name
+        assert ("rollout" in arm.phases) == (arm.kind == "rl"), name
+        assert issubclass(implementations[name], ArmMethod), name
+        assert implementations[name].__module__.startswith(f"lite_cpt.arms.{arm.implementation.split('.')[2]}."), name
+    assert {n for n, arm in ARMS.items() if arm.joint} == {"multitask_sft", "multitask_rft"}
+    # every arm class is some method's training code
+    assert {cls for cls in _subclasses(ArmMethod) if cls.__module__.startswith("lite_cpt.")} == set(implementations.values())
 
 
 def test_rl_arms_do_not_inherit_sft_hooks():
-    for name, cls in ARMS.items():
-        assert hasattr(cls, "sft_hooks") == (cls.kind == "sft"), name
+    for name, arm in ARMS.items():
+        assert hasattr(arm.method_class(), "sft_hooks") == (arm.kind == "sft"), name
 
 
 def _subclasses(cls):
@@ -183,8 +297,8 @@ def test_every_subpackage_is_listed_for_installation():
 #: (docs/architecture.md), not here.
 ROOT_MODULES = {
     "__init__", "cli_render",
-    "recipe", "recipe_section", "recipe_model", "recipe_tasks", "recipe_run", "rl_settings", "prompt_fields",
-    "arms_declared", "recipe_docs",
+    "recipe", "recipe_section", "recipe_model", "recipe_tasks", "recipe_run", "prompt_fields", "recipe_docs",
+    "registry",
     "models", "unsloth_backend", "device_policy", "device_names",
     "errors", "io", "seeding", "progress",
 }

@@ -12,7 +12,7 @@ from datasets import Dataset
 from lite_cpt.data.images import FileImage
 from lite_cpt.data.loaders import SplitTable
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import BenchmarkConfig, TaskConfig
+from lite_cpt.recipe_tasks import BenchmarkConfig, TaskConfig
 from lite_cpt.tasks import build_task
 from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, Task, numeric_match
 from lite_cpt.tasks.mmmu_scoring import mmmu_choice, open_correct, parse_open

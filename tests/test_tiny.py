@@ -3,7 +3,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from lite_cpt.train.batching import Prompt, encode_prompts
 from lite_cpt.data.synthetic import generate
-from lite_cpt.recipe import TinyModelConfig
+from lite_cpt.recipe_model import TinyModelConfig
 from lite_cpt.tiny.model import SPECIAL_TOKENS, build_tiny_model, save_tiny_model, tiny_corpus
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import TinyModelConfig, load_recipe
+from lite_cpt.recipe import load_recipe
+from lite_cpt.recipe_model import TinyModelConfig
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from lite_cpt.tiny.base import SHIPPED_BASES, SHIPPED_ROOT, ensure_tiny_base, tiny_base_key
 from lite_cpt.tiny.fingerprint import (RANDOM_BUILD, check_random_build, check_shipped, directory_fingerprint,
@@ -22,7 +23,7 @@ from lite_cpt.tiny.tables import README, parse_base_row, readme_block, render_ar
 FINGERPRINT_IN_A_SUBPROCESS = """
 import torch
 torch.set_num_threads(1)
-from lite_cpt.recipe import TinyModelConfig
+from lite_cpt.recipe_model import TinyModelConfig
 from lite_cpt.tiny.model import build_tiny_model, tiny_corpus
 from lite_cpt.tiny.fingerprint import model_fingerprint
 cfg = TinyModelConfig()

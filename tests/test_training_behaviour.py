@@ -21,10 +21,13 @@ from lite_cpt.train.batching import IGNORE_INDEX, append_tokens, collate, encode
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.kernels import reference_grpo_advantages
 from lite_cpt.models import add_lora
-from lite_cpt.recipe import ArmConfig, LoraConfig, TaskConfig, TinyModelConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_run import ArmConfig
+from lite_cpt.recipe_tasks import TaskConfig
 from lite_cpt.train.policy_update import policy_update
 from lite_cpt.train.rft import Rollouts, rft_reward, train_rft
-from lite_cpt.arms.rif import band_selector, filter_instances
+from lite_cpt.arms.rif.method import band_selector, filter_instances
 from lite_cpt.train.phase import Example, Knobs, Phase, micro_batches, pack_by_tokens
 from lite_cpt.train.sft import SFTHooks, encode_examples, sft_loss_sum, train_sft
 from lite_cpt.tasks.base import Sample, Task
@@ -137,7 +140,7 @@ def test_sft_step_gradient_is_the_whole_batch_token_mean_nll(model, stepped_grad
     model, processor = model
     batch = examples(FixedAnswerTask("fixed"), 8)
     want = reference_grad(model, lambda: sft_nll(model, processor, batch))
-    train_sft(model, processor, batch, ArmConfig(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0}),
+    train_sft(model, processor, batch, arm_config(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0}),
               Phase(Knobs(micro_batch_size, None, 8)))
     [got] = stepped_grads
     assert_same_grads(got, want)
@@ -148,7 +151,7 @@ def test_sft_lowers_the_training_nll(model):
     batch = examples(FixedAnswerTask("fixed"), 8)
     with torch.no_grad():
         before = float(sft_nll(model, processor, batch))
-    train_sft(model, processor, batch, ArmConfig(name="sft", lr=5e-3, batch_size=4), Phase(Knobs(2, None, 8), epochs=4))
+    train_sft(model, processor, batch, arm_config(name="sft", lr=5e-3, batch_size=4), Phase(Knobs(2, None, 8), epochs=4))
     with torch.no_grad():
         after = float(sft_nll(model, processor, batch))
     assert after < 0.7 * before, (before, after)
@@ -157,7 +160,7 @@ def test_sft_lowers_the_training_nll(model):
 def one_logged_step(model, processor, batch_examples: list[Example], hooks: SFTHooks | None = None) -> dict:
     """The record of one SFT step over the whole batch that leaves the weights as they were."""
     records = []
-    arm = ArmConfig(name="sft", batch_size=len(batch_examples), max_steps_per_task=1).model_copy(update={"lr": 0.0})
+    arm = arm_config(name="sft", batch_size=len(batch_examples), max_steps_per_task=1).model_copy(update={"lr": 0.0})
     train_sft(model, processor, batch_examples, arm, Phase(Knobs(3, None, 8), on_step=records.append), hooks)
     [record] = records
     return record
@@ -250,7 +253,7 @@ def grpo_reference_loss(model, processor, rollouts: Rollouts, aggregation: str) 
 
 def grpo_arm(aggregation: str) -> ArmConfig:
     """An rft arm of 4 prompts x G=4 with no KL and no clipping of the gradient."""
-    return ArmConfig(name="rft", lr=1e-3, grad_clip=1e9,
+    return arm_config(name="rft", lr=1e-3, grad_clip=1e9,
                      rft={"group_size": 4, "prompts_per_step": 4, "cot": False, "kl": False, "temperature": 1.0,
                           "aggregation": aggregation})
 
@@ -299,7 +302,7 @@ def test_sft_token_budget_micro_batches_give_the_whole_batch_gradient(model, ste
         assert len({len(p) for p in packed}) > 1, packed
         assert all(len(p) * max(lengths[i] for i in p) <= budget for p in packed if len(p) > 1)
     want = reference_grad(model, lambda: sft_nll(model, processor, batch))
-    arm = ArmConfig(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0})
+    arm = arm_config(name="sft", batch_size=8, max_steps_per_task=1, grad_clip=1e9).model_copy(update={"lr": 0.0})
     train_sft(model, processor, batch, arm, Phase(Knobs(8, None, 8, micro_batch_tokens=budget, packed_sequences=8)))
     [got] = stepped_grads
     assert_same_grads(got, want)
@@ -415,7 +418,7 @@ def test_online_filtering_trains_on_the_kept_groups_with_their_own_rewards(model
 
     monkeypatch.setattr(rft_module, "generate_rollouts", recording_generate)
     monkeypatch.setattr(rft_module, "policy_update", recording_update)
-    arm = ArmConfig(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 2,
+    arm = arm_config(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 2,
                                               "cot": False, "kl": False})
     task = HashedRewardTask("hashed")
     train_rft(model, processor, examples(task, 12), arm, Phase(Knobs(8, None, 8), seed=3), updates=3,

@@ -6,7 +6,7 @@ import pytest
 
 from lite_cpt.run.evaluate import EvalSet, score_items
 from lite_cpt.train.phase import Example, Phase
-from lite_cpt.recipe import GenerationConfig
+from lite_cpt.recipe_run import GenerationConfig
 from lite_cpt.train.rft import train_rft
 from lite_cpt.train.rollout import StopTokens
 from lite_cpt.tasks.base import Sample

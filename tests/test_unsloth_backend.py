@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from lite_cpt.errors import UserError
-from lite_cpt.recipe import LoraConfig, TinyModelConfig, load_recipe
+from lite_cpt.recipe import load_recipe
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.unsloth_backend import UNSLOTH_NEEDS, add_unsloth_lora, load_with_unsloth
 
 ARGS = dict(max_seq_length=4096, load_in_4bit=True, gradient_checkpointing=True, dtype=None)

@@ -12,7 +12,8 @@ from lite_cpt.train.logprob import token_logprobs
 from lite_cpt.models import add_lora
 from lite_cpt.train.phase import Example, Knobs, Phase
 from lite_cpt.planner.shapes import lora_layout, resolve_shape
-from lite_cpt.recipe import ArmConfig, LoraConfig, TinyModelConfig, recipe_from_dict
+from lite_cpt.recipe import arm_config, recipe_from_dict
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
 from lite_cpt.train.rft import train_rft
 from lite_cpt.train.shared_prefix import encode_groups, pack_groups, packed_token_logprobs
 from lite_cpt.tasks.base import Sample, Task
@@ -120,7 +121,7 @@ def test_an_rft_phase_runs_each_distinct_image_through_the_tower_once(lora_model
     task = VowelTask("vowel")
     examples = [Example(task, Sample(id=str(i), question=f"Name item {i}.", answer="a", images=(_image(i),)))
                 for i in range(3)]
-    arm = ArmConfig(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 2,
+    arm = arm_config(name="rft", lr=1e-3, rft={"group_size": 2, "prompts_per_step": 3, "max_new_tokens": 2,
                                               "cot": False, "kl": True, "kl_reference": "base"})
     saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -19,7 +19,9 @@ from PIL import Image
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.models import add_lora
 from lite_cpt.train.phase import Example, Knobs, Phase
-from lite_cpt.recipe import ArmConfig, LoraConfig, RolloutConfig, TinyModelConfig
+from lite_cpt.recipe import arm_config
+from lite_cpt.recipe_model import LoraConfig, TinyModelConfig
+from lite_cpt.recipe_run import RolloutConfig
 from lite_cpt.train.policy_update import expanded_micro_batches
 from lite_cpt.train.rft import generate_rollouts, train_rft
 from lite_cpt.train.rollout import Sampling, generate_completions, rollout_engine, vision_token_ids
@@ -93,7 +95,7 @@ def test_sampled_tokens_log_probs_equal_the_trainers(setup):
     model, processor, engine = setup
     reset_adapter(model, seed=0)
     perturb_adapter(model, seed=2)
-    arm = ArmConfig(name="rft", rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 6, "cot": False,
+    arm = arm_config(name="rft", rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 6, "cot": False,
                                      "kl": False, "top_p": 1.0, "temperature": 0.7})
     with rollout_engine(engine):
         rollouts = generate_rollouts(model, processor, examples(2), arm.rft, group_size=3, generator_seed=5)
@@ -123,7 +125,7 @@ def test_sampled_tokens_log_probs_equal_the_trainers(setup):
 def test_a_short_grpo_phase_runs_on_vllm_rollouts_with_tis(setup):
     model, processor, engine = setup
     reset_adapter(model, seed=0)
-    arm = ArmConfig(name="rft", lr=2e-2, rft={"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 4,
+    arm = arm_config(name="rft", lr=2e-2, rft={"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 4,
                                                "cot": False, "kl": False, "tis_cap": 2.0})
     start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     served = engine.lora_id

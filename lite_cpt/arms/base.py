@@ -1,54 +1,95 @@
-"""The arm interface and the registry every arm class adds itself to.
+"""What an arm declares, the registry it declares itself in, and the interface of its training code.
 
-An arm is a class with `train(examples, phase)`; the continual loop calls it once per task (or
-once for all tasks, when the arm is joint). It declares what the rest of lite-cpt needs to know
-about it without running it:
+An arm plugin is a small package in lite_cpt/arms/. Its `__init__` registers one
+`ArmDeclaration` per method (`ARMS.register(...)`), which says without importing any training code:
 
-    name    the recipe's `method` value
-    kind    "sft" or "rl"
-    joint   trains once on every task together (the multi-task reference) instead of in turn
-    phases  the steps it runs, as the memory planner and the out-of-memory explainer name them
+    name            the recipe's `method` value
+    kind            "sft" or "rl"
+    phases          the steps it runs, as the memory planner and the out-of-memory explainer name them
+    settings        the fields it adds to its recipe entry (a pydantic model of its own, e.g.
+                    `rft:`), or None; a recipe refuses them on an arm of another method
+    implementation  "module:Class" of its `ArmMethod`, imported only when a run builds the arm
+    joint           trains once on every task together (the multi-task reference) instead of in turn
 
-Methods that carry state across tasks (replay's buffer, EWC's Fisher) save and restore it
-through `save_state` / `load_state` in the task's directory, so a resumed run matches an
-uninterrupted one.
+so that a recipe is validated (and refused) before torch is imported. The training code is an
+`ArmMethod` with `train(examples, phase)`; the continual loop calls it once per task (or once
+for all tasks, when the arm is joint). Methods that carry state across tasks (replay's buffer,
+EWC's Fisher) save and restore it through `save_state` / `load_state` in the task's directory,
+so a resumed run matches an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable
 
-from lite_cpt.arms_declared import note_registered
-from lite_cpt.train.phase import PHASES, Example, Phase, PhaseStats
+from pydantic import BaseModel
+
+from lite_cpt.registry import Registry
+from lite_cpt.train.phase_steps import PHASES
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import ArmConfig
+    from lite_cpt.recipe_run import ArmConfig
+    from lite_cpt.train.phase import Example, Phase, PhaseStats
 
 KINDS = ("sft", "rl")
 SFT_PHASES = ("sft_step", "evaluation")
 RL_PHASES = ("rollout", "logprob_pass", "grpo_step", "evaluation")
 
-#: Every arm class, by method name; filled by `register_arm` as the arm modules are imported
-#: (`lite_cpt.arms` imports them all).
-ARMS: dict[str, type[ArmMethod]] = {}
+
+@dataclass(frozen=True)
+class ArmDeclaration:
+    """What the rest of lite-cpt knows about an arm method without running it (module docstring)."""
+
+    name: str
+    kind: str
+    phases: tuple[str, ...]
+    implementation: str
+    summary: str
+    settings: type[BaseModel] | None = None
+    joint: bool = False
+
+    def method_class(self) -> type[ArmMethod]:
+        """The `ArmMethod` class that trains this arm (imports its training code)."""
+        module, _, name = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _check_declaration(arm: ArmDeclaration) -> None:
+    if arm.kind not in KINDS:
+        raise ValueError(f"arm '{arm.name}': kind must be one of {KINDS}, got {arm.kind!r}")
+    unknown = [p for p in arm.phases if p not in PHASES]
+    if unknown or not arm.phases:
+        raise ValueError(f"arm '{arm.name}': phases must be a non-empty subset of {PHASES}, got {arm.phases!r}")
+    if ":" not in arm.implementation:
+        raise ValueError(f"arm '{arm.name}': implementation must be 'module:Class', got {arm.implementation!r}")
+
+
+#: Every arm method, by name; filled as `lite_cpt.arms` discovers its plugin packages.
+ARMS: Registry[ArmDeclaration] = Registry("arm method", check=_check_declaration)
 
 
 class ArmMethod(ABC):
     """How one arm trains a task into the adapter (see the module docstring)."""
 
-    name: ClassVar[str]
-    kind: ClassVar[str]
-    joint: ClassVar[bool] = False
-    phases: ClassVar[tuple[str, ...]]
-
     def __init__(self, arm: ArmConfig, model, processor, reference_examples: Callable[[str], list[Example]]):
         self.arm = arm
+        self.declaration = ARMS[arm.method]
         self.model = model
         self.processor = processor
         # train examples of an earlier task by name (replay, EWC's Fisher)
         self.reference_examples = reference_examples
+
+    @property
+    def joint(self) -> bool:
+        return self.declaration.joint
+
+    @property
+    def kind(self) -> str:
+        return self.declaration.kind
 
     @abstractmethod
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
@@ -62,20 +103,3 @@ class ArmMethod(ABC):
 
     def load_state(self, directory: Path, finished_tasks: list[str]) -> None:
         """Restore cross-task state when resuming after `finished_tasks`."""
-
-
-def register_arm(cls: type[ArmMethod]) -> type[ArmMethod]:
-    """Class decorator: add an arm class to `ARMS` under its `name`, checking its declaration."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a `name` to be registered as an arm")
-    if name in ARMS and ARMS[name] is not cls:
-        raise ValueError(f"arm method '{name}' is registered twice ({ARMS[name].__name__}, {cls.__name__})")
-    if getattr(cls, "kind", None) not in KINDS:
-        raise ValueError(f"arm '{name}': kind must be one of {KINDS}, got {getattr(cls, 'kind', None)!r}")
-    unknown = [p for p in getattr(cls, "phases", ()) if p not in PHASES]
-    if unknown or not getattr(cls, "phases", ()):
-        raise ValueError(f"arm '{name}': phases must be a non-empty subset of {PHASES}, got {cls.phases!r}")
-    ARMS[name] = cls
-    note_registered(name, cls.kind)  # what a recipe is checked against
-    return cls

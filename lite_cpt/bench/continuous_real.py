@@ -18,7 +18,7 @@ TINY_SHAPE = dict(hidden_size=64, num_heads=2, num_kv_heads=1)
 
 def tiny_setup(prompt_count: int):
     """(model, processor, saved base directory, prompts) of a random tiny Qwen2.5-VL."""
-    from lite_cpt.recipe import TinyModelConfig
+    from lite_cpt.recipe_model import TinyModelConfig
     from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus
 
     model, processor = build_tiny_model(TinyModelConfig(**TINY_SHAPE), tiny_corpus(0))

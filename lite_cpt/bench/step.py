@@ -101,6 +101,7 @@ def bench_recipe(model: str = "7b", shapes: BenchShapes = BenchShapes(), shape: 
     """The recipe whose plan describes the bench: one task, an SFT arm and an RFT arm with one
     prompt per step, one prompt per generate call, the sizes of `shapes`."""
     from lite_cpt.recipe import recipe_from_dict
+    from lite_cpt.recipe_tasks import TaskConfig
 
     shape = shape or KNOWN_SHAPES[model]
     group_size, prompt_tokens, image_tokens = shapes.group_size, shapes.prompt_tokens, shapes.image_tokens
@@ -112,8 +113,9 @@ def bench_recipe(model: str = "7b", shapes: BenchShapes = BenchShapes(), shape: 
             "max_pixels": image_tokens * shape.pixels_per_image_token,
             "lora": {"r": BENCH_LORA_R, "alpha": BENCH_LORA_ALPHA},
         },
-        "tasks": [{"name": "bench", "type": "bench", "max_prompt_tokens": prompt_tokens,
-                   "max_answer_tokens": answer_tokens}],
+        # the bench's own task (bench/build.py), no registered type: its entry is built as is
+        "tasks": [TaskConfig(name="bench", type="bench", max_prompt_tokens=prompt_tokens,
+                             max_answer_tokens=answer_tokens)],
         "arms": [
             {"name": "sft", "batch_size": micro_batch_size, "micro_batch_size": micro_batch_size},
             {"name": "rft", "micro_batch_size": micro_batch_size,
@@ -251,17 +253,17 @@ class BenchSetup:
 
 def tiny_bench_shape() -> ModelShape:
     """The tiny model's shape (the default `model.tiny` section): the bench's CPU smoke size."""
-    from lite_cpt.families.qwen2_5_vl import tiny_shape
-    from lite_cpt.recipe import TinyModelConfig
+    from lite_cpt.families import DEFAULT_FAMILY, get_family
+    from lite_cpt.recipe_model import TinyModelConfig
 
-    return tiny_shape(TinyModelConfig())
+    return get_family(DEFAULT_FAMILY).tiny_shape(TinyModelConfig())
 
 
 def bench_dtype(device):
     """The 16-bit dtype a run picks on `device` (the device policy: bf16 from compute
     capability 8.0, fp16 below it)."""
     from lite_cpt.device_policy import device_policy
-    from lite_cpt.recipe import ModelConfig
+    from lite_cpt.recipe_model import ModelConfig
 
     return device_policy(ModelConfig(device=device.type, dtype="auto")).dtype
 

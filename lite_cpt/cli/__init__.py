@@ -297,9 +297,8 @@ def arms():
 
     table = Table("method", "kind", "joint", "phases", "what it does")
     for name in arm_names():
-        cls = ARMS[name]
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        table.add_row(name, cls.kind, "yes" if cls.joint else "no", ", ".join(cls.phases), summary)
+        arm = ARMS[name]
+        table.add_row(name, arm.kind, "yes" if arm.joint else "no", ", ".join(arm.phases), arm.summary)
     console.print(table)
 
 

@@ -1,5 +1,9 @@
 """Model families: one adapter module per architecture, and the registry that picks one.
 
+Each module in this folder that adapts an architecture registers its `Family` value with
+`FAMILIES.register(Family(...))` (lite_cpt/families/base.py); importing this package discovers every
+module (lite_cpt/registry.py), so adding a family is adding one module here.
+
 `resolve_family(model_cfg)` gives the family of a recipe's `model` section: `model.family` when
 set, else the family whose `model_type` the checkpoint's config.json names (a local directory or
 the Hugging Face cache), else the one whose id pattern the model id matches; the tiny model is
@@ -13,10 +17,11 @@ import re
 from pathlib import Path
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import Family, ModelShape
-from lite_cpt.families import qwen2_5_vl, qwen3_vl, text
+from lite_cpt.families.base import FAMILIES, Family, ModelShape
+from lite_cpt.registry import discover
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (qwen2_5_vl.FAMILY, qwen3_vl.FAMILY, text.FAMILY)}
+discover(__name__)
+
 #: The family of `model.name: tiny` when `model.family` is auto.
 DEFAULT_FAMILY = "qwen2_5_vl"
 

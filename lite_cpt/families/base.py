@@ -4,8 +4,9 @@ A family adapter says how to load a checkpoint (which transformers auto class), 
 language model's decoder layers are (LoRA targets, the planner's layout), which modules stay
 unquantised, how a prompt becomes chat messages and model inputs (images or none), how to build
 the offline tiny model of the family, and the sizes the memory planner reads from a config.
-Every family of the registry (`lite_cpt.families`) is one `Family` value; the rest of the code
-asks the family rather than testing model types.
+Every family is one `Family` value that its module registers with `FAMILIES.register(Family(...))`
+(`lite_cpt.families` discovers the modules); the rest of the code asks the family rather than
+testing model types.
 """
 
 from __future__ import annotations
@@ -15,9 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from lite_cpt.errors import UserError
+from lite_cpt.registry import Registry
 
 #: The linear layers of a Qwen-style decoder layer (attention and MLP); LoRA adapts these.
 DECODER_LINEARS = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
+
+
+def decoder_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of the linear layers of one decoder layer."""
+    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
+    return {
+        "self_attn.q_proj": (h, q), "self_attn.k_proj": (h, kv), "self_attn.v_proj": (h, kv),
+        "self_attn.o_proj": (q, h), "mlp.gate_proj": (h, i), "mlp.up_proj": (h, i),
+        "mlp.down_proj": (i, h),
+    }
 
 
 @dataclass(frozen=True)
@@ -138,3 +150,7 @@ class Family:
                 "text-only model only text tasks (no image column), or pick a vision-language family"
             )
         return dict(processor(texts, return_tensors="pt", padding=True, add_special_tokens=False))
+
+
+#: Every model family by name; filled as `lite_cpt.families` discovers its modules.
+FAMILIES: Registry[Family] = Registry("model family")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import Family, ModelShape
+from lite_cpt.families.base import FAMILIES, Family, ModelShape, decoder_linear_shapes
 from lite_cpt.families.qwen_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
 
@@ -68,16 +68,6 @@ def tiny_shape(tiny) -> ModelShape:
         vision_intermediate=tiny.vision_hidden_size * 2,
         vision_heads=max(1, tiny.vision_hidden_size // 16), vision_out_hidden=tiny.hidden_size,
     )
-
-
-def decoder_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of the linear layers of one decoder layer."""
-    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
-    return {
-        "self_attn.q_proj": (h, q), "self_attn.k_proj": (h, kv), "self_attn.v_proj": (h, kv),
-        "self_attn.o_proj": (q, h), "mlp.gate_proj": (h, i), "mlp.up_proj": (h, i),
-        "mlp.down_proj": (i, h),
-    }
 
 
 def vision_linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
@@ -223,7 +213,7 @@ def build_tiny(cfg, corpus: list[str]):
     return model, processor
 
 
-FAMILY = Family(
+FAMILIES.register(Family(
     name="qwen2_5_vl",
     summary="Qwen2.5-VL (Qwen2 LM + windowed ViT, patch 14, 2x2 merge)",
     model_types=("qwen2_5_vl",),
@@ -241,4 +231,4 @@ FAMILY = Family(
     known_shapes={"7b": QWEN25_VL_7B, "3b": QWEN25_VL_3B},
     default_max_pixels=12845056,
     processor_class="Qwen2_5_VLProcessor",
-)
+))

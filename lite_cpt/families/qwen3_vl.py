@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import Family, ModelShape
+from lite_cpt.families.base import FAMILIES, Family, ModelShape
 from lite_cpt.families.qwen2_5_vl import (
     decoder_linear_names,
     mrope_sections,
@@ -179,7 +179,7 @@ def build_tiny(cfg, corpus: list[str]):
     return model, processor
 
 
-FAMILY = Family(
+FAMILIES.register(Family(
     name="qwen3_vl",
     summary="Qwen3-VL (Qwen3 LM + SigLIP-2-style ViT, patch 16, 2x2 merge, DeepStack)",
     model_types=("qwen3_vl",),
@@ -198,4 +198,4 @@ FAMILY = Family(
     default_max_pixels=16777216,  # Qwen3-VL's image processor: longest_edge 16384 * 32 * 32
     processor_class="Qwen3VLProcessor",
     tiny_build=2,  # 2: Qwen3-VL's own chat format (no default system prompt)
-)
+))

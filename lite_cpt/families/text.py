@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import Family, ModelShape
+from lite_cpt.families.base import FAMILIES, Family, ModelShape
 from lite_cpt.families.qwen2_5_vl import decoder_linear_names, seeded_model, tiny_text_config
 from lite_cpt.families.qwen_tokenizer import TEXT_CHAT_TEMPLATE, build_tokenizer
 
@@ -79,7 +79,7 @@ def build_tiny(cfg, corpus: list[str]):
     return seeded_model(Qwen2ForCausalLM, config, tokenizer, cfg.seed), tokenizer
 
 
-FAMILY = Family(
+FAMILIES.register(Family(
     name="text",
     summary="text-only Qwen2/Qwen2.5/Qwen3 causal LM (no vision tower)",
     model_types=("qwen2", "qwen3"),
@@ -95,4 +95,4 @@ FAMILY = Family(
     vision_parameters=lambda shape: 0,
     known_shapes={"7b": QWEN25_7B},
     tiny_build=2,  # 2: Qwen2.5-Instruct's own default system prompt
-)
+))

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from lite_cpt.errors import UserError
-from lite_cpt.families import get_family, resolve_family
-from lite_cpt.families.base import ModelShape
-from lite_cpt.families.qwen2_5_vl import FAMILY as QWEN25_VL, QWEN25_VL_3B, QWEN25_VL_7B, decoder_linear_shapes
+from lite_cpt.families import DEFAULT_FAMILY, get_family, resolve_family
+from lite_cpt.families.base import ModelShape, decoder_linear_shapes
+
+QWEN25_VL = get_family(DEFAULT_FAMILY)
+QWEN25_VL_7B, QWEN25_VL_3B = QWEN25_VL.known_shapes["7b"], QWEN25_VL.known_shapes["3b"]
 
 #: The Qwen2.5-VL language model's linears, what `model.lora.target_modules: auto` gives it.
 DEFAULT_LORA_TARGETS = QWEN25_VL.lora_targets

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lite_cpt.arms.rl.settings import rl_settings
 from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
 from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
@@ -136,18 +137,19 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
                              task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal))
                   for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
+    rft = rl_settings(arm)
     return Counts(
         tasks=tasks,
         general_rows=None if None in general else sum(general),
         joint=arm.method.startswith("multitask"),
         rif=arm.method == "rif_rft" and arm.rif.mode == "offline",
-        kl=arm.rft.uses_kl,
-        inner_epochs=arm.rft.inner_epochs,
-        remax=arm.rft.advantage == "remax",
+        kl=rft.uses_kl,
+        inner_epochs=rft.inner_epochs,
+        remax=rft.advantage == "remax",
         eval_cot=arm_eval_cot(recipe, arm),
-        mini_batches=arm.rft.mini_batches_per_rollout,
+        mini_batches=rft.mini_batches_per_rollout,
         rif_compute=arm.method == "rif_rft" and arm.rif.mode == "offline" and arm.rif.budget == "compute",
-        shared_prefix=arm.rft.shared_prefix,
+        shared_prefix=rft.shared_prefix,
         continuous=recipe.rollout.backend == "vllm",
     )
 

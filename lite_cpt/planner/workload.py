@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lite_cpt.arms import arm_class
+from lite_cpt.arms.rl.settings import rl_settings
 from lite_cpt.train.phase import PHASES, Knobs  # noqa: F401  (re-exported: the planner's phases and knobs)
 from lite_cpt.families import get_family
 from lite_cpt.planner.shapes import ModelShape, resolve_lora_targets, resolve_shape
@@ -131,7 +132,7 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
     shape = shape or resolve_shape(model)
     image_tokens, _ = image_tokens_of(recipe, shape)
     prompt = max(max(t.max_prompt_tokens for t in recipe.tasks), image_tokens)
-    rft = arm.rft
+    rft = rl_settings(arm)
     quant = "nf4" if model.quantization == "auto" else model.quantization
     act_bytes = 4 if model.dtype == "float32" else 2
     return Workload(
@@ -183,5 +184,5 @@ def vision_cache_bytes(model, shape: ModelShape) -> float:
 def holds_reference(arm) -> bool:
     """Whether an arm's GRPO phases keep the KL reference as a second adapter (kl_reference:
     previous_task with the KL on); the adapter then stays on the model for the rest of the run."""
-    rft = arm.rft
+    rft = rl_settings(arm)
     return "rollout" in arm_phases(arm.method) and rft.holds_reference

@@ -53,7 +53,8 @@ from lite_cpt.train.phase import Phase, PhaseStats
 from lite_cpt.run.preemption import stop_deferred
 from lite_cpt.results.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
-from lite_cpt.recipe import ArmConfig, Recipe, recipe_to_yaml
+from lite_cpt.recipe import Recipe, recipe_to_yaml
+from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.run.workspace import Workspace, load_samples
 from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import ArmConfig, Recipe
+    from lite_cpt.recipe import Recipe
+    from lite_cpt.recipe_run import ArmConfig
 
 #: Row-0 files of the direct-answer format keep the names of evaluation.cot's old default (off).
 _BASE_FILES = {False: ("base_scores.json", "base_predictions.jsonl.gz"),

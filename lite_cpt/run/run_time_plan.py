@@ -10,7 +10,7 @@ from typing import Callable
 from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.calibration import Calibration, calibration_here, device_label
 from lite_cpt.planner.timeplan import predicted_phases, predicted_record
-from lite_cpt.recipe import ArmConfig
+from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.train.rollout import model_device
 
 

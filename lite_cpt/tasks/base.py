@@ -1,7 +1,9 @@
 """What a task is: samples, a prompt, and one `reward` function that is also its metric.
 
-A task type is registered by name (`@register_task("mini_clevr")`); a recipe's `tasks[i].type`
-picks one. General benchmarks are evaluation-only tasks in a second registry.
+A task type is a `Task` class that names itself (`type_name = "mini_clevr"`) and registers with
+`@TASK_TYPES.register`; a recipe's `tasks[i].type` picks one. General benchmarks are
+evaluation-only tasks in a second registry, `BENCHMARK_TYPES`. A type whose recipe entry takes
+fields of its own declares them as `settings` (a pydantic model; `custom` does).
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from lite_cpt.data.sample import Sample, format_choices  # noqa: F401  (re-exported)
-from lite_cpt.errors import UserError
+from lite_cpt.registry import Registry
 from lite_cpt.tasks.letters import choice_letter  # noqa: F401  (re-exported)
 
 from lite_cpt.tasks.prompts import COT_INSTRUCTION  # noqa: F401  (re-exported)
@@ -22,6 +24,11 @@ from lite_cpt.tasks.prompts import boxed_answer, boxed_format_reward, cot_format
 class Task:
     """Base of every task type. Subclasses implement `load` and `reward` (and may change the
     prompt or the answer extraction); the rest is shared."""
+
+    #: The name recipes give the type (`type:`), under which the class registers.
+    type_name: ClassVar[str] = ""
+    #: The fields the type adds to its recipe entry (a pydantic model), or None.
+    settings: ClassVar[type | None] = None
 
     #: Instruction appended to the question in the plain (no chain-of-thought) prompt.
     answer_instruction = "Answer with a single word or number."
@@ -89,31 +96,17 @@ class Task:
         return self.score(prediction, sample, cot)
 
 
-TASK_TYPES: dict[str, Callable[..., Task]] = {}
-BENCHMARK_TYPES: dict[str, Callable[..., Task]] = {}
-
-
-def register_task(name: str, *, benchmark: bool = False):
-    """Class decorator: make a task type available to recipes under `name`."""
-
-    def decorate(cls):
-        registry = BENCHMARK_TYPES if benchmark else TASK_TYPES
-        if name in registry:
-            raise ValueError(f"task type '{name}' registered twice")
-        registry[name] = cls
-        return cls
-
-    return decorate
+#: Task types by name (`tasks[].type`), and the general benchmarks' (`evaluation.general[].type`):
+#: each task class registers itself with `@TASK_TYPES.register` under its `type_name`.
+TASK_TYPES: Registry[type[Task]] = Registry("task type", key="type_name")
+BENCHMARK_TYPES: Registry[type[Task]] = Registry("benchmark type", key="type_name")
 
 
 def build_task(config: Any, data_root: str | Path | None = None, seed: int = 0, *, benchmark: bool = False) -> Task:
     """Instantiate the task (or benchmark) a recipe section describes."""
     registry = BENCHMARK_TYPES if benchmark else TASK_TYPES
-    if config.type not in registry:
-        kind = "benchmark" if benchmark else "task"
-        raise UserError(f"unknown {kind} type '{config.type}'; allowed values: {', '.join(sorted(registry))}")
     root = Path(data_root) if data_root else None
-    return registry[config.type](config.name, config=config, data_root=root, seed=seed)
+    return registry.lookup(config.type)(config.name, config=config, data_root=root, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------

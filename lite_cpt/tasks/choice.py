@@ -17,7 +17,7 @@ from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS
 from lite_cpt.data.spec import DatasetSpec, hub_download
 from lite_cpt.errors import UserError
-from lite_cpt.tasks.base import Sample, format_choices, register_task
+from lite_cpt.tasks.base import BENCHMARK_TYPES, TASK_TYPES, Sample, format_choices
 from lite_cpt.tasks.letters import choice_letter
 from lite_cpt.tasks.mmmu_scoring import mmmu_choice, open_correct
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
@@ -40,11 +40,13 @@ class ChoiceTask(RealTask):
         return 1.0 if choice_letter(prediction, sample.choices) == sample.answer else 0.0
 
 
-@register_task("scienceqa")
+@TASK_TYPES.register
 class ScienceQATask(ChoiceTask):
     """derek-thomas/ScienceQA: image (null for text-only questions), question, choices, answer
     (index), hint, task, grade, subject, topic, category, skill, lecture, solution. Only the
     questions with an image are used (the image subset the VLM papers report)."""
+
+    type_name = "scienceqa"
 
     dataset = DatasetSpec(
         path="scienceqa", hf_id="derek-thomas/ScienceQA", train_split="train", test_split="test",
@@ -104,11 +106,13 @@ def _gold_answers(answer: str) -> list[str]:
     return [text]
 
 
-@register_task("mmmu", benchmark=True)
+@BENCHMARK_TYPES.register
 class MMMUTask(RealTask):
     """MMMU/MMMU (one config per subject, all read): id, question with `<image k>` tags,
     options (a list literal, may also hold tags), answer, image_1..image_7, question_type.
     Every referenced image is shown, in order of k; scoring follows MMMU's own evaluation."""
+
+    type_name = "mmmu"
 
     dataset = DatasetSpec(
         path="mmmu", hf_id="MMMU/MMMU", train_split=None, test_split="validation",
@@ -149,10 +153,12 @@ class MMMUTask(RealTask):
         return 1.0 if open_correct(sample.answers or [sample.answer], prediction) else 0.0
 
 
-@register_task("mmlu_pro", benchmark=True)
+@BENCHMARK_TYPES.register
 class MMLUProTask(ChoiceTask):
     """TIGER-Lab/MMLU-Pro: question_id, question, options (up to 10), answer (letter),
     answer_index, cot_content, category, src. Text only."""
+
+    type_name = "mmlu_pro"
 
     dataset = DatasetSpec(
         path="mmlu_pro", hf_id="TIGER-Lab/MMLU-Pro", train_split=None, test_split="test",

@@ -11,7 +11,6 @@ same scores (tests/test_custom_tasks.py re-declares built-in tasks and compares)
 from __future__ import annotations
 
 import math
-import string
 from functools import cached_property
 from typing import Any
 
@@ -22,31 +21,12 @@ from lite_cpt.data.location import DataLocation, resolve_location
 from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS, format_choices
 from lite_cpt.errors import UserError
-from lite_cpt.tasks.base import COT_INSTRUCTION, Sample, parse_number, register_task, solution_parts
+from lite_cpt.tasks.base import BENCHMARK_TYPES, COT_INSTRUCTION, TASK_TYPES, Sample, parse_number, solution_parts
 from lite_cpt.tasks.choice import choice_question, parse_options
+from lite_cpt.tasks.custom_settings import CustomFields, template_columns  # noqa: F401  (re-exported)
 from lite_cpt.tasks.real import RealTask, search_dirs
 from lite_cpt.tasks.scorers import METRICS, NUMBER_TOLERANCE, ScoreOptions, load_reward
 from lite_cpt.tasks.vqa import majority_answer
-
-#: Placeholders every prompt template may use besides the row's own columns.
-TEMPLATE_FIELDS = ("question", "choices")
-
-
-def template_columns(template: str | None) -> list[str]:
-    """The row columns a prompt template names (`{column}`), besides `{question}` / `{choices}`.
-    Raises ValueError for a template str.format cannot fill (literal braces are `{{` `}}`)."""
-    if not template:
-        return []
-    names = []
-    for _, field, spec, conversion in string.Formatter().parse(template):
-        if field is None:
-            continue
-        if not field.isidentifier():
-            raise ValueError(f"placeholder {{{field}}} is not a column name (write a literal brace as {{{{ or }}}})")
-        if field not in TEMPLATE_FIELDS and field not in names:
-            names.append(field)
-    return names
-
 
 def default_templates(instruction: str) -> tuple[str, str]:
     """(plain, chain-of-thought) prompts of a metric's instruction, as the built-in types build
@@ -56,11 +36,14 @@ def default_templates(instruction: str) -> tuple[str, str]:
     return f"{{question}}\n{instruction}", f"{{question}}\n{instruction} {COT_INSTRUCTION}"
 
 
-@register_task("custom", benchmark=True)
-@register_task("custom")
+@BENCHMARK_TYPES.register
+@TASK_TYPES.register
 class CustomTask(RealTask):
     """The task (or general benchmark) a recipe's `custom:` section describes (see
     `CustomTaskConfig` in the recipe)."""
+
+    type_name = "custom"
+    settings = CustomFields
 
     dataset = None  # no dataset of its own: the recipe's `source` says where the data is
 

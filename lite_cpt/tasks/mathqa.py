@@ -9,7 +9,7 @@ from lite_cpt.data.images import ImageRef
 from lite_cpt.data.quality import cell_text
 from lite_cpt.data.sample import LETTERS
 from lite_cpt.data.spec import DatasetSpec, hub_download
-from lite_cpt.tasks.base import Sample, numeric_match, register_task, solution_parts
+from lite_cpt.tasks.base import TASK_TYPES, Sample, numeric_match, solution_parts
 from lite_cpt.tasks.choice import CHOICE_INSTRUCTION, choice_question
 from lite_cpt.tasks.letters import choice_letter
 from lite_cpt.tasks.real import RealTask
@@ -31,7 +31,7 @@ def math_equivalent(prediction: str, answer: str) -> bool:
         return False
 
 
-@register_task("geometry3k")
+@TASK_TYPES.register
 class Geometry3KTask(RealTask):
     """hiyouga/geometry3k: images (a list with the diagram), problem (with an `<image>` tag),
     answer (`3\\sqrt{3}`, `52`, ...), choices (four candidate values).
@@ -39,6 +39,8 @@ class Geometry3KTask(RealTask):
     Free-form by default, as the paper trained it with EasyR1: the answer is graded for
     mathematical equivalence with `answer`. With `multiple_choice: true` in the recipe's task,
     the choices are shown and the letter of the right one (or its value) scores."""
+
+    type_name = "geometry3k"
 
     dataset = DatasetSpec(
         path="geometry3k", hf_id="hiyouga/geometry3k", train_split="train", test_split="test",
@@ -77,10 +79,12 @@ class Geometry3KTask(RealTask):
         return 1.0 if math_equivalent(prediction, sample.answer) else 0.0
 
 
-@register_task("clevr")
+@TASK_TYPES.register
 class ClevrTask(RealTask):
     """CLEVR counting, leonardPKU/clevr_cogen_a_train: image, problem, solution
     (`<answer> 3 </answer>`); one published split, which the recipe slices 80/20."""
+
+    type_name = "clevr"
 
     dataset = DatasetSpec(
         path="clevr", hf_id="leonardPKU/clevr_cogen_a_train", train_split="train[:80%]",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lite_cpt.data import synthetic
-from lite_cpt.tasks.base import Sample, Task, choice_letter, exact_match, numeric_match, register_task
+from lite_cpt.tasks.base import BENCHMARK_TYPES, TASK_TYPES, Sample, Task, choice_letter, exact_match, numeric_match
 
 
 class MiniTask(Task):
@@ -59,6 +59,8 @@ _FAMILIES = {
 }
 
 for _kind, _family in _FAMILIES.items():
-    register_task(_kind, benchmark=_kind in synthetic.GENERAL)(
-        type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind})
-    )
+    _task = type(f"{''.join(p.title() for p in _kind.split('_'))}Task", (_family,), {"kind": _kind, "type_name": _kind})
+    if _kind in synthetic.GENERAL:
+        BENCHMARK_TYPES.register(_task)
+    else:
+        TASK_TYPES.register(_task)

@@ -12,7 +12,7 @@ from lite_cpt.data.images import FileImage, ImageRef, TableImage
 from lite_cpt.data.loaders import SplitTable, open_split
 from lite_cpt.data.quality import cell_text
 from lite_cpt.data.spec import Archive, DatasetSpec, hub_download
-from lite_cpt.tasks.base import Sample, exact_match, register_task
+from lite_cpt.tasks.base import BENCHMARK_TYPES, TASK_TYPES, Sample, exact_match
 from lite_cpt.tasks.real import SHORT_ANSWER, RealTask
 from lite_cpt.tasks.vqa_eval import evalai_process, vqa_accuracy  # noqa: F401  (re-exported)
 
@@ -80,9 +80,11 @@ def _answer_strings(answers: Any) -> list[str]:
     return texts if all(texts) else []  # a null or empty human answer: the row is unusable
 
 
-@register_task("textvqa")
+@TASK_TYPES.register
 class TextVQATask(VQATask):
     """lmms-lab/textvqa (facebook/textvqa): image, question, answers (10), question_id."""
+
+    type_name = "textvqa"
 
     dataset = DatasetSpec(
         path="textvqa", hf_id="lmms-lab/textvqa", train_split="train", test_split="validation",
@@ -90,13 +92,15 @@ class TextVQATask(VQATask):
     )
 
 
-@register_task("vizwiz")
+@TASK_TYPES.register
 class VizWizTask(VQATask):
     """The official VizWiz-VQA release: `train.json` / `val.json`, each a JSON array of
     {image (file name), question, answers [{answer, answer_confidence}] x 10, answer_type,
     answerable}, beside the `train/` and `val/` image folders. Only this release has a train
     split; lmms-lab/VizWiz-VQA (image, question, answers, category; `val` and `test` only) can
     serve evaluation through `source: {hf_id: lmms-lab/VizWiz-VQA}`."""
+
+    type_name = "vizwiz"
 
     dataset = DatasetSpec(
         path="vizwiz", hf_id=None, train_split="train", test_split="val", layout="vizwiz",
@@ -150,7 +154,7 @@ class ShortAnswerTask(RealTask):
         return normalized_exact_match(prediction, sample.answers or [sample.answer])
 
 
-@register_task("gqa")
+@TASK_TYPES.register
 class GQATask(ShortAnswerTask):
     """GQA, balanced questions: question, answer, fullAnswer, imageId. Two layouts:
 
@@ -159,6 +163,8 @@ class GQATask(ShortAnswerTask):
     * lmms-lab/GQA: the questions in config `{split}_balanced_instructions` (with an `id`
       column), the images in config `{split}_balanced_images` (`id`, `image`), joined by imageId.
     """
+
+    type_name = "gqa"
 
     dataset = DatasetSpec(
         path="gqa", hf_id="lmms-lab/GQA", hf_config="{split}_balanced_instructions",
@@ -234,9 +240,11 @@ class _ImageTable:
         return None if row is None else TableImage(self._arrow, row, "image")
 
 
-@register_task("pathvqa")
+@TASK_TYPES.register
 class PathVQATask(ShortAnswerTask):
     """flaviagiammarino/path-vqa: image, question, answer (yes/no or open)."""
+
+    type_name = "pathvqa"
 
     dataset = DatasetSpec(
         path="pathvqa", hf_id="flaviagiammarino/path-vqa", train_split="train", test_split="test",
@@ -309,10 +317,12 @@ def pope_f1(predictions: list[str], samples: list[Sample]) -> dict[str, float]:
     }
 
 
-@register_task("pope", benchmark=True)
+@BENCHMARK_TYPES.register
 class POPETask(RealTask):
     """lmms-lab/POPE: id, question_id, question, answer (yes/no), image_source, image,
     category (adversarial/popular/random); also the original POPE files (`text`, `label`)."""
+
+    type_name = "pope"
 
     dataset = DatasetSpec(
         path="pope", hf_id="lmms-lab/POPE", train_split=None, test_split="test",

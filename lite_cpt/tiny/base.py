@@ -23,7 +23,7 @@ from pathlib import Path
 from lite_cpt.data import synthetic
 from lite_cpt.families import DEFAULT_FAMILY, resolve_family
 from lite_cpt.run.locks import waiting_lock
-from lite_cpt.recipe import ArmConfig, Recipe, config_hash
+from lite_cpt.recipe import Recipe, arm_config, config_hash
 from lite_cpt.tasks.base import TASK_TYPES, BENCHMARK_TYPES
 
 BASE_VERSION = 1  # bump when the generator or the training procedure changes
@@ -89,7 +89,7 @@ def _build_tiny_base(recipe: Recipe, path: Path, console=None) -> Path:
 def _build_on_one_thread(recipe: Recipe, path: Path, console, say) -> Path:
     from lite_cpt.train.phase import Knobs, Phase, examples_of
     from lite_cpt.progress import task_progress
-    from lite_cpt.recipe import TinyModelConfig
+    from lite_cpt.recipe_model import TinyModelConfig
     from lite_cpt.train.sft import train_sft
     from lite_cpt.tiny.model import build_tiny_model, save_tiny_model, tiny_corpus
     from lite_cpt.tiny.fingerprint import check_random_build
@@ -111,7 +111,7 @@ def _build_on_one_thread(recipe: Recipe, path: Path, console, say) -> Path:
             task = registry[kind](kind, seed=tiny.seed)
             examples += examples_of(task, task.load("base", base.samples_per_task))
         # Full fine-tuning as one SFT phase: the batch in one pass, the kernel's log-prob chunk.
-        arm = ArmConfig(name="base", method="sft", lr=base.lr, batch_size=base.batch_size)
+        arm = arm_config(name="base", method="sft", lr=base.lr, batch_size=base.batch_size)
         say(f"tiny base: training on {len(examples)} examples, {base.epochs} epoch(s)")
         with task_progress(console, "training the tiny base") as advance:
             phase = Phase(knobs=Knobs(base.batch_size, None, 1), seed=tiny.seed, epochs=base.epochs,

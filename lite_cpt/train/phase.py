@@ -17,11 +17,8 @@ import torch
 
 from lite_cpt.train.batching import Prompt
 from lite_cpt.train.numerics import GRAD_SCALER, loss_scaler
+from lite_cpt.train.phase_steps import PHASES  # noqa: F401  (re-exported)
 from lite_cpt.tasks.base import Sample, Task
-
-#: The steps a training or evaluation phase is made of, as the memory planner and the
-#: out-of-memory explainer name them.
-PHASES = ("sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation")
 
 
 @dataclass

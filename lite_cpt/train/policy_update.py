@@ -32,7 +32,8 @@ from lite_cpt.train.shared_prefix import (PackedBatch, encode_groups, pack_group
 from lite_cpt.train.tis import tis_advantages
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import ArmConfig, RFTConfig
+    from lite_cpt.arms.rl.settings import RFTConfig
+    from lite_cpt.recipe_run import ArmConfig
 
 
 def max_prompt_tokens(examples: list[Example]) -> int | None:

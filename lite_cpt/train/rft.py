@@ -54,7 +54,8 @@ from lite_cpt.seeding import derived_seed
 from lite_cpt.train.truncation import count_rollouts
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import ArmConfig, RFTConfig
+    from lite_cpt.arms.rl.settings import RFTConfig
+    from lite_cpt.recipe_run import ArmConfig
 
 #: `select(rollouts) -> indices of the groups to train on` (online instance filtering).
 GroupSelector = Callable[["Rollouts"], list[int]]

@@ -29,7 +29,7 @@ from lite_cpt.train.rollout import model_device, model_dtype
 from lite_cpt.train.sft_schedule import lr_factor, set_lr
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import ArmConfig
+    from lite_cpt.recipe_run import ArmConfig
 
 
 def sft_loss_sum(model, processor, examples: list[Example], cot: bool = False,

@@ -260,7 +260,8 @@ def build_rollout_engine(recipe, model, processor, scratch_dir: str | Path) -> V
 def longest_sequence(recipe) -> int:
     """Tokens one request may need: the longest prompt the tasks allow and the longest answer."""
     prompt = max((t.max_prompt_tokens for t in recipe.tasks), default=DEFAULT_PROMPT_TOKENS)
-    answer = max([a.rft.max_new_tokens for a in recipe.arms] + [recipe.evaluation.generation.max_new_tokens])
+    answer = max([a.rft.max_new_tokens for a in recipe.arms if hasattr(a, "rft")]
+                 + [recipe.evaluation.generation.max_new_tokens])
     return prompt + answer
 
 

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
+from lite_cpt.arms.base import ArmMethod
 from lite_cpt.train.phase import Example, Phase, PhaseStats
 from lite_cpt.train.rft import ROLLOUT_SEED_BITS, Rollouts, generate_rollouts, rft_updates, train_rft
 from lite_cpt.train.rif_budget import compute_matched_updates
@@ -47,7 +47,7 @@ from lite_cpt.train.rollout import rollout_engine
 from lite_cpt.seeding import derived_seed
 
 if TYPE_CHECKING:
-    from lite_cpt.recipe import RFTConfig
+    from lite_cpt.arms.rl.settings import RFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,8 @@ def band_selector(low: float, high: float):
     return select
 
 
-@register_arm
 class RIFRFT(ArmMethod):
     """GRPO on the instances that rollout-based filtering keeps (offline or online)."""
-
-    name = "rif_rft"
-    kind = "rl"
-    phases = RL_PHASES
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         if self.arm.rif.mode == "online":

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from lite_cpt.arms.base import SFT_PHASES, ArmMethod, register_arm
+from lite_cpt.arms.base import ArmMethod
 from lite_cpt.train.phase import Example, Phase, PhaseStats
 from lite_cpt.train.sft import SFTHooks, train_sft
 
 
-@register_arm
 class SequentialSFT(ArmMethod):
     """SFT on each task in turn. Subclasses add to the phase through `sft_hooks`."""
-
-    name = "sft"
-    kind = "sft"
-    phases = SFT_PHASES
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         return train_sft(self.model, self.processor, examples, self.arm, phase, self.sft_hooks(phase))
@@ -23,9 +18,5 @@ class SequentialSFT(ArmMethod):
         return SFTHooks()
 
 
-@register_arm
 class JointSFT(SequentialSFT):
     """SFT once on every task's examples together (the multi-task reference)."""
-
-    name = "multitask_sft"
-    joint = True

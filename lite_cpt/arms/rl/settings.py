@@ -1,10 +1,10 @@
-"""The recipe's GRPO and instance-filtering settings (`arms[].rft`, `arms[].rif`)."""
+"""The GRPO settings of the RL arms: `rft:` in the recipe entry of an rft, multitask_rft or rif_rft arm."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from lite_cpt.recipe_section import Section
 
@@ -92,25 +92,13 @@ class RFTConfig(Section):
         return self
 
 
-class RIFConfig(Section):
-    """Rollout-based instance filtering: keep instances whose mean accuracy (the reward's accuracy part,
-    without the format term) lies in (low, high) and whose rewards are not all equal."""
+class RLFields(BaseModel):
+    """What an RL arm adds to its recipe entry."""
 
-    rollouts: int = Field(4, ge=1, description="Rollouts per instance used to estimate its success rate (K).")
-    low: float = Field(0.0, ge=0, le=1, description="Keep instances whose mean accuracy over the K rollouts (the "
-                       "reward's accuracy part, not the format term) is strictly above this.")
-    high: float = Field(1.0, ge=0, le=1, description="…and strictly below this.")
-    mode: Literal["offline", "online"] = Field(
-        "offline", description="offline: filter once before each task; online: per batch, refilling."
-    )
-    budget: Literal["filtered", "matched", "compute"] = Field(
-        "filtered",
-        description="filtered: train on the kept instances only; matched: as many policy updates as plain RFT; "
-        "compute: as many rollouts as plain RFT, the K-rollout estimate's included.",
-    )
+    rft: RFTConfig = Field(default_factory=RFTConfig, description="GRPO settings.")
 
-    @model_validator(mode="after")
-    def _band(self) -> "RIFConfig":
-        if self.low >= self.high:
-            raise ValueError(f"rif.low ({self.low}) must be below rif.high ({self.high})")
-        return self
+
+def rl_settings(arm) -> RFTConfig:
+    """An arm entry's GRPO settings: its `rft:`, or the defaults for an arm without one (an
+    SFT-based arm, whose plan reads them only for phases it does not run)."""
+    return getattr(arm, "rft", None) or RFTConfig()

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from lite_cpt.arms.base import RL_PHASES, ArmMethod, register_arm
+from lite_cpt.arms.base import ArmMethod
 from lite_cpt.train.phase import Example, Phase, PhaseStats
 from lite_cpt.train.rft import train_rft
 
 
-@register_arm
 class SequentialRFT(ArmMethod):
     """GRPO on each task in turn (the paper's RFT arm)."""
-
-    name = "rft"
-    kind = "rl"
-    phases = RL_PHASES
 
     def train(self, examples: list[Example], phase: Phase) -> PhaseStats:
         return train_rft(self.model, self.processor, examples, self.arm, phase)
 
 
-@register_arm
 class JointRFT(SequentialRFT):
     """GRPO once on every task's prompts together (the multi-task RFT reference)."""
-
-    name = "multitask_rft"
-    joint = True

@@ -44,8 +44,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from lite_cpt.arms.sft import SequentialSFT
-from lite_cpt.arms.base import register_arm
+from lite_cpt.arms.sft.method import SequentialSFT
 from lite_cpt.data.images import held_image_bytes
 from lite_cpt.errors import UserError
 from lite_cpt.io import atomic_write_bytes, atomic_write_json
@@ -87,11 +86,8 @@ def _example_bytes(example: Example) -> int:
     return size + sum(held_image_bytes(ref) for ref in sample.images)
 
 
-@register_arm
 class Replay(SequentialSFT):
     """Sequential SFT whose batches mix in examples of earlier tasks."""
-
-    name = "replay"
 
     def __init__(self, arm, model, processor, reference_examples):
         super().__init__(arm, model, processor, reference_examples)
@@ -196,11 +192,8 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
     return 0.5 * weight * total
 
 
-@register_arm
 class EWC(SequentialSFT):
     """Sequential SFT plus a Fisher-weighted pull towards the parameters after the last task."""
-
-    name = "ewc"
 
     def __init__(self, arm, model, processor, reference_examples):
         super().__init__(arm, model, processor, reference_examples)
