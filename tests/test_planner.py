@@ -389,7 +389,7 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
 
 
 def test_evaluation_runs_at_the_planned_batch():
-    from lite_cpt.run.evaluate import planned_generation
+    from lite_cpt.run.unit_plan import planned_generation
 
     auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
     pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=12))

@@ -16,10 +16,9 @@ from lite_cpt.run.workspace import Workspace
 from lite_cpt.results.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.run.artefacts import artefact_problem, write_checked_json
 from lite_cpt.run.eval_prompt import base_files
-from lite_cpt.run.evaluate import evaluate_sets_items, mean_score, planned_generation
+from lite_cpt.run.evaluate import evaluate_sets_items, mean_score
 from lite_cpt.run.locks import waiting_lock
 from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
-from lite_cpt.train.oom import explain_oom
 from lite_cpt.train.truncation import answer_shares
 
 
@@ -31,9 +30,9 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
     """Scores of one matrix row, with the chain-of-thought prompt or the direct-answer one, and
     the share of each set's answers cut at the length cap; its per-item predictions are saved to
     `predictions_path`."""
-    gen = planned_generation(ws.recipe)
+    gen = ws.evaluation.generation
     sets = ws.evalsets + ws.general
-    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance:
+    with ws.evaluation.guard(), task_progress(ws.console, f"evaluating {label}") as advance:
         done = iter(range(1, len(sets) + 1))
         items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,
                                     on_done=lambda _: advance(next(done), len(sets)))
