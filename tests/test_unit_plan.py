@@ -70,3 +70,22 @@ def test_a_unit_plan_holds_the_recipe_values_its_arm_reads(tmp_path):
         update={"generation": recipe.evaluation.generation.model_copy(update={"batch_size": "auto"})})})
     assert isinstance(plan_evaluation(auto).generation.batch_size, int)
     assert plan_evaluation(recipe).generation.batch_size == 16
+
+
+def test_the_token_budget_keeps_the_recipes_words_in_the_workload_and_none_in_the_knobs_means_off(tmp_path):
+    """`micro_batch_tokens` is auto, off or a number in the recipe and in the planner's Workload
+    alike; only the resolved Knobs use None, and there it means one thing: no budget (off)."""
+    from lite_cpt.planner.workload import workload_of
+
+    def arm_with(budget):
+        raw = _small_recipe(tmp_path)
+        raw["arms"][0]["micro_batch_tokens"] = budget
+        recipe = recipe_from_dict(raw)
+        return recipe, recipe.arms[0]
+
+    for budget, packs in (("auto", True), ("off", False), (512, True)):
+        recipe, arm = arm_with(budget)
+        work = workload_of(recipe, arm)
+        assert (work.micro_batch_tokens, work.pack_by_tokens) == (budget, packs)
+        chosen = planner_plan(recipe, 24, arm="sft").knobs_for("sft").micro_batch_tokens  # a GPU's plan
+        assert chosen is None if budget == "off" else chosen == 512 if budget == 512 else chosen > 0
