@@ -228,7 +228,7 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
                 model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
                                             bits=ROLLOUT_SEED_BITS),
-                rollout_batch_size=phase.knobs.rollout_batch_size, with_baseline=rft.advantage == "remax",
+                rollout_batch_size=phase.knobs.prompts_per_call, with_baseline=rft.advantage == "remax",
             )
         draw.prompts_drawn += want
         draw.candidates.append(rollouts)
