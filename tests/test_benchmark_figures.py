@@ -90,10 +90,11 @@ def test_evaluated_rows_write_their_figures_into_general_json(tmp_path, monkeypa
     import lite_cpt.run.rows as rows_module
     from lite_cpt.results.predictions import BASE_PREDICTIONS
     from lite_cpt.recipe import load_recipe
+    from lite_cpt.run.unit_plan import plan_evaluation
 
     evalset, items = pope_set()
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml", [])
-    ws = continual.Workspace(recipe, tmp_path / "seed_0", None, None, [], [], [evalset], None, {})
+    ws = continual.Workspace(tmp_path / "seed_0", None, None, [], [], [evalset], None, {}, plan_evaluation(recipe))
     monkeypatch.setattr(rows_module, "evaluate_sets_items", lambda *a, **k: {"pope": items})
     arm_dir = ws.run_dir / "sft"
     _, general_row, _ = rows_module.evaluate_row(ws, "the base model", ws.run_dir / BASE_PREDICTIONS, False)

@@ -159,15 +159,16 @@ def test_a_run_uses_the_path_its_calibration_found_faster(monkeypatch, tmp_path)
     from lite_cpt.planner.calibration import REFERENCE_24GB, load_calibration
 
     seen = []
-    monkeypatch.setattr(continual, "run_arm", lambda ws, arm: seen.append(logprob_path()))
+    monkeypatch.setattr(continual, "run_arm", lambda ws, unit: seen.append(logprob_path()))
+    monkeypatch.setattr(continual, "plan_unit", lambda recipe, arm, model, calibration: arm)
+    recipe = SimpleNamespace(arms=[SimpleNamespace(name="sft")])
     path = tmp_path / "gpu.json"
     older = REFERENCE_24GB.to_json()
     del older["logprob_path"]
     for written, expected in ((older, "tile"), ({**older, "logprob_path": "chunked"}, "chunked")):
         path.write_text(json.dumps({"calibration": written}))
-        ws = SimpleNamespace(recipe=SimpleNamespace(arms=[SimpleNamespace(name="sft")]),
-                             calibration=load_calibration(path), tracker=SimpleNamespace(close=lambda: None))
-        continual._run_arms(ws, None)
+        ws = SimpleNamespace(model=None, calibration=load_calibration(path), tracker=SimpleNamespace(close=lambda: None))
+        continual._run_arms(recipe, ws, None)
         assert seen.pop() == expected
-    continual._run_arms(SimpleNamespace(recipe=ws.recipe, calibration=None, tracker=ws.tracker), None)
+    continual._run_arms(recipe, SimpleNamespace(model=None, calibration=None, tracker=ws.tracker), None)
     assert seen == ["tile"] and logprob_path() == "tile"

@@ -157,18 +157,16 @@ def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_kind_and_set
 
 
 def _plan_lines(calibration):
-    from types import SimpleNamespace
-
-    from lite_cpt.planner import resolve_knobs
     from lite_cpt.recipe import recipe_from_dict
     from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
+    from lite_cpt.run.unit_plan import plan_unit
     from tests.helpers import tiny_recipe
 
     recipe = recipe_from_dict(tiny_recipe(Path("/nonexistent")))
-    ws = SimpleNamespace(recipe=recipe, model=torch.nn.Linear(2, 2), calibration=calibration)
+    unit = plan_unit(recipe, recipe.arms[0], torch.nn.Linear(2, 2), calibration)
     said = []
-    say_time_plan(ws, recipe.arms[0], said.append)
-    return said, prediction_record(ws, recipe.arms[0], resolve_knobs(recipe, recipe.arms[0].name), 1)
+    say_time_plan(unit.time, unit.name, said.append)
+    return said, prediction_record(unit.time, 1)
 
 
 def test_a_cpu_run_prints_a_time_plan_only_from_a_calibration_of_a_cpu():

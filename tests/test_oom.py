@@ -1,5 +1,6 @@
 """Out-of-memory errors become one clear UserError naming the phase, the estimate and the knobs."""
 
+import types
 import pytest
 import torch
 
@@ -16,6 +17,12 @@ RECIPE = recipe_from_dict({
     "arms": [{"name": "sft", "batch_size": 8},
              {"name": "rft", "rft": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 512}}],
 })
+
+def plan_for(arm=None):
+    """The memory plan of RECIPE (or one arm), as the run's unit plan binds it."""
+    return lambda gpu_gb: plan(RECIPE, gpu_gb, arm=arm)
+
+
 TORCH_MESSAGE = (
     "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.65 GiB of which "
     "1.10 GiB is free. Including non-PyTorch memory, this process has 22.50 GiB memory in use. Of the "
@@ -25,7 +32,7 @@ TORCH_MESSAGE = (
 
 def test_cuda_oom_becomes_a_user_error_with_estimate_and_knobs():
     with pytest.raises(UserError) as caught:
-        with explain_oom(RECIPE, "grpo_step", arm="rft", gpu_gb=24):
+        with explain_oom(plan_for("rft"), "grpo_step", arm="rft", gpu_gb=24):
             raise torch.cuda.OutOfMemoryError(TORCH_MESSAGE)
     message = str(caught.value)
     assert message.startswith("out of GPU memory during grpo_step (arm rft).")
@@ -44,20 +51,20 @@ def test_runtime_error_oom_is_recognised_and_others_pass_through():
     assert is_oom(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"))
     assert not is_oom(RuntimeError("shape mismatch"))
     with pytest.raises(UserError, match="out of GPU memory during rollout"):
-        with explain_oom(RECIPE, "rollout", gpu_gb=16):
+        with explain_oom(plan_for(), "rollout", gpu_gb=16):
             raise RuntimeError("CUDA error: out of memory")
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        with explain_oom(RECIPE, "rollout", gpu_gb=16):
+        with explain_oom(plan_for(), "rollout", gpu_gb=16):
             raise RuntimeError("shape mismatch")
     with pytest.raises(ValueError, match="unknown phase"):
-        with explain_oom(RECIPE, "training"):
+        with explain_oom(plan_for(), "training"):
             pass
 
 
 def test_decorator_form_and_no_gpu_fallback(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
-    @explain_oom(RECIPE, "evaluation")
+    @explain_oom(plan_for(), "evaluation")
     def evaluate():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
@@ -80,7 +87,7 @@ def test_advice_when_the_plan_says_it_fits():
 
 
 def _guard(arm: str):
-    return lambda step_name: explain_oom(RECIPE, step_name, arm=arm, gpu_gb=24)
+    return lambda step_name: explain_oom(plan_for(arm), step_name, arm=arm, gpu_gb=24)
 
 
 @pytest.mark.parametrize("failing, step", [
@@ -105,7 +112,8 @@ def test_each_step_of_a_grpo_phase_reaches_the_explainer_under_its_own_name(monk
 
     monkeypatch.setattr(rft_module, "generate_completions", fake_generate)
     monkeypatch.setattr(update_module, "vision_token_ids", lambda tokenizer: [])
-    monkeypatch.setattr(update_module, "prepare_micro_batches", lambda *args: [None])  # one micro-batch per mini-batch
+    monkeypatch.setattr(update_module, "prepare_micro_batches",
+                        lambda *args, **kwargs: [types.SimpleNamespace()])  # one micro-batch per mini-batch
     monkeypatch.setattr(rft_module, "hold_reference", lambda model: None)  # a Linear has no adapter to hold
     monkeypatch.setattr(rft_module if failing == "generate_completions" else update_module, failing, out_of_memory)
     task = TASK_TYPES["mini_scienceqa"]("a")

@@ -288,7 +288,7 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
     import lite_cpt.train.policy_update
     import lite_cpt.train.rft
     import lite_cpt.train.sft
-    from lite_cpt.bench.step import bench_setup, bench_shapes, cpu_measure, run_bench_phases
+    from lite_cpt.bench.step import OTHER_LAYOUT, bench_setup, bench_shapes, cpu_measure, run_bench_phases
 
     calls: dict[str, list] = {}
 
@@ -309,9 +309,12 @@ def test_bench_step_drives_the_functions_a_run_calls(one_thread, monkeypatch):
         spy(module, name)
     setup = bench_setup("tiny", bench_shapes("tiny", eval_batch=3))
     results = run_bench_phases(setup, cpu_measure)
-    assert set(results) == {"sft_step", "rollout", "logprob_pass", "grpo_step", "evaluation"}
+    # the GRPO update runs again in the other layout (shared prefix vs expanded rows), same rollouts
+    assert set(results) == {"sft_step", "rollout", "logprob_pass", "grpo_step", OTHER_LAYOUT, "evaluation"}
     assert {name: len(made) for name, made in calls.items()} == {
-        "train_sft": 2, "generate_rollouts": 2, "prepare_mini_batches": 2, "policy_update": 1, "evaluate_sets": 1}
+        "train_sft": 2, "generate_rollouts": 2, "prepare_mini_batches": 3, "policy_update": 2, "evaluate_sets": 1}
+    layouts = results[OTHER_LAYOUT]["layout_tokens"]
+    assert layouts["shared prefix"]["tokens"] < layouts["expanded"]["tokens"]
     rollouts = calls["generate_rollouts"][-1]
     assert rollouts.rewards.numel() == 4 and len(set(rollouts.rewards.tolist())) > 1  # the group has variance
     assert results["rollout"]["tokens"] == rollouts.generated_tokens > 0
@@ -389,7 +392,7 @@ def test_evaluation_batch_is_the_most_that_fits_unless_the_recipe_pins_it():
 
 
 def test_evaluation_runs_at_the_planned_batch():
-    from lite_cpt.run.evaluate import planned_generation
+    from lite_cpt.run.unit_plan import planned_generation
 
     auto = recipe_from_dict(paper_like(evaluation__generation__batch_size="auto"))
     pinned = recipe_from_dict(paper_like(evaluation__generation__batch_size=12))

@@ -13,7 +13,8 @@ import pytest
 from lite_cpt.errors import UserError
 from lite_cpt.recipe import load_recipe
 from lite_cpt.train.rollout import Completions, Sampling, generate_completions, rollout_engine
-from lite_cpt.train.vllm_backend import engine_for, import_vllm, longest_sequence, lora_rank_bucket, pixel_budget
+from lite_cpt.run.unit_plan import longest_sequence, rollout_plan
+from lite_cpt.train.vllm_backend import engine_for, import_vllm, lora_rank_bucket, pixel_budget
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
@@ -26,11 +27,13 @@ def test_only_a_grpo_arm_of_a_vllm_recipe_gets_an_engine():
     hf = load_recipe("recipes/tiny.yaml", [], check_data=False)
     vllm = load_recipe("recipes/tiny.yaml", ["rollout.backend=vllm"], check_data=False)
     sft, rft = (next(a for a in hf.arms if a.method == m) for m in ("sft", "rft"))
+    assert rollout_plan(hf, rft) is None and rollout_plan(vllm, sft) is None
+    plan = rollout_plan(vllm, rft)
+    assert plan.settings.backend == "vllm" and plan.model == vllm.model and plan.max_model_len == longest_sequence(vllm)
     built = object()
-    ws = SimpleNamespace(recipe=vllm, rollout_engine=SimpleNamespace(scratch_dir=None, built=built))
-    assert engine_for(SimpleNamespace(recipe=hf, rollout_engine=None), rft, Path("runs/x")) is None
-    assert engine_for(ws, sft, Path("runs/x")) is None
-    engine = engine_for(ws, rft, Path("runs/x/rft"))
+    ws = SimpleNamespace(rollout_engine=SimpleNamespace(scratch_dir=None, built=built))
+    assert engine_for(SimpleNamespace(rollout_engine=None), None, Path("runs/x")) is None
+    engine = engine_for(ws, plan, Path("runs/x/rft"))
     assert engine.built is built and engine.scratch_dir == Path("runs/x/rft/vllm_adapters")  # one per process
 
 
@@ -61,7 +64,8 @@ def test_vllm_settings_follow_the_trainers():
     assert pixel_budget(SimpleNamespace()) == {}  # a text-only tokenizer
     seven = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
     longest_prompt = max(t.max_prompt_tokens for t in seven.tasks)
-    longest_answer = max([a.rft.max_new_tokens for a in seven.arms] + [seven.evaluation.generation.max_new_tokens])
+    longest_answer = max([a.rft.max_new_tokens for a in seven.arms if hasattr(a, "rft")]
+                         + [seven.evaluation.generation.max_new_tokens])
     assert longest_sequence(seven) == longest_prompt + longest_answer
 
 

@@ -257,6 +257,57 @@ def test_no_function_over_60_lines_or_8_parameters_outside_the_kernels():
     assert not problems, "\n".join(problems)
 
 
+#: Below the run loop: what trains, evaluates, checkpoints and logs one (seed, arm). These take
+#: the unit's resolved plan (lite_cpt.run.unit_plan), never the whole recipe.
+BELOW_THE_LOOP = ("train/", "arms/", "run/checkpoint.py", "run/rows.py", "run/saved_rows.py", "run/evaluate.py",
+                  "run/workspace.py", "run/run_time_plan.py", "run/preemption.py", "run/locks.py",
+                  "run/integrity.py", "run/artefacts.py", "run/continual.py")
+#: The functions of those modules that sit above the loop and so may read the recipe: the top of
+#: the continual loop (it resolves the plans) and the `lite-cpt eval` command's evaluation sets.
+ABOVE_THE_LOOP = {
+    "run/continual.py": {"prepare_run_dir", "build_workspace", "run_recipe", "run_seed_arms", "lock_ahead",
+                         "_finished_quietly", "arm_finished", "ensure_base_row", "_run_arms", "_seedless"},
+    "run/evaluate.py": {"recipe_eval_sets", "evaluate_adapter"},
+}
+
+
+def recipe_readers(source: str, allowed: set[str] = frozenset()) -> list[str]:
+    """Functions of `source` (outside `allowed`) that take a parameter named `recipe` or
+    annotated `Recipe`, or read a `.recipe` attribute (a workspace's, a unit's ...)."""
+    found = []
+    for fn in _functions(ast.parse(source)):
+        if fn.name in allowed:
+            continue
+        args = fn.args
+        for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs):
+            annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+            if arg.arg == "recipe" or re.search(r"\bRecipe\b", annotation):
+                found.append(f"{fn.name}:{fn.lineno} takes {arg.arg}: {annotation or 'recipe'}")
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and node.attr == "recipe":
+                found.append(f"{fn.name}:{node.lineno} reads {ast.unparse(node)}")
+    return found
+
+
+def test_the_recipe_reader_check_sees_each_way_in():
+    source = ("def a(recipe): pass\ndef b(cfg: 'Recipe'): pass\ndef c(ws):\n    return ws.recipe.seed\n"
+              "def d(ws, plan: UnitPlan):\n    return plan.knobs\n")
+    assert [line.split(":")[0] for line in recipe_readers(source)] == ["a", "b", "c"]
+    assert recipe_readers(source, {"a", "b", "c"}) == []
+
+
+def test_no_function_below_the_run_loop_takes_the_recipe():
+    """The loop resolves each (seed, arm) once (lite_cpt.run.unit_plan.plan_unit) and hands the
+    plan down: a function below it that took the recipe could re-derive a value its own way."""
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith(BELOW_THE_LOOP):
+            allowed = ABOVE_THE_LOOP.get(relative, set())
+            problems += [f"{relative} {p}" for p in recipe_readers(path.read_text(encoding="utf-8"), allowed)]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_arm_is_declared_once_with_a_complete_declaration_and_its_training_code():
     implementations = {name: arm.method_class() for name, arm in ARMS.items()}
     assert set(ARMS) == set(arm_names()) >= {"sft", "multitask_sft", "rft", "multitask_rft", "rif_rft", "replay", "ewc"}

@@ -214,7 +214,8 @@ def eval_prompts_per_s(recipe, model, processor) -> float:
     included): one call of each task's and general benchmark's test items, after one warm-up
     call, as an evaluation after each task runs them."""
     from lite_cpt.run.eval_prompt import shared_eval_cot
-    from lite_cpt.run.evaluate import evaluate_sets, planned_generation, recipe_eval_sets
+    from lite_cpt.run.evaluate import evaluate_sets, recipe_eval_sets
+    from lite_cpt.run.unit_plan import planned_generation
 
     generation = planned_generation(recipe)
     sets = recipe_eval_sets(recipe, most=generation.batch_size)

@@ -256,7 +256,7 @@ def resolve_knobs(recipe, arm: str, gpu_gb: float | None = None) -> Knobs:
     work = workload_of(recipe, next(a for a in recipe.arms if a.name == arm))
     if gpu_gb is None:
         mb = work.micro_batch_size or work.max_micro_batch
-        budget = work.micro_batch_tokens if work.pack_by_tokens else None
+        budget = work.pinned_token_budget  # auto on CPU: no budget, the micro-batch is the whole batch
         return Knobs(mb, default_logprob_chunk(mb * max(work.answer_tokens, work.new_tokens), work.shape.vocab),
                      work.prompts_per_step, micro_batch_tokens=budget)
     return plan_workload(work, gpu_gb).knobs

@@ -98,7 +98,7 @@ def with_token_budget(work: Workload, knobs: Knobs, usable_gb: float) -> Knobs:
     the recipe turns packing off."""
     if not work.pack_by_tokens:
         return knobs
-    budget = work.micro_batch_tokens or knobs.micro_batch_size * longest_sequence(work)
+    budget = work.pinned_token_budget or knobs.micro_batch_size * longest_sequence(work)
     most = min(work.max_micro_batch, max(1, budget // (work.image_tokens + 1)))
     for rows in range(most, 1, -1):
         packed = replace(knobs, micro_batch_tokens=budget, packed_sequences=rows)

@@ -4,7 +4,7 @@ on (model shape, sequence lengths, batch sizes, group size), and the knobs the p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lite_cpt.arms import arm_class
 from lite_cpt.arms.rl.settings import rl_settings
@@ -53,11 +53,22 @@ class Workload:
     eval_batch: int  # prompts per evaluation generate call (the planner's choice when eval_batch_auto)
     eval_new_tokens: int
     ewc: bool
-    micro_batch_tokens: int | None = None  # None = auto (the planner's budget)
-    pack_by_tokens: bool = True  # False: a fixed count of micro_batch_size per micro-batch
+    # The recipe's token budget per micro-batch: a count, auto (the planner's) or off (a fixed
+    # count of micro_batch_size per micro-batch), spelled as the recipe spells it.
+    micro_batch_tokens: int | Literal["auto", "off"] = "auto"
     reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
     eval_batch_auto: bool = False  # left at auto by the recipe and not yet chosen by the planner
     vision_cache_bytes: float = 0.0  # device-resident share of the vision feature cache (training phases)
+
+    @property
+    def pack_by_tokens(self) -> bool:
+        """Whether micro-batches are filled to a token budget (not `micro_batch_tokens: off`)."""
+        return self.micro_batch_tokens != "off"
+
+    @property
+    def pinned_token_budget(self) -> int | None:
+        """The recipe's own token budget when it gives a number (None: auto or off)."""
+        return self.micro_batch_tokens if isinstance(self.micro_batch_tokens, int) else None
 
     @property
     def is_rft(self) -> bool:
@@ -160,8 +171,7 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         eval_batch=_fixed(recipe.evaluation.generation.batch_size) or SATURATING_SEQUENCES,
         eval_new_tokens=recipe.evaluation.generation.max_new_tokens,
         ewc=arm.method == "ewc",
-        micro_batch_tokens=_fixed(arm.micro_batch_tokens if arm.micro_batch_tokens != "off" else None),
-        pack_by_tokens=arm.micro_batch_tokens != "off",
+        micro_batch_tokens=arm.micro_batch_tokens,
         reference_adapter=holds_reference(arm),
         eval_batch_auto=_fixed(recipe.evaluation.generation.batch_size) is None,
         vision_cache_bytes=vision_cache_bytes(model, shape),

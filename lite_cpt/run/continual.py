@@ -35,27 +35,25 @@ import yaml
 from rich.console import Console
 
 from lite_cpt.arms import build_arm
-from lite_cpt.run.checkpoint import CheckpointPolicy, PhaseCheckpointer
+from lite_cpt.run.checkpoint import PhaseCheckpointer
 from lite_cpt.results.consistency import damaged_prediction_rows
 from lite_cpt.errors import UserError
-from lite_cpt.run.eval_prompt import arm_eval_cot, base_files, recipe_eval_cots
+from lite_cpt.run.eval_prompt import base_files, recipe_eval_cots
 from lite_cpt.run.evaluate import EvalSet
 from lite_cpt.run.integrity import remove_stale_temporaries, verify_directory
 from lite_cpt.kernels.logprob_shared import using_logprob_path
 from lite_cpt.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from lite_cpt.run.locks import unit_lock, units_locked_ahead
-from lite_cpt.planner import resolve_knobs
 from lite_cpt.planner.calibration import Calibration
 from lite_cpt.train.numerics import flat_phase_note
-from lite_cpt.train.oom import explain_oom
 from lite_cpt.models import add_lora, check_device, load_adapter_weights, load_base, save_adapter
 from lite_cpt.train.phase import Phase, PhaseStats
 from lite_cpt.run.preemption import stop_deferred
 from lite_cpt.results.predictions import row_predictions_path
 from lite_cpt.progress import task_progress
 from lite_cpt.recipe import Recipe, recipe_to_yaml
-from lite_cpt.recipe_run import ArmConfig
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
+from lite_cpt.run.unit_plan import UnitPlan, plan_evaluation, plan_unit
 from lite_cpt.run.workspace import Workspace, load_samples
 from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows
 from lite_cpt.run.saved_rows import _read_json, last_intact_task
@@ -134,8 +132,8 @@ def build_workspace(recipe: Recipe, console: Console | None = None, loaded: tupl
     for cfg in recipe.evaluation.general:
         bench = build_task(cfg, root, recipe.seed, benchmark=True)
         general.append(EvalSet(bench, load_samples(bench, cfg.source.test_split, cfg.size)))
-    return Workspace(recipe, seed_dir(run_dir, recipe.seed), model, processor, tasks, evalsets, general,
-                     console, {}, tracker=RunTracker(recipe, run_dir, recipe.seed))
+    return Workspace(seed_dir(run_dir, recipe.seed), model, processor, tasks, evalsets, general, console, {},
+                     plan_evaluation(recipe), tracker=RunTracker(recipe, run_dir, recipe.seed))
 
 
 def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Calibration | None = None,
@@ -157,7 +155,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
             ws.calibration = calibration
             if len(recipe.run_seeds) > 1:
                 _say(ws, f"[bold]seed {seed}[/] → {ws.run_dir}")
-            _run_arms(ws, arms)
+            _run_arms(seeded, ws, arms)
     write_report(recipe.run_dir)
     return recipe.run_dir
 
@@ -171,7 +169,7 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
     with lock_ahead(recipe, arms):
         ws = build_workspace(recipe, console)
         ws.calibration = calibration
-        _run_arms(ws, arms)
+        _run_arms(recipe, ws, arms)
     return ws.run_dir
 
 
@@ -192,12 +190,14 @@ def _finished_quietly(recipe: Recipe, arm: str) -> bool:
         return False
 
 
-def _run_arms(ws: Workspace, arms: list[str] | None) -> None:
+def _run_arms(recipe: Recipe, ws: Workspace, arms: list[str] | None) -> None:
+    """Each chosen arm of seed `recipe.seed`, with its plan resolved from the recipe here, once:
+    below this point nothing reads the recipe (lite_cpt.run.unit_plan)."""
     try:  # the log-prob path the calibration found faster on this device (none: the tile kernel)
         with using_logprob_path(ws.calibration.logprob_path if ws.calibration else None):
-            for arm in ws.recipe.arms:
+            for arm in recipe.arms:
                 if arms is None or arm.name in arms:
-                    run_arm(ws, arm)
+                    run_arm(ws, plan_unit(recipe, arm, ws.model, ws.calibration))
     except BaseException as error:  # the open tracker runs are marked preempted or failed
         ws.tracker.close(error)
         raise
@@ -243,16 +243,17 @@ def reset_adapter(model, seed: int) -> None:
             module.reset_lora_parameters("default", init_lora_weights=True)
 
 
-def run_arm(ws: Workspace, arm: ArmConfig) -> None:
+def run_arm(ws: Workspace, unit: UnitPlan) -> None:
     """Train one arm (one unit of the run) under its lock: another process on the same arm
     directory is refused, other arms of the run may train in parallel."""
-    with unit_lock(ws.run_dir / arm.name):
-        _run_arm_locked(ws, arm)
+    with unit_lock(ws.run_dir / unit.name):
+        _run_arm_locked(ws, unit)
         if ws.tracker is not None:
-            ws.tracker.finish(arm.name)
+            ws.tracker.finish(unit.name)
 
 
-def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
+def _run_arm_locked(ws: Workspace, unit: UnitPlan) -> None:
+    arm = unit.arm
     arm_dir = ws.run_dir / arm.name
     matrix_path, general_path = arm_dir / "matrix.json", arm_dir / "general.json"
     task_names = [t.name for t in ws.tasks]
@@ -263,13 +264,13 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
     remove_stale_temporaries(arm_dir)  # what an interrupted save left behind
     if removed := truncate_jsonl(arm_dir / "metrics.jsonl"):  # a line half-written by a kill mid-append
         log.warning("%s: dropped %d unreadable line(s)", arm_dir / "metrics.jsonl", removed)
-    cot = arm_eval_cot(ws.recipe, arm)
+    cot = unit.eval_cot
     rows, general_rows = resume_rows(ws, arm_dir, cot)
     base_row(ws, cot)  # row 0's files verified (evaluated again when damaged)
     for row in damaged_prediction_rows(arm_dir, len(rows)):  # evaluated again with its saved adapter
         load_adapter_weights(ws.model, arm_dir / f"task_{row}")
         evaluate_row(ws, f"{arm.name} row {row}", row_predictions_path(arm_dir, row), cot)
-    reset_adapter(ws.model, derived_seed(ws.recipe.seed, arm.name, "init"))
+    reset_adapter(ws.model, derived_seed(unit.seed, arm.name, "init"))
     done = max(0, len(rows) - 1)
     written = RowFiles(matrix_path, general_path, task_names, bench_names, method.joint, cot)
     if done and not _rows_on_disk(matrix_path, rows):  # rebuilt from the log, or cut back
@@ -286,11 +287,11 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
         rows, general_rows = [r0], [g0]
         written.write(rows, general_rows)
 
-    say_time_plan(ws, arm, lambda line: _say(ws, line))
+    say_time_plan(unit.time, arm.name, lambda line: _say(ws, line))
     for index in range(done + 1, len(phases) + 1):
         name, phase_tasks = phases[index - 1]
         finished = [n for n, _ in phases[:index]]
-        task_row, general_row = train_phase(ws, arm, method, index, len(phases), name, phase_tasks, finished)
+        task_row, general_row = train_phase(ws, unit, method, index, len(phases), name, phase_tasks, finished)
         rows.append(task_row)
         general_rows.append(general_row)
         written.write(rows, general_rows)
@@ -299,11 +300,6 @@ def _run_arm_locked(ws: Workspace, arm: ArmConfig) -> None:
 
 def _rows_on_disk(matrix_path: Path, rows: list) -> bool:
     return (_read_json(matrix_path, ("R",)) or {}).get("R") == rows
-
-
-def checkpoint_policy(recipe: Recipe) -> CheckpointPolicy:
-    cfg = recipe.checkpoint
-    return CheckpointPolicy(every_updates=cfg.every_updates, every_minutes=cfg.every_minutes, keep=cfg.keep)
 
 
 def cut_log(log_path: Path, keep) -> None:
@@ -333,25 +329,25 @@ def _saved_phase(ws: Workspace, method, task_dir: Path, finished: list[str]) -> 
     return PhaseStats(**saved), train_seconds
 
 
-def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: str,
+def _train(ws: Workspace, unit: UnitPlan, method, index: int, total: int, name: str,
            phase_tasks: list[Task]) -> tuple[PhaseStats, float]:
     """Train one phase from its last intact mid-phase checkpoint (or its start) and save its
     adapter, the arm's state and the phase's statistics in one sealed directory."""
+    arm = unit.arm
     arm_dir = ws.run_dir / arm.name
     examples = [e for t in phase_tasks for e in ws.train_examples(t.name)]
     phase = Phase(
         index=index,
         name=name,
         # seeded from (run seed, arm, task index): the same in a resumed run
-        seed=derived_seed(ws.recipe.seed, arm.name, index),
+        seed=derived_seed(unit.seed, arm.name, index),
         epochs=arm.epochs or max(t.config.epochs for t in phase_tasks),
-        knobs=resolve_knobs(ws.recipe, arm.name),
+        knobs=unit.knobs,
         on_step=lambda record: log_event(ws, arm_dir, {"event": "step", "task_index": index, "task": name, **record}),
-        guard=lambda step_name: explain_oom(ws.recipe, step_name, arm=arm.name),
-        checkpoint=PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model,
-                                     arm_dir / "metrics.jsonl"),
-        max_nonfinite=ws.recipe.faults.max_consecutive_nonfinite, max_weight=ws.recipe.faults.max_adapter_weight,
-        rollout_engine=engine_for(ws, arm, arm_dir),
+        guard=unit.guard,
+        checkpoint=PhaseCheckpointer(arm_dir, index, unit.checkpoint, ws.model, arm_dir / "metrics.jsonl"),
+        max_nonfinite=unit.max_nonfinite, max_weight=unit.max_weight,
+        rollout_engine=engine_for(ws, unit.rollout, arm_dir),
     )
     # Restoring a checkpoint cuts the log back to the records it had seen; without one the
     # phase starts over, and the records of an earlier attempt at it go.
@@ -363,7 +359,7 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
     torch.manual_seed(phase.seed)
     started = time.perf_counter()
     with (task_progress(ws.console, f"{arm.name} · task {index}/{total} {name}") as advance, stop_deferred(),
-          vision_feature_cache(ws.model, ws.recipe.model.vision_cache_gb)):
+          vision_feature_cache(ws.model, unit.vision_cache_gb)):
         phase.progress = advance
         stats = method.train(examples, phase)
     method.after_task(examples, phase)
@@ -377,32 +373,33 @@ def _train(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: 
     return stats, train_seconds
 
 
-def train_phase(ws: Workspace, arm: ArmConfig, method, index: int, total: int, name: str,
+def train_phase(ws: Workspace, unit: UnitPlan, method, index: int, total: int, name: str,
                 phase_tasks: list[Task], finished: list[str]) -> tuple[list[float], list[float]]:
     """Train one phase (a task, or all tasks for a joint arm), save the adapter, evaluate,
     and log the phase's cost; returns the new rows of the task and general-benchmark scores.
     `finished`: the phases up to this one (an arm's state is restored for them when the phase
     was saved before the run stopped)."""
+    arm = unit.arm
     arm_dir = ws.run_dir / arm.name
     saved = _saved_phase(ws, method, arm_dir / f"task_{index}", finished)
     if saved is None:
-        stats, train_seconds = _train(ws, arm, method, index, total, name, phase_tasks)
+        stats, train_seconds = _train(ws, unit, method, index, total, name, phase_tasks)
     else:
         stats, train_seconds = saved
         _say(ws, f"{arm.name}: task {index} ({name}) was trained and saved earlier; evaluating it")
-    PhaseCheckpointer(arm_dir, index, checkpoint_policy(ws.recipe), ws.model).clear()  # superseded
+    PhaseCheckpointer(arm_dir, index, unit.checkpoint, ws.model).clear()  # superseded
     cut_log(arm_dir / "metrics.jsonl", lambda r: r.get("task_index", 0) < index or
             (r.get("task_index") == index and r.get("event") != "task_end"))
     started = time.perf_counter()
     task_row, general_row, cut = evaluate_row(ws, f"{arm.name} after {name}", row_predictions_path(arm_dir, index),
-                                              arm_eval_cot(ws.recipe, arm))
+                                              unit.eval_cot)
     log_event(ws, arm_dir, {
         "event": "task_end", "task_index": index, "task": name,
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3),
         "generated_tokens": stats.generated_tokens, "trained_tokens": stats.trained_tokens,
         "policy_updates": stats.steps, "final_loss": stats.last_loss, **task_end_extra(stats.extra),
         "truncated_answers": cut,
-        **prediction_record(ws, arm, resolve_knobs(ws.recipe, arm.name), index),
+        **prediction_record(unit.time, index),
         **flat_phase_note(read_jsonl(arm_dir / "metrics.jsonl"), index, f"{arm.name} · {name}"),
         "scores": task_row, "general": general_row,
     })

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lite_cpt.train.batching import Prompt
-from lite_cpt.planner import resolve_eval_batch
 from lite_cpt.train.rollout import Sampling, active_engine, generate_completions
 from lite_cpt.tasks.base import Sample, Task
 
@@ -48,13 +47,6 @@ def scored_items(evalset: EvalSet, texts: list[str], truncated: list[bool] | Non
     truncated = truncated or [False] * len(texts)
     return [{"id": sample.id, "answer": text, "score": evalset.task.score(text, sample, cot), "truncated": cut}
             for text, sample, cut in zip(texts, evalset.samples, truncated)]
-
-
-def planned_generation(recipe):
-    """The recipe's evaluation generation settings with `batch_size: auto` replaced by the
-    planner's prompts per call for this GPU (`resolve_eval_batch`)."""
-    generation = recipe.evaluation.generation
-    return generation.model_copy(update={"batch_size": resolve_eval_batch(recipe)})
 
 
 def recipe_eval_sets(recipe, most: int | None = None) -> list[EvalSet]:
@@ -122,6 +114,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
     from lite_cpt.run.eval_prompt import shared_eval_cot
     from lite_cpt.models import load_base
     from lite_cpt.recipe import load_recipe
+    from lite_cpt.run.unit_plan import planned_generation
 
     recipe = load_recipe(recipe_path, overrides)
     model, processor = load_base(recipe, console=console)

@@ -16,10 +16,9 @@ from lite_cpt.run.workspace import Workspace
 from lite_cpt.results.benchmark_figures import figure_rows, write_row_results
 from lite_cpt.run.artefacts import artefact_problem, write_checked_json
 from lite_cpt.run.eval_prompt import base_files
-from lite_cpt.run.evaluate import evaluate_sets_items, mean_score, planned_generation
+from lite_cpt.run.evaluate import evaluate_sets_items, mean_score
 from lite_cpt.run.locks import waiting_lock
 from lite_cpt.run.saved_rows import _read_json, _rows_from_log, drop_after, last_intact_task
-from lite_cpt.train.oom import explain_oom
 from lite_cpt.train.rollout import rollout_engine
 from lite_cpt.train.truncation import answer_shares
 from lite_cpt.train.vllm_backend import evaluation_engine
@@ -34,9 +33,9 @@ def evaluate_row(ws: Workspace, label: str, predictions_path: Path, cot: bool
     the share of each set's answers cut at the length cap; its per-item predictions are saved to
     `predictions_path`. With rollout.backend vllm the answers come from the rollout engine
     (continuous batching, the adapter as it is now; none inside `disable_adapter()`)."""
-    gen = planned_generation(ws.recipe)
+    gen = ws.evaluation.generation
     sets = ws.evalsets + ws.general
-    with explain_oom(ws.recipe, "evaluation"), task_progress(ws.console, f"evaluating {label}") as advance, \
+    with ws.evaluation.guard(), task_progress(ws.console, f"evaluating {label}") as advance, \
             rollout_engine(evaluation_engine(ws)):
         done = iter(range(1, len(sets) + 1))
         items = evaluate_sets_items(ws.model, ws.processor, sets, gen, cot=cot,

@@ -1,5 +1,7 @@
-"""What the arms of one process share (the base model, the tasks, the evaluation sets), and
-reading a task's usable examples: the run loop (continual) and the row files (rows) both read it."""
+"""What the arms of one process share (the base model, the tasks, the evaluation sets and how
+they are evaluated), and reading a task's usable examples: the run loop (continual) and the row
+files (rows) both read it. It holds no recipe: the loop resolves what it needs once
+(lite_cpt.run.unit_plan)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from rich.console import Console
 
 from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.planner.calibration import Calibration
-from lite_cpt.recipe import Recipe
 from lite_cpt.run.evaluate import EvalSet
+from lite_cpt.run.unit_plan import EvaluationPlan
 from lite_cpt.tasks.base import Task
 from lite_cpt.tracking.tracker import RunTracker
 from lite_cpt.train.overlong import drop_overlong
@@ -23,10 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Workspace:
-    """Everything the arms share within one process: base model, tasks, evaluation sets."""
+    """Everything the arms share within one process and seed: base model, tasks, evaluation sets."""
 
-    recipe: Recipe
-    run_dir: Path
+    run_dir: Path  # <run>/seed_<k>/
     model: object  # PeftModel with one adapter, re-initialised per arm
     processor: object
     tasks: list[Task]
@@ -34,6 +35,7 @@ class Workspace:
     general: list[EvalSet]
     console: Console | None
     _train_cache: dict
+    evaluation: EvaluationPlan  # generation settings (batch resolved) of every row of this seed
     calibration: Calibration | None = None  # throughputs of the time plan (used on its own device only)
     tracker: RunTracker | None = None
     rollout_engine: object | None = None  # vLLM (recipe rollout.backend), built by the first GRPO phase or evaluation

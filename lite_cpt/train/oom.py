@@ -1,18 +1,21 @@
 """Out-of-GPU-memory errors turned into one clear `UserError`: the phase that ran out, the
 planner's estimate for it on this GPU, and the recipe knobs to turn.
 
-    with explain_oom(recipe, "grpo_step", arm=arm.name):
+    with explain_oom(plan_for, "grpo_step", arm=arm.name):
         loss.backward()
+
+`plan_for(gpu_gb)` makes the memory plan the message quotes (the run's unit plan binds it to the
+recipe, lite_cpt.run.unit_plan); it runs only once an allocation has failed.
 """
 
 from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from lite_cpt.errors import UserError
-from lite_cpt.planner import Plan, advice_for, gpu_memory_gb, plan
+from lite_cpt.planner import Plan, advice_for, gpu_memory_gb
 from lite_cpt.train.phase import PHASES
 
 # Substrings of the errors CUDA, cuBLAS and torch raise when an allocation fails.
@@ -20,6 +23,9 @@ OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudaerrormemoryal
 ALLOCATOR_HINT = (
     "set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to cut allocator fragmentation"
 )
+#: The memory plan of a recipe (or one of its arms) on a GPU of this many GiB.
+PlanFor = Callable[[float], Plan]
+
 # Knobs to try when no plan is available, by phase.
 GENERIC_ADVICE = {
     "sft_step": ["lower arms.<arm>.micro_batch_size", "lower tasks.*.max_answer_tokens", "lower model.max_pixels"],
@@ -114,22 +120,24 @@ def oom_advice(plan_or_none: Plan | None, phase: str, exc: BaseException, *, arm
     return "\n".join(lines)
 
 
-def _plan_quietly(recipe, arm: str | None, gpu_gb: float | None) -> Plan | None:
+def _plan_quietly(plan_for: PlanFor | None, gpu_gb: float | None) -> Plan | None:
     """A plan for the error message, or None when the planner itself cannot run here."""
     try:
         gpu = gpu_gb if gpu_gb is not None else gpu_memory_gb()
-        if gpu is None:
+        if gpu is None or plan_for is None:
             return None
-        return plan(recipe, gpu, arm=arm)
+        return plan_for(gpu)
     except Exception:  # the message must still come out if the recipe cannot be planned
         return None
 
 
 @contextmanager
-def explain_oom(recipe, phase: str, *, arm: str | None = None, gpu_gb: float | None = None) -> Iterator[None]:
-    """Re-raise an out-of-memory error inside the block as a `UserError` from `oom_advice`.
+def explain_oom(plan_for: PlanFor | None, phase: str, *, arm: str | None = None,
+                gpu_gb: float | None = None) -> Iterator[None]:
+    """Re-raise an out-of-memory error inside the block as a `UserError` from `oom_advice`,
+    quoting `plan_for(gpu_gb)` (None: no plan, generic advice).
 
-    Usable as a decorator too (`@explain_oom(recipe, "sft_step")`). `gpu_gb` defaults to the
+    Usable as a decorator too (`@explain_oom(plan_for, "sft_step")`). `gpu_gb` defaults to the
     current CUDA device's memory. Other exceptions pass through untouched.
     """
     if phase not in PHASES:
@@ -139,11 +147,11 @@ def explain_oom(recipe, phase: str, *, arm: str | None = None, gpu_gb: float | N
     except Exception as exc:
         if not is_oom(exc):
             raise
-        message = oom_advice(_plan_quietly(recipe, arm, gpu_gb), phase, exc, arm=arm)
+        message = oom_advice(_plan_quietly(plan_for, gpu_gb), phase, exc, arm=arm)
         # The traceback holds the failed step's frames and so its tensors; drop it so that the
         # memory can be freed as soon as the stack unwinds.
         exc.__traceback__ = None
         raise UserError(message) from None
 
 
-__all__ = ["explain_oom", "is_oom", "oom_advice"]
+__all__ = ["PlanFor", "explain_oom", "is_oom", "oom_advice"]

@@ -229,7 +229,7 @@ def draw_groups(model, processor, rft: RFTConfig, phase: Phase, plan: DrawPlan, 
                 model, processor, plan.stream.take(want), rft, group_size=rft.group_size,
                 generator_seed=derived_seed(phase.seed, "rollout", step, len(draw.candidates),
                                             bits=ROLLOUT_SEED_BITS),
-                rollout_batch_size=phase.knobs.rollout_batch_size, with_baseline=rft.advantage == "remax",
+                rollout_batch_size=phase.knobs.prompts_per_call, with_baseline=rft.advantage == "remax",
             )
         draw.prompts_drawn += want
         draw.candidates.append(rollouts)
@@ -314,7 +314,7 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
     statistics and the non-finite counters (the checkpointer adds weights, optimizer, RNGs)."""
     weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
     optimizer, _ = adamw(model, arm.lr, weight_decay, "train_rft")
-    kl_beta = arm.rft.kl_beta if arm.rft.kl else 0.0
+    kl_beta = arm.rft.kl_beta if arm.rft.uses_kl else 0.0
     guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, kl_beta={kl_beta}, dtype={model_dtype(model)}",
                            phase.max_weight)
     first, elapsed = 0, 0.0

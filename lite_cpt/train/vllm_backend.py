@@ -206,43 +206,45 @@ def adapter_fingerprint(model) -> tuple:
                                  ).flatten().tolist())
 
 
-def engine_for(ws, arm, arm_dir: Path) -> VllmRollouts | None:
+def engine_for(ws, rollout, arm_dir: Path) -> VllmRollouts | None:
     """The rollout engine of an arm's phase: None for transformers generate (rollout.backend hf)
-    and for arms without rollouts; one vLLM engine per process (kept on the workspace), the
-    adapters it serves (for rollouts and the arm's evaluation) saved under the arm's directory."""
-    if ws.recipe.rollout.backend != "vllm":
-        return None
+    and for arms without rollouts (`rollout` None: lite_cpt.run.unit_plan.RolloutPlan); one vLLM
+    engine per process (kept on the workspace), the adapters it serves (for rollouts and the arm's
+    evaluation) saved under the arm's directory."""
     if ws.rollout_engine is not None:  # every arm's evaluation pushes into its own directory
         ws.rollout_engine.scratch_dir = Path(arm_dir) / "vllm_adapters"
-    if "rft" not in arm.method:
+    if rollout is None:
         return None
-    return evaluation_engine(ws, Path(arm_dir) / "vllm_adapters")
+    return evaluation_engine(ws, Path(arm_dir) / "vllm_adapters", rollout)
 
 
-def evaluation_engine(ws, scratch_dir: Path | None = None) -> VllmRollouts | None:
-    """The engine evaluation generates on: None with rollout.backend hf, else the process's vLLM
-    engine (built at its first use; adapters pushed under `scratch_dir`, else where the arm's
-    phase put them, else a private temporary directory)."""
-    if ws.recipe.rollout.backend != "vllm":
+def evaluation_engine(ws, scratch_dir: Path | None = None, rollout=None) -> VllmRollouts | None:
+    """The engine evaluation generates on: None with rollout.backend hf (the seed's evaluation
+    plan has no engine), else the process's vLLM engine (built at its first use from `rollout`
+    or the evaluation plan's; adapters pushed under `scratch_dir`, else where the arm's phase put
+    them, else a private temporary directory)."""
+    rollout = rollout or ws.evaluation.engine
+    if rollout is None:
         return None
     if ws.rollout_engine is None:
         import tempfile
 
         scratch = scratch_dir or Path(tempfile.mkdtemp(prefix="lite-cpt-vllm-"))
-        ws.rollout_engine = build_rollout_engine(ws.recipe, ws.model, ws.processor, scratch)
+        ws.rollout_engine = build_rollout_engine(rollout, ws.model, ws.processor, scratch)
     if scratch_dir is not None:
         ws.rollout_engine.scratch_dir = scratch_dir
     return ws.rollout_engine
 
 
-def build_rollout_engine(recipe, model, processor, scratch_dir: str | Path) -> VllmRollouts:
-    """The engine for `recipe`: the trainer's base (the tiny base directory, or model.name in NF4
-    when the trainer quantizes it), its LoRA rank, room for the longest prompt and answer."""
+def build_rollout_engine(rollout, model, processor, scratch_dir: str | Path) -> VllmRollouts:
+    """The engine of `rollout` (its model section, engine settings and longest sequence): the
+    trainer's base (the tiny base directory, or model.name in NF4 when the trainer quantizes it),
+    its LoRA rank, room for the longest prompt and answer."""
     from lite_cpt.device_policy import resolve_device
     from lite_cpt.models import resolve_quantization
     from lite_cpt.train.rollout import model_dtype
 
-    cfg = recipe.model
+    cfg = rollout.model
     if cfg.name == "tiny":  # the directory the trainer's tiny base was loaded from
         from lite_cpt.train.logprob import unwrap
 
@@ -253,17 +255,5 @@ def build_rollout_engine(recipe, model, processor, scratch_dir: str | Path) -> V
         raise UserError(f"rollout.backend: vllm loads the base in 4-bit (nf4) or unquantized, not "
                         f"model.quantization={quantization}; change one of them")
     return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantization == "nf4",
-                        max_model_len=longest_sequence(recipe), settings=recipe.rollout,
+                        max_model_len=rollout.max_model_len, settings=rollout.settings,
                         scratch_dir=scratch_dir)
-
-
-def longest_sequence(recipe) -> int:
-    """Tokens one request may need: the longest prompt the tasks allow and the longest answer."""
-    prompt = max((t.max_prompt_tokens for t in recipe.tasks), default=DEFAULT_PROMPT_TOKENS)
-    answer = max([a.rft.max_new_tokens for a in recipe.arms if hasattr(a, "rft")]
-                 + [recipe.evaluation.generation.max_new_tokens])
-    return prompt + answer
-
-
-#: Room for a prompt whose task sets no max_prompt_tokens.
-DEFAULT_PROMPT_TOKENS = 2048
