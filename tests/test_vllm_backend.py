@@ -202,7 +202,7 @@ def test_rif_estimate_runs_on_the_engine_in_one_call_with_the_current_adapter(se
     model, processor, engine = setup
     reset_adapter(model, seed=0)
     perturb_adapter(model, seed=6)
-    arm = ArmConfig(name="rif_rft", lr=2e-2, max_steps_per_task=1,
+    arm = arm_config(name="rif_rft", lr=2e-2, max_steps_per_task=1,
                     rif={"rollouts": 3, "mode": "offline", "budget": "filtered"},
                     rft={"group_size": 3, "prompts_per_step": 2, "max_new_tokens": 4, "cot": False, "kl": False})
     method = build_arm(arm, model, processor, lambda name: [])
