@@ -219,15 +219,15 @@ def engine_advice(engine: Engine, trainer_gb: float, usable_gb: float) -> tuple[
                 f"({engine.fixed_gb:.1f} GiB) and one full-length sequence need ({start * engine.gpu_gb:.1f} GiB): "
                 "set rollout.backend: hf, or use a GPU with more memory"], []
     chosen = min(useful, largest)
-    probe = replace(engine, utilization=chosen)
-    n = min(probe.slots().values())
-    range_text = f"{start:.2f} starts it, {useful:.2f} holds {engine.useful_sequences} of every task's sequences"
-    what = (f"vLLM's share {probe.share_gb:.1f} GiB holds {n}+ sequences at once; {range_text}; above {largest:.2f} "
-            f"the trainer's {trainer_gb:.1f} GiB does not fit")
-    line = f"set rollout.gpu_memory_utilization: {chosen:.2f} (now {now:g}; --set rollout.gpu_memory_utilization={chosen:.2f}): {what}"
+    slots = replace(engine, utilization=chosen).slots().values()
+    what = (f"vLLM's share {chosen * engine.gpu_gb:.1f} GiB decodes {min(slots)}-{max(slots)} sequences at once "
+            f"(by task); {start:.2f} starts it, {useful:.2f} holds {engine.useful_sequences} of every task's; "
+            f"above {largest:.2f} the trainer's {trainer_gb:.1f} GiB does not fit")
     if not fits:
-        return [line], []
-    if chosen > now and min(engine.slots().values()) < n:
-        return [], [f"vLLM decodes {min(engine.slots().values())} sequences at once at rollout.gpu_memory_utilization "
-                    f"{now:g}; {line.removeprefix('set ')}"]
+        return [f"set rollout.gpu_memory_utilization: {chosen:.2f} (now {now:g}; "
+                f"--set rollout.gpu_memory_utilization={chosen:.2f}): {what}"], []
+    fewest = min(engine.slots().values())
+    if chosen > now and fewest < engine.useful_sequences:
+        return [], [f"vLLM decodes as few as {fewest} sequences at once at rollout.gpu_memory_utilization {now:g}; "
+                    f"--set rollout.gpu_memory_utilization={chosen:.2f}: {what}"]
     return [], []
