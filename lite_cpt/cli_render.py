@@ -26,6 +26,10 @@ COMPONENT_LABELS = {
     "generation_transient": "forward working",
     "fragmentation": "allocator slack",
     "cuda_context": "CUDA context",
+    "engine_weights": "vLLM: weights",
+    "engine_adapter": "vLLM: LoRA slot",
+    "engine_overhead": "vLLM: overhead",
+    "engine_kv_cache": "vLLM: KV cache",
 }
 
 
@@ -60,6 +64,8 @@ def render_plan(plan: Plan, console) -> None:
     console.print("[dim]peak: fused log-prob at the chosen knobs; naive: tokens x vocab logits "
                   "materialised; min-knobs: micro-batch 1, smallest chunk, one prompt per generate; "
                   "act.: activations.")
+    for line in plan.engine.describe() if plan.engine is not None else []:
+        console.print(line)
     knobs = Table(title="knobs per arm")
     for column in ("arm", "method", "micro_batch", "token budget (most sequences)", "logprob_chunk",
                    "rollout_batch", "fits"):

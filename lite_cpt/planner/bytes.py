@@ -300,9 +300,20 @@ def _generation_instants(work: Workload, *, sequences: int, prompt: int, new: in
     return [vision, prefill, decode]
 
 
-def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> list[Instant]:
-    frozen = sum(frozen_weight_bytes(work).values())
+def generation_resident_bytes(work: Workload, phase: str) -> dict[str, float]:
+    """What the trainer keeps on the GPU in a phase without gradients (gradients are freed): the
+    frozen base, the adapter, the KL reference adapter; in a GRPO phase ("rollout") also the
+    vision feature cache and the optimizer state, which lives on between updates."""
     lora = lora_state_bytes(work)
+    resident = {"frozen_weights": sum(frozen_weight_bytes(work).values()), "lora_weights": lora["lora_weights"]}
+    if "reference_adapter" in lora:
+        resident["reference_adapter"] = lora["reference_adapter"]
+    if phase == "evaluation":
+        return resident
+    return {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"]}
+
+
+def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> list[Instant]:
     if phase == "sft_step":
         return [instant for shape in micro_batch_shapes(work, knobs, work.answer_tokens)
                 for instant in _train_instants(work, knobs, shape, logits_all=True, extra={}, naive=naive)]
@@ -314,22 +325,17 @@ def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = Fa
             found[0].components["grpo_loss"] = shape[0] * shape[2] * GRPO_LOSS_BYTES_PER_TOKEN
             instants += found
         return instants
-    # Phases without gradients: the optimizer state lives on (RFT), gradients are freed.
-    resident = {"frozen_weights": frozen, "lora_weights": lora["lora_weights"]}
-    if "reference_adapter" in lora:
-        resident["reference_adapter"] = lora["reference_adapter"]
     if phase == "rollout":
-        base = {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"]}
         return _generation_instants(work, sequences=knobs.rollout_batch_size * work.rollout_group,
-                                    prompt=work.prompt_tokens, new=work.new_tokens, base=base,
+                                    prompt=work.prompt_tokens, new=work.new_tokens,
+                                    base=generation_resident_bytes(work, phase),
                                     sampling_bytes=SAMPLING_BYTES_PER_LOGIT)
     if phase == "evaluation":
         return _generation_instants(work, sequences=work.eval_batch, prompt=work.prompt_tokens,
-                                    new=work.eval_new_tokens, base=resident,
+                                    new=work.eval_new_tokens, base=generation_resident_bytes(work, phase),
                                     sampling_bytes=GREEDY_BYTES_PER_LOGIT)
     if phase == "logprob_pass":
-        base = {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"],
-                "rollout_buffers": rollout_buffer_bytes(work)}
+        base = {**generation_resident_bytes(work, "rollout"), "rollout_buffers": rollout_buffer_bytes(work)}
         return [instant for shape in micro_batch_shapes(work, knobs, work.new_tokens)
                 for instant in _logprob_instants(work, knobs, shape, base, naive)]
     raise ValueError(f"unknown phase '{phase}'; phases: {', '.join(PHASES)}")

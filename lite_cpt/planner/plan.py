@@ -25,6 +25,7 @@ from lite_cpt.planner.bytes import (
 from lite_cpt.planner.search import advice_for, choose_eval_batch, choose_knobs, floor_knobs
 from lite_cpt.planner.shapes import lora_layout, parameter_counts, resolve_shape, total_parameters
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration, check_calibration
+from lite_cpt.planner.engine import Engine, engine_of, on_engine, with_engine
 from lite_cpt.planner.timeplan import ArmTime, arm_time, base_evaluation_seconds, counts_of
 from lite_cpt.planner.workload import PHASES, Knobs, Workload, arm_phases, image_tokens_of, workload_of
 
@@ -77,6 +78,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     calibration: Calibration = REFERENCE_24GB
     base_evaluation_hours: float | None = None
+    engine: Engine | None = None  # the vLLM engine (rollout.backend: vllm)
 
     @property
     def fits(self) -> bool:
@@ -144,6 +146,7 @@ class Plan:
                 "nf4_double_quant": NF4_DOUBLE_QUANT,
                 "unit": "GiB (2^30 bytes)",
             },
+            **({"engine": self.engine.to_json()} if self.engine is not None else {}),
         }
 
 
@@ -207,11 +210,15 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
     calibration = calibration or REFERENCE_24GB
     notes += check_calibration(calibration, recipe.model.name, parameters["total"])
     arm_plans = {}
-    for config, work in zip(arms, works):
-        counts = counts_of(recipe, config, calibration)
+    counts_by_arm = [counts_of(recipe, config, calibration) for config in arms]
+    engine = engine_of(recipe, works, gpu_gb, calibration, counts_by_arm)  # None: rollout.backend hf
+    for work, counts in zip(works, counts_by_arm):
         arm_plans[work.arm] = plan_workload(work, gpu_gb)
-        arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, counts)
-    base_eval = base_evaluation_seconds(works[0], calibration, counts_of(recipe, arms[0], calibration))
+        arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, on_engine(counts, engine))
+    if engine is not None:  # rollout and evaluation generate on the engine
+        arm_plans, engine_notes = with_engine(arm_plans, engine, gpu_gb * (1 - SAFETY_MARGIN))
+        notes += engine_notes
+    base_eval = base_evaluation_seconds(works[0], calibration, on_engine(counts_by_arm[0], engine))
     notes += answer_length_notes(recipe, arms, calibration)
     return Plan(
         model=shape.name,
@@ -223,6 +230,7 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         notes=notes,
         calibration=calibration,
         base_evaluation_hours=None if base_eval is None else base_eval / 3600,
+        engine=engine,
     )
 
 

@@ -27,8 +27,11 @@ Every phase is a count of work times a measured (or default) rate:
     base evaluation (row 0, once per run) is reported apart from the arms.
 
 With `rollout.backend: vllm` rollouts, RIF's estimate and evaluation run on the continuously
-batched engine: CONTINUOUS_SLOTS slots, each answer its expected (mean) length, one drain of the
-tail per call. Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
+batched engine: as many slots as its KV cache holds sequences of the expected prompt + answer
+(`engine_slots`, up to max_num_seqs; the memory plan sizes the cache, planner/engine.py), each
+answer its expected (mean) length, one drain of the tail per call. Without the engine's figure
+(a prediction made with no GPU size: `predicted_phases` on a machine without CUDA) the slots
+fall back to CONTINUOUS_SLOTS. Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
 counted at `max_new_tokens` steps (sampled answers with a chain of thought reach it): an upper
 bound when they end early. Evaluation calls end with their longest answer: chains of thought
 (RL arms and the base model when the evaluation asks for one) at `max_new_tokens`, an
@@ -52,10 +55,10 @@ from lite_cpt.planner.workload import Knobs, Workload, workload_of
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
 PROMPT_TEXT_TOKENS = 160
-#: Sequences a continuous-batching backend (vLLM) keeps decoding at once: the step cost's
-#: saturation point (SATURATING_SEQUENCES of the planner's workload). Its paged KV cache holds
-#: them at their real lengths (64 x ~1,000 tokens x 56 KB = 3.6 GB for the 7B), where HF generate
-#: reserves each row's full length; the rollout phase's memory plan is the HF one, an upper bound.
+#: Sequences a continuous-batching backend (vLLM) keeps decoding at once when the size of its KV
+#: cache is unknown (no GPU size to plan it on): the step cost's saturation point
+#: (SATURATING_SEQUENCES of the planner's workload). With a GPU size the engine's KV cache decides
+#: (`engine_slots`).
 CONTINUOUS_SLOTS = 64
 TIME_PHASES = ("rif_rollout", "rollout", "logprob_pass", "grpo_step", "sft_step", "evaluation")
 
@@ -90,6 +93,8 @@ class Counts:
     continuous: bool = False  # the rollout backend refills finished answers' slots (decode tracks the mean)
     mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
     rif_compute: bool = False  # offline RIF whose estimate counts against RFT's rollouts
+    engine_kv_tokens: int | None = None  # the vLLM engine's KV cache in tokens (None: not planned)
+    max_num_seqs: int = 256  # rollout.max_num_seqs: the most sequences the engine decodes at once
 
     def mean_prompt(self, work: Workload, cal: Calibration) -> float:
         """The tasks' mean expected prompt (for evaluation, which mixes them)."""
@@ -151,6 +156,7 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
         rif_compute=arm.method == "rif_rft" and arm.rif.mode == "offline" and arm.rif.budget == "compute",
         shared_prefix=rft.shared_prefix,
         continuous=recipe.rollout.backend == "vllm",
+        max_num_seqs=recipe.rollout.max_num_seqs,
     )
 
 
@@ -167,6 +173,35 @@ def answer_tokens(work: Workload, cal: Calibration | None = None) -> float:
     if cal is not None and cal.answer_tokens and cal.model == work.shape.name:
         return min(work.answer_tokens, cal.answer_tokens)
     return work.answer_tokens
+
+
+def engine_slots(kv_tokens: int, max_num_seqs: int, tokens_per_sequence: float) -> int:
+    """Sequences the engine decodes at once: min(max_num_seqs, KV tokens // tokens per sequence)."""
+    return min(max_num_seqs, int(kv_tokens // max(1.0, tokens_per_sequence)))
+
+
+def continuous_slots(counts: Counts, tokens_per_sequence: float, static_per_call: int) -> int:
+    """Slots of the continuously batched engine for sequences of `tokens_per_sequence` expected
+    tokens: its KV cache's when planned (at least one: an engine without room for one does not
+    start, which the memory plan says), else CONTINUOUS_SLOTS (or the static call, if larger)."""
+    if counts.engine_kv_tokens is None:
+        return max(static_per_call, CONTINUOUS_SLOTS)
+    return max(1, engine_slots(counts.engine_kv_tokens, counts.max_num_seqs, tokens_per_sequence))
+
+
+def rollout_sequence_tokens(work: Workload, cal: Calibration | None, task: TaskCounts) -> float:
+    """Expected tokens of one rollout of `task`: its prompt and its mean answer (the cap without lengths)."""
+    answer = task.answers.mean_capped(work.new_tokens) if task.answers is not None else work.new_tokens
+    return (task.prompt or prompt_tokens(work, cal)) + answer
+
+
+def evaluation_sequence_tokens(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> float:
+    """Expected tokens of one evaluation sequence: the tasks' mean prompt and the answer the
+    evaluation decodes (a chain of thought's pooled mean, else `evaluation_steps`)."""
+    answers = evaluation_answers(work, counts, trained)
+    answer = answers.mean_capped(work.eval_new_tokens) if answers is not None else evaluation_steps(
+        work, cal, counts, trained=trained)
+    return counts.mean_prompt(work, cal) + answer
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +272,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     prompts = updates * work.prompts_per_step
     per_call = knobs.prompts_per_call * g
     if counts.continuous:  # paged KV: slots hold answers of their real length, not all at the cap
-        per_call = max(per_call, CONTINUOUS_SLOTS)
+        per_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), per_call)
     measured = rl_measured_here(work, knobs, cal)
     decode = dict(answers=task.answers, continuous=counts.continuous)
     if measured and cal.rollout_s_per_sequence:
@@ -252,7 +287,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
         k = work.rif_rollouts
         rif_call = knobs.prompts_per_call * k
         if counts.continuous:
-            rif_call = max(rif_call, CONTINUOUS_SLOTS)
+            rif_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), rif_call)
         out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
                                                 new_tokens=new, group_size=k, **decode)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
@@ -337,15 +372,21 @@ def evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, *, trai
 def continuous_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts, prompts: int, *,
                                   trained: bool) -> float:
     """Seconds of one evaluation on the rollout engine (rollout.backend vllm): every prompt of the
-    row in one call of CONTINUOUS_SLOTS (or the evaluation batch, if larger) slots, refilled as
-    answers end, so chains of thought cost their mean length per slot and one drain of the tail
-    (the tasks' pooled lengths, as `evaluation_steps` takes them); short answers, or answers of
-    unknown length, `evaluation_steps` per slot."""
-    answers = counts.pooled_answers() if counts.eval_cot and (work.is_rft or not trained) else None
+    row in one call of the engine's slots (`continuous_slots`), refilled as answers end, so chains
+    of thought cost their mean length per slot and one drain of the tail (the tasks' pooled
+    lengths, as `evaluation_steps` takes them); short answers, or answers of unknown length,
+    `evaluation_steps` per slot."""
+    answers = evaluation_answers(work, counts, trained)
     steps = work.eval_new_tokens if answers is not None else evaluation_steps(work, cal, counts, trained=trained)
-    return generation_seconds(cal, sequences=prompts, per_call=max(work.eval_batch, CONTINUOUS_SLOTS),
-                              prompt=counts.mean_prompt(work, cal), new_tokens=steps, answers=answers,
-                              continuous=True)
+    slots = continuous_slots(counts, evaluation_sequence_tokens(work, cal, counts, trained=trained), work.eval_batch)
+    return generation_seconds(cal, sequences=prompts, per_call=slots, prompt=counts.mean_prompt(work, cal),
+                              new_tokens=steps, answers=answers, continuous=True)
+
+
+def evaluation_answers(work: Workload, counts: Counts, trained: bool) -> AnswerLengths | None:
+    """The answer lengths an evaluation decodes: chains of thought (RL arms, and every model
+    before training, asked for one) at the tasks' pooled lengths; None for short answers."""
+    return counts.pooled_answers() if counts.eval_cot and (work.is_rft or not trained) else None
 
 
 UNKNOWN_SIZES = "a task or benchmark has size null (all rows): set train_size, test_size and size to predict its time"

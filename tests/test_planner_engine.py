@@ -1,0 +1,148 @@
+"""The vLLM engine in the plan (rollout.backend: vllm): its share of the GPU, KV cache, slots,
+the generation phases' peak and the rollout.gpu_memory_utilization advice, against hand
+computations on the faithful recipe's 7B (planner/engine.py)."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from lite_cpt.planner import plan, plan_workload, workload_of
+from lite_cpt.planner.bytes import GIB, frozen_weight_bytes
+from lite_cpt.planner.lengths import AnswerLengths
+from lite_cpt.planner.timeplan import counts_of, evaluation_seconds, prompt_tokens
+from lite_cpt.recipe import load_recipe
+
+# Qwen2.5-VL-7B: LoRA r=64 on the 7 linears of 28 layers, r·(in + out) each:
+# q, o 3584->3584; k, v 3584->512; gate, up 3584->18944; down 18944->3584.
+LORA_PARAMS = 28 * 64 * (2 * 7168 + 2 * 4096 + 3 * 22528)
+KV_PER_TOKEN = 2 * 28 * 4 * 128 * 2  # K and V, 28 layers, 4 KV heads of 128, bf16
+OVERHEAD = 2.0
+
+
+def _seven(*overrides):
+    return load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm", *overrides], check_data=False)
+
+
+def _weights_gb(recipe):
+    return sum(frozen_weight_bytes(workload_of(recipe, recipe.arms[0])).values()) / GIB
+
+
+def _vizwiz_tokens(recipe):
+    rft = next(a for a in recipe.arms if a.name == "rft")
+    prompt = {t.name: t.prompt for t in counts_of(recipe, rft).tasks}["vizwiz"]
+    return prompt + AnswerLengths(150.0, 0.8, "").mean_capped(2048)
+
+
+def test_the_engines_kv_cache_and_slots_by_hand():
+    """48 GiB at 0.3: a 14.4 GiB share less the 7B's weights, the LoRA slot (r 64, bf16) and the
+    overhead; the rest in blocks of 16 tokens of 56 KiB; slots = KV tokens // (prompt + mean answer)."""
+    recipe = _seven()
+    assert LORA_PARAMS == 161_480_704
+    engine = plan(recipe, 48).engine
+    kv_gb = 0.3 * 48 - _weights_gb(recipe) - LORA_PARAMS * 2 / GIB - OVERHEAD
+    assert engine.kv_cache_gb == pytest.approx(kv_gb)
+    assert 5.6 < kv_gb < 5.7
+    tokens = math.floor(kv_gb * GIB / KV_PER_TOKEN / 16) * 16
+    assert engine.kv_tokens == tokens
+    vizwiz = _vizwiz_tokens(recipe)
+    assert 1900 < vizwiz < 1920  # VizWiz's 1296x968 photos: ~1,600 image tokens + the text, mean answer ~150
+    assert engine.slots()["vizwiz"] == tokens // vizwiz == 55
+    assert engine.longest_sequence == 2048 + 2048 and engine.holds_longest
+    assert plan(recipe, 48).to_json()["engine"]["slots"]["vizwiz"] == 55
+
+
+def test_the_time_plan_decodes_in_the_engines_slots_by_hand():
+    """A tiny arm whose engine holds 3 sequences of the evaluation's prompt + 7 answer steps: the
+    10 evaluation prompts go in calls of 3, 3, 3, 1 (each its prefill and 7 steps), not 64 slots."""
+    from test_timeplan_vllm import _arm
+
+    work, cal, counts = _arm("vllm")
+    p = prompt_tokens(work)
+    engine = dataclasses.replace(counts, engine_kv_tokens=3 * (p + 7) + 5)
+    by_hand = sum(b * p / 100 + 7 * (0.1 + b * 0.01) for b in (3, 3, 3, 1))
+    assert evaluation_seconds(work, cal, engine) == pytest.approx(by_hand)
+    # no engine figure (no GPU size): CONTINUOUS_SLOTS, the 10 prompts in one call
+    assert evaluation_seconds(work, cal, counts) == pytest.approx(10 * p / 100 + 7 * (0.1 + 10 * 0.01))
+
+
+def test_generation_phases_peak_at_the_trainers_resident_state_plus_the_engines_share():
+    """rft at 48 GiB: rollout = (frozen base + LoRA + KL reference + AdamW m, v + vision cache)
+    x 1.05 + 0.5 GiB CUDA context + 0.3 x 48; evaluation without the optimizer state or the
+    cache; the training phases (engine asleep) as with transformers generate."""
+    recipe, hf = _seven(), load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    vllm_plan, hf_plan = plan(recipe, 48), plan(hf, 48)
+    rft = vllm_plan.arms["rft"]
+    frozen = _weights_gb(recipe) * GIB
+    lora = LORA_PARAMS * 4
+    cache = rft.workload.vision_cache_bytes
+    rollout = (frozen + lora + lora + 8 * LORA_PARAMS + cache) * 1.05 / GIB + 0.5 + 14.4
+    evaluation = (frozen + lora + lora) * 1.05 / GIB + 0.5 + 14.4
+    assert rft.phases["rollout"].peak_gb == pytest.approx(rollout)
+    assert rft.phases["evaluation"].peak_gb == pytest.approx(evaluation)
+    for phase in ("rollout", "evaluation"):
+        assert sum(rft.phases[phase].components.values()) == pytest.approx(rft.phases[phase].peak_gb)
+    for phase in ("logprob_pass", "grpo_step"):
+        assert rft.phases[phase].to_json() == hf_plan.arms["rft"].phases[phase].to_json()
+    assert vllm_plan.arms["sft"].phases["sft_step"].to_json() == hf_plan.arms["sft"].phases["sft_step"].to_json()
+    assert vllm_plan.fits
+
+
+def test_a_share_without_room_for_the_weights_is_refused_with_the_utilization_that_fits():
+    """24 GiB at 0.3: 7.2 GiB do not hold the 6.4 GiB weights + LoRA slot + 2 GiB overhead. The
+    advice: the largest share the trainer leaves room for (21.6 GiB usable less its 9.8 GiB during
+    rollouts), since holding 64 VizWiz sequences would need more."""
+    recipe = _seven()
+    result = plan(recipe, 24)
+    assert not result.fits and not result.engine.holds_longest and result.engine.kv_tokens == 0
+    rft = result.arms["rft"]
+    assert not rft.phases["rollout"].fits and rft.phases["grpo_step"].fits
+    trainer = rft.phases["rollout"].peak_gb - max(7.2, result.engine.fixed_gb)
+    largest = math.floor(100 * (21.6 - trainer) / 24) / 100
+    fixed = _weights_gb(recipe) + LORA_PARAMS * 2 / GIB + OVERHEAD
+    useful = math.ceil(100 * (fixed + (64 * _vizwiz_tokens(recipe) + 16) * KV_PER_TOKEN / GIB) / 24) / 100
+    assert (largest, useful) == (0.49, 0.64)
+    [line] = [a for a in result.advice if "gpu_memory_utilization" in a]
+    assert "--set rollout.gpu_memory_utilization=0.49" in line and "0.64 holds 64 of every task's" in line
+    assert "decodes 29-88 sequences at once" in line
+    assert result.advice == [line]  # the transformers generation phases' advice is gone
+    advised = plan(_seven("rollout.gpu_memory_utilization=0.49"), 24)
+    assert advised.fits and advised.arms["rft"].phases["rollout"].peak_gb <= 21.6
+    assert advised.engine.slots()["vizwiz"] == advised.engine.kv_tokens // _vizwiz_tokens(recipe) == 29
+    assert advised.arms["rft"].time.hours < plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False),
+                                                 24).arms["rft"].time.hours
+
+
+def test_a_trainer_that_leaves_no_room_for_the_engine_is_told_to_use_transformers():
+    result = plan(_seven(), 16)
+    line = next(a for a in result.advice if "vLLM generates" in a)
+    assert "set rollout.backend: hf, or use a GPU with more memory" in line
+
+
+def test_an_engine_that_fits_with_few_slots_gets_a_note():
+    """48 GiB at 0.3 fits with 55 VizWiz slots; a larger share (within the trainer's room) holds 64."""
+    notes = plan(_seven(), 48).notes
+    assert any("vLLM decodes as few as 55 sequences at once" in n and "--set rollout.gpu_memory_utilization=" in n
+               for n in notes)
+
+
+def test_the_transformers_backends_plan_has_no_engine():
+    """rollout.backend hf: generation phases as transformers generate plans them, no engine."""
+    hf = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    result = plan(hf, 24)
+    assert result.engine is None and "engine" not in result.to_json()
+    work = result.arms["rft"].workload
+    alone = plan_workload(work, 24)
+    for phase in ("rollout", "evaluation"):
+        assert result.arms["rft"].phases[phase].to_json() == alone.phases[phase].to_json()
+    assert counts_of(hf, hf.arms[1]).engine_kv_tokens is None
+
+
+def test_the_plan_table_shows_the_engine(capsys):
+    from lite_cpt.cli import plan_recipe_file
+
+    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), ["rollout.backend=vllm"], 48, False, None) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "vLLM engine (rollout.backend: vllm)" in out and "share 0.3 x 48 = 14.40 GiB" in out
+    assert "vizwiz 55" in out
