@@ -115,7 +115,11 @@ class VllmRollouts:
             self._asleep = True
 
     def wake(self) -> None:
+        """Bring the engine back for the next generation. The trainer's cached blocks (its last
+        update's activations) go back to the driver first: the memory plan counts the engine's
+        share beside the trainer's resident state, not beside its training peak."""
         if self._asleep:
+            torch.cuda.empty_cache()
             self.llm.wake_up()
             self._asleep = False
 
