@@ -49,7 +49,9 @@ def refuse_foreign_keys(raw: dict, model: type[BaseModel], what: str, owners: di
             continue
         holders = sorted(name for name, settings in owners.items()
                          if settings is not None and key in settings.model_fields)
-        belongs = f" (it is a setting of {', '.join(holders)})" if holders else ""
+        defaults = "arm_defaults" if "arm" in what else "task_defaults"
+        belongs = (f" (it is a setting of {', '.join(holders)}; `{defaults}.{key}.…` sets it on every entry "
+                   "that takes it)") if holders else ""
         problems.append(((key,), f"unknown key for {what}{belongs}; allowed keys: {', '.join(allowed)}", raw[key]))
     if problems:
         raise entry_error(model.__name__, problems)

@@ -119,8 +119,8 @@ def test_the_arm_registry_and_every_arm_entry_are_read_without_torch(tmp_path):
     assert result["heavy"] == [], done.stderr
     assert result["entries"]["rft"] == "ArmConfigWithRL" and result["entries"]["sft"] == "ArmConfig"
     assert result["entries"]["rif_rft"] == "ArmConfigWithRIF" and result["entries"]["ewc"] == "ArmConfigWithEWC"
-    assert ("arms.0.replay: unknown key for an arm of method 'rft' (it is a setting of replay); allowed keys: "
-            in result["refused"])
+    assert ("arms.0.replay: unknown key for an arm of method 'rft' (it is a setting of replay; "
+            "`arm_defaults.replay.…` sets it on every entry that takes it); allowed keys: " in result["refused"])
 
 
 def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_kind_and_settings():
@@ -149,7 +149,7 @@ def test_an_arm_registered_elsewhere_is_known_to_the_recipe_by_name_kind_and_set
         with pytest.raises(UserError, match="apply to SFT arms"):
             recipe_from_dict(raw)
         with pytest.raises(UserError, match=r"arms.0.outside: unknown key for an arm of method 'sft' \(it is a "
-                                            r"setting of outside_rl\)"):
+                                            r"setting of outside_rl;"):
             recipe_from_dict(tiny_recipe(Path("/nonexistent"), arms=[{"name": "sft", "outside": 2}]))
     finally:
         ARMS.unregister("outside_rl")

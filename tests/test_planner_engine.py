@@ -22,7 +22,9 @@ OVERHEAD = 2.0
 
 
 def _seven(*overrides):
-    return load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm", *overrides], check_data=False)
+    # the schema default share (the faithful recipe states its own 24 GB share, 0.49)
+    return load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3", *overrides],
+                       check_data=False)
 
 
 def _weights_gb(recipe):
@@ -110,8 +112,10 @@ def test_a_share_without_room_for_the_weights_is_refused_with_the_utilization_th
     advised = plan(_seven("rollout.gpu_memory_utilization=0.49"), 24)
     assert advised.fits and advised.arms["rft"].phases["rollout"].peak_gb <= 21.6
     assert advised.engine.slots()["vizwiz"] == advised.engine.kv_tokens // _vizwiz_tokens(recipe) == 29
-    assert advised.arms["rft"].time.hours < plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False),
-                                                 24).arms["rft"].time.hours
+    transformers = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
+    assert advised.arms["rft"].time.hours < plan(transformers, 24).arms["rft"].time.hours
+    shipped = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24)  # the recipe states 0.49
+    assert shipped.fits and shipped.arms["rft"].time.hours == advised.arms["rft"].time.hours
 
 
 def test_a_trainer_that_leaves_no_room_for_the_engine_is_told_to_use_transformers():
@@ -129,7 +133,7 @@ def test_an_engine_that_fits_with_few_slots_gets_a_note():
 
 def test_the_transformers_backends_plan_has_no_engine():
     """rollout.backend hf: generation phases as transformers generate plans them, no engine."""
-    hf = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    hf = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
     result = plan(hf, 24)
     assert result.engine is None and "engine" not in result.to_json()
     work = result.arms["rft"].workload
@@ -142,7 +146,7 @@ def test_the_transformers_backends_plan_has_no_engine():
 def test_the_plan_table_shows_the_engine(capsys):
     from lite_cpt.cli import plan_recipe_file
 
-    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), ["rollout.backend=vllm"], 48, False, None) == 0
+    assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3"], 48, False, None) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "vLLM engine (rollout.backend: vllm)" in out and "share 0.3 x 48 = 14.40 GiB" in out
     assert "vizwiz 55" in out

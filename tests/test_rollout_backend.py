@@ -74,3 +74,20 @@ def test_tis_without_a_separate_sampler_is_refused():
         load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0"], check_data=False)
     vllm = load_recipe("recipes/tiny.yaml", ["arms.4.rft.tis_cap=2.0", "rollout.backend=vllm"], check_data=False)
     assert vllm.arms[4].rft.tis_cap == 2.0
+
+
+def test_a_missing_vllm_is_said_before_any_data_or_model_loads(tmp_path, monkeypatch):
+    """rollout.backend vllm where vLLM is not installed stops the run at once with the install
+    command, not when the first GRPO phase starts."""
+    import importlib.util
+
+    import lite_cpt.run.continual as continual
+    from lite_cpt.run.continual import run_recipe
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(continual, "build_workspace", lambda *a, **k: pytest.fail("the model loaded"))
+    recipe = load_recipe("recipes/tiny.yaml", ["rollout.backend=vllm", f"output_dir={tmp_path}"], check_data=False)
+    with pytest.raises(UserError, match=r"rollout.backend: vllm needs vLLM: pip install 'lite-cpt\[vllm\]'.*"
+                                        r"rollout.backend: hf \(vllm is not installed\)"):
+        run_recipe(recipe)

@@ -23,6 +23,7 @@ SHRINK = [
     "evaluation.generation.max_new_tokens=4",
     "arms=[{name: sft, lr: 1.0e-3}, {name: rft, lr: 1.0e-3}, {name: multitask_sft, lr: 1.0e-3}]",
     "tasks.*.train_size=4", "tasks.*.test_size=2", "evaluation.general.*.size=4",
+    "rollout.backend=hf",  # vLLM runs in its own environment (tests/test_vllm_backend.py)
 ]
 
 
@@ -46,7 +47,7 @@ def test_seven_tasks_recipe_runs_on_fixtures_with_tiny_model(tmp_path, private_h
 def test_run_stops_before_the_model_when_data_is_missing(tmp_path, private_hf_home):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "recipes/seven_tasks.yaml", "model=tiny",
-                                      f"data.root={tmp_path / 'nothing'}", f"output_dir={runs}"])
+                                      f"data.root={tmp_path / 'nothing'}", f"output_dir={runs}", "rollout.backend=hf"])
     assert result.exit_code == 1
     output = " ".join(result.output.split())  # the console wraps long lines
     assert "nothing was trained" in output

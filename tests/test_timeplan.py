@@ -271,11 +271,15 @@ def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
     assert data["time"]["arms"]["rft"]["hours"] == pytest.approx(fast.arms["rft"].time.hours, abs=1e-3)
 
 
-def test_day_recipe_rft_arm_within_a_day_and_sft_arm_within_4_hours_on_24_gb_and_the_faithful_one_not():
-    day = plan(load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False), 24).to_json()
+def test_day_recipe_rft_and_sft_arms_within_a_day_on_24_gb_with_whole_chains_of_thought_and_the_faithful_one_not():
+    day_recipe = load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False)
+    day = plan(day_recipe, 24).to_json()
     assert day["fits"]
     assert day["time"]["arms"]["rft"]["hours"] <= 24
-    assert day["time"]["arms"]["sft"]["hours"] <= 4
+    assert day["time"]["arms"]["sft"]["hours"] <= 24
+    # the cuts leave chains of thought whole: at most a few percent of answers reach the cap
+    rft = next(a for a in day_recipe.arms if a.name == "rft").rft
+    assert rft.max_new_tokens >= 1024 and day_recipe.evaluation.generation.max_new_tokens >= 1024
     for task in load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False).tasks:
         assert task.train_size >= 1000 and task.test_size >= 500
     faithful = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24).to_json()
@@ -521,7 +525,7 @@ def test_a_tasks_prompt_holds_a_typical_image_of_its_dataset_under_the_pixel_bud
     assert task_prompt_tokens(recipe, tasks["clevr"], None) == pytest.approx(262144 / 784 + PROMPT_TEXT_TOKENS)
     assert task_prompt_tokens(recipe, tasks["textvqa"], None) == pytest.approx(1024 * 768 / 784 + PROMPT_TEXT_TOKENS)
     day = load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False)
-    assert task_prompt_tokens(day, tasks["textvqa"], None) == pytest.approx(150528 / 784 + PROMPT_TEXT_TOKENS)
+    assert task_prompt_tokens(day, tasks["textvqa"], None) == pytest.approx(401408 / 784 + PROMPT_TEXT_TOKENS)
     measured = dataclasses.replace(REFERENCE_24GB, model=recipe.model.name, prompt_tokens=500.0)
     assert task_prompt_tokens(recipe, tasks["clevr"], measured) is None  # the data's measured prompts win
 
@@ -530,7 +534,7 @@ def test_a_vllm_rollout_backend_plans_continuous_batching():
     """The recipe's rollout backend sets the plan's decode model: HF calls wait for their longest
     answer, vLLM refills finished slots (at a share of the 24 GiB card whose KV cache holds some:
     the default 0.3 does not hold the weights, test_planner_engine.py)."""
-    hf = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    hf = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
     vllm = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.49"],
                        check_data=False)
     rft = next(a for a in hf.arms if a.method == "rft")
@@ -578,3 +582,26 @@ def test_a_joint_phase_pools_its_tasks_answer_lengths_and_weights_their_prompts_
     assert (joint.train_rows, joint.epochs) == (400, 3.0)
     assert joint.answers == AnswerLengths(20.0, 0.8, "test")
     assert joint.prompt == pytest.approx((100 * 200 + 300 * 400) / 400)
+
+
+def test_sft_targets_of_the_built_in_tasks_are_short_answers_not_the_cap():
+    """SFT trains on a built-in task's gold answer (a letter, a word, a number): the time plan
+    counts DEFAULT_TARGET_TOKENS per target, not max_answer_tokens; a task of unknown answers
+    (synthetic, custom) stays at the cap, and a calibration's measured length wins."""
+    from lite_cpt.planner.lengths import DEFAULT_TARGET_TOKENS
+    from lite_cpt.planner.timeplan import answer_tokens, sft_seconds
+
+    recipe = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)
+    arm = next(a for a in recipe.arms if a.name == "sft")
+    work, counts = workload_of(recipe, arm), counts_of(recipe, arm)
+    assert work.answer_tokens == 2048 and {t.target for t in counts.tasks} == {DEFAULT_TARGET_TOKENS}
+    task = counts.tasks[0]  # scienceqa: 1000 rows, 3 epochs, batches of 8
+    cal = dataclasses.replace(CAL, parameters=_params(work))
+    knobs = Knobs(1, None, 1)
+    length = task.prompt + DEFAULT_TARGET_TOKENS
+    steps = math.ceil(1000 * 3 / 8)
+    assert sft_seconds(work, knobs, cal, task)["sft_step"] == pytest.approx(
+        3000 * length / 50 + steps * (8 * cal.train_pass_s + cal.optimizer_step_s))
+    assert answer_tokens(work, cal, None) == 2048  # unknown answers: the cap
+    measured = dataclasses.replace(cal, model=work.shape.name, answer_tokens=7.0)
+    assert answer_tokens(work, measured, DEFAULT_TARGET_TOKENS) == 7.0

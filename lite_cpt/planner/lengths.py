@@ -74,6 +74,20 @@ DEFAULT_COT_LENGTHS = {
 DEFAULT_CV = 0.8
 
 
+#: SFT targets of the built-in task types: the gold answer itself (`Task.target`, direct answers),
+#: then the end of turn. An option letter (ScienceQA), a word or a short phrase (TextVQA, VizWiz,
+#: GQA, PathVQA, CLEVR), a number or expression (Geometry3K): a few tokens each, put at the
+#: evaluation's SHORT_ANSWER_STEPS (16) to be safe. A calibration measures the data's own.
+DEFAULT_TARGET_TOKENS = 16.0
+SHORT_TARGET_TYPES = frozenset({"scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"})
+
+
+def default_target_tokens(task_type: str) -> float | None:
+    """The expected SFT target length of a task type; None (the cap) for a type whose answers
+    are not known to be short (a synthetic or custom task)."""
+    return DEFAULT_TARGET_TOKENS if task_type in SHORT_TARGET_TYPES else None
+
+
 def default_lengths(task_type: str) -> AnswerLengths | None:
     """The assumed distribution of a task type's answers; None for a type without one (a
     synthetic or custom task): the plan then takes every answer at the cap, as the tiny

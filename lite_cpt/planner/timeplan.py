@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from lite_cpt.arms.rl.settings import rl_settings
 from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
-from lite_cpt.planner.lengths import AnswerLengths, default_lengths, expected_image_tokens
+from lite_cpt.planner.lengths import AnswerLengths, default_lengths, default_target_tokens, expected_image_tokens
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
 
@@ -75,6 +75,7 @@ class TaskCounts:
     test_rows: int | None
     answers: AnswerLengths | None = None  # sampled answers' lengths (None: every answer at the cap)
     prompt: float | None = None  # expected prompt tokens, a typical image included (None: the plan's estimate)
+    target: float | None = None  # expected SFT target tokens (None: the recipe's max_answer_tokens)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
     from lite_cpt.run.eval_prompt import arm_eval_cot
 
     tasks = tuple(TaskCounts(t.name, t.train_size, arm.epochs or t.epochs, t.test_size,
-                             task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal))
+                             task_answer_lengths(t, cal, recipe.model.name), task_prompt_tokens(recipe, t, cal),
+                             default_target_tokens(t.type))
                   for t in recipe.tasks)
     general = [b.size for b in recipe.evaluation.general]
     rft = rl_settings(arm)
@@ -168,11 +170,12 @@ def prompt_tokens(work: Workload, cal: Calibration | None = None) -> float:
     return min(work.prompt_tokens, work.image_tokens + PROMPT_TEXT_TOKENS)
 
 
-def answer_tokens(work: Workload, cal: Calibration | None = None) -> float:
-    """Expected SFT answer length: measured with the calibration, else the recipe's limit."""
+def answer_tokens(work: Workload, cal: Calibration | None = None, target: float | None = None) -> float:
+    """Expected SFT answer length: measured with the calibration, else the task type's `target`
+    (lengths.default_target_tokens), else the recipe's limit; never over the limit."""
     if cal is not None and cal.answer_tokens and cal.model == work.shape.name:
         return min(work.answer_tokens, cal.answer_tokens)
-    return work.answer_tokens
+    return work.answer_tokens if target is None else min(work.answer_tokens, target)
 
 
 def engine_slots(kv_tokens: int, max_num_seqs: int, tokens_per_sequence: float) -> int:
@@ -250,7 +253,10 @@ def training_phases(counts: Counts) -> list[TaskCounts] | None:
         rows = sum(t.train_rows for t in counts.tasks)
         prompts = [t.prompt for t in counts.tasks]
         prompt = None if None in prompts else sum(p * t.train_rows for p, t in zip(prompts, counts.tasks)) / rows
-        return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None, counts.pooled_answers(), prompt)]
+        targets = [t.target for t in counts.tasks]
+        target = None if None in targets else sum(x * t.train_rows for x, t in zip(targets, counts.tasks)) / rows
+        return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None, counts.pooled_answers(), prompt,
+                           target)]
     return list(counts.tasks)
 
 
@@ -325,7 +331,7 @@ def measured_here(work: Workload, cal: Calibration) -> bool:
 
 def sft_seconds(work: Workload, knobs: Knobs, cal: Calibration, task: TaskCounts) -> dict[str, float]:
     steps = math.ceil(task.train_rows * task.epochs / work.batch_size)
-    length = (task.prompt or prompt_tokens(work, cal)) + answer_tokens(work, cal)
+    length = (task.prompt or prompt_tokens(work, cal)) + answer_tokens(work, cal, task.target)
     tokens = task.train_rows * task.epochs * length
     if cal.sft_tokens_per_s and measured_here(work, cal):
         return {"sft_step": tokens / cal.sft_tokens_per_s}

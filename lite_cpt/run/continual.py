@@ -57,7 +57,7 @@ from lite_cpt.run.unit_plan import UnitPlan, plan_evaluation, plan_unit
 from lite_cpt.run.workspace import Workspace, load_samples
 from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows
 from lite_cpt.run.saved_rows import _read_json, last_intact_task
-from lite_cpt.train.vllm_backend import engine_for
+from lite_cpt.train.vllm_backend import check_engine_installed, engine_for
 from lite_cpt.seeding import derived_seed
 from lite_cpt.tasks.base import Task, build_task
 from lite_cpt.tracking.tracker import RunTracker
@@ -145,6 +145,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.results.report import write_report
 
     check_device(recipe.model)  # what this machine cannot run is said before anything about data
+    check_engine_installed(recipe.rollout)
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
@@ -166,6 +167,7 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
     `calibration`: the throughputs behind the logged time plan (used only on its own device)."""
     check_device(recipe.model)
+    check_engine_installed(recipe.rollout)
     with lock_ahead(recipe, arms):
         ws = build_workspace(recipe, console)
         ws.calibration = calibration

@@ -47,6 +47,19 @@ SUPPRESS_BIAS = -100.0
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+def check_engine_installed(rollout) -> None:
+    """rollout.backend vllm on a machine without vLLM: said before any data or model loads, not
+    when the first GRPO phase starts hours into the run."""
+    import importlib.util
+
+    if rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError(NO_VLLM.format(error="vllm is not installed"))
+
+
+NO_VLLM = ("rollout.backend: vllm needs vLLM: pip install 'lite-cpt[vllm]' (on a machine without CUDA, vLLM's CPU "
+           "build in its own environment: .ci/vllm-env.sh); or set rollout.backend: hf ({error})")
+
+
 def import_vllm():
     """vllm's LLM, SamplingParams and LoRARequest, or a message naming the install command."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: the trainer's
@@ -54,9 +67,7 @@ def import_vllm():
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
     except ImportError as err:
-        raise UserError("rollout.backend: vllm needs vLLM: pip install 'lite-cpt[vllm]' (on a machine without "
-                        "CUDA, vLLM's CPU build in its own environment: .ci/vllm-env.sh); or set "
-                        f"rollout.backend: hf ({err})") from None
+        raise UserError(NO_VLLM.format(error=err)) from None
     return LLM, SamplingParams, LoRARequest
 
 
