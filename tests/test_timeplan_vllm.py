@@ -66,3 +66,114 @@ def test_rif_estimate_on_the_engine_by_hand():
     assert engine == pytest.approx(20 * p / 100 + 10.0)
     work, cal, counts = _arm("hf", "rif_rft_x", **rif)
     assert arm_time(work, knobs, cal, counts).seconds["rif_rollout"] == pytest.approx(10 * (2 * p / 100 + 10 * 0.18))
+
+
+ENGINE = {"engine_decode_step_s": 0.02, "engine_decode_s_per_sequence": 0.001,
+          "engine_decode_measured": {"steps": 128, "step_s": {"16": 0.036, "32": 0.052, "64": 0.084}}}
+
+
+def test_the_engines_phases_decode_at_its_own_figures_when_measured_on_this_model():
+    """Rollouts, RIF's estimate and evaluation on the engine: each decode step at the engine's fit
+    (0.02 s + 0.001 s per sequence) instead of transformers' (0.1 + 0.01), prefill unchanged;
+    transformers' figures for a calibration of another model, and on the static path."""
+    knobs = Knobs(4, 1024, 2)
+    rif = {"method": "rif_rft", "rif": {"rollouts": 4, "mode": "offline"}}
+    work, cal, counts = _arm("vllm", "rif_rft_x", **rif)
+    engine = dataclasses.replace(cal, **ENGINE)
+    p = prompt_tokens(work)
+    seconds = arm_time(work, knobs, engine, counts).seconds
+    # 12 and 8 rows, K = 4 at the 10-token cap: one call of 48 and one of 32
+    assert seconds["rif_rollout"] == pytest.approx(20 * p / 100 + 10 * (0.02 + 0.048) + 10 * (0.02 + 0.032))
+    # rif_rft_x filters nothing here (budget filtered): 2 updates of 8 prompts (a) and 1 (b), G = 4
+    assert seconds["rollout"] == pytest.approx(24 * p / 100 + 10 * (0.02 + 0.064) + 10 * (0.02 + 0.032))
+    assert evaluation_seconds(work, engine, counts) == pytest.approx(10 * p / 100 + 7 * (0.02 + 10 * 0.001))
+    other = dataclasses.replace(engine, model="another")
+    assert evaluation_seconds(work, other, counts) == pytest.approx(10 * p / 100 + 7 * (0.1 + 10 * 0.01))
+    assert arm_time(work, knobs, other, counts).seconds["rollout"] == pytest.approx(
+        24 * p / 100 + 10 * (0.1 + 0.64) + 10 * (0.1 + 0.32))
+    hf_work, hf_cal, hf_counts = _arm("hf", "rif_rft_x", **rif)
+    hf = dataclasses.replace(hf_cal, **ENGINE)
+    assert arm_time(hf_work, knobs, hf, hf_counts).seconds == pytest.approx(arm_time(hf_work, knobs, hf_cal,
+                                                                                     hf_counts).seconds)
+    # transformers' measured rollout rate is a static call's: not the engine's
+    rated = dataclasses.replace(engine, rollout_s_per_sequence=5.0, rl_measured_at=[4, 10, 2])
+    assert arm_time(work, knobs, rated, counts).seconds["rollout"] == pytest.approx(seconds["rollout"])
+    assert arm_time(hf_work, knobs, dataclasses.replace(hf, rollout_s_per_sequence=5.0, rl_measured_at=[4, 10, 2]),
+                    hf_counts).seconds["rollout"] == pytest.approx(96 * 5.0)
+
+
+def test_the_engine_figures_round_trip_and_scale_with_the_model(tmp_path):
+    import json
+
+    from lite_cpt.planner.calibration import load_calibration
+
+    cal = dataclasses.replace(CAL, parameters=1000, **ENGINE)
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"calibration": cal.to_json()}))
+    assert load_calibration(path) == cal
+    doubled = cal.scaled_to(2000)
+    assert (doubled.engine_decode_step_s, doubled.engine_decode_s_per_sequence) == pytest.approx((0.04, 0.002))
+    bare = dataclasses.replace(CAL, parameters=1000)
+    assert bare.with_engine_decode() is bare and bare.scaled_to(5).engine_decode_step_s is None
+    assert (cal.with_engine_decode().decode_step_s, cal.with_engine_decode().decode_s_per_sequence) == (0.02, 0.001)
+
+
+def test_the_plan_says_which_figures_priced_vllms_decode():
+    """The faithful recipe on vLLM: the reference card's derived transformers figures, said so; a
+    calibration of the 7B with the engine's fit prices the engine's phases with it (fewer hours)."""
+    from lite_cpt.planner import plan
+    from lite_cpt.planner.calibration import REFERENCE_24GB
+    from lite_cpt.recipe import load_recipe
+
+    recipe = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm"], check_data=False)
+    derived = plan(recipe, 24.0, arm="rft")
+    [note] = [n for n in derived.notes if n.startswith("vLLM's decode")]
+    assert "transformers generate's figures (derived for the reference card: 60.00 ms per step" in note
+    assert "lite-cpt bench gpu --recipe" in note
+    measured = dataclasses.replace(REFERENCE_24GB, device="NVIDIA H100 80GB HBM3", source="test", **ENGINE)
+    engine = plan(recipe, 24.0, arm="rft", calibration=measured)
+    [note] = [n for n in engine.notes if n.startswith("vLLM's decode")]
+    assert note.endswith("engine's own figures, measured on NVIDIA H100 80GB HBM3: 20.00 ms per step + 1.000 ms "
+                         "per sequence")
+    hours = {name: p.arms["rft"].time.seconds for name, p in (("derived", derived), ("engine", engine))}
+    assert hours["engine"]["rollout"] < hours["derived"]["rollout"]
+    assert hours["engine"]["grpo_step"] == pytest.approx(hours["derived"]["grpo_step"])
+    hf = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
+    assert not [n for n in plan(hf, 24.0, arm="rft").notes if n.startswith("vLLM's decode")]
+
+
+def test_the_engines_decode_fit_takes_the_one_token_call_out_and_fits_as_transformers(monkeypatch):
+    """On a GPU: calls of 16, 32 and 64 sequences at 128 and at 1 token each (after a warm-up),
+    the difference over 127 decode steps, fitted a + b·n; a recipe on transformers, or a machine
+    without vLLM, measures no engine."""
+    import importlib.util
+
+    import torch
+
+    import lite_cpt.bench.calibrate as calibrate
+
+    class Engine:
+        def __init__(self):
+            self.calls = []
+
+        def timed_decode(self, model, processor, prompts, sequences, steps):
+            self.calls.append((sequences, steps))
+            warm = 0.0 if self.calls.count((sequences, steps)) > 1 else 5.0  # a slow first call
+            return warm + 0.3 + 0.002 * sequences + (steps - 1) * (0.01 + 0.0005 * sequences)
+
+    monkeypatch.setattr(calibrate, "model_device", lambda model: torch.device("cuda"))
+    engine = Engine()
+    figures = calibrate.engine_figures(None, torch.nn.Linear(1, 1), None, [], None, engine=engine)
+    assert (figures["engine_decode_step_s"], figures["engine_decode_s_per_sequence"]) == pytest.approx((0.01, 0.0005))
+    assert figures["engine_decode_measured"] == {"steps": 128, "step_s": {
+        "16": pytest.approx(0.018), "32": pytest.approx(0.026), "64": pytest.approx(0.042)}}
+    assert sorted(set(engine.calls)) == [(16, 1), (16, 128), (32, 1), (32, 128), (64, 1), (64, 128)]
+    assert all(engine.calls.count(call) == 1 + calibrate.REPEATS for call in set(engine.calls))
+    hf = recipe_from_dict({"name": "hf", "model": {"name": "tiny"}, "tasks": [{"name": "a", "type": "mini_gqa"}],
+                           "arms": [{"name": "rft"}]})
+    assert calibrate.rollout_engine_of(hf, None, None) is None
+    vllm = recipe_from_dict({**hf.model_dump(), "rollout": {"backend": "vllm"}})
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    assert calibrate.rollout_engine_of(vllm, None, None) is None
+    assert calibrate.engine_figures(vllm, torch.nn.Linear(1, 1), None, [], None) == {}

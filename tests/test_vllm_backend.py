@@ -212,3 +212,26 @@ def test_rif_estimate_runs_on_the_engine_in_one_call_with_the_current_adapter(se
     assert (requests, rollout_requests) == (5 * 3, 2 * 3)  # every instance's K answers in one call, then GRPO's
     assert lora is not None and lora.lora_int_id == rollout_lora.lora_int_id  # the adapter before the task
     assert stats.extra["rif_generated_tokens"] == tokens  # the estimate's answers are the engine's
+
+
+def test_the_calibration_fits_the_engines_decode_on_full_length_calls(setup, monkeypatch):
+    """measure_calibration of a recipe on vLLM: the engine's own decode fit beside transformers'
+    (CPU widths 2 and 16, 4 steps), from calls where every sequence decodes the full step count
+    with the current adapter."""
+    from lite_cpt.bench.calibrate import REPEATS, measure_calibration
+    from lite_cpt.recipe import load_recipe
+
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    spy = GenerateSpy(engine, monkeypatch)
+    recipe = load_recipe("recipes/tiny.yaml", ["rollout.backend=vllm"], check_data=False)
+    cal = measure_calibration(recipe, model, processor, examples=examples(4), new_tokens=4, data_rates=False,
+                              engine=engine)
+    assert cal.engine_decode_measured["steps"] == 4 and set(cal.engine_decode_measured["step_s"]) == {"2", "16"}
+    assert all(seconds > 0 for seconds in cal.engine_decode_measured["step_s"].values())
+    assert cal.engine_decode_step_s > 0 and cal.engine_decode_s_per_sequence >= 0
+    assert cal.decode_measured["step_s"] != cal.engine_decode_measured["step_s"]  # transformers' fit stays its own
+    # per width: a warm-up and REPEATS timed calls at 4 tokens and at 1; every sequence ran its full length
+    assert sorted((n, tokens) for _, n, tokens in spy.calls) == sorted(
+        (n, n * steps) for n in (2, 16) for steps in (1, 4) for _ in range(1 + REPEATS))
+    assert all(lora is not None and lora.lora_int_id == engine.lora_id for lora, _, _ in spy.calls)

@@ -6,7 +6,8 @@ prompts): `generate_completions` (the rollout and evaluation path) at two call s
 fixed and per-sequence cost of a decode step; `token_logprobs` at two batch sizes gives the
 no-grad forward (prefill, log-prob passes) and, with a backward, the training pass, each as a
 fixed cost per pass plus a throughput in tokens; one AdamW step over the adapter gives the
-optimizer's time. The result is a `Calibration` for `--calibration`.
+optimizer's time. With `rollout.backend: vllm` and vLLM installed, the same decode fit on the
+engine the run generates on (`engine_decode_*`: the plan prices the engine's phases with it). The result is a `Calibration` for `--calibration`.
 """
 
 from __future__ import annotations
@@ -278,19 +279,65 @@ def decode_costs(model, processor, batch: list[Prompt], prefill: "PassCost",
     return fixed, per_sequence, {"steps": steps, "step_s": {str(n): s for n, s in measured.items()}}
 
 
+def engine_decode_costs(engine, model, processor, batch: list[Prompt], widths, steps: int) -> dict:
+    """The decode fit of `decode_costs` on the vLLM engine (`VllmRollouts`), as the Calibration's
+    engine_* fields: per width, the fastest of REPEATS calls of `steps` tokens per sequence less
+    the fastest one-token call (prefill and first token), over the steps - 1 decode steps between
+    them; each after a warm-up call."""
+    steps = max(2, steps)
+
+    def best(sequences: int, tokens: int) -> float:
+        engine.timed_decode(model, processor, batch, sequences, tokens)  # warm-up
+        return min(engine.timed_decode(model, processor, batch, sequences, tokens) for _ in range(REPEATS))
+
+    measured = {n: max(1e-9, (best(n, steps) - best(n, 1)) / (steps - 1)) for n in widths}
+    fixed, per_sequence = fit_line(measured)
+    return dict(engine_decode_step_s=fixed, engine_decode_s_per_sequence=per_sequence,
+                engine_decode_measured={"steps": steps, "step_s": {str(n): s for n, s in measured.items()}})
+
+
+def rollout_engine_of(recipe, model, processor):
+    """The vLLM engine a run of `recipe` generates on (rollout.backend vllm), over `model`'s base;
+    None with rollout.backend hf or where vLLM is not installed (the plan then prices the
+    engine's decode with transformers' figures and says so)."""
+    import importlib.util
+    import tempfile
+
+    from lite_cpt.run.unit_plan import engine_plan
+
+    plan = engine_plan(recipe)
+    if plan is None or importlib.util.find_spec("vllm") is None:
+        return None
+    from lite_cpt.train.vllm_backend import build_rollout_engine
+
+    return build_rollout_engine(plan, model, processor, tempfile.mkdtemp(prefix="lite-cpt-calibration-vllm-"))
+
+
+def engine_figures(recipe, model, processor, batch: list[Prompt], new_tokens: int | None, engine=None) -> dict:
+    """The engine's decode fit at the device's DECODE_WIDTHS (`new_tokens` replaces its step
+    count) on `engine`, else on the recipe's (`rollout_engine_of`); {} without one."""
+    engine = engine or rollout_engine_of(recipe, model, processor)
+    if engine is None:
+        return {}
+    widths, steps = DECODE_WIDTHS["cuda" if model_device(model).type == "cuda" else "cpu"]
+    return engine_decode_costs(engine, model, processor, batch, widths, new_tokens or steps)
+
+
 def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int | None = None, examples=None,
-                        data_rates: bool = True) -> Calibration:
+                        data_rates: bool = True, engine=None) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
     recipe, or on `examples` (`lite_cpt.train.phase.Example`) when given. `data_rates`: also the
     rates that depend on the data (mean prompt and answer lengths; the SFT, rollout and log-prob
     phases' own rates, each on every task's own batch; the evaluation's on one call of every
-    task and general benchmark); leave it off for synthetic prompts, whose lengths are not the recipe's."""
+    task and general benchmark); leave it off for synthetic prompts, whose lengths are not the
+    recipe's. With rollout.backend vllm (or a given `engine`) the decode fit on the engine too."""
     groups = [examples] if examples is not None else recipe_examples(recipe, max(prompts, _batch_rows(recipe)))
     mixed = _interleaved(groups)[: max(prompts, len(groups))]
     batch = [example.prompt() for example in mixed]
     answers = [example.task.target(example.sample) for example in mixed]
     prefill, train = forward_costs(model, processor, batch, answers)
     step_s, per_sequence, decode_measured = decode_costs(model, processor, batch, prefill, new_tokens)
+    engine_decode = engine_figures(recipe, model, processor, batch, new_tokens, engine)
     device = model_device(model)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     optimizer_s = optimizer_step_seconds(model)
@@ -309,7 +356,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
         decode_step_s=step_s, decode_s_per_sequence=per_sequence, decode_measured=decode_measured,
         prefill_tokens_per_s=prefill.tokens_per_s, train_tokens_per_s=train.tokens_per_s,
         optimizer_step_s=optimizer_s, prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
-        source=f"measured by lite-cpt bench gpu on {name}{weights}", **data,
+        source=f"measured by lite-cpt bench gpu on {name}{weights}", **engine_decode, **data,
     )
 
 

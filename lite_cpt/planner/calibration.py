@@ -59,6 +59,13 @@ class Calibration:
     # Answer lengths of the calibration rollout per task: {task name: [mean tokens, cv]}, from
     # the user's model on the recipe's own prompts (the plan's expected lengths for that model).
     answer_lengths: dict[str, list[float]] | None = None
+    # The same decode fit on the vLLM engine (rollout.backend vllm; `bench gpu` measures it when
+    # vLLM is installed): one step's fixed cost and its cost per sequence, at exactly `steps`
+    # tokens per sequence, and what was measured ({"steps": N, "step_s": {sequences: seconds}}).
+    # The plan prices the engine's phases with them on this model, else with the two above.
+    engine_decode_step_s: float | None = None
+    engine_decode_s_per_sequence: float | None = None
+    engine_decode_measured: dict | None = None
 
     @property
     def on_cpu(self) -> bool:
@@ -69,10 +76,25 @@ class Calibration:
         if parameters == self.parameters:
             return self
         ratio = parameters / self.parameters
+        engine = {} if self.engine_decode_step_s is None else dict(
+            engine_decode_step_s=self.engine_decode_step_s * ratio,
+            engine_decode_s_per_sequence=self.engine_decode_s_per_sequence * ratio)
         return replace(self, decode_step_s=self.decode_step_s * ratio,
-                       decode_s_per_sequence=self.decode_s_per_sequence * ratio,
+                       decode_s_per_sequence=self.decode_s_per_sequence * ratio, **engine,
                        prefill_tokens_per_s=self.prefill_tokens_per_s / ratio,
                        train_tokens_per_s=self.train_tokens_per_s / ratio)
+
+    @property
+    def has_engine_decode(self) -> bool:
+        return self.engine_decode_step_s is not None and self.engine_decode_s_per_sequence is not None
+
+    def with_engine_decode(self) -> "Calibration":
+        """These figures with the vLLM engine's decode fit in place of transformers' (itself
+        when the engine was not measured)."""
+        if not self.has_engine_decode:
+            return self
+        return replace(self, decode_step_s=self.engine_decode_step_s,
+                       decode_s_per_sequence=self.engine_decode_s_per_sequence)
 
     def decode_tokens_per_s(self, sequences: int) -> float:
         return sequences / (self.decode_step_s + sequences * self.decode_s_per_sequence)

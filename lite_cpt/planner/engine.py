@@ -37,7 +37,10 @@ from lite_cpt.planner.bytes import (
 )
 from lite_cpt.planner.search import advice_for
 from lite_cpt.planner.shapes import lora_parameters
-from lite_cpt.planner.timeplan import engine_slots, evaluation_sequence_tokens, rollout_sequence_tokens, training_phases
+from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
+from lite_cpt.planner.timeplan import (
+    engine_decode, engine_slots, evaluation_sequence_tokens, rollout_sequence_tokens, training_phases,
+)
 from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload
 
 #: GiB vLLM holds besides weights and KV cache: the profile run's PyTorch activation peak (at
@@ -231,3 +234,19 @@ def engine_advice(engine: Engine, trainer_gb: float, usable_gb: float) -> tuple[
         return [], [f"vLLM decodes as few as {fewest} sequences at once at rollout.gpu_memory_utilization {now:g}; "
                     f"--set rollout.gpu_memory_utilization={chosen:.2f}: {what}"]
     return [], []
+
+
+def engine_decode_notes(work: Workload, cal: Calibration) -> list[str]:
+    """Which decode figures priced the engine's phases (rollouts, RIF's estimate, evaluation):
+    its own measured fit, or transformers generate's, which the plan says."""
+    decode = engine_decode(work, cal)
+    per_step = f"{decode.decode_step_s * 1e3:.2f} ms per step + {decode.decode_s_per_sequence * 1e3:.3f} ms per sequence"
+    if decode is not cal:
+        return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with the engine's own figures, "
+                f"measured on {cal.device}: {per_step}"]
+    where = "derived for the reference card" if cal is REFERENCE_24GB else f"measured on {cal.device}"
+    if cal.has_engine_decode:
+        where += f"; its engine figures are of {cal.model}"
+    return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with transformers generate's figures "
+            f"({where}: {per_step}); vLLM's continuous batching decodes faster per step, so these phases are likely "
+            "over-estimated: measure the engine with `lite-cpt bench gpu --recipe RECIPE --json F` where vLLM is installed"]

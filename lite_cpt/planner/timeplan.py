@@ -29,7 +29,10 @@ Every phase is a count of work times a measured (or default) rate:
 With `rollout.backend: vllm` rollouts, RIF's estimate and evaluation run on the continuously
 batched engine: as many slots as its KV cache holds sequences of the expected prompt + answer
 (`engine_slots`, up to max_num_seqs; the memory plan sizes the cache, planner/engine.py), each
-answer its expected (mean) length, one drain of the tail per call. Without the engine's figure
+answer its expected (mean) length, one drain of the tail per call, each step at the engine's own
+decode figures (engine_decode_step_s, engine_decode_s_per_sequence) when the calibration measured
+them on this model, else at transformers generate's; transformers' measured rollout and
+evaluation rates do not apply there. Without the engine's figure
 (a prediction made with no GPU size: `predicted_phases` on a machine without CUDA) the slots
 fall back to CONTINUOUS_SLOTS. Decoding with `generate` runs every sequence of a call until the longest one ends. Rollouts are
 counted at `max_new_tokens` steps (sampled answers with a chain of thought reach it): an upper
@@ -281,20 +284,21 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
         per_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), per_call)
     measured = rl_measured_here(work, knobs, cal)
     decode = dict(answers=task.answers, continuous=counts.continuous)
-    if measured and cal.rollout_s_per_sequence:
+    generating = engine_decode(work, cal) if counts.continuous else cal
+    if measured and cal.rollout_s_per_sequence and not counts.continuous:  # a rate of transformers' calls
         out = {"rollout": prompts * g * cal.rollout_s_per_sequence}
     else:
-        out = {"rollout": generation_seconds(cal, sequences=prompts * g, per_call=per_call, prompt=prompt,
+        out = {"rollout": generation_seconds(generating, sequences=prompts * g, per_call=per_call, prompt=prompt,
                                              new_tokens=new, group_size=g, **decode)}
     if counts.remax:  # one greedy baseline answer per prompt
-        out["rollout"] += generation_seconds(cal, sequences=prompts, per_call=per_call, prompt=prompt,
+        out["rollout"] += generation_seconds(generating, sequences=prompts, per_call=per_call, prompt=prompt,
                                              new_tokens=new, **decode)
     if counts.rif:  # RIF's K-rollout estimate: on the rollout engine when there is one
         k = work.rif_rollouts
         rif_call = knobs.prompts_per_call * k
         if counts.continuous:
             rif_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), rif_call)
-        out["rif_rollout"] = generation_seconds(cal, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
+        out["rif_rollout"] = generation_seconds(generating, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
                                                 new_tokens=new, group_size=k, **decode)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
     if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
@@ -327,6 +331,12 @@ def rl_measured_here(work: Workload, knobs: Knobs, cal: Calibration) -> bool:
 def measured_here(work: Workload, cal: Calibration) -> bool:
     """Whether `cal` was measured on this recipe's model (its data-specific rates apply)."""
     return cal.model == work.shape.name
+
+
+def engine_decode(work: Workload, cal: Calibration) -> Calibration:
+    """The figures the vLLM engine's phases decode at: the engine's own decode fit when `cal`
+    measured it on this model, else transformers generate's (the plan's notes say so)."""
+    return cal.with_engine_decode() if measured_here(work, cal) else cal
 
 
 def sft_seconds(work: Workload, knobs: Knobs, cal: Calibration, task: TaskCounts) -> dict[str, float]:
@@ -385,7 +395,7 @@ def continuous_evaluation_seconds(work: Workload, cal: Calibration, counts: Coun
     answers = evaluation_answers(work, counts, trained)
     steps = work.eval_new_tokens if answers is not None else evaluation_steps(work, cal, counts, trained=trained)
     slots = continuous_slots(counts, evaluation_sequence_tokens(work, cal, counts, trained=trained), work.eval_batch)
-    return generation_seconds(cal, sequences=prompts, per_call=slots, prompt=counts.mean_prompt(work, cal),
+    return generation_seconds(engine_decode(work, cal), sequences=prompts, per_call=slots, prompt=counts.mean_prompt(work, cal),
                               new_tokens=steps, answers=answers, continuous=True)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -176,9 +177,7 @@ class VllmRollouts:
         stops, suppressed = StopTokens.of(tokenizer), vision_token_ids(tokenizer)
         requests, params = [], []
         for index, prompt in enumerate(prompts):
-            request = {"prompt": chat_text(processor, prompt)}
-            if prompt.images:
-                request["multi_modal_data"] = {"image": [decode_image(ref, prompt.sample_id) for ref in prompt.images]}
+            request = engine_request(processor, prompt)
             for sample in range(sampling.group_size):
                 row = index * sampling.group_size + sample
                 seed = None if generator_seed is None else (generator_seed * 1_000_003 + row) % 2**63
@@ -200,6 +199,33 @@ class VllmRollouts:
         return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
                            texts=[t.strip() for t in texts], num_generated_tokens=sum(map(len, token_ids)),
                            truncated=cut_at_cap(token_ids, stops.end_ids, sampling.max_new_tokens), logprobs=logprobs)
+
+    def timed_decode(self, model, processor, prompts: list[Prompt], sequences: int, steps: int) -> float:
+        """Seconds of one engine call of `sequences` requests (the prompts in turn) that each
+        decode exactly `steps` tokens (min = max tokens: no answer ends early), sampled as
+        rollouts are with the model's current adapter; waking the engine and pushing the
+        adapter are not timed. `lite_cpt.bench.calibrate` fits the engine's decode step on it."""
+        tokenizer = tokenizer_of(processor)
+        stops, suppressed = StopTokens.of(tokenizer), vision_token_ids(tokenizer)
+        fixed = Sampling(max_new_tokens=steps, temperature=1.0, min_new_tokens=steps)
+        requests = [engine_request(processor, prompts[i % len(prompts)]) for i in range(sequences)]
+        params = [self.sampling_params(fixed, stops, suppressed, seed=i) for i in range(sequences)]
+        self.wake()
+        try:
+            lora = self.push_adapter(model) if adapter_enabled(model) else None
+            start = time.perf_counter()
+            self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
+            return time.perf_counter() - start
+        finally:
+            self.sleep()
+
+
+def engine_request(processor, prompt: Prompt) -> dict:
+    """One vLLM request of `prompt`: its chat text and decoded images."""
+    request = {"prompt": chat_text(processor, prompt)}
+    if prompt.images:
+        request["multi_modal_data"] = {"image": [decode_image(ref, prompt.sample_id) for ref in prompt.images]}
+    return request
 
 
 def adapter_enabled(model) -> bool:
