@@ -83,3 +83,12 @@ def test_an_enabled_tracker_that_is_not_installed_names_the_fix(tmp_path, monkey
     recipe = recipe_from_dict(tiny_recipe(tmp_path, logging={tracker: True}))
     with pytest.raises(UserError, match=rf"logging.{tracker} needs the {package} package: pip install -e '.\[tracking\]'"):
         RunTracker(recipe, tmp_path / "run", seed=0).log("sft", {"event": "step", "loss": 1.0})
+
+
+def test_a_missing_tracker_package_is_one_message_naming_the_extra_and_the_switch():
+    from lite_cpt.errors import UserError
+    from lite_cpt.tracking.backends import tracker_module
+
+    with pytest.raises(UserError, match=r"logging.wandb needs the wandb package: pip install -e '.\[tracking\]' "
+                                        r"\(or set logging.wandb=false\)"):
+        tracker_module("wandb", "lite_cpt_no_such_tracker_client", "wandb")

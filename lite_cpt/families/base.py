@@ -154,3 +154,15 @@ class Family:
 
 #: Every model family by name; filled as `lite_cpt.families` discovers its modules.
 FAMILIES: Registry[Family] = Registry("model family")
+
+
+#: What the Qwen vision-language families (Qwen2.5-VL, Qwen3-VL) share in transformers: the
+#: image-text auto class, the language model's layers under model.language_model, and the vision
+#: tower and head kept 16-bit under NF4 (full module paths: transformers matches these from the
+#: start of a module's name).
+QWEN_VL_LAYOUT = dict(
+    vision=True,
+    auto_class="AutoModelForImageTextToText",
+    lm_layers="model.language_model.layers",
+    keep_unquantized=("model.visual", "lm_head"),
+)

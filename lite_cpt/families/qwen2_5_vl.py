@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import FAMILIES, Family, ModelShape, decoder_linear_shapes
+from lite_cpt.families.base import FAMILIES, QWEN_VL_LAYOUT, Family, ModelShape, decoder_linear_shapes
 from lite_cpt.families.qwen_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
 
@@ -218,11 +218,7 @@ FAMILIES.register(Family(
     summary="Qwen2.5-VL (Qwen2 LM + windowed ViT, patch 14, 2x2 merge)",
     model_types=("qwen2_5_vl",),
     id_pattern=r"qwen2\.5-vl",
-    vision=True,
-    auto_class="AutoModelForImageTextToText",
-    lm_layers="model.language_model.layers",
-    # Full module paths: transformers matches these from the start of a module's name.
-    keep_unquantized=("model.visual", "lm_head"),
+    **QWEN_VL_LAYOUT,
     build_tiny=build_tiny,
     shape_from_config=shape_from_config,
     tiny_shape=tiny_shape,

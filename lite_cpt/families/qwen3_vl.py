@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from lite_cpt.errors import UserError
-from lite_cpt.families.base import FAMILIES, Family, ModelShape
+from lite_cpt.families.base import FAMILIES, QWEN_VL_LAYOUT, Family, ModelShape
 from lite_cpt.families.qwen2_5_vl import (
     decoder_linear_names,
     mrope_sections,
@@ -184,11 +184,7 @@ FAMILIES.register(Family(
     summary="Qwen3-VL (Qwen3 LM + SigLIP-2-style ViT, patch 16, 2x2 merge, DeepStack)",
     model_types=("qwen3_vl",),
     id_pattern=r"qwen3-vl",
-    vision=True,
-    auto_class="AutoModelForImageTextToText",
-    lm_layers="model.language_model.layers",
-    # Full module paths: transformers matches these from the start of a module's name.
-    keep_unquantized=("model.visual", "lm_head"),
+    **QWEN_VL_LAYOUT,
     build_tiny=build_tiny,
     shape_from_config=shape_from_config,
     tiny_shape=tiny_shape,

@@ -48,13 +48,21 @@ def recipe_params(unit: Unit) -> dict[str, str]:
             for key, value in flat.items()}
 
 
+def tracker_module(setting: str, module: str, package: str):
+    """The tracker's client module, or one message naming the extra that installs it and the
+    recipe switch that turns the tracker off."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"logging.{setting} needs the {package} package: pip install -e '.[tracking]' "
+                        f"(or set logging.{setting}=false)") from exc
+
+
 class TensorBoardBackend:
     def __init__(self, unit: Unit):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError("logging.tensorboard needs the tensorboard package: pip install -e '.[tracking]' "
-                            "(or set logging.tensorboard=false)") from exc
+        SummaryWriter = tracker_module("tensorboard", "torch.utils.tensorboard", "tensorboard").SummaryWriter
         self._make, self._unit, self._writer = SummaryWriter, unit, None
         self.log_dir = unit.run_dir / "tensorboard" / f"seed_{unit.seed}" / unit.arm
         self._earlier = any(self.log_dir.glob("events.out.tfevents.*"))
@@ -96,11 +104,7 @@ class TensorBoardBackend:
 
 class WandbBackend:
     def __init__(self, unit: Unit):
-        try:
-            import wandb
-        except ImportError as exc:
-            raise UserError("logging.wandb needs the wandb package: pip install -e '.[tracking]' "
-                            "(or set logging.wandb=false)") from exc
+        wandb = tracker_module("wandb", "wandb", "wandb")
         from lite_cpt.tracking.wandb_files import history_rows, run_files
 
         config = unit.recipe.logging
@@ -136,11 +140,7 @@ class WandbBackend:
 
 class MlflowBackend:
     def __init__(self, unit: Unit):
-        try:
-            from mlflow import MlflowClient  # noqa: F401
-        except ImportError as exc:
-            raise UserError("logging.mlflow needs the mlflow package: pip install -e '.[tracking]' "
-                            "(or set logging.mlflow=false)") from exc
+        tracker_module("mlflow", "mlflow", "mlflow")
         self._unit = unit
         given = unit.recipe.logging.mlflow_tracking_uri
         # a local SQLite store by default (MLflow 3 keeps its file store in maintenance mode)
