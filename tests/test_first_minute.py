@@ -210,3 +210,25 @@ def test_the_tiny_base_build_says_what_it_is_doing_in_a_log(tmp_path):
     steps = [line for line in lines if line.startswith("tiny base: step ")]
     assert steps and steps[-1].split(" (")[0].split()[-1].split("/")[0] == steps[-1].split(" (")[0].split("/")[-1]
     assert lines[-1].startswith(f"tiny base: saved to {tmp_path / 'base'} (")
+
+
+def test_an_unknown_model_family_is_refused_without_torch(tmp_path):
+    """`model.family` is checked against the family registry, whose modules import torch only
+    inside the functions that build models: the refusal names the allowed families at once."""
+    code = textwrap.dedent("""
+        import json, sys
+        from lite_cpt.errors import UserError
+        from lite_cpt.recipe import recipe_from_dict
+        raw = {"name": "r", "model": {"name": "tiny", "family": "nope"},
+               "tasks": [{"name": "c", "type": "mini_clevr"}], "arms": [{"name": "sft"}]}
+        try:
+            recipe_from_dict(raw)
+        except UserError as error:
+            refused = str(error)
+        print(json.dumps({"refused": refused,
+                          "heavy": [m for m in ("torch", "transformers", "peft") if m in sys.modules]}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], done.stderr
+    assert "unknown model family 'nope'; allowed: auto, " in result["refused"] and "qwen2_5_vl" in result["refused"]

@@ -7,8 +7,6 @@ Module layout (transformers 5): model.language_model.layers.N.{self_attn,mlp}.*,
 
 from __future__ import annotations
 
-import torch
-
 from lite_cpt.errors import UserError
 from lite_cpt.families.base import FAMILIES, QWEN_VL_LAYOUT, Family, ModelShape, decoder_linear_shapes
 from lite_cpt.families.qwen_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
@@ -189,6 +187,7 @@ def build_config(tokenizer, cfg):
 
 def seeded_model(model_class, config, tokenizer, seed: int):
     """`model_class(config)` initialised from `seed`, with a generation config of token ids only."""
+    import torch  # here, not at the top: the registry is read when a recipe is validated, without torch
     from transformers import GenerationConfig
 
     with torch.random.fork_rng():
