@@ -150,3 +150,21 @@ def test_the_plan_table_shows_the_engine(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "vLLM engine (rollout.backend: vllm)" in out and "share 0.3 x 48 = 14.40 GiB" in out
     assert "vizwiz 55" in out
+
+
+def test_a_runs_time_plan_sizes_the_engines_slots_on_the_gpu_it_runs_on():
+    """The time plan a run prints (per arm, on its own GPU) counts the vLLM engine's slots as
+    `lite-cpt plan` does for that card, not the fallback of 64; on a CPU it keeps the fallback."""
+    from lite_cpt.planner import resolve_knobs
+    from lite_cpt.planner.engine import engine_counts
+    from lite_cpt.planner.timeplan import predicted_phases
+
+    recipe = load_recipe("recipes/seven_tasks.yaml", [], check_data=False)  # vllm at 0.49
+    rft = next(a for a in recipe.arms if a.name == "rft")
+    cal = dataclasses.replace(plan(recipe, 24).calibration)
+    counts = engine_counts(recipe, rft, cal, 24)
+    assert counts.engine_kv_tokens == plan(recipe, 24).engine.kv_tokens > 0
+    assert engine_counts(recipe, rft, cal, None).engine_kv_tokens is None  # a CPU: no GPU size
+    knobs = resolve_knobs(recipe, "rft", gpu_gb=24)
+    on_card = sum(sum(p[k] for k in p if k != "task") for p in predicted_phases(recipe, rft, knobs, cal, counts))
+    assert on_card / 3600 == pytest.approx(plan(recipe, 24).arms["rft"].time.hours, rel=1e-6)

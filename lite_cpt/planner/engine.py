@@ -39,9 +39,9 @@ from lite_cpt.planner.search import advice_for
 from lite_cpt.planner.shapes import lora_parameters
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
 from lite_cpt.planner.timeplan import (
-    engine_decode, engine_slots, evaluation_sequence_tokens, rollout_sequence_tokens, training_phases,
+    counts_of, engine_decode, engine_slots, evaluation_sequence_tokens, rollout_sequence_tokens, training_phases,
 )
-from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload
+from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload, workload_of
 
 #: GiB vLLM holds besides weights and KV cache: the profile run's PyTorch activation peak (at
 #: the default batched-token budget: 1.26 GiB for Llama-3-8B in vLLM PR #10511's log, 1.42 GiB
@@ -160,6 +160,17 @@ def engine_of(recipe, works: list[Workload], gpu_gb: float, cal, counts_by_arm: 
                   max_num_seqs=recipe.rollout.max_num_seqs, weights_gb=sum(frozen_weight_bytes(work).values()) / GIB,
                   adapter_gb=adapter / GIB, kv_bytes_per_token=kv_bytes_per_token(work), longest_sequence=longest,
                   sequence_tokens=tokens)
+
+
+def engine_counts(recipe, arm, cal, gpu_gb: float | None):
+    """The arm's counts (timeplan.Counts) with the KV cache of the recipe's vLLM engine on a
+    `gpu_gb` GPU, as `lite-cpt plan` sizes them for every arm of the recipe; without a GPU size
+    (a CPU) or with rollout.backend hf, `counts_of` alone."""
+    counts = counts_of(recipe, arm, cal)
+    if gpu_gb is None or recipe.rollout.backend != "vllm":
+        return counts
+    works = [workload_of(recipe, a) for a in recipe.arms]
+    return on_engine(counts, engine_of(recipe, works, gpu_gb, cal, [counts_of(recipe, a, cal) for a in recipe.arms]))
 
 
 def on_engine(counts, engine: Engine | None):

@@ -456,10 +456,13 @@ def base_evaluation_seconds(work: Workload, cal: Calibration, counts: Counts) ->
     return evaluation_seconds(work, cal.scaled_to(total_parameters(work.shape)), counts, trained=False)
 
 
-def predicted_phases(recipe, arm, knobs: Knobs, calibration: Calibration | None = None) -> list[dict] | None:
-    """`phase_predictions` for `arm` (an ArmConfig) of `recipe` at the knobs a run uses."""
+def predicted_phases(recipe, arm, knobs: Knobs, calibration: Calibration | None = None,
+                     counts: Counts | None = None) -> list[dict] | None:
+    """`phase_predictions` for `arm` (an ArmConfig) of `recipe` at the knobs a run uses; `counts`:
+    the arm's counts as the caller sized them (with the vLLM engine's KV cache on this GPU,
+    `planner.engine.engine_counts`), else `counts_of`."""
     cal = calibration or REFERENCE_24GB
-    return phase_predictions(workload_of(recipe, arm), knobs, cal, counts_of(recipe, arm, cal))
+    return phase_predictions(workload_of(recipe, arm), knobs, cal, counts or counts_of(recipe, arm, cal))
 
 
 def predicted_record(prediction: dict) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from lite_cpt.planner import plan as memory_plan
 from lite_cpt.planner import resolve_eval_batch, resolve_knobs
+from lite_cpt.planner.engine import engine_counts
 from lite_cpt.planner.timeplan import predicted_phases
 from lite_cpt.planner.workload import Knobs
 from lite_cpt.run.checkpoint import CheckpointPolicy
@@ -98,7 +99,8 @@ def plan_unit(recipe: Recipe, arm: ArmConfig, model, calibration) -> UnitPlan:
     calibration the time plan may use)."""
     knobs = resolve_knobs(recipe, arm.name)
     cal, why_not, running = calibration_of(model, calibration)
-    predictions = predicted_phases(recipe, arm, knobs, cal) if cal is not None else None
+    predictions = None if cal is None else predicted_phases(recipe, arm, knobs, cal,
+                                                            engine_counts(recipe, arm, cal, device_gb(model)))
     checkpoint, faults = recipe.checkpoint, recipe.faults
     return UnitPlan(
         arm=arm, seed=recipe.seed, knobs=knobs, eval_cot=arm_eval_cot(recipe, arm),
@@ -109,6 +111,18 @@ def plan_unit(recipe: Recipe, arm: ArmConfig, model, calibration) -> UnitPlan:
         time=TimePlan(predictions, cal.device if cal is not None else None, running, why_not),
         plan_for=partial(memory_plan, recipe, arm=arm.name),
     )
+
+
+def device_gb(model) -> float | None:
+    """GiB of the CUDA GPU `model` is on (the engine's share of it sizes vLLM's slots); None on a CPU."""
+    import torch
+
+    from lite_cpt.train.rollout import model_device
+
+    device = model_device(model)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
 
 
 def rollout_plan(recipe: Recipe, arm: ArmConfig) -> RolloutPlan | None:
