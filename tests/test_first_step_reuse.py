@@ -11,21 +11,8 @@ from lite_cpt.recipe import arm_config
 from lite_cpt.run.continual import reset_adapter
 from lite_cpt.train import policy_update as pu
 from lite_cpt.train.phase import Phase
-from lite_cpt.train.rollout_batch import Rollouts
-from lite_cpt.train.batching import tokenizer_of
-from tests.test_rft import KNOBS, lora_params, tiny, vowel_examples  # noqa: F401
-
-LENGTHS = [1, 5, 2, 7, 3, 1, 6, 2, 4, 1, 8, 2, 3, 5, 1, 2]
-REWARDS = [1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 1]
-
-
-def _rollouts(processor) -> Rollouts:
-    tokenizer = tokenizer_of(processor)
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("a", "b"))
-    ids = [[a if r else b] * (n - 1) + [end] for n, r in zip(LENGTHS, REWARDS)]
-    return Rollouts(examples=vowel_examples(4), group_size=4, token_ids=ids, texts=["a"] * 16,
-                    rewards=torch.tensor(REWARDS, dtype=torch.float32))
+from tests.test_aggregation import _rollouts  # the scripted batch: uneven lengths, mixed rewards
+from tests.test_rft import KNOBS, lora_params, tiny  # noqa: F401
 
 
 def _update(model, processor, arm, calls: list) -> tuple[dict, dict]:
