@@ -54,20 +54,24 @@ def image_token_counts(processor, sizes: list[tuple[int, int]]) -> list[int]:
     return list(processor._get_num_multimodal_tokens(image_sizes=sizes).num_image_tokens)
 
 
-def prompt_token_count(processor, prompt: Prompt) -> int:
-    """The length of the processor's encoding of `prompt` (`encode_prompts`, one prompt, uncut)."""
+def prompt_token_count(processor, prompt: Prompt, image_tokens: list[int] | None = None) -> int:
+    """The length of the processor's encoding of `prompt` (`encode_prompts`, one prompt, uncut);
+    `image_tokens`: its images' token counts when the caller already has them."""
     tokenizer = tokenizer_of(processor)
     ids = tokenizer(chat_text(processor, prompt), add_special_tokens=False)["input_ids"]
     if not prompt.images:
         return len(ids)
+    if image_tokens is None:
+        image_tokens = image_token_counts(processor, [image_size(ref, prompt.sample_id) for ref in prompt.images])
     placeholder = tokenizer.convert_tokens_to_ids(processor.image_token)
-    counts = image_token_counts(processor, [image_size(ref, prompt.sample_id) for ref in prompt.images])
-    return len(ids) - ids.count(placeholder) + sum(counts)
+    return len(ids) - ids.count(placeholder) + sum(image_tokens)
 
 
 def longest_prompt_tokens(task, sample: Sample, processor) -> int:
-    """Tokens of the longer of the sample's direct-answer and chain-of-thought prompts."""
-    return max(prompt_token_count(processor, Prompt(task.prompt(sample, cot), sample.images, sample.id))
+    """Tokens of the longer of the sample's direct-answer and chain-of-thought prompts (its
+    images' headers read once for both)."""
+    images = image_token_counts(processor, [image_size(ref, sample.id) for ref in sample.images])
+    return max(prompt_token_count(processor, Prompt(task.prompt(sample, cot), sample.images, sample.id), images)
                for cot in (False, True))
 
 
@@ -80,6 +84,8 @@ def drop_overlong(task, samples: Iterable[Sample], processor) -> tuple[list[Samp
         return samples, []
     kept, dropped = [], []
     for sample in samples:
-        fits = longest_prompt_tokens(task, sample, processor) <= config.max_prompt_tokens
-        (kept if fits else dropped).append(sample if fits else sample.id)
+        if longest_prompt_tokens(task, sample, processor) <= config.max_prompt_tokens:
+            kept.append(sample)
+        else:
+            dropped.append(sample.id)
     return kept, dropped
