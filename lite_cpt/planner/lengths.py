@@ -74,11 +74,13 @@ DEFAULT_COT_LENGTHS = {
 DEFAULT_CV = 0.8
 
 
-#: SFT targets of the built-in task types: the gold answer itself (`Task.target`, direct answers),
-#: then the end of turn. An option letter (ScienceQA), a word or a short phrase (TextVQA, VizWiz,
-#: GQA, PathVQA, CLEVR), a number or expression (Geometry3K): a few tokens each, put at the
-#: evaluation's SHORT_ANSWER_STEPS (16) to be safe. A calibration measures the data's own.
-DEFAULT_TARGET_TOKENS = 16.0
+#: A short answer (an option letter, a word or a short phrase, a number), then the end of turn: a
+#: few tokens, put at 16 to be safe. The decode steps of an evaluation call whose answers are
+#: short (timeplan.SHORT_ANSWER_STEPS) and the SFT target of a built-in task type (the gold answer
+#: itself, `Task.target`: ScienceQA's letter, TextVQA's/VizWiz's/GQA's/PathVQA's/CLEVR's words,
+#: Geometry3K's number or expression). A calibration measures the data's own.
+SHORT_ANSWER_TOKENS = 16
+DEFAULT_TARGET_TOKENS = float(SHORT_ANSWER_TOKENS)
 SHORT_TARGET_TYPES = frozenset({"scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"})
 
 

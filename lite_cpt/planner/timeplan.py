@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from lite_cpt.arms.rl.settings import rl_settings
 from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
-from lite_cpt.planner.lengths import AnswerLengths, default_lengths, default_target_tokens, expected_image_tokens
+from lite_cpt.planner.lengths import (SHORT_ANSWER_TOKENS, AnswerLengths, default_lengths, default_target_tokens,
+                                     expected_image_tokens)
 from lite_cpt.planner.shapes import total_parameters
 from lite_cpt.planner.workload import Knobs, Workload, workload_of
 
@@ -254,13 +255,18 @@ def training_phases(counts: Counts) -> list[TaskCounts] | None:
         return None
     if counts.joint:  # the tasks' rows mixed: their pooled answer lengths, their row-weighted prompt
         rows = sum(t.train_rows for t in counts.tasks)
-        prompts = [t.prompt for t in counts.tasks]
-        prompt = None if None in prompts else sum(p * t.train_rows for p, t in zip(prompts, counts.tasks)) / rows
-        targets = [t.target for t in counts.tasks]
-        target = None if None in targets else sum(x * t.train_rows for x, t in zip(targets, counts.tasks)) / rows
+        prompt, target = (_row_weighted([getattr(t, field) for t in counts.tasks], counts.tasks)
+                          for field in ("prompt", "target"))
         return [TaskCounts("joint", rows, max(t.epochs for t in counts.tasks), None, counts.pooled_answers(), prompt,
                            target)]
     return list(counts.tasks)
+
+
+def _row_weighted(values: list[float | None], tasks) -> float | None:
+    """The tasks' mean of `values`, each weighted by its training rows; None if one is unknown."""
+    if None in values:
+        return None
+    return sum(v * t.train_rows for v, t in zip(values, tasks)) / sum(t.train_rows for t in tasks)
 
 
 def evaluation_prompts(counts: Counts) -> int | None:
@@ -351,7 +357,7 @@ def sft_seconds(work: Workload, knobs: Knobs, cal: Calibration, task: TaskCounts
 
 #: Decode steps of a generate call whose answers are short (option letters, numbers, VQA answers
 #: of a few words, then the end-of-turn token): the longest of a call of tens of such answers.
-SHORT_ANSWER_STEPS = 16
+SHORT_ANSWER_STEPS = SHORT_ANSWER_TOKENS
 
 
 def evaluation_steps(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> int:
