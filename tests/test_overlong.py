@@ -88,7 +88,7 @@ def s_prompt(task, sample, cot: bool) -> Prompt:
 
 
 def test_the_run_drops_them_when_it_loads_a_split_and_says_so(processor, caplog):
-    from lite_cpt.run.workspace import load_samples
+    from lite_cpt.run.splits import load_samples
 
     task = _task(8, "drop")
     every = task.load("test", 4)
@@ -98,3 +98,28 @@ def test_the_run_drops_them_when_it_loads_a_split_and_says_so(processor, caplog)
         kept = load_samples(task, "test", 4, processor)
     assert len(kept) < 4
     assert "whose prompt is over max_prompt_tokens" in caplog.text and "overlong_prompts: drop" in caplog.text
+
+
+def test_lite_cpt_eval_reads_the_same_rows_as_the_run(processor):
+    """`lite-cpt eval`'s sets (recipe_eval_sets) go through the run's split reader: with the
+    processor, a task that drops over-long prompts leaves out the same rows."""
+    from lite_cpt.recipe import load_recipe
+    from lite_cpt.run.evaluate import recipe_eval_sets
+    from lite_cpt.run.splits import load_samples
+    from lite_cpt.train.overlong import longest_prompt_tokens
+
+    def tasks_sets(budget: int):
+        recipe = load_recipe("recipes/tiny.yaml", ["tasks.*.overlong_prompts=drop", f"tasks.*.max_prompt_tokens={budget}",
+                                                   "tasks.*.test_size=6"], check_data=False)
+        return recipe_eval_sets(recipe, processor=processor)[:len(recipe.tasks)]
+
+    every = tasks_sets(100_000)  # nothing over budget
+    lengths = sorted(longest_prompt_tokens(s.task, sample, processor) for s in every for sample in s.samples)
+    budget = lengths[len(lengths) // 2]  # about half the rows fit
+    sets = tasks_sets(budget)
+    for evalset in sets:
+        task = evalset.task
+        run_rows = load_samples(task, task.config.source.test_split, task.config.test_size, processor)
+        assert [s.id for s in evalset.samples] == [s.id for s in run_rows]
+    kept = sum(len(s.samples) for s in sets)
+    assert 0 < kept < len(lengths) and kept == sum(n <= budget for n in lengths)

@@ -260,7 +260,7 @@ def test_no_function_over_60_lines_or_8_parameters_outside_the_kernels():
 #: Below the run loop: what trains, evaluates, checkpoints and logs one (seed, arm). These take
 #: the unit's resolved plan (lite_cpt.run.unit_plan), never the whole recipe.
 BELOW_THE_LOOP = ("train/", "arms/", "run/checkpoint.py", "run/rows.py", "run/saved_rows.py", "run/evaluate.py",
-                  "run/workspace.py", "run/run_time_plan.py", "run/preemption.py", "run/locks.py",
+                  "run/workspace.py", "run/splits.py", "run/run_time_plan.py", "run/preemption.py", "run/locks.py",
                   "run/integrity.py", "run/artefacts.py", "run/continual.py")
 #: The functions of those modules that sit above the loop and so may read the recipe: the top of
 #: the continual loop (it resolves the plans) and the `lite-cpt eval` command's evaluation sets.

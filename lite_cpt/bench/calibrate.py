@@ -219,7 +219,7 @@ def eval_prompts_per_s(recipe, model, processor) -> float:
     from lite_cpt.run.unit_plan import planned_generation
 
     generation = planned_generation(recipe)
-    sets = recipe_eval_sets(recipe, most=generation.batch_size)
+    sets = recipe_eval_sets(recipe, most=generation.batch_size, processor=processor)
     sets = [evalset for evalset in sets if evalset.samples]
 
     def evaluate():

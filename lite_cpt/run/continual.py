@@ -54,7 +54,8 @@ from lite_cpt.progress import task_progress
 from lite_cpt.recipe import Recipe, recipe_to_yaml
 from lite_cpt.run.run_time_plan import prediction_record, say_time_plan
 from lite_cpt.run.unit_plan import UnitPlan, plan_evaluation, plan_unit
-from lite_cpt.run.workspace import Workspace, load_samples
+from lite_cpt.run.splits import load_samples
+from lite_cpt.run.workspace import Workspace
 from lite_cpt.run.rows import RowFiles, base_row, evaluate_row, resume_rows
 from lite_cpt.run.saved_rows import _read_json, last_intact_task
 from lite_cpt.train.vllm_backend import check_engine_installed, engine_for

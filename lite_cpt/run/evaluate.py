@@ -49,18 +49,21 @@ def scored_items(evalset: EvalSet, texts: list[str], truncated: list[bool] | Non
             for text, sample, cut in zip(texts, evalset.samples, truncated)]
 
 
-def recipe_eval_sets(recipe, most: int | None = None) -> list[EvalSet]:
+def recipe_eval_sets(recipe, most: int | None = None, processor=None) -> list[EvalSet]:
     """Every task's and general benchmark's evaluation set at the recipe's sizes (None: the
-    whole split), or at most `most` items each."""
+    whole split), or at most `most` items each, read as the run reads them (`load_samples`:
+    unusable items skipped; over-long prompts dropped where the task drops them, counted with
+    `processor`)."""
+    from lite_cpt.run.splits import load_samples
     from lite_cpt.tasks.base import build_task
 
     def size(stated: int | None) -> int | None:
         return stated if most is None else most if stated is None else min(stated, most)
 
     root = recipe.data.root
-    sets = [EvalSet(t, t.load(c.source.test_split, size(c.test_size)))
+    sets = [EvalSet(t, load_samples(t, c.source.test_split, size(c.test_size), processor))
             for c in recipe.tasks for t in [build_task(c, root, recipe.seed)]]
-    sets += [EvalSet(b, b.load(c.source.test_split, size(c.size)))
+    sets += [EvalSet(b, load_samples(b, c.source.test_split, size(c.size)))
              for c in recipe.evaluation.general for b in [build_task(c, root, recipe.seed, benchmark=True)]]
     return sets
 
@@ -126,7 +129,7 @@ def evaluate_adapter(recipe_path, overrides: list[str], adapter, task_names: lis
         if not (Path(adapter) / "adapter_config.json").exists():
             raise UserError(f"no PEFT adapter at {adapter} (adapter_config.json is missing)")
         model = PeftModel.from_pretrained(model, str(adapter))
-    sets = recipe_eval_sets(recipe)
+    sets = recipe_eval_sets(recipe, processor=processor)
     if task_names:
         known = {s.task.name for s in sets}
         unknown = [n for n in task_names if n not in known]

@@ -11,13 +11,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lite_cpt.data.quality import describe_bad, screen
 from lite_cpt.planner.calibration import Calibration
 from lite_cpt.run.evaluate import EvalSet
+from lite_cpt.run.splits import load_samples
 from lite_cpt.run.unit_plan import EvaluationPlan
 from lite_cpt.tasks.base import Task
 from lite_cpt.tracking.tracker import RunTracker
-from lite_cpt.train.overlong import drop_overlong
 from lite_cpt.train.phase import Example, examples_of
 
 log = logging.getLogger(__name__)
@@ -46,24 +45,6 @@ class Workspace:
             self._train_cache[task_name] = load_examples(task, task.config.source.train_split, task.config.train_size,
                                                          self.processor)
         return self._train_cache[task_name]
-
-
-def load_samples(task: Task, split: str, size: int | None, processor=None) -> list:
-    """`size` samples of the split without its unusable items (bad image, empty question,
-    missing answer) and, where the task drops them, its over-long prompts (`processor` counts
-    their tokens): each skipped, counted and named in the log."""
-    samples = task.load(split, size)
-    good, bad = screen(samples)
-    if bad:
-        log.warning("%s: skipped %d of %d items of split '%s': %s", task.name, len(bad), len(samples), split,
-                    describe_bad(bad, len(samples)))
-    fitting, overlong = drop_overlong(task, good, processor)
-    if overlong:
-        shown = ", ".join(overlong[:3]) + (f" and {len(overlong) - 3} more" if len(overlong) > 3 else "")
-        log.warning("%s: dropped %d of %d items of split '%s' whose prompt is over max_prompt_tokens=%d "
-                    "(overlong_prompts: drop): %s", task.name, len(overlong), len(samples), split,
-                    task.config.max_prompt_tokens, shown)
-    return fitting
 
 
 def load_examples(task: Task, split: str, size: int | None, processor=None) -> list[Example]:
