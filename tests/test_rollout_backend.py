@@ -5,6 +5,7 @@ trainer's (LoRA rank bucket, pixel budget, room for prompt and answer)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -91,3 +92,22 @@ def test_a_missing_vllm_is_said_before_any_data_or_model_loads(tmp_path, monkeyp
     with pytest.raises(UserError, match=r"rollout.backend: vllm needs vLLM: pip install 'lite-cpt\[vllm\]'.*"
                                         r"rollout.backend: hf \(vllm is not installed\)"):
         run_recipe(recipe)
+
+
+def test_a_vllm_without_bitsandbytes_is_refused_for_an_nf4_base():
+    """vLLM 0.28 removed bitsandbytes (its in-flight 4-bit loader): an NF4 trainer's engine on
+    such a vLLM is one message naming the bound, an unquantized base runs on any release, and
+    the `vllm` extra stays below that release."""
+    import tomllib
+
+    from lite_cpt.train.vllm_backend import VLLM_WITHOUT_BNB, check_loads_nf4
+
+    check_loads_nf4(True, "0.27.0+cu129")
+    check_loads_nf4(True, "0.10.1")
+    check_loads_nf4(False, "0.34.0")
+    for version in ("0.28.0", "0.32.0+cpu", "1.0.0"):
+        with pytest.raises(UserError, match=rf"removed; vLLM {re.escape(version)} is installed: pip install "
+                                            r"'lite-cpt\[vllm\]' \(vllm<0\.28\), or set rollout\.backend: hf"):
+            check_loads_nf4(True, version)
+    extra = tomllib.loads(Path("pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    assert extra == [f"vllm>=0.10,<{'.'.join(map(str, VLLM_WITHOUT_BNB))}"]

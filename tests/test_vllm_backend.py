@@ -235,3 +235,26 @@ def test_the_calibration_fits_the_engines_decode_on_full_length_calls(setup, mon
     assert sorted((n, tokens) for _, n, tokens in spy.calls) == sorted(
         (n, n * steps) for n in (2, 16) for steps in (1, 4) for _ in range(1 + REPEATS))
     assert all(lora is not None and lora.lora_int_id == engine.lora_id for lora, _, _ in spy.calls)
+
+
+def test_a_groups_samples_share_their_prompts_kv_blocks(setup):
+    """The G samples of a prompt are G requests with one prompt: vLLM's prefix cache serves the
+    prompt's full KV blocks (image included) to all but the first, and prompts with other images
+    share nothing. The time plan sizes the engine's slots on this (timeplan.rollout_kv_tokens)."""
+    from lite_cpt.train.batching import Prompt, chat_text
+
+    model, processor, engine = setup
+    reset_adapter(model, seed=0)
+    question = "Describe the picture, its colours and its shapes. " * 12
+    prompts = [Prompt(question, (Image.new("RGB", (448, 448), colour),), f"p{i}")
+               for i, colour in enumerate([(200, 40, 40), (20, 140, 40)])]
+    length = processor(text=[chat_text(processor, prompts[0])], images=list(prompts[0].images),
+                       return_tensors="pt")["input_ids"].shape[1]
+    block = engine.llm.llm_engine.vllm_config.cache_config.block_size
+    assert length >= block, "the prompt must fill at least one KV block to be shared"
+    cached, total = engine.prompt_tokens_cached()
+    group = 5
+    engine.generate_completions(model, processor, prompts, Sampling(group_size=group, max_new_tokens=4, temperature=1.0))
+    cached_after, total_after = engine.prompt_tokens_cached()
+    assert total_after - total == len(prompts) * group * length
+    assert cached_after - cached == len(prompts) * (group - 1) * (length // block) * block

@@ -146,7 +146,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None, calibration: Cali
     from lite_cpt.results.report import write_report
 
     check_device(recipe.model)  # what this machine cannot run is said before anything about data
-    check_engine_installed(recipe.rollout)
+    check_engine_installed(recipe.rollout, recipe.model)
     require_data(recipe)  # every task's data, before the model loads
     loaded = None
     for seed in recipe.run_seeds:
@@ -168,7 +168,7 @@ def run_seed_arms(recipe: Recipe, arms: list[str] | None, console: Console | Non
     a report (`lite-cpt report` assembles whatever has finished); returns the seed directory.
     `calibration`: the throughputs behind the logged time plan (used only on its own device)."""
     check_device(recipe.model)
-    check_engine_installed(recipe.rollout)
+    check_engine_installed(recipe.rollout, recipe.model)
     with lock_ahead(recipe, arms):
         ws = build_workspace(recipe, console)
         ws.calibration = calibration

