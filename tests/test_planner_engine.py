@@ -37,9 +37,21 @@ def _vizwiz_tokens(recipe):
     return prompt + AnswerLengths(150.0, 0.8, "").mean_capped(2048)
 
 
+def _vizwiz_kv(recipe):
+    """KV tokens of one VizWiz rollout: its mean answer, the prompt's partial last block (8 tokens
+    expected) and a fifth of the rest of the prompt, shared by the group's 5 samples and held
+    until their longest answer ends."""
+    answers = AnswerLengths(150.0, 0.8, "")
+    mean, longest_of_5 = answers.mean_capped(2048), answers.expected_longest(5, 2048)
+    prompt = _vizwiz_tokens(recipe) - mean
+    return (prompt - 8) * (longest_of_5 / mean) / 5 + 8 + mean
+
+
 def test_the_engines_kv_cache_and_slots_by_hand():
     """48 GiB at 0.3: a 14.4 GiB share less the 7B's weights, the LoRA slot (r 64, bf16) and the
-    overhead; the rest in blocks of 16 tokens of 56 KiB; slots = KV tokens // (prompt + mean answer)."""
+    overhead; the rest in blocks of 16 tokens of 56 KiB; slots = KV tokens // a rollout's KV: its
+    mean answer, the prompt's partial last block (8 tokens expected) and a fifth of the rest of
+    the prompt, shared by the group's 5 samples and held until their longest answer ends."""
     recipe = _seven()
     assert LORA_PARAMS == 161_480_704
     engine = plan(recipe, 48).engine
@@ -50,9 +62,15 @@ def test_the_engines_kv_cache_and_slots_by_hand():
     assert engine.kv_tokens == tokens
     vizwiz = _vizwiz_tokens(recipe)
     assert 1900 < vizwiz < 1920  # VizWiz's 1296x968 photos: ~1,600 image tokens + the text, mean answer ~150
-    assert engine.slots()["vizwiz"] == tokens // vizwiz == 55
+    assert tokens // vizwiz == 55  # each sample with its own copy of the prompt
+    answers = AnswerLengths(150.0, 0.8, "")
+    assert 1.95 < answers.expected_longest(5, 2048) / answers.mean_capped(2048) < 2.0
+    shared = _vizwiz_kv(recipe)
+    assert 850 < shared < 860
+    assert engine.slots()["vizwiz"] == tokens // shared == 124
+    assert engine.slots()["evaluation"] == tokens // engine.sequence_tokens["evaluation"]  # one request: no sharing
     assert engine.longest_sequence == 2048 + 2048 and engine.holds_longest
-    assert plan(recipe, 48).to_json()["engine"]["slots"]["vizwiz"] == 55
+    assert plan(recipe, 48).to_json()["engine"]["slots"]["vizwiz"] == 124
 
 
 def test_the_time_plan_decodes_in_the_engines_slots_by_hand():
@@ -103,15 +121,18 @@ def test_a_share_without_room_for_the_weights_is_refused_with_the_utilization_th
     trainer = rft.phases["rollout"].peak_gb - max(7.2, result.engine.fixed_gb)
     largest = math.floor(100 * (21.6 - trainer) / 24) / 100
     fixed = _weights_gb(recipe) + LORA_PARAMS * 2 / GIB + OVERHEAD
-    useful = math.ceil(100 * (fixed + (64 * _vizwiz_tokens(recipe) + 16) * KV_PER_TOKEN / GIB) / 24) / 100
-    assert (largest, useful) == (0.49, 0.64)
+    # the longest sequence is now an evaluation request's (its own prompt): rollouts share theirs
+    evaluation = result.engine.sequence_tokens["evaluation"]
+    assert evaluation == max(result.engine.sequence_tokens.values()) > _vizwiz_kv(recipe)
+    useful = math.ceil(100 * (fixed + (64 * evaluation + 16) * KV_PER_TOKEN / GIB) / 24) / 100
+    assert (largest, useful) == (0.49, 0.51)
     [line] = [a for a in result.advice if "gpu_memory_utilization" in a]
-    assert "--set rollout.gpu_memory_utilization=0.49" in line and "0.64 holds 64 of every task's" in line
-    assert "decodes 29-88 sequences at once" in line
+    assert "--set rollout.gpu_memory_utilization=0.49" in line and "0.51 holds 64 of every task's" in line
+    assert "decodes 58-161 sequences at once" in line
     assert result.advice == [line]  # the transformers generation phases' advice is gone
     advised = plan(_seven("rollout.gpu_memory_utilization=0.49"), 24)
     assert advised.fits and advised.arms["rft"].phases["rollout"].peak_gb <= 21.6
-    assert advised.engine.slots()["vizwiz"] == advised.engine.kv_tokens // _vizwiz_tokens(recipe) == 29
+    assert advised.engine.slots()["vizwiz"] == advised.engine.kv_tokens // _vizwiz_kv(recipe) == 66
     transformers = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
     assert advised.arms["rft"].time.hours < plan(transformers, 24).arms["rft"].time.hours
     shipped = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24)  # the recipe states 0.49
@@ -125,9 +146,9 @@ def test_a_trainer_that_leaves_no_room_for_the_engine_is_told_to_use_transformer
 
 
 def test_an_engine_that_fits_with_few_slots_gets_a_note():
-    """48 GiB at 0.3 fits with 55 VizWiz slots; a larger share (within the trainer's room) holds 64."""
-    notes = plan(_seven(), 48).notes
-    assert any("vLLM decodes as few as 55 sequences at once" in n and "--set rollout.gpu_memory_utilization=" in n
+    """36 GiB at 0.3 fits with 40 evaluation slots; a larger share (within the trainer's room) holds 64."""
+    notes = plan(_seven(), 36).notes
+    assert any("vLLM decodes as few as 40 sequences at once" in n and "--set rollout.gpu_memory_utilization=" in n
                for n in notes)
 
 
@@ -149,7 +170,7 @@ def test_the_plan_table_shows_the_engine(capsys):
     assert plan_recipe_file(Path("recipes/seven_tasks.yaml"), ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3"], 48, False, None) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "vLLM engine (rollout.backend: vllm)" in out and "share 0.3 x 48 = 14.40 GiB" in out
-    assert "vizwiz 55" in out
+    assert "vizwiz 124" in out and "evaluation 110" in out
 
 
 def test_a_runs_time_plan_sizes_the_engines_slots_on_the_gpu_it_runs_on():

@@ -119,8 +119,10 @@ def test_the_engine_figures_round_trip_and_scale_with_the_model(tmp_path):
 
 
 def test_the_plan_says_which_figures_priced_vllms_decode():
-    """The faithful recipe on vLLM: the reference card's derived transformers figures, said so; a
-    calibration of the 7B with the engine's fit prices the engine's phases with it (fewer hours)."""
+    """The faithful recipe on vLLM: the reference card's derived engine figures (transformers'
+    4-bit weight path, 30 ms, with a CUDA graph's step instead of its per-layer launches), said
+    so; a GPU calibration without the engine's fit falls back to transformers' figures, said so;
+    one with the engine's fit prices the engine's phases with it."""
     from lite_cpt.planner import plan
     from lite_cpt.planner.calibration import REFERENCE_24GB
     from lite_cpt.recipe import load_recipe
@@ -128,15 +130,24 @@ def test_the_plan_says_which_figures_priced_vllms_decode():
     recipe = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=vllm"], check_data=False)
     derived = plan(recipe, 24.0, arm="rft")
     [note] = [n for n in derived.notes if n.startswith("vLLM's decode")]
-    assert "transformers generate's figures (derived for the reference card: 60.00 ms per step" in note
+    assert "engine's own figures, derived for the reference card" in note and "36.00 ms per step + 0.500 ms" in note
     assert "lite-cpt bench gpu --recipe" in note
+    assert REFERENCE_24GB.engine_decode_step_s < REFERENCE_24GB.decode_step_s
+    assert REFERENCE_24GB.engine_decode_s_per_sequence == REFERENCE_24GB.decode_s_per_sequence
+    no_fit = dataclasses.replace(REFERENCE_24GB, device="NVIDIA H100 80GB HBM3", source="test",
+                                 engine_decode_step_s=None, engine_decode_s_per_sequence=None)
+    fallback = plan(recipe, 24.0, arm="rft", calibration=no_fit)
+    [note] = [n for n in fallback.notes if n.startswith("vLLM's decode")]
+    assert "transformers generate's figures (measured on NVIDIA H100 80GB HBM3: 60.00 ms per step" in note
     measured = dataclasses.replace(REFERENCE_24GB, device="NVIDIA H100 80GB HBM3", source="test", **ENGINE)
     engine = plan(recipe, 24.0, arm="rft", calibration=measured)
     [note] = [n for n in engine.notes if n.startswith("vLLM's decode")]
     assert note.endswith("engine's own figures, measured on NVIDIA H100 80GB HBM3: 20.00 ms per step + 1.000 ms "
                          "per sequence")
-    hours = {name: p.arms["rft"].time.seconds for name, p in (("derived", derived), ("engine", engine))}
-    assert hours["engine"]["rollout"] < hours["derived"]["rollout"]
+    hours = {name: p.arms["rft"].time.seconds for name, p in
+             (("derived", derived), ("fallback", fallback), ("engine", engine))}
+    assert hours["derived"]["rollout"] < hours["fallback"]["rollout"]
+    assert hours["engine"]["rollout"] != hours["fallback"]["rollout"]
     assert hours["engine"]["grpo_step"] == pytest.approx(hours["derived"]["grpo_step"])
     hf = load_recipe("recipes/seven_tasks.yaml", ["rollout.backend=hf"], check_data=False)
     assert not [n for n in plan(hf, 24.0, arm="rft").notes if n.startswith("vLLM's decode")]

@@ -117,7 +117,16 @@ class Calibration:
 #: - training: 6 FLOP per parameter and token (forward, recomputed forward, input-gradient
 #:   backward of the frozen base) at 35 % of peak: 1,200 tokens/s.
 #: - AdamW over 161 M fp32 LoRA parameters: a few GB of memory traffic, 0.01 s.
-#: Replace them with `lite-cpt bench gpu --json F` on your card and `lite-cpt plan --calibration F`.
+#: - vLLM's decode (rollout.backend vllm; vLLM < 0.28): the same weight path, since its
+#:   bitsandbytes layers call bnb's `matmul_4bit` (vllm 0.27.0, quantization/bitsandbytes.py
+#:   `_apply_bnb_4bit`: dequantise, then a 16-bit matmul, for more than one row): 30 ms. The
+#:   ~1 ms per layer of launches and Python is gone: the step replays a CUDA graph (4-bit bnb
+#:   layers capture since vllm PR #8768, as a custom op in the V1 engine since PR #15611).
+#:   Added: the LoRA kernels (shrink and expand on 7 projections x 28 layers, 0.3 GB of adapter
+#:   read: 2 ms) and the engine's host work per step that the graph does not hide (scheduling,
+#:   input preparation, sampling bookkeeping: 4 ms). 0.036 s per step; per sequence as above.
+#: Replace them with `lite-cpt bench gpu --json F` on your card and `lite-cpt plan --calibration F`
+#: (with vLLM installed, `--recipe R` measures the engine's decode too).
 REFERENCE_24GB = Calibration(
     device="reference 24 GB card (RTX 4090 class), derived figures",
     model="Qwen/Qwen2.5-VL-7B-Instruct",
@@ -129,6 +138,8 @@ REFERENCE_24GB = Calibration(
     optimizer_step_s=0.01,
     source="derived from the RTX 4090 data sheet (1,008 GB/s, 165 TFLOPS bf16) and bitsandbytes 0.40.0's "
            "4-bit inference notes; see lite_cpt/planner/calibration.py",
+    engine_decode_step_s=0.036,
+    engine_decode_s_per_sequence=0.0005,
 )
 
 

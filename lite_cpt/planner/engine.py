@@ -17,7 +17,11 @@ While the policy trains the engine sleeps (level 1: weights to host memory, KV c
 logprob_pass, grpo_step and sft_step keep their plan. A generation phase's peak is the trainer's
 resident state (with allocator slack and the CUDA context) plus the share. Sequences decoding at once:
 
-    slots = min(max_num_seqs, KV tokens // (expected prompt + expected answer))
+    slots = min(max_num_seqs, KV tokens // KV tokens of one sequence)
+
+A sequence holds its expected answer and its prompt; a rollout shares its prompt's full blocks
+with the other samples of its group (vLLM's prefix cache) until the group's longest answer ends
+(timeplan.rollout_kv_tokens), an evaluation request holds its prompt alone.
 
 The engine fits when its share holds weights + adapter + overhead + one full-length sequence
 (the longest prompt and the longest max_new_tokens: vLLM refuses to start without room for one),
@@ -39,7 +43,8 @@ from lite_cpt.planner.search import advice_for
 from lite_cpt.planner.shapes import lora_parameters
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
 from lite_cpt.planner.timeplan import (
-    counts_of, engine_decode, engine_slots, evaluation_sequence_tokens, rollout_sequence_tokens, training_phases,
+    KV_BLOCK_TOKENS, counts_of, engine_decode, engine_slots, evaluation_sequence_tokens, rollout_kv_tokens,
+    training_phases,
 )
 from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload, workload_of
 
@@ -50,8 +55,6 @@ from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload, workload_o
 #: about 2 GiB. Qwen-VL's vision encoder is profiled at the largest image the pixel budget
 #: allows, which a large model.max_pixels can push above this.
 ENGINE_OVERHEAD_GIB = 2.0
-#: vLLM's KV cache block (tokens): the cache is a whole number of blocks.
-KV_BLOCK_TOKENS = 16
 GENERATION_PHASES = ("rollout", "evaluation")
 
 
@@ -66,7 +69,7 @@ class Engine:
     adapter_gb: float
     kv_bytes_per_token: float
     longest_sequence: int  # tokens: the longest prompt and the longest max_new_tokens (max_model_len)
-    sequence_tokens: dict[str, float]  # expected prompt + answer of a sequence, per task and "evaluation"
+    sequence_tokens: dict[str, float]  # KV tokens of one sequence (rollout_kv_tokens), per task and "evaluation"
     overhead_gb: float = ENGINE_OVERHEAD_GIB
 
     @property
@@ -129,8 +132,8 @@ class Engine:
             f"{self.utilization:g} x {self.gpu_gb:g} = {self.share_gb:.2f} GiB = weights {self.weights_gb:.2f} + "
             f"LoRA slot {self.adapter_gb:.2f} + overhead {self.overhead_gb:.2f} + KV cache {self.kv_cache_gb:.2f} GiB "
             f"({self.kv_tokens:,} tokens; one full-length sequence: {self.longest_sequence:,})",
-            f"sequences decoding at once (min(max_num_seqs {self.max_num_seqs}, KV tokens / expected prompt + "
-            f"answer)): {slots}",
+            f"sequences decoding at once (min(max_num_seqs {self.max_num_seqs}, KV tokens / a sequence's: its "
+            f"answer and its prompt, a group's prompt blocks shared by its samples)): {slots}",
         ]
 
 
@@ -153,7 +156,7 @@ def engine_of(recipe, works: list[Workload], gpu_gb: float, cal, counts_by_arm: 
     for w, counts in zip(works, counts_by_arm):
         if w.is_rft:
             for task in training_phases(counts) or counts.tasks:
-                tokens[task.name] = max(tokens.get(task.name, 0.0), rollout_sequence_tokens(w, cal, task))
+                tokens[task.name] = max(tokens.get(task.name, 0.0), rollout_kv_tokens(w, cal, task, w.group_size))
     evaluating = next((i for i, w in enumerate(works) if w.is_rft), 0)
     tokens["evaluation"] = evaluation_sequence_tokens(works[evaluating], cal, counts_by_arm[evaluating])
     return Engine(gpu_gb=gpu_gb, utilization=recipe.rollout.gpu_memory_utilization,
@@ -249,15 +252,22 @@ def engine_advice(engine: Engine, trainer_gb: float, usable_gb: float) -> tuple[
 
 def engine_decode_notes(work: Workload, cal: Calibration) -> list[str]:
     """Which decode figures priced the engine's phases (rollouts, RIF's estimate, evaluation):
-    its own measured fit, or transformers generate's, which the plan says."""
+    its own (measured, or derived for the reference card), or transformers generate's, which the
+    plan says."""
     decode = engine_decode(work, cal)
     per_step = f"{decode.decode_step_s * 1e3:.2f} ms per step + {decode.decode_s_per_sequence * 1e3:.3f} ms per sequence"
+    derived = cal.device == REFERENCE_24GB.device
+    measure = "measure the engine with `lite-cpt bench gpu --recipe RECIPE --json F` where vLLM is installed"
     if decode is not cal:
+        if derived:
+            return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with the engine's own figures, derived "
+                    f"for the reference card (transformers' bnb weight path without its per-layer launches; "
+                    f"lite_cpt/planner/calibration.py): {per_step}; {measure}"]
         return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with the engine's own figures, "
                 f"measured on {cal.device}: {per_step}"]
-    where = "derived for the reference card" if cal is REFERENCE_24GB else f"measured on {cal.device}"
+    where = "derived for the reference card" if derived else f"measured on {cal.device}"
     if cal.has_engine_decode:
         where += f"; its engine figures are of {cal.model}"
     return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with transformers generate's figures "
             f"({where}: {per_step}); vLLM's continuous batching decodes faster per step, so these phases are likely "
-            "over-estimated: measure the engine with `lite-cpt bench gpu --recipe RECIPE --json F` where vLLM is installed"]
+            f"over-estimated: {measure}"]

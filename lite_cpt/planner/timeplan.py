@@ -64,6 +64,9 @@ PROMPT_TEXT_TOKENS = 160
 #: (SATURATING_SEQUENCES of the planner's workload). With a GPU size the engine's KV cache decides
 #: (`engine_slots`).
 CONTINUOUS_SLOTS = 64
+#: vLLM's KV cache block on CUDA (tokens): the cache is a whole number of blocks, and the prefix
+#: cache shares whole blocks only.
+KV_BLOCK_TOKENS = 16
 TIME_PHASES = ("rif_rollout", "rollout", "logprob_pass", "grpo_step", "sft_step", "evaluation")
 
 
@@ -196,10 +199,21 @@ def continuous_slots(counts: Counts, tokens_per_sequence: float, static_per_call
     return max(1, engine_slots(counts.engine_kv_tokens, counts.max_num_seqs, tokens_per_sequence))
 
 
-def rollout_sequence_tokens(work: Workload, cal: Calibration | None, task: TaskCounts) -> float:
-    """Expected tokens of one rollout of `task`: its prompt and its mean answer (the cap without lengths)."""
-    answer = task.answers.mean_capped(work.new_tokens) if task.answers is not None else work.new_tokens
-    return (task.prompt or prompt_tokens(work, cal)) + answer
+def rollout_kv_tokens(work: Workload, cal: Calibration | None, task: TaskCounts, group_size: int) -> float:
+    """KV-cache tokens one rollout of `task` holds in the engine over its life: its mean answer
+    (the cap without lengths) and its share of the prompt. The `group_size` requests of a prompt
+    share the prompt's full KV blocks (vLLM's prefix cache; tests/test_vllm_backend.py checks the
+    counts), which stay until the group's longest answer ends: prompt x E[longest of G] /
+    (G x E[answer]) per rollout; the prompt's last, partial block (half a block expected) is each
+    request's own. One request (evaluation, G = 1): prompt + answer."""
+    prompt = task.prompt or prompt_tokens(work, cal)
+    if task.answers is None:
+        answer, hold = float(work.new_tokens), 1.0
+    else:
+        answer = task.answers.mean_capped(work.new_tokens)
+        hold = task.answers.expected_longest(group_size, work.new_tokens) / answer
+    partial = min(prompt, KV_BLOCK_TOKENS / 2)
+    return (prompt - partial) * hold / max(1, group_size) + partial + answer
 
 
 def evaluation_sequence_tokens(work: Workload, cal: Calibration, counts: Counts, *, trained: bool = True) -> float:
@@ -287,7 +301,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     prompts = updates * work.prompts_per_step
     per_call = knobs.prompts_per_call * g
     if counts.continuous:  # paged KV: slots hold answers of their real length, not all at the cap
-        per_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), per_call)
+        per_call = continuous_slots(counts, rollout_kv_tokens(work, cal, task, g), per_call)
     measured = rl_measured_here(work, knobs, cal)
     decode = dict(answers=task.answers, continuous=counts.continuous)
     generating = engine_decode(work, cal) if counts.continuous else cal
@@ -303,7 +317,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
         k = work.rif_rollouts
         rif_call = knobs.prompts_per_call * k
         if counts.continuous:
-            rif_call = continuous_slots(counts, rollout_sequence_tokens(work, cal, task), rif_call)
+            rif_call = continuous_slots(counts, rollout_kv_tokens(work, cal, task, k), rif_call)
         out["rif_rollout"] = generation_seconds(generating, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
                                                 new_tokens=new, group_size=k, **decode)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
