@@ -145,5 +145,10 @@ class RolloutConfig(Section):
         0.3, gt=0, lt=1, description="vllm: share of the GPU's memory vLLM may hold (weights and KV cache); "
         "released while the policy trains (sleep mode).",
     )
+    offload_trainer: bool = Field(
+        True, description="vllm on CUDA: move the trainer's frozen base, adapters and optimizer state to host "
+        "memory while vLLM generates (EasyR1's actor offload), so gpu_memory_utilization can give vLLM's KV cache "
+        "that memory too; false keeps them on the GPU (then the share must fit beside them).",
+    )
     cpu_kv_cache_gb: int = Field(2, ge=1, description="vllm on CPU: KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
     max_num_seqs: int = Field(256, ge=1, description="vllm: the most sequences decoded at once.")

@@ -271,7 +271,7 @@ def test_faster_card_means_proportionally_less_time(tmp_path, capsys):
     assert data["time"]["arms"]["rft"]["hours"] == pytest.approx(fast.arms["rft"].time.hours, abs=1e-3)
 
 
-def test_day_recipe_rft_and_sft_arms_within_a_day_on_24_gb_with_whole_chains_of_thought_and_the_faithful_one_not():
+def test_the_protocols_rft_arm_and_the_day_recipes_arms_fit_a_day_on_24_gb():
     day_recipe = load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False)
     day = plan(day_recipe, 24).to_json()
     assert day["fits"]
@@ -282,8 +282,13 @@ def test_day_recipe_rft_and_sft_arms_within_a_day_on_24_gb_with_whole_chains_of_
     assert rft.max_new_tokens >= 1024 and day_recipe.evaluation.generation.max_new_tokens >= 1024
     for task in load_recipe("recipes/seven_tasks_day.yaml", [], check_data=False).tasks:
         assert task.train_size >= 1000 and task.test_size >= 500
+    # the paper's protocol, uncut: its rft and sft arms within a day on the reference card's
+    # derived figures (vLLM with the trainer offloaded, shared prefixes), the day recipe faster
     faithful = plan(load_recipe("recipes/seven_tasks.yaml", [], check_data=False), 24).to_json()
-    assert faithful["time"]["arms"]["rft"]["hours"] > 24, "the paper's protocol needs the day recipe's cuts"
+    assert faithful["fits"]
+    for arm in ("rft", "sft"):
+        assert faithful["time"]["arms"][arm]["hours"] <= 24
+        assert day["time"]["arms"][arm]["hours"] < faithful["time"]["arms"][arm]["hours"]
 
 
 def test_bench_gpu_runs_end_to_end_on_cpu_and_feeds_the_plan(tmp_path, capsys):

@@ -15,9 +15,9 @@ CAL = Calibration(device="test", model="tiny", parameters=0, decode_step_s=0.1, 
                   prefill_tokens_per_s=100.0, train_tokens_per_s=50.0, optimizer_step_s=0.5, source="test")
 
 
-def _arm(backend: str, name: str = "rft", **arm):
+def _arm(backend: str, name: str = "rft", offload: bool = False, **arm):
     raw = {
-        "name": "timed", "model": {"name": "tiny"}, "rollout": {"backend": backend},
+        "name": "timed", "model": {"name": "tiny"}, "rollout": {"backend": backend, "offload_trainer": offload},
         "tasks": [{"name": "a", "type": "mini_scienceqa", "train_size": 12, "test_size": 5, "epochs": 1},
                   {"name": "b", "type": "mini_gqa", "train_size": 8, "test_size": 3, "epochs": 1}],
         "arms": [{"name": name, "rft": {"group_size": 4, "prompts_per_step": 8, "max_new_tokens": 10}, **arm}],
@@ -188,3 +188,30 @@ def test_the_engines_decode_fit_takes_the_one_token_call_out_and_fits_as_transfo
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
     assert calibrate.rollout_engine_of(vllm, None, None) is None
     assert calibrate.engine_figures(vllm, torch.nn.Linear(1, 1), None, [], None) == {}
+
+
+def test_offloading_the_trainer_costs_two_copies_per_engine_call_by_hand():
+    """rollout.offload_trainer: before each engine call the trainer's state (frozen base, adapter,
+    optimizer moments in a GRPO phase) goes to host memory and comes back after, at the
+    calibration's host_copy_gb_per_s each way: one call per rollout batch (20 prompts at 8 per
+    step: 3 updates) and one per evaluation set (2 tasks + 1 benchmark); nothing else changes."""
+    from lite_cpt.planner.bytes import engine_resident_bytes, generation_resident_bytes, offload_bytes
+
+    knobs = Knobs(4, 1024, 2)
+    kept, kept_cal, kept_counts = _arm("vllm")
+    work, cal, counts = _arm("vllm", offload=True)
+    assert work.offload_trainer and not kept.offload_trainer
+    rollout_bytes = sum(v for k, v in generation_resident_bytes(work, "rollout").items() if k != "vision_cache")
+    assert offload_bytes(work, "rollout") == rollout_bytes > offload_bytes(work, "evaluation") > 0
+    assert offload_bytes(kept, "rollout") == 0
+    assert set(engine_resident_bytes(work, "rollout")) <= {"vision_cache"}
+    assert engine_resident_bytes(kept, "rollout") == generation_resident_bytes(kept, "rollout")
+    rate = cal.host_copy_gb_per_s * 1e9
+    moved, stayed = arm_time(work, knobs, cal, counts).seconds, arm_time(kept, knobs, kept_cal, kept_counts).seconds
+    assert moved["rollout"] - stayed["rollout"] == pytest.approx(3 * 2 * rollout_bytes / rate)
+    assert evaluation_seconds(work, cal, counts) - evaluation_seconds(kept, kept_cal, kept_counts) == pytest.approx(
+        3 * 2 * offload_bytes(work, "evaluation") / rate)
+    for phase in ("logprob_pass", "grpo_step"):
+        assert moved[phase] == stayed[phase]
+    assert arm_time(*_arm("hf", offload=True)[:1], knobs, *_arm("hf", offload=True)[1:]).seconds == arm_time(
+        *_arm("hf")[:1], knobs, *_arm("hf")[1:]).seconds  # transformers generates with the trainer's own model

@@ -323,6 +323,27 @@ def engine_figures(recipe, model, processor, batch: list[Prompt], new_tokens: in
     return engine_decode_costs(engine, model, processor, batch, widths, new_tokens or steps)
 
 
+#: Bytes of the copy `host_copy_gb_per_s` times each way: large enough for the link's rate.
+HOST_COPY_BYTES = 512 * 2**20
+
+
+def host_copy_gb_per_s(device: torch.device) -> float:
+    """GB/s of a copy between `device` and pinned host memory, the mean of both ways (what
+    rollout.offload_trainer moves around each engine call); a CPU has no such link: the default."""
+    if device.type != "cuda":
+        return Calibration.host_copy_gb_per_s
+    on_device = torch.empty(HOST_COPY_BYTES, dtype=torch.uint8, device=device)
+    host = torch.empty(HOST_COPY_BYTES, dtype=torch.uint8, pin_memory=True)
+
+    def round_trip():
+        host.copy_(on_device, non_blocking=True)
+        on_device.copy_(host, non_blocking=True)
+        torch.cuda.synchronize(device)
+
+    seconds, _ = _best_seconds(round_trip)
+    return 2 * HOST_COPY_BYTES / seconds / 1e9
+
+
 def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_tokens: int | None = None, examples=None,
                         data_rates: bool = True, engine=None) -> Calibration:
     """Throughputs of `model` (the recipe's base + LoRA) on examples of every task of the
@@ -356,6 +377,7 @@ def measure_calibration(recipe, model, processor, *, prompts: int = 8, new_token
         decode_step_s=step_s, decode_s_per_sequence=per_sequence, decode_measured=decode_measured,
         prefill_tokens_per_s=prefill.tokens_per_s, train_tokens_per_s=train.tokens_per_s,
         optimizer_step_s=optimizer_s, prefill_pass_s=prefill.pass_s, train_pass_s=train.pass_s,
+        host_copy_gb_per_s=host_copy_gb_per_s(device),
         source=f"measured by lite-cpt bench gpu on {name}{weights}", **engine_decode, **data,
     )
 

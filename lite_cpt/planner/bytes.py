@@ -313,6 +313,24 @@ def generation_resident_bytes(work: Workload, phase: str) -> dict[str, float]:
     return {**resident, **_vision_cache(work), "optimizer_states": lora["optimizer_states"]}
 
 
+def engine_resident_bytes(work: Workload, phase: str) -> dict[str, float]:
+    """What the trainer keeps on the GPU while the vLLM engine generates in `phase`: its resident
+    state, or with rollout.offload_trainer only the vision feature cache (the rest waits in host
+    memory: `offload_bytes`)."""
+    resident = generation_resident_bytes(work, phase)
+    if work.offload_trainer:
+        return {k: v for k, v in resident.items() if k == "vision_cache"}
+    return resident
+
+
+def offload_bytes(work: Workload, phase: str) -> float:
+    """Bytes rollout.offload_trainer moves to host memory before each engine call of `phase`
+    (and back after it): 0 without it."""
+    if not work.offload_trainer:
+        return 0.0
+    return sum(v for k, v in generation_resident_bytes(work, phase).items() if k != "vision_cache")
+
+
 def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> list[Instant]:
     if phase == "sft_step":
         return [instant for shape in micro_batch_shapes(work, knobs, work.answer_tokens)

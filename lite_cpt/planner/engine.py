@@ -2,7 +2,9 @@
 
 vLLM runs in the trainer's process. While it generates (rollouts, RIF's estimate, evaluation) it
 holds its share of the GPU, `rollout.gpu_memory_utilization x gpu_gb`, beside what the trainer
-keeps resident (frozen base, adapter, AdamW moments, KL reference adapter, CUDA context). The share:
+keeps resident: its CUDA context and vision feature cache, and without rollout.offload_trainer
+also its frozen base, adapter, AdamW moments and KL reference adapter (with it they wait in host
+memory, copied out and back around each engine call: `offload_notes`). The share:
 
     weights    the frozen-weight bytes of the trainer's own plan. vLLM loads the same base (NF4
                through bitsandbytes when the trainer is NF4; embeddings, head and vision tower in
@@ -36,15 +38,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lite_cpt.planner.bytes import (
-    CUDA_CONTEXT_GIB, FRAGMENTATION, GIB, device_peak_gb, frozen_weight_bytes, generation_resident_bytes,
+    CUDA_CONTEXT_GIB, FRAGMENTATION, GIB, device_peak_gb, engine_resident_bytes, frozen_weight_bytes, offload_bytes,
     kv_bytes_per_token,
 )
 from lite_cpt.planner.search import advice_for
 from lite_cpt.planner.shapes import lora_parameters
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
+from lite_cpt.planner.engine_slots import KV_BLOCK_TOKENS, engine_slots
 from lite_cpt.planner.timeplan import (
-    KV_BLOCK_TOKENS, counts_of, engine_decode, engine_slots, evaluation_sequence_tokens, rollout_kv_tokens,
-    training_phases,
+    counts_of, engine_decode, evaluation_sequence_tokens, rollout_kv_tokens, training_phases,
 )
 from lite_cpt.planner.workload import SATURATING_SEQUENCES, Workload, workload_of
 
@@ -183,13 +185,13 @@ def on_engine(counts, engine: Engine | None):
 
 def trainer_resident_gb(work: Workload, phase: str) -> float:
     """GiB the trainer holds while the engine generates in `phase` (allocator slack, CUDA context)."""
-    return device_peak_gb(sum(generation_resident_bytes(work, phase).values()))
+    return device_peak_gb(sum(engine_resident_bytes(work, phase).values()))
 
 
 def engine_phase(phase, work: Workload, engine: Engine, usable_gb: float):
     """`phase` (a PhasePlan of rollout or evaluation) with the engine generating: the trainer's
     resident state plus the engine's share, which knobs do not change."""
-    tensors = generation_resident_bytes(work, phase.name)
+    tensors = engine_resident_bytes(work, phase.name)
     components = {k: v / GIB for k, v in tensors.items()}
     components["fragmentation"] = sum(tensors.values()) * FRAGMENTATION / GIB
     components["cuda_context"] = CUDA_CONTEXT_GIB
@@ -271,3 +273,15 @@ def engine_decode_notes(work: Workload, cal: Calibration) -> list[str]:
     return [f"vLLM's decode (rollouts, RIF's estimate, evaluation) priced with transformers generate's figures "
             f"({where}: {per_step}); vLLM's continuous batching decodes faster per step, so these phases are likely "
             f"over-estimated: {measure}"]
+
+
+def offload_notes(work: Workload, cal: Calibration) -> list[str]:
+    """What rollout.offload_trainer moves around each engine call, and at what rate."""
+    if not work.offload_trainer:
+        return []
+    moved = offload_bytes(work, "rollout") / GIB
+    where = "derived" if cal.device == REFERENCE_24GB.device else f"measured on {cal.device}"
+    return [f"the trainer's state ({moved:.1f} GiB: frozen base, adapters, optimizer moments) waits in host memory "
+            f"while vLLM generates (rollout.offload_trainer), copied out and back around each engine call at "
+            f"{cal.host_copy_gb_per_s:.0f} GB/s ({where}); it needs as much free (pinned) host memory, beside the "
+            "engine's own weights while it sleeps"]

@@ -25,7 +25,7 @@ from lite_cpt.planner.bytes import (
 from lite_cpt.planner.search import advice_for, choose_eval_batch, choose_knobs, floor_knobs
 from lite_cpt.planner.shapes import lora_layout, parameter_counts, resolve_shape, total_parameters
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration, check_calibration
-from lite_cpt.planner.engine import Engine, engine_decode_notes, engine_of, on_engine, with_engine
+from lite_cpt.planner.engine import Engine, engine_decode_notes, engine_of, offload_notes, on_engine, with_engine
 from lite_cpt.planner.timeplan import ArmTime, arm_time, base_evaluation_seconds, counts_of
 from lite_cpt.planner.workload import PHASES, Knobs, Workload, arm_phases, image_tokens_of, workload_of
 
@@ -217,7 +217,7 @@ def plan(recipe, gpu_gb: float, arm: str | None = None, calibration: Calibration
         arm_plans[work.arm].time = arm_time(work, arm_plans[work.arm].knobs, calibration, on_engine(counts, engine))
     if engine is not None:  # rollout and evaluation generate on the engine
         arm_plans, engine_notes = with_engine(arm_plans, engine, gpu_gb * (1 - SAFETY_MARGIN))
-        notes += engine_notes + engine_decode_notes(works[0], calibration)
+        notes += engine_notes + engine_decode_notes(works[0], calibration) + offload_notes(works[0], calibration)
     base_eval = base_evaluation_seconds(works[0], calibration, on_engine(counts_by_arm[0], engine))
     notes += answer_length_notes(recipe, arms, calibration)
     return Plan(

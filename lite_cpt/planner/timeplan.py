@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from lite_cpt.arms.rl.settings import rl_settings
 from lite_cpt.train.phase import micro_batches
 from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
+from lite_cpt.planner.engine_slots import KV_BLOCK_TOKENS, continuous_slots, offload_seconds
 from lite_cpt.planner.lengths import (SHORT_ANSWER_TOKENS, AnswerLengths, default_lengths, default_target_tokens,
                                      expected_image_tokens)
 from lite_cpt.planner.shapes import total_parameters
@@ -59,14 +60,6 @@ from lite_cpt.planner.workload import Knobs, Workload, workload_of
 #: Text tokens of a prompt besides its image: the chat template, the question and the answer
 #: options (ScienceQA with its context is the longest task; most questions are far shorter).
 PROMPT_TEXT_TOKENS = 160
-#: Sequences a continuous-batching backend (vLLM) keeps decoding at once when the size of its KV
-#: cache is unknown (no GPU size to plan it on): the step cost's saturation point
-#: (SATURATING_SEQUENCES of the planner's workload). With a GPU size the engine's KV cache decides
-#: (`engine_slots`).
-CONTINUOUS_SLOTS = 64
-#: vLLM's KV cache block on CUDA (tokens): the cache is a whole number of blocks, and the prefix
-#: cache shares whole blocks only.
-KV_BLOCK_TOKENS = 16
 TIME_PHASES = ("rif_rollout", "rollout", "logprob_pass", "grpo_step", "sft_step", "evaluation")
 
 
@@ -97,6 +90,7 @@ class Counts:
     inner_epochs: int
     remax: bool
     eval_cot: bool = False  # evaluation prompts ask for a chain of thought
+    general_sets: int = 0  # general benchmarks: an evaluation makes one engine call per set
     shared_prefix: bool = True  # scoring passes hold each prompt once per group (rft.shared_prefix)
     continuous: bool = False  # the rollout backend refills finished answers' slots (decode tracks the mean)
     mini_batches: int = 1  # optimizer steps per rollout batch per inner epoch
@@ -155,6 +149,7 @@ def counts_of(recipe, arm, cal: Calibration | None = None) -> Counts:
     return Counts(
         tasks=tasks,
         general_rows=None if None in general else sum(general),
+        general_sets=len(general),
         joint=arm.method.startswith("multitask"),
         rif=arm.method == "rif_rft" and arm.rif.mode == "offline",
         kl=rft.uses_kl,
@@ -183,20 +178,6 @@ def answer_tokens(work: Workload, cal: Calibration | None = None, target: float 
     if cal is not None and cal.answer_tokens and cal.model == work.shape.name:
         return min(work.answer_tokens, cal.answer_tokens)
     return work.answer_tokens if target is None else min(work.answer_tokens, target)
-
-
-def engine_slots(kv_tokens: int, max_num_seqs: int, tokens_per_sequence: float) -> int:
-    """Sequences the engine decodes at once: min(max_num_seqs, KV tokens // tokens per sequence)."""
-    return min(max_num_seqs, int(kv_tokens // max(1.0, tokens_per_sequence)))
-
-
-def continuous_slots(counts: Counts, tokens_per_sequence: float, static_per_call: int) -> int:
-    """Slots of the continuously batched engine for sequences of `tokens_per_sequence` expected
-    tokens: its KV cache's when planned (at least one: an engine without room for one does not
-    start, which the memory plan says), else CONTINUOUS_SLOTS (or the static call, if larger)."""
-    if counts.engine_kv_tokens is None:
-        return max(static_per_call, CONTINUOUS_SLOTS)
-    return max(1, engine_slots(counts.engine_kv_tokens, counts.max_num_seqs, tokens_per_sequence))
 
 
 def rollout_kv_tokens(work: Workload, cal: Calibration | None, task: TaskCounts, group_size: int) -> float:
@@ -313,6 +294,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
     if counts.remax:  # one greedy baseline answer per prompt
         out["rollout"] += generation_seconds(generating, sequences=prompts, per_call=per_call, prompt=prompt,
                                              new_tokens=new, **decode)
+    out["rollout"] += offload_seconds(work, cal, "rollout", calls=updates)
     if counts.rif:  # RIF's K-rollout estimate: on the rollout engine when there is one
         k = work.rif_rollouts
         rif_call = knobs.prompts_per_call * k
@@ -320,6 +302,7 @@ def rl_seconds(work: Workload, knobs: Knobs, cal: Calibration, counts: Counts, t
             rif_call = continuous_slots(counts, rollout_kv_tokens(work, cal, task, k), rif_call)
         out["rif_rollout"] = generation_seconds(generating, sequences=task.train_rows * k, per_call=rif_call, prompt=prompt,
                                                 new_tokens=new, group_size=k, **decode)
+        out["rif_rollout"] += offload_seconds(work, cal, "rollout", calls=1)
     answer = task.answers.mean_capped(new) if task.answers is not None else new
     if counts.shared_prefix:  # one packed row per group: the prompt once, then its G answers
         tokens = prompts * (prompt + g * answer)
@@ -415,8 +398,10 @@ def continuous_evaluation_seconds(work: Workload, cal: Calibration, counts: Coun
     answers = evaluation_answers(work, counts, trained)
     steps = work.eval_new_tokens if answers is not None else evaluation_steps(work, cal, counts, trained=trained)
     slots = continuous_slots(counts, evaluation_sequence_tokens(work, cal, counts, trained=trained), work.eval_batch)
+    calls = len(counts.tasks) + counts.general_sets  # one engine call per set
     return generation_seconds(engine_decode(work, cal), sequences=prompts, per_call=slots, prompt=counts.mean_prompt(work, cal),
-                              new_tokens=steps, answers=answers, continuous=True)
+                              new_tokens=steps, answers=answers, continuous=True) + offload_seconds(
+        work, cal, "evaluation", calls=calls)
 
 
 def evaluation_answers(work: Workload, counts: Counts, trained: bool) -> AnswerLengths | None:

@@ -59,6 +59,9 @@ class Workload:
     reference_adapter: bool = False  # a frozen second adapter holds the KL reference (previous task)
     eval_batch_auto: bool = False  # left at auto by the recipe and not yet chosen by the planner
     vision_cache_bytes: float = 0.0  # device-resident share of the vision feature cache (training phases)
+    # The trainer's state waits in host memory while vLLM generates (rollout.backend vllm with
+    # rollout.offload_trainer): only the vision feature cache stays beside the engine's share.
+    offload_trainer: bool = False
 
     @property
     def pack_by_tokens(self) -> bool:
@@ -175,6 +178,7 @@ def workload_of(recipe, arm, shape: ModelShape | None = None) -> Workload:
         reference_adapter=holds_reference(arm),
         eval_batch_auto=_fixed(recipe.evaluation.generation.batch_size) is None,
         vision_cache_bytes=vision_cache_bytes(model, shape),
+        offload_trainer=recipe.rollout.backend == "vllm" and recipe.rollout.offload_trainer,
     )
 
 

@@ -314,6 +314,8 @@ def _run_updates(model, processor, arm: ArmConfig, phase: Phase, plan: DrawPlan,
     statistics and the non-finite counters (the checkpointer adds weights, optimizer, RNGs)."""
     weight_decay = RL_WEIGHT_DECAY if arm.weight_decay is None else arm.weight_decay
     optimizer, _ = adamw(model, arm.lr, weight_decay, "train_rft")
+    if phase.rollout_engine is not None:  # its moments wait in host memory while the engine generates
+        phase.rollout_engine.track_optimizer(optimizer)
     kl_beta = arm.rft.kl_beta if arm.rft.uses_kl else 0.0
     guard = NonFiniteGuard(phase.max_nonfinite, f"lr={arm.lr}, kl_beta={kl_beta}, dtype={model_dtype(model)}",
                            phase.max_weight)

@@ -15,7 +15,9 @@ decode steps instead of each call's longest (the HF path's static calls).
 - Evaluation (greedy, temperature 0) runs on the same engine as rollouts (`evaluation_engine`),
   as does RIF's K-rollout estimate: both wait for no call's longest answer.
 - On CUDA vLLM sleeps (level 1: weights to host memory, KV cache freed) while the policy trains
-  and wakes before the next rollout; CPU has no sleep mode.
+  and wakes before the next rollout; CPU has no sleep mode. While it generates, the trainer's
+  state (frozen base, adapters, optimizer moments) waits in host memory
+  (`rollout.offload_trainer`, train/offload.py), so the engine's share can take that memory too.
 - Sampling matches the HF path: temperature, top_p, top_k, repetition penalty, max/min new
   tokens, a per-request seed, vision markers suppressed (logit bias -100, vLLM's limit: e^-100 of
   probability, where HF's suppress_tokens sets -inf). Each sampled token's log-prob comes back
@@ -29,11 +31,13 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 
 from lite_cpt.train.batching import Prompt, chat_text, tokenizer_of
+from lite_cpt.train.offload import TrainerOffload
 from lite_cpt.data.images import decode_image
 from lite_cpt.errors import UserError
 from lite_cpt.train.rollout import Completions, Sampling, StopTokens, decode_completions, vision_token_ids
@@ -132,7 +136,7 @@ class VllmRollouts:
 
     def __init__(self, base: str, processor, *, lora_rank: int, dtype: torch.dtype, quantized: bool,
                  max_model_len: int, settings, scratch_dir: str | Path = "vllm_adapters"):
-        LLM, self._sampling_params, self._lora_request = import_vllm()
+        self._LLM, self._sampling_params, self._lora_request = import_vllm()
         self.cuda = torch.cuda.is_available()
         if not self.cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gb))
@@ -149,11 +153,25 @@ class VllmRollouts:
             options["quantization"] = "bitsandbytes"
         if self.cuda:
             options.update(gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=True)
-        self.llm = LLM(**options)
+        self._options = options
+        self._llm = None  # started at first use: on CUDA, with the trainer's state in host memory
+        # The trainer's state leaves the GPU while the engine generates (rollout.offload_trainer).
+        self.offload = TrainerOffload() if settings.offload_trainer else None
         self.scratch_dir = Path(scratch_dir)
         self.lora_id = 0  # the id of the adapter served now (0: none pushed yet)
         self._served: tuple | None = None  # fingerprint of the adapter weights behind lora_id
+        self._stale_lora: int | None = None  # an id to drop from the engine once it is awake
         self._asleep = False
+
+    @property
+    def llm(self):
+        """The vLLM engine, started on first use. vLLM checks at start that its share of the GPU
+        is free, which it is once the trainer's state is in host memory (`generating`)."""
+        if self._llm is None:
+            if self.cuda:
+                torch.cuda.empty_cache()
+            self._llm = self._LLM(**self._options)
+        return self._llm
 
     # -- memory while the policy trains ---------------------------------------------------
 
@@ -162,24 +180,50 @@ class VllmRollouts:
         if not self.cuda:
             log.debug("vLLM sleep mode is CUDA-only: the engine keeps its memory on CPU")
             return
-        if not self._asleep:
-            self.llm.sleep(level=1)
+        if self._llm is not None and not self._asleep:
+            self._llm.sleep(level=1)
             self._asleep = True
 
     def wake(self) -> None:
-        """Bring the engine back for the next generation. The trainer's cached blocks (its last
-        update's activations) go back to the driver first: the memory plan counts the engine's
-        share beside the trainer's resident state, not beside its training peak."""
+        """Bring the engine back (or start it) for the next generation. The trainer's cached
+        blocks (its last update's activations) go back to the driver first: the memory plan
+        counts the engine's share beside the trainer's resident state, not its training peak."""
         if self._asleep:
             torch.cuda.empty_cache()
-            self.llm.wake_up()
+            self._llm.wake_up()
             self._asleep = False
+        self.llm  # noqa: B018 (started here if it was not)
+
+    def track_optimizer(self, optimizer) -> None:
+        """Move `optimizer`'s state to host memory with the trainer's while the engine generates."""
+        if self.offload is not None:
+            self.offload.track(optimizer)
+
+    @contextmanager
+    def generating(self, model):
+        """The engine awake with the policy's current adapter (its LoRARequest, None for the bare
+        base) and, on CUDA with rollout.offload_trainer, the trainer's state in host memory; after,
+        the engine asleep and the trainer's state back. The adapter is saved first, while its
+        weights are still on the GPU."""
+        serve = adapter_enabled(model)
+        if serve:
+            self.save_adapter(model)
+        away = self.offload.away(model) if self.offload is not None and self.cuda else nullcontext()
+        with away:
+            self.wake()
+            try:
+                if self._stale_lora is not None:
+                    self.llm.llm_engine.remove_lora(self._stale_lora)
+                    self._stale_lora = None
+                yield self._lora_request(f"policy-{self.lora_id}", self.lora_id, str(self._directory)) if serve else None
+            finally:
+                self.sleep()
 
     # -- the trainer's adapter --------------------------------------------------------------
 
-    def push_adapter(self, model):
-        """A LoRARequest for the policy's current adapter: saved and given a fresh id when its
-        weights changed since the last push (the same request otherwise)."""
+    def save_adapter(self, model) -> None:
+        """Save the policy's current adapter under a fresh id (`lora_id`) when its weights changed
+        since the last save: vLLM caches an adapter by id, so reusing one would serve old weights."""
         fingerprint = adapter_fingerprint(model)
         if fingerprint != self._served:
             previous = self.scratch_dir / f"adapter-{self.lora_id}"
@@ -191,10 +235,9 @@ class VllmRollouts:
                 directory = directory / model.active_adapter
             self._directory = directory
             if self.lora_id > 1:
-                self.llm.llm_engine.remove_lora(self.lora_id - 1)
+                self._stale_lora = self.lora_id - 1
                 shutil.rmtree(previous, ignore_errors=True)
             self._served = fingerprint
-        return self._lora_request(f"policy-{self.lora_id}", self.lora_id, str(self._directory))
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -223,12 +266,8 @@ class VllmRollouts:
                 seed = None if generator_seed is None else (generator_seed * 1_000_003 + row) % 2**63
                 requests.append(request)
                 params.append(self.sampling_params(sampling, stops, suppressed, seed))
-        self.wake()
-        try:
-            lora = self.push_adapter(model) if adapter_enabled(model) else None  # None: the bare base
+        with self.generating(model) as lora:  # lora None: the bare base
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        finally:
-            self.sleep()
         log.debug("vLLM: %d of %d prompt tokens from the prefix cache so far", *self.prompt_tokens_cached())
         token_ids, logprobs = [], []
         for output in outputs:
@@ -256,14 +295,10 @@ class VllmRollouts:
         fixed = Sampling(max_new_tokens=steps, temperature=1.0, min_new_tokens=steps)
         requests = [engine_request(processor, prompts[i % len(prompts)]) for i in range(sequences)]
         params = [self.sampling_params(fixed, stops, suppressed, seed=i) for i in range(sequences)]
-        self.wake()
-        try:
-            lora = self.push_adapter(model) if adapter_enabled(model) else None
+        with self.generating(model) as lora:
             start = time.perf_counter()
             self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
             return time.perf_counter() - start
-        finally:
-            self.sleep()
 
 
 def engine_request(processor, prompt: Prompt) -> dict:
