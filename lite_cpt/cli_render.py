@@ -115,7 +115,8 @@ def render_time_plan(plan: Plan, console) -> None:
     cal = plan.calibration
     console.print(f"[dim]throughputs: {cal.device} ({cal.model}): decode step {cal.decode_step_s * 1e3:.1f} ms "
                   f"+ {cal.decode_s_per_sequence * 1e3:.2f} ms/sequence, prefill {cal.prefill_tokens_per_s:,.0f} "
-                  f"tokens/s, training {cal.train_tokens_per_s:,.0f} tokens/s. Source: {cal.source}")
+                  f"tokens/s, training {cal.train_tokens_per_s:,.0f} tokens/s, host copies {cal.host_copy_gb_per_s:.0f} "
+                  f"GB/s. Source: {cal.source}")
 
 
 def _fmt(value: float | None) -> str:

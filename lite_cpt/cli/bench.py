@@ -99,7 +99,8 @@ def bench_gpu_command(
     cal = result["calibration"]
     console.print(f"calibration on {cal['device']}: decode {cal['decode_step_s'] * 1e3:.2f} ms/step + "
                   f"{cal['decode_s_per_sequence'] * 1e3:.3f} ms/sequence, prefill {cal['prefill_tokens_per_s']:,.0f} "
-                  f"tokens/s, training {cal['train_tokens_per_s']:,.0f} tokens/s → {json_path}")
+                  f"tokens/s, training {cal['train_tokens_per_s']:,.0f} tokens/s, host copies "
+                  f"{cal['host_copy_gb_per_s']:.1f} GB/s → {json_path}")
 
 
 @bench_app.command("update")
