@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gc
 
+import pytest
 import torch
 
 from lite_cpt.models import add_lora
@@ -128,3 +129,29 @@ def test_nothing_moves_on_a_cpu_run():
     with offload.away(model):
         assert [p.data_ptr() for p in model.parameters()] == pointers
     assert not offload._host
+
+
+def test_a_bitsandbytes_4bit_layer_answers_the_same_after_a_round_trip(monkeypatch):
+    """A real NF4 Linear4bit (bitsandbytes' CPU kernels): its packed weight goes to a host buffer,
+    its QuantState moves with it (`.to`), and it answers exactly as before once back."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(32, 64), requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")  # quantises: packed uint8 data and a QuantState
+    model = nn.Sequential(layer)
+    state = layer.weight.quant_state
+    assert layer.weight.dtype == torch.uint8 and state is not None
+    moves = []
+    real_to = type(state).to
+    monkeypatch.setattr(type(state), "to", lambda self, device: (moves.append(str(device)), real_to(self, device))[1])
+    x = torch.randn(3, 64)
+    before = layer(x)
+    offload = TrainerOffload()
+    with offload.away(model, force=True):
+        assert layer.weight.data_ptr() in {t.data_ptr() for t in offload._host.values()}
+    assert moves == ["cpu", "cpu"]
+    assert isinstance(layer.weight, bnb.nn.Params4bit) and layer.weight.quant_state is state
+    torch.testing.assert_close(layer(x), before, rtol=0, atol=0)
