@@ -258,3 +258,43 @@ def test_a_groups_samples_share_their_prompts_kv_blocks(setup):
     cached_after, total_after = engine.prompt_tokens_cached()
     assert total_after - total == len(prompts) * group * length
     assert cached_after - cached == len(prompts) * (group - 1) * (length // block) * block
+
+
+def test_the_trainer_waits_in_host_memory_while_the_engine_generates(setup, monkeypatch):
+    """rollout.offload_trainer around every engine call of a GRPO phase (forced onto CPU tensors:
+    on CUDA it moves the CUDA ones): while vLLM generates, every parameter of the policy and,
+    once the phase's optimizer has state, its moments sit in the offload's host buffers; the
+    phase trains to the same weights as without the offload."""
+    import functools
+
+    model, processor, engine = setup
+    arm = arm_config(name="rft", lr=2e-2, rft={"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 4,
+                                               "cot": False, "kl": False})
+    assert engine.offload is not None  # on by default
+
+    def train(forced: bool) -> tuple[dict, list]:
+        reset_adapter(model, seed=0)
+        away = []
+        monkeypatch.setattr(engine.offload, "away", functools.partial(type(engine.offload).away, engine.offload,
+                                                                      force=forced))
+        real = engine.llm.generate
+
+        def generate(*args, **kwargs):
+            hosted = {t.data_ptr() for t in engine.offload._host.values()}
+            moments = [v for o in engine.offload._optimizers for s in o.state.values() for v in s.values()
+                       if isinstance(v, torch.Tensor) and v.dim()]
+            away.append((all(p.data_ptr() in hosted for p in model.parameters()),
+                         len(moments), all(v.data_ptr() in hosted for v in moments)))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(engine.llm, "generate", generate)
+        train_rft(model, processor, examples(4), arm, Phase(KNOBS, seed=3, rollout_engine=engine), updates=2)
+        monkeypatch.setattr(engine.llm, "generate", real)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, away
+
+    kept, kept_calls = train(forced=False)
+    moved, moved_calls = train(forced=True)
+    assert [c[0] for c in kept_calls] == [False, False]  # CPU tensors stay where they are
+    assert moved_calls[0][0] and moved_calls[1] == (True, moved_calls[1][1], True) and moved_calls[1][1] > 0
+    for name in kept:
+        torch.testing.assert_close(moved[name], kept[name], rtol=0, atol=0, msg=name)

@@ -208,7 +208,7 @@ class VllmRollouts:
         serve = adapter_enabled(model)
         if serve:
             self.save_adapter(model)
-        away = self.offload.away(model) if self.offload is not None and self.cuda else nullcontext()
+        away = self.offload.away(model) if self.offload is not None else nullcontext()  # moves CUDA tensors only
         with away:
             self.wake()
             try:
