@@ -154,9 +154,10 @@ def test_the_plan_says_which_figures_priced_vllms_decode():
 
 
 def test_the_engines_decode_fit_takes_the_one_token_call_out_and_fits_as_transformers(monkeypatch):
-    """On a GPU: calls of 16, 32 and 64 sequences at 128 and at 1 token each (after a warm-up),
-    the difference over 127 decode steps, fitted a + b·n; a recipe on transformers, or a machine
-    without vLLM, measures no engine."""
+    """On a GPU: calls at the widths the plan gives the engine (an eighth, a quarter, half and all
+    of rollout.max_num_seqs) at 128 and at 1 token each (after a warm-up), the difference over 127
+    decode steps, fitted a + b·n; a recipe on transformers, or a machine without vLLM, measures no
+    engine."""
     import importlib.util
 
     import torch
@@ -172,18 +173,21 @@ def test_the_engines_decode_fit_takes_the_one_token_call_out_and_fits_as_transfo
             warm = 0.0 if self.calls.count((sequences, steps)) > 1 else 5.0  # a slow first call
             return warm + 0.3 + 0.002 * sequences + (steps - 1) * (0.01 + 0.0005 * sequences)
 
-    monkeypatch.setattr(calibrate, "model_device", lambda model: torch.device("cuda"))
-    engine = Engine()
-    figures = calibrate.engine_figures(None, torch.nn.Linear(1, 1), None, [], None, engine=engine)
-    assert (figures["engine_decode_step_s"], figures["engine_decode_s_per_sequence"]) == pytest.approx((0.01, 0.0005))
-    assert figures["engine_decode_measured"] == {"steps": 128, "step_s": {
-        "16": pytest.approx(0.018), "32": pytest.approx(0.026), "64": pytest.approx(0.042)}}
-    assert sorted(set(engine.calls)) == [(16, 1), (16, 128), (32, 1), (32, 128), (64, 1), (64, 128)]
-    assert all(engine.calls.count(call) == 1 + calibrate.REPEATS for call in set(engine.calls))
+    assert calibrate.engine_decode_widths(256) == (32, 64, 128, 256)
+    assert calibrate.engine_decode_widths(64) == (8, 16, 32, 64) and calibrate.engine_decode_widths(2) == (1, 2)
     hf = recipe_from_dict({"name": "hf", "model": {"name": "tiny"}, "tasks": [{"name": "a", "type": "mini_gqa"}],
                            "arms": [{"name": "rft"}]})
+    vllm = recipe_from_dict({**hf.model_dump(), "rollout": {"backend": "vllm", "max_num_seqs": 128}})
+    monkeypatch.setattr(calibrate, "model_device", lambda model: torch.device("cuda"))
+    engine = Engine()
+    figures = calibrate.engine_figures(vllm, torch.nn.Linear(1, 1), None, [], None, engine=engine)
+    assert (figures["engine_decode_step_s"], figures["engine_decode_s_per_sequence"]) == pytest.approx((0.01, 0.0005))
+    assert figures["engine_decode_measured"] == {"steps": 128, "step_s": {
+        "16": pytest.approx(0.018), "32": pytest.approx(0.026), "64": pytest.approx(0.042),
+        "128": pytest.approx(0.074)}}
+    assert sorted(set(engine.calls)) == [(n, s) for n in (16, 32, 64, 128) for s in (1, 128)]
+    assert all(engine.calls.count(call) == 1 + calibrate.REPEATS for call in set(engine.calls))
     assert calibrate.rollout_engine_of(hf, None, None) is None
-    vllm = recipe_from_dict({**hf.model_dump(), "rollout": {"backend": "vllm"}})
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
     assert calibrate.rollout_engine_of(vllm, None, None) is None
