@@ -9,8 +9,10 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
+from lite_cpt.errors import UserError
 from lite_cpt.run import continual
 from lite_cpt.run import rows as rows_module
 from lite_cpt.run.integrity import write_manifest
@@ -162,3 +164,19 @@ def test_a_run_saved_with_a_single_seed_keeps_it_when_seeds_are_added(tmp_path):
     (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(saved))
     continual.prepare_run_dir(recipe.model_copy(update={"seed": 5}))
     assert yaml.safe_load((recipe.run_dir / "recipe.yaml").read_text())["seeds"] == [3, 5]
+
+
+def test_a_run_resumes_with_the_trainer_offload_switched_or_unknown_to_its_saved_recipe(tmp_path):
+    """rollout.offload_trainer moves memory, not numbers: a run saved with the other value, or by a
+    version without the key, resumes; another rollout setting is still a different recipe."""
+    recipe = recipe_from_dict(tiny_recipe(tmp_path))
+    saved = recipe.model_dump(mode="json")
+    saved["rollout"].pop("offload_trainer")
+    recipe.run_dir.mkdir(parents=True)
+    (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert continual.prepare_run_dir(recipe) == recipe.run_dir
+    off = recipe.model_copy(update={"rollout": recipe.rollout.model_copy(update={"offload_trainer": False})})
+    assert continual.prepare_run_dir(off) == recipe.run_dir
+    other = recipe.model_copy(update={"rollout": recipe.rollout.model_copy(update={"max_num_seqs": 7})})
+    with pytest.raises(UserError, match="different recipe"):
+        continual.prepare_run_dir(other)

@@ -75,6 +75,10 @@ PHASE_STATS = "phase_stats.json"
 # Keys that do not change any one seed's numbers: which seeds run, where logs also go, and
 # how often a phase checkpoints (saving consumes no randomness).
 SEED_INDEPENDENT_KEYS = ("seed", "seeds", "logging", "checkpoint")
+# Keys inside a section that move memory only, never a number (section, key): a run saved with
+# another value, or before the key existed, resumes. The offload trains to the same weights
+# (tests/test_vllm_backend.py).
+PLACEMENT_KEYS = (("rollout", "offload_trainer"),)
 
 
 def prepare_run_dir(recipe: Recipe) -> Path:
@@ -109,7 +113,12 @@ def _readable_recipe(path: Path) -> dict | None:
 
 
 def _seedless(recipe: dict) -> dict:
-    return {key: value for key, value in recipe.items() if key not in SEED_INDEPENDENT_KEYS}
+    """The recipe without what may differ between the runs of one run directory."""
+    out = {key: value for key, value in recipe.items() if key not in SEED_INDEPENDENT_KEYS}
+    for section, key in PLACEMENT_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
 
 
 def seed_dir(run_dir: Path, seed: int) -> Path:
