@@ -268,7 +268,8 @@ class VllmRollouts:
                 params.append(self.sampling_params(sampling, stops, suppressed, seed))
         with self.generating(model) as lora:  # lora None: the bare base
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        log.debug("vLLM: %d of %d prompt tokens from the prefix cache so far", *self.prompt_tokens_cached())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("vLLM: %d of %d prompt tokens from the prefix cache so far", *self.prompt_tokens_cached())
         token_ids, logprobs = [], []
         for output in outputs:
             answer = output.outputs[0]
