@@ -28,6 +28,8 @@ CALL_SIZES = (2, 16)  # sequences per generate call for the decode fit on a CPU
 #: chooses (16, 32, 64 sequences) over 128 steps, long enough for the KV cache to matter; on a
 #: CPU two small calls of 16 steps.
 DECODE_WIDTHS = {"cuda": ((16, 32, 64), 128), "cpu": (CALL_SIZES, 16)}
+PASS_SIZES = (2, 8)  # sequences per forward pass for the two-point fits of the log-prob passes
+REPEATS = 3
 
 
 def engine_decode_widths(max_num_seqs: int) -> tuple[int, ...]:
@@ -35,8 +37,6 @@ def engine_decode_widths(max_num_seqs: int) -> tuple[int, ...]:
     rollout.max_num_seqs (a 24 GB card at the protocol's share fills most tasks' 256), halving
     down to an eighth of it."""
     return tuple(sorted({max(1, max_num_seqs // d) for d in (8, 4, 2, 1)}))
-PASS_SIZES = (2, 8)  # sequences per forward pass for the two-point fits of the log-prob passes
-REPEATS = 3
 
 
 def _best_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> tuple[float, object]:
@@ -327,9 +327,10 @@ def engine_figures(recipe, model, processor, batch: list[Prompt], new_tokens: in
     engine = engine or rollout_engine_of(recipe, model, processor)
     if engine is None:
         return {}
-    widths, steps = DECODE_WIDTHS["cuda" if model_device(model).type == "cuda" else "cpu"]
     if model_device(model).type == "cuda":
-        widths = engine_decode_widths(recipe.rollout.max_num_seqs)
+        widths, steps = engine_decode_widths(recipe.rollout.max_num_seqs), DECODE_WIDTHS["cuda"][1]
+    else:
+        widths, steps = DECODE_WIDTHS["cpu"]
     return engine_decode_costs(engine, model, processor, batch, widths, new_tokens or steps)
 
 

@@ -326,9 +326,7 @@ def engine_resident_bytes(work: Workload, phase: str) -> dict[str, float]:
 def offload_bytes(work: Workload, phase: str) -> float:
     """Bytes rollout.offload_trainer moves to host memory before each engine call of `phase`
     (and back after it): 0 without it."""
-    if not work.offload_trainer:
-        return 0.0
-    return sum(v for k, v in generation_resident_bytes(work, phase).items() if k != "vision_cache")
+    return sum(generation_resident_bytes(work, phase).values()) - sum(engine_resident_bytes(work, phase).values())
 
 
 def phase_instants(work: Workload, phase: str, knobs: Knobs, *, naive: bool = False) -> list[Instant]:

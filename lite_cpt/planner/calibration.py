@@ -72,6 +72,11 @@ class Calibration:
     host_copy_gb_per_s: float = 20.0
 
     @property
+    def is_reference(self) -> bool:
+        """Whether these are the reference card's derived figures (REFERENCE_24GB), not a measurement."""
+        return self.device == REFERENCE_24GB.device
+
+    @property
     def on_cpu(self) -> bool:
         return self.device.startswith("cpu")
 

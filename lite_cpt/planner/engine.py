@@ -43,7 +43,7 @@ from lite_cpt.planner.bytes import (
 )
 from lite_cpt.planner.search import advice_for
 from lite_cpt.planner.shapes import lora_parameters
-from lite_cpt.planner.calibration import REFERENCE_24GB, Calibration
+from lite_cpt.planner.calibration import Calibration
 from lite_cpt.planner.engine_slots import KV_BLOCK_TOKENS, engine_slots
 from lite_cpt.planner.timeplan import (
     counts_of, engine_decode, evaluation_sequence_tokens, rollout_kv_tokens, training_phases,
@@ -258,7 +258,7 @@ def engine_decode_notes(work: Workload, cal: Calibration) -> list[str]:
     plan says."""
     decode = engine_decode(work, cal)
     per_step = f"{decode.decode_step_s * 1e3:.2f} ms per step + {decode.decode_s_per_sequence * 1e3:.3f} ms per sequence"
-    derived = cal.device == REFERENCE_24GB.device
+    derived = cal.is_reference
     measure = "measure the engine with `lite-cpt bench gpu --recipe RECIPE --json F` where vLLM is installed"
     if decode is not cal:
         if derived:
@@ -280,7 +280,7 @@ def offload_notes(work: Workload, cal: Calibration) -> list[str]:
     if not work.offload_trainer:
         return []
     moved = offload_bytes(work, "rollout") / GIB
-    where = "derived" if cal.device == REFERENCE_24GB.device else f"measured on {cal.device}"
+    where = "derived" if cal.is_reference else f"measured on {cal.device}"
     return [f"the trainer's state ({moved:.1f} GiB: frozen base, adapters, optimizer moments) waits in host memory "
             f"while vLLM generates (rollout.offload_trainer), copied out and back around each engine call at "
             f"{cal.host_copy_gb_per_s:.0f} GB/s ({where}); it needs as much free (pinned) host memory, beside the "

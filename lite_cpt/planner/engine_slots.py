@@ -26,8 +26,9 @@ def engine_slots(kv_tokens: int, max_num_seqs: int, tokens_per_sequence: float) 
 
 def continuous_slots(counts, tokens_per_sequence: float, static_per_call: int) -> int:
     """Slots of the continuously batched engine for sequences of `tokens_per_sequence` expected
-    tokens (`counts`: a timeplan.Counts): its KV cache's when planned (at least one: an engine without room for one does not
-    start, which the memory plan says), else CONTINUOUS_SLOTS (or the static call, if larger)."""
+    tokens (`counts`: a timeplan.Counts): its KV cache's when planned (at least one: an engine
+    without room for one does not start, which the memory plan says), else CONTINUOUS_SLOTS (or
+    the static call, if larger)."""
     if counts.engine_kv_tokens is None:
         return max(static_per_call, CONTINUOUS_SLOTS)
     return max(1, engine_slots(counts.engine_kv_tokens, counts.max_num_seqs, tokens_per_sequence))

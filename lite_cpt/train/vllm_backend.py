@@ -95,10 +95,11 @@ def check_loads_nf4(quantized: bool, version: str | None = None) -> None:
 
     version = version or installed_vllm_version()
     if quantized and version is not None and Version(version).release[:2] >= VLLM_WITHOUT_BNB:
+        bound = ".".join(map(str, VLLM_WITHOUT_BNB))
         raise UserError(
             f"rollout.backend: vllm with an NF4 base (model.quantization nf4, or auto on a GPU) needs vLLM's "
-            f"bitsandbytes loader, which vLLM {'.'.join(map(str, VLLM_WITHOUT_BNB))} removed; vLLM {version} is "
-            "installed: pip install 'lite-cpt[vllm]' (vllm<0.28), or set rollout.backend: hf")
+            f"bitsandbytes loader, which vLLM {bound} removed; vLLM {version} is installed: pip install "
+            f"'lite-cpt[vllm]' (vllm<{bound}), or set rollout.backend: hf")
 
 
 def import_vllm():
@@ -377,7 +378,8 @@ def build_rollout_engine(rollout, model, processor, scratch_dir: str | Path) -> 
     if quantization not in ("none", "nf4"):
         raise UserError(f"rollout.backend: vllm loads the base in 4-bit (nf4) or unquantized, not "
                         f"model.quantization={quantization}; change one of them")
-    check_loads_nf4(quantization == "nf4")
-    return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantization == "nf4",
+    quantized = quantization == "nf4"
+    check_loads_nf4(quantized)
+    return VllmRollouts(base, processor, lora_rank=cfg.lora.r, dtype=model_dtype(model), quantized=quantized,
                         max_model_len=rollout.max_model_len, settings=rollout.settings,
                         scratch_dir=scratch_dir)
